@@ -1,0 +1,321 @@
+//! The admin API, over HTTP (JSON) and in-process: scan a QR as a phone, read what reached a
+//! phone, make a phone send, and inject faults (logout, dropped connection, refusal).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use wacore_binary::Jid;
+use wacore_binary::builder::NodeBuilder;
+
+use crate::pairing::{self, Linked, ScanError};
+use crate::routing::{self, Outgoing, SendError};
+use crate::server::Shared;
+use crate::stanza;
+use crate::state::{DeviceKey, Outbound, ReceiptRecord, ReceivedMessage, unix_secs};
+
+const MAX_ADMIN_BODY: usize = 96 << 20;
+
+/// A linked device as the admin API lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub jid: String,
+    pub phone: String,
+    pub connected: bool,
+    pub removed: bool,
+}
+
+/// Why an admin operation on a device failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceOpError {
+    #[error("not a device JID")]
+    BadJid,
+    #[error("unknown device")]
+    Unknown,
+    #[error("device is not connected")]
+    NotConnected,
+    #[error("unknown message id")]
+    UnknownMessage,
+}
+
+/// In-process handle on the admin operations.
+#[derive(Clone)]
+pub struct Admin {
+    shared: Arc<Shared>,
+}
+
+impl Admin {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// A phone scans `qr`: the waiting client is linked to `phone`. Resolves once the client
+    /// confirmed (`pair-device-sign`).
+    pub async fn scan(&self, qr: &str, phone: &str) -> Result<Linked, ScanError> {
+        pairing::scan(&self.shared, qr, phone).await
+    }
+
+    /// What reached a virtual phone, oldest first.
+    pub fn messages(&self, phone: &str) -> Vec<ReceivedMessage> {
+        self.shared.lock().phones.get(phone).map(|p| p.messages.clone()).unwrap_or_default()
+    }
+
+    /// Receipts linked devices sent for messages this phone had sent them.
+    pub fn receipts(&self, phone: &str) -> Vec<ReceiptRecord> {
+        self.shared.lock().phones.get(phone).map(|p| p.receipts.clone()).unwrap_or_default()
+    }
+
+    /// The phone sends a text to every linked device of `to`; returns the message id.
+    pub async fn send_text(&self, from: &str, to: &str, text: &str) -> Result<String, SendError> {
+        routing::phone_send(&self.shared, from, to, Outgoing::Text(text.to_owned())).await
+    }
+
+    /// The phone sends a document to every linked device of `to`.
+    pub async fn send_document(
+        &self,
+        from: &str,
+        to: &str,
+        file_name: &str,
+        mimetype: &str,
+        bytes: Vec<u8>,
+        caption: Option<String>,
+    ) -> Result<String, SendError> {
+        let doc = Outgoing::Document { file_name: file_name.to_owned(), mimetype: mimetype.to_owned(), bytes, caption };
+        routing::phone_send(&self.shared, from, to, doc).await
+    }
+
+    /// The phone marks a message it received as read: a read receipt goes to its sender.
+    pub fn mark_read(&self, phone: &str, message_id: &str) -> Result<(), DeviceOpError> {
+        let mut reg = self.shared.lock();
+        let sender = reg
+            .phones
+            .get(phone)
+            .and_then(|p| p.messages.iter().find(|m| m.id == message_id))
+            .and_then(|m| m.from.parse::<Jid>().ok())
+            .ok_or(DeviceOpError::UnknownMessage)?;
+        let receipt = NodeBuilder::new("receipt")
+            .attr("from", Jid::pn(phone))
+            .attr("id", message_id.to_owned())
+            .attr("type", "read")
+            .attr("t", unix_secs().to_string())
+            .build();
+        reg.deliver(&DeviceKey::from_jid(&sender), receipt);
+        Ok(())
+    }
+
+    /// Whether a number is on WhatsApp (every number is, unless set otherwise).
+    pub fn set_registered(&self, phone: &str, registered: bool) {
+        let mut reg = self.shared.lock();
+        if registered {
+            reg.unregistered.remove(phone);
+        } else {
+            reg.unregistered.insert(phone.to_owned());
+        }
+    }
+
+    pub fn devices(&self) -> Vec<DeviceInfo> {
+        let reg = self.shared.lock();
+        let mut out: Vec<DeviceInfo> = reg
+            .devices
+            .values()
+            .map(|d| DeviceInfo {
+                jid: d.key.jid().to_string(),
+                phone: d.key.phone.clone(),
+                connected: d.conn.is_some(),
+                removed: d.removed,
+            })
+            .collect();
+        out.sort_by(|a, b| a.jid.cmp(&b.jid));
+        out
+    }
+
+    /// The phone removes the device: it is told at once if connected (`LoggedOut` on the
+    /// client), and every later login gets `failure 401`.
+    pub fn logout(&self, jid: &str) -> Result<(), DeviceOpError> {
+        let key = device_key(jid)?;
+        let mut reg = self.shared.lock();
+        let device = reg.devices.get_mut(&key).ok_or(DeviceOpError::Unknown)?;
+        device.removed = true;
+        device.offline.clear();
+        if let Some(conn) = device.conn {
+            reg.send_to_conn(conn, Outbound::NodeThenClose(stanza::stream_error_conflict("device_removed")));
+        }
+        tracing::info!(device = jid, "device logged out by its phone");
+        Ok(())
+    }
+
+    /// Drops the device's TCP connection as a network failure would.
+    pub fn drop_connection(&self, jid: &str) -> Result<(), DeviceOpError> {
+        let key = device_key(jid)?;
+        let reg = self.shared.lock();
+        let device = reg.devices.get(&key).ok_or(DeviceOpError::Unknown)?;
+        let conn = device.conn.ok_or(DeviceOpError::NotConnected)?;
+        reg.send_to_conn(conn, Outbound::Drop);
+        Ok(())
+    }
+
+    /// Refuses new WebSocket connections for a while (503 on the upgrade).
+    pub fn refuse_for(&self, duration: Duration) {
+        self.shared.lock().refuse_until = Some(Instant::now() + duration);
+    }
+}
+
+fn device_key(jid: &str) -> Result<DeviceKey, DeviceOpError> {
+    let jid: Jid = jid.parse().map_err(|_| DeviceOpError::BadJid)?;
+    if !jid.is_pn() {
+        return Err(DeviceOpError::BadJid);
+    }
+    Ok(DeviceKey::from_jid(&jid))
+}
+
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response
+}
+
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+#[derive(Deserialize)]
+struct ScanBody {
+    qr: String,
+    phone: String,
+}
+
+#[derive(Deserialize)]
+struct SendBody {
+    to: String,
+    text: Option<String>,
+    document: Option<DocumentBody>,
+}
+
+#[derive(Deserialize)]
+struct DocumentBody {
+    file_name: String,
+    #[serde(default = "default_mimetype")]
+    mimetype: String,
+    /// The file, base64 (standard alphabet).
+    base64: String,
+    caption: Option<String>,
+}
+
+fn default_mimetype() -> String {
+    "application/pdf".into()
+}
+
+#[derive(Deserialize)]
+struct RefuseBody {
+    seconds: u64,
+}
+
+#[derive(Deserialize)]
+struct RegisteredBody {
+    registered: bool,
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Response<Full<Bytes>>> {
+    let body = Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "body unreadable or too large"))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed JSON: {e}")))
+}
+
+fn scan_status(e: &ScanError) -> StatusCode {
+    match e {
+        ScanError::Malformed(_) | ScanError::BadPhone | ScanError::KeyMismatch => StatusCode::BAD_REQUEST,
+        ScanError::UnknownRef => StatusCode::NOT_FOUND,
+        ScanError::Expired => StatusCode::GONE,
+        ScanError::NoConfirmation => StatusCode::GATEWAY_TIMEOUT,
+    }
+}
+
+fn device_status(e: &DeviceOpError) -> StatusCode {
+    match e {
+        DeviceOpError::BadJid => StatusCode::BAD_REQUEST,
+        DeviceOpError::Unknown | DeviceOpError::UnknownMessage => StatusCode::NOT_FOUND,
+        DeviceOpError::NotConnected => StatusCode::CONFLICT,
+    }
+}
+
+fn done(result: Result<(), DeviceOpError>) -> Response<Full<Bytes>> {
+    match result {
+        Ok(()) => json(StatusCode::OK, &serde_json::json!({"ok": true})),
+        Err(e) => error(device_status(&e), &e.to_string()),
+    }
+}
+
+/// Routes `/admin/...` requests.
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let admin = Admin::new(shared);
+    let method = req.method().clone();
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let segments: Vec<&str> = path.split('/').skip(2).collect();
+    match (&method, segments.as_slice()) {
+        (&Method::POST, ["scan"]) => {
+            let body: ScanBody = match read_json(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            match admin.scan(&body.qr, &body.phone).await {
+                Ok(linked) => json(StatusCode::OK, &linked),
+                Err(e) => error(scan_status(&e), &e.to_string()),
+            }
+        }
+        (&Method::GET, ["devices"]) => json(StatusCode::OK, &admin.devices()),
+        (&Method::POST, ["refuse"]) => match read_json::<RefuseBody>(req).await {
+            Ok(b) => {
+                admin.refuse_for(Duration::from_secs(b.seconds));
+                json(StatusCode::OK, &serde_json::json!({"ok": true}))
+            }
+            Err(resp) => resp,
+        },
+        (&Method::POST, ["devices", jid, "logout"]) => done(admin.logout(jid)),
+        (&Method::POST, ["devices", jid, "drop"]) => done(admin.drop_connection(jid)),
+        (&Method::GET, ["phones", phone, "messages"]) => json(StatusCode::OK, &admin.messages(phone)),
+        (&Method::GET, ["phones", phone, "receipts"]) => json(StatusCode::OK, &admin.receipts(phone)),
+        (&Method::POST, ["phones", phone, "messages", id, "read"]) => done(admin.mark_read(phone, id)),
+        (&Method::POST, ["phones", phone, "registered"]) => {
+            let phone = (*phone).to_owned();
+            match read_json::<RegisteredBody>(req).await {
+                Ok(b) => {
+                    admin.set_registered(&phone, b.registered);
+                    json(StatusCode::OK, &serde_json::json!({"ok": true}))
+                }
+                Err(resp) => resp,
+            }
+        }
+        (&Method::POST, ["phones", phone, "send"]) => {
+            let phone = (*phone).to_owned();
+            let body: SendBody = match read_json(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let result = match (body.text, body.document) {
+                (Some(text), None) => admin.send_text(&phone, &body.to, &text).await,
+                (None, Some(doc)) => match base64::engine::general_purpose::STANDARD.decode(doc.base64.as_bytes()) {
+                    Ok(bytes) => admin.send_document(&phone, &body.to, &doc.file_name, &doc.mimetype, bytes, doc.caption).await,
+                    Err(_) => return error(StatusCode::BAD_REQUEST, "document.base64 is not valid base64"),
+                },
+                _ => return error(StatusCode::BAD_REQUEST, "give exactly one of \"text\" or \"document\""),
+            };
+            match result {
+                Ok(id) => json(StatusCode::OK, &serde_json::json!({ "id": id })),
+                Err(e @ SendError::NoDevices(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
+}

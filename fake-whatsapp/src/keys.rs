@@ -1,0 +1,216 @@
+//! Key distribution: prekey uploads and counts, prekey bundles, and usync (device lists,
+//! contacts, LIDs).
+
+
+use buffa::Message as _;
+use wacore_binary::builder::NodeBuilder;
+use wacore_binary::{Jid, Node};
+use waproto::whatsapp as wa;
+
+use crate::server::Shared;
+use crate::phone::PreKeyBundleData;
+use crate::stanza::{self, be3};
+use crate::state::{DeviceKey, Registry, unix_secs};
+
+/// `xmlns="encrypt"`: uploads, rotation, counts, bundles, digest.
+pub(crate) async fn encrypt_iq(shared: &Shared, me: Option<DeviceKey>, node: &Node, id: &str, kind: &str) -> Node {
+    let Some(me) = me else { return stanza::iq_result(id, vec![]) };
+    if node.get_optional_child("digest").is_some() {
+        // "No digest here": the client carries on without re-uploading.
+        return stanza::iq_error(id, 503, "service-unavailable");
+    }
+    if kind == "get" && node.get_optional_child("count").is_some() {
+        let reg = shared.lock();
+        let count = reg.devices.get(&me).map_or(0, |d| d.prekeys.len());
+        return stanza::iq_result(id, vec![NodeBuilder::new("count").attr("value", count.to_string()).build()]);
+    }
+    if kind == "get"
+        && let Some(key) = node.get_optional_child("key")
+    {
+        let wanted: Vec<Jid> = key.get_children_by_tag("user").filter_map(|u| stanza::jid_attr(u, "jid")).collect();
+        let mut users = Vec::with_capacity(wanted.len());
+        for jid in &wanted {
+            users.push(bundle_node(shared, jid).await);
+        }
+        return stanza::iq_result(id, vec![NodeBuilder::new("list").children(users).build()]);
+    }
+    if kind == "set" {
+        let mut reg = shared.lock();
+        if let Some(device) = reg.devices.get_mut(&me) {
+            if let Some(list) = node.get_optional_child("list") {
+                for key in list.get_children_by_tag("key") {
+                    if let Some(pair) = prekey(key) {
+                        device.prekeys.push_back(pair);
+                    }
+                }
+            }
+            let skey = node
+                .get_optional_child("skey")
+                .or_else(|| node.get_optional_child("rotate").and_then(|r| r.get_optional_child("skey")));
+            if let Some(skey) = skey
+                && let (Some((id, value)), Some(sig)) = (
+                    prekey(skey),
+                    stanza::child_bytes(skey, "signature").and_then(|s| <[u8; 64]>::try_from(s).ok()),
+                )
+            {
+                device.registration.signed_prekey_id = id;
+                device.registration.signed_prekey = value;
+                device.registration.signed_prekey_signature = sig;
+            }
+            if let Some(identity) = stanza::child_bytes(node, "identity").and_then(stanza::key32) {
+                device.registration.identity = identity;
+            }
+            if let Some(regid) = stanza::child_bytes(node, "registration").and_then(stanza::be_uint) {
+                device.registration.registration_id = regid;
+            }
+        }
+    }
+    stanza::iq_result(id, vec![])
+}
+
+fn prekey(node: &Node) -> Option<(u32, [u8; 32])> {
+    let id = stanza::child_bytes(node, "id").and_then(stanza::be_uint)?;
+    let value = stanza::child_bytes(node, "value").and_then(stanza::key32)?;
+    Some((id, value))
+}
+
+async fn bundle_node(shared: &Shared, jid: &Jid) -> Node {
+    let key = DeviceKey::from_jid(jid);
+    let (bundle, identity) = if key.device == 0 {
+        let device0 = {
+            let mut reg = shared.lock();
+            if !reg.is_registered(&key.phone) {
+                return user_error(jid);
+            }
+            reg.phone(&key.phone).device0.clone()
+        };
+        let bundle = device0.lock().await.bundle();
+        (bundle, None)
+    } else {
+        let mut reg = shared.lock();
+        match reg.devices.get_mut(&key) {
+            Some(d) if !d.removed => (d.bundle(), Some(d.adv_identity.clone())),
+            _ => return user_error(jid),
+        }
+    };
+    let mut children = bundle_children(&bundle);
+    if let Some(identity) = identity {
+        children.push(NodeBuilder::new("device-identity").bytes(identity).build());
+    }
+    NodeBuilder::new("user").attr("jid", jid.clone()).children(children).build()
+}
+
+fn user_error(jid: &Jid) -> Node {
+    NodeBuilder::new("user")
+        .attr("jid", jid.clone())
+        .children([NodeBuilder::new("error").attr("code", "406").attr("text", "not-acceptable").build()])
+        .build()
+}
+
+fn bundle_children(b: &PreKeyBundleData) -> Vec<Node> {
+    let mut out = vec![
+        NodeBuilder::new("registration").bytes(b.registration_id.to_be_bytes().to_vec()).build(),
+        NodeBuilder::new("type").bytes(vec![5]).build(),
+        NodeBuilder::new("identity").bytes(b.identity_key.to_vec()).build(),
+        NodeBuilder::new("skey")
+            .children([
+                NodeBuilder::new("id").bytes(be3(b.signed_prekey_id)).build(),
+                NodeBuilder::new("value").bytes(b.signed_prekey.to_vec()).build(),
+                NodeBuilder::new("signature").bytes(b.signed_prekey_signature.to_vec()).build(),
+            ])
+            .build(),
+    ];
+    if let Some((id, value)) = b.one_time_prekey {
+        out.push(
+            NodeBuilder::new("key")
+                .children([
+                    NodeBuilder::new("id").bytes(be3(id)).build(),
+                    NodeBuilder::new("value").bytes(value.to_vec()).build(),
+                ])
+                .build(),
+        );
+    }
+    out
+}
+
+/// `xmlns="usync"`: answers each requested protocol for each requested user.
+pub(crate) fn usync(shared: &Shared, node: &Node, id: &str) -> Node {
+    let Some(usync) = node.get_optional_child("usync") else { return stanza::iq_result(id, vec![]) };
+    let protocols: Vec<String> = usync
+        .get_optional_child("query")
+        .and_then(|q| q.children())
+        .map(|c| c.iter().map(|n| n.tag.to_string()).collect())
+        .unwrap_or_default();
+    let users: Vec<&Node> = usync.get_optional_child("list").map(|l| l.get_children_by_tag("user").collect()).unwrap_or_default();
+    let mut reg = shared.lock();
+    let mut out = Vec::with_capacity(users.len());
+    for user in users {
+        let phone = stanza::jid_attr(user, "jid")
+            .filter(|j| j.is_pn())
+            .map(|j| j.user.to_string())
+            .or_else(|| {
+                user.get_optional_child("contact")
+                    .and_then(stanza::text)
+                    .map(|c| c.chars().filter(char::is_ascii_digit).collect::<String>())
+            });
+        let Some(phone) = phone.filter(|p| !p.is_empty()) else {
+            // A LID we never hand out, or garbage: say nothing about it.
+            continue;
+        };
+        let registered = reg.is_registered(&phone);
+        let mut children = Vec::new();
+        for protocol in &protocols {
+            match protocol.as_str() {
+                "contact" => children.push(
+                    NodeBuilder::new("contact").attr("type", if registered { "in" } else { "out" }).build(),
+                ),
+                "devices" if registered => children.push(devices_node(&mut reg, &phone)),
+                _ => {}
+            }
+        }
+        out.push(NodeBuilder::new("user").attr("jid", Jid::pn(phone)).children(children).build());
+    }
+    let sid = stanza::attr(usync, "sid").map(|s| s.into_owned()).unwrap_or_default();
+    stanza::iq_result(
+        id,
+        vec![NodeBuilder::new("usync")
+            .attr("sid", sid)
+            .attr("mode", "query")
+            .attr("last", "true")
+            .attr("index", "0")
+            .children([NodeBuilder::new("list").children(out).build()])
+            .build()],
+    )
+}
+
+/// `[0, companions…]` with the signed key-index list companions require.
+fn devices_node(reg: &mut Registry, phone: &str) -> Node {
+    reg.phone(phone);
+    let companions: Vec<(u16, u32)> = reg.companions(phone).iter().map(|d| (d.key.device, d.key_index)).collect();
+    let mut list = vec![NodeBuilder::new("device").attr("id", "0").build()];
+    for (device, key_index) in &companions {
+        list.push(NodeBuilder::new("device").attr("id", device.to_string()).attr("key-index", key_index.to_string()).build());
+    }
+    let mut children = vec![NodeBuilder::new("device-list").attr("hash", format!("2:{}", companions.len())).children(list).build()];
+    if !companions.is_empty() {
+        let valid: Vec<u32> = companions.iter().map(|(_, k)| *k).collect();
+        let current = valid.iter().copied().max().unwrap_or(0);
+        let signed = wa::ADVSignedKeyIndexList {
+            details: Some(
+                wa::ADVKeyIndexList {
+                    raw_id: Some(1),
+                    timestamp: Some(unix_secs()),
+                    current_index: Some(current),
+                    valid_indexes: valid,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        children.push(NodeBuilder::new("key-index-list").attr("ts", unix_secs().to_string()).bytes(signed).build());
+    }
+    NodeBuilder::new("devices").children(children).build()
+}
+

@@ -1,0 +1,271 @@
+//! Everything the fake server remembers: virtual phones, linked devices, pending QR refs, live
+//! connections and what reached each phone.
+//!
+//! One `std::sync::Mutex` guards it; no lock is ever held across an `.await`. Each virtual
+//! phone's Signal state lives behind its own async mutex because decrypting awaits its stores.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use wacore_binary::{Jid, Node};
+use wacore_libsignal::protocol::KeyPair;
+
+use crate::phone::{PreKeyBundleData, VirtualDevice};
+
+pub(crate) type ConnId = u64;
+
+/// What a connection task is asked to do by someone else (admin API, routing).
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// Encrypt and send this stanza.
+    Node(Node),
+    /// Send this stanza, then close the socket.
+    NodeThenClose(Node),
+    /// Drop the TCP connection without a goodbye (a network failure as the client sees it).
+    Drop,
+}
+
+/// A linked device's address: phone number digits plus device id (0 is the phone itself).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct DeviceKey {
+    pub(crate) phone: String,
+    pub(crate) device: u16,
+}
+
+impl DeviceKey {
+    pub(crate) fn jid(&self) -> Jid {
+        Jid::pn_device(self.phone.clone(), self.device)
+    }
+
+    pub(crate) fn from_jid(jid: &Jid) -> Self {
+        Self { phone: jid.user.to_string(), device: jid.device }
+    }
+}
+
+/// The key material a companion registers when it first connects, and later refreshes.
+#[derive(Debug, Clone)]
+pub(crate) struct Registration {
+    pub(crate) registration_id: u32,
+    pub(crate) identity: [u8; 32],
+    pub(crate) signed_prekey_id: u32,
+    pub(crate) signed_prekey: [u8; 32],
+    pub(crate) signed_prekey_signature: [u8; 64],
+}
+
+/// A companion device (a linked whatsapp-rust client).
+pub(crate) struct Device {
+    pub(crate) key: DeviceKey,
+    pub(crate) lid: Jid,
+    pub(crate) noise_key: [u8; 32],
+    pub(crate) registration: Registration,
+    pub(crate) prekeys: VecDeque<(u32, [u8; 32])>,
+    /// The `ADVSignedDeviceIdentity` the device returned in `pair-device-sign`.
+    pub(crate) adv_identity: Vec<u8>,
+    pub(crate) key_index: u32,
+    pub(crate) removed: bool,
+    pub(crate) conn: Option<ConnId>,
+    pub(crate) offline: VecDeque<Node>,
+    /// True until the phone has shared its app-state keys after the first login.
+    pub(crate) needs_key_share: bool,
+}
+
+impl Device {
+    pub(crate) fn bundle(&mut self) -> PreKeyBundleData {
+        let r = &self.registration;
+        PreKeyBundleData {
+            registration_id: r.registration_id,
+            identity_key: r.identity,
+            signed_prekey_id: r.signed_prekey_id,
+            signed_prekey: r.signed_prekey,
+            signed_prekey_signature: r.signed_prekey_signature,
+            one_time_prekey: self.prekeys.pop_front(),
+        }
+    }
+}
+
+/// A document as the virtual phone decrypted it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DocumentRecord {
+    pub file_name: Option<String>,
+    pub mimetype: Option<String>,
+    /// Hex SHA-256 of the decrypted file.
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// One message that reached a virtual phone, as the admin API reports it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub id: String,
+    /// The sending device's JID.
+    pub from: String,
+    #[serde(rename = "type")]
+    pub kind: MessageKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document: Option<DocumentRecord>,
+    /// Unix milliseconds.
+    pub received_at: u64,
+}
+
+/// What kind of content a recorded message carried.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    Text,
+    Document,
+    Other,
+}
+
+/// A receipt a linked device sent for a message a virtual phone had sent it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReceiptRecord {
+    pub id: String,
+    pub from: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A phone number with its server-held primary device 0.
+pub(crate) struct Phone {
+    pub(crate) lid_user: String,
+    /// The ADV account key = the identity of device 0.
+    pub(crate) account: KeyPair,
+    pub(crate) device0: Arc<tokio::sync::Mutex<VirtualDevice>>,
+    pub(crate) next_device: u16,
+    pub(crate) next_key_index: u32,
+    pub(crate) messages: Vec<ReceivedMessage>,
+    pub(crate) receipts: Vec<ReceiptRecord>,
+}
+
+/// A QR ref handed to an unregistered connection, waiting for a scan.
+pub(crate) struct PendingRef {
+    pub(crate) conn: ConnId,
+    pub(crate) expires: Instant,
+}
+
+/// What an unregistered connection told us about itself.
+#[derive(Clone)]
+pub(crate) struct Unpaired {
+    pub(crate) noise_key: [u8; 32],
+    pub(crate) registration: Registration,
+}
+
+/// A pair-success sent and not yet answered with `pair-device-sign`.
+pub(crate) struct PendingPair {
+    pub(crate) iq_id: String,
+    pub(crate) key: DeviceKey,
+    pub(crate) lid: Jid,
+    pub(crate) key_index: u32,
+    pub(crate) unpaired: Unpaired,
+    pub(crate) done: oneshot::Sender<()>,
+}
+
+pub(crate) struct ConnEntry {
+    pub(crate) tx: mpsc::Sender<Outbound>,
+    pub(crate) device: Option<DeviceKey>,
+    pub(crate) unpaired: Option<Unpaired>,
+}
+
+/// The whole mutable state of the fake server.
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub(crate) phones: HashMap<String, Phone>,
+    pub(crate) devices: HashMap<DeviceKey, Device>,
+    pub(crate) refs: HashMap<String, PendingRef>,
+    pub(crate) pairs: HashMap<ConnId, PendingPair>,
+    pub(crate) conns: HashMap<ConnId, ConnEntry>,
+    pub(crate) unregistered: HashSet<String>,
+    pub(crate) refuse_until: Option<Instant>,
+    next_lid: u64,
+}
+
+impl Registry {
+    pub(crate) fn new(unregistered: impl IntoIterator<Item = String>) -> Self {
+        Self { unregistered: unregistered.into_iter().collect(), ..Default::default() }
+    }
+
+    pub(crate) fn is_registered(&self, phone: &str) -> bool {
+        !self.unregistered.contains(phone)
+    }
+
+    /// The virtual phone for a number, created on first use (every number is "on WhatsApp"
+    /// unless listed as unregistered).
+    pub(crate) fn phone(&mut self, number: &str) -> &mut Phone {
+        let next_lid = &mut self.next_lid;
+        self.phones.entry(number.to_owned()).or_insert_with(|| {
+            *next_lid += 1;
+            let device = VirtualDevice::new();
+            Phone {
+                lid_user: (100_000_000_000_000 + *next_lid).to_string(),
+                account: device.identity_keypair().clone(),
+                device0: Arc::new(tokio::sync::Mutex::new(device)),
+                next_device: 1,
+                next_key_index: 1,
+                messages: Vec::new(),
+                receipts: Vec::new(),
+            }
+        })
+    }
+
+    /// Live companions of a phone (not removed), by device id.
+    pub(crate) fn companions(&self, phone: &str) -> Vec<&Device> {
+        let mut out: Vec<&Device> =
+            self.devices.values().filter(|d| d.key.phone == phone && !d.removed).collect();
+        out.sort_by_key(|d| d.key.device);
+        out
+    }
+
+    /// Sends to a device now if it is connected, else queues it for its next login.
+    pub(crate) fn deliver(&mut self, key: &DeviceKey, node: Node) {
+        let Some(device) = self.devices.get_mut(key) else { return };
+        if let Some(conn) = device.conn
+            && let Some(entry) = self.conns.get(&conn)
+        {
+            match entry.tx.try_send(Outbound::Node(node)) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(Outbound::Node(node))) => {
+                    tracing::warn!(device = %key.jid(), "outbox full, queueing for next login");
+                    device.offline.push_back(node);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => return,
+                Err(mpsc::error::TrySendError::Closed(Outbound::Node(node))) => {
+                    device.offline.push_back(node);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+        device.offline.push_back(node);
+    }
+
+    pub(crate) fn send_to_conn(&self, conn: ConnId, out: Outbound) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.tx.try_send(out).is_ok())
+    }
+
+    /// Forgets a closed connection and everything that pointed at it.
+    pub(crate) fn remove_conn(&mut self, conn: ConnId) {
+        if let Some(entry) = self.conns.remove(&conn)
+            && let Some(key) = entry.device
+            && let Some(device) = self.devices.get_mut(&key)
+            && device.conn == Some(conn)
+        {
+            device.conn = None;
+        }
+        self.refs.retain(|_, r| r.conn != conn);
+        self.pairs.remove(&conn);
+    }
+}
+
+pub(crate) fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub(crate) fn unix_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,33 @@
+//! QR linking, login and the first `Connected` with the real whatsapp-rust client.
+
+mod support;
+
+use std::time::Instant;
+
+use support::*;
+use whatsapp_rust::types::events::Event;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qr_scan_links_and_connects_quickly() {
+    let fake = fake().await;
+    let mut client = start_client(&fake, memory_backend()).await;
+    let qr = client.next_qr().await;
+    assert_eq!(qr.split(',').count(), 5, "QR has ref,noise,identity,adv,type: {qr}");
+
+    let started = Instant::now();
+    let linked = fake.admin().scan(&qr, "15550001").await.expect("scan");
+    assert!(linked.jid.starts_with("15550001:"), "{linked:?}");
+    assert!(linked.lid.ends_with("@lid"), "{linked:?}");
+    client.wait_for("PairSuccess", |e| matches!(e, Event::PairSuccess(_)).then_some(())).await;
+    client.connected().await;
+    let elapsed = started.elapsed();
+    assert!(elapsed.as_secs_f64() < 3.0, "Connected took {elapsed:?} after the scan");
+    assert!(client.client.is_logged_in());
+
+    let devices = fake.admin().devices();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].jid, linked.jid);
+    assert!(devices[0].connected && !devices[0].removed);
+    client.handle.shutdown().await;
+    fake.shutdown().await;
+}
