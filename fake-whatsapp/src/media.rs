@@ -202,7 +202,8 @@ impl MediaTls {
         leaf_params.not_after = rcgen::date_time_ymd(2099, 12, 31);
         let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer)?;
 
-        let chain: Vec<CertificateDer<'static>> = vec![leaf_cert.der().clone(), ca_cert.der().clone()];
+        let chain: Vec<CertificateDer<'static>> =
+            vec![leaf_cert.der().clone(), ca_cert.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -627,7 +628,10 @@ async fn upload(shared: &Shared, req: Request<Incoming>, path: &str, query: &Que
     }
     // Read the body before judging the request, so a client still writing it gets to read
     // our answer instead of a reset connection.
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return json_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
@@ -649,14 +653,20 @@ async fn upload(shared: &Shared, req: Request<Incoming>, path: &str, query: &Que
         return json_error(StatusCode::BAD_REQUEST, "resumed uploads are not supported");
     }
     if query.get("token").is_some_and(|t| t != path_token) {
-        return json_error(StatusCode::BAD_REQUEST, "token query does not match the path");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "token query does not match the path",
+        );
     }
     if body.is_empty() {
         return json_error(StatusCode::BAD_REQUEST, "empty body");
     }
     let actual = URL_SAFE_NO_PAD.encode(Sha256::digest(&body));
     if actual != path_token {
-        return json_error(StatusCode::BAD_REQUEST, "token does not match sha256 of body");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "token does not match sha256 of body",
+        );
     }
 
     let size = body.len();
@@ -707,7 +717,10 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Resp {
 }
 
 fn json_error(status: StatusCode, message: &str) -> Resp {
-    json_response(status, &serde_json::json!({ "error": message, "status": status.as_u16() }))
+    json_response(
+        status,
+        &serde_json::json!({ "error": message, "status": status.as_u16() }),
+    )
 }
 
 /// Query parameters, with values kept both raw and percent-decoded (the client splices
@@ -792,7 +805,10 @@ mod tests {
     fn host_for_unspecified_addresses() {
         assert_eq!(advertised_host("0.0.0.0:5".parse().unwrap()), "127.0.0.1:5");
         assert_eq!(advertised_host("[::]:5".parse().unwrap()), "[::1]:5");
-        assert_eq!(advertised_host("127.0.0.1:7".parse().unwrap()), "127.0.0.1:7");
+        assert_eq!(
+            advertised_host("127.0.0.1:7".parse().unwrap()),
+            "127.0.0.1:7"
+        );
     }
 
     #[test]
