@@ -760,20 +760,19 @@ impl Query {
 }
 
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                let value = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        match (first, tail) {
+            (b'%', [h, l, after @ ..]) if hex(*h).is_some() && hex(*l).is_some() => {
+                let value = hex(*h).unwrap_or(0) * 16 + hex(*l).unwrap_or(0);
                 out.push(value as u8);
-                i += 3;
+                rest = after;
             }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
+            _ => {
+                out.push(first);
+                rest = tail;
             }
         }
     }

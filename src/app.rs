@@ -1,0 +1,101 @@
+//! Start-up and shutdown: bind the listener, load the sessions, serve until told to stop, then
+//! stop in order (HTTP, WebSockets with 1001, sessions, queue workers).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{self, auth::Authenticator};
+use crate::queue::{Queue, RetryPolicy};
+use crate::session::upstream::Upstream;
+use crate::session::{SessionError, SessionManager, SessionsFile};
+use crate::shutdown::Shutdown;
+
+/// Everything must be stopped within this after the signal (PM2 and systemd wait ~10 s+).
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Sessions(#[from] SessionError),
+    #[error("{0}")]
+    Upstream(String),
+}
+
+/// A gateway that is bound and loaded, ready to run.
+pub struct App {
+    listener: TcpListener,
+    addr: SocketAddr,
+    sessions: SessionManager,
+    queue: Queue,
+    shutdown: Shutdown,
+    auth: Authenticator,
+    max_body_bytes: usize,
+}
+
+impl App {
+    /// Binds the port and reads `sessions.config.json`; nothing runs yet.
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        let bind = config.bind_addr();
+        let listener = TcpListener::bind(bind).await.map_err(|source| StartError::Bind { addr: bind, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
+        let shutdown = Shutdown::new();
+        let upstream = Upstream::from_config(&config).map_err(|e| StartError::Upstream(e.to_string()))?;
+        let sessions = SessionManager::load(
+            SessionsFile::new(&config.sessions_config),
+            config.sessions_dir.clone(),
+            upstream,
+            shutdown.token(),
+            tokio_util::task::TaskTracker::new(),
+        )?;
+        let policy = RetryPolicy {
+            base: config.retry_base_delay,
+            max_delay: config.retry_max_delay,
+            max_attempts: config.retry_max_attempts,
+        };
+        let queue = Queue::new(sessions.clone(), policy, shutdown.clone());
+        Ok(App {
+            listener,
+            addr,
+            sessions,
+            queue,
+            shutdown,
+            auth: Authenticator::new(&config.api_token),
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `signal` resolves, then shuts down cleanly.
+    pub async fn run(self, signal: impl Future<Output = ()>) -> Result<(), StartError> {
+        let App { listener, addr, sessions, queue, shutdown, auth, max_body_bytes } = self;
+        tracing::info!(%addr, "whatsapp-gateway listening");
+        sessions.start_all();
+        let ctx = Arc::new(http::Ctx { auth, sessions: sessions.clone(), queue, shutdown: shutdown.clone(), max_body_bytes });
+        let server = tokio::spawn(http::serve(listener, ctx));
+        signal.await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+        let _ = server.await;
+        let (session_wait, rest) = (sessions.wait_stopped(SHUTDOWN_DEADLINE), shutdown.close_and_wait(SHUTDOWN_DEADLINE));
+        let (sessions_done, rest_done) = tokio::join!(session_wait, rest);
+        if !sessions_done {
+            tracing::warn!("some sessions did not stop in time");
+        }
+        if let Err(e) = rest_done {
+            tracing::warn!(error = %e, "some tasks did not stop in time");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

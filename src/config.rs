@@ -1,0 +1,651 @@
+//! Service configuration: built-in defaults, then an optional file, then environment variables.
+//!
+//! Variable names are the Node service's (`PORT`, `API_STATIC_TOKEN`, …). A `.env` file fills in
+//! variables the real environment lacks and never overrides it. The optional file is
+//! `$CONFIG_FILE`, else `config/gateway.toml` if it exists; its keys are the lowercase variable
+//! names (`port = 3000`, `sessions_dir = "/var/lib/wa/sessions"`).
+//!
+//! [`Config::from_sources`] is pure apart from the token file, so tests pass their own
+//! variables instead of touching the process environment.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Used when `CONFIG_FILE` is unset, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "config/gateway.toml";
+
+/// Tokens shorter than this are accepted but flagged by [`Config::token_is_short`].
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Largest request body by default: a 16 MiB PDF as base64 (4 chars per 3 bytes) plus 64 KiB
+/// for the JSON around it.
+pub const DEFAULT_MAX_BODY_BYTES: usize =
+    crate::domain::MAX_PDF_BYTES.div_ceil(3) * 4 + 64 * 1024;
+
+/// (variable, default) for every variable with a default; the file and env key is the
+/// lowercase name.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("PORT", "3000"),
+    ("HOST", "0.0.0.0"),
+    ("SESSIONS_DIR", "./sessions"),
+    ("SESSIONS_CONFIG", "./sessions.config.json"),
+    ("LOG_LEVEL", "info"),
+    ("RETRY_MAX_ATTEMPTS", "10"),
+    ("RETRY_BASE_DELAY_MS", "1000"),
+    ("RETRY_MAX_DELAY_MS", "300000"),
+    ("QR_TERMINAL", "false"),
+    ("API_TOKEN_FILE", "./.api-token"),
+];
+
+/// Variables without a default (absent means "not set").
+const OPTIONAL: &[&str] = &[
+    "API_STATIC_TOKEN",
+    "WHATSAPP_URL",
+    "WHATSAPP_VERSION",
+    "WHATSAPP_CA_FILE",
+    "MAX_BODY_BYTES",
+];
+
+/// The static API token. `Debug` and `Display` print `[REDACTED]`; use
+/// [`ApiToken::expose`] where the value itself is needed.
+#[derive(Clone)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Wraps a token value.
+    pub fn new(token: impl Into<String>) -> ApiToken {
+        ApiToken(token.into())
+    }
+
+    /// The secret value. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl fmt::Display for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// Where [`Config::api_token`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOrigin {
+    /// `API_STATIC_TOKEN`.
+    Configured,
+    /// Read from an existing `API_TOKEN_FILE`.
+    File(PathBuf),
+    /// Generated now and written (mode 0600) to this path: show it to the operator once.
+    Generated(PathBuf),
+}
+
+/// The whole service configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HOST` (0.0.0.0): address to bind.
+    pub host: IpAddr,
+    /// `PORT` (3000); 0 picks a free port (tests).
+    pub port: u16,
+    /// `API_STATIC_TOKEN`, else the content of `API_TOKEN_FILE`, else a generated token.
+    pub api_token: ApiToken,
+    /// Where `api_token` came from.
+    pub token_origin: TokenOrigin,
+    /// `API_TOKEN_FILE` (./.api-token).
+    pub api_token_file: PathBuf,
+    /// `SESSIONS_DIR` (./sessions): one sub-directory of credentials per session.
+    pub sessions_dir: PathBuf,
+    /// `SESSIONS_CONFIG` (./sessions.config.json): the list of sessions to start.
+    pub sessions_config: PathBuf,
+    /// `LOG_LEVEL` (info): an `EnvFilter` directive; `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// `WHATSAPP_URL`: upstream WebSocket; `None` means the real `wss://web.whatsapp.com/ws/chat`.
+    pub whatsapp_url: Option<String>,
+    /// `WHATSAPP_VERSION` (e.g. `2.3000.1`): client version to announce; `None` = library default.
+    pub whatsapp_version: Option<(u32, u32, u32)>,
+    /// `WHATSAPP_CA_FILE`: an extra trusted root certificate (PEM) for media HTTPS.
+    pub whatsapp_ca_file: Option<PathBuf>,
+    /// `MAX_BODY_BYTES` (see [`DEFAULT_MAX_BODY_BYTES`]).
+    pub max_body_bytes: usize,
+    /// `RETRY_MAX_ATTEMPTS` (10): send attempts per message before it is dropped.
+    pub retry_max_attempts: u32,
+    /// `RETRY_BASE_DELAY_MS` (1000): first retry delay.
+    pub retry_base_delay: Duration,
+    /// `RETRY_MAX_DELAY_MS` (300000): cap of the exponential backoff.
+    pub retry_max_delay: Duration,
+    /// `QR_TERMINAL` (false): also draw QR codes in the terminal, for debugging.
+    pub qr_terminal: bool,
+}
+
+/// A configuration problem, as one line that names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable has a value we cannot use.
+    #[error("invalid {var}: '{value}' {reason}")]
+    Invalid {
+        /// The variable, e.g. `PORT`.
+        var: &'static str,
+        /// The offending value.
+        value: String,
+        /// Why, e.g. `is not a port number`.
+        reason: String,
+    },
+    /// The configuration file could not be read or parsed, or a value has the wrong shape.
+    #[error("cannot load configuration: {0}")]
+    Source(#[from] config::ConfigError),
+    /// The `.env` file exists but cannot be parsed.
+    #[error("cannot read .env: {0}")]
+    DotEnv(#[from] dotenvy::Error),
+    /// `API_TOKEN_FILE` could not be read or created.
+    #[error("API_TOKEN_FILE '{}': {source}", path.display())]
+    TokenFile {
+        /// The token file.
+        path: PathBuf,
+        /// The I/O failure.
+        source: io::Error,
+    },
+    /// `API_TOKEN_FILE` exists but holds no token.
+    #[error("API_TOKEN_FILE '{}' is empty; delete it to generate a new token", path.display())]
+    TokenFileEmpty {
+        /// The token file.
+        path: PathBuf,
+    },
+}
+
+/// The merged sources before validation: every value is text here (TOML numbers and booleans
+/// convert), so each variable gets its own error message.
+#[derive(Deserialize)]
+struct Raw {
+    port: String,
+    host: String,
+    sessions_dir: String,
+    sessions_config: String,
+    log_level: String,
+    retry_max_attempts: String,
+    retry_base_delay_ms: String,
+    retry_max_delay_ms: String,
+    qr_terminal: String,
+    api_token_file: String,
+    api_static_token: Option<String>,
+    whatsapp_url: Option<String>,
+    whatsapp_version: Option<String>,
+    whatsapp_ca_file: Option<String>,
+    max_body_bytes: Option<String>,
+}
+
+impl Config {
+    /// Loads from the process environment, a `.env` file (never overriding real variables) and
+    /// `$CONFIG_FILE` or `config/gateway.toml`; see [`Config::from_sources`].
+    pub fn load() -> Result<Config, ConfigError> {
+        let mut env: HashMap<String, String> = std::env::vars_os()
+            .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+            .collect();
+        // Read, not `dotenvy::dotenv()`: no process-wide `set_var` (unsafe once threads run).
+        match dotenvy::dotenv_iter() {
+            Ok(items) => {
+                for item in items {
+                    let (key, value) = item?;
+                    env.entry(key).or_insert(value);
+                }
+            }
+            Err(err) if err.not_found() => {}
+            Err(err) => return Err(err.into()),
+        }
+        let file = match env.get("CONFIG_FILE").filter(|path| !path.trim().is_empty()) {
+            Some(path) => Some(PathBuf::from(path)),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|path| path.is_file()),
+        };
+        Config::from_sources(env, file.as_deref())
+    }
+
+    /// Builds the configuration from explicit sources: defaults, then `file` (required if
+    /// given; format from its extension), then `env` (only the known variables are looked at;
+    /// empty values count as unset). Then resolves the token, which may read or create
+    /// `API_TOKEN_FILE`.
+    pub fn from_sources<I>(env: I, file: Option<&Path>) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let known: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(key, _)| {
+                DEFAULTS.iter().any(|(name, _)| name == key) || OPTIONAL.contains(&key.as_str())
+            })
+            .collect();
+
+        let mut builder = config::Config::builder();
+        for (name, value) in DEFAULTS {
+            builder = builder.set_default(name.to_ascii_lowercase(), *value)?;
+        }
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let raw: Raw = builder
+            .add_source(config::Environment::default().source(Some(known)).ignore_empty(true))
+            .build()?
+            .try_deserialize()?;
+
+        let retry_base_delay = parse_millis("RETRY_BASE_DELAY_MS", &raw.retry_base_delay_ms)?;
+        let retry_max_delay = parse_millis("RETRY_MAX_DELAY_MS", &raw.retry_max_delay_ms)?;
+        if retry_base_delay > retry_max_delay {
+            return Err(invalid(
+                "RETRY_BASE_DELAY_MS",
+                &raw.retry_base_delay_ms,
+                format!("must not exceed RETRY_MAX_DELAY_MS ({})", raw.retry_max_delay_ms.trim()),
+            ));
+        }
+
+        let api_token_file = parse_path("API_TOKEN_FILE", &raw.api_token_file)?;
+        let configured = raw.api_static_token.filter(|token| !token.trim().is_empty());
+        let (api_token, token_origin) = match configured {
+            Some(token) => (ApiToken::new(token.trim()), TokenOrigin::Configured),
+            None => load_or_create_token(&api_token_file)?,
+        };
+
+        Ok(Config {
+            host: parse_host(&raw.host)?,
+            port: raw
+                .port
+                .trim()
+                .parse()
+                .map_err(|_| invalid("PORT", &raw.port, "is not a port number"))?,
+            api_token,
+            token_origin,
+            api_token_file,
+            sessions_dir: parse_path("SESSIONS_DIR", &raw.sessions_dir)?,
+            sessions_config: parse_path("SESSIONS_CONFIG", &raw.sessions_config)?,
+            log_level: parse_log_level(&raw.log_level)?,
+            whatsapp_url: non_empty(raw.whatsapp_url).map(parse_ws_url).transpose()?,
+            whatsapp_version: non_empty(raw.whatsapp_version)
+                .map(|v| parse_version(&v))
+                .transpose()?,
+            whatsapp_ca_file: non_empty(raw.whatsapp_ca_file).map(parse_ca_file).transpose()?,
+            max_body_bytes: match non_empty(raw.max_body_bytes) {
+                Some(value) => parse_positive("MAX_BODY_BYTES", &value, "is not a positive number of bytes")?,
+                None => DEFAULT_MAX_BODY_BYTES,
+            },
+            retry_max_attempts: parse_positive(
+                "RETRY_MAX_ATTEMPTS",
+                &raw.retry_max_attempts,
+                "is not a positive whole number",
+            )?,
+            retry_base_delay,
+            retry_max_delay,
+            qr_terminal: parse_bool("QR_TERMINAL", &raw.qr_terminal)?,
+        })
+    }
+
+    /// `HOST:PORT`, ready to bind.
+    pub fn bind_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// True if the configured or file token is shorter than [`MIN_TOKEN_LEN`]: main should warn.
+    pub fn token_is_short(&self) -> bool {
+        self.api_token.expose().chars().count() < MIN_TOKEN_LEN
+    }
+
+    /// The token file path if the token was generated by this load: main prints the token once.
+    pub fn generated_token_file(&self) -> Option<&Path> {
+        match &self.token_origin {
+            TokenOrigin::Generated(path) => Some(path),
+            TokenOrigin::Configured | TokenOrigin::File(_) => None,
+        }
+    }
+}
+
+fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { var, value: value.to_owned(), reason: reason.into() }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn parse_host(value: &str) -> Result<IpAddr, ConfigError> {
+    match value.trim() {
+        "localhost" => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        other => other.parse().map_err(|_| invalid("HOST", value, "is not an IP address")),
+    }
+}
+
+fn parse_path(var: &'static str, value: &str) -> Result<PathBuf, ConfigError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(invalid(var, value, "must not be empty"));
+    }
+    Ok(PathBuf::from(trimmed))
+}
+
+fn parse_log_level(value: &str) -> Result<String, ConfigError> {
+    let trimmed = value.trim();
+    tracing_subscriber::EnvFilter::try_new(trimmed)
+        .map(|_| trimmed.to_owned())
+        .map_err(|_| invalid("LOG_LEVEL", value, "is not a log level or filter (e.g. info, debug)"))
+}
+
+fn parse_ws_url(value: String) -> Result<String, ConfigError> {
+    let lower = value.to_ascii_lowercase();
+    let has_host = ["ws://", "wss://"]
+        .iter()
+        .any(|scheme| lower.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty()));
+    if has_host {
+        Ok(value)
+    } else {
+        Err(invalid("WHATSAPP_URL", &value, "must be a ws:// or wss:// URL"))
+    }
+}
+
+fn parse_version(value: &str) -> Result<(u32, u32, u32), ConfigError> {
+    let bad = || invalid("WHATSAPP_VERSION", value, "is not a version like 2.3000.1");
+    let mut parts = value.split('.').map(|part| part.parse::<u32>());
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b)), Some(Ok(c)), None) => Ok((a, b, c)),
+        _ => Err(bad()),
+    }
+}
+
+fn parse_ca_file(value: String) -> Result<PathBuf, ConfigError> {
+    let path = PathBuf::from(&value);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(invalid("WHATSAPP_CA_FILE", &value, "is not a readable file"))
+    }
+}
+
+fn parse_positive<T>(var: &'static str, value: &str, reason: &str) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + Default,
+{
+    match value.trim().parse::<T>() {
+        Ok(n) if n > T::default() => Ok(n),
+        _ => Err(invalid(var, value, reason)),
+    }
+}
+
+fn parse_millis(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    parse_positive::<u64>(var, value, "is not a positive number of milliseconds")
+        .map(Duration::from_millis)
+}
+
+fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(invalid(var, value, "is not a boolean (true/false)")),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Reads the token from `path`, or generates one there if the file does not exist.
+fn load_or_create_token(path: &Path) -> Result<(ApiToken, TokenOrigin), ConfigError> {
+    if let Some(token) = read_token_file(path)? {
+        return Ok((token, TokenOrigin::File(path.to_path_buf())));
+    }
+
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes[..]);
+    let token = hex(&bytes);
+
+    match create_private_file(path) {
+        Ok(mut file) => {
+            let written = file.write_all(format!("{token}\n").as_bytes()).and_then(|()| file.sync_all());
+            written.map_err(|source| ConfigError::TokenFile { path: path.to_path_buf(), source })?;
+            Ok((ApiToken::new(token), TokenOrigin::Generated(path.to_path_buf())))
+        }
+        // Another process created it between our read and our create: use theirs.
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => match read_token_file(path)? {
+            Some(token) => Ok((token, TokenOrigin::File(path.to_path_buf()))),
+            None => Err(ConfigError::TokenFileEmpty { path: path.to_path_buf() }),
+        },
+        Err(source) => Err(ConfigError::TokenFile { path: path.to_path_buf(), source }),
+    }
+}
+
+/// `Ok(None)` if the file does not exist; an error if it exists but is unreadable or blank.
+fn read_token_file(path: &Path) -> Result<Option<ApiToken>, ConfigError> {
+    match fs::read_to_string(path) {
+        Ok(content) => {
+            let token = content.trim();
+            if token.is_empty() {
+                Err(ConfigError::TokenFileEmpty { path: path.to_path_buf() })
+            } else {
+                Ok(Some(ApiToken::new(token)))
+            }
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::TokenFile { path: path.to_path_buf(), source }),
+    }
+}
+
+/// Creates `path` exclusively, readable only by its owner (0600 on Unix).
+fn create_private_file(path: &Path) -> io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("wa-gateway-config-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Variables with a token so no token file is touched.
+    fn with_token(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut vars = env(&[("API_STATIC_TOKEN", "0123456789abcdef0123")]);
+        vars.extend(env(extra));
+        vars
+    }
+
+    fn error_of(vars: Vec<(String, String)>) -> String {
+        Config::from_sources(vars, None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::from_sources(with_token(&[]), None).unwrap();
+        assert_eq!(config.port, 3000);
+        assert_eq!(config.bind_addr(), "0.0.0.0:3000".parse().unwrap());
+        assert_eq!(config.sessions_dir, PathBuf::from("./sessions"));
+        assert_eq!(config.sessions_config, PathBuf::from("./sessions.config.json"));
+        assert_eq!(config.log_level, "info");
+        assert_eq!(config.whatsapp_url, None);
+        assert_eq!(config.whatsapp_version, None);
+        assert_eq!(config.whatsapp_ca_file, None);
+        assert_eq!(config.max_body_bytes, 22_435_160);
+        assert_eq!(config.retry_max_attempts, 10);
+        assert_eq!(config.retry_base_delay, Duration::from_secs(1));
+        assert_eq!(config.retry_max_delay, Duration::from_secs(300));
+        assert!(!config.qr_terminal);
+        assert_eq!(config.api_token_file, PathBuf::from("./.api-token"));
+        assert_eq!(config.token_origin, TokenOrigin::Configured);
+        assert_eq!(config.api_token.expose(), "0123456789abcdef0123");
+        assert!(!config.token_is_short());
+        assert_eq!(config.generated_token_file(), None);
+    }
+
+    #[test]
+    fn default_body_limit_fits_a_16_mib_pdf_in_base64() {
+        let encoded_len = base64::encoded_len(crate::domain::MAX_PDF_BYTES, true).unwrap();
+        assert!(DEFAULT_MAX_BODY_BYTES >= encoded_len + 64 * 1024);
+    }
+
+    #[test]
+    fn env_overrides() {
+        let vars = with_token(&[
+            ("PORT", "8080"),
+            ("HOST", "127.0.0.1"),
+            ("SESSIONS_DIR", "/var/lib/wa"),
+            ("LOG_LEVEL", "warn,whatsapp_gateway=debug"),
+            ("WHATSAPP_URL", "ws://127.0.0.1:9000/ws/chat"),
+            ("WHATSAPP_VERSION", "2.3000.1"),
+            ("MAX_BODY_BYTES", "1024"),
+            ("RETRY_MAX_ATTEMPTS", "3"),
+            ("RETRY_BASE_DELAY_MS", "50"),
+            ("RETRY_MAX_DELAY_MS", "200"),
+            ("QR_TERMINAL", "TRUE"),
+            ("UNRELATED", "ignored"),
+        ]);
+        let config = Config::from_sources(vars, None).unwrap();
+        assert_eq!(config.bind_addr(), "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.sessions_dir, PathBuf::from("/var/lib/wa"));
+        assert_eq!(config.log_level, "warn,whatsapp_gateway=debug");
+        assert_eq!(config.whatsapp_url.as_deref(), Some("ws://127.0.0.1:9000/ws/chat"));
+        assert_eq!(config.whatsapp_version, Some((2, 3000, 1)));
+        assert_eq!(config.max_body_bytes, 1024);
+        assert_eq!(config.retry_max_attempts, 3);
+        assert_eq!(config.retry_base_delay, Duration::from_millis(50));
+        assert_eq!(config.retry_max_delay, Duration::from_millis(200));
+        assert!(config.qr_terminal);
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let config = Config::from_sources(with_token(&[("PORT", ""), ("WHATSAPP_URL", "")]), None).unwrap();
+        assert_eq!(config.port, 3000);
+        assert_eq!(config.whatsapp_url, None);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        assert_eq!(error_of(with_token(&[("PORT", "abc")])), "invalid PORT: 'abc' is not a port number");
+        assert_eq!(error_of(with_token(&[("PORT", "70000")])), "invalid PORT: '70000' is not a port number");
+        for bad in ["2.3000", "2.3000.1.4", "2.x.1", "v2.3000.1", "2..1"] {
+            assert_eq!(
+                error_of(with_token(&[("WHATSAPP_VERSION", bad)])),
+                format!("invalid WHATSAPP_VERSION: '{bad}' is not a version like 2.3000.1")
+            );
+        }
+        assert!(error_of(with_token(&[("HOST", "example.com")])).starts_with("invalid HOST:"));
+        assert!(error_of(with_token(&[("WHATSAPP_URL", "https://x")])).starts_with("invalid WHATSAPP_URL:"));
+        assert!(error_of(with_token(&[("WHATSAPP_CA_FILE", "/nonexistent/ca.pem")])).starts_with("invalid WHATSAPP_CA_FILE:"));
+        assert!(error_of(with_token(&[("MAX_BODY_BYTES", "0")])).starts_with("invalid MAX_BODY_BYTES:"));
+        assert!(error_of(with_token(&[("RETRY_MAX_ATTEMPTS", "-1")])).starts_with("invalid RETRY_MAX_ATTEMPTS:"));
+        assert!(error_of(with_token(&[("QR_TERMINAL", "maybe")])).starts_with("invalid QR_TERMINAL:"));
+        assert!(error_of(with_token(&[("LOG_LEVEL", "[[[")])).starts_with("invalid LOG_LEVEL:"));
+        assert_eq!(
+            error_of(with_token(&[("RETRY_BASE_DELAY_MS", "5000"), ("RETRY_MAX_DELAY_MS", "1000")])),
+            "invalid RETRY_BASE_DELAY_MS: '5000' must not exceed RETRY_MAX_DELAY_MS (1000)"
+        );
+    }
+
+    #[test]
+    fn file_layer_sits_between_defaults_and_env() {
+        let dir = TempDir::new();
+        let file = dir.0.join("gateway.toml");
+        fs::write(&file, "port = 4000\nqr_terminal = true\nwhatsapp_version = \"2.1.3\"\n").unwrap();
+
+        let config = Config::from_sources(with_token(&[]), Some(&file)).unwrap();
+        assert_eq!(config.port, 4000);
+        assert!(config.qr_terminal);
+        assert_eq!(config.whatsapp_version, Some((2, 1, 3)));
+
+        let config = Config::from_sources(with_token(&[("PORT", "5000")]), Some(&file)).unwrap();
+        assert_eq!(config.port, 5000);
+
+        let missing = dir.0.join("missing.toml");
+        assert!(Config::from_sources(with_token(&[]), Some(&missing)).is_err());
+    }
+
+    #[test]
+    fn token_is_generated_once_with_mode_0600() {
+        let dir = TempDir::new();
+        let path = dir.0.join(".api-token");
+        let path_str = path.to_str().unwrap();
+
+        let first = Config::from_sources(env(&[("API_TOKEN_FILE", path_str)]), None).unwrap();
+        assert_eq!(first.generated_token_file(), Some(path.as_path()));
+        let token = first.api_token.expose().to_owned();
+        assert_eq!(token.len(), 64);
+        assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(fs::read_to_string(&path).unwrap().trim(), token);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+
+        // Second start: same token, read from the file, not announced again.
+        let second = Config::from_sources(env(&[("API_TOKEN_FILE", path_str), ("API_STATIC_TOKEN", "")]), None).unwrap();
+        assert_eq!(second.token_origin, TokenOrigin::File(path.clone()));
+        assert_eq!(second.generated_token_file(), None);
+        assert_eq!(second.api_token.expose(), token);
+    }
+
+    #[test]
+    fn token_file_is_trimmed_and_blank_file_is_an_error() {
+        let dir = TempDir::new();
+        let path = dir.0.join("token");
+        fs::write(&path, "  short-token \n").unwrap();
+        let config = Config::from_sources(env(&[("API_TOKEN_FILE", path.to_str().unwrap())]), None).unwrap();
+        assert_eq!(config.api_token.expose(), "short-token");
+        assert!(config.token_is_short());
+
+        fs::write(&path, "\n").unwrap();
+        let err = Config::from_sources(env(&[("API_TOKEN_FILE", path.to_str().unwrap())]), None).unwrap_err();
+        assert!(matches!(err, ConfigError::TokenFileEmpty { .. }));
+    }
+
+    #[test]
+    fn short_configured_token_is_flagged_and_redacted() {
+        let config = Config::from_sources(env(&[("API_STATIC_TOKEN", "abc")]), None).unwrap();
+        assert!(config.token_is_short());
+        assert_eq!(config.api_token.to_string(), "[REDACTED]");
+        let debug = format!("{config:?}");
+        assert!(debug.contains("[REDACTED]"));
+        assert!(!debug.contains("abc"));
+    }
+}

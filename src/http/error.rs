@@ -1,0 +1,308 @@
+//! `ApiError`: every way an HTTP request can fail, with its status, stable code and JSON body.
+//!
+//! Bodies are always `{"success":false,"error":{"code":"...","message":"..."}}`. Codes are part
+//! of the API contract (clients branch on them): never rename one. A 5xx is logged here, once,
+//! with its source; its body says only "internal error".
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::domain::{InvalidFileName, InvalidPhone, PdfError};
+use crate::session::InvalidSessionId;
+
+/// The boxed source of an [`ApiError::Internal`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An HTTP API failure. Build it with the variant or a `From` conversion, answer with
+/// [`ApiError::into_response`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No `Authorization: Bearer …` header (or another scheme).
+    #[error("missing bearer token")]
+    MissingToken,
+    /// A token was given but is not the configured one.
+    #[error("invalid token")]
+    InvalidToken,
+    /// The body is not a JSON object.
+    #[error("request body is not a valid JSON object")]
+    BadJson,
+    /// A required field is absent, `null` or empty.
+    #[error("missing required field '{0}'")]
+    MissingField(&'static str),
+    /// A field has the wrong JSON type (e.g. a number where a string is expected).
+    #[error("field '{field}' must be {expected}")]
+    WrongFieldType {
+        /// The JSON field name, e.g. `pdfBase64`.
+        field: &'static str,
+        /// What was expected, e.g. `a string`.
+        expected: &'static str,
+    },
+    /// `sessionId` breaks the session id rule.
+    #[error(transparent)]
+    InvalidSessionId(#[from] InvalidSessionId),
+    /// `to` is not a phone number.
+    #[error(transparent)]
+    InvalidPhone(#[from] InvalidPhone),
+    /// `pdfBase64` is not standard base64.
+    #[error("field 'pdfBase64' is not valid base64")]
+    InvalidBase64,
+    /// `pdfBase64` decodes to something that is not a PDF.
+    #[error("field 'pdfBase64' is not a PDF document")]
+    NotAPdf,
+    /// `fileName` is not acceptable.
+    #[error("invalid fileName: {0}")]
+    InvalidFileName(#[from] InvalidFileName),
+    /// No session with that id is configured.
+    #[error("session not found")]
+    SessionNotFound,
+    /// No route for this path.
+    #[error("not found")]
+    NotFound,
+    /// The path exists but not for this method; `allow` lists the methods that do, e.g. `"POST"`.
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// Value of the `Allow` header.
+        allow: &'static str,
+    },
+    /// The body (or the decoded PDF) is larger than `limit` bytes.
+    #[error("payload too large: the limit is {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit that was exceeded, in bytes.
+        limit: usize,
+    },
+    /// A `Content-Type` other than `application/json` was sent.
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    /// The send queue is full; the client should retry after `retry_after_secs`.
+    #[error("queue is full, retry later")]
+    QueueFull {
+        /// Value of the `Retry-After` header, in seconds.
+        retry_after_secs: u64,
+    },
+    /// A bug or an unexpected failure; the source is logged, never returned.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+impl ApiError {
+    /// Wraps any error as an [`ApiError::Internal`].
+    pub fn internal(source: impl Into<BoxError>) -> ApiError {
+        ApiError::Internal(source.into())
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MissingToken => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidToken => StatusCode::FORBIDDEN,
+            ApiError::BadJson
+            | ApiError::MissingField(_)
+            | ApiError::WrongFieldType { .. }
+            | ApiError::InvalidSessionId(_)
+            | ApiError::InvalidPhone(_)
+            | ApiError::InvalidBase64
+            | ApiError::NotAPdf
+            | ApiError::InvalidFileName(_) => StatusCode::BAD_REQUEST,
+            ApiError::SessionNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MissingToken => "MISSING_TOKEN",
+            ApiError::InvalidToken => "INVALID_TOKEN",
+            ApiError::BadJson => "BAD_JSON",
+            ApiError::MissingField(_) => "MISSING_FIELD",
+            ApiError::WrongFieldType { .. } => "INVALID_FIELD_TYPE",
+            ApiError::InvalidSessionId(_) => "INVALID_SESSION_ID",
+            ApiError::InvalidPhone(_) => "INVALID_PHONE",
+            ApiError::InvalidBase64 => "INVALID_BASE64",
+            ApiError::NotAPdf => "NOT_A_PDF",
+            ApiError::InvalidFileName(_) => "INVALID_FILE_NAME",
+            ApiError::SessionNotFound => "SESSION_NOT_FOUND",
+            ApiError::NotFound => "NOT_FOUND",
+            ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::QueueFull { .. } => "QUEUE_FULL",
+            ApiError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The JSON error response. An `Internal` error is logged here with its source.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        if let ApiError::Internal(source) = &self {
+            tracing::error!(error = %source, error.debug = ?source, "internal error");
+        }
+        // `Display` of Internal is "internal error": the source never reaches the body.
+        let mut response = error_response(self.status(), self.code(), &self.to_string());
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::MissingToken => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::InvalidToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::QueueFull { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<PdfError> for ApiError {
+    fn from(err: PdfError) -> Self {
+        match err {
+            // An empty string is "missing", as in the Node service (`if (!pdfBase64)`).
+            PdfError::Empty => ApiError::MissingField("pdfBase64"),
+            PdfError::InvalidBase64 => ApiError::InvalidBase64,
+            PdfError::NotAPdf => ApiError::NotAPdf,
+            PdfError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    success: bool,
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// Builds `{"success":false,"error":{"code":…,"message":…}}` with `status`; shared with the
+/// WebSocket handshake rejections so every error body has one shape.
+pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = ErrorBody { success: false, error: ErrorDetail { code, message } };
+    // Serialising two strings cannot fail; fall back to an empty object rather than panic.
+    let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(json)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn body_json(response: Response<Full<Bytes>>) -> serde_json::Value {
+        let bytes = body_bytes(response);
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn body_bytes(response: Response<Full<Bytes>>) -> Bytes {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async { response.into_body().collect().await.unwrap().to_bytes() })
+    }
+
+    #[test]
+    fn body_has_exact_shape() {
+        let response = ApiError::MissingField("to").into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let raw = body_bytes(response);
+        assert_eq!(
+            std::str::from_utf8(&raw).unwrap(),
+            r#"{"success":false,"error":{"code":"MISSING_FIELD","message":"missing required field 'to'"}}"#
+        );
+    }
+
+    #[test]
+    fn missing_token_has_www_authenticate() {
+        let response = ApiError::MissingToken.into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(body_json(response)["error"]["code"], "MISSING_TOKEN");
+    }
+
+    #[test]
+    fn invalid_token_is_403() {
+        let response = ApiError::InvalidToken.into_response();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(body_json(response)["error"]["code"], "INVALID_TOKEN");
+    }
+
+    #[test]
+    fn method_not_allowed_has_allow() {
+        let response = ApiError::MethodNotAllowed { allow: "POST" }.into_response();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+    }
+
+    #[test]
+    fn queue_full_has_retry_after() {
+        let response = ApiError::QueueFull { retry_after_secs: 7 }.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(body_json(response)["error"]["code"], "QUEUE_FULL");
+    }
+
+    #[test]
+    fn internal_hides_its_source() {
+        let err = ApiError::internal(std::io::Error::other("db password is hunter2"));
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let json = body_json(response);
+        assert_eq!(json["error"]["code"], "INTERNAL");
+        assert_eq!(json["error"]["message"], "internal error");
+        assert_eq!(json["success"], false);
+    }
+
+    #[test]
+    fn statuses_and_codes() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::BadJson, 400, "BAD_JSON"),
+            (ApiError::WrongFieldType { field: "to", expected: "a string" }, 400, "INVALID_FIELD_TYPE"),
+            (InvalidSessionId.into(), 400, "INVALID_SESSION_ID"),
+            (InvalidPhone.into(), 400, "INVALID_PHONE"),
+            (ApiError::InvalidBase64, 400, "INVALID_BASE64"),
+            (ApiError::NotAPdf, 400, "NOT_A_PDF"),
+            (InvalidFileName::Empty.into(), 400, "INVALID_FILE_NAME"),
+            (ApiError::SessionNotFound, 404, "SESSION_NOT_FOUND"),
+            (ApiError::NotFound, 404, "NOT_FOUND"),
+            (ApiError::PayloadTooLarge { limit: 10 }, 413, "PAYLOAD_TOO_LARGE"),
+            (ApiError::UnsupportedMediaType, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err:?}");
+            assert_eq!(err.code(), code);
+        }
+    }
+
+    #[test]
+    fn pdf_errors_map_to_api_errors() {
+        assert!(matches!(ApiError::from(PdfError::Empty), ApiError::MissingField("pdfBase64")));
+        assert!(matches!(ApiError::from(PdfError::InvalidBase64), ApiError::InvalidBase64));
+        assert!(matches!(ApiError::from(PdfError::NotAPdf), ApiError::NotAPdf));
+        assert!(matches!(
+            ApiError::from(PdfError::TooLarge { limit: 5 }),
+            ApiError::PayloadTooLarge { limit: 5 }
+        ));
+    }
+}

@@ -1,0 +1,43 @@
+//! The `whatsapp-gateway` binary: configuration, logs, then the library runs the server.
+
+use std::process::ExitCode;
+
+use whatsapp_gateway::config::TokenOrigin;
+use whatsapp_gateway::{App, Config, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("whatsapp-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(&config.log_level);
+    if let TokenOrigin::Generated(path) = &config.token_origin {
+        // Printed once, to the terminal only: the token never goes through the logs.
+        eprintln!(
+            "whatsapp-gateway: no API_STATIC_TOKEN set; generated one and saved it to {} (mode 0600):\n\n    {}\n",
+            path.display(),
+            config.api_token.expose()
+        );
+    }
+    if config.token_is_short() {
+        tracing::warn!("API_STATIC_TOKEN is short; use at least 16 random characters");
+    }
+    let app = match App::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("whatsapp-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run(shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("whatsapp-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! WhatsApp sessions: one linked number each, with its own credentials folder and its own
+//! supervisor task.
+//!
+//! * [`SessionId`]: the validated name of a session (also its folder name).
+//! * `manager`: the registry of sessions ([`SessionManager`]), creation and shutdown.
+//! * `actor`: the per-session supervisor that runs whatsapp-rust clients, restarts them, keeps
+//!   the status true, and hands out fresh QR codes while someone watches.
+//! * `store`: `sessions.config.json`, rewritten atomically.
+//! * `upstream`: the only module that imports whatsapp-rust.
+
+mod actor;
+mod id;
+mod manager;
+mod store;
+pub(crate) mod upstream;
+
+pub use id::{InvalidSessionId, SessionId};
+pub use manager::{SessionError, SessionManager, Watcher};
+pub use store::{SessionEntry, SessionsFile, StoreError};
+
+/// A session's connection status as watchers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// A client is starting, or waiting for its QR to be scanned.
+    Initializing,
+    /// Linked and connected: messages can be sent.
+    Connected,
+    /// Not connected (network loss, logged out, replaced, or not linked and nobody watching).
+    Disconnected,
+}
+
+/// What a session looks like right now: published on a `watch` channel, so watchers always
+/// see the latest value and a slow one never holds anyone up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    pub status: Status,
+    /// The QR code to show, while linking.
+    pub qr: Option<String>,
+    /// Why the session stopped, when it will not retry on its own.
+    pub error: Option<String>,
+}

@@ -1,0 +1,144 @@
+//! `sessions.config.json`: the list of sessions, `[{"sessionId", "description"}]`.
+//!
+//! Entries keep any extra fields they had. Appends are atomic: write a temp file in the same
+//! folder, fsync it, rename it over the old one, fsync the folder.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::SessionId;
+
+/// One entry of `sessions.config.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionEntry {
+    #[serde(rename = "sessionId")]
+    pub session_id: SessionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Fields we do not know, kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid JSON in {path}: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// The sessions file on disk.
+#[derive(Debug)]
+pub struct SessionsFile {
+    path: PathBuf,
+}
+
+impl SessionsFile {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the entries; a missing file is an empty list. Duplicate ids keep the first.
+    pub fn load(&self) -> Result<Vec<SessionEntry>, StoreError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(StoreError::Read { path: self.path.clone(), source }),
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Vec::new());
+        }
+        let mut entries: Vec<SessionEntry> =
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Parse { path: self.path.clone(), source })?;
+        let mut seen = std::collections::HashSet::new();
+        entries.retain(|e| seen.insert(e.session_id.clone()));
+        Ok(entries)
+    }
+
+    /// Adds an entry unless one with that id exists. Returns whether it was added.
+    pub fn append(&self, entry: SessionEntry) -> Result<bool, StoreError> {
+        let mut entries = self.load()?;
+        if entries.iter().any(|e| e.session_id == entry.session_id) {
+            return Ok(false);
+        }
+        entries.push(entry);
+        self.write_atomically(&entries)?;
+        Ok(true)
+    }
+
+    fn write_atomically(&self, entries: &[SessionEntry]) -> Result<(), StoreError> {
+        let write_err = |source| StoreError::Write { path: self.path.clone(), source };
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut json = serde_json::to_vec_pretty(entries).map_err(|e| write_err(std::io::Error::other(e)))?;
+        json.push(b'\n');
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            self.path.file_name().and_then(|n| n.to_str()).unwrap_or("sessions.config.json")
+        ));
+        let mut file = std::fs::File::create(&tmp).map_err(write_err)?;
+        file.write_all(&json).map_err(write_err)?;
+        file.sync_all().map_err(write_err)?;
+        drop(file);
+        std::fs::rename(&tmp, &self.path).map_err(write_err)?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SessionId {
+        SessionId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn append_keeps_other_entries_and_their_fields() {
+        let dir = tempdir();
+        let path = dir.join("sessions.config.json");
+        std::fs::write(&path, r#"[{"sessionId":"tienda_lima","description":"Lima","owner":"ventas"}]"#).unwrap();
+        let file = SessionsFile::new(&path);
+        let added = file
+            .append(SessionEntry { session_id: id("soporte"), description: None, extra: Map::new() })
+            .unwrap();
+        assert!(added);
+        let entries = file.load().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].extra.get("owner"), Some(&Value::String("ventas".into())));
+        assert_eq!(entries[1].session_id, id("soporte"));
+        assert!(!file.append(SessionEntry { session_id: id("soporte"), description: None, extra: Map::new() }).unwrap());
+    }
+
+    #[test]
+    fn invalid_json_and_invalid_ids_are_errors() {
+        let dir = tempdir();
+        let path = dir.join("s.json");
+        std::fs::write(&path, "[{").unwrap();
+        assert!(matches!(SessionsFile::new(&path).load(), Err(StoreError::Parse { .. })));
+        std::fs::write(&path, r#"[{"sessionId":"../etc"}]"#).unwrap();
+        assert!(matches!(SessionsFile::new(&path).load(), Err(StoreError::Parse { .. })));
+        assert!(SessionsFile::new(dir.join("missing.json")).load().unwrap().is_empty());
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wg-store-{}-{}", std::process::id(), rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,173 @@
+//! One admin WebSocket watching one session: pushes `{event, data}` frames (status, QR codes,
+//! errors) until the session is connected, then closes with 1000.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+
+use crate::session::{SessionState, Status, Watcher};
+
+const PING_EVERY: Duration = Duration::from_secs(25);
+/// A watcher that cannot take a frame within this time is hopeless: it is closed.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The frames of the Node.js service, byte for byte.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "event", content = "data", rename_all = "lowercase")]
+pub enum Frame {
+    Status(StatusFrame),
+    Qr(String),
+    Error(String),
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusFrame {
+    Initializing,
+    AlreadyConnected,
+    Connected,
+    Disconnected,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SocketError {
+    #[error(transparent)]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("peer too slow")]
+    Slow,
+}
+
+/// Serves one upgraded socket.
+pub async fn serve<S>(mut socket: S, mut watcher: Watcher, cancel: CancellationToken)
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
+        + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+{
+    match pump(&mut socket, &mut watcher, &cancel).await {
+        Ok(Some((code, reason))) => {
+            let frame = CloseFrame { code, reason: reason.into() };
+            let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+            let _ = tokio::time::timeout(SEND_TIMEOUT, socket.close()).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "watcher socket ended"),
+    }
+}
+
+async fn send<S>(socket: &mut S, frame: &Frame) -> Result<(), SocketError>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let text = serde_json::to_string(frame).unwrap_or_default();
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::text(text))).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SocketError::Slow),
+    }
+}
+
+/// Returns the close code to send, or `None` if the peer is already gone.
+async fn pump<S>(
+    socket: &mut S,
+    watcher: &mut Watcher,
+    cancel: &CancellationToken,
+) -> Result<Option<(CloseCode, &'static str)>, SocketError>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
+        + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+{
+    let first: SessionState = watcher.state().borrow_and_update().clone();
+    if first.status == Status::Connected {
+        send(socket, &Frame::Status(StatusFrame::AlreadyConnected)).await?;
+        return Ok(Some((CloseCode::Normal, "already connected")));
+    }
+    send(socket, &Frame::Status(StatusFrame::Initializing)).await?;
+    let mut shown = SessionState { status: Status::Initializing, qr: None, error: None };
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut awaiting_pong = false;
+    let mut current = first;
+    loop {
+        if let Some(close) = show(socket, &mut shown, &current).await? {
+            return Ok(Some(close));
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(Some((CloseCode::Away, "server shutting down"))),
+            changed = watcher.state().changed() => {
+                if changed.is_err() {
+                    return Ok(Some((CloseCode::Away, "session closed")));
+                }
+                current = watcher.state().borrow_and_update().clone();
+            }
+            incoming = socket.next() => match incoming {
+                None | Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    return Ok(Some((CloseCode::Policy, "no pong")));
+                }
+                awaiting_pong = true;
+                match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Ping(Default::default()))).await {
+                    Ok(result) => result?,
+                    Err(_) => return Err(SocketError::Slow),
+                }
+            }
+        }
+    }
+}
+
+/// Sends whatever changed between what the watcher saw and the session's state.
+async fn show<S>(
+    socket: &mut S,
+    shown: &mut SessionState,
+    now: &SessionState,
+) -> Result<Option<(CloseCode, &'static str)>, SocketError>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    if let Some(qr) = &now.qr
+        && shown.qr.as_ref() != Some(qr)
+    {
+        send(socket, &Frame::Qr(qr.clone())).await?;
+    }
+    if now.status != shown.status {
+        match now.status {
+            Status::Connected => {
+                send(socket, &Frame::Status(StatusFrame::Connected)).await?;
+                return Ok(Some((CloseCode::Normal, "connected")));
+            }
+            Status::Disconnected => send(socket, &Frame::Status(StatusFrame::Disconnected)).await?,
+            Status::Initializing => send(socket, &Frame::Status(StatusFrame::Initializing)).await?,
+        }
+    }
+    if let Some(error) = &now.error
+        && shown.error.as_ref() != Some(error)
+    {
+        send(socket, &Frame::Error(error.clone())).await?;
+    }
+    *shown = now.clone();
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_match_the_node_service() {
+        let j = |f: &Frame| serde_json::to_string(f).unwrap();
+        assert_eq!(j(&Frame::Status(StatusFrame::Initializing)), r#"{"event":"status","data":"initializing"}"#);
+        assert_eq!(j(&Frame::Status(StatusFrame::AlreadyConnected)), r#"{"event":"status","data":"already_connected"}"#);
+        assert_eq!(j(&Frame::Qr("2@abc".into())), r#"{"event":"qr","data":"2@abc"}"#);
+        assert_eq!(j(&Frame::Error("boom".into())), r#"{"event":"error","data":"boom"}"#);
+    }
+}

@@ -1,0 +1,182 @@
+//! The gateway end to end: a real WebSocket and HTTP client against the gateway, which links
+//! to and sends through the fake WhatsApp server.
+
+mod support;
+
+use fake_whatsapp::FakeEvent;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_by_qr_then_send_a_pdf_that_arrives_intact() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+
+    link(&app, &fake, "tienda_lima", "51900000001").await;
+    // The new session was appended to sessions.config.json.
+    let config = std::fs::read_to_string(dir.join("sessions.config.json")).expect("config written");
+    assert!(config.contains("\"tienda_lima\""), "{config}");
+
+    // A second watcher learns at once that it is already connected.
+    let mut ws = app.ws("tienda_lima").await;
+    ws.expect("status", "already_connected").await;
+    assert_eq!(ws.next().await, Got::Closed(Some(1000)));
+
+    let mut events = fake.subscribe();
+    let bytes = pdf("factura 001");
+    let (status, body) = app.send_pdf("tienda_lima", "+51 987-654-321", &bytes, Some("F001-123.pdf")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["success"], true);
+    assert_eq!(body["message"], "Mensaje encolado para envío.");
+    let message_id = body["messageId"].as_str().expect("messageId").to_owned();
+
+    let got = wait_event(&mut events, |e| match e {
+        FakeEvent::MessageReceived { phone, message } if phone == "51987654321" => Some(message.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got.id, message_id, "the WhatsApp message id is the one we answered");
+    let doc = got.document.expect("a document");
+    assert_eq!(doc.sha256, sha256_hex(&bytes));
+    assert_eq!(doc.file_name.as_deref(), Some("F001-123.pdf"));
+    assert_eq!(doc.mimetype.as_deref(), Some("application/pdf"));
+
+    let (status, health) = app.request("GET", "/health", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["sessions"], 1);
+    assert_eq!(health["connected"], 1);
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_while_down_delivered_after_reconnect_and_after_restart() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let jid = link(&app, &fake, "ventas", "51900000002").await;
+    let mut events = fake.subscribe();
+
+    // The connection drops and WhatsApp refuses reconnects for a while: the PDF waits.
+    fake.admin().refuse_for(std::time::Duration::from_secs(2));
+    fake.admin().drop_connection(&jid).expect("drop");
+    wait_event(&mut events, |e| matches!(e, FakeEvent::DeviceDisconnected { jid: j } if *j == jid).then_some(())).await;
+    let bytes = pdf("while down");
+    let (status, body) = app.send_pdf("ventas", "51987000001", &bytes, None).await;
+    assert_eq!(status, 202, "{body}");
+    let got = wait_event(&mut events, |e| match e {
+        FakeEvent::MessageReceived { phone, message } if phone == "51987000001" => Some(message.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got.document.expect("document").file_name.as_deref(), Some("Comprobante.pdf"));
+
+    // A restart reconnects the session from its stored credentials, without a scan.
+    app.stop().await;
+    let app = TestApp::spawn(&fake, &dir).await;
+    wait_event(&mut events, |e| matches!(e, FakeEvent::DeviceLoggedIn { jid: j } if *j == jid).then_some(())).await;
+    let bytes = pdf("after restart");
+    let (status, _) = app.send_pdf("ventas", "51987000002", &bytes, Some("recibo.pdf")).await;
+    assert_eq!(status, 202);
+    let got = wait_event(&mut events, |e| match e {
+        FakeEvent::MessageReceived { phone, message } if phone == "51987000002" => Some(message.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got.document.expect("document").sha256, sha256_hex(&bytes));
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_clears_credentials_and_relinking_works() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let jid = link(&app, &fake, "soporte", "51900000003").await;
+    let store = dir.join("sessions").join("soporte").join("whatsapp.db");
+    assert!(store.exists());
+
+    let mut events = fake.subscribe();
+    fake.admin().logout(&jid).expect("logout");
+    wait_event(&mut events, |e| matches!(e, FakeEvent::DeviceDisconnected { jid: j } if *j == jid).then_some(())).await;
+    // The watcher sees the session is down, and can link it again.
+    let mut ws = app.ws("soporte").await;
+    ws.expect("status", "initializing").await;
+    let qr = ws.next_qr().await;
+    assert!(!store.exists() || fake.admin().devices().iter().any(|d| d.removed), "credentials deleted on logout");
+    let relinked = fake.admin().scan(&qr, "51900000003").await.expect("scan again");
+    assert_ne!(relinked.jid, jid, "a new device");
+    loop {
+        match ws.next().await {
+            Got::Frame(e, d) if e == "status" && d == "connected" => break,
+            Got::Frame(..) => continue,
+            other => panic!("expected connected, got {other:?}"),
+        }
+    }
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_its_code_and_changes_nothing() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let valid = |session: &str| {
+        use base64::Engine as _;
+        serde_json::json!({"sessionId": session, "to": "51987654321", "pdfBase64": base64::engine::general_purpose::STANDARD.encode(pdf("x"))})
+    };
+    let code = |v: &serde_json::Value| v["error"]["code"].as_str().unwrap_or("").to_owned();
+
+    let (s, b) = app.request("POST", "/api/send-pdf", None, Some(valid("x").to_string())).await;
+    assert_eq!((s, b["success"].clone()), (401, serde_json::Value::Bool(false)));
+    let (s, _) = app.request("POST", "/api/send-pdf", Some("wrong-token-xxxxxxxx"), Some(valid("x").to_string())).await;
+    assert_eq!(s, 403);
+    let (s, b) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(valid("nobody").to_string())).await;
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some("{not json".into())).await;
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(r#"{"sessionId":"a","to":"519"}"#.into())).await;
+    assert_eq!(s, 400, "{b}");
+    let mut bad = valid("tienda");
+    bad["to"] = "12-34".into();
+    let (s, b) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(bad.to_string())).await;
+    assert_eq!((s, code(&b).is_empty()), (400, false), "{b}");
+    let mut bad = valid("tienda");
+    bad["pdfBase64"] = "@@@".into();
+    let (s, _) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(bad.to_string())).await;
+    assert_eq!(s, 400);
+    let mut bad = valid("tienda");
+    bad["pdfBase64"] = "aGVsbG8=".into(); // "hello": not a PDF
+    let (s, b) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(bad.to_string())).await;
+    assert_eq!(s, 400, "{b}");
+    let mut bad = valid("../etc");
+    bad["sessionId"] = "../etc".into();
+    let (s, _) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(bad.to_string())).await;
+    assert_eq!(s, 400);
+    let (s, _) = app.request("GET", "/api/send-pdf", Some(TOKEN), None).await;
+    assert_eq!(s, 405);
+    let (s, _) = app.request("GET", "/nothing/here", Some(TOKEN), None).await;
+    assert_eq!(s, 404);
+
+    let small = TestApp::spawn_with(config(&fake, &temp_dir(), &[("MAX_BODY_BYTES", "1024")])).await;
+    let big = valid("tienda").to_string() + &" ".repeat(2048);
+    let (s, b) = small.request("POST", "/api/send-pdf", Some(TOKEN), Some(big)).await;
+    assert_eq!(s, 413, "{b}");
+    small.stop().await;
+
+    // WebSocket: no token, a wrong one, or a bad session id never upgrade nor create anything.
+    let no_token = format!("ws://{}/ws/session/tienda", app.addr);
+    let err = tokio_tungstenite::connect_async(no_token).await.expect_err("refused");
+    assert!(err.to_string().contains("401"), "{err}");
+    let wrong = format!("ws://{}/ws/session/tienda?token=nope-nope-nope-nope", app.addr);
+    let err = tokio_tungstenite::connect_async(wrong).await.expect_err("refused");
+    assert!(err.to_string().contains("403"), "{err}");
+    let bad_id = format!("ws://{}/ws/session/bad%20id?token={TOKEN}", app.addr);
+    let err = tokio_tungstenite::connect_async(bad_id).await.expect_err("refused");
+    assert!(err.to_string().contains("400"), "{err}");
+    assert!(!dir.join("sessions.config.json").exists(), "nothing was created");
+    app.stop().await;
+    fake.shutdown().await;
+}

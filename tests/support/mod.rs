@@ -1,0 +1,221 @@
+//! A gateway and a fake WhatsApp server on port 0, driven by a real WebSocket and HTTP client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fake_whatsapp::{FakeConfig, FakeEvent, FakeWhatsApp};
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use whatsapp_gateway::{App, Config};
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wg-test-{}-{}", std::process::id(), rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+pub async fn fake() -> FakeWhatsApp {
+    whatsapp_gateway::telemetry::init_for_tests();
+    FakeWhatsApp::start(FakeConfig { unregistered: vec!["15550999".into()], ..FakeConfig::default() })
+        .await
+        .expect("fake server starts")
+}
+
+pub fn config(fake: &FakeWhatsApp, dir: &std::path::Path, extra: &[(&str, &str)]) -> Config {
+    let mut env: Vec<(String, String)> = [
+        ("HOST", "127.0.0.1".to_string()),
+        ("PORT", "0".to_string()),
+        ("API_STATIC_TOKEN", TOKEN.to_string()),
+        ("SESSIONS_DIR", dir.join("sessions").display().to_string()),
+        ("SESSIONS_CONFIG", dir.join("sessions.config.json").display().to_string()),
+        ("API_TOKEN_FILE", dir.join(".api-token").display().to_string()),
+        ("WHATSAPP_URL", fake.ws_url()),
+        ("WHATSAPP_VERSION", "2.3000.1".to_string()),
+        ("WHATSAPP_CA_FILE", fake.ca_file().display().to_string()),
+        ("RETRY_BASE_DELAY_MS", "200".to_string()),
+        ("RETRY_MAX_DELAY_MS", "1000".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::from_sources(env, None).expect("config")
+}
+
+impl TestApp {
+    pub async fn spawn(fake: &FakeWhatsApp, dir: &std::path::Path) -> TestApp {
+        Self::spawn_with(config(fake, dir, &[])).await
+    }
+
+    pub async fn spawn_with(config: Config) -> TestApp {
+        let dir = config.sessions_dir.clone();
+        let app = App::build(config).await.expect("gateway builds");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("gateway runs");
+        });
+        TestApp { addr, dir, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Graceful shutdown, as on SIGTERM.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task).await.expect("gateway stops in time").expect("no panic");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn ws(&self, session: &str) -> Ws {
+        let url = format!("ws://{}/ws/session/{}?token={}", self.addr, session, TOKEN);
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        Ws { socket }
+    }
+
+    /// (status, JSON body) of a request made with a real HTTP client.
+    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<String>) -> (u16, serde_json::Value) {
+        let url = self.url(path);
+        let method = method.to_owned();
+        let token = token.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            let agent = ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
+            let mut req = ureq::http::Request::builder().method(method.as_str()).uri(url);
+            if let Some(token) = token {
+                req = req.header("Authorization", format!("Bearer {token}"));
+            }
+            let response = match body {
+                Some(body) => agent.run(req.header("Content-Type", "application/json").body(body).expect("request")),
+                None => agent.run(req.body(()).expect("request")),
+            }
+            .expect("http round trip");
+            let status = response.status().as_u16();
+            let text = response.into_body().read_to_string().unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        })
+        .await
+        .expect("request task")
+    }
+
+    pub async fn send_pdf(&self, session: &str, to: &str, pdf: &[u8], file_name: Option<&str>) -> (u16, serde_json::Value) {
+        use base64::Engine as _;
+        let mut body = serde_json::json!({
+            "sessionId": session,
+            "to": to,
+            "pdfBase64": base64::engine::general_purpose::STANDARD.encode(pdf),
+        });
+        if let Some(name) = file_name {
+            body["fileName"] = serde_json::Value::String(name.to_owned());
+        }
+        self.request("POST", "/api/send-pdf", Some(TOKEN), Some(body.to_string())).await
+    }
+}
+
+pub struct Ws {
+    pub socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+/// What a watcher receives.
+#[derive(Debug, PartialEq)]
+pub enum Got {
+    Frame(String, String),
+    Closed(Option<u16>),
+}
+
+impl Ws {
+    pub async fn next(&mut self) -> Got {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.socket.next()).await.expect("a websocket frame in time");
+            match msg {
+                None => return Got::Closed(None),
+                Some(Err(_)) => return Got::Closed(None),
+                Some(Ok(Message::Text(text))) => {
+                    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON frame");
+                    return Got::Frame(v["event"].as_str().unwrap_or("").into(), v["data"].as_str().unwrap_or("").into());
+                }
+                Some(Ok(Message::Close(frame))) => return Got::Closed(frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    pub async fn expect(&mut self, event: &str, data: &str) {
+        assert_eq!(self.next().await, Got::Frame(event.into(), data.into()));
+    }
+
+    pub async fn next_qr(&mut self) -> String {
+        loop {
+            match self.next().await {
+                Got::Frame(e, d) if e == "qr" => return d,
+                Got::Frame(..) => continue,
+                other => panic!("expected a QR, got {other:?}"),
+            }
+        }
+    }
+}
+
+pub async fn wait_event<T>(events: &mut tokio::sync::broadcast::Receiver<FakeEvent>, mut pick: impl FnMut(&FakeEvent) -> Option<T>) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    if let Some(found) = pick(&e) {
+                        return found;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the expected fake-server event in time")
+}
+
+pub fn pdf(tag: &str) -> Vec<u8> {
+    format!("%PDF-1.4\n% {tag}\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n").into_bytes()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Opens a watcher, scans its QR as `phone`, and waits for `connected` + close 1000.
+pub async fn link(app: &TestApp, fake: &FakeWhatsApp, session: &str, phone: &str) -> String {
+    let mut ws = app.ws(session).await;
+    ws.expect("status", "initializing").await;
+    let qr = ws.next_qr().await;
+    let linked = fake.admin().scan(&qr, phone).await.expect("scan");
+    loop {
+        match ws.next().await {
+            Got::Frame(e, d) if e == "status" && d == "connected" => break,
+            Got::Frame(..) => continue,
+            other => panic!("expected connected, got {other:?}"),
+        }
+    }
+    assert_eq!(ws.next().await, Got::Closed(Some(1000)));
+    linked.jid
+}
