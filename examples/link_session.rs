@@ -41,7 +41,10 @@ fn parse_args() -> anyhow::Result<Args> {
 
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value\n{USAGE}"));
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
+        };
         match arg.as_str() {
             "--url" => url = value()?,
             "--token" => token = Some(value()?),
@@ -62,7 +65,9 @@ fn encode_query_value(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -118,7 +123,9 @@ async fn run() -> anyhow::Result<bool> {
             },
             Message::Close(frame) => {
                 match frame {
-                    Some(frame) => println!("closed by server: {} {}", frame.code, frame.reason.as_str()),
+                    Some(frame) => {
+                        println!("closed by server: {} {}", frame.code, frame.reason.as_str())
+                    }
                     None => println!("closed by server"),
                 }
                 return Ok(false);

@@ -132,7 +132,12 @@ impl PdfDocument {
         let compact: Cow<'_, str> = if significant == payload.len() {
             Cow::Borrowed(payload)
         } else {
-            Cow::Owned(payload.chars().filter(|c| !c.is_ascii_whitespace()).collect())
+            Cow::Owned(
+                payload
+                    .chars()
+                    .filter(|c| !c.is_ascii_whitespace())
+                    .collect(),
+            )
         };
         let bytes = STANDARD
             .decode(compact.as_bytes())
@@ -143,7 +148,9 @@ impl PdfDocument {
         if !bytes.starts_with(PDF_MAGIC) {
             return Err(PdfError::NotAPdf);
         }
-        Ok(PdfDocument { bytes: Bytes::from(bytes) })
+        Ok(PdfDocument {
+            bytes: Bytes::from(bytes),
+        })
     }
 
     /// Wraps bytes that are already known to be a PDF (for tests and internal callers).
@@ -190,7 +197,9 @@ fn estimated_decoded_len(payload: &str, significant: usize) -> usize {
 impl fmt::Debug for PdfDocument {
     /// Prints the size only: a dump of a 16 MiB document helps nobody in a log.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PdfDocument").field("len", &self.bytes.len()).finish()
+        f.debug_struct("PdfDocument")
+            .field("len", &self.bytes.len())
+            .finish()
     }
 }
 
@@ -236,7 +245,11 @@ impl FileName {
             .checked_sub(4)
             .and_then(|start| name.get(start..))
             .is_some_and(|ext| ext.eq_ignore_ascii_case(".pdf"));
-        let name = if has_pdf_ext { name.to_owned() } else { format!("{name}.pdf") };
+        let name = if has_pdf_ext {
+            name.to_owned()
+        } else {
+            format!("{name}.pdf")
+        };
         if name.len() > MAX_FILE_NAME_BYTES {
             return Err(InvalidFileName::TooLong);
         }
@@ -276,8 +289,18 @@ mod tests {
 
     #[test]
     fn phone_strips_plus_spaces_and_dashes() {
-        for raw in ["51987654321", "+51987654321", "+51 987 654 321", "51-987-654-321", " +51 987-654-321 "] {
-            assert_eq!(PhoneNumber::parse(raw).unwrap().digits(), "51987654321", "{raw:?}");
+        for raw in [
+            "51987654321",
+            "+51987654321",
+            "+51 987 654 321",
+            "51-987-654-321",
+            " +51 987-654-321 ",
+        ] {
+            assert_eq!(
+                PhoneNumber::parse(raw).unwrap().digits(),
+                "51987654321",
+                "{raw:?}"
+            );
         }
     }
 
@@ -291,7 +314,16 @@ mod tests {
 
     #[test]
     fn phone_rejects_other_characters() {
-        for raw in ["", "+", "5198765432a", "(51)987654321", "51.987.654.321", "51+987654321", "++51987654321", "５１９８７６５４３２１"] {
+        for raw in [
+            "",
+            "+",
+            "5198765432a",
+            "(51)987654321",
+            "51.987.654.321",
+            "51+987654321",
+            "++51987654321",
+            "５１９８７６５４３２１",
+        ] {
             assert_eq!(PhoneNumber::parse(raw), Err(InvalidPhone), "{raw:?}");
         }
     }
@@ -334,21 +366,45 @@ mod tests {
 
     #[test]
     fn pdf_rejects_bad_base64() {
-        for bad in ["%%%%", "JVBERi0", "JVBERi0x=", "JVBER i0x!", "data:text/plain;base64,JVBERi0xLjQ="] {
-            assert_eq!(PdfDocument::from_base64(bad), Err(PdfError::InvalidBase64), "{bad:?}");
+        for bad in [
+            "%%%%",
+            "JVBERi0",
+            "JVBERi0x=",
+            "JVBER i0x!",
+            "data:text/plain;base64,JVBERi0xLjQ=",
+        ] {
+            assert_eq!(
+                PdfDocument::from_base64(bad),
+                Err(PdfError::InvalidBase64),
+                "{bad:?}"
+            );
         }
         // URL-safe alphabet is not the standard engine.
-        let urlsafe = b64(b"%PDF-\xfb\xff\xfe").replace('+', "-").replace('/', "_");
-        assert_eq!(PdfDocument::from_base64(&urlsafe), Err(PdfError::InvalidBase64));
+        let urlsafe = b64(b"%PDF-\xfb\xff\xfe")
+            .replace('+', "-")
+            .replace('/', "_");
+        assert_eq!(
+            PdfDocument::from_base64(&urlsafe),
+            Err(PdfError::InvalidBase64)
+        );
     }
 
     #[test]
     fn pdf_rejects_non_pdf_and_empty() {
-        assert_eq!(PdfDocument::from_base64(&b64(b"hello world")), Err(PdfError::NotAPdf));
-        assert_eq!(PdfDocument::from_base64(&b64(b"%PDF")), Err(PdfError::NotAPdf));
+        assert_eq!(
+            PdfDocument::from_base64(&b64(b"hello world")),
+            Err(PdfError::NotAPdf)
+        );
+        assert_eq!(
+            PdfDocument::from_base64(&b64(b"%PDF")),
+            Err(PdfError::NotAPdf)
+        );
         assert_eq!(PdfDocument::from_base64(""), Err(PdfError::Empty));
         assert_eq!(PdfDocument::from_base64("  \n "), Err(PdfError::Empty));
-        assert_eq!(PdfDocument::from_base64("data:application/pdf;base64,"), Err(PdfError::Empty));
+        assert_eq!(
+            PdfDocument::from_base64("data:application/pdf;base64,"),
+            Err(PdfError::Empty)
+        );
     }
 
     #[test]
@@ -371,9 +427,15 @@ mod tests {
     #[test]
     fn pdf_from_bytes_and_debug_hides_content() {
         let doc = PdfDocument::from_bytes(Bytes::from_static(PDF)).unwrap();
-        assert_eq!(format!("{doc:?}"), format!("PdfDocument {{ len: {} }}", PDF.len()));
+        assert_eq!(
+            format!("{doc:?}"),
+            format!("PdfDocument {{ len: {} }}", PDF.len())
+        );
         assert_eq!(PdfDocument::from_bytes(Vec::new()), Err(PdfError::Empty));
-        assert_eq!(PdfDocument::from_bytes(b"GIF89a".to_vec()), Err(PdfError::NotAPdf));
+        assert_eq!(
+            PdfDocument::from_bytes(b"GIF89a".to_vec()),
+            Err(PdfError::NotAPdf)
+        );
     }
 
     // --- FileName ---
@@ -381,10 +443,22 @@ mod tests {
     #[test]
     fn file_name_default_and_extension() {
         assert_eq!(FileName::default().as_str(), "Comprobante.pdf");
-        assert_eq!(FileName::parse("Factura 001").unwrap().as_str(), "Factura 001.pdf");
-        assert_eq!(FileName::parse("boleta.PDF").unwrap().as_str(), "boleta.PDF");
-        assert_eq!(FileName::parse("  recibo.pdf  ").unwrap().as_str(), "recibo.pdf");
-        assert_eq!(FileName::parse("informe.docx").unwrap().as_str(), "informe.docx.pdf");
+        assert_eq!(
+            FileName::parse("Factura 001").unwrap().as_str(),
+            "Factura 001.pdf"
+        );
+        assert_eq!(
+            FileName::parse("boleta.PDF").unwrap().as_str(),
+            "boleta.PDF"
+        );
+        assert_eq!(
+            FileName::parse("  recibo.pdf  ").unwrap().as_str(),
+            "recibo.pdf"
+        );
+        assert_eq!(
+            FileName::parse("informe.docx").unwrap().as_str(),
+            "informe.docx.pdf"
+        );
         assert_eq!(FileName::parse("año.pdf").unwrap().as_str(), "año.pdf");
     }
 
@@ -392,10 +466,22 @@ mod tests {
     fn file_name_rejections() {
         assert_eq!(FileName::parse(""), Err(InvalidFileName::Empty));
         assert_eq!(FileName::parse("   "), Err(InvalidFileName::Empty));
-        assert_eq!(FileName::parse("../x.pdf"), Err(InvalidFileName::PathSeparator));
-        assert_eq!(FileName::parse("a\\b.pdf"), Err(InvalidFileName::PathSeparator));
-        assert_eq!(FileName::parse("a\nb.pdf"), Err(InvalidFileName::ControlChar));
-        assert_eq!(FileName::parse("a\u{7f}.pdf"), Err(InvalidFileName::ControlChar));
+        assert_eq!(
+            FileName::parse("../x.pdf"),
+            Err(InvalidFileName::PathSeparator)
+        );
+        assert_eq!(
+            FileName::parse("a\\b.pdf"),
+            Err(InvalidFileName::PathSeparator)
+        );
+        assert_eq!(
+            FileName::parse("a\nb.pdf"),
+            Err(InvalidFileName::ControlChar)
+        );
+        assert_eq!(
+            FileName::parse("a\u{7f}.pdf"),
+            Err(InvalidFileName::ControlChar)
+        );
     }
 
     #[test]
@@ -406,8 +492,14 @@ mod tests {
             Err(InvalidFileName::TooLong)
         );
         assert!(FileName::parse(&"a".repeat(251)).is_ok()); // 251 + ".pdf" = 255
-        assert_eq!(FileName::parse(&"a".repeat(252)), Err(InvalidFileName::TooLong));
+        assert_eq!(
+            FileName::parse(&"a".repeat(252)),
+            Err(InvalidFileName::TooLong)
+        );
         // Multi-byte: 128 × 'ñ' = 256 bytes.
-        assert_eq!(FileName::parse(&"ñ".repeat(128)), Err(InvalidFileName::TooLong));
+        assert_eq!(
+            FileName::parse(&"ñ".repeat(128)),
+            Err(InvalidFileName::TooLong)
+        );
     }
 }

@@ -194,15 +194,23 @@ struct ErrorDetail<'a> {
 
 /// Builds `{"success":false,"error":{"code":…,"message":…}}` with `status`; shared with the
 /// WebSocket handshake rejections so every error body has one shape.
-pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = ErrorBody { success: false, error: ErrorDetail { code, message } };
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<Full<Bytes>> {
+    let body = ErrorBody {
+        success: false,
+        error: ErrorDetail { code, message },
+    };
     // Serialising two strings cannot fail; fall back to an empty object rather than panic.
     let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = Response::new(Full::new(Bytes::from(json)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -217,7 +225,9 @@ mod tests {
     }
 
     fn body_bytes(response: Response<Full<Bytes>>) -> Bytes {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(async { response.into_body().collect().await.unwrap().to_bytes() })
     }
 
@@ -257,7 +267,10 @@ mod tests {
 
     #[test]
     fn queue_full_has_retry_after() {
-        let response = ApiError::QueueFull { retry_after_secs: 7 }.into_response();
+        let response = ApiError::QueueFull {
+            retry_after_secs: 7,
+        }
+        .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
         assert_eq!(body_json(response)["error"]["code"], "QUEUE_FULL");
@@ -278,7 +291,14 @@ mod tests {
     fn statuses_and_codes() {
         let cases: Vec<(ApiError, u16, &str)> = vec![
             (ApiError::BadJson, 400, "BAD_JSON"),
-            (ApiError::WrongFieldType { field: "to", expected: "a string" }, 400, "INVALID_FIELD_TYPE"),
+            (
+                ApiError::WrongFieldType {
+                    field: "to",
+                    expected: "a string",
+                },
+                400,
+                "INVALID_FIELD_TYPE",
+            ),
             (InvalidSessionId.into(), 400, "INVALID_SESSION_ID"),
             (InvalidPhone.into(), 400, "INVALID_PHONE"),
             (ApiError::InvalidBase64, 400, "INVALID_BASE64"),
@@ -286,8 +306,16 @@ mod tests {
             (InvalidFileName::Empty.into(), 400, "INVALID_FILE_NAME"),
             (ApiError::SessionNotFound, 404, "SESSION_NOT_FOUND"),
             (ApiError::NotFound, 404, "NOT_FOUND"),
-            (ApiError::PayloadTooLarge { limit: 10 }, 413, "PAYLOAD_TOO_LARGE"),
-            (ApiError::UnsupportedMediaType, 415, "UNSUPPORTED_MEDIA_TYPE"),
+            (
+                ApiError::PayloadTooLarge { limit: 10 },
+                413,
+                "PAYLOAD_TOO_LARGE",
+            ),
+            (
+                ApiError::UnsupportedMediaType,
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+            ),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status().as_u16(), status, "{err:?}");
@@ -297,9 +325,18 @@ mod tests {
 
     #[test]
     fn pdf_errors_map_to_api_errors() {
-        assert!(matches!(ApiError::from(PdfError::Empty), ApiError::MissingField("pdfBase64")));
-        assert!(matches!(ApiError::from(PdfError::InvalidBase64), ApiError::InvalidBase64));
-        assert!(matches!(ApiError::from(PdfError::NotAPdf), ApiError::NotAPdf));
+        assert!(matches!(
+            ApiError::from(PdfError::Empty),
+            ApiError::MissingField("pdfBase64")
+        ));
+        assert!(matches!(
+            ApiError::from(PdfError::InvalidBase64),
+            ApiError::InvalidBase64
+        ));
+        assert!(matches!(
+            ApiError::from(PdfError::NotAPdf),
+            ApiError::NotAPdf
+        ));
         assert!(matches!(
             ApiError::from(PdfError::TooLarge { limit: 5 }),
             ApiError::PayloadTooLarge { limit: 5 }

@@ -144,7 +144,7 @@ pub(crate) async fn supervise(shared: Arc<SessionShared>, upstream: Upstream, ca
             continue;
         }
         shared.set_client(Some(client.clone()));
-        let exit = drive(&shared, &client, handle, events, &cancel, &mut backoff).await;
+        let exit = drive(&shared, &upstream, &client, handle, events, &cancel, &mut backoff).await;
         shared.set_client(None);
         drop(client);
         match exit {
@@ -179,6 +179,7 @@ pub(crate) async fn supervise(shared: Arc<SessionShared>, upstream: Upstream, ca
 
 async fn drive(
     shared: &SessionShared,
+    upstream: &Upstream,
     client: &Arc<Client>,
     mut handle: BotHandle,
     mut events: mpsc::Receiver<UpstreamEvent>,
@@ -200,6 +201,7 @@ async fn drive(
             Some(event) = events.recv() => match event {
                 UpstreamEvent::Qr(code) => {
                     tracing::debug!(session = %shared.id, "new QR code");
+                    upstream.show_qr(&shared.id, &code);
                     shared.publish(|s| { s.status = Status::Initializing; s.qr = Some(code); });
                 }
                 UpstreamEvent::QrExhausted => {

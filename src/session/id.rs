@@ -112,8 +112,22 @@ mod tests {
     #[test]
     fn rejects_bad_first_char_and_bad_chars() {
         for bad in [
-            "", "_a", "-a", "../x", "a/b", "a\\b", "a.b", ".", "..", " a", "a ", "tienda lima",
-            "ñandú", "a\0", "a\n", "a%2F",
+            "",
+            "_a",
+            "-a",
+            "../x",
+            "a/b",
+            "a\\b",
+            "a.b",
+            ".",
+            "..",
+            " a",
+            "a ",
+            "tienda lima",
+            "ñandú",
+            "a\0",
+            "a\n",
+            "a%2F",
         ] {
             assert!(SessionId::parse(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -57,6 +57,7 @@ pub(crate) struct Upstream {
     url: Option<String>,
     version: Option<(u32, u32, u32)>,
     http: UreqHttpClient,
+    qr_terminal: bool,
 }
 
 /// Why a client could not be built or a send failed.
@@ -98,7 +99,26 @@ impl Upstream {
             }
             tracing::warn!(url, "FAKE-WHATSAPP BUILD: the Noise certificate chain is NOT verified; test use only");
         }
-        Ok(Self { url: config.whatsapp_url.clone(), version: config.whatsapp_version, http })
+        Ok(Self {
+            url: config.whatsapp_url.clone(),
+            version: config.whatsapp_version,
+            http,
+            qr_terminal: config.qr_terminal,
+        })
+    }
+
+    /// With `QR_TERMINAL=true`, draws a QR code on stderr (debugging only; never logged).
+    pub(crate) fn show_qr(&self, session: &super::SessionId, code: &str) {
+        if !self.qr_terminal {
+            return;
+        }
+        match qrcode::QrCode::new(code.as_bytes()) {
+            Ok(qr) => {
+                let art = qr.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build();
+                eprintln!("QR for session {session}:\n{art}");
+            }
+            Err(e) => tracing::warn!(session = %session, error = %e, "cannot render the QR code"),
+        }
     }
 
     /// Builds and starts a client on the session's store; its events arrive on the returned

@@ -84,10 +84,16 @@ impl HandshakeRejection {
             | HandshakeRejection::UnsupportedVersion => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                 headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-                headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(WS_VERSION));
+                headers.insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static(WS_VERSION),
+                );
             }
             HandshakeRejection::BadKey => {
-                headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(WS_VERSION));
+                headers.insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static(WS_VERSION),
+                );
             }
         }
         response
@@ -119,7 +125,9 @@ pub fn validate_upgrade<B>(req: &Request<B>) -> Result<UpgradeInfo, HandshakeRej
         .map(|v| v.as_bytes().trim_ascii())
         .filter(|key| is_valid_key(key))
         .ok_or(HandshakeRejection::BadKey)?;
-    Ok(UpgradeInfo { accept_key: derive_accept_key(key) })
+    Ok(UpgradeInfo {
+        accept_key: derive_accept_key(key),
+    })
 }
 
 impl UpgradeInfo {
@@ -175,7 +183,9 @@ fn is_valid_key(key: &[u8]) -> bool {
     };
     key.len() == 24
         && padding == b"=="
-        && body.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+        && body
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
 #[cfg(test)]
@@ -187,7 +197,9 @@ mod tests {
     const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
     fn request(method: Method, headers: &[(&'static str, &'static str)]) -> Request<()> {
-        let mut builder = Request::builder().method(method).uri("/ws/session/tienda_lima");
+        let mut builder = Request::builder()
+            .method(method)
+            .uri("/ws/session/tienda_lima");
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
@@ -204,7 +216,10 @@ mod tests {
     }
 
     fn without(name: &str) -> Vec<(&'static str, &'static str)> {
-        good_headers().into_iter().filter(|(n, _)| *n != name).collect()
+        good_headers()
+            .into_iter()
+            .filter(|(n, _)| *n != name)
+            .collect()
     }
 
     fn with(name: &'static str, value: &'static str) -> Vec<(&'static str, &'static str)> {
@@ -226,7 +241,10 @@ mod tests {
             assert!(validate_upgrade(&req).is_ok(), "{value}");
         }
         let req = request(Method::GET, &with("connection", "keep-alive, upgraded"));
-        assert_eq!(validate_upgrade(&req), Err(HandshakeRejection::NoConnectionUpgrade));
+        assert_eq!(
+            validate_upgrade(&req),
+            Err(HandshakeRejection::NoConnectionUpgrade)
+        );
         let req = request(Method::GET, &with("upgrade", "WebSocket"));
         assert!(validate_upgrade(&req).is_ok());
     }
@@ -234,16 +252,62 @@ mod tests {
     #[test]
     fn rejections() {
         let cases = [
-            (request(Method::POST, &good_headers()), HandshakeRejection::MethodNotGet, 405),
-            (request(Method::GET, &without("connection")), HandshakeRejection::NoConnectionUpgrade, 426),
-            (request(Method::GET, &without("upgrade")), HandshakeRejection::NoUpgradeWebsocket, 426),
-            (request(Method::GET, &with("upgrade", "h2c")), HandshakeRejection::NoUpgradeWebsocket, 426),
-            (request(Method::GET, &without("sec-websocket-version")), HandshakeRejection::UnsupportedVersion, 426),
-            (request(Method::GET, &with("sec-websocket-version", "8")), HandshakeRejection::UnsupportedVersion, 426),
-            (request(Method::GET, &without("sec-websocket-key")), HandshakeRejection::BadKey, 400),
-            (request(Method::GET, &with("sec-websocket-key", "short")), HandshakeRejection::BadKey, 400),
-            (request(Method::GET, &with("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ")), HandshakeRejection::BadKey, 400),
-            (request(Method::GET, &with("sec-websocket-key", "dGhlIHNhbXBsZSBub25j!Q==")), HandshakeRejection::BadKey, 400),
+            (
+                request(Method::POST, &good_headers()),
+                HandshakeRejection::MethodNotGet,
+                405,
+            ),
+            (
+                request(Method::GET, &without("connection")),
+                HandshakeRejection::NoConnectionUpgrade,
+                426,
+            ),
+            (
+                request(Method::GET, &without("upgrade")),
+                HandshakeRejection::NoUpgradeWebsocket,
+                426,
+            ),
+            (
+                request(Method::GET, &with("upgrade", "h2c")),
+                HandshakeRejection::NoUpgradeWebsocket,
+                426,
+            ),
+            (
+                request(Method::GET, &without("sec-websocket-version")),
+                HandshakeRejection::UnsupportedVersion,
+                426,
+            ),
+            (
+                request(Method::GET, &with("sec-websocket-version", "8")),
+                HandshakeRejection::UnsupportedVersion,
+                426,
+            ),
+            (
+                request(Method::GET, &without("sec-websocket-key")),
+                HandshakeRejection::BadKey,
+                400,
+            ),
+            (
+                request(Method::GET, &with("sec-websocket-key", "short")),
+                HandshakeRejection::BadKey,
+                400,
+            ),
+            (
+                request(
+                    Method::GET,
+                    &with("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ"),
+                ),
+                HandshakeRejection::BadKey,
+                400,
+            ),
+            (
+                request(
+                    Method::GET,
+                    &with("sec-websocket-key", "dGhlIHNhbXBsZSBub25j!Q=="),
+                ),
+                HandshakeRejection::BadKey,
+                400,
+            ),
         ];
         for (req, expected, status) in cases {
             let rejection = validate_upgrade(&req).unwrap_err();
@@ -271,10 +335,18 @@ mod tests {
         assert_eq!(response.headers()[header::SEC_WEBSOCKET_ACCEPT], ACCEPT);
         assert_eq!(response.headers()[header::UPGRADE], "websocket");
         assert_eq!(response.headers()[header::CONNECTION], "upgrade");
-        assert!(response.headers().get(header::SEC_WEBSOCKET_PROTOCOL).is_none());
+        assert!(
+            response
+                .headers()
+                .get(header::SEC_WEBSOCKET_PROTOCOL)
+                .is_none()
+        );
 
         let response = info.switching_protocols(Some("bearer.abc"));
-        assert_eq!(response.headers()[header::SEC_WEBSOCKET_PROTOCOL], "bearer.abc");
+        assert_eq!(
+            response.headers()[header::SEC_WEBSOCKET_PROTOCOL],
+            "bearer.abc"
+        );
     }
 
     #[test]
