@@ -180,3 +180,30 @@ async fn every_error_has_its_code_and_changes_nothing() {
     app.stop().await;
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_stay_isolated() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let lima = link(&app, &fake, "lima", "51900000010").await;
+    let cusco = link(&app, &fake, "cusco", "51900000011").await;
+    let mut events = fake.subscribe();
+
+    // Lima is logged out from its phone; Cusco keeps sending, from its own number.
+    fake.admin().logout(&lima).expect("logout");
+    wait_event(&mut events, |e| matches!(e, FakeEvent::DeviceDisconnected { jid } if *jid == lima).then_some(())).await;
+    let bytes = pdf("cusco");
+    let (status, _) = app.send_pdf("cusco", "51987000011", &bytes, None).await;
+    assert_eq!(status, 202);
+    let got = wait_event(&mut events, |e| match e {
+        FakeEvent::MessageReceived { phone, message } if phone == "51987000011" => Some(message.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(got.from.starts_with("51900000011:"), "sent by Cusco's number: {}", got.from);
+    assert!(dir.join("sessions/cusco/whatsapp.db").exists(), "Cusco keeps its credentials");
+    assert!(fake.admin().devices().iter().any(|d| d.jid == cusco && d.connected && !d.removed));
+    app.stop().await;
+    fake.shutdown().await;
+}
