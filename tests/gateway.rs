@@ -30,11 +30,7 @@ async fn link_by_qr_then_send_a_pdf_that_arrives_intact() {
     assert_eq!(body["message"], "Mensaje encolado para envío.");
     let message_id = body["messageId"].as_str().expect("messageId").to_owned();
 
-    let got = wait_event(&mut events, |e| match e {
-        FakeEvent::MessageReceived { phone, message } if phone == "51987654321" => Some(message.clone()),
-        _ => None,
-    })
-    .await;
+    let got = wait_message(&mut events, "51987654321").await;
     assert_eq!(got.id, message_id, "the WhatsApp message id is the one we answered");
     let doc = got.document.expect("a document");
     assert_eq!(doc.sha256, sha256_hex(&bytes));
@@ -64,11 +60,7 @@ async fn queued_while_down_delivered_after_reconnect_and_after_restart() {
     let bytes = pdf("while down");
     let (status, body) = app.send_pdf("ventas", "51987000001", &bytes, None).await;
     assert_eq!(status, 202, "{body}");
-    let got = wait_event(&mut events, |e| match e {
-        FakeEvent::MessageReceived { phone, message } if phone == "51987000001" => Some(message.clone()),
-        _ => None,
-    })
-    .await;
+    let got = wait_message(&mut events, "51987000001").await;
     assert_eq!(got.document.expect("document").file_name.as_deref(), Some("Comprobante.pdf"));
 
     // A restart reconnects the session from its stored credentials, without a scan.
@@ -78,11 +70,7 @@ async fn queued_while_down_delivered_after_reconnect_and_after_restart() {
     let bytes = pdf("after restart");
     let (status, _) = app.send_pdf("ventas", "51987000002", &bytes, Some("recibo.pdf")).await;
     assert_eq!(status, 202);
-    let got = wait_event(&mut events, |e| match e {
-        FakeEvent::MessageReceived { phone, message } if phone == "51987000002" => Some(message.clone()),
-        _ => None,
-    })
-    .await;
+    let got = wait_message(&mut events, "51987000002").await;
     assert_eq!(got.document.expect("document").sha256, sha256_hex(&bytes));
     app.stop().await;
     fake.shutdown().await;
@@ -100,9 +88,19 @@ async fn logout_clears_credentials_and_relinking_works() {
     let mut events = fake.subscribe();
     fake.admin().logout(&jid).expect("logout");
     wait_event(&mut events, |e| matches!(e, FakeEvent::DeviceDisconnected { jid: j } if *j == jid).then_some(())).await;
-    // The watcher sees the session is down, and can link it again.
-    let mut ws = app.ws("soporte").await;
-    ws.expect("status", "initializing").await;
+    // The gateway learns of the logout from its client a moment after the server closed the
+    // socket; until then a watcher may still hear `already_connected`. Then it can relink.
+    let mut ws = tokio::time::timeout(WAIT, async {
+        loop {
+            let mut ws = app.ws("soporte").await;
+            match ws.next().await {
+                Got::Frame(e, d) if e == "status" && d == "initializing" => return ws,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await
+    .expect("the session goes down after the logout");
     let qr = ws.next_qr().await;
     assert!(!store.exists() || fake.admin().devices().iter().any(|d| d.removed), "credentials deleted on logout");
     let relinked = fake.admin().scan(&qr, "51900000003").await.expect("scan again");
@@ -196,11 +194,7 @@ async fn two_sessions_stay_isolated() {
     let bytes = pdf("cusco");
     let (status, _) = app.send_pdf("cusco", "51987000011", &bytes, None).await;
     assert_eq!(status, 202);
-    let got = wait_event(&mut events, |e| match e {
-        FakeEvent::MessageReceived { phone, message } if phone == "51987000011" => Some(message.clone()),
-        _ => None,
-    })
-    .await;
+    let got = wait_message(&mut events, "51987000011").await;
     assert!(got.from.starts_with("51900000011:"), "sent by Cusco's number: {}", got.from);
     assert!(dir.join("sessions/cusco/whatsapp.db").exists(), "Cusco keeps its credentials");
     assert!(fake.admin().devices().iter().any(|d| d.jid == cusco && d.connected && !d.removed));

@@ -194,6 +194,18 @@ pub async fn wait_event<T>(events: &mut tokio::sync::broadcast::Receiver<FakeEve
     .expect("the expected fake-server event in time")
 }
 
+/// The next message the virtual phone `phone` records.
+pub async fn wait_message(
+    events: &mut tokio::sync::broadcast::Receiver<FakeEvent>,
+    phone: &str,
+) -> fake_whatsapp::ReceivedMessage {
+    wait_event(events, |e| match e {
+        FakeEvent::MessageReceived { phone: p, message } if p == phone => Some(message.clone()),
+        _ => None,
+    })
+    .await
+}
+
 pub fn pdf(tag: &str) -> Vec<u8> {
     format!("%PDF-1.4\n% {tag}\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n").into_bytes()
 }
