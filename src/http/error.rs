@@ -203,15 +203,7 @@ pub(crate) fn error_response(
         success: false,
         error: ErrorDetail { code, message },
     };
-    // Serialising two strings cannot fail; fall back to an empty object rather than panic.
-    let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Full::new(Bytes::from(json)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    super::json_response(status, &body)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{self, HeaderValue};
+use hyper::header;
 use hyper::{HeaderMap, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -137,21 +137,14 @@ impl SendPdfAccepted {
 
     /// `202 Accepted` with this body as JSON.
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        // Serialising strings and a bool cannot fail; an empty object beats a panic.
-        let json = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
-        let mut response = Response::new(Full::new(Bytes::from(json)));
-        *response.status_mut() = StatusCode::ACCEPTED;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        super::json_response(StatusCode::ACCEPTED, &self)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HeaderValue;
     use serde_json::json;
 
     const PDF_B64: &str = "JVBERi0xLjQKJSVFT0YK"; // "%PDF-1.4\n%%EOF\n"
