@@ -196,6 +196,17 @@ async fn drive(
                 return Exit::Cancelled;
             }
             _ = &mut handle => {
+                // Events dispatched before the run loop ended are already queued: read them.
+                while let Ok(event) = events.try_recv() {
+                    match event {
+                        UpstreamEvent::LoggedOut => ending = Some(Exit::LoggedOut),
+                        UpstreamEvent::Terminal(reason) => ending = Some(Exit::Terminal(reason)),
+                        UpstreamEvent::QrExhausted if ending.is_none() => {
+                            ending = Some(if shared.watched() { Exit::QrExhausted } else { Exit::NobodyWatching });
+                        }
+                        _ => {}
+                    }
+                }
                 return ending.unwrap_or(Exit::Died);
             }
             Some(event) = events.recv() => match event {

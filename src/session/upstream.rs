@@ -51,6 +51,20 @@ fn translate(event: &Event) -> Option<UpstreamEvent> {
     })
 }
 
+/// Runs inline on the client's dispatch path, so events arrive in order and before the run
+/// loop returns (a spawned handler could deliver `LoggedOut` after the client has stopped).
+struct Forward(mpsc::Sender<UpstreamEvent>);
+
+impl whatsapp_rust::types::events::EventHandler for Forward {
+    fn handle_event(&self, event: Arc<Event>) {
+        if let Some(ours) = translate(&event)
+            && self.0.try_send(ours).is_err()
+        {
+            tracing::warn!("session event channel full; status will be polled");
+        }
+    }
+}
+
 /// Settings shared by every session's client.
 #[derive(Clone)]
 pub(crate) struct Upstream {
@@ -147,16 +161,7 @@ impl Upstream {
                     .with_platform_type(whatsapp_rust::waproto::whatsapp::device_props::PlatformType::DESKTOP),
             )
             .skip_history_sync()
-            .on_event(move |event, _client| {
-                let tx = tx.clone();
-                async move {
-                    if let Some(ours) = translate(&event)
-                        && tx.try_send(ours).is_err()
-                    {
-                        tracing::warn!("session event channel full; status will be polled");
-                    }
-                }
-            });
+            .with_event_handler(Forward(tx));
         if let Some(version) = self.version {
             builder = builder.with_version(version);
         }
