@@ -2,7 +2,8 @@
 //! phone, make a phone send, and inject faults (logout, dropped connection, refusal).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -117,6 +118,11 @@ impl Admin {
         } else {
             reg.unregistered.insert(phone.to_owned());
         }
+    }
+
+    /// Open client connections, linked or not (a linking client counts too).
+    pub fn connection_count(&self) -> usize {
+        self.shared.lock().conns.len()
     }
 
     pub fn devices(&self) -> Vec<DeviceInfo> {

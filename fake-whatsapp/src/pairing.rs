@@ -2,7 +2,8 @@
 //! string into `pair-success`, and the client's `pair-device-sign` that completes the link.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -136,7 +137,7 @@ pub(crate) async fn scan(shared: &Shared, qr: &str, phone: &str) -> Result<Linke
         let mut reg = shared.lock();
         let pending = reg.refs.get(&qr.reference).ok_or(ScanError::UnknownRef)?;
         let conn_id = pending.conn;
-        if pending.expires < Instant::now() || reg.pairs.contains_key(&conn_id) {
+        if pending.expires <= Instant::now() || reg.pairs.contains_key(&conn_id) {
             return Err(ScanError::Expired);
         }
         let unpaired = reg

@@ -92,6 +92,25 @@ impl TestClient {
         .await
     }
 
+    /// The next QR with no deadline of its own (for paused-clock tests that bound it).
+    pub async fn next_qr_unbounded(&mut self) -> String {
+        loop {
+            let event = self.events.recv().await.expect("event stream open");
+            if let Event::PairingQrCode(qr) = &*event {
+                return qr.code.clone();
+            }
+        }
+    }
+
+    pub async fn connected_unbounded(&mut self) {
+        loop {
+            let event = self.events.recv().await.expect("event stream open");
+            if matches!(&*event, Event::Connected(_)) {
+                return;
+            }
+        }
+    }
+
     pub async fn connected(&mut self) {
         self.wait_for("Connected", |e| matches!(e, Event::Connected(_)).then_some(())).await
     }
