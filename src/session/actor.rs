@@ -102,23 +102,22 @@ enum Exit {
 /// Runs the session until the gateway shuts down.
 pub(crate) async fn supervise(shared: Arc<SessionShared>, upstream: Upstream, cancel: CancellationToken) {
     let mut backoff = Duration::from_secs(1);
-    let mut stopped_for_good = false;
+    // Set when running a client without a watcher is pointless: it stopped for a reason it
+    // will not recover from by itself, or it holds no credentials (only a watcher can link it).
+    let mut wait_for_watcher = !shared.dir.join(STORE_FILE).exists();
     loop {
         if cancel.is_cancelled() {
             break;
         }
-        let may_be_linked = shared.dir.join(STORE_FILE).exists() && !stopped_for_good;
-        if !may_be_linked && !shared.watched() {
+        if wait_for_watcher && !shared.watched() {
             shared.set_status(Status::Disconnected);
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = shared.wake.notified() => {}
             }
-            if shared.watched() {
-                stopped_for_good = false;
-            }
             continue;
         }
+        wait_for_watcher = false;
         shared.publish(|s| {
             s.status = Status::Initializing;
             s.qr = None;
@@ -141,6 +140,7 @@ pub(crate) async fn supervise(shared: Arc<SessionShared>, upstream: Upstream, ca
         if !upstream::is_linked(&client) && !shared.watched() {
             client.disconnect().await;
             handle.await;
+            wait_for_watcher = true;
             continue;
         }
         shared.set_client(Some(client.clone()));
@@ -153,8 +153,13 @@ pub(crate) async fn supervise(shared: Arc<SessionShared>, upstream: Upstream, ca
                 tracing::warn!(session = %shared.id, "logged out from the phone: deleting its credentials");
                 delete_credentials(&shared);
                 shared.set_status(Status::Disconnected);
+                wait_for_watcher = true;
             }
-            Exit::QrExhausted | Exit::NobodyWatching => shared.set_status(Status::Disconnected),
+            Exit::QrExhausted => shared.set_status(Status::Disconnected),
+            Exit::NobodyWatching => {
+                shared.set_status(Status::Disconnected);
+                wait_for_watcher = true;
+            }
             Exit::Terminal(reason) => {
                 tracing::warn!(session = %shared.id, %reason, "session stopped; it will not retry on its own");
                 shared.publish(|s| {
@@ -162,7 +167,7 @@ pub(crate) async fn supervise(shared: Arc<SessionShared>, upstream: Upstream, ca
                     s.qr = None;
                     s.error = Some(reason);
                 });
-                stopped_for_good = true;
+                wait_for_watcher = true;
             }
             Exit::Died => {
                 shared.set_status(Status::Disconnected);

@@ -146,8 +146,12 @@ pub enum Got {
 
 impl Ws {
     pub async fn next(&mut self) -> Got {
+        self.next_within(WAIT).await
+    }
+
+    pub async fn next_within(&mut self, wait: Duration) -> Got {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.socket.next()).await.expect("a websocket frame in time");
+            let msg = tokio::time::timeout(wait, self.socket.next()).await.expect("a websocket frame in time");
             match msg {
                 None => return Got::Closed(None),
                 Some(Err(_)) => return Got::Closed(None),
