@@ -555,10 +555,12 @@ fn run(settings: &Settings, dir: &std::path::Path) -> BenchResult<()> {
 
     // Never hang: past the deadline the child is killed and the bench exits non-zero.
     let deadline = settings.deadline;
+    let watchdog_dir = dir.to_path_buf();
     std::thread::spawn(move || {
         std::thread::sleep(deadline);
         eprintln!("RESULT: FAILED: the whole run exceeded {deadline:?}; killing fake-whatsapp (pid {pid})");
         let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = std::fs::remove_dir_all(&watchdog_dir);
         std::process::exit(3);
     });
 

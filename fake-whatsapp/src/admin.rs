@@ -67,6 +67,11 @@ impl Admin {
         self.shared.lock().phones.get(phone).map(|p| p.messages.clone()).unwrap_or_default()
     }
 
+    /// How many messages reached the phone again with an id it had already shown.
+    pub fn duplicates(&self, phone: &str) -> u64 {
+        self.shared.lock().phones.get(phone).map_or(0, |p| p.duplicates)
+    }
+
     /// Receipts linked devices sent for messages this phone had sent them.
     pub fn receipts(&self, phone: &str) -> Vec<ReceiptRecord> {
         self.shared.lock().phones.get(phone).map(|p| p.receipts.clone()).unwrap_or_default()
@@ -290,6 +295,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         (&Method::POST, ["devices", jid, "logout"]) => done(admin.logout(jid)),
         (&Method::POST, ["devices", jid, "drop"]) => done(admin.drop_connection(jid)),
         (&Method::GET, ["phones", phone, "messages"]) => json(StatusCode::OK, &admin.messages(phone)),
+        (&Method::GET, ["phones", phone, "duplicates"]) => {
+            json(StatusCode::OK, &serde_json::json!({ "duplicates": admin.duplicates(phone) }))
+        }
         (&Method::GET, ["phones", phone, "receipts"]) => json(StatusCode::OK, &admin.receipts(phone)),
         (&Method::POST, ["phones", phone, "messages", id, "read"]) => done(admin.mark_read(phone, id)),
         (&Method::POST, ["phones", phone, "registered"]) => {

@@ -77,6 +77,7 @@ fn prekey(node: &Node) -> Option<(u32, [u8; 32])> {
 async fn bundle_node(shared: &Shared, jid: &Jid) -> Node {
     let key = DeviceKey::from_jid(jid);
     let (bundle, identity) = if key.device == 0 {
+        shared.ensure_phone(&key.phone);
         let device0 = {
             let mut reg = shared.lock();
             if !reg.is_registered(&key.phone) {
@@ -142,21 +143,26 @@ pub(crate) fn usync(shared: &Shared, node: &Node, id: &str) -> Node {
         .map(|c| c.iter().map(|n| n.tag.to_string()).collect())
         .unwrap_or_default();
     let users: Vec<&Node> = usync.get_optional_child("list").map(|l| l.get_children_by_tag("user").collect()).unwrap_or_default();
-    let mut reg = shared.lock();
-    let mut out = Vec::with_capacity(users.len());
-    for user in users {
-        let phone = stanza::jid_attr(user, "jid")
-            .filter(|j| j.is_pn())
-            .map(|j| j.user.to_string())
-            .or_else(|| {
+    // A LID we never hand out, or garbage, gets no answer.
+    let phones: Vec<String> = users
+        .iter()
+        .filter_map(|user| {
+            stanza::jid_attr(user, "jid").filter(|j| j.is_pn()).map(|j| j.user.to_string()).or_else(|| {
                 user.get_optional_child("contact")
                     .and_then(stanza::text)
                     .map(|c| c.chars().filter(char::is_ascii_digit).collect::<String>())
-            });
-        let Some(phone) = phone.filter(|p| !p.is_empty()) else {
-            // A LID we never hand out, or garbage: say nothing about it.
-            continue;
-        };
+            })
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
+    if protocols.iter().any(|p| p == "devices") {
+        for phone in &phones {
+            shared.ensure_phone(phone);
+        }
+    }
+    let mut reg = shared.lock();
+    let mut out = Vec::with_capacity(phones.len());
+    for phone in phones {
         let registered = reg.is_registered(&phone);
         let mut children = Vec::new();
         for protocol in &protocols {

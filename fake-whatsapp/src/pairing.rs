@@ -133,6 +133,7 @@ pub(crate) async fn scan(shared: &Shared, qr: &str, phone: &str) -> Result<Linke
         return Err(ScanError::BadPhone);
     }
     let qr = parse_qr(qr)?;
+    shared.ensure_phone(phone);
     let (rx, linked) = {
         let mut reg = shared.lock();
         let pending = reg.refs.get(&qr.reference).ok_or(ScanError::UnknownRef)?;

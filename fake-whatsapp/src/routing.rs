@@ -100,6 +100,7 @@ pub(crate) async fn on_message(conn: &mut Conn, node: &Node) -> Result<(), ConnE
 
 /// A virtual phone decrypts what was sent to it and records it. False if it could not.
 async fn phone_receives(shared: &Shared, target: &Jid, sender: &Jid, id: &str, enc_type: &str, ciphertext: &[u8]) -> bool {
+    shared.ensure_phone(&target.user);
     let device0 = {
         let mut reg = shared.lock();
         if !reg.is_registered(&target.user) {
@@ -115,8 +116,22 @@ async fn phone_receives(shared: &Shared, target: &Jid, sender: &Jid, id: &str, e
         }
     };
     let record = describe(shared, &message, id, sender);
+    {
+        let mut reg = shared.lock();
+        let phone = reg.phone(&target.user);
+        // A phone shows a message id from one sender once, however often it is resent.
+        let sender_user = sender.user.as_str();
+        let seen = phone.messages.iter().any(|m| {
+            m.id == record.id && m.from.split([':', '@']).next() == Some(sender_user)
+        });
+        if seen {
+            phone.duplicates += 1;
+            tracing::info!(phone = %target.user, from = %sender, id, "virtual phone ignored a resent message");
+            return true;
+        }
+        phone.messages.push(record.clone());
+    }
     tracing::info!(phone = %target.user, from = %sender, id, kind = ?record.kind, "virtual phone received a message");
-    shared.lock().phone(&target.user).messages.push(record.clone());
     shared.emit(FakeEvent::MessageReceived { phone: target.user.to_string(), message: record });
     true
 }
@@ -243,9 +258,9 @@ pub(crate) async fn phone_send(shared: &Shared, from: &str, to: &str, outgoing: 
             )
         }
     };
+    shared.ensure_phone(from);
     let targets: Vec<DeviceKey> = {
-        let mut reg = shared.lock();
-        reg.phone(from);
+        let reg = shared.lock();
         reg.companions(to).iter().map(|d| d.key.clone()).collect()
     };
     if targets.is_empty() {
@@ -268,6 +283,7 @@ pub(crate) async fn phone_to_device(
     mediatype: Option<&str>,
     id: &str,
 ) -> Result<(), SendError> {
+    shared.ensure_phone(from);
     let device0 = shared.lock().phone(from).device0.clone();
     let target_jid = target.jid();
     let mut device0 = device0.lock().await;

@@ -115,6 +115,15 @@ impl Shared {
         format!("3EB0{}", crate::routing::hex(&raw).to_uppercase())
     }
 
+    /// Makes sure the number has a virtual phone, generating its keys outside the registry lock.
+    pub(crate) fn ensure_phone(&self, number: &str) {
+        if self.lock().phones.contains_key(number) {
+            return;
+        }
+        let device = crate::phone::VirtualDevice::new();
+        self.lock().insert_phone(number, device);
+    }
+
     pub(crate) fn emit(&self, event: FakeEvent) {
         let _ = self.events.send(event);
     }
@@ -258,6 +267,8 @@ fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Full<Byt
         match on_upgrade.await {
             Ok(upgraded) => {
                 let mut config = WebSocketConfig::default();
+                // tungstenite zero-fills its whole read buffer: 128 KiB by default, per connection.
+                config.read_buffer_size = 8 * 1024;
                 config.max_message_size = Some(32 << 20);
                 config.max_frame_size = Some(32 << 20);
                 let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;

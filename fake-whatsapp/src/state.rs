@@ -142,6 +142,8 @@ pub(crate) struct Phone {
     pub(crate) next_key_index: u32,
     pub(crate) messages: Vec<ReceivedMessage>,
     pub(crate) receipts: Vec<ReceiptRecord>,
+    /// Messages that arrived again with an id already shown (resends).
+    pub(crate) duplicates: u64,
 }
 
 /// A QR ref handed to an unregistered connection, waiting for a scan.
@@ -196,22 +198,17 @@ impl Registry {
     }
 
     /// The virtual phone for a number, created on first use (every number is "on WhatsApp"
-    /// unless listed as unregistered).
+    /// unless listed as unregistered). Creating one generates keys: callers on hot paths use
+    /// `Shared::ensure_phone` first so that happens outside the registry lock.
     pub(crate) fn phone(&mut self, number: &str) -> &mut Phone {
         let next_lid = &mut self.next_lid;
-        self.phones.entry(number.to_owned()).or_insert_with(|| {
-            *next_lid += 1;
-            let device = VirtualDevice::new();
-            Phone {
-                lid_user: (100_000_000_000_000 + *next_lid).to_string(),
-                account: device.identity_keypair().clone(),
-                device0: Arc::new(tokio::sync::Mutex::new(device)),
-                next_device: 1,
-                next_key_index: 1,
-                messages: Vec::new(),
-                receipts: Vec::new(),
-            }
-        })
+        self.phones.entry(number.to_owned()).or_insert_with(|| new_phone(next_lid, VirtualDevice::new()))
+    }
+
+    /// Adds a phone with an already generated device 0, unless the number has one.
+    pub(crate) fn insert_phone(&mut self, number: &str, device: VirtualDevice) {
+        let next_lid = &mut self.next_lid;
+        self.phones.entry(number.to_owned()).or_insert_with(|| new_phone(next_lid, device));
     }
 
     /// Live companions of a phone (not removed), by device id.
@@ -270,4 +267,18 @@ pub(crate) fn unix_secs() -> u64 {
 
 pub(crate) fn unix_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn new_phone(next_lid: &mut u64, device: VirtualDevice) -> Phone {
+    *next_lid += 1;
+    Phone {
+        lid_user: (100_000_000_000_000 + *next_lid).to_string(),
+        account: device.identity_keypair().clone(),
+        device0: Arc::new(tokio::sync::Mutex::new(device)),
+        next_device: 1,
+        next_key_index: 1,
+        messages: Vec::new(),
+        receipts: Vec::new(),
+        duplicates: 0,
+    }
 }
