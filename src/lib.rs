@@ -13,6 +13,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod journal;
 pub mod queue;
 pub mod session;
 pub mod shutdown;

@@ -1,0 +1,314 @@
+//! The journal: the durable record of every accepted message, so that a 202 survives a crash.
+//!
+//! On disk, under the journal directory (mode 0700):
+//!
+//! * `journal.db`: SQLite in WAL mode with `synchronous=FULL`. One row per message (status,
+//!   attempts, last error, times) in acceptance order, plus the idempotency keys.
+//! * `outbox/<message_id>.pdf`: the PDF of every message not yet in a final state. PDFs stay out
+//!   of the database (a large blob per commit is what makes SQLite slow); each is fsynced and
+//!   linked into place before its row commits, and deleted once the message is final.
+//! * `journal.lock`: held (`flock`) while open, so two processes never share a journal.
+//!
+//! Writes go through one writer thread that commits many requests per fsync (`writer`); reads
+//! use their own connection, which WAL lets run beside the writer. [`Journal::open`] repairs what
+//! a crash can leave: PDFs without a row are deleted, rows whose PDF is missing are failed.
+
+mod error;
+mod model;
+mod outbox;
+mod recover;
+mod store;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::JournalError;
+pub use model::{
+    Accepted, DeliveryStatus, IdempotencyKey, JournalStats, MessageRecord, NewMessage,
+    PendingMessage, Pruned,
+};
+use outbox::Outbox;
+use store::NewRow;
+use writer::{Command, Counters, Reply};
+
+/// Idempotency keys are kept at least this long; [`Journal::prune`] never removes younger ones.
+pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The `last_error` of a pending message whose PDF was gone (found by [`Journal::open`] or
+/// [`Journal::pending`]).
+pub const PDF_MISSING: &str = "pdf missing";
+
+/// Handle to the journal: cheap to clone, all clones share one writer thread and one read
+/// connection. Dropping the last clone stops the writer once its queue is empty (and waits for
+/// it, so the directory can be reopened right away).
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` only while dropping: closing it is what stops the writer.
+    commands: Option<mpsc::Sender<Command>>,
+    writer: Option<thread::JoinHandle<()>>,
+    reader: Arc<Mutex<Connection>>,
+    outbox: Outbox,
+    counters: Arc<Counters>,
+    /// Holds the directory's `flock` for as long as the journal is open.
+    _lock: std::fs::File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.commands.take();
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("journal writer thread panicked");
+        }
+    }
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("outbox", &self.inner.outbox)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal in `dir`, repairs what a crash left behind, and
+    /// starts the writer thread. Blocking: call it at start-up, before serving.
+    pub fn open(dir: &Path) -> Result<Journal, JournalError> {
+        outbox::create_private_dir(dir)?;
+        let lock = recover::lock_dir(dir)?;
+        let outbox = Outbox::create(dir.join("outbox"))?;
+        let db_path = dir.join("journal.db");
+        let conn = store::open(&db_path)?;
+        store::init_schema(&conn)?;
+        recover::recover(&conn, &outbox)?;
+        let reader = store::open(&db_path)?;
+        reader.pragma_update(None, "query_only", true)?;
+
+        let (commands, receiver) = mpsc::channel(writer::QUEUE_CAPACITY);
+        let counters = Arc::new(Counters::default());
+        let writer = writer::spawn(conn, outbox.clone(), receiver, Arc::clone(&counters))?;
+        Ok(Journal {
+            inner: Arc::new(Inner {
+                commands: Some(commands),
+                writer: Some(writer),
+                reader: Arc::new(Mutex::new(reader)),
+                outbox,
+                counters,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Stores a message durably: when this returns `Ok(Accepted::New)`, the PDF and the row
+    /// survive a crash or power loss. Replays and key conflicts store nothing.
+    ///
+    /// Cancel-safe as far as the disk goes: once called, the write runs to its end even if this
+    /// future is dropped, and no stray file is left. A message can therefore be committed
+    /// without its caller learning it; [`Journal::pending`] returns it at the next start.
+    pub async fn accept(&self, message: NewMessage) -> Result<Accepted, JournalError> {
+        if !outbox::is_valid_message_id(&message.message_id) {
+            return Err(JournalError::InvalidMessageId);
+        }
+        let commands = self.commands()?.clone();
+        let outbox = self.inner.outbox.clone();
+        let (reply, answer) = oneshot::channel();
+        let row = NewRow {
+            message_id: message.message_id,
+            session_id: message.session_id.as_str().to_owned(),
+            to: message.to.digits().to_owned(),
+            file_name: message.file_name.as_str().to_owned(),
+            size: message.pdf.len() as u64,
+            idempotency: message.idempotency,
+        };
+        let pdf = message.pdf;
+        // The file write and the hand-over to the writer happen on one blocking task, so that
+        // dropping this future cannot strand a PDF between the two.
+        tokio::task::spawn_blocking(move || {
+            outbox.write_new(&row.message_id, &pdf)?;
+            let message_id = row.message_id.clone();
+            commands
+                .blocking_send(Command::Accept { row, reply })
+                .map_err(|_| {
+                    outbox.remove(&message_id);
+                    JournalError::Closed
+                })
+        })
+        .await
+        .map_err(|_| JournalError::Closed)??;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Moves a message to `status` and returns `true`, or returns `false` and changes nothing
+    /// if that is not a forward move (see [`DeliveryStatus::can_move_to`]) or the id is unknown
+    /// (receipts for messages sent from the phone, or pruned ones). `last_error`, when given,
+    /// replaces the stored one. Reaching a final status deletes the PDF.
+    pub async fn set_status(
+        &self,
+        message_id: &str,
+        status: DeliveryStatus,
+        last_error: Option<String>,
+    ) -> Result<bool, JournalError> {
+        self.request(|reply| Command::SetStatus {
+            message_id: message_id.to_owned(),
+            status,
+            last_error,
+            reply,
+        })
+        .await
+    }
+
+    /// Counts one more send attempt (and its error, if given) and returns the new count.
+    /// [`JournalError::NotFound`] for an unknown id.
+    pub async fn record_attempt(
+        &self,
+        message_id: &str,
+        error: Option<String>,
+    ) -> Result<u32, JournalError> {
+        self.request(|reply| Command::RecordAttempt {
+            message_id: message_id.to_owned(),
+            error,
+            reply,
+        })
+        .await
+    }
+
+    /// One message, `None` if unknown.
+    pub async fn get(&self, message_id: &str) -> Result<Option<MessageRecord>, JournalError> {
+        let message_id = message_id.to_owned();
+        self.read(move |conn| store::get(conn, &message_id)).await
+    }
+
+    /// Every `queued` or `sending` message in acceptance order, with its PDF: what to rebuild
+    /// the queue from. A message whose PDF has vanished is marked failed ([`PDF_MISSING`]) and
+    /// left out. Loads every pending PDF into memory.
+    pub async fn pending(&self) -> Result<Vec<PendingMessage>, JournalError> {
+        let outbox = self.inner.outbox.clone();
+        let (found, missing) = self
+            .read(move |conn| {
+                let mut found = Vec::new();
+                let mut missing = Vec::new();
+                for record in store::open_messages(conn)? {
+                    match outbox.read(&record.message_id)? {
+                        Some(pdf) => found.push(PendingMessage { record, pdf }),
+                        None => missing.push(record.message_id),
+                    }
+                }
+                Ok((found, missing))
+            })
+            .await?;
+        for message_id in missing {
+            // Also covers a message that became final (and lost its file) between the query
+            // and the read: that move would be backwards, so it is ignored.
+            if self
+                .set_status(
+                    &message_id,
+                    DeliveryStatus::Failed,
+                    Some(PDF_MISSING.to_owned()),
+                )
+                .await?
+            {
+                tracing::warn!(%message_id, "pending message has no pdf: marked failed");
+            }
+        }
+        Ok(found)
+    }
+
+    /// Deletes idempotency keys older than `idempotency_older_than` (never younger than
+    /// [`IDEMPOTENCY_RETENTION`]) and finished messages not updated for `finished_older_than`.
+    pub async fn prune(
+        &self,
+        idempotency_older_than: Duration,
+        finished_older_than: Duration,
+    ) -> Result<Pruned, JournalError> {
+        let now = now_ms();
+        let before =
+            |age: Duration| now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+        let keys_before = before(idempotency_older_than.max(IDEMPOTENCY_RETENTION));
+        let finished_before = before(finished_older_than);
+        self.request(|reply| Command::Prune {
+            keys_before,
+            finished_before,
+            reply,
+        })
+        .await
+    }
+
+    /// How much the writer has batched so far.
+    pub fn stats(&self) -> JournalStats {
+        let counters = &self.inner.counters;
+        JournalStats {
+            batches: counters.batches.load(Ordering::Relaxed),
+            commands: counters.commands.load(Ordering::Relaxed),
+            largest_batch: counters.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+
+    fn commands(&self) -> Result<&mpsc::Sender<Command>, JournalError> {
+        self.inner.commands.as_ref().ok_or(JournalError::Closed)
+    }
+
+    /// Sends one command to the writer and waits for its (post-commit) answer.
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands()?
+            .send(command(reply))
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Runs `op` on the read connection, on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        let reader = Arc::clone(&self.inner.reader);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave the connection half-changed (it only
+            // reads), so a poisoned lock is still usable.
+            let conn = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            op(&conn)
+        })
+        .await
+        .map_err(|_| JournalError::Closed)?
+    }
+
+    /// Runs `op` on the write connection inside a batch (tests only).
+    #[cfg(test)]
+    async fn exec(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<(), JournalError> + Send + 'static,
+    ) -> Result<(), JournalError> {
+        self.request(|reply| Command::Exec {
+            op: Box::new(op),
+            reply,
+        })
+        .await
+    }
+}
+
+/// Now as unix milliseconds (0 if the clock is before 1970): the clock of every journal time.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,190 @@
+//! The journal's data types: statuses and their order, what goes in ([`NewMessage`]) and what
+//! comes out ([`MessageRecord`], [`PendingMessage`], [`Accepted`]).
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::domain::{FileName, PhoneNumber};
+use crate::session::SessionId;
+
+/// Where a message is in its life. Statuses only move forward:
+/// `Queued → Sending → Sent → Delivered → Read`, and `Failed` only from `Queued` or `Sending`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Accepted and durable, waiting for its turn.
+    Queued,
+    /// An attempt to send it is under way (or was, when the process stopped).
+    Sending,
+    /// WhatsApp's server acknowledged it.
+    Sent,
+    /// The recipient's device received it.
+    Delivered,
+    /// The recipient opened it.
+    Read,
+    /// Given up on; `last_error` says why.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// The lowercase name, as stored and as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Sending => "sending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Read => "read",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub(super) fn from_db(text: &str) -> Option<DeliveryStatus> {
+        Some(match text {
+            "queued" => DeliveryStatus::Queued,
+            "sending" => DeliveryStatus::Sending,
+            "sent" => DeliveryStatus::Sent,
+            "delivered" => DeliveryStatus::Delivered,
+            "read" => DeliveryStatus::Read,
+            "failed" => DeliveryStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Sent, delivered, read or failed: nothing left to send, so the PDF is deleted.
+    pub fn is_final(self) -> bool {
+        !matches!(self, DeliveryStatus::Queued | DeliveryStatus::Sending)
+    }
+
+    /// Whether `self → next` is a forward move. Late or repeated events (a `Sent` ack after
+    /// `Delivered`, a `Failed` after `Sent`) are not, and are ignored by the journal.
+    pub fn can_move_to(self, next: DeliveryStatus) -> bool {
+        use DeliveryStatus::{Failed, Queued, Sending};
+        match (self, next) {
+            (Queued | Sending, Failed) => true,
+            (Failed, _) | (_, Failed) => false,
+            _ => next.rank() > self.rank(),
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            DeliveryStatus::Queued => 0,
+            DeliveryStatus::Sending => 1,
+            DeliveryStatus::Sent => 2,
+            DeliveryStatus::Delivered => 3,
+            DeliveryStatus::Read => 4,
+            DeliveryStatus::Failed => 5,
+        }
+    }
+}
+
+/// An idempotency key and the fingerprint of the request that came with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key, at most 255 characters (validated by the caller). Keys are global: scope them by
+    /// caller (e.g. prefix a hash of the token) before they get here.
+    pub key: String,
+    /// SHA-256 of the raw request body.
+    pub fingerprint: [u8; 32],
+}
+
+/// A message to accept.
+#[derive(Clone)]
+pub struct NewMessage {
+    /// Unique id, also the PDF's file name: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.`.
+    pub message_id: String,
+    /// The session that will send it.
+    pub session_id: SessionId,
+    /// The recipient.
+    pub to: PhoneNumber,
+    /// The file name the recipient sees.
+    pub file_name: FileName,
+    /// The PDF itself.
+    pub pdf: Bytes,
+    /// Set when the request carried an `Idempotency-Key`.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+impl std::fmt::Debug for NewMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewMessage")
+            .field("message_id", &self.message_id)
+            .field("session_id", &self.session_id)
+            .field("to", &self.to)
+            .field("file_name", &self.file_name)
+            .field("pdf_len", &self.pdf.len())
+            .field("idempotency", &self.idempotency)
+            .finish()
+    }
+}
+
+/// The outcome of [`super::Journal::accept`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored durably as a new `queued` message.
+    New,
+    /// The idempotency key was seen with the same body: nothing stored, answer as for the first
+    /// request, whose message id this is.
+    Replay {
+        /// The id the first request was given.
+        message_id: String,
+    },
+    /// The idempotency key was seen with a different body (422): nothing stored.
+    KeyReusedWithOtherBody,
+}
+
+/// A message as the journal knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRecord {
+    /// Its id.
+    pub message_id: String,
+    /// The session sending it.
+    pub session_id: String,
+    /// The recipient's digits.
+    pub to: String,
+    /// The file name the recipient sees.
+    pub file_name: String,
+    /// Where it is now.
+    pub status: DeliveryStatus,
+    /// Send attempts so far.
+    pub attempts: u32,
+    /// The most recent error reported for it, if any (kept after later successes).
+    pub last_error: Option<String>,
+    /// When it was accepted, unix ms.
+    pub created_at: u64,
+    /// When it last changed, unix ms.
+    pub updated_at: u64,
+    /// PDF size in bytes.
+    pub size: u64,
+}
+
+/// A message still to send, with its PDF: what the queue is rebuilt from at start-up.
+#[derive(Debug, Clone)]
+pub struct PendingMessage {
+    /// Its journal row.
+    pub record: MessageRecord,
+    /// The PDF, read from the outbox.
+    pub pdf: Bytes,
+}
+
+/// What [`super::Journal::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Idempotency keys removed.
+    pub idempotency_keys: u64,
+    /// Finished messages removed.
+    pub messages: u64,
+}
+
+/// Writer activity since open: `commands / batches` is the group-commit factor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Transactions committed (or attempted) by the writer.
+    pub batches: u64,
+    /// Commands applied in them.
+    pub commands: u64,
+    /// The most commands one transaction carried.
+    pub largest_batch: u64,
+}

@@ -1,0 +1,160 @@
+//! The outbox: `<dir>/outbox/<message_id>.pdf`, one file per message that still has to be sent.
+//!
+//! A PDF is made durable before its row is committed: written to a temp file in the same
+//! directory, fsynced, then linked under its final name. The directory fsync that makes the new
+//! name durable is done once per group commit by the writer ([`Outbox::sync_dir`]), before the
+//! `COMMIT`, instead of once per file. The final name is created with `link(2)` rather than
+//! `rename(2)` because link never replaces an existing file: a reused message id cannot clobber
+//! the PDF of a message that is still pending.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use super::JournalError;
+
+/// Longest accepted message id, in bytes.
+pub(super) const MAX_MESSAGE_ID_LEN: usize = 128;
+
+/// Distinguishes temp files written concurrently by this process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A message id is used as a file name: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.`
+/// (so it is never `..`, never hidden, and never looks like one of our temp files).
+pub(super) fn is_valid_message_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_MESSAGE_ID_LEN
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// What a directory entry of the outbox is, judged by its name.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Entry {
+    /// `<message_id>.pdf`.
+    Pdf(String),
+    /// `.<message_id>.<n>.tmp`: left behind by a crash during a write.
+    Temp(PathBuf),
+}
+
+/// The outbox directory.
+#[derive(Debug, Clone)]
+pub(super) struct Outbox {
+    dir: PathBuf,
+}
+
+impl Outbox {
+    /// Creates `dir` (mode 0700, parents too) if missing.
+    pub(super) fn create(dir: PathBuf) -> io::Result<Outbox> {
+        create_private_dir(&dir)?;
+        Ok(Outbox { dir })
+    }
+
+    fn pdf_path(&self, message_id: &str) -> PathBuf {
+        self.dir.join(format!("{message_id}.pdf"))
+    }
+
+    /// Writes `pdf` as `<message_id>.pdf`: temp file, fsync, link, unlink temp. The caller must
+    /// have the directory fsynced ([`Outbox::sync_dir`]) before relying on the name.
+    ///
+    /// On error nothing is left behind. [`JournalError::DuplicateMessageId`] when the file
+    /// exists already (it belongs to another accepted message).
+    pub(super) fn write_new(&self, message_id: &str, pdf: &[u8]) -> Result<(), JournalError> {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let temp = self
+            .dir
+            .join(format!(".{message_id}.{}-{n}.tmp", std::process::id()));
+        if let Err(error) = write_synced(&temp, pdf) {
+            remove_if_exists(&temp);
+            return Err(error.into());
+        }
+        let linked = fs::hard_link(&temp, self.pdf_path(message_id));
+        remove_if_exists(&temp);
+        match linked {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                Err(JournalError::DuplicateMessageId)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// fsyncs the directory, making every name created or removed in it so far durable.
+    pub(super) fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// The PDF of `message_id`, or `None` if its file is missing.
+    pub(super) fn read(&self, message_id: &str) -> io::Result<Option<Bytes>> {
+        match fs::read(self.pdf_path(message_id)) {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether `<message_id>.pdf` exists.
+    pub(super) fn contains(&self, message_id: &str) -> io::Result<bool> {
+        self.pdf_path(message_id).try_exists()
+    }
+
+    /// Removes the PDF of `message_id`; a missing file is fine, other failures are logged (the
+    /// file is then an orphan, removed by the next [`super::Journal::open`]).
+    pub(super) fn remove(&self, message_id: &str) {
+        remove_if_exists(&self.pdf_path(message_id));
+    }
+
+    /// The PDFs and temp files in the outbox; other names are ignored.
+    pub(super) fn scan(&self) -> io::Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        for dir_entry in fs::read_dir(&self.dir)? {
+            let dir_entry = dir_entry?;
+            let name = dir_entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                entries.push(Entry::Temp(dir_entry.path()));
+            } else if let Some(id) = name.strip_suffix(".pdf")
+                && is_valid_message_id(id)
+            {
+                entries.push(Entry::Pdf(id.to_owned()));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Removes a path found by [`Outbox::scan`].
+    pub(super) fn remove_path(&self, path: &Path) {
+        remove_if_exists(path);
+    }
+}
+
+/// `mkdir -p` with mode 0700 for every directory it creates.
+pub(super) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn remove_if_exists(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "could not remove outbox file");
+        }
+    }
+}

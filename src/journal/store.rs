@@ -1,0 +1,267 @@
+//! The SQLite side of the journal: connection settings, schema, and one function per statement
+//! group. Everything here takes a `&Connection` and runs inside whatever transaction the caller
+//! (the writer's batch, or start-up recovery) has open.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+use super::{Accepted, DeliveryStatus, IdempotencyKey, JournalError, MessageRecord, Pruned};
+
+/// How long a statement waits for a lock held by another connection before failing `BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bumped when the schema changes; checked on open.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id  TEXT    NOT NULL UNIQUE,
+    session_id  TEXT    NOT NULL,
+    recipient   TEXT    NOT NULL,
+    file_name   TEXT    NOT NULL,
+    size        INTEGER NOT NULL,
+    status      TEXT    NOT NULL CHECK (status IN
+                    ('queued', 'sending', 'sent', 'delivered', 'read', 'failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS messages_open ON messages (seq)
+    WHERE status IN ('queued', 'sending');
+CREATE INDEX IF NOT EXISTS messages_finished ON messages (updated_at)
+    WHERE status IN ('sent', 'delivered', 'read', 'failed');
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key         TEXT    PRIMARY KEY,
+    fingerprint BLOB    NOT NULL,
+    message_id  TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys (created_at);
+";
+
+const RECORD_COLUMNS: &str = "message_id, session_id, recipient, file_name, status, attempts, \
+                              last_error, created_at, updated_at, size";
+
+impl ToSql for DeliveryStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for DeliveryStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        DeliveryStatus::from_db(text).ok_or_else(|| FromSqlError::Other(text.into()))
+    }
+}
+
+/// Opens `path` with the settings every journal connection uses: WAL, `synchronous=FULL` (a
+/// commit survives power loss, not only a crash of the process), a busy timeout.
+pub(super) fn open(path: &Path) -> Result<Connection, JournalError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(JournalError::Incompatible(format!(
+            "journal_mode is {mode}, not wal"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+/// Creates the tables if missing and checks the schema version.
+pub(super) fn init_schema(conn: &Connection) -> Result<(), JournalError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(JournalError::Incompatible(format!(
+            "schema version {version} is newer than this build's ({SCHEMA_VERSION})"
+        )));
+    }
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The row of a message being accepted.
+#[derive(Debug)]
+pub(super) struct NewRow {
+    pub message_id: String,
+    pub session_id: String,
+    pub to: String,
+    pub file_name: String,
+    pub size: u64,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// Checks the idempotency key, then inserts the message (and the key) as `queued`.
+pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64) -> Result<Accepted, JournalError> {
+    if let Some(key) = &row.idempotency {
+        let first: Option<(Vec<u8>, String)> = conn
+            .prepare_cached("SELECT fingerprint, message_id FROM idempotency_keys WHERE key = ?1")?
+            .query_row([&key.key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((fingerprint, message_id)) = first {
+            return Ok(if fingerprint == key.fingerprint {
+                Accepted::Replay { message_id }
+            } else {
+                Accepted::KeyReusedWithOtherBody
+            });
+        }
+    }
+    let taken = conn
+        .prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")?
+        .exists([&row.message_id])?;
+    if taken {
+        return Err(JournalError::DuplicateMessageId);
+    }
+    conn.prepare_cached(
+        "INSERT INTO messages (message_id, session_id, recipient, file_name, size, status, \
+         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+    )?
+    .execute(params![
+        row.message_id,
+        row.session_id,
+        row.to,
+        row.file_name,
+        int(row.size),
+        DeliveryStatus::Queued,
+        int(now)
+    ])?;
+    if let Some(key) = &row.idempotency {
+        conn.prepare_cached(
+            "INSERT INTO idempotency_keys (key, fingerprint, message_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![key.key, key.fingerprint, row.message_id, int(now)])?;
+    }
+    Ok(Accepted::New)
+}
+
+/// The current status of a message, `None` if unknown.
+pub(super) fn status(
+    conn: &Connection,
+    message_id: &str,
+) -> Result<Option<DeliveryStatus>, JournalError> {
+    Ok(conn
+        .prepare_cached("SELECT status FROM messages WHERE message_id = ?1")?
+        .query_row([message_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Moves a message to `next` if that is a forward move; returns whether it moved (`false` for
+/// an unknown id too). `last_error` replaces the stored one only when given.
+pub(super) fn set_status(
+    conn: &Connection,
+    message_id: &str,
+    next: DeliveryStatus,
+    last_error: Option<&str>,
+    now: u64,
+) -> Result<bool, JournalError> {
+    let Some(current) = status(conn, message_id)? else {
+        return Ok(false);
+    };
+    if !current.can_move_to(next) {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "UPDATE messages SET status = ?2, last_error = COALESCE(?3, last_error), updated_at = ?4 \
+         WHERE message_id = ?1",
+    )?
+    .execute(params![message_id, next, last_error, int(now)])?;
+    Ok(true)
+}
+
+/// Counts one more send attempt; returns the new count.
+pub(super) fn record_attempt(
+    conn: &Connection,
+    message_id: &str,
+    error: Option<&str>,
+    now: u64,
+) -> Result<u32, JournalError> {
+    conn.prepare_cached(
+        "UPDATE messages SET attempts = attempts + 1, last_error = COALESCE(?2, last_error), \
+         updated_at = ?3 WHERE message_id = ?1 RETURNING attempts",
+    )?
+    .query_row(params![message_id, error, int(now)], |r| r.get(0))
+    .optional()?
+    .ok_or(JournalError::NotFound)
+}
+
+/// Deletes idempotency keys created before `keys_before` and finished messages last updated
+/// before `finished_before` (unix ms).
+pub(super) fn prune(
+    conn: &Connection,
+    keys_before: u64,
+    finished_before: u64,
+) -> Result<Pruned, JournalError> {
+    let idempotency_keys = conn
+        .prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
+        .execute([int(keys_before)])?;
+    let messages = conn
+        .prepare_cached(
+            "DELETE FROM messages WHERE status IN ('sent', 'delivered', 'read', 'failed') \
+             AND updated_at < ?1",
+        )?
+        .execute([int(finished_before)])?;
+    Ok(Pruned {
+        idempotency_keys: idempotency_keys as u64,
+        messages: messages as u64,
+    })
+}
+
+/// One message, `None` if unknown.
+pub(super) fn get(
+    conn: &Connection,
+    message_id: &str,
+) -> Result<Option<MessageRecord>, JournalError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM messages WHERE message_id = ?1"
+        ))?
+        .query_row([message_id], record_from_row)
+        .optional()?)
+}
+
+/// The `queued` and `sending` messages, oldest acceptance first.
+pub(super) fn open_messages(conn: &Connection) -> Result<Vec<MessageRecord>, JournalError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM messages WHERE status IN ('queued', 'sending') ORDER BY seq"
+    ))?;
+    let records = stmt
+        .query_map([], record_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(records)
+}
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+    Ok(MessageRecord {
+        message_id: row.get(0)?,
+        session_id: row.get(1)?,
+        to: row.get(2)?,
+        file_name: row.get(3)?,
+        status: row.get(4)?,
+        attempts: row.get(5)?,
+        last_error: row.get(6)?,
+        created_at: get_u64(row, 7)?,
+        updated_at: get_u64(row, 8)?,
+        size: get_u64(row, 9)?,
+    })
+}
+
+/// SQLite integers are `i64`; ours (times in ms, sizes) are far below `i64::MAX`.
+pub(super) fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn get_u64(row: &Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(index)?;
+    u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(index, value))
+}
