@@ -41,6 +41,13 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("RETRY_MAX_DELAY_MS", "300000"),
     ("QR_TERMINAL", "false"),
     ("API_TOKEN_FILE", "./.api-token"),
+    ("DATA_DIR", "./data"),
+    ("RETRY_MAX_AGE_SECS", "86400"),
+    ("SEND_MIN_INTERVAL_MS", "1000"),
+    ("QUEUE_MAX_PER_SESSION", "1000"),
+    ("QUEUE_MAX_BYTES_PER_SESSION", "268435456"),
+    ("QUEUE_MAX_TOTAL", "10000"),
+    ("QUEUE_MAX_TOTAL_BYTES", "1073741824"),
 ];
 
 /// Variables without a default (absent means "not set").
@@ -127,6 +134,25 @@ pub struct Config {
     pub retry_max_delay: Duration,
     /// `QR_TERMINAL` (false): also draw QR codes in the terminal, for debugging.
     pub qr_terminal: bool,
+    /// `DATA_DIR` (./data): the message journal and the PDFs waiting to be sent.
+    pub data_dir: PathBuf,
+    /// `RETRY_MAX_AGE_SECS` (86400): a message not sent by then fails as expired.
+    pub retry_max_age: Duration,
+    /// `SEND_MIN_INTERVAL_MS` (1000): least time between two sends of one session (plus up to
+    /// 50 % jitter); 0 turns pacing off.
+    pub send_min_interval: Duration,
+    /// Queue bounds: `QUEUE_MAX_PER_SESSION` (1000 messages), `QUEUE_MAX_BYTES_PER_SESSION`
+    /// (256 MiB), `QUEUE_MAX_TOTAL` (10000), `QUEUE_MAX_TOTAL_BYTES` (1 GiB). Beyond them, 429.
+    pub queue_limits: QueueLimits,
+}
+
+/// How much may wait to be sent before new PDFs are refused with 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub per_session: usize,
+    pub per_session_bytes: u64,
+    pub total: usize,
+    pub total_bytes: u64,
 }
 
 /// A configuration problem, as one line that names the variable.
@@ -178,6 +204,13 @@ struct Raw {
     retry_max_delay_ms: String,
     qr_terminal: String,
     api_token_file: String,
+    data_dir: String,
+    retry_max_age_secs: String,
+    send_min_interval_ms: String,
+    queue_max_per_session: String,
+    queue_max_bytes_per_session: String,
+    queue_max_total: String,
+    queue_max_total_bytes: String,
     api_static_token: Option<String>,
     whatsapp_url: Option<String>,
     whatsapp_version: Option<String>,
@@ -302,6 +335,36 @@ impl Config {
             retry_base_delay,
             retry_max_delay,
             qr_terminal: parse_bool("QR_TERMINAL", &raw.qr_terminal)?,
+            data_dir: parse_path("DATA_DIR", &raw.data_dir)?,
+            retry_max_age: Duration::from_secs(parse_positive(
+                "RETRY_MAX_AGE_SECS",
+                &raw.retry_max_age_secs,
+                "is not a positive number of seconds",
+            )?),
+            send_min_interval: raw
+                .send_min_interval_ms
+                .trim()
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| invalid("SEND_MIN_INTERVAL_MS", &raw.send_min_interval_ms, "is not a number of milliseconds"))?,
+            queue_limits: QueueLimits {
+                per_session: parse_positive(
+                    "QUEUE_MAX_PER_SESSION",
+                    &raw.queue_max_per_session,
+                    "is not a positive whole number",
+                )?,
+                per_session_bytes: parse_positive(
+                    "QUEUE_MAX_BYTES_PER_SESSION",
+                    &raw.queue_max_bytes_per_session,
+                    "is not a positive number of bytes",
+                )?,
+                total: parse_positive("QUEUE_MAX_TOTAL", &raw.queue_max_total, "is not a positive whole number")?,
+                total_bytes: parse_positive(
+                    "QUEUE_MAX_TOTAL_BYTES",
+                    &raw.queue_max_total_bytes,
+                    "is not a positive number of bytes",
+                )?,
+            },
         })
     }
 

@@ -82,6 +82,18 @@ pub enum ApiError {
         /// Value of the `Retry-After` header, in seconds.
         retry_after_secs: u64,
     },
+    /// The `Idempotency-Key` header is empty, longer than 255 characters or not visible ASCII.
+    #[error("Idempotency-Key must be 1 to 255 visible ASCII characters")]
+    InvalidIdempotencyKey,
+    /// The `Idempotency-Key` was used before with a different body.
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyKeyReused,
+    /// No message with that id.
+    #[error("message not found")]
+    MessageNotFound,
+    /// The disk is full: nothing was accepted; retry once space is freed.
+    #[error("insufficient storage: the message could not be stored, retry later")]
+    InsufficientStorage,
     /// A bug or an unexpected failure; the source is logged, never returned.
     #[error("internal error")]
     Internal(#[source] BoxError),
@@ -105,8 +117,13 @@ impl ApiError {
             | ApiError::InvalidPhone(_)
             | ApiError::InvalidBase64
             | ApiError::NotAPdf
-            | ApiError::InvalidFileName(_) => StatusCode::BAD_REQUEST,
-            ApiError::SessionNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
+            | ApiError::InvalidFileName(_)
+            | ApiError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            ApiError::SessionNotFound | ApiError::NotFound | ApiError::MessageNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -134,6 +151,10 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::QueueFull { .. } => "QUEUE_FULL",
+            ApiError::InvalidIdempotencyKey => "INVALID_IDEMPOTENCY_KEY",
+            ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            ApiError::MessageNotFound => "MESSAGE_NOT_FOUND",
+            ApiError::InsufficientStorage => "INSUFFICIENT_STORAGE",
             ApiError::Internal(_) => "INTERNAL",
         }
     }

@@ -21,7 +21,9 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::queue::Queue;
+use crate::journal::IdempotencyKey;
+use crate::queue::{EnqueueError, Queue};
+use sha2::{Digest, Sha256};
 use crate::session::{SessionId, SessionManager};
 use crate::shutdown::Shutdown;
 use crate::ws;
@@ -45,6 +47,7 @@ pub(crate) struct Ctx {
 enum Route {
     Health,
     SendPdf,
+    MessageStatus(String),
     SessionSocket(String),
 }
 
@@ -53,12 +56,16 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     match path {
         "/health" => (method == Method::GET || method == Method::HEAD).then_some(Route::Health).ok_or(allow("GET")),
         "/api/send-pdf" => (method == Method::POST).then_some(Route::SendPdf).ok_or(allow("POST")),
-        _ => match path.strip_prefix("/ws/session/") {
-            Some(id) if !id.is_empty() && !id.contains('/') => {
+        _ => {
+            let tail = |prefix: &str| path.strip_prefix(prefix).filter(|id| !id.is_empty() && !id.contains('/'));
+            if let Some(id) = tail("/ws/session/") {
                 (method == Method::GET).then(|| Route::SessionSocket(id.to_owned())).ok_or(allow("GET"))
+            } else if let Some(id) = tail("/api/messages/") {
+                (method == Method::GET).then(|| Route::MessageStatus(id.to_owned())).ok_or(allow("GET"))
+            } else {
+                Err(ApiError::NotFound)
             }
-            _ => Err(ApiError::NotFound),
-        },
+        }
     }
 }
 
@@ -99,6 +106,7 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Full<B
     let response = match route(req.method(), req.uri().path()) {
         Ok(Route::Health) => Ok(health(&ctx)),
         Ok(Route::SendPdf) => send_pdf(&ctx, req).await,
+        Ok(Route::MessageStatus(id)) => message_status(&ctx, &id, &req).await,
         Ok(Route::SessionSocket(id)) => session_socket(&ctx, id, req).await,
         Err(e) => Err(e),
     };
@@ -123,6 +131,7 @@ fn health(ctx: &Ctx) -> Response<Full<Bytes>> {
 async fn send_pdf(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
     ctx.auth.check_bearer(req.headers())?;
     send_pdf::check_content_type(req.headers())?;
+    let idempotency = idempotency_key(req.headers())?;
     let limit = ctx.max_body_bytes;
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
@@ -139,8 +148,38 @@ async fn send_pdf(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Full<Byt
     if !ctx.sessions.contains(&request.session_id) {
         return Err(ApiError::SessionNotFound);
     }
-    let id = ctx.queue.enqueue(&request.session_id, request.to, request.pdf, request.file_name);
-    Ok(SendPdfAccepted::new(id).into_response())
+    let idempotency = idempotency.map(|key| IdempotencyKey { key, fingerprint: Sha256::digest(&body).into() });
+    let enqueued = ctx
+        .queue
+        .enqueue(&request.session_id, request.to, request.pdf, request.file_name, idempotency)
+        .await
+        .map_err(|e| match e {
+            EnqueueError::Full { retry_after } => {
+                ApiError::QueueFull { retry_after_secs: retry_after.as_secs_f64().ceil() as u64 }
+            }
+            EnqueueError::KeyReused => ApiError::IdempotencyKeyReused,
+            EnqueueError::DiskFull => ApiError::InsufficientStorage,
+            EnqueueError::Journal(e) => ApiError::internal(e),
+        })?;
+    Ok(SendPdfAccepted::new(enqueued.id()).into_response())
+}
+
+/// `Idempotency-Key`: optional; 1–255 visible ASCII characters.
+fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().map_err(|_| ApiError::InvalidIdempotencyKey)?.trim();
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::InvalidIdempotencyKey);
+    }
+    Ok(Some(key.to_owned()))
+}
+
+async fn message_status(ctx: &Ctx, id: &str, req: &Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+    ctx.auth.check_bearer(req.headers())?;
+    match ctx.queue.status(id).await.map_err(ApiError::internal)? {
+        Some(record) => Ok(json_response(StatusCode::OK, &record)),
+        None => Err(ApiError::MessageNotFound),
+    }
 }
 
 async fn session_socket(ctx: &Ctx, raw_id: String, mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -179,5 +218,7 @@ mod tests {
         assert!(matches!(route(&Method::GET, "/ws/session/tienda"), Ok(Route::SessionSocket(id)) if id == "tienda"));
         assert!(matches!(route(&Method::GET, "/ws/session/a/b"), Err(ApiError::NotFound)));
         assert!(matches!(route(&Method::GET, "/nope"), Err(ApiError::NotFound)));
+        assert!(matches!(route(&Method::GET, "/api/messages/3EB0AA"), Ok(Route::MessageStatus(id)) if id == "3EB0AA"));
+        assert!(matches!(route(&Method::POST, "/api/messages/3EB0AA"), Err(ApiError::MethodNotAllowed { .. })));
     }
 }

@@ -1,27 +1,32 @@
 //! The outgoing queue: accepted PDFs wait here, per session and in order, until their session
 //! is connected, and failed sends are retried with backoff.
 //!
-//! Each session has its own lane and worker task, so one session's backlog never delays
-//! another's. The queue lives in memory (as in the Node.js service).
+//! Every message is in the [`Journal`] before the caller hears 202, and the in-memory lanes are
+//! rebuilt from it at start. A message is done when WhatsApp's server acknowledged it (`sent`),
+//! or when it failed for good. Each session has its own lane and worker, so one session's
+//! backlog never delays another's; lanes and the whole queue are bounded (count and bytes).
 
 mod retry;
 mod worker;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use rand::RngExt as _;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use retry::RetryPolicy;
 
+use crate::config::QueueLimits;
 use crate::domain::{FileName, PdfDocument, PhoneNumber};
-use crate::session::{SessionId, SessionManager};
+use crate::journal::{self, Accepted, DeliveryStatus, IdempotencyKey, Journal, JournalError, MessageRecord, NewMessage};
+use crate::session::{DeliveryEvent, SessionId, SessionManager};
 use crate::shutdown::Shutdown;
 
-/// The id returned to the caller; it is also the WhatsApp message id of every attempt.
+/// The id returned to the caller; it is also the WhatsApp message id of every attempt, so a
+/// resend after a crash is the same message to the recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MessageId(String);
 
@@ -50,36 +55,73 @@ pub(crate) struct Job {
     pub(crate) to: PhoneNumber,
     pub(crate) pdf: PdfDocument,
     pub(crate) file_name: FileName,
-    pub(crate) attempts: u32,
-    pub(crate) accepted_at: Instant,
+    /// When the message was accepted (wall clock, survives restarts).
+    pub(crate) accepted_at_ms: u64,
+}
+
+impl Job {
+    fn size(&self) -> u64 {
+        self.pdf.len() as u64
+    }
 }
 
 /// One session's FIFO of jobs and the signal that wakes its worker.
 #[derive(Default)]
 pub(crate) struct Lane {
-    jobs: Mutex<VecDeque<Job>>,
+    state: Mutex<LaneState>,
     added: Notify,
 }
 
+#[derive(Default)]
+struct LaneState {
+    jobs: VecDeque<Job>,
+    /// Bytes of the queued PDFs, plus reservations for messages being journaled.
+    bytes: u64,
+    /// Messages being journaled right now (counted against the bounds).
+    reserved: usize,
+}
+
 impl Lane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn front(&self) -> Option<Job> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).front().cloned()
-    }
-
-    pub(crate) fn pop_front(&self) {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-    }
-
-    pub(crate) fn count_attempt(&self) -> u32 {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.front_mut().map_or(0, |j| {
-            j.attempts += 1;
-            j.attempts
-        })
+        self.lock().jobs.front().cloned()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().jobs.len()
+    }
+}
+
+/// Why a PDF was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("the queue is full")]
+    Full { retry_after: Duration },
+    #[error("this idempotency key was used with another body")]
+    KeyReused,
+    #[error("the disk is full")]
+    DiskFull,
+    #[error("journal: {0}")]
+    Journal(JournalError),
+}
+
+/// What the caller gets for an accepted PDF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Newly accepted.
+    New(MessageId),
+    /// The same idempotency key and body were accepted before: nothing new is sent.
+    Replay(MessageId),
+}
+
+impl Enqueued {
+    pub fn id(&self) -> &MessageId {
+        match self {
+            Enqueued::New(id) | Enqueued::Replay(id) => id,
+        }
     }
 }
 
@@ -89,42 +131,235 @@ pub struct Queue {
     inner: Arc<Inner>,
 }
 
+/// Settings of the queue, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    pub retry: RetryPolicy,
+    pub max_age: Duration,
+    pub min_interval: Duration,
+    pub limits: QueueLimits,
+}
+
 struct Inner {
     lanes: DashMap<SessionId, Arc<Lane>>,
     sessions: SessionManager,
-    policy: RetryPolicy,
+    journal: Journal,
+    settings: QueueSettings,
     shutdown: Shutdown,
+    /// Whole-queue totals (messages, bytes), reservations included.
+    totals: Mutex<(usize, u64)>,
+    /// Sends waiting for the server's ack, by message id.
+    acks: DashMap<String, oneshot::Sender<Option<String>>>,
     /// Whether a number is on WhatsApp, asked once per number.
     on_whatsapp: Mutex<HashMap<String, bool>>,
 }
 
+/// How long a send waits for WhatsApp's server ack before it is tried again (same id).
+pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Queue {
-    pub fn new(sessions: SessionManager, policy: RetryPolicy, shutdown: Shutdown) -> Self {
+    pub fn new(sessions: SessionManager, journal: Journal, settings: QueueSettings, shutdown: Shutdown) -> Self {
         Self {
             inner: Arc::new(Inner {
                 lanes: DashMap::new(),
                 sessions,
-                policy,
+                journal,
+                settings,
                 shutdown,
+                totals: Mutex::new((0, 0)),
+                acks: DashMap::new(),
                 on_whatsapp: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// Accepts a PDF for delivery through `session`; returns its message id.
-    pub fn enqueue(&self, session: &SessionId, to: PhoneNumber, pdf: PdfDocument, file_name: FileName) -> MessageId {
-        let id = MessageId::generate();
-        let job = Job { id: id.clone(), to, pdf, file_name, attempts: 0, accepted_at: Instant::now() };
-        let lane = self.lane(session);
-        lane.jobs.lock().unwrap_or_else(|p| p.into_inner()).push_back(job);
+    /// Reloads every unfinished message from the journal, in the order they were accepted.
+    pub async fn restore(&self) -> Result<usize, JournalError> {
+        let pending = self.inner.journal.pending().await?;
+        let count = pending.len();
+        for message in pending {
+            let record = message.record;
+            let (Ok(session), Ok(to), Ok(file_name), Ok(pdf)) = (
+                SessionId::parse(&record.session_id),
+                PhoneNumber::parse(&record.to),
+                FileName::parse(&record.file_name),
+                PdfDocument::from_bytes(message.pdf),
+            ) else {
+                let _ = self
+                    .inner
+                    .journal
+                    .set_status(&record.message_id, DeliveryStatus::Failed, Some("unreadable after restart".into()))
+                    .await;
+                continue;
+            };
+            let job = Job { id: MessageId(record.message_id), to, pdf, file_name, accepted_at_ms: record.created_at };
+            let lane = self.lane(&session);
+            self.push(&lane, job);
+        }
+        if count > 0 {
+            tracing::info!(messages = count, "queue restored from the journal");
+        }
+        Ok(count)
+    }
+
+    fn push(&self, lane: &Lane, job: Job) {
+        let size = job.size();
+        {
+            let mut totals = self.inner.totals.lock().unwrap_or_else(|p| p.into_inner());
+            totals.0 += 1;
+            totals.1 += size;
+        }
+        let mut state = lane.lock();
+        state.bytes += size;
+        state.jobs.push_back(job);
+        drop(state);
         lane.added.notify_one();
-        tracing::info!(session = %session, message_id = %id, "PDF queued");
-        id
+    }
+
+    /// Accepts a PDF for delivery through `session`: durable once this returns `Ok`.
+    pub async fn enqueue(
+        &self,
+        session: &SessionId,
+        to: PhoneNumber,
+        pdf: PdfDocument,
+        file_name: FileName,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<Enqueued, EnqueueError> {
+        let lane = self.lane(session);
+        let size = pdf.len() as u64;
+        self.reserve(&lane, size)?;
+        let id = MessageId::generate();
+        let message = NewMessage {
+            message_id: id.0.clone(),
+            session_id: session.clone(),
+            to: to.clone(),
+            file_name: file_name.clone(),
+            pdf: pdf.bytes().clone(),
+            idempotency,
+        };
+        let accepted = self.inner.journal.accept(message).await;
+        self.release(&lane, size);
+        match accepted {
+            Ok(Accepted::New) => {
+                let accepted_at_ms = journal::now_ms();
+                self.push(&lane, Job { id: id.clone(), to, pdf, file_name, accepted_at_ms });
+                tracing::info!(session = %session, message_id = %id, "PDF queued");
+                Ok(Enqueued::New(id))
+            }
+            Ok(Accepted::Replay { message_id }) => Ok(Enqueued::Replay(MessageId(message_id))),
+            Ok(Accepted::KeyReusedWithOtherBody) => Err(EnqueueError::KeyReused),
+            Err(JournalError::DiskFull) => Err(EnqueueError::DiskFull),
+            Err(e) => Err(EnqueueError::Journal(e)),
+        }
+    }
+
+    /// Counts a message against the bounds before it is journaled, or refuses it.
+    fn reserve(&self, lane: &Lane, size: u64) -> Result<(), EnqueueError> {
+        let limits = self.inner.settings.limits;
+        let mut totals = self.inner.totals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lane.lock();
+        let lane_count = state.jobs.len() + state.reserved;
+        if lane_count + 1 > limits.per_session
+            || state.bytes + size > limits.per_session_bytes
+            || totals.0 + 1 > limits.total
+            || totals.1 + size > limits.total_bytes
+        {
+            // A rough guess: one pacing interval per waiting message ahead, at least a second.
+            let wait = self.inner.settings.min_interval.saturating_mul(lane_count.min(600) as u32);
+            return Err(EnqueueError::Full { retry_after: wait.max(Duration::from_secs(1)) });
+        }
+        state.reserved += 1;
+        state.bytes += size;
+        totals.0 += 1;
+        totals.1 += size;
+        Ok(())
+    }
+
+    fn release(&self, lane: &Lane, size: u64) {
+        let mut totals = self.inner.totals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lane.lock();
+        state.reserved = state.reserved.saturating_sub(1);
+        state.bytes = state.bytes.saturating_sub(size);
+        totals.0 = totals.0.saturating_sub(1);
+        totals.1 = totals.1.saturating_sub(size);
+    }
+
+    /// Removes the lane's first job once it is done (sent or failed for good).
+    pub(crate) fn finish_front(&self, lane: &Lane) {
+        let removed = {
+            let mut state = lane.lock();
+            let job = state.jobs.pop_front();
+            if let Some(job) = &job {
+                state.bytes = state.bytes.saturating_sub(job.size());
+            }
+            job
+        };
+        if let Some(job) = removed {
+            let size = job.size();
+            let mut totals = self.inner.totals.lock().unwrap_or_else(|p| p.into_inner());
+            totals.0 = totals.0.saturating_sub(1);
+            totals.1 = totals.1.saturating_sub(size);
+        }
+    }
+
+    /// The delivery record of a message.
+    pub async fn status(&self, id: &str) -> Result<Option<MessageRecord>, JournalError> {
+        self.inner.journal.get(id).await
     }
 
     /// Jobs still waiting in a session's lane.
     pub fn pending(&self, session: &SessionId) -> usize {
         self.inner.lanes.get(session).map_or(0, |l| l.len())
+    }
+
+    /// Consumes acks and receipts from every session until shutdown.
+    pub async fn track_deliveries(self, mut events: mpsc::Receiver<DeliveryEvent>) {
+        let cancel = self.inner.shutdown.token();
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                event = events.recv() => match event { Some(e) => e, None => return },
+            };
+            match event {
+                DeliveryEvent::Ack { message_id, error } => {
+                    if let Some((_, waiter)) = self.inner.acks.remove(&message_id) {
+                        let _ = waiter.send(error);
+                    } else if error.is_none() {
+                        // A late ack for a send we stopped waiting for: it did arrive.
+                        self.set_status(&message_id, DeliveryStatus::Sent, None).await;
+                    }
+                }
+                DeliveryEvent::Receipt { message_ids, read } => {
+                    let status = if read { DeliveryStatus::Read } else { DeliveryStatus::Delivered };
+                    for id in message_ids {
+                        self.set_status(&id, status, None).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Best-effort status update: unknown ids (not ours) are ignored by the journal.
+    pub(crate) async fn set_status(&self, id: &str, status: DeliveryStatus, error: Option<String>) {
+        if let Err(e) = self.inner.journal.set_status(id, status, error).await {
+            tracing::error!(message_id = id, error = %e, "cannot record a delivery status");
+        }
+    }
+
+    /// Prunes the journal every hour: idempotency keys after 24 h, finished records after 7 days.
+    pub async fn prune_periodically(self) {
+        let cancel = self.inner.shutdown.token();
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let day = Duration::from_secs(24 * 3600);
+            if let Err(e) = self.inner.journal.prune(day, day * 7).await {
+                tracing::warn!(error = %e, "journal prune failed");
+            }
+        }
     }
 
     fn lane(&self, session: &SessionId) -> Arc<Lane> {
@@ -137,6 +372,7 @@ impl Queue {
                 session: session.clone(),
                 lane: lane.clone(),
                 queue: self.clone(),
+                last_send: None,
             };
             self.inner.shutdown.spawn(worker.run());
             lane
@@ -148,12 +384,27 @@ impl Queue {
         &self.inner.sessions
     }
 
-    pub(crate) fn policy(&self) -> RetryPolicy {
-        self.inner.policy
+    pub(crate) fn journal(&self) -> &Journal {
+        &self.inner.journal
+    }
+
+    pub(crate) fn settings(&self) -> QueueSettings {
+        self.inner.settings
     }
 
     pub(crate) fn shutdown(&self) -> &Shutdown {
         &self.inner.shutdown
+    }
+
+    /// Registers interest in the server's ack for `id` before sending it.
+    pub(crate) fn expect_ack(&self, id: &MessageId) -> oneshot::Receiver<Option<String>> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.acks.insert(id.0.clone(), tx);
+        rx
+    }
+
+    pub(crate) fn forget_ack(&self, id: &MessageId) {
+        self.inner.acks.remove(&id.0);
     }
 
     pub(crate) fn known_on_whatsapp(&self, to: &PhoneNumber) -> Option<bool> {
@@ -164,3 +415,4 @@ impl Queue {
         self.inner.on_whatsapp.lock().unwrap_or_else(|p| p.into_inner()).insert(to.digits().to_owned(), registered);
     }
 }
+

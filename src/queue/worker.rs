@@ -1,17 +1,24 @@
-//! One worker per session: take the oldest job, wait for the session to be connected, send,
-//! and on failure back off and try the same job again (order is kept).
+//! One worker per session: take the oldest job, wait for the session to be connected, pace,
+//! send, wait for WhatsApp's server ack, and on failure back off and try the same job again
+//! with the same message id (order is kept).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::queue::{Job, Lane, Queue};
+use rand::RngExt as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::journal::{self, DeliveryStatus};
+use crate::queue::{ACK_TIMEOUT, Job, Lane, Queue};
 use crate::session::upstream::{self, UpstreamError};
 use crate::session::{SessionId, Status};
 
 /// What one attempt came to.
 #[derive(Debug)]
 pub(crate) enum Outcome {
+    /// WhatsApp's server acknowledged it.
     Sent,
-    /// Will never succeed: drop the job.
+    /// Will never succeed: fail the job.
     Failed(String),
     /// Try again later.
     Retry(String),
@@ -21,11 +28,13 @@ pub(crate) struct Worker {
     pub(crate) session: SessionId,
     pub(crate) lane: Arc<Lane>,
     pub(crate) queue: Queue,
+    pub(crate) last_send: Option<Instant>,
 }
 
 impl Worker {
-    pub(crate) async fn run(self) {
+    pub(crate) async fn run(mut self) {
         let cancel = self.queue.shutdown().token();
+        let mut attempts: u32 = 0;
         loop {
             let Some(job) = self.lane.front() else {
                 tokio::select! {
@@ -33,26 +42,55 @@ impl Worker {
                     _ = self.lane.added.notified() => continue,
                 }
             };
-            let Some(client) = self.wait_connected(&cancel).await else { return };
+            if let Some(reason) = self.expired(&job) {
+                self.fail(&job, reason).await;
+                attempts = 0;
+                continue;
+            }
+            let deadline = self.deadline(&job);
+            let client = tokio::select! {
+                client = self.wait_connected(&cancel) => match client {
+                    Some(client) => client,
+                    None => return,
+                },
+                // Waiting for the session must not outlive the message's maximum age.
+                _ = tokio::time::sleep_until(deadline.into()) => continue,
+            };
+            if !self.pace(&cancel).await {
+                return;
+            }
+            self.queue.set_status(job.id.as_str(), DeliveryStatus::Sending, None).await;
             let outcome = tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => {
+                    self.queue.forget_ack(&job.id);
+                    return;
+                }
                 outcome = attempt(&self.queue, &client, &job) => outcome,
             };
+            self.last_send = Some(Instant::now());
             match outcome {
                 Outcome::Sent => {
-                    tracing::info!(session = %self.session, message_id = %job.id, waited_ms = job.accepted_at.elapsed().as_millis() as u64, "PDF delivered to WhatsApp");
-                    self.lane.pop_front();
+                    self.queue.set_status(job.id.as_str(), DeliveryStatus::Sent, None).await;
+                    tracing::info!(session = %self.session, message_id = %job.id, "PDF accepted by WhatsApp");
+                    self.queue.finish_front(&self.lane);
+                    attempts = 0;
                 }
                 Outcome::Failed(reason) => {
-                    tracing::error!(session = %self.session, message_id = %job.id, %reason, "PDF dropped: it cannot be delivered");
-                    self.lane.pop_front();
+                    self.fail(&job, reason).await;
+                    attempts = 0;
                 }
                 Outcome::Retry(reason) => {
-                    let attempts = self.lane.count_attempt();
-                    let policy = self.queue.policy();
+                    attempts = match self.queue.journal().record_attempt(job.id.as_str(), Some(reason.clone())).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::error!(message_id = %job.id, error = %e, "cannot record an attempt");
+                            attempts + 1
+                        }
+                    };
+                    let policy = self.queue.settings().retry;
                     if policy.exhausted(attempts) {
-                        tracing::error!(session = %self.session, message_id = %job.id, attempts, %reason, "PDF dropped after the last retry");
-                        self.lane.pop_front();
+                        self.fail(&job, format!("gave up after {attempts} attempts: {reason}")).await;
+                        attempts = 0;
                         continue;
                     }
                     let delay = policy.delay(attempts);
@@ -66,8 +104,42 @@ impl Worker {
         }
     }
 
+    /// When the job's maximum age runs out, as an `Instant`.
+    fn deadline(&self, job: &Job) -> Instant {
+        let max_age = self.queue.settings().max_age;
+        let age = Duration::from_millis(journal::now_ms().saturating_sub(job.accepted_at_ms));
+        Instant::now() + max_age.saturating_sub(age) + Duration::from_millis(1)
+    }
+
+    fn expired(&self, job: &Job) -> Option<String> {
+        let max_age = self.queue.settings().max_age;
+        let age = Duration::from_millis(journal::now_ms().saturating_sub(job.accepted_at_ms));
+        (age > max_age).then(|| format!("expired: not delivered within {} s", max_age.as_secs()))
+    }
+
+    async fn fail(&self, job: &Job, reason: String) {
+        tracing::error!(session = %self.session, message_id = %job.id, %reason, "PDF failed");
+        self.queue.set_status(job.id.as_str(), DeliveryStatus::Failed, Some(reason)).await;
+        self.queue.finish_front(&self.lane);
+    }
+
+    /// Waits out the per-session minimum gap between sends, plus up to 50 % jitter.
+    async fn pace(&self, cancel: &CancellationToken) -> bool {
+        let interval = self.queue.settings().min_interval;
+        let Some(last) = self.last_send else { return true };
+        if interval.is_zero() {
+            return true;
+        }
+        let jitter = rand::rng().random_range(0..=interval.as_millis() as u64 / 2);
+        let due = last + interval + Duration::from_millis(jitter);
+        tokio::select! {
+            _ = cancel.cancelled() => false,
+            _ = tokio::time::sleep_until(due.into()) => true,
+        }
+    }
+
     /// Waits until the session is connected; `None` on shutdown.
-    async fn wait_connected(&self, cancel: &tokio_util::sync::CancellationToken) -> Option<Arc<whatsapp_rust::Client>> {
+    async fn wait_connected(&self, cancel: &CancellationToken) -> Option<Arc<whatsapp_rust::Client>> {
         let mut state = self.queue.sessions().state(&self.session)?;
         loop {
             if state.borrow_and_update().status == Status::Connected
@@ -97,9 +169,17 @@ async fn attempt(queue: &Queue, client: &whatsapp_rust::Client, job: &Job) -> Ou
     if !registered {
         return Outcome::Failed(UpstreamError::NotOnWhatsApp.to_string());
     }
-    match upstream::send_pdf(client, &job.to, &job.pdf, &job.file_name, job.id.as_str()).await {
-        Ok(()) => Outcome::Sent,
-        Err(e) if e.is_permanent() => Outcome::Failed(e.to_string()),
-        Err(e) => Outcome::Retry(e.to_string()),
+    let ack = queue.expect_ack(&job.id);
+    if let Err(e) = upstream::send_pdf(client, &job.to, &job.pdf, &job.file_name, job.id.as_str()).await {
+        queue.forget_ack(&job.id);
+        return if e.is_permanent() { Outcome::Failed(e.to_string()) } else { Outcome::Retry(e.to_string()) };
+    }
+    match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+        Ok(Ok(None)) => Outcome::Sent,
+        Ok(Ok(Some(code))) => Outcome::Retry(format!("WhatsApp refused the message (nack {code})")),
+        Ok(Err(_)) | Err(_) => {
+            queue.forget_ack(&job.id);
+            Outcome::Retry("no server ack in time".into())
+        }
     }
 }

@@ -18,6 +18,14 @@ pub use id::{InvalidSessionId, SessionId};
 pub use manager::{SessionError, SessionManager, Watcher};
 pub use store::{SessionEntry, SessionsFile, StoreError};
 
+/// What WhatsApp said about a message we sent: the server's ack (or nack), or a receipt from
+/// the recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryEvent {
+    Ack { message_id: String, error: Option<String> },
+    Receipt { message_ids: Vec<String>, read: bool },
+}
+
 /// A session's connection status as watchers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {

@@ -18,6 +18,7 @@ use whatsapp_rust::{Client, Jid};
 
 use crate::config::Config;
 use crate::domain::{FileName, PdfDocument, PhoneNumber};
+use crate::session::DeliveryEvent;
 
 /// File name of a session's SQLite store inside its folder.
 pub(crate) const STORE_FILE: &str = "whatsapp.db";
@@ -53,15 +54,42 @@ fn translate(event: &Event) -> Option<UpstreamEvent> {
 
 /// Runs inline on the client's dispatch path, so events arrive in order and before the run
 /// loop returns (a spawned handler could deliver `LoggedOut` after the client has stopped).
-struct Forward(mpsc::Sender<UpstreamEvent>);
+struct Forward {
+    session: mpsc::Sender<UpstreamEvent>,
+    delivery: mpsc::Sender<DeliveryEvent>,
+}
 
 impl whatsapp_rust::types::events::EventHandler for Forward {
     fn handle_event(&self, event: Arc<Event>) {
+        if let Some(delivery) = delivery_event(&event) {
+            if self.delivery.try_send(delivery).is_err() {
+                tracing::warn!("delivery event channel full; an ack or receipt was dropped");
+            }
+            return;
+        }
         if let Some(ours) = translate(&event)
-            && self.0.try_send(ours).is_err()
+            && self.session.try_send(ours).is_err()
         {
             tracing::warn!("session event channel full; status will be polled");
         }
+    }
+}
+
+fn delivery_event(event: &Event) -> Option<DeliveryEvent> {
+    use whatsapp_rust::types::presence::ReceiptType;
+    match event {
+        Event::ServerAck(ack) if ack.class.as_deref() == Some("message") => {
+            Some(DeliveryEvent::Ack { message_id: ack.id.clone(), error: ack.error.clone() })
+        }
+        Event::Receipt(receipt) => {
+            let read = match receipt.r#type {
+                ReceiptType::Delivered => false,
+                ReceiptType::Read | ReceiptType::ReadSelf => true,
+                _ => return None,
+            };
+            Some(DeliveryEvent::Receipt { message_ids: receipt.message_ids.iter().map(|id| id.to_string()).collect(), read })
+        }
+        _ => None,
     }
 }
 
@@ -72,6 +100,7 @@ pub(crate) struct Upstream {
     version: Option<(u32, u32, u32)>,
     http: UreqHttpClient,
     qr_terminal: bool,
+    delivery: mpsc::Sender<DeliveryEvent>,
 }
 
 /// Why a client could not be built or a send failed.
@@ -99,7 +128,7 @@ impl UpstreamError {
 }
 
 impl Upstream {
-    pub(crate) fn from_config(config: &Config) -> Result<Self, UpstreamError> {
+    pub(crate) fn from_config(config: &Config, delivery: mpsc::Sender<DeliveryEvent>) -> Result<Self, UpstreamError> {
         let http = match &config.whatsapp_ca_file {
             None => UreqHttpClient::new(),
             Some(path) => UreqHttpClient::with_agent(agent_trusting(path)?),
@@ -118,6 +147,7 @@ impl Upstream {
             version: config.whatsapp_version,
             http,
             qr_terminal: config.qr_terminal,
+            delivery,
         })
     }
 
@@ -161,7 +191,7 @@ impl Upstream {
                     .with_platform_type(whatsapp_rust::waproto::whatsapp::device_props::PlatformType::DESKTOP),
             )
             .skip_history_sync()
-            .with_event_handler(Forward(tx));
+            .with_event_handler(Forward { session: tx, delivery: self.delivery.clone() });
         if let Some(version) = self.version {
             builder = builder.with_version(version);
         }

@@ -47,6 +47,8 @@ pub fn config(fake: &FakeWhatsApp, dir: &std::path::Path, extra: &[(&str, &str)]
         ("WHATSAPP_CA_FILE", fake.ca_file().display().to_string()),
         ("RETRY_BASE_DELAY_MS", "200".to_string()),
         ("RETRY_MAX_DELAY_MS", "1000".to_string()),
+        ("DATA_DIR", dir.join("data").display().to_string()),
+        ("SEND_MIN_INTERVAL_MS", "0".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -97,14 +99,31 @@ impl TestApp {
 
     /// (status, JSON body) of a request made with a real HTTP client.
     pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<String>) -> (u16, serde_json::Value) {
+        let (status, _, json) = self.request_with(method, path, token, body, &[]).await;
+        (status, json)
+    }
+
+    /// (status, response headers, JSON body), with extra request headers.
+    pub async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<(String, String)>, serde_json::Value) {
         let url = self.url(path);
         let method = method.to_owned();
         let token = token.map(str::to_owned);
+        let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         tokio::task::spawn_blocking(move || {
             let agent = ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
             let mut req = ureq::http::Request::builder().method(method.as_str()).uri(url);
             if let Some(token) = token {
                 req = req.header("Authorization", format!("Bearer {token}"));
+            }
+            for (k, v) in headers {
+                req = req.header(k, v);
             }
             let response = match body {
                 Some(body) => agent.run(req.header("Content-Type", "application/json").body(body).expect("request")),
@@ -112,14 +131,20 @@ impl TestApp {
             }
             .expect("http round trip");
             let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+                .collect();
             let text = response.into_body().read_to_string().unwrap_or_default();
-            (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+            (status, headers, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
         })
         .await
         .expect("request task")
     }
 
-    pub async fn send_pdf(&self, session: &str, to: &str, pdf: &[u8], file_name: Option<&str>) -> (u16, serde_json::Value) {
+    /// The JSON body of `POST /api/send-pdf`.
+    pub fn send_pdf_body(session: &str, to: &str, pdf: &[u8], file_name: Option<&str>) -> String {
         use base64::Engine as _;
         let mut body = serde_json::json!({
             "sessionId": session,
@@ -129,7 +154,27 @@ impl TestApp {
         if let Some(name) = file_name {
             body["fileName"] = serde_json::Value::String(name.to_owned());
         }
-        self.request("POST", "/api/send-pdf", Some(TOKEN), Some(body.to_string())).await
+        body.to_string()
+    }
+
+    /// `GET /api/messages/{id}` until `status` is reached (bounded).
+    pub async fn wait_status(&self, id: &str, status: &str) -> serde_json::Value {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let (code, record) = self.request("GET", &format!("/api/messages/{id}"), Some(TOKEN), None).await;
+                if code == 200 && record["status"] == status {
+                    return record;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("message {id} never reached status {status}"))
+    }
+
+    pub async fn send_pdf(&self, session: &str, to: &str, pdf: &[u8], file_name: Option<&str>) -> (u16, serde_json::Value) {
+        let body = Self::send_pdf_body(session, to, pdf, file_name);
+        self.request("POST", "/api/send-pdf", Some(TOKEN), Some(body)).await
     }
 }
 

@@ -1,0 +1,256 @@
+//! The real binary killed with SIGKILL during bursts of send-pdf calls, connected and while
+//! disconnected: after restarts, the fake phone shows every accepted PDF exactly once, and
+//! nothing that was refused.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_whatsapp::FakeWhatsApp;
+use rand::RngExt as _;
+use support::*;
+use tokio::sync::Mutex;
+
+const SESSION: &str = "caja_central";
+const RECIPIENT: &str = "51987000040";
+const PER_ROUND: usize = 100;
+
+struct Gateway {
+    child: Child,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+async fn start(fake: &FakeWhatsApp, dir: &Path) -> Gateway {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"))
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("API_STATIC_TOKEN", TOKEN)
+        .env("SESSIONS_DIR", dir.join("sessions"))
+        .env("SESSIONS_CONFIG", dir.join("sessions.config.json"))
+        .env("DATA_DIR", dir.join("data"))
+        .env("WHATSAPP_URL", fake.ws_url())
+        .env("WHATSAPP_VERSION", "2.3000.1")
+        .env("WHATSAPP_CA_FILE", fake.ca_file())
+        .env("SEND_MIN_INTERVAL_MS", "0")
+        .env("RETRY_BASE_DELAY_MS", "100")
+        .env("RETRY_MAX_DELAY_MS", "1000")
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the gateway binary starts");
+    // Ready when /health answers.
+    let url = format!("http://127.0.0.1:{port}/health");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let url = url.clone();
+            let ok = tokio::task::spawn_blocking(move || ureq::get(&url).call().is_ok()).await.unwrap_or(false);
+            if ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the gateway answers /health");
+    Gateway { child, port }
+}
+
+impl Gateway {
+    fn kill(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    fn app(&self) -> TestAppRef {
+        TestAppRef { port: self.port }
+    }
+}
+
+/// Enough of `TestApp` to talk to a child process.
+#[derive(Clone, Copy)]
+struct TestAppRef {
+    port: u16,
+}
+
+/// What a request came to.
+enum Answer {
+    Accepted(String),
+    Refused,
+    NoAnswer,
+}
+
+async fn post(app: TestAppRef, body: String, key: String) -> Answer {
+    let url = format!("http://127.0.0.1:{}/api/send-pdf", app.port);
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::new_with_config(
+            ureq::config::Config::builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build(),
+        );
+        let request = agent
+            .post(&url)
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .header("Idempotency-Key", key)
+            .content_type("application/json");
+        match request.send(body) {
+            Ok(response) if response.status().as_u16() == 202 => {
+                let text = response.into_body().read_to_string().unwrap_or_default();
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                match v["messageId"].as_str() {
+                    Some(id) => Answer::Accepted(id.to_owned()),
+                    None => Answer::NoAnswer,
+                }
+            }
+            Ok(_) => Answer::Refused,
+            Err(_) => Answer::NoAnswer,
+        }
+    })
+    .await
+    .unwrap_or(Answer::NoAnswer)
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// message id -> sha256 of the PDF, for every 202.
+    accepted: HashMap<String, String>,
+    /// sha256 of PDFs whose request was refused with an error status.
+    refused: HashSet<String>,
+}
+
+/// Fires `PER_ROUND` requests from 8 concurrent senders and SIGKILLs the gateway at a random
+/// moment in the middle; returns the restarted gateway.
+async fn burst_with_kill(fake: &FakeWhatsApp, dir: &Path, gateway: Gateway, round: usize, ledger: Arc<Mutex<Ledger>>) -> Gateway {
+    let kill_after = rand::rng().random_range(10..PER_ROUND - 10);
+    let gateway = Arc::new(Mutex::new(Some(gateway)));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..8 {
+        let (gateway, next, ledger) = (gateway.clone(), next.clone(), ledger.clone());
+        senders.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n >= PER_ROUND {
+                    return;
+                }
+                let bytes = pdf(&format!("round {round} pdf {n} {}", rand::rng().random::<u64>()));
+                let sha = sha256_hex(&bytes);
+                let body = TestApp::send_pdf_body(SESSION, RECIPIENT, &bytes, Some(&format!("r{round}-{n}.pdf")));
+                // Like a sales system: no answer means "try again with the same key".
+                let key = format!("r{round}-{n}");
+                let answer = tokio::time::timeout(WAIT, async {
+                    loop {
+                        let app = gateway.lock().await.as_ref().map(Gateway::app);
+                        if let Some(app) = app {
+                            match post(app, body.clone(), key.clone()).await {
+                                Answer::NoAnswer => {}
+                                answer => return answer,
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                })
+                .await
+                .expect("an answer once the gateway is back");
+                match answer {
+                    Answer::Accepted(id) => {
+                        ledger.lock().await.accepted.insert(id, sha);
+                    }
+                    Answer::Refused => {
+                        ledger.lock().await.refused.insert(sha);
+                    }
+                    Answer::NoAnswer => {}
+                }
+            }
+        }));
+        if senders.len() == 1 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // Kill once `kill_after` requests were started, then restart on the same folders.
+    while next.load(std::sync::atomic::Ordering::SeqCst) < kill_after {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(old) = gateway.lock().await.take() {
+        old.kill();
+    }
+    let restarted = start(fake, dir).await;
+    *gateway.lock().await = Some(restarted);
+    for sender in senders {
+        let _ = sender.await;
+    }
+    let restarted = gateway.lock().await.take();
+    restarted.expect("the restarted gateway")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_bursts_loses_and_duplicates_nothing() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let gateway = start(&fake, &dir).await;
+    // Link the session through the child's WebSocket.
+    let url = format!("ws://127.0.0.1:{}/ws/session/{SESSION}?token={TOKEN}", gateway.port);
+    let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
+    let mut ws = Ws { socket };
+    ws.expect("status", "initializing").await;
+    let qr = ws.next_qr().await;
+    let linked = fake.admin().scan(&qr, "51900000040").await.expect("scan");
+    drop(ws);
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+
+    // Round 1: connected.
+    let gateway = burst_with_kill(&fake, &dir, gateway, 1, ledger.clone()).await;
+    // Round 2: WhatsApp unreachable while the burst arrives and the gateway dies.
+    fake.admin().refuse_for(Duration::from_secs(3));
+    let _ = fake.admin().drop_connection(&linked.jid);
+    let gateway = burst_with_kill(&fake, &dir, gateway, 2, ledger.clone()).await;
+
+    let ledger = ledger.lock().await;
+    assert_eq!(ledger.accepted.len() + ledger.refused.len(), 2 * PER_ROUND, "every request got an answer");
+    assert_eq!(ledger.accepted.len(), 2 * PER_ROUND, "nothing was refused: {} refused", ledger.refused.len());
+    // Everything accepted arrives.
+    let shown = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let shown = fake.admin().messages(RECIPIENT);
+            let ids: HashSet<&str> = shown.iter().map(|m| m.id.as_str()).collect();
+            if ledger.accepted.keys().all(|id| ids.contains(id.as_str())) {
+                return shown;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("every accepted PDF arrives after the restarts");
+    let mut seen_ids = HashSet::new();
+    for message in &shown {
+        assert!(seen_ids.insert(message.id.clone()), "{} shown twice", message.id);
+        let sha = &message.document.as_ref().expect("a document").sha256;
+        if let Some(expected) = ledger.accepted.get(&message.id) {
+            assert_eq!(sha, expected, "message {} carries its own PDF", message.id);
+        }
+        assert!(!ledger.refused.contains(sha), "a refused PDF was delivered");
+    }
+    eprintln!(
+        "accepted {}, refused {}, shown {}, resends the phone ignored {}",
+        ledger.accepted.len(),
+        ledger.refused.len(),
+        shown.len(),
+        fake.admin().duplicates(RECIPIENT)
+    );
+    gateway.kill();
+    fake.shutdown().await;
+}
