@@ -1,0 +1,103 @@
+//! Benchmark (not a test): accepted `POST /api/send-pdf` requests per second with a 100 KiB PDF
+//! and 32 concurrent clients, durable (journaled and fsynced before the 202), and the latency
+//! percentiles. The session exists but is not linked, so nothing is sent: this measures intake.
+//!
+//! ```text
+//! cargo run --release --example bench_intake -- [requests] [concurrency]
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use whatsapp_gateway::{App, Config};
+
+const TOKEN: &str = "bench-token-0123456789abcdef";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let total: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let concurrency: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(32);
+    let dir = std::env::current_dir()?.join(format!("target/bench-intake-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("sessions.config.json"), r#"[{"sessionId":"bench"}]"#)?;
+    let env = [
+        ("HOST", "127.0.0.1".to_string()),
+        ("PORT", "0".into()),
+        ("API_STATIC_TOKEN", TOKEN.into()),
+        ("SESSIONS_DIR", dir.join("sessions").display().to_string()),
+        ("SESSIONS_CONFIG", dir.join("sessions.config.json").display().to_string()),
+        ("DATA_DIR", dir.join("data").display().to_string()),
+        ("WHATSAPP_URL", "ws://127.0.0.1:9/ws/chat".into()),
+        ("QUEUE_MAX_PER_SESSION", "1000000".into()),
+        ("QUEUE_MAX_TOTAL", "1000000".into()),
+        ("QUEUE_MAX_BYTES_PER_SESSION", "100000000000".into()),
+        ("QUEUE_MAX_TOTAL_BYTES", "100000000000".into()),
+        ("LOG_LEVEL", "warn".into()),
+    ]
+    .map(|(k, v)| (k.to_string(), v));
+    let app = App::build(Config::from_sources(env, None)?).await?;
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run(async {
+        let _ = stopped.await;
+    }));
+
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    pdf.resize(100 * 1024, b'x');
+    let body = Arc::new(
+        serde_json::json!({
+            "sessionId": "bench",
+            "to": "51987654321",
+            "pdfBase64": base64::engine::general_purpose::STANDARD.encode(&pdf),
+        })
+        .to_string(),
+    );
+    let url = Arc::new(format!("http://{addr}/api/send-pdf"));
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (url, body, next) = (url.clone(), body.clone(), next.clone());
+        workers.push(tokio::task::spawn_blocking(move || {
+            let agent = ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
+            let mut latencies = Vec::new();
+            let mut failures = 0usize;
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let t = Instant::now();
+                let ok = agent
+                    .post(url.as_str())
+                    .header("Authorization", format!("Bearer {TOKEN}"))
+                    .content_type("application/json")
+                    .send(body.as_str())
+                    .map(|r| r.status().as_u16() == 202)
+                    .unwrap_or(false);
+                if ok {
+                    latencies.push(t.elapsed());
+                } else {
+                    failures += 1;
+                }
+            }
+            (latencies, failures)
+        }));
+    }
+    let mut latencies: Vec<Duration> = Vec::with_capacity(total);
+    let mut failures = 0;
+    for worker in workers {
+        let (l, f) = worker.await?;
+        latencies.extend(l);
+        failures += f;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default();
+    println!("accepted {} of {total} (failures {failures}) with {concurrency} concurrent clients, 100 KiB PDF", latencies.len());
+    println!("throughput: {:.0} accepted requests/s over {:.2?}", latencies.len() as f64 / elapsed.as_secs_f64(), elapsed);
+    println!("latency: p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  max {:.1?}", pct(0.5), pct(0.9), pct(0.99), pct(1.0));
+    let _ = stop.send(());
+    server.await??;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
