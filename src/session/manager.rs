@@ -109,8 +109,23 @@ impl SessionManager {
         let cancel = self.inner.cancel.clone();
         let id = shared.id.clone();
         self.inner.tasks.spawn(async move {
-            let span = tracing::info_span!("session", session = %id);
-            let _ = tracing::Instrument::instrument(actor::supervise(shared, upstream, cancel), span).await;
+            // A panic inside one session's supervisor must not end that session for good, nor
+            // touch any other: the supervisor runs in a task of its own and is started again.
+            loop {
+                let span = tracing::info_span!("session", session = %id);
+                let run = tracing::Instrument::instrument(
+                    actor::supervise(shared.clone(), upstream.clone(), cancel.clone()),
+                    span,
+                );
+                match tokio::spawn(run).await {
+                    Ok(()) => return,
+                    Err(e) if e.is_panic() && !cancel.is_cancelled() => {
+                        tracing::error!(session = %id, "session supervisor panicked; restarting it");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    Err(_) => return,
+                }
+            }
         });
     }
 
