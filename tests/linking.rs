@@ -45,12 +45,17 @@ async fn fresh_qr_codes_keep_coming_after_the_refs_run_out_and_stop_without_watc
     // A second, never-linked session: once its only watcher leaves, linking stops.
     let mut ws = app.ws("abandonada").await;
     ws.expect("status", "initializing").await;
-    let _ = ws.next_within(LONG).await; // its first QR
-    let linked = fake.admin().connection_count();
+    // Straight to a QR: no "disconnected" while the session starts for this watcher.
+    assert!(matches!(ws.next_within(LONG).await, Got::Frame(e, _) if e == "qr"));
+    let mut events = fake.subscribe();
     drop(ws);
     tokio::time::timeout(LONG, async {
-        while fake.admin().connection_count() >= linked {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        loop {
+            match events.recv().await {
+                Ok(fake_whatsapp::FakeEvent::UnlinkedDisconnected) => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
         }
     })
     .await

@@ -85,8 +85,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: Socket) {
         reg.remove_conn(id);
         device
     };
-    if let Some(device) = device {
-        shared.emit(crate::server::FakeEvent::DeviceDisconnected { jid: device.jid().to_string() });
+    match device {
+        Some(device) => shared.emit(crate::server::FakeEvent::DeviceDisconnected { jid: device.jid().to_string() }),
+        None => shared.emit(crate::server::FakeEvent::UnlinkedDisconnected),
     }
 }
 

@@ -79,6 +79,8 @@ pub enum FakeEvent {
     DeviceLoggedIn { jid: String },
     /// A linked device's connection ended.
     DeviceDisconnected { jid: String },
+    /// A connection that never logged in as a device (a client showing QR codes) ended.
+    UnlinkedDisconnected,
 }
 
 /// State shared by every connection and the admin API.

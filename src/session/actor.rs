@@ -2,7 +2,7 @@
 //! publishes the session's state, and decides when to restart, relink or stop.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,11 +27,14 @@ pub(crate) struct SessionShared {
     client: Mutex<Option<Arc<Client>>>,
     watchers: AtomicUsize,
     wake: Notify,
+    /// True while the supervisor waits for a watcher before it starts a client.
+    idle: AtomicBool,
 }
 
 impl SessionShared {
     pub(crate) fn new(id: SessionId, dir: PathBuf) -> Self {
-        let initial = SessionState { status: Status::Disconnected, qr: None, error: None };
+        // The supervisor corrects this at once if it has nothing to start.
+        let initial = SessionState { status: Status::Initializing, qr: None, error: None };
         Self {
             id,
             dir,
@@ -39,6 +42,7 @@ impl SessionShared {
             client: Mutex::new(None),
             watchers: AtomicUsize::new(0),
             wake: Notify::new(),
+            idle: AtomicBool::new(false),
         }
     }
 
@@ -56,6 +60,14 @@ impl SessionShared {
 
     pub(crate) fn add_watcher(&self) {
         self.watchers.fetch_add(1, Ordering::SeqCst);
+        if self.idle.load(Ordering::SeqCst) {
+            // This watcher is what starts the session: it begins linking now, so a watcher
+            // must not first be told "disconnected".
+            self.publish(|s| {
+                s.status = Status::Initializing;
+                s.qr = None;
+            });
+        }
         self.wake.notify_one();
     }
 
@@ -111,10 +123,15 @@ pub(crate) async fn supervise(shared: Arc<SessionShared>, upstream: Upstream, ca
         }
         if wait_for_watcher && !shared.watched() {
             shared.set_status(Status::Disconnected);
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = shared.wake.notified() => {}
+            shared.idle.store(true, Ordering::SeqCst);
+            // A watcher may have arrived between the check and the flag.
+            if !shared.watched() {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = shared.wake.notified() => {}
+                }
             }
+            shared.idle.store(false, Ordering::SeqCst);
             continue;
         }
         wait_for_watcher = false;
