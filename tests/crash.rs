@@ -90,7 +90,7 @@ struct TestAppRef {
 enum Answer {
     Accepted(String),
     Refused,
-    NoAnswer,
+    Unanswered,
 }
 
 async fn post(app: TestAppRef, body: String, key: String) -> Answer {
@@ -113,15 +113,15 @@ async fn post(app: TestAppRef, body: String, key: String) -> Answer {
                 let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
                 match v["messageId"].as_str() {
                     Some(id) => Answer::Accepted(id.to_owned()),
-                    None => Answer::NoAnswer,
+                    None => Answer::Unanswered,
                 }
             }
             Ok(_) => Answer::Refused,
-            Err(_) => Answer::NoAnswer,
+            Err(_) => Answer::Unanswered,
         }
     })
     .await
-    .unwrap_or(Answer::NoAnswer)
+    .unwrap_or(Answer::Unanswered)
 }
 
 #[derive(Default)]
@@ -157,7 +157,7 @@ async fn burst_with_kill(fake: &FakeWhatsApp, dir: &Path, gateway: Gateway, roun
                         let app = gateway.lock().await.as_ref().map(Gateway::app);
                         if let Some(app) = app {
                             match post(app, body.clone(), key.clone()).await {
-                                Answer::NoAnswer => {}
+                                Answer::Unanswered => {}
                                 answer => return answer,
                             }
                         }
@@ -173,7 +173,7 @@ async fn burst_with_kill(fake: &FakeWhatsApp, dir: &Path, gateway: Gateway, roun
                     Answer::Refused => {
                         ledger.lock().await.refused.insert(sha);
                     }
-                    Answer::NoAnswer => {}
+                    Answer::Unanswered => {}
                 }
             }
         }));

@@ -103,7 +103,6 @@ async fn share_app_state_keys(conn: &mut Conn, key: &DeviceKey) {
                 keys: vec![wa::message::AppStateSyncKey {
                     key_id: buffa::MessageField::some(wa::message::AppStateSyncKeyId {
                         key_id: Some(key_id.to_vec()),
-                        ..Default::default()
                     }),
                     key_data: buffa::MessageField::some(wa::message::AppStateSyncKeyData {
                         key_data: Some(key_data.to_vec()),
@@ -111,14 +110,10 @@ async fn share_app_state_keys(conn: &mut Conn, key: &DeviceKey) {
                             raw_id: Some(1),
                             current_index: Some(0),
                             device_indexes: vec![0],
-                            ..Default::default()
                         }),
                         timestamp: Some(unix_secs() as i64 * 1000),
-                        ..Default::default()
                     }),
-                    ..Default::default()
                 }],
-                ..Default::default()
             }),
             ..Default::default()
         }),

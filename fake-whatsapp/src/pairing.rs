@@ -198,7 +198,6 @@ fn device_identity(account: &wacore_libsignal::protocol::KeyPair, qr: &Qr, key_i
         key_index: Some(key_index),
         account_type: Some(wa::ADVEncryptionType::E2EE),
         device_type: Some(wa::ADVEncryptionType::E2EE),
-        ..Default::default()
     }
     .encode_to_vec();
     let message = [&[6u8, 0][..], &details, &qr.identity].concat();
@@ -208,7 +207,6 @@ fn device_identity(account: &wacore_libsignal::protocol::KeyPair, qr: &Qr, key_i
         account_signature_key: Some(account.public_key.public_key_bytes().to_vec()),
         account_signature: Some(signature.to_vec()),
         device_signature: None,
-        ..Default::default()
     }
     .encode_to_vec();
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&qr.adv_secret).map_err(|_| ())?;
@@ -217,7 +215,6 @@ fn device_identity(account: &wacore_libsignal::protocol::KeyPair, qr: &Qr, key_i
         details: Some(signed),
         hmac: Some(mac.finalize().into_bytes().to_vec()),
         account_type: Some(wa::ADVEncryptionType::E2EE),
-        ..Default::default()
     }
     .encode_to_vec())
 }
