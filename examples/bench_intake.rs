@@ -62,7 +62,8 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..concurrency {
         let (url, body, next) = (url.clone(), body.clone(), next.clone());
         workers.push(tokio::task::spawn_blocking(move || {
-            let agent = ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
+            let agent =
+                ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
             let mut latencies = Vec::new();
             let mut failures = 0usize;
             while next.fetch_add(1, Ordering::Relaxed) < total {
@@ -92,9 +93,17 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default();
-    println!("accepted {} of {total} (failures {failures}) with {concurrency} concurrent clients, 100 KiB PDF", latencies.len());
-    println!("throughput: {:.0} accepted requests/s over {:.2?}", latencies.len() as f64 / elapsed.as_secs_f64(), elapsed);
+    let pct =
+        |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default();
+    println!(
+        "accepted {} of {total} (failures {failures}) with {concurrency} concurrent clients, 100 KiB PDF",
+        latencies.len()
+    );
+    println!(
+        "throughput: {:.0} accepted requests/s over {:.2?}",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        elapsed
+    );
     println!("latency: p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  max {:.1?}", pct(0.5), pct(0.9), pct(0.99), pct(1.0));
     let _ = stop.send(());
     server.await??;

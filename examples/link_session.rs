@@ -41,10 +41,7 @@ fn parse_args() -> anyhow::Result<Args> {
 
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
-        };
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value\n{USAGE}"));
         match arg.as_str() {
             "--url" => url = value()?,
             "--token" => token = Some(value()?),
@@ -65,9 +62,7 @@ fn encode_query_value(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -76,12 +71,8 @@ fn encode_query_value(value: &str) -> String {
 fn draw_qr(data: &str) -> anyhow::Result<()> {
     let code = QrCode::new(data.as_bytes()).context("cannot encode the QR string")?;
     // Inverted colours: most terminals are dark, and phones need dark modules on light.
-    let image = code
-        .render::<Dense1x2>()
-        .dark_color(Dense1x2::Light)
-        .light_color(Dense1x2::Dark)
-        .quiet_zone(true)
-        .build();
+    let image =
+        code.render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).quiet_zone(true).build();
     println!("{image}");
     println!("Scan with WhatsApp > Linked devices > Link a device");
     Ok(())

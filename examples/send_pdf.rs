@@ -32,10 +32,7 @@ fn parse_args() -> anyhow::Result<Args> {
 
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
-        };
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value\n{USAGE}"));
         match arg.as_str() {
             "--url" => url = value()?,
             "--token" => token = Some(value()?),
@@ -59,13 +56,8 @@ fn parse_args() -> anyhow::Result<Args> {
 
 fn run() -> anyhow::Result<bool> {
     let args = parse_args()?;
-    let pdf = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let file_name = args.name.or_else(|| {
-        args.file
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-    });
+    let pdf = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let file_name = args.name.or_else(|| args.file.file_name().map(|name| name.to_string_lossy().into_owned()));
 
     let mut body = serde_json::json!({
         "sessionId": args.session,
@@ -88,11 +80,7 @@ fn run() -> anyhow::Result<bool> {
 
     let status = response.status();
     let text = response.body_mut().read_to_string().unwrap_or_default();
-    println!(
-        "{} {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
+    println!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
     println!("{text}");
     Ok(status.as_u16() == 202)
 }

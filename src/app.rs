@@ -13,10 +13,10 @@ use crate::http::{self, auth::Authenticator};
 use crate::journal::Journal;
 use crate::queue::{Queue, QueueSettings, RetryPolicy};
 use crate::session::DeliveryEvent;
-use tokio::sync::mpsc;
 use crate::session::upstream::Upstream;
 use crate::session::{SessionError, SessionManager, SessionsFile};
 use crate::shutdown::Shutdown;
+use tokio::sync::mpsc;
 
 /// Everything must be stopped within this after the signal (PM2 and systemd wait ~10 s+).
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
@@ -58,8 +58,7 @@ impl App {
         let journal = Journal::open(&config.data_dir)
             .map_err(|e| StartError::Journal(format!("{}: {e}", config.data_dir.display())))?;
         let (delivery_tx, delivery_rx) = mpsc::channel(DELIVERY_EVENTS);
-        let upstream =
-            Upstream::from_config(&config, delivery_tx).map_err(|e| StartError::Upstream(e.to_string()))?;
+        let upstream = Upstream::from_config(&config, delivery_tx).map_err(|e| StartError::Upstream(e.to_string()))?;
         let sessions = SessionManager::load(
             SessionsFile::new(&config.sessions_config),
             config.sessions_dir.clone(),
@@ -102,13 +101,15 @@ impl App {
         shutdown.spawn(queue.clone().track_deliveries(delivery_rx));
         shutdown.spawn(queue.clone().prune_periodically());
         sessions.start_all();
-        let ctx = Arc::new(http::Ctx { auth, sessions: sessions.clone(), queue, shutdown: shutdown.clone(), max_body_bytes });
+        let ctx =
+            Arc::new(http::Ctx { auth, sessions: sessions.clone(), queue, shutdown: shutdown.clone(), max_body_bytes });
         let server = tokio::spawn(http::serve(listener, ctx));
         signal.await;
         tracing::info!("shutting down");
         shutdown.cancel();
         let _ = server.await;
-        let (session_wait, rest) = (sessions.wait_stopped(SHUTDOWN_DEADLINE), shutdown.close_and_wait(SHUTDOWN_DEADLINE));
+        let (session_wait, rest) =
+            (sessions.wait_stopped(SHUTDOWN_DEADLINE), shutdown.close_and_wait(SHUTDOWN_DEADLINE));
         let (sessions_done, rest_done) = tokio::join!(session_wait, rest);
         if !sessions_done {
             tracing::warn!("some sessions did not stop in time");

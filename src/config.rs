@@ -51,13 +51,8 @@ const DEFAULTS: &[(&str, &str)] = &[
 ];
 
 /// Variables without a default (absent means "not set").
-const OPTIONAL: &[&str] = &[
-    "API_STATIC_TOKEN",
-    "WHATSAPP_URL",
-    "WHATSAPP_VERSION",
-    "WHATSAPP_CA_FILE",
-    "MAX_BODY_BYTES",
-];
+const OPTIONAL: &[&str] =
+    &["API_STATIC_TOKEN", "WHATSAPP_URL", "WHATSAPP_VERSION", "WHATSAPP_CA_FILE", "MAX_BODY_BYTES"];
 
 /// The static API token. `Debug` and `Display` print `[REDACTED]`; use
 /// [`ApiToken::expose`] where the value itself is needed.
@@ -236,10 +231,7 @@ impl Config {
             Err(err) if err.not_found() => {}
             Err(err) => return Err(err.into()),
         }
-        let file = match env
-            .get("CONFIG_FILE")
-            .filter(|path| !path.trim().is_empty())
-        {
+        let file = match env.get("CONFIG_FILE").filter(|path| !path.trim().is_empty()) {
             Some(path) => Some(PathBuf::from(path)),
             None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|path| path.is_file()),
         };
@@ -256,9 +248,7 @@ impl Config {
     {
         let known: HashMap<String, String> = env
             .into_iter()
-            .filter(|(key, _)| {
-                DEFAULTS.iter().any(|(name, _)| name == key) || OPTIONAL.contains(&key.as_str())
-            })
+            .filter(|(key, _)| DEFAULTS.iter().any(|(name, _)| name == key) || OPTIONAL.contains(&key.as_str()))
             .collect();
 
         let mut builder = config::Config::builder();
@@ -269,11 +259,7 @@ impl Config {
             builder = builder.add_source(config::File::from(path).required(true));
         }
         let raw: Raw = builder
-            .add_source(
-                config::Environment::default()
-                    .source(Some(known))
-                    .ignore_empty(true),
-            )
+            .add_source(config::Environment::default().source(Some(known)).ignore_empty(true))
             .build()?
             .try_deserialize()?;
 
@@ -283,17 +269,12 @@ impl Config {
             return Err(invalid(
                 "RETRY_BASE_DELAY_MS",
                 &raw.retry_base_delay_ms,
-                format!(
-                    "must not exceed RETRY_MAX_DELAY_MS ({})",
-                    raw.retry_max_delay_ms.trim()
-                ),
+                format!("must not exceed RETRY_MAX_DELAY_MS ({})", raw.retry_max_delay_ms.trim()),
             ));
         }
 
         let api_token_file = parse_path("API_TOKEN_FILE", &raw.api_token_file)?;
-        let configured = raw
-            .api_static_token
-            .filter(|token| !token.trim().is_empty());
+        let configured = raw.api_static_token.filter(|token| !token.trim().is_empty());
         let (api_token, token_origin) = match configured {
             Some(token) => (ApiToken::new(token.trim()), TokenOrigin::Configured),
             None => load_or_create_token(&api_token_file)?,
@@ -301,11 +282,7 @@ impl Config {
 
         Ok(Config {
             host: parse_host(&raw.host)?,
-            port: raw
-                .port
-                .trim()
-                .parse()
-                .map_err(|_| invalid("PORT", &raw.port, "is not a port number"))?,
+            port: raw.port.trim().parse().map_err(|_| invalid("PORT", &raw.port, "is not a port number"))?,
             api_token,
             token_origin,
             api_token_file,
@@ -313,18 +290,10 @@ impl Config {
             sessions_config: parse_path("SESSIONS_CONFIG", &raw.sessions_config)?,
             log_level: parse_log_level(&raw.log_level)?,
             whatsapp_url: non_empty(raw.whatsapp_url).map(parse_ws_url).transpose()?,
-            whatsapp_version: non_empty(raw.whatsapp_version)
-                .map(|v| parse_version(&v))
-                .transpose()?,
-            whatsapp_ca_file: non_empty(raw.whatsapp_ca_file)
-                .map(parse_ca_file)
-                .transpose()?,
+            whatsapp_version: non_empty(raw.whatsapp_version).map(|v| parse_version(&v)).transpose()?,
+            whatsapp_ca_file: non_empty(raw.whatsapp_ca_file).map(parse_ca_file).transpose()?,
             max_body_bytes: match non_empty(raw.max_body_bytes) {
-                Some(value) => parse_positive(
-                    "MAX_BODY_BYTES",
-                    &value,
-                    "is not a positive number of bytes",
-                )?,
+                Some(value) => parse_positive("MAX_BODY_BYTES", &value, "is not a positive number of bytes")?,
                 None => DEFAULT_MAX_BODY_BYTES,
             },
             retry_max_attempts: parse_positive(
@@ -341,12 +310,9 @@ impl Config {
                 &raw.retry_max_age_secs,
                 "is not a positive number of seconds",
             )?),
-            send_min_interval: raw
-                .send_min_interval_ms
-                .trim()
-                .parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|_| invalid("SEND_MIN_INTERVAL_MS", &raw.send_min_interval_ms, "is not a number of milliseconds"))?,
+            send_min_interval: raw.send_min_interval_ms.trim().parse::<u64>().map(Duration::from_millis).map_err(
+                |_| invalid("SEND_MIN_INTERVAL_MS", &raw.send_min_interval_ms, "is not a number of milliseconds"),
+            )?,
             queue_limits: QueueLimits {
                 per_session: parse_positive(
                     "QUEUE_MAX_PER_SESSION",
@@ -388,11 +354,7 @@ impl Config {
 }
 
 fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        var,
-        value: value.to_owned(),
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { var, value: value.to_owned(), reason: reason.into() }
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -402,9 +364,7 @@ fn non_empty(value: Option<String>) -> Option<String> {
 fn parse_host(value: &str) -> Result<IpAddr, ConfigError> {
     match value.trim() {
         "localhost" => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        other => other
-            .parse()
-            .map_err(|_| invalid("HOST", value, "is not an IP address")),
+        other => other.parse().map_err(|_| invalid("HOST", value, "is not an IP address")),
     }
 }
 
@@ -420,31 +380,14 @@ fn parse_log_level(value: &str) -> Result<String, ConfigError> {
     let trimmed = value.trim();
     tracing_subscriber::EnvFilter::try_new(trimmed)
         .map(|_| trimmed.to_owned())
-        .map_err(|_| {
-            invalid(
-                "LOG_LEVEL",
-                value,
-                "is not a log level or filter (e.g. info, debug)",
-            )
-        })
+        .map_err(|_| invalid("LOG_LEVEL", value, "is not a log level or filter (e.g. info, debug)"))
 }
 
 fn parse_ws_url(value: String) -> Result<String, ConfigError> {
     let lower = value.to_ascii_lowercase();
-    let has_host = ["ws://", "wss://"].iter().any(|scheme| {
-        lower
-            .strip_prefix(scheme)
-            .is_some_and(|rest| !rest.is_empty())
-    });
-    if has_host {
-        Ok(value)
-    } else {
-        Err(invalid(
-            "WHATSAPP_URL",
-            &value,
-            "must be a ws:// or wss:// URL",
-        ))
-    }
+    let has_host =
+        ["ws://", "wss://"].iter().any(|scheme| lower.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty()));
+    if has_host { Ok(value) } else { Err(invalid("WHATSAPP_URL", &value, "must be a ws:// or wss:// URL")) }
 }
 
 fn parse_version(value: &str) -> Result<(u32, u32, u32), ConfigError> {
@@ -458,15 +401,7 @@ fn parse_version(value: &str) -> Result<(u32, u32, u32), ConfigError> {
 
 fn parse_ca_file(value: String) -> Result<PathBuf, ConfigError> {
     let path = PathBuf::from(&value);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(invalid(
-            "WHATSAPP_CA_FILE",
-            &value,
-            "is not a readable file",
-        ))
-    }
+    if path.is_file() { Ok(path) } else { Err(invalid("WHATSAPP_CA_FILE", &value, "is not a readable file")) }
 }
 
 fn parse_positive<T>(var: &'static str, value: &str, reason: &str) -> Result<T, ConfigError>
@@ -480,8 +415,7 @@ where
 }
 
 fn parse_millis(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    parse_positive::<u64>(var, value, "is not a positive number of milliseconds")
-        .map(Duration::from_millis)
+    parse_positive::<u64>(var, value, "is not a positive number of milliseconds").map(Duration::from_millis)
 }
 
 fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
@@ -514,29 +448,16 @@ fn load_or_create_token(path: &Path) -> Result<(ApiToken, TokenOrigin), ConfigEr
 
     match create_private_file(path) {
         Ok(mut file) => {
-            let written = file
-                .write_all(format!("{token}\n").as_bytes())
-                .and_then(|()| file.sync_all());
-            written.map_err(|source| ConfigError::TokenFile {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            Ok((
-                ApiToken::new(token),
-                TokenOrigin::Generated(path.to_path_buf()),
-            ))
+            let written = file.write_all(format!("{token}\n").as_bytes()).and_then(|()| file.sync_all());
+            written.map_err(|source| ConfigError::TokenFile { path: path.to_path_buf(), source })?;
+            Ok((ApiToken::new(token), TokenOrigin::Generated(path.to_path_buf())))
         }
         // Another process created it between our read and our create: use theirs.
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => match read_token_file(path)? {
             Some(token) => Ok((token, TokenOrigin::File(path.to_path_buf()))),
-            None => Err(ConfigError::TokenFileEmpty {
-                path: path.to_path_buf(),
-            }),
+            None => Err(ConfigError::TokenFileEmpty { path: path.to_path_buf() }),
         },
-        Err(source) => Err(ConfigError::TokenFile {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(ConfigError::TokenFile { path: path.to_path_buf(), source }),
     }
 }
 
@@ -546,18 +467,13 @@ fn read_token_file(path: &Path) -> Result<Option<ApiToken>, ConfigError> {
         Ok(content) => {
             let token = content.trim();
             if token.is_empty() {
-                Err(ConfigError::TokenFileEmpty {
-                    path: path.to_path_buf(),
-                })
+                Err(ConfigError::TokenFileEmpty { path: path.to_path_buf() })
             } else {
                 Ok(Some(ApiToken::new(token)))
             }
         }
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ConfigError::TokenFile {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(ConfigError::TokenFile { path: path.to_path_buf(), source }),
     }
 }
 
@@ -585,8 +501,7 @@ mod tests {
         fn new() -> TempDir {
             static NEXT: AtomicUsize = AtomicUsize::new(0);
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("wa-gateway-config-{}-{n}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("wa-gateway-config-{}-{n}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).unwrap();
             TempDir(dir)
@@ -600,10 +515,7 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     /// Variables with a token so no token file is touched.
@@ -623,10 +535,7 @@ mod tests {
         assert_eq!(config.port, 3000);
         assert_eq!(config.bind_addr(), "0.0.0.0:3000".parse().unwrap());
         assert_eq!(config.sessions_dir, PathBuf::from("./sessions"));
-        assert_eq!(
-            config.sessions_config,
-            PathBuf::from("./sessions.config.json")
-        );
+        assert_eq!(config.sessions_config, PathBuf::from("./sessions.config.json"));
         assert_eq!(config.log_level, "info");
         assert_eq!(config.whatsapp_url, None);
         assert_eq!(config.whatsapp_version, None);
@@ -669,10 +578,7 @@ mod tests {
         assert_eq!(config.bind_addr(), "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.sessions_dir, PathBuf::from("/var/lib/wa"));
         assert_eq!(config.log_level, "warn,whatsapp_gateway=debug");
-        assert_eq!(
-            config.whatsapp_url.as_deref(),
-            Some("ws://127.0.0.1:9000/ws/chat")
-        );
+        assert_eq!(config.whatsapp_url.as_deref(), Some("ws://127.0.0.1:9000/ws/chat"));
         assert_eq!(config.whatsapp_version, Some((2, 3000, 1)));
         assert_eq!(config.max_body_bytes, 1024);
         assert_eq!(config.retry_max_attempts, 3);
@@ -683,22 +589,15 @@ mod tests {
 
     #[test]
     fn empty_values_count_as_unset() {
-        let config =
-            Config::from_sources(with_token(&[("PORT", ""), ("WHATSAPP_URL", "")]), None).unwrap();
+        let config = Config::from_sources(with_token(&[("PORT", ""), ("WHATSAPP_URL", "")]), None).unwrap();
         assert_eq!(config.port, 3000);
         assert_eq!(config.whatsapp_url, None);
     }
 
     #[test]
     fn invalid_values_name_the_variable() {
-        assert_eq!(
-            error_of(with_token(&[("PORT", "abc")])),
-            "invalid PORT: 'abc' is not a port number"
-        );
-        assert_eq!(
-            error_of(with_token(&[("PORT", "70000")])),
-            "invalid PORT: '70000' is not a port number"
-        );
+        assert_eq!(error_of(with_token(&[("PORT", "abc")])), "invalid PORT: 'abc' is not a port number");
+        assert_eq!(error_of(with_token(&[("PORT", "70000")])), "invalid PORT: '70000' is not a port number");
         for bad in ["2.3000", "2.3000.1.4", "2.x.1", "v2.3000.1", "2..1"] {
             assert_eq!(
                 error_of(with_token(&[("WHATSAPP_VERSION", bad)])),
@@ -706,30 +605,17 @@ mod tests {
             );
         }
         assert!(error_of(with_token(&[("HOST", "example.com")])).starts_with("invalid HOST:"));
-        assert!(
-            error_of(with_token(&[("WHATSAPP_URL", "https://x")]))
-                .starts_with("invalid WHATSAPP_URL:")
-        );
+        assert!(error_of(with_token(&[("WHATSAPP_URL", "https://x")])).starts_with("invalid WHATSAPP_URL:"));
         assert!(
             error_of(with_token(&[("WHATSAPP_CA_FILE", "/nonexistent/ca.pem")]))
                 .starts_with("invalid WHATSAPP_CA_FILE:")
         );
-        assert!(
-            error_of(with_token(&[("MAX_BODY_BYTES", "0")])).starts_with("invalid MAX_BODY_BYTES:")
-        );
-        assert!(
-            error_of(with_token(&[("RETRY_MAX_ATTEMPTS", "-1")]))
-                .starts_with("invalid RETRY_MAX_ATTEMPTS:")
-        );
-        assert!(
-            error_of(with_token(&[("QR_TERMINAL", "maybe")])).starts_with("invalid QR_TERMINAL:")
-        );
+        assert!(error_of(with_token(&[("MAX_BODY_BYTES", "0")])).starts_with("invalid MAX_BODY_BYTES:"));
+        assert!(error_of(with_token(&[("RETRY_MAX_ATTEMPTS", "-1")])).starts_with("invalid RETRY_MAX_ATTEMPTS:"));
+        assert!(error_of(with_token(&[("QR_TERMINAL", "maybe")])).starts_with("invalid QR_TERMINAL:"));
         assert!(error_of(with_token(&[("LOG_LEVEL", "[[[")])).starts_with("invalid LOG_LEVEL:"));
         assert_eq!(
-            error_of(with_token(&[
-                ("RETRY_BASE_DELAY_MS", "5000"),
-                ("RETRY_MAX_DELAY_MS", "1000")
-            ])),
+            error_of(with_token(&[("RETRY_BASE_DELAY_MS", "5000"), ("RETRY_MAX_DELAY_MS", "1000")])),
             "invalid RETRY_BASE_DELAY_MS: '5000' must not exceed RETRY_MAX_DELAY_MS (1000)"
         );
     }
@@ -738,11 +624,7 @@ mod tests {
     fn file_layer_sits_between_defaults_and_env() {
         let dir = TempDir::new();
         let file = dir.0.join("gateway.toml");
-        fs::write(
-            &file,
-            "port = 4000\nqr_terminal = true\nwhatsapp_version = \"2.1.3\"\n",
-        )
-        .unwrap();
+        fs::write(&file, "port = 4000\nqr_terminal = true\nwhatsapp_version = \"2.1.3\"\n").unwrap();
 
         let config = Config::from_sources(with_token(&[]), Some(&file)).unwrap();
         assert_eq!(config.port, 4000);
@@ -776,11 +658,8 @@ mod tests {
         }
 
         // Second start: same token, read from the file, not announced again.
-        let second = Config::from_sources(
-            env(&[("API_TOKEN_FILE", path_str), ("API_STATIC_TOKEN", "")]),
-            None,
-        )
-        .unwrap();
+        let second =
+            Config::from_sources(env(&[("API_TOKEN_FILE", path_str), ("API_STATIC_TOKEN", "")]), None).unwrap();
         assert_eq!(second.token_origin, TokenOrigin::File(path.clone()));
         assert_eq!(second.generated_token_file(), None);
         assert_eq!(second.api_token.expose(), token);
@@ -791,14 +670,12 @@ mod tests {
         let dir = TempDir::new();
         let path = dir.0.join("token");
         fs::write(&path, "  short-token \n").unwrap();
-        let config =
-            Config::from_sources(env(&[("API_TOKEN_FILE", path.to_str().unwrap())]), None).unwrap();
+        let config = Config::from_sources(env(&[("API_TOKEN_FILE", path.to_str().unwrap())]), None).unwrap();
         assert_eq!(config.api_token.expose(), "short-token");
         assert!(config.token_is_short());
 
         fs::write(&path, "\n").unwrap();
-        let err = Config::from_sources(env(&[("API_TOKEN_FILE", path.to_str().unwrap())]), None)
-            .unwrap_err();
+        let err = Config::from_sources(env(&[("API_TOKEN_FILE", path.to_str().unwrap())]), None).unwrap_err();
         assert!(matches!(err, ConfigError::TokenFileEmpty { .. }));
     }
 

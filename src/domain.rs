@@ -42,11 +42,7 @@ impl PhoneNumber {
         let rest = trimmed.strip_prefix('+').unwrap_or(trimmed);
         let digits: String = rest.chars().filter(|c| *c != ' ' && *c != '-').collect();
         let valid = (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
-        if valid {
-            Ok(PhoneNumber(digits))
-        } else {
-            Err(InvalidPhone)
-        }
+        if valid { Ok(PhoneNumber(digits)) } else { Err(InvalidPhone) }
     }
 
     /// The bare digits, e.g. `51987654321`.
@@ -132,25 +128,16 @@ impl PdfDocument {
         let compact: Cow<'_, str> = if significant == payload.len() {
             Cow::Borrowed(payload)
         } else {
-            Cow::Owned(
-                payload
-                    .chars()
-                    .filter(|c| !c.is_ascii_whitespace())
-                    .collect(),
-            )
+            Cow::Owned(payload.chars().filter(|c| !c.is_ascii_whitespace()).collect())
         };
-        let bytes = STANDARD
-            .decode(compact.as_bytes())
-            .map_err(|_| PdfError::InvalidBase64)?;
+        let bytes = STANDARD.decode(compact.as_bytes()).map_err(|_| PdfError::InvalidBase64)?;
         if bytes.is_empty() {
             return Err(PdfError::Empty);
         }
         if !bytes.starts_with(PDF_MAGIC) {
             return Err(PdfError::NotAPdf);
         }
-        Ok(PdfDocument {
-            bytes: Bytes::from(bytes),
-        })
+        Ok(PdfDocument { bytes: Bytes::from(bytes) })
     }
 
     /// Wraps bytes that are already known to be a PDF (for tests and internal callers).
@@ -184,22 +171,14 @@ impl PdfDocument {
 /// Exact decoded size of well-formed padded base64 with `significant` non-whitespace characters;
 /// an upper bound otherwise (malformed input is rejected by the decoder anyway).
 fn estimated_decoded_len(payload: &str, significant: usize) -> usize {
-    let padding = payload
-        .bytes()
-        .rev()
-        .filter(|b| !b.is_ascii_whitespace())
-        .take(2)
-        .take_while(|b| *b == b'=')
-        .count();
+    let padding = payload.bytes().rev().filter(|b| !b.is_ascii_whitespace()).take(2).take_while(|b| *b == b'=').count();
     (significant.div_ceil(4) * 3).saturating_sub(padding)
 }
 
 impl fmt::Debug for PdfDocument {
     /// Prints the size only: a dump of a 16 MiB document helps nobody in a log.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PdfDocument")
-            .field("len", &self.bytes.len())
-            .finish()
+        f.debug_struct("PdfDocument").field("len", &self.bytes.len()).finish()
     }
 }
 
@@ -245,11 +224,7 @@ impl FileName {
             .checked_sub(4)
             .and_then(|start| name.get(start..))
             .is_some_and(|ext| ext.eq_ignore_ascii_case(".pdf"));
-        let name = if has_pdf_ext {
-            name.to_owned()
-        } else {
-            format!("{name}.pdf")
-        };
+        let name = if has_pdf_ext { name.to_owned() } else { format!("{name}.pdf") };
         if name.len() > MAX_FILE_NAME_BYTES {
             return Err(InvalidFileName::TooLong);
         }
@@ -289,18 +264,8 @@ mod tests {
 
     #[test]
     fn phone_strips_plus_spaces_and_dashes() {
-        for raw in [
-            "51987654321",
-            "+51987654321",
-            "+51 987 654 321",
-            "51-987-654-321",
-            " +51 987-654-321 ",
-        ] {
-            assert_eq!(
-                PhoneNumber::parse(raw).unwrap().digits(),
-                "51987654321",
-                "{raw:?}"
-            );
+        for raw in ["51987654321", "+51987654321", "+51 987 654 321", "51-987-654-321", " +51 987-654-321 "] {
+            assert_eq!(PhoneNumber::parse(raw).unwrap().digits(), "51987654321", "{raw:?}");
         }
     }
 
@@ -347,12 +312,8 @@ mod tests {
     #[test]
     fn pdf_data_url_prefix_and_wrapped_lines() {
         let encoded = b64(PDF);
-        let wrapped: String = encoded
-            .as_bytes()
-            .chunks(8)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect::<Vec<_>>()
-            .join("\r\n");
+        let wrapped: String =
+            encoded.as_bytes().chunks(8).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\r\n");
         for input in [
             format!("data:application/pdf;base64,{encoded}"),
             format!("DATA:Application/PDF;BASE64,{encoded}"),
@@ -366,45 +327,21 @@ mod tests {
 
     #[test]
     fn pdf_rejects_bad_base64() {
-        for bad in [
-            "%%%%",
-            "JVBERi0",
-            "JVBERi0x=",
-            "JVBER i0x!",
-            "data:text/plain;base64,JVBERi0xLjQ=",
-        ] {
-            assert_eq!(
-                PdfDocument::from_base64(bad),
-                Err(PdfError::InvalidBase64),
-                "{bad:?}"
-            );
+        for bad in ["%%%%", "JVBERi0", "JVBERi0x=", "JVBER i0x!", "data:text/plain;base64,JVBERi0xLjQ="] {
+            assert_eq!(PdfDocument::from_base64(bad), Err(PdfError::InvalidBase64), "{bad:?}");
         }
         // URL-safe alphabet is not the standard engine.
-        let urlsafe = b64(b"%PDF-\xfb\xff\xfe")
-            .replace('+', "-")
-            .replace('/', "_");
-        assert_eq!(
-            PdfDocument::from_base64(&urlsafe),
-            Err(PdfError::InvalidBase64)
-        );
+        let urlsafe = b64(b"%PDF-\xfb\xff\xfe").replace('+', "-").replace('/', "_");
+        assert_eq!(PdfDocument::from_base64(&urlsafe), Err(PdfError::InvalidBase64));
     }
 
     #[test]
     fn pdf_rejects_non_pdf_and_empty() {
-        assert_eq!(
-            PdfDocument::from_base64(&b64(b"hello world")),
-            Err(PdfError::NotAPdf)
-        );
-        assert_eq!(
-            PdfDocument::from_base64(&b64(b"%PDF")),
-            Err(PdfError::NotAPdf)
-        );
+        assert_eq!(PdfDocument::from_base64(&b64(b"hello world")), Err(PdfError::NotAPdf));
+        assert_eq!(PdfDocument::from_base64(&b64(b"%PDF")), Err(PdfError::NotAPdf));
         assert_eq!(PdfDocument::from_base64(""), Err(PdfError::Empty));
         assert_eq!(PdfDocument::from_base64("  \n "), Err(PdfError::Empty));
-        assert_eq!(
-            PdfDocument::from_base64("data:application/pdf;base64,"),
-            Err(PdfError::Empty)
-        );
+        assert_eq!(PdfDocument::from_base64("data:application/pdf;base64,"), Err(PdfError::Empty));
     }
 
     #[test]
@@ -413,29 +350,17 @@ mod tests {
         exact.resize(100, b' ');
         assert!(PdfDocument::from_base64_with_limit(&b64(&exact), 100).is_ok());
         exact.push(b' ');
-        assert_eq!(
-            PdfDocument::from_base64_with_limit(&b64(&exact), 100),
-            Err(PdfError::TooLarge { limit: 100 })
-        );
+        assert_eq!(PdfDocument::from_base64_with_limit(&b64(&exact), 100), Err(PdfError::TooLarge { limit: 100 }));
         // Rejected by size even though it is not base64 at all: no decoding happened.
-        assert_eq!(
-            PdfDocument::from_base64_with_limit(&"!".repeat(1000), 100),
-            Err(PdfError::TooLarge { limit: 100 })
-        );
+        assert_eq!(PdfDocument::from_base64_with_limit(&"!".repeat(1000), 100), Err(PdfError::TooLarge { limit: 100 }));
     }
 
     #[test]
     fn pdf_from_bytes_and_debug_hides_content() {
         let doc = PdfDocument::from_bytes(Bytes::from_static(PDF)).unwrap();
-        assert_eq!(
-            format!("{doc:?}"),
-            format!("PdfDocument {{ len: {} }}", PDF.len())
-        );
+        assert_eq!(format!("{doc:?}"), format!("PdfDocument {{ len: {} }}", PDF.len()));
         assert_eq!(PdfDocument::from_bytes(Vec::new()), Err(PdfError::Empty));
-        assert_eq!(
-            PdfDocument::from_bytes(b"GIF89a".to_vec()),
-            Err(PdfError::NotAPdf)
-        );
+        assert_eq!(PdfDocument::from_bytes(b"GIF89a".to_vec()), Err(PdfError::NotAPdf));
     }
 
     // --- FileName ---
@@ -443,22 +368,10 @@ mod tests {
     #[test]
     fn file_name_default_and_extension() {
         assert_eq!(FileName::default().as_str(), "Comprobante.pdf");
-        assert_eq!(
-            FileName::parse("Factura 001").unwrap().as_str(),
-            "Factura 001.pdf"
-        );
-        assert_eq!(
-            FileName::parse("boleta.PDF").unwrap().as_str(),
-            "boleta.PDF"
-        );
-        assert_eq!(
-            FileName::parse("  recibo.pdf  ").unwrap().as_str(),
-            "recibo.pdf"
-        );
-        assert_eq!(
-            FileName::parse("informe.docx").unwrap().as_str(),
-            "informe.docx.pdf"
-        );
+        assert_eq!(FileName::parse("Factura 001").unwrap().as_str(), "Factura 001.pdf");
+        assert_eq!(FileName::parse("boleta.PDF").unwrap().as_str(), "boleta.PDF");
+        assert_eq!(FileName::parse("  recibo.pdf  ").unwrap().as_str(), "recibo.pdf");
+        assert_eq!(FileName::parse("informe.docx").unwrap().as_str(), "informe.docx.pdf");
         assert_eq!(FileName::parse("año.pdf").unwrap().as_str(), "año.pdf");
     }
 
@@ -466,40 +379,19 @@ mod tests {
     fn file_name_rejections() {
         assert_eq!(FileName::parse(""), Err(InvalidFileName::Empty));
         assert_eq!(FileName::parse("   "), Err(InvalidFileName::Empty));
-        assert_eq!(
-            FileName::parse("../x.pdf"),
-            Err(InvalidFileName::PathSeparator)
-        );
-        assert_eq!(
-            FileName::parse("a\\b.pdf"),
-            Err(InvalidFileName::PathSeparator)
-        );
-        assert_eq!(
-            FileName::parse("a\nb.pdf"),
-            Err(InvalidFileName::ControlChar)
-        );
-        assert_eq!(
-            FileName::parse("a\u{7f}.pdf"),
-            Err(InvalidFileName::ControlChar)
-        );
+        assert_eq!(FileName::parse("../x.pdf"), Err(InvalidFileName::PathSeparator));
+        assert_eq!(FileName::parse("a\\b.pdf"), Err(InvalidFileName::PathSeparator));
+        assert_eq!(FileName::parse("a\nb.pdf"), Err(InvalidFileName::ControlChar));
+        assert_eq!(FileName::parse("a\u{7f}.pdf"), Err(InvalidFileName::ControlChar));
     }
 
     #[test]
     fn file_name_length_counts_the_added_extension() {
         assert!(FileName::parse(&format!("{}.pdf", "a".repeat(251))).is_ok()); // 255
-        assert_eq!(
-            FileName::parse(&format!("{}.pdf", "a".repeat(252))),
-            Err(InvalidFileName::TooLong)
-        );
+        assert_eq!(FileName::parse(&format!("{}.pdf", "a".repeat(252))), Err(InvalidFileName::TooLong));
         assert!(FileName::parse(&"a".repeat(251)).is_ok()); // 251 + ".pdf" = 255
-        assert_eq!(
-            FileName::parse(&"a".repeat(252)),
-            Err(InvalidFileName::TooLong)
-        );
+        assert_eq!(FileName::parse(&"a".repeat(252)), Err(InvalidFileName::TooLong));
         // Multi-byte: 128 × 'ñ' = 256 bytes.
-        assert_eq!(
-            FileName::parse(&"ñ".repeat(128)),
-            Err(InvalidFileName::TooLong)
-        );
+        assert_eq!(FileName::parse(&"ñ".repeat(128)), Err(InvalidFileName::TooLong));
     }
 }

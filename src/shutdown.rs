@@ -105,9 +105,7 @@ impl Shutdown {
         self.tracker.close();
         match tokio::time::timeout(deadline, self.tracker.wait()).await {
             Ok(()) => Ok(()),
-            Err(_) => Err(ShutdownTimedOut {
-                remaining: self.tracker.len(),
-            }),
+            Err(_) => Err(ShutdownTimedOut { remaining: self.tracker.len() }),
         }
     }
 }
@@ -126,11 +124,7 @@ mod tests {
             let _ = done_tx.send(());
         });
         assert_eq!(shutdown.running(), 1);
-        shutdown
-            .clone()
-            .close_and_wait(Duration::from_secs(5))
-            .await
-            .unwrap();
+        shutdown.clone().close_and_wait(Duration::from_secs(5)).await.unwrap();
         assert!(shutdown.is_cancelled());
         done_rx.await.unwrap();
         assert_eq!(shutdown.running(), 0);
@@ -141,11 +135,7 @@ mod tests {
     async fn gives_up_at_the_deadline() {
         let shutdown = Shutdown::new();
         shutdown.spawn(std::future::pending::<()>());
-        let err = shutdown
-            .clone()
-            .close_and_wait(Duration::from_millis(20))
-            .await
-            .unwrap_err();
+        let err = shutdown.clone().close_and_wait(Duration::from_millis(20)).await.unwrap_err();
         assert_eq!(err, ShutdownTimedOut { remaining: 1 });
     }
 

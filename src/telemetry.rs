@@ -11,10 +11,7 @@ use tracing_subscriber::EnvFilter;
 pub fn init(level: &str) {
     let filter = filter_from(std::env::var("RUST_LOG").ok().as_deref(), level);
     // Ignoring the error keeps init idempotent: a second call leaves the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(true).try_init();
 }
 
 /// For tests: silent unless `TEST_LOG` is set (then `RUST_LOG`, else `debug`), written through
@@ -24,10 +21,7 @@ pub fn init_for_tests() {
         return;
     }
     let filter = filter_from(std::env::var("RUST_LOG").ok().as_deref(), "debug");
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 /// `rust_log` if it is set, non-empty and valid; else `level`; else `info`.

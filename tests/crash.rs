@@ -134,7 +134,13 @@ struct Ledger {
 
 /// Fires `PER_ROUND` requests from 8 concurrent senders and SIGKILLs the gateway at a random
 /// moment in the middle; returns the restarted gateway.
-async fn burst_with_kill(fake: &FakeWhatsApp, dir: &Path, gateway: Gateway, round: usize, ledger: Arc<Mutex<Ledger>>) -> Gateway {
+async fn burst_with_kill(
+    fake: &FakeWhatsApp,
+    dir: &Path,
+    gateway: Gateway,
+    round: usize,
+    ledger: Arc<Mutex<Ledger>>,
+) -> Gateway {
     let kill_after = rand::rng().random_range(10..PER_ROUND - 10);
     let gateway = Arc::new(Mutex::new(Some(gateway)));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -3,7 +3,6 @@
 
 mod support;
 
-
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,7 +24,8 @@ async fn idempotency_key_replays_the_first_answer_and_sends_once() {
     let (s, _, err) = app.request_with("POST", "/api/send-pdf", Some(TOKEN), Some(other), &key).await;
     assert_eq!(s, 422, "{err}");
     assert_eq!(err["error"]["code"], "IDEMPOTENCY_KEY_REUSED");
-    let (s, _, _) = app.request_with("POST", "/api/send-pdf", Some(TOKEN), Some(body), &[("Idempotency-Key", "bad key")]).await;
+    let (s, _, _) =
+        app.request_with("POST", "/api/send-pdf", Some(TOKEN), Some(body), &[("Idempotency-Key", "bad key")]).await;
     assert_eq!(s, 400);
 
     let got = wait_message(&mut events, "51987000030").await;
@@ -88,7 +88,10 @@ async fn full_queue_is_429_and_an_expired_message_is_dead_lettered() {
     let (s, headers, err) = app.request_with("POST", "/api/send-pdf", Some(TOKEN), Some(body), &[]).await;
     assert_eq!(s, 429, "{err}");
     assert_eq!(err["error"]["code"], "QUEUE_FULL");
-    assert!(headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("retry-after") && v.parse::<u64>().is_ok()), "{headers:?}");
+    assert!(
+        headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("retry-after") && v.parse::<u64>().is_ok()),
+        "{headers:?}"
+    );
 
     // Older than RETRY_MAX_AGE_SECS: failed as expired, kept for inspection, room again.
     for id in &ids {
@@ -176,7 +179,6 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
-
 
 /// Unmounts the test's tmpfs even when an assertion fails.
 struct Unmount(std::path::PathBuf);

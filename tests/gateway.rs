@@ -135,7 +135,8 @@ async fn every_error_has_its_code_and_changes_nothing() {
     assert_eq!(s, 404, "{b}");
     let (s, b) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some("{not json".into())).await;
     assert_eq!(s, 400, "{b}");
-    let (s, b) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(r#"{"sessionId":"a","to":"519"}"#.into())).await;
+    let (s, b) =
+        app.request("POST", "/api/send-pdf", Some(TOKEN), Some(r#"{"sessionId":"a","to":"519"}"#.into())).await;
     assert_eq!(s, 400, "{b}");
     let mut bad = valid("tienda");
     bad["to"] = "12-34".into();

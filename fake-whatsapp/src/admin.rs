@@ -319,7 +319,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
             let result = match (body.text, body.document) {
                 (Some(text), None) => admin.send_text(&phone, &body.to, &text).await,
                 (None, Some(doc)) => match base64::engine::general_purpose::STANDARD.decode(doc.base64.as_bytes()) {
-                    Ok(bytes) => admin.send_document(&phone, &body.to, &doc.file_name, &doc.mimetype, bytes, doc.caption).await,
+                    Ok(bytes) => {
+                        admin.send_document(&phone, &body.to, &doc.file_name, &doc.mimetype, bytes, doc.caption).await
+                    }
                     Err(_) => return error(StatusCode::BAD_REQUEST, "document.base64 is not valid base64"),
                 },
                 _ => return error(StatusCode::BAD_REQUEST, "give exactly one of \"text\" or \"document\""),

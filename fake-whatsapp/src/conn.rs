@@ -103,14 +103,8 @@ async fn run(shared: Arc<Shared>, id: ConnId, mut socket: Socket) -> Result<(), 
     let finished = noise::finish(responder, &finish)?;
 
     let (tx, mut rx) = mpsc::channel::<Outbound>(1024);
-    let mut conn = Conn {
-        id,
-        shared: shared.clone(),
-        role: Role::Pairing,
-        socket,
-        transport: finished.transport,
-        closing: false,
-    };
+    let mut conn =
+        Conn { id, shared: shared.clone(), role: Role::Pairing, socket, transport: finished.transport, closing: false };
     shared.lock().conns.insert(id, ConnEntry { tx, device: None, unpaired: None });
 
     if finished.payload.device_pairing_data.is_set() {
@@ -154,9 +148,8 @@ async fn run(shared: Arc<Shared>, id: ConnId, mut socket: Socket) -> Result<(), 
 fn open_node(transport: &mut Transport, frame: &mut BytesMut) -> Result<Node, ConnError> {
     transport.open(frame)?;
     let unpacked = wacore_binary::util::unpack(frame).map_err(|e| ConnError::Protocol(e.to_string()))?;
-    let node = wacore_binary::marshal::unmarshal_ref(&unpacked)
-        .map_err(|e| ConnError::Protocol(e.to_string()))?
-        .to_owned();
+    let node =
+        wacore_binary::marshal::unmarshal_ref(&unpacked).map_err(|e| ConnError::Protocol(e.to_string()))?.to_owned();
     Ok(node)
 }
 
@@ -169,7 +162,11 @@ struct Header {
 
 /// Reads until one whole handshake frame is buffered. The very first bytes must be the
 /// `WA` connection header, which is checked and stripped.
-async fn next_frame(socket: &mut Socket, decoder: &mut FrameDecoder, header: &mut Header) -> Result<BytesMut, ConnError> {
+async fn next_frame(
+    socket: &mut Socket,
+    decoder: &mut FrameDecoder,
+    header: &mut Header,
+) -> Result<BytesMut, ConnError> {
     loop {
         if header.done
             && let Some(frame) = decoder.decode_frame()

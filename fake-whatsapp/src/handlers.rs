@@ -1,7 +1,7 @@
 //! Dispatch of the stanzas a logged-in (or pairing) client sends, and the small IQ answers.
 
-use wacore_binary::builder::NodeBuilder;
 use wacore_binary::Node;
+use wacore_binary::builder::NodeBuilder;
 
 use crate::conn::{Conn, ConnError, Role};
 use crate::stanza;
@@ -52,7 +52,9 @@ async fn iq(conn: &mut Conn, node: &Node) -> Result<(), ConnError> {
             }
             stanza::iq_result(&id, vec![])
         }
-        "abt" => stanza::iq_result(&id, vec![NodeBuilder::new("props").attr("protocol", "1").attr("hash", "fake").build()]),
+        "abt" => {
+            stanza::iq_result(&id, vec![NodeBuilder::new("props").attr("protocol", "1").attr("hash", "fake").build()])
+        }
         "blocklist" => stanza::iq_result(&id, vec![NodeBuilder::new("list").build()]),
         "privacy" if kind == "get" => stanza::iq_result(&id, vec![NodeBuilder::new("privacy").build()]),
         // Keepalive (`w:p`) and everything we do not model: an empty result is always accepted.
@@ -64,13 +66,15 @@ async fn iq(conn: &mut Conn, node: &Node) -> Result<(), ConnError> {
 fn media_conn(conn: &Conn, id: &str) -> Node {
     stanza::iq_result(
         id,
-        vec![NodeBuilder::new("media_conn")
-            .attr("auth", conn.shared.media_auth.clone())
-            .attr("ttl", "3600")
-            .attr("auth_ttl", "3600")
-            .attr("max_buckets", "12")
-            .children([NodeBuilder::new("host").attr("hostname", conn.shared.media_host.clone()).build()])
-            .build()],
+        vec![
+            NodeBuilder::new("media_conn")
+                .attr("auth", conn.shared.media_auth.clone())
+                .attr("ttl", "3600")
+                .attr("auth_ttl", "3600")
+                .attr("max_buckets", "12")
+                .children([NodeBuilder::new("host").attr("hostname", conn.shared.media_host.clone()).build()])
+                .build(),
+        ],
     )
 }
 
@@ -88,4 +92,3 @@ fn app_state(node: &Node, id: &str) -> Node {
         .unwrap_or_default();
     stanza::iq_result(id, vec![NodeBuilder::new("sync").children(collections).build()])
 }
-

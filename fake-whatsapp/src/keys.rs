@@ -1,14 +1,13 @@
 //! Key distribution: prekey uploads and counts, prekey bundles, and usync (device lists,
 //! contacts, LIDs).
 
-
 use buffa::Message as _;
 use wacore_binary::builder::NodeBuilder;
 use wacore_binary::{Jid, Node};
 use waproto::whatsapp as wa;
 
-use crate::server::Shared;
 use crate::phone::PreKeyBundleData;
+use crate::server::Shared;
 use crate::stanza::{self, be3};
 use crate::state::{DeviceKey, Registry, unix_secs};
 
@@ -48,10 +47,8 @@ pub(crate) async fn encrypt_iq(shared: &Shared, me: Option<DeviceKey>, node: &No
                 .get_optional_child("skey")
                 .or_else(|| node.get_optional_child("rotate").and_then(|r| r.get_optional_child("skey")));
             if let Some(skey) = skey
-                && let (Some((id, value)), Some(sig)) = (
-                    prekey(skey),
-                    stanza::child_bytes(skey, "signature").and_then(|s| <[u8; 64]>::try_from(s).ok()),
-                )
+                && let (Some((id, value)), Some(sig)) =
+                    (prekey(skey), stanza::child_bytes(skey, "signature").and_then(|s| <[u8; 64]>::try_from(s).ok()))
             {
                 device.registration.signed_prekey_id = id;
                 device.registration.signed_prekey = value;
@@ -142,7 +139,8 @@ pub(crate) fn usync(shared: &Shared, node: &Node, id: &str) -> Node {
         .and_then(|q| q.children())
         .map(|c| c.iter().map(|n| n.tag.to_string()).collect())
         .unwrap_or_default();
-    let users: Vec<&Node> = usync.get_optional_child("list").map(|l| l.get_children_by_tag("user").collect()).unwrap_or_default();
+    let users: Vec<&Node> =
+        usync.get_optional_child("list").map(|l| l.get_children_by_tag("user").collect()).unwrap_or_default();
     // A LID we never hand out, or garbage, gets no answer.
     let phones: Vec<String> = users
         .iter()
@@ -167,9 +165,8 @@ pub(crate) fn usync(shared: &Shared, node: &Node, id: &str) -> Node {
         let mut children = Vec::new();
         for protocol in &protocols {
             match protocol.as_str() {
-                "contact" => children.push(
-                    NodeBuilder::new("contact").attr("type", if registered { "in" } else { "out" }).build(),
-                ),
+                "contact" => children
+                    .push(NodeBuilder::new("contact").attr("type", if registered { "in" } else { "out" }).build()),
                 "devices" if registered => children.push(devices_node(&mut reg, &phone)),
                 _ => {}
             }
@@ -179,13 +176,15 @@ pub(crate) fn usync(shared: &Shared, node: &Node, id: &str) -> Node {
     let sid = stanza::attr(usync, "sid").map(|s| s.into_owned()).unwrap_or_default();
     stanza::iq_result(
         id,
-        vec![NodeBuilder::new("usync")
-            .attr("sid", sid)
-            .attr("mode", "query")
-            .attr("last", "true")
-            .attr("index", "0")
-            .children([NodeBuilder::new("list").children(out).build()])
-            .build()],
+        vec![
+            NodeBuilder::new("usync")
+                .attr("sid", sid)
+                .attr("mode", "query")
+                .attr("last", "true")
+                .attr("index", "0")
+                .children([NodeBuilder::new("list").children(out).build()])
+                .build(),
+        ],
     )
 }
 
@@ -195,9 +194,12 @@ fn devices_node(reg: &mut Registry, phone: &str) -> Node {
     let companions: Vec<(u16, u32)> = reg.companions(phone).iter().map(|d| (d.key.device, d.key_index)).collect();
     let mut list = vec![NodeBuilder::new("device").attr("id", "0").build()];
     for (device, key_index) in &companions {
-        list.push(NodeBuilder::new("device").attr("id", device.to_string()).attr("key-index", key_index.to_string()).build());
+        list.push(
+            NodeBuilder::new("device").attr("id", device.to_string()).attr("key-index", key_index.to_string()).build(),
+        );
     }
-    let mut children = vec![NodeBuilder::new("device-list").attr("hash", format!("2:{}", companions.len())).children(list).build()];
+    let mut children =
+        vec![NodeBuilder::new("device-list").attr("hash", format!("2:{}", companions.len())).children(list).build()];
     if !companions.is_empty() {
         let valid: Vec<u32> = companions.iter().map(|(_, k)| *k).collect();
         let current = valid.iter().copied().max().unwrap_or(0);
@@ -219,4 +221,3 @@ fn devices_node(reg: &mut Registry, phone: &str) -> Node {
     }
     NodeBuilder::new("devices").children(children).build()
 }
-

@@ -101,9 +101,7 @@ async fn share_app_state_keys(conn: &mut Conn, key: &DeviceKey) {
             r#type: Some(wa::message::protocol_message::Type::AppStateSyncKeyShare),
             app_state_sync_key_share: buffa::MessageField::some(wa::message::AppStateSyncKeyShare {
                 keys: vec![wa::message::AppStateSyncKey {
-                    key_id: buffa::MessageField::some(wa::message::AppStateSyncKeyId {
-                        key_id: Some(key_id.to_vec()),
-                    }),
+                    key_id: buffa::MessageField::some(wa::message::AppStateSyncKeyId { key_id: Some(key_id.to_vec()) }),
                     key_data: buffa::MessageField::some(wa::message::AppStateSyncKeyData {
                         key_data: Some(key_data.to_vec()),
                         fingerprint: buffa::MessageField::some(wa::message::AppStateSyncKeyFingerprint {

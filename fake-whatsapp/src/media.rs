@@ -79,8 +79,8 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest as _, Sha256};
@@ -157,18 +157,11 @@ impl MediaTls {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.distinguished_name = rcgen::DistinguishedName::new();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "fake-whatsapp media test CA");
-        ca_params
-            .distinguished_name
-            .push(DnType::OrganizationName, "fake-whatsapp");
+        ca_params.distinguished_name.push(DnType::CommonName, "fake-whatsapp media test CA");
+        ca_params.distinguished_name.push(DnType::OrganizationName, "fake-whatsapp");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        ca_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         ca_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
         ca_params.not_after = rcgen::date_time_ymd(2099, 12, 31);
         let ca_cert = ca_params.self_signed(&ca_key)?;
@@ -179,21 +172,14 @@ impl MediaTls {
         let leaf_key = KeyPair::generate()?;
         let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned()])?;
         leaf_params.distinguished_name = rcgen::DistinguishedName::new();
-        leaf_params
-            .distinguished_name
-            .push(DnType::CommonName, "fake-whatsapp media server");
-        let mut ips = vec![
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ];
+        leaf_params.distinguished_name.push(DnType::CommonName, "fake-whatsapp media server");
+        let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
         for ip in extra_ips {
             if !ip.is_unspecified() && !ips.contains(ip) {
                 ips.push(*ip);
             }
         }
-        leaf_params
-            .subject_alt_names
-            .extend(ips.into_iter().map(SanType::IpAddress));
+        leaf_params.subject_alt_names.extend(ips.into_iter().map(SanType::IpAddress));
         leaf_params.is_ca = IsCa::ExplicitNoCa;
         leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -202,32 +188,23 @@ impl MediaTls {
         leaf_params.not_after = rcgen::date_time_ymd(2099, 12, 31);
         let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer)?;
 
-        let chain: Vec<CertificateDer<'static>> =
-            vec![leaf_cert.der().clone(), ca_cert.der().clone()];
+        let chain: Vec<CertificateDer<'static>> = vec![leaf_cert.der().clone(), ca_cert.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
 
         let (ca_pem_path, remove_on_drop) = match ca_out {
             Some(path) => (path, false),
             None => (temp_ca_path(), true),
         };
-        write_file(&ca_pem_path, ca_pem.as_bytes()).map_err(|source| MediaError::WriteCa {
-            path: ca_pem_path.clone(),
-            source,
-        })?;
+        write_file(&ca_pem_path, ca_pem.as_bytes())
+            .map_err(|source| MediaError::WriteCa { path: ca_pem_path.clone(), source })?;
 
-        Ok(MediaTls {
-            ca_pem_path,
-            ca_pem,
-            server_config: Arc::new(config),
-            remove_on_drop,
-        })
+        Ok(MediaTls { ca_pem_path, ca_pem, server_config: Arc::new(config), remove_on_drop })
     }
 
     /// A TLS acceptor for [`MediaTls::server_config`].
@@ -247,14 +224,8 @@ impl Drop for MediaTls {
 fn temp_ca_path() -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    std::env::temp_dir().join(format!(
-        "fake-whatsapp-media-ca-{}-{n}-{nanos}.pem",
-        std::process::id()
-    ))
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    std::env::temp_dir().join(format!("fake-whatsapp-media-ca-{}-{n}-{nanos}.pem", std::process::id()))
 }
 
 fn write_file(path: &Path, contents: &[u8]) -> io::Result<()> {
@@ -308,21 +279,14 @@ impl MediaStore {
 
     fn blobs(&self) -> MutexGuard<'_, HashMap<String, Blob>> {
         // A panic elsewhere while holding the lock cannot leave the map half-updated.
-        self.inner
-            .blobs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.blobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Stores `bytes` and returns its new direct path (`/v/fake/{id}_{token}.enc`, no query).
     pub fn put(&self, media_type: &str, bytes: impl Into<Bytes>) -> String {
         let bytes = bytes.into();
         let enc_sha256: [u8; 32] = Sha256::digest(&bytes).into();
-        let blob = Blob {
-            bytes,
-            media_type: media_type.to_owned(),
-            enc_sha256,
-        };
+        let blob = Blob { bytes, media_type: media_type.to_owned(), enc_sha256 };
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let direct_path = format!("/v/fake/{id}_{}.enc", blob.token());
         self.blobs().insert(direct_path.clone(), blob);
@@ -380,10 +344,7 @@ struct Shared {
 
 impl Shared {
     fn auth(&self) -> String {
-        self.auth
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.auth.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 }
 
@@ -398,41 +359,21 @@ impl MediaServer {
         store: MediaStore,
         cancel: CancellationToken,
     ) -> Result<MediaServer, MediaError> {
-        let bind_err = |source| MediaError::Bind {
-            addr: listen,
-            source,
-        };
+        let bind_err = |source| MediaError::Bind { addr: listen, source };
         let listener = TcpListener::bind(listen).await.map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
         let tls = MediaTls::generate(ca_out, &[addr.ip()])?;
         let host = advertised_host(addr);
 
-        let shared = Arc::new(Shared {
-            host: host.clone(),
-            auth: RwLock::new(auth),
-            store,
-        });
+        let shared = Arc::new(Shared { host: host.clone(), auth: RwLock::new(auth), store });
         let cancel = cancel.child_token();
         let tracker = TaskTracker::new();
-        tracker.spawn(accept_loop(
-            listener,
-            tls.acceptor(),
-            Arc::clone(&shared),
-            cancel.clone(),
-            tracker.clone(),
-        ));
+        tracker.spawn(accept_loop(listener, tls.acceptor(), Arc::clone(&shared), cancel.clone(), tracker.clone()));
         // Closing only means "wait() may finish once empty"; the loop can still spawn.
         tracker.close();
         info!(%addr, %host, ca = %tls.ca_pem_path.display(), "fake media server listening");
 
-        Ok(MediaServer {
-            addr,
-            shared,
-            tls,
-            _stop_on_drop: cancel.clone().drop_guard(),
-            cancel,
-            tracker,
-        })
+        Ok(MediaServer { addr, shared, tls, _stop_on_drop: cancel.clone().drop_guard(), cancel, tracker })
     }
 
     /// The bound socket address.
@@ -473,11 +414,7 @@ impl MediaServer {
     /// Replaces the required `auth` value (requests with the old one then get `401`, which
     /// makes the client refresh `media_conn`).
     pub fn set_auth(&self, auth: impl Into<String>) {
-        *self
-            .shared
-            .auth
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = auth.into();
+        *self.shared.auth.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = auth.into();
     }
 
     /// Stops accepting, lets in-flight requests finish (up to a few seconds) and waits for all
@@ -513,13 +450,7 @@ async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                tracker.spawn(serve_connection(
-                    tcp,
-                    peer,
-                    acceptor.clone(),
-                    Arc::clone(&shared),
-                    cancel.clone(),
-                ));
+                tracker.spawn(serve_connection(tcp, peer, acceptor.clone(), Arc::clone(&shared), cancel.clone()));
             }
             Err(e) => {
                 // E.g. EMFILE: back off briefly instead of spinning.
@@ -613,25 +544,16 @@ async fn upload(shared: &Shared, req: Request<Incoming>, path: &str, query: &Que
     if prefix.len() < 2 || path_token.is_empty() || prefix.starts_with("/v/") {
         return json_error(StatusCode::NOT_FOUND, "unknown upload path");
     }
-    let media_type = prefix
-        .strip_prefix("/mms/")
-        .unwrap_or_else(|| prefix.trim_start_matches('/'))
-        .to_owned();
+    let media_type = prefix.strip_prefix("/mms/").unwrap_or_else(|| prefix.trim_start_matches('/')).to_owned();
 
-    let declared_len = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared_len =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared_len.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return json_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
     // Read the body before judging the request, so a client still writing it gets to read
     // our answer instead of a reset connection.
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return json_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
@@ -653,30 +575,21 @@ async fn upload(shared: &Shared, req: Request<Incoming>, path: &str, query: &Que
         return json_error(StatusCode::BAD_REQUEST, "resumed uploads are not supported");
     }
     if query.get("token").is_some_and(|t| t != path_token) {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "token query does not match the path",
-        );
+        return json_error(StatusCode::BAD_REQUEST, "token query does not match the path");
     }
     if body.is_empty() {
         return json_error(StatusCode::BAD_REQUEST, "empty body");
     }
     let actual = URL_SAFE_NO_PAD.encode(Sha256::digest(&body));
     if actual != path_token {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "token does not match sha256 of body",
-        );
+        return json_error(StatusCode::BAD_REQUEST, "token does not match sha256 of body");
     }
 
     let size = body.len();
     let direct_path = shared.store.put(&media_type, body);
     let url = format!("https://{}{direct_path}", shared.host);
     debug!(%media_type, size, %direct_path, "media uploaded");
-    json_response(
-        StatusCode::OK,
-        &serde_json::json!({ "url": url, "direct_path": direct_path }),
-    )
+    json_response(StatusCode::OK, &serde_json::json!({ "url": url, "direct_path": direct_path }))
 }
 
 fn download(shared: &Shared, path: &str, query: &Query) -> Resp {
@@ -701,26 +614,19 @@ fn download(shared: &Shared, path: &str, query: &Query) -> Resp {
         None => {}
     }
     let mut resp = Response::new(Full::new(blob.bytes));
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     resp
 }
 
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
 fn json_error(status: StatusCode, message: &str) -> Resp {
-    json_response(
-        status,
-        &serde_json::json!({ "error": message, "status": status.as_u16() }),
-    )
+    json_response(status, &serde_json::json!({ "error": message, "status": status.as_u16() }))
 }
 
 /// Query parameters, with values kept both raw and percent-decoded (the client splices
@@ -745,10 +651,7 @@ impl Query {
 
     /// The raw value of the first `name` parameter.
     fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _, _)| k == name)
-            .map(|(_, raw, _)| raw.as_str())
+        self.pairs.iter().find(|(k, _, _)| k == name).map(|(_, raw, _)| raw.as_str())
     }
 
     fn auth_matches(&self, expected: &str) -> bool {
@@ -804,10 +707,7 @@ mod tests {
     fn host_for_unspecified_addresses() {
         assert_eq!(advertised_host("0.0.0.0:5".parse().unwrap()), "127.0.0.1:5");
         assert_eq!(advertised_host("[::]:5".parse().unwrap()), "[::1]:5");
-        assert_eq!(
-            advertised_host("127.0.0.1:7".parse().unwrap()),
-            "127.0.0.1:7"
-        );
+        assert_eq!(advertised_host("127.0.0.1:7".parse().unwrap()), "127.0.0.1:7");
     }
 
     #[test]

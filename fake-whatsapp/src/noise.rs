@@ -27,10 +27,7 @@ fn crypto(e: impl std::fmt::Display) -> NoiseFailure {
 }
 
 fn public_bytes(kp: &KeyPair) -> Result<[u8; 32], NoiseFailure> {
-    kp.public_key
-        .public_key_bytes()
-        .try_into()
-        .map_err(|_| NoiseFailure::Crypto("public key is not 32 bytes".into()))
+    kp.public_key.public_key_bytes().try_into().map_err(|_| NoiseFailure::Crypto("public key is not 32 bytes".into()))
 }
 
 /// The server's long-lived Noise identity and the self-made certificate chain that names it.
@@ -52,25 +49,14 @@ impl ServerIdentity {
 /// `danger-skip-cert-chain-verify` accept it, and with no validity window they never try `IK`.
 fn cert_chain(server_static: &[u8; 32]) -> Vec<u8> {
     use wa::cert_chain::{NoiseCertificate, noise_certificate::Details};
-    let intermediate = Details {
-        serial: Some(1),
-        issuer_serial: Some(0),
-        key: Some(vec![0xCC; 32]),
-        ..Default::default()
-    }
-    .encode_to_vec();
-    let leaf = Details {
-        serial: Some(2),
-        issuer_serial: Some(1),
-        key: Some(server_static.to_vec()),
-        ..Default::default()
-    }
-    .encode_to_vec();
+    let intermediate =
+        Details { serial: Some(1), issuer_serial: Some(0), key: Some(vec![0xCC; 32]), ..Default::default() }
+            .encode_to_vec();
+    let leaf =
+        Details { serial: Some(2), issuer_serial: Some(1), key: Some(server_static.to_vec()), ..Default::default() }
+            .encode_to_vec();
     wa::CertChain {
-        leaf: buffa::MessageField::some(NoiseCertificate {
-            details: Some(leaf),
-            signature: Some(vec![0; 64]),
-        }),
+        leaf: buffa::MessageField::some(NoiseCertificate { details: Some(leaf), signature: Some(vec![0; 64]) }),
         intermediate: buffa::MessageField::some(NoiseCertificate {
             details: Some(intermediate),
             signature: Some(vec![0; 64]),
@@ -87,12 +73,9 @@ pub(crate) struct Responder {
 
 /// Answers a client hello (the first frame, without the `WA` header). Returns the responder
 /// state and the server hello to frame and send.
-pub(crate) fn answer_hello(
-    server: &ServerIdentity,
-    hello_frame: &[u8],
-) -> Result<(Responder, Vec<u8>), NoiseFailure> {
-    let message = wa::HandshakeMessage::decode_from_slice(hello_frame)
-        .map_err(|e| NoiseFailure::Decode(e.to_string()))?;
+pub(crate) fn answer_hello(server: &ServerIdentity, hello_frame: &[u8]) -> Result<(Responder, Vec<u8>), NoiseFailure> {
+    let message =
+        wa::HandshakeMessage::decode_from_slice(hello_frame).map_err(|e| NoiseFailure::Decode(e.to_string()))?;
     let hello = message.client_hello.into_option().ok_or(NoiseFailure::Missing("client_hello"))?;
     let client_ephemeral: [u8; 32] = hello
         .ephemeral
@@ -107,13 +90,9 @@ pub(crate) fn answer_hello(
     let ephemeral = KeyPair::generate(&mut rand::rng());
     let ephemeral_public = public_bytes(&ephemeral)?;
     noise.authenticate(&ephemeral_public);
-    noise
-        .mix_shared_secret(ephemeral.private_key.serialize(), &client_ephemeral)
-        .map_err(crypto)?;
+    noise.mix_shared_secret(ephemeral.private_key.serialize(), &client_ephemeral).map_err(crypto)?;
     let encrypted_static = noise.encrypt(&server.public).map_err(crypto)?;
-    noise
-        .mix_shared_secret(server.keypair.private_key.serialize(), &client_ephemeral)
-        .map_err(crypto)?;
+    noise.mix_shared_secret(server.keypair.private_key.serialize(), &client_ephemeral).map_err(crypto)?;
     let encrypted_cert = noise.encrypt(&server.cert_chain).map_err(crypto)?;
     let reply = wa::HandshakeMessage {
         server_hello: buffa::MessageField::some(wa::handshake_message::ServerHello {
@@ -136,8 +115,8 @@ pub(crate) struct Finished {
 
 /// Completes the handshake with the client finish frame.
 pub(crate) fn finish(mut responder: Responder, finish_frame: &[u8]) -> Result<Finished, NoiseFailure> {
-    let message = wa::HandshakeMessage::decode_from_slice(finish_frame)
-        .map_err(|e| NoiseFailure::Decode(e.to_string()))?;
+    let message =
+        wa::HandshakeMessage::decode_from_slice(finish_frame).map_err(|e| NoiseFailure::Decode(e.to_string()))?;
     let finish = message.client_finish.into_option().ok_or(NoiseFailure::Missing("client_finish"))?;
     let encrypted_static = finish.r#static.ok_or(NoiseFailure::Missing("client static"))?;
     let encrypted_payload = finish.payload.ok_or(NoiseFailure::Missing("client payload"))?;
@@ -147,20 +126,13 @@ pub(crate) fn finish(mut responder: Responder, finish_frame: &[u8]) -> Result<Fi
         .map_err(crypto)?
         .try_into()
         .map_err(|_| NoiseFailure::Missing("a 32-byte client static key"))?;
-    responder
-        .noise
-        .mix_shared_secret(responder.ephemeral.private_key.serialize(), &client_static)
-        .map_err(crypto)?;
+    responder.noise.mix_shared_secret(responder.ephemeral.private_key.serialize(), &client_static).map_err(crypto)?;
     let payload_bytes = responder.noise.decrypt(&encrypted_payload).map_err(crypto)?;
-    let payload = wa::ClientPayload::decode_from_slice(&payload_bytes)
-        .map_err(|e| NoiseFailure::Decode(e.to_string()))?;
+    let payload =
+        wa::ClientPayload::decode_from_slice(&payload_bytes).map_err(|e| NoiseFailure::Decode(e.to_string()))?;
     // The first key encrypts what the initiator (client) writes: it is our read key.
     let (read, write) = responder.noise.finish().map_err(crypto)?;
-    Ok(Finished {
-        client_static,
-        payload,
-        transport: Transport { read, write, read_counter: 0, write_counter: 0 },
-    })
+    Ok(Finished { client_static, payload, transport: Transport { read, write, read_counter: 0, write_counter: 0 } })
 }
 
 /// Transport-phase ciphers with their per-direction frame counters.

@@ -141,11 +141,7 @@ pub(crate) async fn scan(shared: &Shared, qr: &str, phone: &str) -> Result<Linke
         if pending.expires <= Instant::now() || reg.pairs.contains_key(&conn_id) {
             return Err(ScanError::Expired);
         }
-        let unpaired = reg
-            .conns
-            .get(&conn_id)
-            .and_then(|c| c.unpaired.clone())
-            .ok_or(ScanError::Expired)?;
+        let unpaired = reg.conns.get(&conn_id).and_then(|c| c.unpaired.clone()).ok_or(ScanError::Expired)?;
         if unpaired.noise_key != qr.noise || unpaired.registration.identity != qr.identity {
             return Err(ScanError::KeyMismatch);
         }

@@ -44,11 +44,10 @@ use wacore::messages::MessageUtils;
 use wacore::types::jid::JidExt;
 use wacore_binary::Jid;
 use wacore_libsignal::protocol::{
-    CiphertextMessage, DeviceId, Direction, GenericSignedPreKey, IdentityChange, IdentityKey,
-    IdentityKeyPair, IdentityKeyStore, KeyPair, PreKeyBundle, PreKeyId, PreKeyRecord,
-    PreKeySignalMessage, PreKeyStore, ProtocolAddress, PublicKey, SessionRecord, SessionStore,
-    SignalMessage, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore,
-    Timestamp, UsePQRatchet, message_decrypt_prekey, message_decrypt_signal, message_encrypt,
+    CiphertextMessage, DeviceId, Direction, GenericSignedPreKey, IdentityChange, IdentityKey, IdentityKeyPair,
+    IdentityKeyStore, KeyPair, PreKeyBundle, PreKeyId, PreKeyRecord, PreKeySignalMessage, PreKeyStore, ProtocolAddress,
+    PublicKey, SessionRecord, SessionStore, SignalMessage, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord,
+    SignedPreKeyStore, Timestamp, UsePQRatchet, message_decrypt_prekey, message_decrypt_signal, message_encrypt,
     process_prekey_bundle,
 };
 use waproto::whatsapp as wa;
@@ -169,13 +168,12 @@ impl PreKeyBundleData {
         signed_prekey_signature: &[u8],
         one_time_prekey: Option<(u32, &[u8])>,
     ) -> Result<Self, PhoneError> {
-        let signed_prekey_signature: [u8; 64] =
-            signed_prekey_signature.try_into().map_err(|_| {
-                PhoneError::InvalidKey(format!(
-                    "signed prekey signature is {} bytes, expected 64",
-                    signed_prekey_signature.len()
-                ))
-            })?;
+        let signed_prekey_signature: [u8; 64] = signed_prekey_signature.try_into().map_err(|_| {
+            PhoneError::InvalidKey(format!(
+                "signed prekey signature is {} bytes, expected 64",
+                signed_prekey_signature.len()
+            ))
+        })?;
         let one_time_prekey = match one_time_prekey {
             Some((id, key)) => Some((id, raw_public_key(key)?)),
             None => None,
@@ -207,10 +205,7 @@ impl PreKeyBundleData {
     /// device; WhatsApp's Signal addresses ignore it).
     pub fn to_libsignal(&self, device_id: u16) -> Result<PreKeyBundle, PhoneError> {
         let pre_key = match self.one_time_prekey {
-            Some((id, key)) => Some((
-                PreKeyId::from(id),
-                PublicKey::from_djb_public_key_bytes(&key)?,
-            )),
+            Some((id, key)) => Some((PreKeyId::from(id), PublicKey::from_djb_public_key_bytes(&key)?)),
             None => None,
         };
         Ok(PreKeyBundle::new(
@@ -237,9 +232,7 @@ impl PreKeyBundleData {
                 self.signed_prekey.to_vec(),
                 self.signed_prekey_signature.to_vec(),
             ),
-            one_time_pre_key: self
-                .one_time_prekey
-                .map(|(id, key)| OneTimePreKeyNode::new(id, key.to_vec())),
+            one_time_pre_key: self.one_time_prekey.map(|(id, key)| OneTimePreKeyNode::new(id, key.to_vec())),
             device_identity,
         }
     }
@@ -260,9 +253,7 @@ pub fn raw_public_key(bytes: &[u8]) -> Result<[u8; 32], PhoneError> {
 }
 
 fn raw_array(bytes: &[u8]) -> Result<[u8; 32], PhoneError> {
-    bytes
-        .try_into()
-        .map_err(|_| PhoneError::InvalidKey(format!("expected 32 bytes, got {}", bytes.len())))
+    bytes.try_into().map_err(|_| PhoneError::InvalidKey(format!("expected 32 bytes, got {}", bytes.len())))
 }
 
 fn raw_of(key: &PublicKey) -> Result<[u8; 32], PhoneError> {
@@ -282,9 +273,7 @@ fn new_rng() -> StdRng {
 }
 
 fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The server-held primary device 0 of one phone number.
@@ -337,10 +326,8 @@ impl VirtualDevice {
         // `Device::new` sign it. Signing with a freshly generated Curve25519
         // key cannot fail; should it ever, the bundle simply fails the
         // client's verification instead of panicking here.
-        let signed_prekey_signature = identity
-            .private_key
-            .calculate_signature(&signed_prekey_public.serialize(), &mut rng)
-            .unwrap_or([0u8; 64]);
+        let signed_prekey_signature =
+            identity.private_key.calculate_signature(&signed_prekey_public.serialize(), &mut rng).unwrap_or([0u8; 64]);
         let signed_prekey_id = 1;
         let record = SignedPreKeyRecord::new(
             SignedPreKeyId::from(signed_prekey_id),
@@ -403,10 +390,7 @@ impl VirtualDevice {
             self.refill_prekeys();
         }
         let one_time_prekey = self.unserved_prekeys.pop_front();
-        PreKeyBundleData {
-            one_time_prekey,
-            ..self.bundle_without_one_time_prekey()
-        }
+        PreKeyBundleData { one_time_prekey, ..self.bundle_without_one_time_prekey() }
     }
 
     /// A bundle without a one-time prekey (signed prekey only; still valid for
@@ -442,10 +426,7 @@ impl VirtualDevice {
             let pair = KeyPair::generate(&mut rng);
             let mut public = [0u8; 32];
             public.copy_from_slice(pair.public_key.public_key_bytes());
-            self.stores
-                .prekeys
-                .0
-                .insert(id, PreKeyRecord::new(PreKeyId::from(id), &pair));
+            self.stores.prekeys.0.insert(id, PreKeyRecord::new(PreKeyId::from(id), &pair));
             self.unserved_prekeys.push_back((id, public));
             added += 1;
         }
@@ -463,19 +444,12 @@ impl VirtualDevice {
     /// Forget the session with `peer` (e.g. after the companion re-paired), so
     /// the next [`encrypt_for`](Self::encrypt_for) starts over from a bundle.
     pub fn delete_session(&mut self, peer: &Jid) {
-        self.stores
-            .sessions
-            .0
-            .remove(protocol_address(peer).as_str());
+        self.stores.sessions.0.remove(protocol_address(peer).as_str());
     }
 
     /// The identity key last seen for `peer`, as raw 32 bytes.
     pub fn peer_identity(&self, peer: &Jid) -> Option<[u8; 32]> {
-        self.stores
-            .identity
-            .peers
-            .get(protocol_address(peer).as_str())
-            .and_then(|key| raw_of(key.public_key()).ok())
+        self.stores.identity.peers.get(protocol_address(peer).as_str()).and_then(|key| raw_of(key.public_key()).ok())
     }
 
     /// Decrypt an `<enc v="2" type="pkmsg"|"msg">` payload that `sender`
@@ -488,8 +462,7 @@ impl VirtualDevice {
         ciphertext: &[u8],
     ) -> Result<wa::Message, PhoneError> {
         let padded = self.decrypt_padded(sender, enc_type, ciphertext).await?;
-        wacore::messages::decode_plaintext(&padded, PADDING_VERSION)
-            .map_err(|e| PhoneError::Plaintext(e.into()))
+        wacore::messages::decode_plaintext(&padded, PADDING_VERSION).map_err(|e| PhoneError::Plaintext(e.into()))
     }
 
     /// Signal-decrypt only: returns the still-padded plaintext. A `pkmsg`
@@ -504,12 +477,7 @@ impl VirtualDevice {
         let kind = EncType::from_wire(enc_type)?;
         let address = protocol_address(sender);
         let mut rng = new_rng();
-        let Stores {
-            sessions,
-            identity,
-            prekeys,
-            signed_prekeys,
-        } = &mut self.stores;
+        let Stores { sessions, identity, prekeys, signed_prekeys } = &mut self.stores;
         match kind {
             EncType::PkMsg => {
                 let message = PreKeySignalMessage::try_from(ciphertext)?;
@@ -535,9 +503,7 @@ impl VirtualDevice {
             }
             EncType::Msg => {
                 let message = SignalMessage::try_from(ciphertext)?;
-                let result =
-                    message_decrypt_signal(&message, &address, sessions, identity, &mut rng)
-                        .await?;
+                let result = message_decrypt_signal(&message, &address, sessions, identity, &mut rng).await?;
                 Ok(result.plaintext)
             }
         }
@@ -556,8 +522,7 @@ impl VirtualDevice {
         message: &wa::Message,
     ) -> Result<(EncType, Vec<u8>), PhoneError> {
         let padded = MessageUtils::encode_and_pad(message);
-        self.encrypt_padded_for(recipient, bundle_if_no_session, &padded)
-            .await
+        self.encrypt_padded_for(recipient, bundle_if_no_session, &padded).await
     }
 
     /// [`encrypt_for`](Self::encrypt_for) with an already padded plaintext.
@@ -569,8 +534,7 @@ impl VirtualDevice {
     ) -> Result<(EncType, Vec<u8>), PhoneError> {
         let address = protocol_address(recipient);
         if !self.has_session(recipient) {
-            let bundle =
-                bundle_if_no_session.ok_or_else(|| PhoneError::NoSession(address.to_string()))?;
+            let bundle = bundle_if_no_session.ok_or_else(|| PhoneError::NoSession(address.to_string()))?;
             if !bundle.verify_signed_prekey() {
                 return Err(PhoneError::BadSignedPreKeySignature);
             }
@@ -586,23 +550,15 @@ impl VirtualDevice {
             )
             .await?;
         }
-        let encrypted = message_encrypt(
-            padded_plaintext,
-            &address,
-            &mut self.stores.sessions,
-            &mut self.stores.identity,
-        )
-        .await?;
+        let encrypted =
+            message_encrypt(padded_plaintext, &address, &mut self.stores.sessions, &mut self.stores.identity).await?;
         match encrypted {
-            CiphertextMessage::PreKeySignalMessage(m) => {
-                Ok((EncType::PkMsg, m.into_serialized().into_vec()))
-            }
-            CiphertextMessage::SignalMessage(m) => {
-                Ok((EncType::Msg, m.into_serialized().into_vec()))
-            }
-            other => Err(PhoneError::Signal(SignalProtocolError::InvalidArgument(
-                format!("unexpected ciphertext kind {:?}", other.message_type()),
-            ))),
+            CiphertextMessage::PreKeySignalMessage(m) => Ok((EncType::PkMsg, m.into_serialized().into_vec())),
+            CiphertextMessage::SignalMessage(m) => Ok((EncType::Msg, m.into_serialized().into_vec())),
+            other => Err(PhoneError::Signal(SignalProtocolError::InvalidArgument(format!(
+                "unexpected ciphertext kind {:?}",
+                other.message_type()
+            )))),
         }
     }
 }
@@ -624,8 +580,8 @@ pub fn decrypt_media(
     {
         return Err(PhoneError::MediaHash("file_enc_sha256"));
     }
-    let plain = DownloadUtils::verify_and_decrypt(enc, media_key, media_type)
-        .map_err(|e| PhoneError::Media(Box::new(e)))?;
+    let plain =
+        DownloadUtils::verify_and_decrypt(enc, media_key, media_type).map_err(|e| PhoneError::Media(Box::new(e)))?;
     if let Some(expected) = file_sha256
         && Sha256::digest(&plain).as_slice() != expected
     {
@@ -637,10 +593,7 @@ pub fn decrypt_media(
 /// Encrypt a file for upload the way the client does
 /// (`wacore::upload::encrypt_media`): fresh media key, AES-256-CBC, 10-byte
 /// HMAC; the result carries the key and both SHA-256 hashes for the message.
-pub fn encrypt_media(
-    plaintext: &[u8],
-    media_type: MediaType,
-) -> Result<wacore::upload::EncryptedMedia, PhoneError> {
+pub fn encrypt_media(plaintext: &[u8], media_type: MediaType) -> Result<wacore::upload::EncryptedMedia, PhoneError> {
     wacore::upload::encrypt_media(plaintext, media_type).map_err(|e| PhoneError::Media(e.into()))
 }
 
@@ -676,17 +629,10 @@ impl SessionStore for Sessions {
     }
 
     async fn has_session(&self, address: &ProtocolAddress) -> SignalResult<bool> {
-        Ok(self
-            .0
-            .get(address.as_str())
-            .is_some_and(|r| r.session_state().is_some()))
+        Ok(self.0.get(address.as_str()).is_some_and(|r| r.session_state().is_some()))
     }
 
-    async fn store_session(
-        &mut self,
-        address: &ProtocolAddress,
-        record: SessionRecord,
-    ) -> SignalResult<()> {
+    async fn store_session(&mut self, address: &ProtocolAddress, record: SessionRecord) -> SignalResult<()> {
         self.0.insert(address.as_str().to_owned(), record);
         Ok(())
     }
@@ -708,9 +654,7 @@ impl IdentityKeyStore for Identities {
         identity: &IdentityKey,
     ) -> SignalResult<IdentityChange> {
         let previous = self.peers.insert(address.as_str().to_owned(), *identity);
-        Ok(IdentityChange::from_changed(
-            previous.is_some_and(|p| &p != identity),
-        ))
+        Ok(IdentityChange::from_changed(previous.is_some_and(|p| &p != identity)))
     }
 
     /// Trust on first use, and on every later use, like WA Web and whatsapp-rust.
@@ -731,17 +675,10 @@ impl IdentityKeyStore for Identities {
 #[async_trait]
 impl PreKeyStore for PreKeys {
     async fn get_pre_key(&self, prekey_id: PreKeyId) -> SignalResult<PreKeyRecord> {
-        self.0
-            .get(&u32::from(prekey_id))
-            .cloned()
-            .ok_or(SignalProtocolError::InvalidPreKeyId)
+        self.0.get(&u32::from(prekey_id)).cloned().ok_or(SignalProtocolError::InvalidPreKeyId)
     }
 
-    async fn save_pre_key(
-        &mut self,
-        prekey_id: PreKeyId,
-        record: &PreKeyRecord,
-    ) -> SignalResult<()> {
+    async fn save_pre_key(&mut self, prekey_id: PreKeyId, record: &PreKeyRecord) -> SignalResult<()> {
         self.0.insert(u32::from(prekey_id), record.clone());
         Ok(())
     }
@@ -754,14 +691,8 @@ impl PreKeyStore for PreKeys {
 
 #[async_trait]
 impl SignedPreKeyStore for SignedPreKeys {
-    async fn get_signed_pre_key(
-        &self,
-        signed_prekey_id: SignedPreKeyId,
-    ) -> SignalResult<SignedPreKeyRecord> {
-        self.0
-            .get(&u32::from(signed_prekey_id))
-            .cloned()
-            .ok_or(SignalProtocolError::InvalidSignedPreKeyId)
+    async fn get_signed_pre_key(&self, signed_prekey_id: SignedPreKeyId) -> SignalResult<SignedPreKeyRecord> {
+        self.0.get(&u32::from(signed_prekey_id)).cloned().ok_or(SignalProtocolError::InvalidSignedPreKeyId)
     }
 
     async fn save_signed_pre_key(
@@ -801,10 +732,7 @@ mod tests {
     }
 
     fn text(s: &str) -> wa::Message {
-        wa::Message {
-            conversation: Some(s.to_owned()),
-            ..Default::default()
-        }
+        wa::Message { conversation: Some(s.to_owned()), ..Default::default() }
     }
 
     /// A whatsapp-rust client device with the store stack the client uses.
@@ -817,10 +745,7 @@ mod tests {
         async fn new() -> Self {
             let backend = Arc::new(wacore::store::InMemoryBackend::new());
             let pm = PersistenceManager::new(backend).await.expect("persistence");
-            let adapter = SignalProtocolStoreAdapter::new(
-                pm.get_device_arc().await,
-                Arc::new(SignalStoreCache::new()),
-            );
+            let adapter = SignalProtocolStoreAdapter::new(pm.get_device_arc().await, Arc::new(SignalStoreCache::new()));
             Self { adapter, pm }
         }
 
@@ -831,11 +756,7 @@ mod tests {
             let device = device.read().await;
             let otk = KeyPair::generate(&mut new_rng());
             let record = PreKeyRecord::new(PreKeyId::from(prekey_id), &otk);
-            self.adapter
-                .pre_key_store
-                .save_pre_key(PreKeyId::from(prekey_id), &record)
-                .await
-                .expect("save prekey");
+            self.adapter.pre_key_store.save_pre_key(PreKeyId::from(prekey_id), &record).await.expect("save prekey");
             PreKeyBundleData::from_wire(
                 device.registration_id,
                 // 33-byte libsignal form on purpose: from_wire must strip 0x05.
@@ -852,13 +773,10 @@ mod tests {
         /// wacore's parser, then `process_prekey_bundle` like `ensure_sessions_for_devices`.
         async fn start_session_from_node(&mut self, peer: &Jid, user_node: PreKeyBundleUserNode) {
             let response = NodeBuilder::new("iq")
-                .children([NodeBuilder::new("list")
-                    .children([user_node.into_node()])
-                    .build()])
+                .children([NodeBuilder::new("list").children([user_node.into_node()]).build()])
                 .build();
-            let outcome =
-                PreKeyUtils::parse_prekeys_response(&response.as_node_ref(), &HashMap::new())
-                    .expect("client parses bundle");
+            let outcome = PreKeyUtils::parse_prekeys_response(&response.as_node_ref(), &HashMap::new())
+                .expect("client parses bundle");
             let bundle = outcome.bundles.get(peer).expect("bundle for peer");
             process_prekey_bundle(
                 &peer.to_protocol_address(),
@@ -890,12 +808,10 @@ mod tests {
         /// Client receive path (`decrypt_session_message` + `decode_plaintext`).
         async fn decrypt(&mut self, sender: &Jid, enc_type: EncType, bytes: &[u8]) -> wa::Message {
             let parsed = match enc_type {
-                EncType::PkMsg => CiphertextMessage::PreKeySignalMessage(
-                    PreKeySignalMessage::try_from(bytes).expect("pkmsg parses"),
-                ),
-                EncType::Msg => CiphertextMessage::SignalMessage(
-                    SignalMessage::try_from(bytes).expect("msg parses"),
-                ),
+                EncType::PkMsg => {
+                    CiphertextMessage::PreKeySignalMessage(PreKeySignalMessage::try_from(bytes).expect("pkmsg parses"))
+                }
+                EncType::Msg => CiphertextMessage::SignalMessage(SignalMessage::try_from(bytes).expect("msg parses")),
             };
             let result = message_decrypt(
                 &parsed,
@@ -915,15 +831,9 @@ mod tests {
 
     #[test]
     fn address_matches_client_derivation() {
-        assert_eq!(
-            protocol_address(&jid(COMPANION)).as_str(),
-            "15550002:3@c.us.0"
-        );
+        assert_eq!(protocol_address(&jid(COMPANION)).as_str(), "15550002:3@c.us.0");
         assert_eq!(protocol_address(&jid(PHONE)).as_str(), "15550001@c.us.0");
-        assert_eq!(
-            protocol_address(&jid("200000000000002:3@lid")).as_str(),
-            "200000000000002:3@lid.0"
-        );
+        assert_eq!(protocol_address(&jid("200000000000002:3@lid")).as_str(), "200000000000002:3@lid.0");
         assert_eq!(u32::from(protocol_address(&jid(COMPANION)).device_id()), 0);
     }
 
@@ -937,53 +847,29 @@ mod tests {
         let bundle = phone.bundle();
         let (otk_id, _) = bundle.one_time_prekey.expect("one-time prekey served");
         assert!(bundle.verify_signed_prekey());
-        client
-            .start_session_from_node(&phone_jid, bundle.to_user_node(phone_jid.clone(), None))
-            .await;
+        client.start_session_from_node(&phone_jid, bundle.to_user_node(phone_jid.clone(), None)).await;
 
         // Two pkmsgs before any reply (what a real client does when sending twice).
         let (t1, c1) = client.encrypt(&phone_jid, &text("hi")).await;
         let (t2, c2) = client.encrypt(&phone_jid, &text("hi again")).await;
         assert_eq!((t1, t2), ("pkmsg", "pkmsg"));
         assert!(!phone.has_session(&companion));
-        let m1 = phone
-            .decrypt(&companion, t1, &c1)
-            .await
-            .expect("phone decrypts pkmsg");
+        let m1 = phone.decrypt(&companion, t1, &c1).await.expect("phone decrypts pkmsg");
         assert_eq!(m1.conversation.as_deref(), Some("hi"));
         assert!(phone.has_session(&companion));
-        assert!(
-            !phone.stores.prekeys.0.contains_key(&otk_id),
-            "one-time prekey consumed"
-        );
-        let m2 = phone
-            .decrypt(&companion, t2, &c2)
-            .await
-            .expect("second pkmsg reuses session");
+        assert!(!phone.stores.prekeys.0.contains_key(&otk_id), "one-time prekey consumed");
+        let m2 = phone.decrypt(&companion, t2, &c2).await.expect("second pkmsg reuses session");
         assert_eq!(m2.conversation.as_deref(), Some("hi again"));
         assert_eq!(
             phone.peer_identity(&companion),
             Some(
-                raw_public_key(
-                    &client
-                        .pm
-                        .get_device_arc()
-                        .await
-                        .read()
-                        .await
-                        .identity_key
-                        .public_key
-                        .serialize()
-                )
-                .unwrap()
+                raw_public_key(&client.pm.get_device_arc().await.read().await.identity_key.public_key.serialize())
+                    .unwrap()
             )
         );
 
         // Phone answers on the session the client opened: a plain msg.
-        let (rt, rc) = phone
-            .encrypt_for(&companion, None, &text("pong"))
-            .await
-            .expect("reply");
+        let (rt, rc) = phone.encrypt_for(&companion, None, &text("pong")).await.expect("reply");
         assert_eq!(rt, EncType::Msg);
         let reply = client.decrypt(&phone_jid, rt, &rc).await;
         assert_eq!(reply.conversation.as_deref(), Some("pong"));
@@ -991,10 +877,7 @@ mod tests {
         // Now the session is acknowledged, so the client sends type="msg".
         let (t3, c3) = client.encrypt(&phone_jid, &text("third")).await;
         assert_eq!(t3, "msg");
-        let m3 = phone
-            .decrypt(&companion, t3, &c3)
-            .await
-            .expect("phone decrypts msg");
+        let m3 = phone.decrypt(&companion, t3, &c3).await.expect("phone decrypts msg");
         assert_eq!(m3.conversation.as_deref(), Some("third"));
 
         // Replaying a consumed message fails cleanly.
@@ -1016,28 +899,11 @@ mod tests {
         assert_eq!(t1, EncType::PkMsg);
         assert!(phone.has_session(&companion));
         // Still unacknowledged: the next one is a pkmsg as well, bundle not needed.
-        let (t2, c2) = phone
-            .encrypt_for(&companion, None, &text("second"))
-            .await
-            .unwrap();
+        let (t2, c2) = phone.encrypt_for(&companion, None, &text("second")).await.unwrap();
         assert_eq!(t2, EncType::PkMsg);
 
-        assert_eq!(
-            client
-                .decrypt(&phone_jid, t1, &c1)
-                .await
-                .conversation
-                .as_deref(),
-            Some("hello from phone")
-        );
-        assert_eq!(
-            client
-                .decrypt(&phone_jid, t2, &c2)
-                .await
-                .conversation
-                .as_deref(),
-            Some("second")
-        );
+        assert_eq!(client.decrypt(&phone_jid, t1, &c1).await.conversation.as_deref(), Some("hello from phone"));
+        assert_eq!(client.decrypt(&phone_jid, t2, &c2).await.conversation.as_deref(), Some("second"));
 
         // A protocol message (the app-state key share the client waits for).
         let share = wa::Message {
@@ -1057,31 +923,15 @@ mod tests {
         // Client replies; after that the phone sends plain msgs.
         let (rt, rc) = client.encrypt(&phone_jid, &text("ack")).await;
         assert_eq!(rt, "msg");
-        let m = phone
-            .decrypt(&companion, rt, &rc)
-            .await
-            .expect("phone decrypts reply");
+        let m = phone.decrypt(&companion, rt, &rc).await.expect("phone decrypts reply");
         assert_eq!(m.conversation.as_deref(), Some("ack"));
-        let (t4, c4) = phone
-            .encrypt_for(&companion, None, &text("fourth"))
-            .await
-            .unwrap();
+        let (t4, c4) = phone.encrypt_for(&companion, None, &text("fourth")).await.unwrap();
         assert_eq!(t4, EncType::Msg);
-        assert_eq!(
-            client
-                .decrypt(&phone_jid, t4, &c4)
-                .await
-                .conversation
-                .as_deref(),
-            Some("fourth")
-        );
+        assert_eq!(client.decrypt(&phone_jid, t4, &c4).await.conversation.as_deref(), Some("fourth"));
 
         // Forgetting the session requires a bundle again.
         phone.delete_session(&companion);
-        assert!(matches!(
-            phone.encrypt_for(&companion, None, &text("x")).await,
-            Err(PhoneError::NoSession(_))
-        ));
+        assert!(matches!(phone.encrypt_for(&companion, None, &text("x")).await, Err(PhoneError::NoSession(_))));
     }
 
     #[test]
@@ -1100,34 +950,15 @@ mod tests {
 
         // Straight from wacore's encryptor too (what `client.upload` runs).
         let direct = wacore::upload::encrypt_media(b"short", MediaType::Document).unwrap();
-        let plain = decrypt_media(
-            &direct.data_to_upload,
-            &direct.media_key,
-            MediaType::Document,
-            None,
-            None,
-        )
-        .unwrap();
+        let plain = decrypt_media(&direct.data_to_upload, &direct.media_key, MediaType::Document, None, None).unwrap();
         assert_eq!(plain, b"short");
 
         assert!(matches!(
-            decrypt_media(
-                &enc.data_to_upload,
-                &enc.media_key,
-                MediaType::Document,
-                Some(&[0u8; 32]),
-                None
-            ),
+            decrypt_media(&enc.data_to_upload, &enc.media_key, MediaType::Document, Some(&[0u8; 32]), None),
             Err(PhoneError::MediaHash("file_enc_sha256"))
         ));
         assert!(matches!(
-            decrypt_media(
-                &enc.data_to_upload,
-                &enc.media_key,
-                MediaType::Document,
-                None,
-                Some(&[0u8; 32])
-            ),
+            decrypt_media(&enc.data_to_upload, &enc.media_key, MediaType::Document, None, Some(&[0u8; 32])),
             Err(PhoneError::MediaHash("file_sha256"))
         ));
         let mut tampered = enc.data_to_upload.clone();
@@ -1137,16 +968,7 @@ mod tests {
             Err(PhoneError::Media(_))
         ));
         // Wrong media type derives different keys.
-        assert!(
-            decrypt_media(
-                &enc.data_to_upload,
-                &enc.media_key,
-                MediaType::Image,
-                None,
-                None
-            )
-            .is_err()
-        );
+        assert!(decrypt_media(&enc.data_to_upload, &enc.media_key, MediaType::Image, None, None).is_err());
         // Degenerate inputs are errors, not panics.
         assert!(decrypt_media(&[], &enc.media_key, MediaType::Document, None, None).is_err());
         assert!(decrypt_media(&[1, 2, 3], &[], MediaType::Document, None, None).is_err());
@@ -1156,17 +978,11 @@ mod tests {
     async fn bad_inputs_are_errors() {
         let mut phone = VirtualDevice::new();
         let peer = jid(COMPANION);
-        assert!(matches!(
-            phone.decrypt(&peer, "skmsg", &[1, 2, 3]).await,
-            Err(PhoneError::UnknownEncType(_))
-        ));
+        assert!(matches!(phone.decrypt(&peer, "skmsg", &[1, 2, 3]).await, Err(PhoneError::UnknownEncType(_))));
         assert!(phone.decrypt(&peer, "pkmsg", &[]).await.is_err());
         assert!(phone.decrypt(&peer, "pkmsg", &[0x33; 200]).await.is_err());
         assert!(phone.decrypt(&peer, "msg", &[0x33; 80]).await.is_err());
-        assert!(matches!(
-            phone.encrypt_for(&peer, None, &text("x")).await,
-            Err(PhoneError::NoSession(_))
-        ));
+        assert!(matches!(phone.encrypt_for(&peer, None, &text("x")).await, Err(PhoneError::NoSession(_))));
         let mut bad = VirtualDevice::new().bundle();
         bad.signed_prekey_signature[0] ^= 1;
         assert!(matches!(
@@ -1184,10 +1000,7 @@ mod tests {
     #[test]
     fn bundles_pop_distinct_prekeys_and_refill() {
         let mut phone = VirtualDevice::new();
-        assert_eq!(
-            phone.unserved_prekey_count(),
-            ONE_TIME_PREKEY_BATCH as usize
-        );
+        assert_eq!(phone.unserved_prekey_count(), ONE_TIME_PREKEY_BATCH as usize);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..(ONE_TIME_PREKEY_BATCH * 2 + 1) {
             let b = phone.bundle();
@@ -1200,12 +1013,7 @@ mod tests {
         // The signed prekey is signed by the identity = ADV account key.
         let b = phone.bundle_without_one_time_prekey();
         let spk = PublicKey::from_djb_public_key_bytes(&b.signed_prekey).unwrap();
-        assert!(
-            phone
-                .identity_keypair()
-                .public_key
-                .verify_signature(&spk.serialize(), &b.signed_prekey_signature)
-        );
+        assert!(phone.identity_keypair().public_key.verify_signature(&spk.serialize(), &b.signed_prekey_signature));
     }
 
     #[test]

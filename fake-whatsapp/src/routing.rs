@@ -1,7 +1,6 @@
 //! Messages and receipts: fan-out from a linked device to the devices it addressed, virtual
 //! phones that decrypt and record what reaches them, and messages a virtual phone sends.
 
-
 use sha2::{Digest, Sha256};
 use wacore::download::MediaType;
 use wacore_binary::builder::NodeBuilder;
@@ -99,7 +98,14 @@ pub(crate) async fn on_message(conn: &mut Conn, node: &Node) -> Result<(), ConnE
 }
 
 /// A virtual phone decrypts what was sent to it and records it. False if it could not.
-async fn phone_receives(shared: &Shared, target: &Jid, sender: &Jid, id: &str, enc_type: &str, ciphertext: &[u8]) -> bool {
+async fn phone_receives(
+    shared: &Shared,
+    target: &Jid,
+    sender: &Jid,
+    id: &str,
+    enc_type: &str,
+    ciphertext: &[u8],
+) -> bool {
     shared.ensure_phone(&target.user);
     let device0 = {
         let mut reg = shared.lock();
@@ -121,9 +127,8 @@ async fn phone_receives(shared: &Shared, target: &Jid, sender: &Jid, id: &str, e
         let phone = reg.phone(&target.user);
         // A phone shows a message id from one sender once, however often it is resent.
         let sender_user = sender.user.as_str();
-        let seen = phone.messages.iter().any(|m| {
-            m.id == record.id && m.from.split([':', '@']).next() == Some(sender_user)
-        });
+        let seen =
+            phone.messages.iter().any(|m| m.id == record.id && m.from.split([':', '@']).next() == Some(sender_user));
         if seen {
             phone.duplicates += 1;
             tracing::info!(phone = %target.user, from = %sender, id, "virtual phone ignored a resent message");
@@ -287,11 +292,8 @@ pub(crate) async fn phone_to_device(
     let device0 = shared.lock().phone(from).device0.clone();
     let target_jid = target.jid();
     let mut device0 = device0.lock().await;
-    let bundle = if device0.has_session(&target_jid) {
-        None
-    } else {
-        shared.lock().devices.get_mut(target).map(|d| d.bundle())
-    };
+    let bundle =
+        if device0.has_session(&target_jid) { None } else { shared.lock().devices.get_mut(target).map(|d| d.bundle()) };
     let (enc_type, ciphertext) = device0.encrypt_for(&target_jid, bundle.as_ref(), message).await?;
     drop(device0);
     let mut enc = NodeBuilder::new("enc").attr("v", "2").attr("type", enc_type.as_str());
@@ -309,4 +311,3 @@ pub(crate) async fn phone_to_device(
     shared.lock().deliver(target, node);
     Ok(())
 }
-

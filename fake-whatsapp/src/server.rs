@@ -152,9 +152,14 @@ impl FakeWhatsApp {
         let cancel = CancellationToken::new();
         let store = MediaStore::new();
         let media_auth = format!("fake-auth-{}", crate::routing::hex(&rand::rng().random::<[u8; 8]>()));
-        let media =
-            MediaServer::start(config.media_listen, config.ca_out.clone(), media_auth.clone(), store.clone(), cancel.clone())
-                .await?;
+        let media = MediaServer::start(
+            config.media_listen,
+            config.ca_out.clone(),
+            media_auth.clone(),
+            store.clone(),
+            cancel.clone(),
+        )
+        .await?;
         let identity = ServerIdentity::generate().map_err(|e| StartError::Identity(e.to_string()))?;
         let shared = Arc::new(Shared {
             identity,
@@ -256,7 +261,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<F
 }
 
 fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let is_ws = req.headers().get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let is_ws =
+        req.headers().get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned().filter(|_| is_ws) else {
         return admin::error(StatusCode::NOT_FOUND, "not found");
     };

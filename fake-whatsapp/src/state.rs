@@ -213,8 +213,7 @@ impl Registry {
 
     /// Live companions of a phone (not removed), by device id.
     pub(crate) fn companions(&self, phone: &str) -> Vec<&Device> {
-        let mut out: Vec<&Device> =
-            self.devices.values().filter(|d| d.key.phone == phone && !d.removed).collect();
+        let mut out: Vec<&Device> = self.devices.values().filter(|d| d.key.phone == phone && !d.removed).collect();
         out.sort_by_key(|d| d.key.device);
         out
     }

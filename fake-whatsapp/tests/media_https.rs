@@ -17,9 +17,7 @@ const AUTH: &str = "test-media-auth";
 /// An agent trusting only the CA in `ca_pem` and returning non-2xx as responses.
 fn agent_trusting(ca_pem: &[u8]) -> ureq::Agent {
     let ca = Certificate::from_pem(ca_pem).expect("CA PEM").to_owned();
-    let tls = TlsConfig::builder()
-        .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
-        .build();
+    let tls = TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(vec![ca]))).build();
     ureq::Agent::config_builder()
         .tls_config(tls)
         .http_status_as_error(false)
@@ -99,28 +97,12 @@ async fn upload_download_and_errors_over_https() {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let token = token_of(&data);
     let upload_url = format!("https://{host}/mms/document/{token}?auth={AUTH}&token={token}");
-    let reply = post(&agent, upload_url.clone(), data.clone())
-        .await
-        .expect("upload");
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    let reply = post(&agent, upload_url.clone(), data.clone()).await.expect("upload");
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     let json = reply.json().expect("JSON upload answer");
-    let direct_path = json["direct_path"]
-        .as_str()
-        .expect("direct_path")
-        .to_owned();
-    assert!(
-        direct_path.starts_with("/v/") && !direct_path.contains('?'),
-        "{direct_path}"
-    );
-    assert_eq!(
-        json["url"].as_str(),
-        Some(format!("https://{host}{direct_path}").as_str())
-    );
+    let direct_path = json["direct_path"].as_str().expect("direct_path").to_owned();
+    assert!(direct_path.starts_with("/v/") && !direct_path.contains('?'), "{direct_path}");
+    assert_eq!(json["url"].as_str(), Some(format!("https://{host}{direct_path}").as_str()));
     let blob = store.get(&direct_path).expect("blob stored");
     assert_eq!(blob.media_type, "document");
     assert_eq!(blob.token(), token);
@@ -131,86 +113,50 @@ async fn upload_download_and_errors_over_https() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, data);
     // Without auth (WA Web style) the token alone is enough.
-    let reply = get(&agent, format!("https://{host}{direct_path}?token={token}"))
-        .await
-        .unwrap();
+    let reply = get(&agent, format!("https://{host}{direct_path}?token={token}")).await.unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, data);
 
     // Wrong token: sha256(body) does not match.
     let other = token_of(b"something else");
-    let reply = post(
-        &agent,
-        format!("https://{host}/mms/document/{other}?auth={AUTH}&token={other}"),
-        data.clone(),
-    )
-    .await
-    .unwrap();
+    let reply = post(&agent, format!("https://{host}/mms/document/{other}?auth={AUTH}&token={other}"), data.clone())
+        .await
+        .unwrap();
     assert_eq!(reply.status, 400);
     assert!(reply.json().is_some_and(|j| j["error"].is_string()));
 
     // Wrong auth: 401 on upload and download.
-    let reply = post(
-        &agent,
-        format!("https://{host}/mms/document/{token}?auth=nope&token={token}"),
-        data.clone(),
-    )
-    .await
-    .unwrap();
+    let reply = post(&agent, format!("https://{host}/mms/document/{token}?auth=nope&token={token}"), data.clone())
+        .await
+        .unwrap();
     assert_eq!(reply.status, 401);
-    let reply = get(
-        &agent,
-        format!("https://{host}{direct_path}?auth=nope&token={token}"),
-    )
-    .await
-    .unwrap();
+    let reply = get(&agent, format!("https://{host}{direct_path}?auth=nope&token={token}")).await.unwrap();
     assert_eq!(reply.status, 401);
 
     // Unknown direct path and a wrong download token.
-    let reply = get(
-        &agent,
-        format!("https://{host}/v/fake/404.enc?auth={AUTH}&token={token}"),
-    )
-    .await
-    .unwrap();
+    let reply = get(&agent, format!("https://{host}/v/fake/404.enc?auth={AUTH}&token={token}")).await.unwrap();
     assert_eq!(reply.status, 404);
-    let reply = get(
-        &agent,
-        format!("https://{host}{direct_path}?auth={AUTH}&token={other}"),
-    )
-    .await
-    .unwrap();
+    let reply = get(&agent, format!("https://{host}{direct_path}?auth={AUTH}&token={other}")).await.unwrap();
     assert_eq!(reply.status, 404);
 
     // Resume probe (the client reads 4xx or non-JSON as "not found, upload fully").
-    let reply = post(&agent, format!("{upload_url}&resume=1"), Vec::new())
-        .await
-        .unwrap();
+    let reply = post(&agent, format!("{upload_url}&resume=1"), Vec::new()).await.unwrap();
     let says_resume = reply.status < 400 && reply.json().is_some_and(|j| j.get("resume").is_some());
-    assert!(
-        !says_resume,
-        "status {} body {:?}",
-        reply.status,
-        reply.json()
-    );
+    assert!(!says_resume, "status {} body {:?}", reply.status, reply.json());
     assert!(reply.status >= 400);
 
     // Other methods.
     let agent2 = agent.clone();
     let url = format!("https://{host}{direct_path}");
-    let status = tokio::task::spawn_blocking(move || {
-        agent2.delete(&url).call().map(|r| r.status().as_u16())
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let status = tokio::task::spawn_blocking(move || agent2.delete(&url).call().map(|r| r.status().as_u16()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status, 405);
 
     // A later auth rotation makes the old auth fail (the client then refreshes media_conn).
     server.set_auth("rotated");
-    let reply = post(&agent, upload_url.clone(), data.clone())
-        .await
-        .unwrap();
+    let reply = post(&agent, upload_url.clone(), data.clone()).await.unwrap();
     assert_eq!(reply.status, 401);
     let rotated = format!("https://{host}/mms/image/{token}?auth=rotated&token={token}");
     let reply = post(&agent, rotated, data.clone()).await.unwrap();
@@ -218,9 +164,7 @@ async fn upload_download_and_errors_over_https() {
     assert_eq!(store.len(), 2);
 
     let ca_file = server.ca_file().to_owned();
-    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
-        .await
-        .expect("shutdown finishes");
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown()).await.expect("shutdown finishes");
     assert!(!ca_file.exists(), "temp CA file removed on shutdown");
 }
 
@@ -253,37 +197,19 @@ async fn garbage_and_untrusted_clients_do_not_kill_the_server() {
     let data = b"hello media".to_vec();
     let token = token_of(&data);
     let url = format!("https://{host}/mms/image/{token}?auth={AUTH}&token={token}");
-    assert!(
-        post(&wrong_agent, url.clone(), data.clone()).await.is_err(),
-        "untrusted CA must fail"
-    );
+    assert!(post(&wrong_agent, url.clone(), data.clone()).await.is_err(), "untrusted CA must fail");
     other_server.shutdown().await;
 
     // A later request still works.
-    let reply = post(&agent, url, data.clone())
-        .await
-        .expect("server still alive");
+    let reply = post(&agent, url, data.clone()).await.expect("server still alive");
     assert_eq!(reply.status, 200);
-    let direct_path = reply.json().unwrap()["direct_path"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let reply = get(
-        &agent,
-        format!("https://{host}{direct_path}?auth={AUTH}&token={token}"),
-    )
-    .await
-    .unwrap();
+    let direct_path = reply.json().unwrap()["direct_path"].as_str().unwrap().to_owned();
+    let reply = get(&agent, format!("https://{host}{direct_path}?auth={AUTH}&token={token}")).await.unwrap();
     assert_eq!(reply.body, data);
 
     // Also over "localhost" (DNS SAN).
     let port = server.addr().port();
-    let reply = get(
-        &agent,
-        format!("https://localhost:{port}{direct_path}?auth={AUTH}&token={token}"),
-    )
-    .await
-    .unwrap();
+    let reply = get(&agent, format!("https://localhost:{port}{direct_path}?auth={AUTH}&token={token}")).await.unwrap();
     assert_eq!(reply.status, 200);
 
     server.shutdown().await;
@@ -303,14 +229,9 @@ async fn whatsapp_rust_http_client_roundtrip() {
 
     let (server, _store) = start(None).await;
     let host = server.host();
-    let ca = Certificate::from_pem(server.ca_pem().as_bytes())
-        .unwrap()
-        .to_owned();
-    let tls = TlsConfig::builder()
-        .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
-        .build();
-    let http =
-        UreqHttpClient::with_agent(ureq::Agent::config_builder().tls_config(tls).build().into());
+    let ca = Certificate::from_pem(server.ca_pem().as_bytes()).unwrap().to_owned();
+    let tls = TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(vec![ca]))).build();
+    let http = UreqHttpClient::with_agent(ureq::Agent::config_builder().tls_config(tls).build().into());
 
     let plaintext = b"%PDF-1.4 fake pdf for the media test".repeat(1000);
     let enc = encrypt_media(&plaintext, MediaType::Document).unwrap();
@@ -320,9 +241,7 @@ async fn whatsapp_rust_http_client_roundtrip() {
 
     // The resume probe (sent for big files) must come back as Ok(non-2xx).
     let probe = http
-        .execute(HttpRequest::post(format!(
-            "https://{host}{upload_path}/{token}?auth={auth}&token={token}&resume=1"
-        )))
+        .execute(HttpRequest::post(format!("https://{host}{upload_path}/{token}?auth={auth}&token={token}&resume=1")))
         .await
         .unwrap();
     assert!(probe.status_code >= 400);
@@ -330,11 +249,9 @@ async fn whatsapp_rust_http_client_roundtrip() {
     // Wrong auth is an Ok(401) (what triggers the client's media_conn refresh).
     let resp = http
         .execute(
-            HttpRequest::post(format!(
-                "https://{host}{upload_path}/{token}?auth=stale&token={token}"
-            ))
-            .with_header("Content-Type", "application/octet-stream")
-            .with_body(enc.data_to_upload.clone()),
+            HttpRequest::post(format!("https://{host}{upload_path}/{token}?auth=stale&token={token}"))
+                .with_header("Content-Type", "application/octet-stream")
+                .with_body(enc.data_to_upload.clone()),
         )
         .await
         .unwrap();
@@ -342,12 +259,10 @@ async fn whatsapp_rust_http_client_roundtrip() {
 
     let resp = http
         .execute(
-            HttpRequest::post(format!(
-                "https://{host}{upload_path}/{token}?auth={auth}&token={token}"
-            ))
-            .with_header("Content-Type", "application/octet-stream")
-            .with_header("Origin", "https://web.whatsapp.com")
-            .with_body(enc.data_to_upload.clone()),
+            HttpRequest::post(format!("https://{host}{upload_path}/{token}?auth={auth}&token={token}"))
+                .with_header("Content-Type", "application/octet-stream")
+                .with_header("Origin", "https://web.whatsapp.com")
+                .with_body(enc.data_to_upload.clone()),
         )
         .await
         .unwrap();
@@ -355,15 +270,10 @@ async fn whatsapp_rust_http_client_roundtrip() {
     let json: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
     let direct_path = json["direct_path"].as_str().unwrap();
 
-    let resp = http
-        .execute(HttpRequest::get(format!(
-            "https://{host}{direct_path}?auth={auth}&token={token}"
-        )))
-        .await
-        .unwrap();
+    let resp =
+        http.execute(HttpRequest::get(format!("https://{host}{direct_path}?auth={auth}&token={token}"))).await.unwrap();
     assert_eq!(resp.status_code, 200);
-    let decrypted =
-        DownloadUtils::verify_and_decrypt(&resp.body, &enc.media_key, MediaType::Document).unwrap();
+    let decrypted = DownloadUtils::verify_and_decrypt(&resp.body, &enc.media_key, MediaType::Document).unwrap();
     assert_eq!(decrypted, plaintext);
 
     server.shutdown().await;

@@ -121,7 +121,9 @@ async fn inbound_text_and_document_from_a_virtual_phone() {
         .expect("phone sends a document");
     let doc = client
         .wait_for("inbound document", |e| match e {
-            Event::Messages(batch) => batch.messages.iter().find_map(|m| m.message.document_message.as_option().cloned()),
+            Event::Messages(batch) => {
+                batch.messages.iter().find_map(|m| m.message.document_message.as_option().cloned())
+            }
             _ => None,
         })
         .await;

@@ -26,9 +26,7 @@ pub struct Authenticator {
 impl Authenticator {
     /// Remembers the digest of `token` (not the token).
     pub fn new(token: &ApiToken) -> Authenticator {
-        Authenticator {
-            digest: sha256(token.expose().as_bytes()),
-        }
+        Authenticator { digest: sha256(token.expose().as_bytes()) }
     }
 
     /// REST check: `Authorization: Bearer <token>`.
@@ -56,11 +54,7 @@ impl Authenticator {
     /// Returns the offered protocol that carried the token, which the 101 response must echo
     /// (a browser fails the connection if the server selects none of the protocols it offered),
     /// or `None` when the token came from the header or the query.
-    pub fn check_ws(
-        &self,
-        headers: &HeaderMap,
-        query: Option<&str>,
-    ) -> Result<Option<String>, ApiError> {
+    pub fn check_ws(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>, ApiError> {
         let mut offered = false;
 
         // Protocols first: if the token is among them, that protocol must be echoed even when
@@ -140,11 +134,7 @@ fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// The raw (still percent-encoded) value of the first `name=` parameter of a query string.
 fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+    query.split('&').filter_map(|pair| pair.split_once('=')).find(|(key, _)| *key == name).map(|(_, value)| value)
 }
 
 /// Decodes `%XX` escapes; `None` on a malformed escape. `+` stays `+`: tokens may be base64,
@@ -210,10 +200,7 @@ mod tests {
             headers(&[("authorization", &format!("Bearer{TOKEN}"))]),
             headers(&[("authorization", TOKEN)]),
         ] {
-            assert!(
-                matches!(auth().check_bearer(&h), Err(ApiError::MissingToken)),
-                "{h:?}"
-            );
+            assert!(matches!(auth().check_bearer(&h), Err(ApiError::MissingToken)), "{h:?}");
         }
     }
 
@@ -221,10 +208,7 @@ mod tests {
     fn bearer_wrong_token_is_403() {
         for wrong in ["nope", "s3cret+token/with=char", "S3CRET+TOKEN/WITH=CHARS"] {
             let h = headers(&[("authorization", &format!("Bearer {wrong}"))]);
-            assert!(matches!(
-                auth().check_bearer(&h),
-                Err(ApiError::InvalidToken)
-            ));
+            assert!(matches!(auth().check_bearer(&h), Err(ApiError::InvalidToken)));
         }
     }
 
@@ -244,31 +228,13 @@ mod tests {
     #[test]
     fn ws_query_errors() {
         let empty = headers(&[]);
-        assert!(matches!(
-            auth().check_ws(&empty, None),
-            Err(ApiError::MissingToken)
-        ));
-        assert!(matches!(
-            auth().check_ws(&empty, Some("a=b")),
-            Err(ApiError::MissingToken)
-        ));
-        assert!(matches!(
-            auth().check_ws(&empty, Some("token=wrong")),
-            Err(ApiError::InvalidToken)
-        ));
-        assert!(matches!(
-            auth().check_ws(&empty, Some("token=%zz")),
-            Err(ApiError::InvalidToken)
-        ));
-        assert!(matches!(
-            auth().check_ws(&empty, Some("token=")),
-            Err(ApiError::InvalidToken)
-        ));
+        assert!(matches!(auth().check_ws(&empty, None), Err(ApiError::MissingToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("a=b")), Err(ApiError::MissingToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("token=wrong")), Err(ApiError::InvalidToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("token=%zz")), Err(ApiError::InvalidToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("token=")), Err(ApiError::InvalidToken)));
         let h = headers(&[("authorization", "Bearer wrong")]);
-        assert!(matches!(
-            auth().check_ws(&h, None),
-            Err(ApiError::InvalidToken)
-        ));
+        assert!(matches!(auth().check_ws(&h, None), Err(ApiError::InvalidToken)));
     }
 
     #[test]
@@ -277,24 +243,15 @@ mod tests {
         let a = Authenticator::new(&ApiToken::new(hex));
 
         let h = headers(&[("sec-websocket-protocol", &format!("json, bearer.{hex}"))]);
-        assert_eq!(
-            a.check_ws(&h, None).unwrap().as_deref(),
-            Some(format!("bearer.{hex}").as_str())
-        );
+        assert_eq!(a.check_ws(&h, None).unwrap().as_deref(), Some(format!("bearer.{hex}").as_str()));
 
-        let h = headers(&[
-            ("sec-websocket-protocol", "json"),
-            ("sec-websocket-protocol", hex),
-        ]);
+        let h = headers(&[("sec-websocket-protocol", "json"), ("sec-websocket-protocol", hex)]);
         assert_eq!(a.check_ws(&h, None).unwrap().as_deref(), Some(hex));
 
         // Token also in the query: still echo the protocol that carried it.
         let h = headers(&[("sec-websocket-protocol", &format!("Bearer.{hex}"))]);
         let query = format!("token={hex}");
-        assert_eq!(
-            a.check_ws(&h, Some(&query)).unwrap().as_deref(),
-            Some(format!("Bearer.{hex}").as_str())
-        );
+        assert_eq!(a.check_ws(&h, Some(&query)).unwrap().as_deref(), Some(format!("Bearer.{hex}").as_str()));
     }
 
     #[test]
@@ -306,10 +263,7 @@ mod tests {
         let h = headers(&[("sec-websocket-protocol", "json")]);
         assert!(matches!(a.check_ws(&h, None), Err(ApiError::MissingToken)));
         // ...but a valid token elsewhere still authenticates, with nothing to echo.
-        let h = headers(&[
-            ("sec-websocket-protocol", "json"),
-            ("authorization", &format!("Bearer {TOKEN}")),
-        ]);
+        let h = headers(&[("sec-websocket-protocol", "json"), ("authorization", &format!("Bearer {TOKEN}"))]);
         assert_eq!(a.check_ws(&h, None).unwrap(), None);
     }
 

@@ -119,9 +119,7 @@ impl ApiError {
             | ApiError::NotAPdf
             | ApiError::InvalidFileName(_)
             | ApiError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
-            ApiError::SessionNotFound | ApiError::NotFound | ApiError::MessageNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::SessionNotFound | ApiError::NotFound | ApiError::MessageNotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -172,10 +170,7 @@ impl ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::InvalidToken => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                );
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -215,15 +210,8 @@ struct ErrorDetail<'a> {
 
 /// Builds `{"success":false,"error":{"code":…,"message":…}}` with `status`; shared with the
 /// WebSocket handshake rejections so every error body has one shape.
-pub(crate) fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-) -> Response<Full<Bytes>> {
-    let body = ErrorBody {
-        success: false,
-        error: ErrorDetail { code, message },
-    };
+pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = ErrorBody { success: false, error: ErrorDetail { code, message } };
     super::json_response(status, &body)
 }
 
@@ -238,9 +226,7 @@ mod tests {
     }
 
     fn body_bytes(response: Response<Full<Bytes>>) -> Bytes {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async { response.into_body().collect().await.unwrap().to_bytes() })
     }
 
@@ -280,10 +266,7 @@ mod tests {
 
     #[test]
     fn queue_full_has_retry_after() {
-        let response = ApiError::QueueFull {
-            retry_after_secs: 7,
-        }
-        .into_response();
+        let response = ApiError::QueueFull { retry_after_secs: 7 }.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
         assert_eq!(body_json(response)["error"]["code"], "QUEUE_FULL");
@@ -304,14 +287,7 @@ mod tests {
     fn statuses_and_codes() {
         let cases: Vec<(ApiError, u16, &str)> = vec![
             (ApiError::BadJson, 400, "BAD_JSON"),
-            (
-                ApiError::WrongFieldType {
-                    field: "to",
-                    expected: "a string",
-                },
-                400,
-                "INVALID_FIELD_TYPE",
-            ),
+            (ApiError::WrongFieldType { field: "to", expected: "a string" }, 400, "INVALID_FIELD_TYPE"),
             (InvalidSessionId.into(), 400, "INVALID_SESSION_ID"),
             (InvalidPhone.into(), 400, "INVALID_PHONE"),
             (ApiError::InvalidBase64, 400, "INVALID_BASE64"),
@@ -319,16 +295,8 @@ mod tests {
             (InvalidFileName::Empty.into(), 400, "INVALID_FILE_NAME"),
             (ApiError::SessionNotFound, 404, "SESSION_NOT_FOUND"),
             (ApiError::NotFound, 404, "NOT_FOUND"),
-            (
-                ApiError::PayloadTooLarge { limit: 10 },
-                413,
-                "PAYLOAD_TOO_LARGE",
-            ),
-            (
-                ApiError::UnsupportedMediaType,
-                415,
-                "UNSUPPORTED_MEDIA_TYPE",
-            ),
+            (ApiError::PayloadTooLarge { limit: 10 }, 413, "PAYLOAD_TOO_LARGE"),
+            (ApiError::UnsupportedMediaType, 415, "UNSUPPORTED_MEDIA_TYPE"),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status().as_u16(), status, "{err:?}");
@@ -338,21 +306,9 @@ mod tests {
 
     #[test]
     fn pdf_errors_map_to_api_errors() {
-        assert!(matches!(
-            ApiError::from(PdfError::Empty),
-            ApiError::MissingField("pdfBase64")
-        ));
-        assert!(matches!(
-            ApiError::from(PdfError::InvalidBase64),
-            ApiError::InvalidBase64
-        ));
-        assert!(matches!(
-            ApiError::from(PdfError::NotAPdf),
-            ApiError::NotAPdf
-        ));
-        assert!(matches!(
-            ApiError::from(PdfError::TooLarge { limit: 5 }),
-            ApiError::PayloadTooLarge { limit: 5 }
-        ));
+        assert!(matches!(ApiError::from(PdfError::Empty), ApiError::MissingField("pdfBase64")));
+        assert!(matches!(ApiError::from(PdfError::InvalidBase64), ApiError::InvalidBase64));
+        assert!(matches!(ApiError::from(PdfError::NotAPdf), ApiError::NotAPdf));
+        assert!(matches!(ApiError::from(PdfError::TooLarge { limit: 5 }), ApiError::PayloadTooLarge { limit: 5 }));
     }
 }

@@ -23,13 +23,13 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::journal::IdempotencyKey;
 use crate::queue::{EnqueueError, Queue};
-use sha2::{Digest, Sha256};
 use crate::session::{SessionId, SessionManager};
 use crate::shutdown::Shutdown;
 use crate::ws;
 use auth::Authenticator;
 use error::ApiError;
 use send_pdf::{SendPdfAccepted, SendPdfRequest};
+use sha2::{Digest, Sha256};
 
 /// How long in-flight HTTP requests get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -141,7 +141,11 @@ async fn send_pdf(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Full<Byt
         .collect()
         .await
         .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() { ApiError::PayloadTooLarge { limit } } else { ApiError::BadJson }
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::BadJson
+            }
         })?
         .to_bytes();
     let request = SendPdfRequest::parse(&body)?;
@@ -149,18 +153,17 @@ async fn send_pdf(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Full<Byt
         return Err(ApiError::SessionNotFound);
     }
     let idempotency = idempotency.map(|key| IdempotencyKey { key, fingerprint: Sha256::digest(&body).into() });
-    let enqueued = ctx
-        .queue
-        .enqueue(&request.session_id, request.to, request.pdf, request.file_name, idempotency)
-        .await
-        .map_err(|e| match e {
-            EnqueueError::Full { retry_after } => {
-                ApiError::QueueFull { retry_after_secs: retry_after.as_secs_f64().ceil() as u64 }
-            }
-            EnqueueError::KeyReused => ApiError::IdempotencyKeyReused,
-            EnqueueError::DiskFull => ApiError::InsufficientStorage,
-            EnqueueError::Journal(e) => ApiError::internal(e),
-        })?;
+    let enqueued =
+        ctx.queue.enqueue(&request.session_id, request.to, request.pdf, request.file_name, idempotency).await.map_err(
+            |e| match e {
+                EnqueueError::Full { retry_after } => {
+                    ApiError::QueueFull { retry_after_secs: retry_after.as_secs_f64().ceil() as u64 }
+                }
+                EnqueueError::KeyReused => ApiError::IdempotencyKeyReused,
+                EnqueueError::DiskFull => ApiError::InsufficientStorage,
+                EnqueueError::Journal(e) => ApiError::internal(e),
+            },
+        )?;
     Ok(SendPdfAccepted::new(enqueued.id()).into_response())
 }
 
@@ -182,7 +185,11 @@ async fn message_status(ctx: &Ctx, id: &str, req: &Request<Incoming>) -> Result<
     }
 }
 
-async fn session_socket(ctx: &Ctx, raw_id: String, mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn session_socket(
+    ctx: &Ctx,
+    raw_id: String,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let id = SessionId::parse(&raw_id)?;
     let protocol = ctx.auth.check_ws(req.headers(), req.uri().query())?;
     let upgrade = match ws::handshake::validate_upgrade(&req) {
@@ -195,9 +202,12 @@ async fn session_socket(ctx: &Ctx, raw_id: String, mut req: Request<Incoming>) -
     ctx.shutdown.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws::handshake::socket_config()))
-                        .await;
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws::handshake::socket_config()),
+                )
+                .await;
                 ws::socket::serve(socket, watcher, cancel).await;
             }
             Err(e) => tracing::debug!(session = %id, error = %e, "websocket upgrade failed"),

@@ -64,19 +64,11 @@ impl SendPdfRequest {
             None | Some(Value::Null) => FileName::default(),
             Some(Value::String(name)) => FileName::parse(&name)?,
             Some(_) => {
-                return Err(ApiError::WrongFieldType {
-                    field: "fileName",
-                    expected: "a string",
-                });
+                return Err(ApiError::WrongFieldType { field: "fileName", expected: "a string" });
             }
         };
 
-        Ok(SendPdfRequest {
-            session_id,
-            to,
-            pdf,
-            file_name,
-        })
+        Ok(SendPdfRequest { session_id, to, pdf, file_name })
     }
 }
 
@@ -85,10 +77,7 @@ fn required_string(value: Option<Value>, field: &'static str) -> Result<String, 
         None | Some(Value::Null) => Err(ApiError::MissingField(field)),
         Some(Value::String(s)) if s.trim().is_empty() => Err(ApiError::MissingField(field)),
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(ApiError::WrongFieldType {
-            field,
-            expected: "a string",
-        }),
+        Some(_) => Err(ApiError::WrongFieldType { field, expected: "a string" }),
     }
 }
 
@@ -98,17 +87,8 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
-    let essence = value
-        .as_bytes()
-        .split(|b| *b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    if essence.eq_ignore_ascii_case(b"application/json") {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType)
-    }
+    let essence = value.as_bytes().split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+    if essence.eq_ignore_ascii_case(b"application/json") { Ok(()) } else { Err(ApiError::UnsupportedMediaType) }
 }
 
 /// The `202 Accepted` body: `{"success":true,"message":"Mensaje encolado para envío.","messageId":"…"}`.
@@ -123,11 +103,7 @@ pub struct SendPdfAccepted {
 impl SendPdfAccepted {
     /// The answer for the queued job `message_id`.
     pub fn new(message_id: impl fmt::Display) -> SendPdfAccepted {
-        SendPdfAccepted {
-            success: true,
-            message: ACCEPTED_MESSAGE,
-            message_id: message_id.to_string(),
-        }
+        SendPdfAccepted { success: true, message: ACCEPTED_MESSAGE, message_id: message_id.to_string() }
     }
 
     /// The id the client can use to correlate logs.
@@ -170,59 +146,26 @@ mod tests {
     fn file_name_given_null_or_invalid() {
         let mut v = valid();
         v["fileName"] = json!("Factura F001-23");
-        assert_eq!(
-            SendPdfRequest::parse(&body(v.clone()))
-                .unwrap()
-                .file_name
-                .as_str(),
-            "Factura F001-23.pdf"
-        );
+        assert_eq!(SendPdfRequest::parse(&body(v.clone())).unwrap().file_name.as_str(), "Factura F001-23.pdf");
         v["fileName"] = json!(null);
-        assert_eq!(
-            SendPdfRequest::parse(&body(v.clone()))
-                .unwrap()
-                .file_name
-                .as_str(),
-            "Comprobante.pdf"
-        );
+        assert_eq!(SendPdfRequest::parse(&body(v.clone())).unwrap().file_name.as_str(), "Comprobante.pdf");
         v["fileName"] = json!("../etc/passwd");
-        assert!(matches!(
-            SendPdfRequest::parse(&body(v.clone())),
-            Err(ApiError::InvalidFileName(_))
-        ));
+        assert!(matches!(SendPdfRequest::parse(&body(v.clone())), Err(ApiError::InvalidFileName(_))));
         v["fileName"] = json!(12);
-        assert!(matches!(
-            SendPdfRequest::parse(&body(v)),
-            Err(ApiError::WrongFieldType {
-                field: "fileName",
-                ..
-            })
-        ));
+        assert!(matches!(SendPdfRequest::parse(&body(v)), Err(ApiError::WrongFieldType { field: "fileName", .. })));
     }
 
     #[test]
     fn phone_may_be_a_number_or_formatted() {
         let mut v = valid();
         v["to"] = json!(51987654321u64);
-        assert_eq!(
-            SendPdfRequest::parse(&body(v.clone())).unwrap().to.digits(),
-            "51987654321"
-        );
+        assert_eq!(SendPdfRequest::parse(&body(v.clone())).unwrap().to.digits(), "51987654321");
         v["to"] = json!("+51 987-654-321");
-        assert_eq!(
-            SendPdfRequest::parse(&body(v.clone())).unwrap().to.digits(),
-            "51987654321"
-        );
+        assert_eq!(SendPdfRequest::parse(&body(v.clone())).unwrap().to.digits(), "51987654321");
         v["to"] = json!("12345");
-        assert!(matches!(
-            SendPdfRequest::parse(&body(v.clone())),
-            Err(ApiError::InvalidPhone(_))
-        ));
+        assert!(matches!(SendPdfRequest::parse(&body(v.clone())), Err(ApiError::InvalidPhone(_))));
         v["to"] = json!(-51987654321i64);
-        assert!(matches!(
-            SendPdfRequest::parse(&body(v)),
-            Err(ApiError::WrongFieldType { field: "to", .. })
-        ));
+        assert!(matches!(SendPdfRequest::parse(&body(v)), Err(ApiError::WrongFieldType { field: "to", .. })));
     }
 
     #[test]
@@ -246,11 +189,7 @@ mod tests {
 
     #[test]
     fn wrong_types_are_named() {
-        for (field, value) in [
-            ("sessionId", json!(1)),
-            ("pdfBase64", json!(["x"])),
-            ("to", json!(true)),
-        ] {
+        for (field, value) in [("sessionId", json!(1)), ("pdfBase64", json!(["x"])), ("to", json!(true))] {
             let mut v = valid();
             v[field] = value;
             match SendPdfRequest::parse(&body(v)) {
@@ -264,22 +203,13 @@ mod tests {
     fn value_rules_map_to_their_errors() {
         let mut v = valid();
         v["sessionId"] = json!("../x");
-        assert!(matches!(
-            SendPdfRequest::parse(&body(v)),
-            Err(ApiError::InvalidSessionId(_))
-        ));
+        assert!(matches!(SendPdfRequest::parse(&body(v)), Err(ApiError::InvalidSessionId(_))));
         let mut v = valid();
         v["pdfBase64"] = json!("not base64!");
-        assert!(matches!(
-            SendPdfRequest::parse(&body(v)),
-            Err(ApiError::InvalidBase64)
-        ));
+        assert!(matches!(SendPdfRequest::parse(&body(v)), Err(ApiError::InvalidBase64)));
         let mut v = valid();
         v["pdfBase64"] = json!("aGVsbG8="); // "hello"
-        assert!(matches!(
-            SendPdfRequest::parse(&body(v)),
-            Err(ApiError::NotAPdf)
-        ));
+        assert!(matches!(SendPdfRequest::parse(&body(v)), Err(ApiError::NotAPdf)));
         let mut v = valid();
         v["pdfBase64"] = json!(format!("data:application/pdf;base64,{PDF_B64}"));
         assert!(SendPdfRequest::parse(&body(v)).is_ok());
@@ -287,18 +217,8 @@ mod tests {
 
     #[test]
     fn non_object_bodies_are_bad_json() {
-        for raw in [
-            &b""[..],
-            b"{",
-            b"[]",
-            b"\"x\"",
-            b"null",
-            b"{\"sessionId\":\"a\",\"sessionId\":\"b\"}",
-        ] {
-            assert!(
-                matches!(SendPdfRequest::parse(raw), Err(ApiError::BadJson)),
-                "{raw:?}"
-            );
+        for raw in [&b""[..], b"{", b"[]", b"\"x\"", b"null", b"{\"sessionId\":\"a\",\"sessionId\":\"b\"}"] {
+            assert!(matches!(SendPdfRequest::parse(raw), Err(ApiError::BadJson)), "{raw:?}");
         }
     }
 
@@ -306,25 +226,13 @@ mod tests {
     fn content_type_rules() {
         let mut h = HeaderMap::new();
         assert!(check_content_type(&h).is_ok());
-        for ok in [
-            "application/json",
-            "Application/JSON; charset=utf-8",
-            " application/json ;x=y",
-        ] {
+        for ok in ["application/json", "Application/JSON; charset=utf-8", " application/json ;x=y"] {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ok));
             assert!(check_content_type(&h).is_ok(), "{ok}");
         }
-        for bad in [
-            "text/plain",
-            "application/x-www-form-urlencoded",
-            "application/jsonx",
-            "",
-        ] {
+        for bad in ["text/plain", "application/x-www-form-urlencoded", "application/jsonx", ""] {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(bad));
-            assert!(
-                matches!(check_content_type(&h), Err(ApiError::UnsupportedMediaType)),
-                "{bad}"
-            );
+            assert!(matches!(check_content_type(&h), Err(ApiError::UnsupportedMediaType)), "{bad}");
         }
     }
 

@@ -56,11 +56,7 @@ impl JournalError {
 
 impl From<io::Error> for JournalError {
     fn from(error: io::Error) -> Self {
-        if is_storage_full(&error) {
-            JournalError::DiskFull
-        } else {
-            JournalError::Io(Arc::new(error))
-        }
+        if is_storage_full(&error) { JournalError::DiskFull } else { JournalError::Io(Arc::new(error)) }
     }
 }
 
@@ -79,8 +75,6 @@ impl From<rusqlite::Error> for JournalError {
 /// Whether an I/O error means "no space left": `StorageFull` / `QuotaExceeded`, or a raw
 /// `ENOSPC` whatever kind it was given.
 pub(super) fn is_storage_full(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    ) || error.raw_os_error() == Some(ENOSPC)
+    matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+        || error.raw_os_error() == Some(ENOSPC)
 }

@@ -34,8 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use error::JournalError;
 pub use model::{
-    Accepted, DeliveryStatus, IdempotencyKey, JournalStats, MessageRecord, NewMessage,
-    PendingMessage, Pruned,
+    Accepted, DeliveryStatus, IdempotencyKey, JournalStats, MessageRecord, NewMessage, PendingMessage, Pruned,
 };
 use outbox::Outbox;
 use store::NewRow;
@@ -80,9 +79,7 @@ impl Drop for Inner {
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal")
-            .field("outbox", &self.inner.outbox)
-            .finish_non_exhaustive()
+        f.debug_struct("Journal").field("outbox", &self.inner.outbox).finish_non_exhaustive()
     }
 }
 
@@ -142,12 +139,10 @@ impl Journal {
         tokio::task::spawn_blocking(move || {
             outbox.write_new(&row.message_id, &pdf)?;
             let message_id = row.message_id.clone();
-            commands
-                .blocking_send(Command::Accept { row, reply })
-                .map_err(|_| {
-                    outbox.remove(&message_id);
-                    JournalError::Closed
-                })
+            commands.blocking_send(Command::Accept { row, reply }).map_err(|_| {
+                outbox.remove(&message_id);
+                JournalError::Closed
+            })
         })
         .await
         .map_err(|_| JournalError::Closed)??;
@@ -164,28 +159,13 @@ impl Journal {
         status: DeliveryStatus,
         last_error: Option<String>,
     ) -> Result<bool, JournalError> {
-        self.request(|reply| Command::SetStatus {
-            message_id: message_id.to_owned(),
-            status,
-            last_error,
-            reply,
-        })
-        .await
+        self.request(|reply| Command::SetStatus { message_id: message_id.to_owned(), status, last_error, reply }).await
     }
 
     /// Counts one more send attempt (and its error, if given) and returns the new count.
     /// [`JournalError::NotFound`] for an unknown id.
-    pub async fn record_attempt(
-        &self,
-        message_id: &str,
-        error: Option<String>,
-    ) -> Result<u32, JournalError> {
-        self.request(|reply| Command::RecordAttempt {
-            message_id: message_id.to_owned(),
-            error,
-            reply,
-        })
-        .await
+    pub async fn record_attempt(&self, message_id: &str, error: Option<String>) -> Result<u32, JournalError> {
+        self.request(|reply| Command::RecordAttempt { message_id: message_id.to_owned(), error, reply }).await
     }
 
     /// One message, `None` if unknown.
@@ -215,14 +195,7 @@ impl Journal {
         for message_id in missing {
             // Also covers a message that became final (and lost its file) between the query
             // and the read: that move would be backwards, so it is ignored.
-            if self
-                .set_status(
-                    &message_id,
-                    DeliveryStatus::Failed,
-                    Some(PDF_MISSING.to_owned()),
-                )
-                .await?
-            {
+            if self.set_status(&message_id, DeliveryStatus::Failed, Some(PDF_MISSING.to_owned())).await? {
                 tracing::warn!(%message_id, "pending message has no pdf: marked failed");
             }
         }
@@ -237,16 +210,10 @@ impl Journal {
         finished_older_than: Duration,
     ) -> Result<Pruned, JournalError> {
         let now = now_ms();
-        let before =
-            |age: Duration| now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+        let before = |age: Duration| now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
         let keys_before = before(idempotency_older_than.max(IDEMPOTENCY_RETENTION));
         let finished_before = before(finished_older_than);
-        self.request(|reply| Command::Prune {
-            keys_before,
-            finished_before,
-            reply,
-        })
-        .await
+        self.request(|reply| Command::Prune { keys_before, finished_before, reply }).await
     }
 
     /// How much the writer has batched so far.
@@ -264,15 +231,9 @@ impl Journal {
     }
 
     /// Sends one command to the writer and waits for its (post-commit) answer.
-    async fn request<T>(
-        &self,
-        command: impl FnOnce(Reply<T>) -> Command,
-    ) -> Result<T, JournalError> {
+    async fn request<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, JournalError> {
         let (reply, answer) = oneshot::channel();
-        self.commands()?
-            .send(command(reply))
-            .await
-            .map_err(|_| JournalError::Closed)?;
+        self.commands()?.send(command(reply)).await.map_err(|_| JournalError::Closed)?;
         answer.await.map_err(|_| JournalError::Closed)?
     }
 
@@ -298,17 +259,11 @@ impl Journal {
         &self,
         op: impl FnOnce(&Connection) -> Result<(), JournalError> + Send + 'static,
     ) -> Result<(), JournalError> {
-        self.request(|reply| Command::Exec {
-            op: Box::new(op),
-            reply,
-        })
-        .await
+        self.request(|reply| Command::Exec { op: Box::new(op), reply }).await
     }
 }
 
 /// Now as unix milliseconds (0 if the clock is before 1970): the clock of every journal time.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -29,9 +29,7 @@ pub(super) fn is_valid_message_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_MESSAGE_ID_LEN
         && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// What a directory entry of the outbox is, judged by its name.
@@ -67,9 +65,7 @@ impl Outbox {
     /// exists already (it belongs to another accepted message).
     pub(super) fn write_new(&self, message_id: &str, pdf: &[u8]) -> Result<(), JournalError> {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = self
-            .dir
-            .join(format!(".{message_id}.{}-{n}.tmp", std::process::id()));
+        let temp = self.dir.join(format!(".{message_id}.{}-{n}.tmp", std::process::id()));
         if let Err(error) = write_synced(&temp, pdf) {
             remove_if_exists(&temp);
             return Err(error.into());
@@ -78,9 +74,7 @@ impl Outbox {
         remove_if_exists(&temp);
         match linked {
             Ok(()) => Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-                Err(JournalError::DuplicateMessageId)
-            }
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Err(JournalError::DuplicateMessageId),
             Err(error) => Err(error.into()),
         }
     }
@@ -140,11 +134,7 @@ pub(super) fn create_private_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

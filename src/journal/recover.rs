@@ -11,11 +11,7 @@ use super::{DeliveryStatus, JournalError, PDF_MISSING, now_ms, store};
 
 /// Takes `<dir>/journal.lock`, so a second process cannot open (and "repair") a journal in use.
 pub(super) fn lock_dir(dir: &Path) -> Result<File, JournalError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("journal.lock"))?;
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("journal.lock"))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(JournalError::Locked),
@@ -47,13 +43,7 @@ pub(super) fn recover(conn: &Connection, outbox: &Outbox) -> Result<(), JournalE
     let mut failed = 0_u64;
     for record in store::open_messages(&tx)? {
         if !outbox.contains(&record.message_id)? {
-            store::set_status(
-                &tx,
-                &record.message_id,
-                DeliveryStatus::Failed,
-                Some(PDF_MISSING),
-                now,
-            )?;
+            store::set_status(&tx, &record.message_id, DeliveryStatus::Failed, Some(PDF_MISSING), now)?;
             tracing::warn!(message_id = %record.message_id, "journal row without pdf: marked failed");
             failed += 1;
         }
@@ -62,10 +52,6 @@ pub(super) fn recover(conn: &Connection, outbox: &Outbox) -> Result<(), JournalE
     if removed > 0 {
         outbox.sync_dir()?;
     }
-    tracing::info!(
-        orphans_removed = removed,
-        missing_pdfs_failed = failed,
-        "journal opened"
-    );
+    tracing::info!(orphans_removed = removed, missing_pdfs_failed = failed, "journal opened");
     Ok(())
 }

@@ -67,9 +67,7 @@ pub(super) fn open(path: &Path) -> Result<Connection, JournalError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(JournalError::Incompatible(format!(
-            "journal_mode is {mode}, not wal"
-        )));
+        return Err(JournalError::Incompatible(format!("journal_mode is {mode}, not wal")));
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
@@ -116,9 +114,7 @@ pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64) -> Result<Accept
             });
         }
     }
-    let taken = conn
-        .prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")?
-        .exists([&row.message_id])?;
+    let taken = conn.prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")?.exists([&row.message_id])?;
     if taken {
         return Err(JournalError::DuplicateMessageId);
     }
@@ -146,10 +142,7 @@ pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64) -> Result<Accept
 }
 
 /// The current status of a message, `None` if unknown.
-pub(super) fn status(
-    conn: &Connection,
-    message_id: &str,
-) -> Result<Option<DeliveryStatus>, JournalError> {
+pub(super) fn status(conn: &Connection, message_id: &str) -> Result<Option<DeliveryStatus>, JournalError> {
     Ok(conn
         .prepare_cached("SELECT status FROM messages WHERE message_id = ?1")?
         .query_row([message_id], |r| r.get(0))
@@ -197,35 +190,22 @@ pub(super) fn record_attempt(
 
 /// Deletes idempotency keys created before `keys_before` and finished messages last updated
 /// before `finished_before` (unix ms).
-pub(super) fn prune(
-    conn: &Connection,
-    keys_before: u64,
-    finished_before: u64,
-) -> Result<Pruned, JournalError> {
-    let idempotency_keys = conn
-        .prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
-        .execute([int(keys_before)])?;
+pub(super) fn prune(conn: &Connection, keys_before: u64, finished_before: u64) -> Result<Pruned, JournalError> {
+    let idempotency_keys =
+        conn.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?.execute([int(keys_before)])?;
     let messages = conn
         .prepare_cached(
             "DELETE FROM messages WHERE status IN ('sent', 'delivered', 'read', 'failed') \
              AND updated_at < ?1",
         )?
         .execute([int(finished_before)])?;
-    Ok(Pruned {
-        idempotency_keys: idempotency_keys as u64,
-        messages: messages as u64,
-    })
+    Ok(Pruned { idempotency_keys: idempotency_keys as u64, messages: messages as u64 })
 }
 
 /// One message, `None` if unknown.
-pub(super) fn get(
-    conn: &Connection,
-    message_id: &str,
-) -> Result<Option<MessageRecord>, JournalError> {
+pub(super) fn get(conn: &Connection, message_id: &str) -> Result<Option<MessageRecord>, JournalError> {
     Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM messages WHERE message_id = ?1"
-        ))?
+        .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM messages WHERE message_id = ?1"))?
         .query_row([message_id], record_from_row)
         .optional()?)
 }
@@ -235,9 +215,7 @@ pub(super) fn open_messages(conn: &Connection) -> Result<Vec<MessageRecord>, Jou
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {RECORD_COLUMNS} FROM messages WHERE status IN ('queued', 'sending') ORDER BY seq"
     ))?;
-    let records = stmt
-        .query_map([], record_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+    let records = stmt.query_map([], record_from_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(records)
 }
 

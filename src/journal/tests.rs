@@ -19,11 +19,7 @@ impl TempDir {
     fn new(name: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "wa-journal-{name}-{}-{n}-{}",
-            std::process::id(),
-            now_ms()
-        ));
+        let path = std::env::temp_dir().join(format!("wa-journal-{name}-{}-{n}-{}", std::process::id(), now_ms()));
         let _ = std::fs::remove_dir_all(&path);
         TempDir(path)
     }
@@ -40,12 +36,7 @@ impl TempDir {
     fn outbox_files(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.outbox())
             .expect("read outbox")
-            .map(|e| {
-                e.expect("dir entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
+            .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
         names
@@ -78,19 +69,14 @@ fn message(id: &str, pdf: Bytes) -> NewMessage {
 
 fn keyed(id: &str, key: &str, fingerprint: u8) -> NewMessage {
     NewMessage {
-        idempotency: Some(IdempotencyKey {
-            key: key.to_owned(),
-            fingerprint: [fingerprint; 32],
-        }),
+        idempotency: Some(IdempotencyKey { key: key.to_owned(), fingerprint: [fingerprint; 32] }),
         ..message(id, pdf(1000, fingerprint))
     }
 }
 
 /// Fails the test instead of hanging when something never answers.
 async fn within<F: std::future::Future>(future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(60), future)
-        .await
-        .expect("timed out")
+    tokio::time::timeout(Duration::from_secs(60), future).await.expect("timed out")
 }
 
 async fn accept(journal: &Journal, message: NewMessage) -> Result<Accepted, JournalError> {
@@ -98,11 +84,7 @@ async fn accept(journal: &Journal, message: NewMessage) -> Result<Accepted, Jour
 }
 
 async fn status_of(journal: &Journal, id: &str) -> DeliveryStatus {
-    within(journal.get(id))
-        .await
-        .expect("get")
-        .expect("record exists")
-        .status
+    within(journal.get(id)).await.expect("get").expect("record exists").status
 }
 
 #[tokio::test]
@@ -111,15 +93,10 @@ async fn accept_then_get_round_trip() {
     let journal = Journal::open(dir.path()).expect("open");
     let body = pdf(5000, 7);
 
-    let accepted = accept(&journal, message("m-1", body.clone()))
-        .await
-        .expect("accept");
+    let accepted = accept(&journal, message("m-1", body.clone())).await.expect("accept");
     assert_eq!(accepted, Accepted::New);
 
-    let record = within(journal.get("m-1"))
-        .await
-        .expect("get")
-        .expect("present");
+    let record = within(journal.get("m-1")).await.expect("get").expect("present");
     assert_eq!(record.message_id, "m-1");
     assert_eq!(record.session_id, "tienda_lima");
     assert_eq!(record.to, "51987654321");
@@ -148,34 +125,16 @@ async fn pending_survives_reopen_in_acceptance_order() {
     {
         let journal = Journal::open(dir.path()).expect("open");
         for (i, id) in ids.iter().enumerate() {
-            accept(&journal, message(id, pdf(2000 + i, i as u8)))
-                .await
-                .expect("accept");
+            accept(&journal, message(id, pdf(2000 + i, i as u8))).await.expect("accept");
         }
-        assert!(
-            within(journal.set_status("m-1", DeliveryStatus::Sending, None))
-                .await
-                .expect("status")
-        );
-        assert!(
-            within(journal.set_status("m-0", DeliveryStatus::Sent, None))
-                .await
-                .expect("status")
-        );
-        assert_eq!(
-            within(journal.record_attempt("m-1", Some("timeout".into())))
-                .await
-                .expect("attempt"),
-            1
-        );
+        assert!(within(journal.set_status("m-1", DeliveryStatus::Sending, None)).await.expect("status"));
+        assert!(within(journal.set_status("m-0", DeliveryStatus::Sent, None)).await.expect("status"));
+        assert_eq!(within(journal.record_attempt("m-1", Some("timeout".into()))).await.expect("attempt"), 1);
     }
 
     let journal = Journal::open(dir.path()).expect("reopen");
     let pending = within(journal.pending()).await.expect("pending");
-    let got: Vec<&str> = pending
-        .iter()
-        .map(|p| p.record.message_id.as_str())
-        .collect();
+    let got: Vec<&str> = pending.iter().map(|p| p.record.message_id.as_str()).collect();
     assert_eq!(got, ["m-3", "m-1", "m-2"]);
     for (i, p) in pending.iter().enumerate() {
         assert_eq!(p.pdf, pdf(2000 + i, i as u8), "{}", p.record.message_id);
@@ -202,11 +161,7 @@ fn status_rank_only_moves_forward() {
     };
     for from in all {
         for to in all {
-            assert_eq!(
-                from.can_move_to(to),
-                allowed(from, to),
-                "{from:?} -> {to:?}"
-            );
+            assert_eq!(from.can_move_to(to), allowed(from, to), "{from:?} -> {to:?}");
         }
     }
     assert!(!Queued.is_final() && !Sending.is_final());
@@ -217,20 +172,12 @@ fn status_rank_only_moves_forward() {
 async fn status_never_moves_backwards_and_final_state_deletes_pdf() {
     let dir = TempDir::new("status");
     let journal = Journal::open(dir.path()).expect("open");
-    accept(&journal, message("a", pdf(100, 1)))
-        .await
-        .expect("accept");
-    accept(&journal, message("b", pdf(100, 2)))
-        .await
-        .expect("accept");
+    accept(&journal, message("a", pdf(100, 1))).await.expect("accept");
+    accept(&journal, message("b", pdf(100, 2))).await.expect("accept");
     let set = |id: &'static str, status, error: Option<&str>| {
         let journal = journal.clone();
         let error = error.map(str::to_owned);
-        async move {
-            within(journal.set_status(id, status, error))
-                .await
-                .expect("set_status")
-        }
+        async move { within(journal.set_status(id, status, error)).await.expect("set_status") }
     };
 
     assert!(set("a", DeliveryStatus::Sending, None).await);
@@ -246,14 +193,7 @@ async fn status_never_moves_backwards_and_final_state_deletes_pdf() {
     assert_eq!(a.status, DeliveryStatus::Read);
     assert_eq!(a.last_error, None);
 
-    assert!(
-        set(
-            "b",
-            DeliveryStatus::Failed,
-            Some("recipient not on whatsapp")
-        )
-        .await
-    );
+    assert!(set("b", DeliveryStatus::Failed, Some("recipient not on whatsapp")).await);
     assert!(!set("b", DeliveryStatus::Sent, None).await);
     let b = within(journal.get("b")).await.expect("get").expect("b");
     assert_eq!(b.status, DeliveryStatus::Failed);
@@ -261,37 +201,21 @@ async fn status_never_moves_backwards_and_final_state_deletes_pdf() {
     assert!(dir.outbox_files().is_empty());
 
     let unknown = within(journal.set_status("zzz", DeliveryStatus::Sent, None)).await;
-    assert!(
-        matches!(unknown, Ok(false)),
-        "unknown ids are ignored: {unknown:?}"
-    );
+    assert!(matches!(unknown, Ok(false)), "unknown ids are ignored: {unknown:?}");
 }
 
 #[tokio::test]
 async fn record_attempt_counts_and_keeps_last_error() {
     let dir = TempDir::new("attempts");
     let journal = Journal::open(dir.path()).expect("open");
-    accept(&journal, message("a", pdf(100, 1)))
-        .await
-        .expect("accept");
-    assert_eq!(
-        within(journal.record_attempt("a", Some("offline".into())))
-            .await
-            .expect("1"),
-        1
-    );
-    assert_eq!(
-        within(journal.record_attempt("a", None)).await.expect("2"),
-        2
-    );
+    accept(&journal, message("a", pdf(100, 1))).await.expect("accept");
+    assert_eq!(within(journal.record_attempt("a", Some("offline".into()))).await.expect("1"), 1);
+    assert_eq!(within(journal.record_attempt("a", None)).await.expect("2"), 2);
     let a = within(journal.get("a")).await.expect("get").expect("a");
     assert_eq!((a.attempts, a.last_error.as_deref()), (2, Some("offline")));
     assert!(a.updated_at >= a.created_at);
     let unknown = within(journal.record_attempt("zzz", None)).await;
-    assert!(
-        matches!(unknown, Err(JournalError::NotFound)),
-        "{unknown:?}"
-    );
+    assert!(matches!(unknown, Err(JournalError::NotFound)), "{unknown:?}");
 }
 
 #[tokio::test]
@@ -299,54 +223,23 @@ async fn idempotency_key_replays_same_body_and_rejects_other_body() {
     let dir = TempDir::new("idempotency");
     let journal = Journal::open(dir.path()).expect("open");
 
+    assert_eq!(accept(&journal, keyed("first", "key-1", 0xAA)).await.expect("1st"), Accepted::New);
     assert_eq!(
-        accept(&journal, keyed("first", "key-1", 0xAA))
-            .await
-            .expect("1st"),
-        Accepted::New
+        accept(&journal, keyed("second", "key-1", 0xAA)).await.expect("2nd"),
+        Accepted::Replay { message_id: "first".to_owned() }
     );
-    assert_eq!(
-        accept(&journal, keyed("second", "key-1", 0xAA))
-            .await
-            .expect("2nd"),
-        Accepted::Replay {
-            message_id: "first".to_owned()
-        }
-    );
-    assert_eq!(
-        accept(&journal, keyed("third", "key-1", 0xBB))
-            .await
-            .expect("3rd"),
-        Accepted::KeyReusedWithOtherBody
-    );
-    assert_eq!(
-        accept(&journal, keyed("fourth", "key-2", 0xBB))
-            .await
-            .expect("4th"),
-        Accepted::New
-    );
+    assert_eq!(accept(&journal, keyed("third", "key-1", 0xBB)).await.expect("3rd"), Accepted::KeyReusedWithOtherBody);
+    assert_eq!(accept(&journal, keyed("fourth", "key-2", 0xBB)).await.expect("4th"), Accepted::New);
 
     assert_eq!(within(journal.get("second")).await.expect("get"), None);
     assert_eq!(within(journal.get("third")).await.expect("get"), None);
-    assert_eq!(
-        dir.outbox_files(),
-        ["first.pdf", "fourth.pdf"],
-        "replays leave no file"
-    );
+    assert_eq!(dir.outbox_files(), ["first.pdf", "fourth.pdf"], "replays leave no file");
 
     // The key outlives the message's pdf: a retry after delivery still replays.
-    assert!(
-        within(journal.set_status("first", DeliveryStatus::Sent, None))
-            .await
-            .expect("sent")
-    );
+    assert!(within(journal.set_status("first", DeliveryStatus::Sent, None)).await.expect("sent"));
     assert_eq!(
-        accept(&journal, keyed("fifth", "key-1", 0xAA))
-            .await
-            .expect("5th"),
-        Accepted::Replay {
-            message_id: "first".to_owned()
-        }
+        accept(&journal, keyed("fifth", "key-1", 0xAA)).await.expect("5th"),
+        Accepted::Replay { message_id: "first".to_owned() }
     );
 }
 
@@ -354,50 +247,20 @@ async fn idempotency_key_replays_same_body_and_rejects_other_body() {
 async fn duplicate_and_invalid_message_ids_are_rejected_without_side_effects() {
     let dir = TempDir::new("ids");
     let journal = Journal::open(dir.path()).expect("open");
-    accept(&journal, message("m", pdf(300, 1)))
-        .await
-        .expect("accept");
+    accept(&journal, message("m", pdf(300, 1))).await.expect("accept");
 
     let again = accept(&journal, message("m", pdf(400, 2))).await;
-    assert!(
-        matches!(again, Err(JournalError::DuplicateMessageId)),
-        "{again:?}"
-    );
-    assert_eq!(
-        std::fs::read(dir.outbox().join("m.pdf")).expect("pdf"),
-        pdf(300, 1),
-        "not clobbered"
-    );
+    assert!(matches!(again, Err(JournalError::DuplicateMessageId)), "{again:?}");
+    assert_eq!(std::fs::read(dir.outbox().join("m.pdf")).expect("pdf"), pdf(300, 1), "not clobbered");
 
-    assert!(
-        within(journal.set_status("m", DeliveryStatus::Sent, None))
-            .await
-            .expect("sent")
-    );
+    assert!(within(journal.set_status("m", DeliveryStatus::Sent, None)).await.expect("sent"));
     let after_final = accept(&journal, message("m", pdf(400, 2))).await;
-    assert!(
-        matches!(after_final, Err(JournalError::DuplicateMessageId)),
-        "{after_final:?}"
-    );
-    assert!(
-        dir.outbox_files().is_empty(),
-        "the rejected pdf was removed"
-    );
+    assert!(matches!(after_final, Err(JournalError::DuplicateMessageId)), "{after_final:?}");
+    assert!(dir.outbox_files().is_empty(), "the rejected pdf was removed");
 
-    for bad in [
-        "",
-        ".hidden",
-        "..",
-        "../escape",
-        "a/b",
-        "sp ace",
-        &"x".repeat(129),
-    ] {
+    for bad in ["", ".hidden", "..", "../escape", "a/b", "sp ace", &"x".repeat(129)] {
         let result = accept(&journal, message(bad, pdf(10, 0))).await;
-        assert!(
-            matches!(result, Err(JournalError::InvalidMessageId)),
-            "{bad:?}: {result:?}"
-        );
+        assert!(matches!(result, Err(JournalError::InvalidMessageId)), "{bad:?}: {result:?}");
     }
     assert!(dir.outbox_files().is_empty());
 }
@@ -415,10 +278,7 @@ async fn concurrent_accepts_are_group_committed_and_survive_reopen() {
         });
     }
     let results = within(tasks.join_all()).await;
-    assert!(
-        results.iter().all(|r| matches!(r, Ok(Accepted::New))),
-        "{results:?}"
-    );
+    assert!(results.iter().all(|r| matches!(r, Ok(Accepted::New))), "{results:?}");
     let stats = journal.stats();
     assert_eq!(stats.commands, 200);
     assert!(stats.batches < 200, "no group commit: {stats:?}");
@@ -428,10 +288,7 @@ async fn concurrent_accepts_are_group_committed_and_survive_reopen() {
     let journal = Journal::open(dir.path()).expect("reopen");
     let pending = within(journal.pending()).await.expect("pending");
     assert_eq!(pending.len(), 200);
-    let mut ids: Vec<String> = pending
-        .iter()
-        .map(|p| p.record.message_id.clone())
-        .collect();
+    let mut ids: Vec<String> = pending.iter().map(|p| p.record.message_id.clone()).collect();
     ids.sort();
     let expected: Vec<String> = (0..200).map(|i| format!("c-{i:03}")).collect();
     assert_eq!(ids, expected);
@@ -445,9 +302,7 @@ async fn concurrent_accepts_are_group_committed_and_survive_reopen() {
 async fn failing_commands_do_not_poison_their_batch() {
     let dir = TempDir::new("batch");
     let journal = Journal::open(dir.path()).expect("open");
-    accept(&journal, message("old", pdf(100, 1)))
-        .await
-        .expect("accept");
+    accept(&journal, message("old", pdf(100, 1))).await.expect("accept");
 
     // Hold the writer inside a batch so that the next commands all queue up behind it.
     let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
@@ -483,11 +338,7 @@ async fn failing_commands_do_not_poison_their_batch() {
     });
     let moved = tokio::spawn({
         let journal = journal.clone();
-        async move {
-            journal
-                .set_status("old", DeliveryStatus::Sending, None)
-                .await
-        }
+        async move { journal.set_status("old", DeliveryStatus::Sending, None).await }
     });
     // The duplicate fails at its hard link, before reaching the writer: 3 commands queue.
     let queued = || {
@@ -504,18 +355,9 @@ async fn failing_commands_do_not_poison_their_batch() {
     go_tx.send(()).expect("release the gate");
 
     within(gate).await.expect("join").expect("gate");
-    assert!(matches!(
-        within(good).await.expect("join"),
-        Ok(Accepted::New)
-    ));
-    assert!(matches!(
-        within(duplicate).await.expect("join"),
-        Err(JournalError::DuplicateMessageId)
-    ));
-    assert!(matches!(
-        within(unknown).await.expect("join"),
-        Err(JournalError::NotFound)
-    ));
+    assert!(matches!(within(good).await.expect("join"), Ok(Accepted::New)));
+    assert!(matches!(within(duplicate).await.expect("join"), Err(JournalError::DuplicateMessageId)));
+    assert!(matches!(within(unknown).await.expect("join"), Err(JournalError::NotFound)));
     assert!(matches!(within(moved).await.expect("join"), Ok(true)));
     // The gate's batch (still open when counted before) plus one batch for all three.
     assert_eq!(journal.stats().batches, batches_before + 2);
@@ -531,15 +373,9 @@ async fn open_removes_orphan_files_and_fails_rows_without_pdf() {
     {
         let journal = Journal::open(dir.path()).expect("open");
         for id in ["keep", "lost", "done"] {
-            accept(&journal, message(id, pdf(100, 1)))
-                .await
-                .expect("accept");
+            accept(&journal, message(id, pdf(100, 1))).await.expect("accept");
         }
-        assert!(
-            within(journal.set_status("done", DeliveryStatus::Sent, None))
-                .await
-                .expect("sent")
-        );
+        assert!(within(journal.set_status("done", DeliveryStatus::Sent, None)).await.expect("sent"));
     }
     let outbox = dir.outbox();
     std::fs::remove_file(outbox.join("lost.pdf")).expect("remove");
@@ -550,10 +386,7 @@ async fn open_removes_orphan_files_and_fails_rows_without_pdf() {
 
     let journal = Journal::open(dir.path()).expect("reopen");
     assert_eq!(dir.outbox_files(), ["keep.pdf", "notes.txt"]);
-    let lost = within(journal.get("lost"))
-        .await
-        .expect("get")
-        .expect("lost");
+    let lost = within(journal.get("lost")).await.expect("get").expect("lost");
     assert_eq!(lost.status, DeliveryStatus::Failed);
     assert_eq!(lost.last_error.as_deref(), Some(PDF_MISSING));
     let pending = within(journal.pending()).await.expect("pending");
@@ -565,12 +398,8 @@ async fn open_removes_orphan_files_and_fails_rows_without_pdf() {
 async fn pending_fails_a_message_whose_pdf_vanished_while_running() {
     let dir = TempDir::new("vanished");
     let journal = Journal::open(dir.path()).expect("open");
-    accept(&journal, message("a", pdf(100, 1)))
-        .await
-        .expect("accept");
-    accept(&journal, message("b", pdf(100, 2)))
-        .await
-        .expect("accept");
+    accept(&journal, message("a", pdf(100, 1))).await.expect("accept");
+    accept(&journal, message("b", pdf(100, 2))).await.expect("accept");
     std::fs::remove_file(dir.outbox().join("a.pdf")).expect("remove");
     let pending = within(journal.pending()).await.expect("pending");
     assert_eq!(pending.len(), 1);
@@ -582,10 +411,7 @@ async fn pending_fails_a_message_whose_pdf_vanished_while_running() {
 async fn a_second_open_of_the_same_directory_is_refused() {
     let dir = TempDir::new("lock");
     let journal = Journal::open(dir.path()).expect("open");
-    assert!(matches!(
-        Journal::open(dir.path()),
-        Err(JournalError::Locked)
-    ));
+    assert!(matches!(Journal::open(dir.path()), Err(JournalError::Locked)));
     drop(journal);
     Journal::open(dir.path()).expect("open after close");
 }
@@ -594,78 +420,31 @@ async fn a_second_open_of_the_same_directory_is_refused() {
 async fn prune_removes_old_keys_and_old_finished_messages_only() {
     let dir = TempDir::new("prune");
     let journal = Journal::open(dir.path()).expect("open");
-    accept(&journal, keyed("old-sent", "k-old", 1))
-        .await
-        .expect("accept");
-    accept(&journal, keyed("old-queued", "k-new", 2))
-        .await
-        .expect("accept");
-    accept(&journal, message("new-sent", pdf(100, 3)))
-        .await
-        .expect("accept");
+    accept(&journal, keyed("old-sent", "k-old", 1)).await.expect("accept");
+    accept(&journal, keyed("old-queued", "k-new", 2)).await.expect("accept");
+    accept(&journal, message("new-sent", pdf(100, 3))).await.expect("accept");
     for id in ["old-sent", "new-sent"] {
-        assert!(
-            within(journal.set_status(id, DeliveryStatus::Sent, None))
-                .await
-                .expect("sent")
-        );
+        assert!(within(journal.set_status(id, DeliveryStatus::Sent, None)).await.expect("sent"));
     }
     // Age two rows and one key by two days, through a second connection (WAL allows it).
     let two_days_ago = store::int(now_ms() - 2 * 24 * 3600 * 1000);
     let side = rusqlite::Connection::open(dir.path().join("journal.db")).expect("side connection");
-    side.busy_timeout(Duration::from_secs(5))
-        .expect("busy timeout");
-    side.execute(
-        "UPDATE messages SET updated_at = ?1 WHERE message_id IN ('old-sent', 'old-queued')",
-        [two_days_ago],
-    )
-    .expect("age messages");
-    side.execute(
-        "UPDATE idempotency_keys SET created_at = ?1 WHERE key = 'k-old'",
-        [two_days_ago],
-    )
-    .expect("age key");
+    side.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    side.execute("UPDATE messages SET updated_at = ?1 WHERE message_id IN ('old-sent', 'old-queued')", [two_days_ago])
+        .expect("age messages");
+    side.execute("UPDATE idempotency_keys SET created_at = ?1 WHERE key = 'k-old'", [two_days_ago]).expect("age key");
     drop(side);
 
     // Zero is clamped to 24 h for keys: k-new (just created) must survive.
-    let pruned = within(journal.prune(Duration::ZERO, Duration::from_secs(3600)))
-        .await
-        .expect("prune");
-    assert_eq!(
-        pruned,
-        Pruned {
-            idempotency_keys: 1,
-            messages: 1
-        }
-    );
+    let pruned = within(journal.prune(Duration::ZERO, Duration::from_secs(3600))).await.expect("prune");
+    assert_eq!(pruned, Pruned { idempotency_keys: 1, messages: 1 });
     assert_eq!(within(journal.get("old-sent")).await.expect("get"), None);
-    assert!(
-        within(journal.get("old-queued"))
-            .await
-            .expect("get")
-            .is_some(),
-        "not finished"
-    );
-    assert!(
-        within(journal.get("new-sent"))
-            .await
-            .expect("get")
-            .is_some(),
-        "too recent"
-    );
+    assert!(within(journal.get("old-queued")).await.expect("get").is_some(), "not finished");
+    assert!(within(journal.get("new-sent")).await.expect("get").is_some(), "too recent");
+    assert_eq!(accept(&journal, keyed("again", "k-old", 9)).await.expect("k-old is free"), Accepted::New);
     assert_eq!(
-        accept(&journal, keyed("again", "k-old", 9))
-            .await
-            .expect("k-old is free"),
-        Accepted::New
-    );
-    assert_eq!(
-        accept(&journal, keyed("again-2", "k-new", 2))
-            .await
-            .expect("k-new kept"),
-        Accepted::Replay {
-            message_id: "old-queued".to_owned()
-        }
+        accept(&journal, keyed("again-2", "k-new", 2)).await.expect("k-new kept"),
+        Accepted::Replay { message_id: "old-queued".to_owned() }
     );
 }
 
@@ -680,11 +459,9 @@ fn disk_full_is_recognised_in_io_and_sqlite_errors() {
     let other = io::Error::from_raw_os_error(5); // EIO
     assert!(matches!(JournalError::from(other), JournalError::Io(_)));
 
-    let full =
-        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+    let full = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
     assert!(JournalError::from(full).is_disk_full());
-    let busy =
-        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+    let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
     assert!(matches!(JournalError::from(busy), JournalError::Sqlite(_)));
 }
 
@@ -692,16 +469,12 @@ fn disk_full_is_recognised_in_io_and_sqlite_errors() {
 async fn a_full_database_rejects_cleanly_and_recovers_when_space_returns() {
     let dir = TempDir::new("full");
     let journal = Journal::open(dir.path()).expect("open");
-    accept(&journal, message("before", pdf(100, 1)))
-        .await
-        .expect("accept");
+    accept(&journal, message("before", pdf(100, 1))).await.expect("accept");
 
     // SQLITE_FULL on demand: cap the database at the pages it has now.
     within(journal.exec(|c| {
         let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
-            r.get::<_, i64>(0)
-        })?;
+        c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get::<_, i64>(0))?;
         Ok(())
     }))
     .await
@@ -721,38 +494,19 @@ async fn a_full_database_rejects_cleanly_and_recovers_when_space_returns() {
         }
     }
     let full_at = full_at.expect("the capped database filled up");
-    assert_eq!(
-        within(journal.get(&full_at)).await.expect("get"),
-        None,
-        "rolled back"
-    );
+    assert_eq!(within(journal.get(&full_at)).await.expect("get"), None, "rolled back");
     let mut expected: Vec<String> = accepted.iter().map(|id| format!("{id}.pdf")).collect();
     expected.sort();
-    assert_eq!(
-        dir.outbox_files(),
-        expected,
-        "no pdf left for the rejected message"
-    );
+    assert_eq!(dir.outbox_files(), expected, "no pdf left for the rejected message");
 
     within(journal.exec(|c| {
-        c.query_row("PRAGMA max_page_count = 1073741823", [], |r| {
-            r.get::<_, i64>(0)
-        })?;
+        c.query_row("PRAGMA max_page_count = 1073741823", [], |r| r.get::<_, i64>(0))?;
         Ok(())
     }))
     .await
     .expect("uncap");
-    assert_eq!(
-        accept(&journal, message(&full_at, pdf(100, 2)))
-            .await
-            .expect("space is back"),
-        Accepted::New
-    );
-    assert!(
-        within(journal.set_status("before", DeliveryStatus::Sent, None))
-            .await
-            .expect("writes work")
-    );
+    assert_eq!(accept(&journal, message(&full_at, pdf(100, 2))).await.expect("space is back"), Accepted::New);
+    assert!(within(journal.set_status("before", DeliveryStatus::Sent, None)).await.expect("writes work"));
 }
 
 /// `cargo test -p whatsapp-gateway --lib journal::tests::bench -- --ignored --nocapture`
@@ -777,19 +531,13 @@ async fn bench_1000_accepts_of_100_kib_with_32_tasks() {
                     return latencies;
                 }
                 let t = Instant::now();
-                let accepted = journal
-                    .accept(message(&format!("b-{i:04}"), body.clone()))
-                    .await;
+                let accepted = journal.accept(message(&format!("b-{i:04}"), body.clone())).await;
                 assert!(matches!(accepted, Ok(Accepted::New)), "{accepted:?}");
                 latencies.push(t.elapsed());
             }
         });
     }
-    let mut latencies: Vec<Duration> = within(tasks.join_all())
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut latencies: Vec<Duration> = within(tasks.join_all()).await.into_iter().flatten().collect();
     let elapsed = started.elapsed();
     latencies.sort();
     let stats = journal.stats();
@@ -830,19 +578,11 @@ async fn real_disk_full_leaves_nothing_behind_and_recovers() {
     assert!(full, "the file system never filled up");
     let mut expected: Vec<String> = accepted.iter().map(|id| format!("{id}.pdf")).collect();
     expected.sort();
-    assert_eq!(
-        dir.outbox_files(),
-        expected,
-        "no temp file, no pdf for the rejected one"
-    );
+    assert_eq!(dir.outbox_files(), expected, "no temp file, no pdf for the rejected one");
 
     // Finishing messages deletes their PDFs: space returns and accepts work again.
     for id in &accepted[..3] {
-        assert!(
-            within(journal.set_status(id, DeliveryStatus::Sent, None))
-                .await
-                .expect("sent")
-        );
+        assert!(within(journal.set_status(id, DeliveryStatus::Sent, None)).await.expect("sent"));
     }
     let again = accept(&journal, message("after-full", pdf(100 * 1024, 1))).await;
     assert_eq!(again.expect("space is back"), Accepted::New);

@@ -37,24 +37,11 @@ pub(super) enum Command {
     /// Insert a message whose PDF is already in the outbox.
     Accept { row: NewRow, reply: Reply<Accepted> },
     /// Move a message forward; delete its PDF if the new status is final.
-    SetStatus {
-        message_id: String,
-        status: DeliveryStatus,
-        last_error: Option<String>,
-        reply: Reply<bool>,
-    },
+    SetStatus { message_id: String, status: DeliveryStatus, last_error: Option<String>, reply: Reply<bool> },
     /// Count one more send attempt.
-    RecordAttempt {
-        message_id: String,
-        error: Option<String>,
-        reply: Reply<u32>,
-    },
+    RecordAttempt { message_id: String, error: Option<String>, reply: Reply<u32> },
     /// Delete old idempotency keys and finished messages (cut-offs in unix ms).
-    Prune {
-        keys_before: u64,
-        finished_before: u64,
-        reply: Reply<Pruned>,
-    },
+    Prune { keys_before: u64, finished_before: u64, reply: Reply<Pruned> },
     /// Run arbitrary SQL on the write connection (tests only: e.g. shrink `max_page_count`).
     #[cfg(test)]
     Exec { op: ExecOp, reply: Reply<()> },
@@ -75,17 +62,10 @@ pub(super) fn spawn(
     commands: mpsc::Receiver<Command>,
     counters: Arc<Counters>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new()
-        .name("journal-writer".to_owned())
-        .spawn(move || run(&conn, &outbox, commands, &counters))
+    thread::Builder::new().name("journal-writer".to_owned()).spawn(move || run(&conn, &outbox, commands, &counters))
 }
 
-fn run(
-    conn: &Connection,
-    outbox: &Outbox,
-    mut commands: mpsc::Receiver<Command>,
-    counters: &Counters,
-) {
+fn run(conn: &Connection, outbox: &Outbox, mut commands: mpsc::Receiver<Command>, counters: &Counters) {
     while let Some(first) = commands.blocking_recv() {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         batch.push(first);
@@ -126,11 +106,7 @@ impl Batch<'_> {
             return Err(self.break_with(error));
         }
         let result = op(self.conn, self.now);
-        let end = if result.is_ok() {
-            "RELEASE command"
-        } else {
-            "ROLLBACK TO command; RELEASE command"
-        };
+        let end = if result.is_ok() { "RELEASE command" } else { "ROLLBACK TO command; RELEASE command" };
         if let Err(error) = self.conn.execute_batch(end) {
             // E.g. SQLITE_FULL made SQLite roll back the whole transaction: no savepoint left.
             let error = self.break_with(error);
@@ -152,23 +128,13 @@ fn commit_batch(conn: &Connection, outbox: &Outbox, commands: Vec<Command>, coun
     // Every accept in the batch linked its PDF before it was queued, so one directory fsync here
     // makes all those names durable before their rows commit.
     let has_accept = commands.iter().any(|c| matches!(c, Command::Accept { .. }));
-    let dir_error = if has_accept {
-        outbox.sync_dir().err().map(JournalError::from)
-    } else {
-        None
-    };
-    let mut batch = Batch {
-        conn,
-        now: now_ms(),
-        broken: None,
-    };
+    let dir_error = if has_accept { outbox.sync_dir().err().map(JournalError::from) } else { None };
+    let mut batch = Batch { conn, now: now_ms(), broken: None };
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         batch.break_with(error);
     }
-    let settles: Vec<Settle> = commands
-        .into_iter()
-        .map(|command| apply(&mut batch, dir_error.as_ref(), command))
-        .collect();
+    let settles: Vec<Settle> =
+        commands.into_iter().map(|command| apply(&mut batch, dir_error.as_ref(), command)).collect();
 
     let outcome = match batch.broken.take() {
         Some(error) => Err(error),
@@ -185,17 +151,11 @@ fn commit_batch(conn: &Connection, outbox: &Outbox, commands: Vec<Command>, coun
     // Counted before anyone is answered, so a caller that got its answer sees its batch.
     counters.batches.fetch_add(1, Ordering::Relaxed);
     counters.commands.fetch_add(size as u64, Ordering::Relaxed);
-    counters
-        .largest_batch
-        .fetch_max(size as u64, Ordering::Relaxed);
+    counters.largest_batch.fetch_max(size as u64, Ordering::Relaxed);
     for settle in settles {
         settle(outbox, outcome.as_ref().map(|_| ()));
     }
-    tracing::trace!(
-        size,
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "journal batch"
-    );
+    tracing::trace!(size, elapsed_us = started.elapsed().as_micros() as u64, "journal batch");
 }
 
 /// Applies one command inside the batch and returns how to settle it.
@@ -213,15 +173,9 @@ fn apply(batch: &mut Batch<'_>, dir_error: Option<&JournalError>, command: Comma
                 let _ = reply.send(result);
             })
         }
-        Command::SetStatus {
-            message_id,
-            status,
-            last_error,
-            reply,
-        } => {
-            let result = batch.run(None, |c, now| {
-                store::set_status(c, &message_id, status, last_error.as_deref(), now)
-            });
+        Command::SetStatus { message_id, status, last_error, reply } => {
+            let result =
+                batch.run(None, |c, now| store::set_status(c, &message_id, status, last_error.as_deref(), now));
             Box::new(move |outbox, committed| {
                 let result = settle(result, committed);
                 if matches!(result, Ok(true)) && status.is_final() {
@@ -230,21 +184,11 @@ fn apply(batch: &mut Batch<'_>, dir_error: Option<&JournalError>, command: Comma
                 let _ = reply.send(result);
             })
         }
-        Command::RecordAttempt {
-            message_id,
-            error,
-            reply,
-        } => {
-            let result = batch.run(None, |c, now| {
-                store::record_attempt(c, &message_id, error.as_deref(), now)
-            });
+        Command::RecordAttempt { message_id, error, reply } => {
+            let result = batch.run(None, |c, now| store::record_attempt(c, &message_id, error.as_deref(), now));
             answer_after_commit(result, reply)
         }
-        Command::Prune {
-            keys_before,
-            finished_before,
-            reply,
-        } => {
+        Command::Prune { keys_before, finished_before, reply } => {
             let result = batch.run(None, |c, _| store::prune(c, keys_before, finished_before));
             answer_after_commit(result, reply)
         }
@@ -263,10 +207,7 @@ fn answer_after_commit<T: 'static>(result: Result<T, JournalError>, reply: Reply
 }
 
 /// A command's own result, unless the batch it was part of failed to commit.
-fn settle<T>(
-    result: Result<T, JournalError>,
-    committed: Result<(), &JournalError>,
-) -> Result<T, JournalError> {
+fn settle<T>(result: Result<T, JournalError>, committed: Result<(), &JournalError>) -> Result<T, JournalError> {
     match committed {
         Ok(()) => result,
         Err(error) => result.and(Err(error.clone())),

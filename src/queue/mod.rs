@@ -21,7 +21,9 @@ pub use retry::RetryPolicy;
 
 use crate::config::QueueLimits;
 use crate::domain::{FileName, PdfDocument, PhoneNumber};
-use crate::journal::{self, Accepted, DeliveryStatus, IdempotencyKey, Journal, JournalError, MessageRecord, NewMessage};
+use crate::journal::{
+    self, Accepted, DeliveryStatus, IdempotencyKey, Journal, JournalError, MessageRecord, NewMessage,
+};
 use crate::session::{DeliveryEvent, SessionId, SessionManager};
 use crate::shutdown::Shutdown;
 
@@ -368,12 +370,8 @@ impl Queue {
         }
         let entry = self.inner.lanes.entry(session.clone()).or_insert_with(|| {
             let lane = Arc::new(Lane::default());
-            let worker = worker::Worker {
-                session: session.clone(),
-                lane: lane.clone(),
-                queue: self.clone(),
-                last_send: None,
-            };
+            let worker =
+                worker::Worker { session: session.clone(), lane: lane.clone(), queue: self.clone(), last_send: None };
             self.inner.shutdown.spawn(worker.run());
             lane
         });
@@ -415,4 +413,3 @@ impl Queue {
         self.inner.on_whatsapp.lock().unwrap_or_else(|p| p.into_inner()).insert(to.digits().to_owned(), registered);
     }
 }
-

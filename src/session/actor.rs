@@ -286,7 +286,9 @@ fn delete_credentials(shared: &SessionShared) {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::error!(session = %shared.id, path = %path.display(), error = %e, "cannot delete credentials"),
+            Err(e) => {
+                tracing::error!(session = %shared.id, path = %path.display(), error = %e, "cannot delete credentials")
+            }
         }
     }
 }

@@ -33,14 +33,8 @@ impl SessionId {
         };
         let valid = bytes.len() <= MAX_LEN
             && first.is_ascii_alphanumeric()
-            && rest
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-');
-        if valid {
-            Ok(SessionId(raw.to_owned()))
-        } else {
-            Err(InvalidSessionId)
-        }
+            && rest.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-');
+        if valid { Ok(SessionId(raw.to_owned())) } else { Err(InvalidSessionId) }
     }
 
     /// The id as text, e.g. for a directory name or a log field.

@@ -84,10 +84,8 @@ impl SessionsFile {
         };
         let mut json = serde_json::to_vec_pretty(entries).map_err(|e| write_err(std::io::Error::other(e)))?;
         json.push(b'\n');
-        let tmp = dir.join(format!(
-            ".{}.tmp",
-            self.path.file_name().and_then(|n| n.to_str()).unwrap_or("sessions.config.json")
-        ));
+        let tmp = dir
+            .join(format!(".{}.tmp", self.path.file_name().and_then(|n| n.to_str()).unwrap_or("sessions.config.json")));
         let mut file = std::fs::File::create(&tmp).map_err(write_err)?;
         file.write_all(&json).map_err(write_err)?;
         file.sync_all().map_err(write_err)?;
@@ -114,15 +112,16 @@ mod tests {
         let path = dir.join("sessions.config.json");
         std::fs::write(&path, r#"[{"sessionId":"tienda_lima","description":"Lima","owner":"ventas"}]"#).unwrap();
         let file = SessionsFile::new(&path);
-        let added = file
-            .append(SessionEntry { session_id: id("soporte"), description: None, extra: Map::new() })
-            .unwrap();
+        let added =
+            file.append(SessionEntry { session_id: id("soporte"), description: None, extra: Map::new() }).unwrap();
         assert!(added);
         let entries = file.load().unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].extra.get("owner"), Some(&Value::String("ventas".into())));
         assert_eq!(entries[1].session_id, id("soporte"));
-        assert!(!file.append(SessionEntry { session_id: id("soporte"), description: None, extra: Map::new() }).unwrap());
+        assert!(
+            !file.append(SessionEntry { session_id: id("soporte"), description: None, extra: Map::new() }).unwrap()
+        );
     }
 
     #[test]

@@ -87,7 +87,10 @@ fn delivery_event(event: &Event) -> Option<DeliveryEvent> {
                 ReceiptType::Read | ReceiptType::ReadSelf => true,
                 _ => return None,
             };
-            Some(DeliveryEvent::Receipt { message_ids: receipt.message_ids.iter().map(|id| id.to_string()).collect(), read })
+            Some(DeliveryEvent::Receipt {
+                message_ids: receipt.message_ids.iter().map(|id| id.to_string()).collect(),
+                read,
+            })
         }
         _ => None,
     }
@@ -110,7 +113,9 @@ pub(crate) enum UpstreamError {
     Store(String),
     #[error("CA file {path}: {reason}")]
     CaFile { path: PathBuf, reason: String },
-    #[error("this binary was built with the `fake-whatsapp` feature and refuses WhatsApp's real endpoint; set WHATSAPP_URL to the fake server")]
+    #[error(
+        "this binary was built with the `fake-whatsapp` feature and refuses WhatsApp's real endpoint; set WHATSAPP_URL to the fake server"
+    )]
     FakeBuildOnRealEndpoint,
     #[error("not connected")]
     NotConnected,
@@ -230,7 +235,11 @@ pub(crate) fn is_connected(client: &Client) -> bool {
 /// Asks WhatsApp whether the number has an account.
 pub(crate) async fn is_on_whatsapp(client: &Client, to: &PhoneNumber) -> Result<bool, UpstreamError> {
     let jid = Jid::pn(to.digits());
-    let results = client.contacts().is_on_whatsapp(std::slice::from_ref(&jid)).await.map_err(|e| classify(&e.to_string(), client))?;
+    let results = client
+        .contacts()
+        .is_on_whatsapp(std::slice::from_ref(&jid))
+        .await
+        .map_err(|e| classify(&e.to_string(), client))?;
     Ok(results.iter().any(|r| r.is_registered && r.jid.user == jid.user))
 }
 

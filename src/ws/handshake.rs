@@ -62,9 +62,7 @@ impl HandshakeRejection {
     pub fn code(&self) -> &'static str {
         match self {
             HandshakeRejection::MethodNotGet => "METHOD_NOT_ALLOWED",
-            HandshakeRejection::NoConnectionUpgrade | HandshakeRejection::NoUpgradeWebsocket => {
-                "UPGRADE_REQUIRED"
-            }
+            HandshakeRejection::NoConnectionUpgrade | HandshakeRejection::NoUpgradeWebsocket => "UPGRADE_REQUIRED",
             HandshakeRejection::UnsupportedVersion => "UNSUPPORTED_WEBSOCKET_VERSION",
             HandshakeRejection::BadKey => "BAD_WEBSOCKET_KEY",
         }
@@ -84,16 +82,10 @@ impl HandshakeRejection {
             | HandshakeRejection::UnsupportedVersion => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                 headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-                headers.insert(
-                    header::SEC_WEBSOCKET_VERSION,
-                    HeaderValue::from_static(WS_VERSION),
-                );
+                headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(WS_VERSION));
             }
             HandshakeRejection::BadKey => {
-                headers.insert(
-                    header::SEC_WEBSOCKET_VERSION,
-                    HeaderValue::from_static(WS_VERSION),
-                );
+                headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(WS_VERSION));
             }
         }
         response
@@ -114,9 +106,8 @@ pub fn validate_upgrade<B>(req: &Request<B>) -> Result<UpgradeInfo, HandshakeRej
     if !header_has_token(headers, &header::UPGRADE, "websocket") {
         return Err(HandshakeRejection::NoUpgradeWebsocket);
     }
-    let version_ok = headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v.as_bytes().trim_ascii() == WS_VERSION.as_bytes());
+    let version_ok =
+        headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v.as_bytes().trim_ascii() == WS_VERSION.as_bytes());
     if !version_ok {
         return Err(HandshakeRejection::UnsupportedVersion);
     }
@@ -125,9 +116,7 @@ pub fn validate_upgrade<B>(req: &Request<B>) -> Result<UpgradeInfo, HandshakeRej
         .map(|v| v.as_bytes().trim_ascii())
         .filter(|key| is_valid_key(key))
         .ok_or(HandshakeRejection::BadKey)?;
-    Ok(UpgradeInfo {
-        accept_key: derive_accept_key(key),
-    })
+    Ok(UpgradeInfo { accept_key: derive_accept_key(key) })
 }
 
 impl UpgradeInfo {
@@ -181,11 +170,7 @@ fn is_valid_key(key: &[u8]) -> bool {
     let Some((body, padding)) = key.split_at_checked(22) else {
         return false;
     };
-    key.len() == 24
-        && padding == b"=="
-        && body
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+    key.len() == 24 && padding == b"==" && body.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
 }
 
 #[cfg(test)]
@@ -197,9 +182,7 @@ mod tests {
     const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
     fn request(method: Method, headers: &[(&'static str, &'static str)]) -> Request<()> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri("/ws/session/tienda_lima");
+        let mut builder = Request::builder().method(method).uri("/ws/session/tienda_lima");
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
@@ -216,10 +199,7 @@ mod tests {
     }
 
     fn without(name: &str) -> Vec<(&'static str, &'static str)> {
-        good_headers()
-            .into_iter()
-            .filter(|(n, _)| *n != name)
-            .collect()
+        good_headers().into_iter().filter(|(n, _)| *n != name).collect()
     }
 
     fn with(name: &'static str, value: &'static str) -> Vec<(&'static str, &'static str)> {
@@ -241,10 +221,7 @@ mod tests {
             assert!(validate_upgrade(&req).is_ok(), "{value}");
         }
         let req = request(Method::GET, &with("connection", "keep-alive, upgraded"));
-        assert_eq!(
-            validate_upgrade(&req),
-            Err(HandshakeRejection::NoConnectionUpgrade)
-        );
+        assert_eq!(validate_upgrade(&req), Err(HandshakeRejection::NoConnectionUpgrade));
         let req = request(Method::GET, &with("upgrade", "WebSocket"));
         assert!(validate_upgrade(&req).is_ok());
     }
@@ -252,59 +229,21 @@ mod tests {
     #[test]
     fn rejections() {
         let cases = [
+            (request(Method::POST, &good_headers()), HandshakeRejection::MethodNotGet, 405),
+            (request(Method::GET, &without("connection")), HandshakeRejection::NoConnectionUpgrade, 426),
+            (request(Method::GET, &without("upgrade")), HandshakeRejection::NoUpgradeWebsocket, 426),
+            (request(Method::GET, &with("upgrade", "h2c")), HandshakeRejection::NoUpgradeWebsocket, 426),
+            (request(Method::GET, &without("sec-websocket-version")), HandshakeRejection::UnsupportedVersion, 426),
+            (request(Method::GET, &with("sec-websocket-version", "8")), HandshakeRejection::UnsupportedVersion, 426),
+            (request(Method::GET, &without("sec-websocket-key")), HandshakeRejection::BadKey, 400),
+            (request(Method::GET, &with("sec-websocket-key", "short")), HandshakeRejection::BadKey, 400),
             (
-                request(Method::POST, &good_headers()),
-                HandshakeRejection::MethodNotGet,
-                405,
-            ),
-            (
-                request(Method::GET, &without("connection")),
-                HandshakeRejection::NoConnectionUpgrade,
-                426,
-            ),
-            (
-                request(Method::GET, &without("upgrade")),
-                HandshakeRejection::NoUpgradeWebsocket,
-                426,
-            ),
-            (
-                request(Method::GET, &with("upgrade", "h2c")),
-                HandshakeRejection::NoUpgradeWebsocket,
-                426,
-            ),
-            (
-                request(Method::GET, &without("sec-websocket-version")),
-                HandshakeRejection::UnsupportedVersion,
-                426,
-            ),
-            (
-                request(Method::GET, &with("sec-websocket-version", "8")),
-                HandshakeRejection::UnsupportedVersion,
-                426,
-            ),
-            (
-                request(Method::GET, &without("sec-websocket-key")),
+                request(Method::GET, &with("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ")),
                 HandshakeRejection::BadKey,
                 400,
             ),
             (
-                request(Method::GET, &with("sec-websocket-key", "short")),
-                HandshakeRejection::BadKey,
-                400,
-            ),
-            (
-                request(
-                    Method::GET,
-                    &with("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ"),
-                ),
-                HandshakeRejection::BadKey,
-                400,
-            ),
-            (
-                request(
-                    Method::GET,
-                    &with("sec-websocket-key", "dGhlIHNhbXBsZSBub25j!Q=="),
-                ),
+                request(Method::GET, &with("sec-websocket-key", "dGhlIHNhbXBsZSBub25j!Q==")),
                 HandshakeRejection::BadKey,
                 400,
             ),
@@ -335,18 +274,10 @@ mod tests {
         assert_eq!(response.headers()[header::SEC_WEBSOCKET_ACCEPT], ACCEPT);
         assert_eq!(response.headers()[header::UPGRADE], "websocket");
         assert_eq!(response.headers()[header::CONNECTION], "upgrade");
-        assert!(
-            response
-                .headers()
-                .get(header::SEC_WEBSOCKET_PROTOCOL)
-                .is_none()
-        );
+        assert!(response.headers().get(header::SEC_WEBSOCKET_PROTOCOL).is_none());
 
         let response = info.switching_protocols(Some("bearer.abc"));
-        assert_eq!(
-            response.headers()[header::SEC_WEBSOCKET_PROTOCOL],
-            "bearer.abc"
-        );
+        assert_eq!(response.headers()[header::SEC_WEBSOCKET_PROTOCOL], "bearer.abc");
     }
 
     #[test]

@@ -166,7 +166,10 @@ mod tests {
     fn frames_match_the_node_service() {
         let j = |f: &Frame| serde_json::to_string(f).unwrap();
         assert_eq!(j(&Frame::Status(StatusFrame::Initializing)), r#"{"event":"status","data":"initializing"}"#);
-        assert_eq!(j(&Frame::Status(StatusFrame::AlreadyConnected)), r#"{"event":"status","data":"already_connected"}"#);
+        assert_eq!(
+            j(&Frame::Status(StatusFrame::AlreadyConnected)),
+            r#"{"event":"status","data":"already_connected"}"#
+        );
         assert_eq!(j(&Frame::Qr("2@abc".into())), r#"{"event":"qr","data":"2@abc"}"#);
         assert_eq!(j(&Frame::Error("boom".into())), r#"{"event":"error","data":"boom"}"#);
     }

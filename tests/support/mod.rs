@@ -83,7 +83,10 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task).await.expect("gateway stops in time").expect("no panic");
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("gateway stops in time")
+                .expect("no panic");
         }
     }
 
@@ -98,7 +101,13 @@ impl TestApp {
     }
 
     /// (status, JSON body) of a request made with a real HTTP client.
-    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<String>) -> (u16, serde_json::Value) {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> (u16, serde_json::Value) {
         let (status, _, json) = self.request_with(method, path, token, body, &[]).await;
         (status, json)
     }
@@ -117,7 +126,8 @@ impl TestApp {
         let token = token.map(str::to_owned);
         let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         tokio::task::spawn_blocking(move || {
-            let agent = ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
+            let agent =
+                ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
             let mut req = ureq::http::Request::builder().method(method.as_str()).uri(url);
             if let Some(token) = token {
                 req = req.header("Authorization", format!("Bearer {token}"));
@@ -172,7 +182,13 @@ impl TestApp {
         .unwrap_or_else(|_| panic!("message {id} never reached status {status}"))
     }
 
-    pub async fn send_pdf(&self, session: &str, to: &str, pdf: &[u8], file_name: Option<&str>) -> (u16, serde_json::Value) {
+    pub async fn send_pdf(
+        &self,
+        session: &str,
+        to: &str,
+        pdf: &[u8],
+        file_name: Option<&str>,
+    ) -> (u16, serde_json::Value) {
         let body = Self::send_pdf_body(session, to, pdf, file_name);
         self.request("POST", "/api/send-pdf", Some(TOKEN), Some(body)).await
     }
@@ -202,7 +218,10 @@ impl Ws {
                 Some(Err(_)) => return Got::Closed(None),
                 Some(Ok(Message::Text(text))) => {
                     let v: serde_json::Value = serde_json::from_str(&text).expect("JSON frame");
-                    return Got::Frame(v["event"].as_str().unwrap_or("").into(), v["data"].as_str().unwrap_or("").into());
+                    return Got::Frame(
+                        v["event"].as_str().unwrap_or("").into(),
+                        v["data"].as_str().unwrap_or("").into(),
+                    );
                 }
                 Some(Ok(Message::Close(frame))) => return Got::Closed(frame.map(|f| u16::from(f.code))),
                 Some(Ok(_)) => continue,
@@ -225,7 +244,10 @@ impl Ws {
     }
 }
 
-pub async fn wait_event<T>(events: &mut tokio::sync::broadcast::Receiver<FakeEvent>, mut pick: impl FnMut(&FakeEvent) -> Option<T>) -> T {
+pub async fn wait_event<T>(
+    events: &mut tokio::sync::broadcast::Receiver<FakeEvent>,
+    mut pick: impl FnMut(&FakeEvent) -> Option<T>,
+) -> T {
     tokio::time::timeout(WAIT, async {
         loop {
             match events.recv().await {

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use fake_whatsapp::{FakeConfig, FakeWhatsApp};
 use tokio::sync::mpsc;
+use whatsapp_rust::Client;
 use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::http::UreqHttpClient;
 use whatsapp_rust::store::traits::Backend;
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
-use whatsapp_rust::Client;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -32,7 +32,9 @@ pub fn http_client(fake: &FakeWhatsApp) -> UreqHttpClient {
     let pem = std::fs::read(fake.ca_file()).expect("CA file readable");
     let ca = Certificate::from_pem(&pem).expect("CA PEM").to_owned();
     let tls = TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(vec![ca]))).build();
-    let agent = ureq::Agent::new_with_config(ureq::config::Config::builder().tls_config(tls).http_status_as_error(false).build());
+    let agent = ureq::Agent::new_with_config(
+        ureq::config::Config::builder().tls_config(tls).http_status_as_error(false).build(),
+    );
     UreqHttpClient::with_agent(agent)
 }
 
