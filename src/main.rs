@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use whatsapp_gateway::config::TokenOrigin;
 use whatsapp_gateway::{App, Config, shutdown, telemetry};
 
 #[tokio::main]
@@ -15,7 +14,7 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(&config.log_level);
-    if let TokenOrigin::Generated(path) = &config.token_origin {
+    if let Some(path) = config.generated_token_file() {
         // Printed once, to the terminal only: the token never goes through the logs.
         eprintln!(
             "whatsapp-gateway: no API_STATIC_TOKEN set; generated one and saved it to {} (mode 0600):\n\n    {}\n",

@@ -125,11 +125,6 @@ impl Admin {
         }
     }
 
-    /// Open client connections, linked or not (a linking client counts too).
-    pub fn connection_count(&self) -> usize {
-        self.shared.lock().conns.len()
-    }
-
     pub fn devices(&self) -> Vec<DeviceInfo> {
         let reg = self.shared.lock();
         let mut out: Vec<DeviceInfo> = reg

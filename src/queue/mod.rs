@@ -91,10 +91,6 @@ impl Lane {
     pub(crate) fn front(&self) -> Option<Job> {
         self.lock().jobs.front().cloned()
     }
-
-    pub(crate) fn len(&self) -> usize {
-        self.lock().jobs.len()
-    }
 }
 
 /// Why a PDF was not accepted.
@@ -307,11 +303,6 @@ impl Queue {
     /// The delivery record of a message.
     pub async fn status(&self, id: &str) -> Result<Option<MessageRecord>, JournalError> {
         self.inner.journal.get(id).await
-    }
-
-    /// Jobs still waiting in a session's lane.
-    pub fn pending(&self, session: &SessionId) -> usize {
-        self.inner.lanes.get(session).map_or(0, |l| l.len())
     }
 
     /// Consumes acks and receipts from every session until shutdown.
