@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example bench_intake -- [requests] [concurrency]
 //! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A command-line example: failing loudly is its error handling.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +37,8 @@ async fn main() -> anyhow::Result<()> {
         ("QUEUE_MAX_BYTES_PER_SESSION", "100000000000".into()),
         ("QUEUE_MAX_TOTAL_BYTES", "100000000000".into()),
         ("LOG_LEVEL", "warn".into()),
+        // One client sends everything: the per-token rate limit would measure itself.
+        ("RATE_LIMIT_PER_SECOND", "0".into()),
     ]
     .map(|(k, v)| (k.to_string(), v));
     let app = App::build(Config::from_sources(env, None)?).await?;

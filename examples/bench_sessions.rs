@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example bench_sessions -- 100
 //! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A command-line example: failing loudly is its error handling.
 
 use std::time::{Duration, Instant};
 

@@ -7,6 +7,7 @@
 //!
 //! `--token` defaults to `$API_STATIC_TOKEN`. Exits when the session is connected, when the
 //! server closes the socket, or on Ctrl-C.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A command-line example: failing loudly is its error handling.
 
 use std::process::ExitCode;
 

@@ -6,6 +6,7 @@
 //! ```
 //!
 //! `--token` defaults to `$API_STATIC_TOKEN`, `--url` to `http://127.0.0.1:3000`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A command-line example: failing loudly is its error handling.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! Start-up and shutdown: bind the listener, load the sessions, serve until told to stop, then
+//! Start-up and shutdown: bind the listeners, load the sessions, serve until told to stop, then
 //! stop in order (HTTP, WebSockets with 1001, sessions, queue workers).
 
 use std::future::Future;
@@ -7,16 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
-use crate::config::Config;
-use crate::http::{self, auth::Authenticator};
-use crate::journal::Journal;
+use crate::api::auth::{Authenticator, TokensFileError};
+use crate::api::state::{AppState, Lifecycle, Phase};
+use crate::config::{Config, HttpLimits};
+use crate::journal::{Journal, JournalError};
 use crate::queue::{Queue, QueueSettings, RetryPolicy};
 use crate::session::DeliveryEvent;
-use crate::session::upstream::Upstream;
+use crate::session::upstream::{Upstream, UpstreamError};
 use crate::session::{SessionError, SessionManager, SessionsFile};
 use crate::shutdown::Shutdown;
-use tokio::sync::mpsc;
 
 /// Everything must be stopped within this after the signal (PM2 and systemd wait ~10 s+).
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
@@ -30,35 +31,49 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Sessions(#[from] SessionError),
-    #[error("{0}")]
-    Upstream(String),
-    #[error("message journal {0}")]
-    Journal(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("message journal {}: {source}", dir.display())]
+    Journal { dir: std::path::PathBuf, source: JournalError },
+    #[error("message journal: {0}")]
+    Restore(JournalError),
+    #[error(transparent)]
+    Tokens(#[from] TokensFileError),
 }
 
 /// A gateway that is bound and loaded, ready to run.
 pub struct App {
     delivery_rx: mpsc::Receiver<DeliveryEvent>,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     addr: SocketAddr,
-    sessions: SessionManager,
-    queue: Queue,
-    shutdown: Shutdown,
-    auth: Authenticator,
-    max_body_bytes: usize,
+    state: AppState,
+    cors_origins: Vec<String>,
+    limits: HttpLimits,
 }
 
 impl App {
-    /// Binds the port and reads `sessions.config.json`; nothing runs yet.
+    /// Binds the ports, opens the journal and reads `sessions.config.json`; nothing runs yet.
     pub async fn build(config: Config) -> Result<App, StartError> {
-        let bind = config.bind_addr();
-        let listener = TcpListener::bind(bind).await.map_err(|source| StartError::Bind { addr: bind, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: bind, source })?;
+        let bind = |addr: SocketAddr| async move {
+            let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+            let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+            Ok::<_, StartError>((listener, local))
+        };
+        let (listener, addr) = bind(config.bind_addr()).await?;
+        let metrics_listener = match config.metrics_listen {
+            Some(metrics_addr) => Some(bind(metrics_addr).await?.0),
+            None => None,
+        };
+        let auth = match &config.api_tokens_file {
+            Some(path) => Authenticator::with_tokens_file(&config.api_token, path, config.rate_limit)?,
+            None => Authenticator::new(&config.api_token, config.rate_limit),
+        };
         let shutdown = Shutdown::new();
         let journal = Journal::open(&config.data_dir)
-            .map_err(|e| StartError::Journal(format!("{}: {e}", config.data_dir.display())))?;
+            .map_err(|source| StartError::Journal { dir: config.data_dir.clone(), source })?;
         let (delivery_tx, delivery_rx) = mpsc::channel(DELIVERY_EVENTS);
-        let upstream = Upstream::from_config(&config, delivery_tx).map_err(|e| StartError::Upstream(e.to_string()))?;
+        let upstream = Upstream::from_config(&config, delivery_tx)?;
         let sessions = SessionManager::load(
             SessionsFile::new(&config.sessions_config),
             config.sessions_dir.clone(),
@@ -76,17 +91,28 @@ impl App {
             min_interval: config.send_min_interval,
             limits: config.queue_limits,
         };
-        let queue = Queue::new(sessions.clone(), journal, settings, shutdown.clone());
-        queue.restore().await.map_err(|e| StartError::Journal(e.to_string()))?;
+        let queue = Queue::new(sessions.clone(), journal.clone(), settings, shutdown.clone());
+        queue.restore().await.map_err(StartError::Restore)?;
+        let state = AppState {
+            auth: Arc::new(auth),
+            sessions,
+            queue,
+            journal,
+            shutdown,
+            limits: config.http,
+            max_body_bytes: config.max_body_bytes,
+            lifecycle: Lifecycle::default(),
+            metrics: crate::metrics::handle(),
+            openapi: Arc::default(),
+        };
         Ok(App {
             delivery_rx,
             listener,
+            metrics_listener,
             addr,
-            sessions,
-            queue,
-            shutdown,
-            auth: Authenticator::new(&config.api_token),
-            max_body_bytes: config.max_body_bytes,
+            state,
+            cors_origins: config.cors_allowed_origins,
+            limits: config.http,
         })
     }
 
@@ -96,18 +122,35 @@ impl App {
 
     /// Serves until `signal` resolves, then shuts down cleanly.
     pub async fn run(self, signal: impl Future<Output = ()>) -> Result<(), StartError> {
-        let App { delivery_rx, listener, addr, sessions, queue, shutdown, auth, max_body_bytes } = self;
+        let App { delivery_rx, listener, metrics_listener, addr, state, cors_origins, limits } = self;
         tracing::info!(%addr, "whatsapp-gateway listening");
-        shutdown.spawn(queue.clone().track_deliveries(delivery_rx));
-        shutdown.spawn(queue.clone().prune_periodically());
+        let shutdown = state.shutdown.clone();
+        let sessions = state.sessions.clone();
+        shutdown.spawn(state.queue.clone().track_deliveries(delivery_rx));
+        shutdown.spawn(state.queue.clone().prune_periodically());
         sessions.start_all();
-        let ctx =
-            Arc::new(http::Ctx { auth, sessions: sessions.clone(), queue, shutdown: shutdown.clone(), max_body_bytes });
-        let server = tokio::spawn(http::serve(listener, ctx));
+        let router = crate::api::router(state.clone(), &cors_origins);
+        let server = tokio::spawn(crate::api::serve(listener, router, limits, shutdown.token()));
+        let metrics_server = metrics_listener.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "metrics listening (no token)");
+            }
+            tokio::spawn(crate::api::serve(
+                listener,
+                crate::api::metrics_router(state.clone()),
+                limits,
+                shutdown.token(),
+            ))
+        });
+        state.lifecycle.set(Phase::Running);
         signal.await;
         tracing::info!("shutting down");
+        state.lifecycle.set(Phase::Stopping);
         shutdown.cancel();
         let _ = server.await;
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         let (session_wait, rest) =
             (sessions.wait_stopped(SHUTDOWN_DEADLINE), shutdown.close_and_wait(SHUTDOWN_DEADLINE));
         let (sessions_done, rest_done) = tokio::join!(session_wait, rest);

@@ -48,11 +48,27 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("QUEUE_MAX_BYTES_PER_SESSION", "268435456"),
     ("QUEUE_MAX_TOTAL", "10000"),
     ("QUEUE_MAX_TOTAL_BYTES", "1073741824"),
+    ("HTTP_HEADER_TIMEOUT_SECS", "10"),
+    ("HTTP_BODY_TIMEOUT_SECS", "30"),
+    ("HTTP_REQUEST_TIMEOUT_SECS", "30"),
+    ("HTTP_MAX_CONNECTIONS", "1024"),
+    ("HTTP_MAX_HEADER_BYTES", "16384"),
+    ("WS_MAX_MESSAGE_BYTES", "65536"),
+    ("RATE_LIMIT_PER_SECOND", "100"),
+    ("RATE_LIMIT_BURST", "200"),
 ];
 
 /// Variables without a default (absent means "not set").
-const OPTIONAL: &[&str] =
-    &["API_STATIC_TOKEN", "WHATSAPP_URL", "WHATSAPP_VERSION", "WHATSAPP_CA_FILE", "MAX_BODY_BYTES"];
+const OPTIONAL: &[&str] = &[
+    "API_STATIC_TOKEN",
+    "WHATSAPP_URL",
+    "WHATSAPP_VERSION",
+    "WHATSAPP_CA_FILE",
+    "MAX_BODY_BYTES",
+    "API_TOKENS_FILE",
+    "CORS_ALLOWED_ORIGINS",
+    "METRICS_LISTEN",
+];
 
 /// The static API token. `Debug` and `Display` print `[REDACTED]`; use
 /// [`ApiToken::expose`] where the value itself is needed.
@@ -139,6 +155,42 @@ pub struct Config {
     /// Queue bounds: `QUEUE_MAX_PER_SESSION` (1000 messages), `QUEUE_MAX_BYTES_PER_SESSION`
     /// (256 MiB), `QUEUE_MAX_TOTAL` (10000), `QUEUE_MAX_TOTAL_BYTES` (1 GiB). Beyond them, 429.
     pub queue_limits: QueueLimits,
+    /// How the HTTP server protects itself: timeouts, connection and size limits.
+    pub http: HttpLimits,
+    /// `API_TOKENS_FILE`: scoped tokens (JSON); `None` means only the admin token exists.
+    pub api_tokens_file: Option<PathBuf>,
+    /// `RATE_LIMIT_PER_SECOND` (100) and `RATE_LIMIT_BURST` (200), per token; `None` when the rate is 0.
+    pub rate_limit: Option<RateLimit>,
+    /// `CORS_ALLOWED_ORIGINS`: origins (`https://admin.example.com`) a browser may call the API from;
+    /// empty means none.
+    pub cors_allowed_origins: Vec<String>,
+    /// `METRICS_LISTEN`: an extra address serving `/metrics` without a token (a private network).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// The HTTP server's protections, from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// `HTTP_HEADER_TIMEOUT_SECS` (10): time to receive a request's headers. The clock starts as
+    /// soon as the connection waits for a request, so it is also the keep-alive idle timeout.
+    pub header_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT_SECS` (30): time to receive a whole request body (408 after it).
+    pub body_timeout: Duration,
+    /// `HTTP_REQUEST_TIMEOUT_SECS` (30): time a non-streaming route may take once the body is in.
+    pub request_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS` (1024): open connections, WebSockets included; more wait in the backlog.
+    pub max_connections: usize,
+    /// `HTTP_MAX_HEADER_BYTES` (16384): the request line and headers; 431 above.
+    pub max_header_bytes: usize,
+    /// `WS_MAX_MESSAGE_BYTES` (65536): largest message a WebSocket client may send (closed with 1009).
+    pub ws_max_message_bytes: usize,
+}
+
+/// A token bucket: `per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 /// How much may wait to be sent before new PDFs are refused with 429.
@@ -206,6 +258,17 @@ struct Raw {
     queue_max_bytes_per_session: String,
     queue_max_total: String,
     queue_max_total_bytes: String,
+    http_header_timeout_secs: String,
+    http_body_timeout_secs: String,
+    http_request_timeout_secs: String,
+    http_max_connections: String,
+    http_max_header_bytes: String,
+    ws_max_message_bytes: String,
+    rate_limit_per_second: String,
+    rate_limit_burst: String,
+    api_tokens_file: Option<String>,
+    cors_allowed_origins: Option<String>,
+    metrics_listen: Option<String>,
     api_static_token: Option<String>,
     whatsapp_url: Option<String>,
     whatsapp_version: Option<String>,
@@ -280,7 +343,56 @@ impl Config {
             None => load_or_create_token(&api_token_file)?,
         };
 
+        let secs = |var: &'static str, value: &str| {
+            parse_positive::<u64>(var, value, "is not a positive number of seconds").map(Duration::from_secs)
+        };
+        let http = HttpLimits {
+            header_timeout: secs("HTTP_HEADER_TIMEOUT_SECS", &raw.http_header_timeout_secs)?,
+            body_timeout: secs("HTTP_BODY_TIMEOUT_SECS", &raw.http_body_timeout_secs)?,
+            request_timeout: secs("HTTP_REQUEST_TIMEOUT_SECS", &raw.http_request_timeout_secs)?,
+            max_connections: parse_positive(
+                "HTTP_MAX_CONNECTIONS",
+                &raw.http_max_connections,
+                "is not a positive whole number",
+            )?,
+            max_header_bytes: match raw.http_max_header_bytes.trim().parse::<usize>() {
+                // hyper's read buffer cannot be smaller than 8 KiB.
+                Ok(n) if n >= 8192 => n,
+                _ => return Err(invalid("HTTP_MAX_HEADER_BYTES", &raw.http_max_header_bytes, "must be at least 8192")),
+            },
+            ws_max_message_bytes: parse_positive(
+                "WS_MAX_MESSAGE_BYTES",
+                &raw.ws_max_message_bytes,
+                "is not a positive number of bytes",
+            )?,
+        };
+        let per_second: u32 = raw
+            .rate_limit_per_second
+            .trim()
+            .parse()
+            .map_err(|_| invalid("RATE_LIMIT_PER_SECOND", &raw.rate_limit_per_second, "is not a whole number"))?;
+        let rate_limit = if per_second == 0 {
+            None
+        } else {
+            let burst = parse_positive("RATE_LIMIT_BURST", &raw.rate_limit_burst, "is not a positive whole number")?;
+            Some(RateLimit { per_second, burst })
+        };
+        let cors_allowed_origins =
+            non_empty(raw.cors_allowed_origins).map(|list| parse_origins(&list)).transpose()?.unwrap_or_default();
+        let metrics_listen = non_empty(raw.metrics_listen)
+            .map(|addr| {
+                addr.parse::<SocketAddr>()
+                    .map_err(|_| invalid("METRICS_LISTEN", &addr, "is not an address like 127.0.0.1:9100"))
+            })
+            .transpose()?;
+        let api_tokens_file = non_empty(raw.api_tokens_file).map(PathBuf::from);
+
         Ok(Config {
+            http,
+            api_tokens_file,
+            rate_limit,
+            cors_allowed_origins,
+            metrics_listen,
             host: parse_host(&raw.host)?,
             port: raw.port.trim().parse().map_err(|_| invalid("PORT", &raw.port, "is not a port number"))?,
             api_token,
@@ -397,6 +509,26 @@ fn parse_version(value: &str) -> Result<(u32, u32, u32), ConfigError> {
         (Some(Ok(a)), Some(Ok(b)), Some(Ok(c)), None) => Ok((a, b, c)),
         _ => Err(bad()),
     }
+}
+
+/// A comma list of origins, each `scheme://host[:port]` with nothing after it (browsers send
+/// exactly that in `Origin`).
+fn parse_origins(list: &str) -> Result<Vec<String>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            match rest {
+                Some(host)
+                    if !host.is_empty() && !host.contains('/') && axum::http::HeaderValue::from_str(origin).is_ok() =>
+                {
+                    Ok(origin.to_owned())
+                }
+                _ => Err(invalid("CORS_ALLOWED_ORIGINS", origin, "is not an origin like https://admin.example.com")),
+            }
+        })
+        .collect()
 }
 
 fn parse_ca_file(value: String) -> Result<PathBuf, ConfigError> {

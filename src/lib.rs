@@ -2,23 +2,27 @@
 //!
 //! * [`app`]: start-up and shutdown ([`App::build`], [`App::run`]).
 //! * [`config`]: settings from defaults, an optional file, the environment and `.env`.
-//! * [`http`]: the hyper server, routing, bearer auth, one [`http::error::ApiError`] type, and
-//!   `POST /api/send-pdf`.
-//! * [`ws`]: the admin WebSocket `/ws/session/:sessionId` that pushes QR and status frames.
+//! * [`api`]: the HTTP surface on axum: one file per resource, auth ([`api::auth::Caller`] with
+//!   scopes and rate limits), one [`api::error::ApiError`], request ids, CORS, timeouts, the accept
+//!   loop, OpenAPI, `/metrics`, and the seed's `/ws/session/:sessionId` WebSocket.
 //! * [`session`]: one supervised whatsapp-rust client per session, `sessions.config.json`.
-//! * [`queue`]: per-session in-memory lanes that deliver PDFs in order, retrying with backoff.
-//! * [`domain`]: validated values (phone numbers, PDFs, file names).
+//! * [`queue`]: per-session lanes that deliver PDFs in order, retrying with backoff.
+//! * [`journal`]: the durable record of accepted messages (SQLite, group commit).
+//! * [`domain`]: validated values (ids, phone numbers, PDFs, file names, delivery statuses).
+//! * [`metrics`]: Prometheus series names and the recorder.
+//! * [`shutdown`]: the cancellation token and task tracker every long-lived task uses.
+//! * [`telemetry`]: the log subscriber and its filter.
 
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
-pub mod http;
 pub mod journal;
+pub mod metrics;
 pub mod queue;
 pub mod session;
 pub mod shutdown;
 pub mod telemetry;
-pub mod ws;
 
 pub use app::{App, StartError};
 pub use config::Config;

@@ -1,5 +1,6 @@
 //! The `whatsapp-gateway` binary: configuration, logs, then the library runs the server.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use whatsapp_gateway::{App, Config, shutdown, telemetry};
@@ -15,12 +16,20 @@ async fn main() -> ExitCode {
     };
     telemetry::init(&config.log_level);
     if let Some(path) = config.generated_token_file() {
-        // Printed once, to the terminal only: the token never goes through the logs.
-        eprintln!(
-            "whatsapp-gateway: no API_STATIC_TOKEN set; generated one and saved it to {} (mode 0600):\n\n    {}\n",
-            path.display(),
-            config.api_token.expose()
-        );
+        // Shown only to a person at a terminal: under PM2, systemd or Docker stderr is a stored
+        // log, and a token must never end up there.
+        if std::io::stderr().is_terminal() {
+            eprintln!(
+                "whatsapp-gateway: no API_STATIC_TOKEN set; generated one and saved it to {} (mode 0600):\n\n    {}\n",
+                path.display(),
+                config.api_token.expose()
+            );
+        } else {
+            eprintln!(
+                "whatsapp-gateway: no API_STATIC_TOKEN set; generated one and saved it to {} (mode 0600)",
+                path.display()
+            );
+        }
     }
     if config.token_is_short() {
         tracing::warn!("API_STATIC_TOKEN is short; use at least 16 random characters");

@@ -226,6 +226,12 @@ impl Journal {
         }
     }
 
+    /// False when the writer has stopped or its latest batch failed to commit: `/health/ready`.
+    pub fn is_writable(&self) -> bool {
+        let running = self.inner.commands.as_ref().is_some_and(|commands| !commands.is_closed());
+        running && !self.inner.counters.failing.load(Ordering::Relaxed)
+    }
+
     fn commands(&self) -> Result<&mpsc::Sender<Command>, JournalError> {
         self.inner.commands.as_ref().ok_or(JournalError::Closed)
     }

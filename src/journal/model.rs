@@ -4,80 +4,9 @@
 use bytes::Bytes;
 use serde::Serialize;
 
+pub use crate::domain::DeliveryStatus;
+use crate::domain::SessionId;
 use crate::domain::{FileName, PhoneNumber};
-use crate::session::SessionId;
-
-/// Where a message is in its life. Statuses only move forward:
-/// `Queued → Sending → Sent → Delivered → Read`, and `Failed` only from `Queued` or `Sending`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryStatus {
-    /// Accepted and durable, waiting for its turn.
-    Queued,
-    /// An attempt to send it is under way (or was, when the process stopped).
-    Sending,
-    /// WhatsApp's server acknowledged it.
-    Sent,
-    /// The recipient's device received it.
-    Delivered,
-    /// The recipient opened it.
-    Read,
-    /// Given up on; `last_error` says why.
-    Failed,
-}
-
-impl DeliveryStatus {
-    /// The lowercase name, as stored and as serialized.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Queued => "queued",
-            DeliveryStatus::Sending => "sending",
-            DeliveryStatus::Sent => "sent",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Read => "read",
-            DeliveryStatus::Failed => "failed",
-        }
-    }
-
-    pub(super) fn from_db(text: &str) -> Option<DeliveryStatus> {
-        Some(match text {
-            "queued" => DeliveryStatus::Queued,
-            "sending" => DeliveryStatus::Sending,
-            "sent" => DeliveryStatus::Sent,
-            "delivered" => DeliveryStatus::Delivered,
-            "read" => DeliveryStatus::Read,
-            "failed" => DeliveryStatus::Failed,
-            _ => return None,
-        })
-    }
-
-    /// Sent, delivered, read or failed: nothing left to send, so the PDF is deleted.
-    pub fn is_final(self) -> bool {
-        !matches!(self, DeliveryStatus::Queued | DeliveryStatus::Sending)
-    }
-
-    /// Whether `self → next` is a forward move. Late or repeated events (a `Sent` ack after
-    /// `Delivered`, a `Failed` after `Sent`) are not, and are ignored by the journal.
-    pub fn can_move_to(self, next: DeliveryStatus) -> bool {
-        use DeliveryStatus::{Failed, Queued, Sending};
-        match (self, next) {
-            (Queued | Sending, Failed) => true,
-            (Failed, _) | (_, Failed) => false,
-            _ => next.rank() > self.rank(),
-        }
-    }
-
-    fn rank(self) -> u8 {
-        match self {
-            DeliveryStatus::Queued => 0,
-            DeliveryStatus::Sending => 1,
-            DeliveryStatus::Sent => 2,
-            DeliveryStatus::Delivered => 3,
-            DeliveryStatus::Read => 4,
-            DeliveryStatus::Failed => 5,
-        }
-    }
-}
 
 /// An idempotency key and the fingerprint of the request that came with it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -56,7 +56,7 @@ impl ToSql for DeliveryStatus {
 impl FromSql for DeliveryStatus {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
         let text = value.as_str()?;
-        DeliveryStatus::from_db(text).ok_or_else(|| FromSqlError::Other(text.into()))
+        DeliveryStatus::parse(text).ok_or_else(|| FromSqlError::Other(text.into()))
     }
 }
 

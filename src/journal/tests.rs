@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::*;
+use crate::domain::SessionId;
 use crate::domain::{FileName, PhoneNumber};
-use crate::session::SessionId;
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);

@@ -53,6 +53,8 @@ pub(super) struct Counters {
     pub batches: AtomicU64,
     pub commands: AtomicU64,
     pub largest_batch: AtomicU64,
+    /// Set while the latest batch failed to commit (a full disk, an I/O error).
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 /// Starts the writer thread. It stops when every sender is dropped and the queue is empty.
@@ -152,6 +154,9 @@ fn commit_batch(conn: &Connection, outbox: &Outbox, commands: Vec<Command>, coun
     counters.batches.fetch_add(1, Ordering::Relaxed);
     counters.commands.fetch_add(size as u64, Ordering::Relaxed);
     counters.largest_batch.fetch_max(size as u64, Ordering::Relaxed);
+    counters.failing.store(outcome.is_err(), Ordering::Relaxed);
+    metrics::histogram!(crate::metrics::JOURNAL_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::JOURNAL_BATCH_SIZE).record(size as f64);
     for settle in settles {
         settle(outbox, outcome.as_ref().map(|_| ()));
     }

@@ -14,41 +14,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use rand::RngExt as _;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use retry::RetryPolicy;
 
 use crate::config::QueueLimits;
 use crate::domain::{FileName, PdfDocument, PhoneNumber};
+use crate::domain::{MessageId, SessionId};
 use crate::journal::{
     self, Accepted, DeliveryStatus, IdempotencyKey, Journal, JournalError, MessageRecord, NewMessage,
 };
-use crate::session::{DeliveryEvent, SessionId, SessionManager};
+use crate::session::{DeliveryEvent, SessionManager};
 use crate::shutdown::Shutdown;
-
-/// The id returned to the caller; it is also the WhatsApp message id of every attempt, so a
-/// resend after a crash is the same message to the recipient.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MessageId(String);
-
-impl MessageId {
-    fn generate() -> Self {
-        let raw: [u8; 10] = rand::rng().random();
-        let hex: String = raw.iter().map(|b| format!("{b:02X}")).collect();
-        Self(format!("3EB0{hex}"))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for MessageId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// A PDF waiting to be delivered.
 #[derive(Debug, Clone)]
@@ -148,9 +125,14 @@ struct Inner {
     totals: Mutex<(usize, u64)>,
     /// Sends waiting for the server's ack, by message id.
     acks: DashMap<String, oneshot::Sender<Option<String>>>,
+    /// When recent messages were acknowledged, until their delivery receipt.
+    sent_at: DashMap<String, std::time::Instant>,
     /// Whether a number is on WhatsApp, asked once per number.
     on_whatsapp: Mutex<HashMap<String, bool>>,
 }
+
+/// Most acknowledged messages timed at once for the sent→delivered histogram.
+const SENT_TIMES_CAP: usize = 10_000;
 
 /// How long a send waits for WhatsApp's server ack before it is tried again (same id).
 pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -166,6 +148,7 @@ impl Queue {
                 shutdown,
                 totals: Mutex::new((0, 0)),
                 acks: DashMap::new(),
+                sent_at: DashMap::new(),
                 on_whatsapp: Mutex::new(HashMap::new()),
             }),
         }
@@ -190,7 +173,13 @@ impl Queue {
                     .await;
                 continue;
             };
-            let job = Job { id: MessageId(record.message_id), to, pdf, file_name, accepted_at_ms: record.created_at };
+            let job = Job {
+                id: MessageId::from_stored(record.message_id),
+                to,
+                pdf,
+                file_name,
+                accepted_at_ms: record.created_at,
+            };
             let lane = self.lane(&session);
             self.push(&lane, job);
         }
@@ -228,7 +217,7 @@ impl Queue {
         self.reserve(&lane, size)?;
         let id = MessageId::generate();
         let message = NewMessage {
-            message_id: id.0.clone(),
+            message_id: id.as_str().to_owned(),
             session_id: session.clone(),
             to: to.clone(),
             file_name: file_name.clone(),
@@ -244,7 +233,7 @@ impl Queue {
                 tracing::info!(session = %session, message_id = %id, "PDF queued");
                 Ok(Enqueued::New(id))
             }
-            Ok(Accepted::Replay { message_id }) => Ok(Enqueued::Replay(MessageId(message_id))),
+            Ok(Accepted::Replay { message_id }) => Ok(Enqueued::Replay(MessageId::from_stored(message_id))),
             Ok(Accepted::KeyReusedWithOtherBody) => Err(EnqueueError::KeyReused),
             Err(JournalError::DiskFull) => Err(EnqueueError::DiskFull),
             Err(e) => Err(EnqueueError::Journal(e)),
@@ -305,6 +294,26 @@ impl Queue {
         self.inner.journal.get(id).await
     }
 
+    /// (session, waiting messages, waiting bytes) of every lane.
+    pub fn depths(&self) -> Vec<(SessionId, usize, u64)> {
+        self.inner
+            .lanes
+            .iter()
+            .map(|lane| {
+                let state = lane.value().lock();
+                (lane.key().clone(), state.jobs.len(), state.bytes)
+            })
+            .collect()
+    }
+
+    /// Remembers when a message was acknowledged, for the sent→delivered histogram. Bounded: past
+    /// the cap, new sends are simply not timed.
+    fn note_sent(&self, id: &str) {
+        if self.inner.sent_at.len() < SENT_TIMES_CAP {
+            self.inner.sent_at.insert(id.to_owned(), std::time::Instant::now());
+        }
+    }
+
     /// Consumes acks and receipts from every session until shutdown.
     pub async fn track_deliveries(self, mut events: mpsc::Receiver<DeliveryEvent>) {
         let cancel = self.inner.shutdown.token();
@@ -315,6 +324,9 @@ impl Queue {
             };
             match event {
                 DeliveryEvent::Ack { message_id, error } => {
+                    if error.is_none() {
+                        self.note_sent(&message_id);
+                    }
                     if let Some((_, waiter)) = self.inner.acks.remove(&message_id) {
                         let _ = waiter.send(error);
                     } else if error.is_none() {
@@ -325,6 +337,9 @@ impl Queue {
                 DeliveryEvent::Receipt { message_ids, read } => {
                     let status = if read { DeliveryStatus::Read } else { DeliveryStatus::Delivered };
                     for id in message_ids {
+                        if let Some((_, sent)) = self.inner.sent_at.remove(&id) {
+                            metrics::histogram!(crate::metrics::SENT_TO_DELIVERED).record(sent.elapsed().as_secs_f64());
+                        }
                         self.set_status(&id, status, None).await;
                     }
                 }
@@ -388,12 +403,12 @@ impl Queue {
     /// Registers interest in the server's ack for `id` before sending it.
     pub(crate) fn expect_ack(&self, id: &MessageId) -> oneshot::Receiver<Option<String>> {
         let (tx, rx) = oneshot::channel();
-        self.inner.acks.insert(id.0.clone(), tx);
+        self.inner.acks.insert(id.as_str().to_owned(), tx);
         rx
     }
 
     pub(crate) fn forget_ack(&self, id: &MessageId) {
-        self.inner.acks.remove(&id.0);
+        self.inner.acks.remove(id.as_str());
     }
 
     pub(crate) fn known_on_whatsapp(&self, to: &PhoneNumber) -> Option<bool> {

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use rand::RngExt as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::SessionId;
 use crate::journal::{self, DeliveryStatus};
 use crate::queue::{ACK_TIMEOUT, Job, Lane, Queue};
+use crate::session::Status;
 use crate::session::upstream::{self, UpstreamError};
-use crate::session::{SessionId, Status};
 
 /// What one attempt came to.
 #[derive(Debug)]
@@ -71,6 +72,9 @@ impl Worker {
             match outcome {
                 Outcome::Sent => {
                     self.queue.set_status(job.id.as_str(), DeliveryStatus::Sent, None).await;
+                    metrics::counter!(crate::metrics::SENDS, "outcome" => "sent").increment(1);
+                    let waited = journal::now_ms().saturating_sub(job.accepted_at_ms);
+                    metrics::histogram!(crate::metrics::ACCEPTED_TO_SENT).record(waited as f64 / 1000.0);
                     tracing::info!(session = %self.session, message_id = %job.id, "PDF accepted by WhatsApp");
                     self.queue.finish_front(&self.lane);
                     attempts = 0;
@@ -80,6 +84,7 @@ impl Worker {
                     attempts = 0;
                 }
                 Outcome::Retry(reason) => {
+                    metrics::counter!(crate::metrics::SENDS, "outcome" => "retry").increment(1);
                     attempts = match self.queue.journal().record_attempt(job.id.as_str(), Some(reason.clone())).await {
                         Ok(n) => n,
                         Err(e) => {
@@ -118,6 +123,7 @@ impl Worker {
     }
 
     async fn fail(&self, job: &Job, reason: String) {
+        metrics::counter!(crate::metrics::SENDS, "outcome" => "failed").increment(1);
         tracing::error!(session = %self.session, message_id = %job.id, %reason, "PDF failed");
         self.queue.set_status(job.id.as_str(), DeliveryStatus::Failed, Some(reason)).await;
         self.queue.finish_front(&self.lane);

@@ -12,7 +12,8 @@ use whatsapp_rust::Client;
 use whatsapp_rust::bot::BotHandle;
 
 use super::upstream::{self, STORE_FILE, Upstream, UpstreamEvent};
-use super::{SessionId, SessionState, Status};
+use super::{SessionState, Status};
+use crate::domain::SessionId;
 
 /// How often the supervisor checks the client's own view of the connection: the library emits
 /// no event for failed reconnect attempts or watchdog reconnects.
@@ -243,6 +244,9 @@ async fn drive(
                 UpstreamEvent::PairSuccess => tracing::info!(session = %shared.id, "QR scanned; linking"),
                 UpstreamEvent::Connected => {
                     tracing::info!(session = %shared.id, "connected");
+                    if shared.state.borrow().status == Status::Disconnected {
+                        metrics::counter!(crate::metrics::RECONNECTS).increment(1);
+                    }
                     *backoff = Duration::from_secs(1);
                     shared.set_status(Status::Connected);
                 }

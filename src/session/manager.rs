@@ -14,7 +14,8 @@ use whatsapp_rust::Client;
 use super::actor::{self, SessionShared};
 use super::store::{SessionEntry, SessionsFile, StoreError};
 use super::upstream::{Upstream, UpstreamError};
-use super::{SessionId, SessionState, Status};
+use super::{SessionState, Status};
+use crate::domain::SessionId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -181,6 +182,11 @@ impl SessionManager {
     pub(crate) async fn wait_stopped(&self, deadline: std::time::Duration) -> bool {
         self.inner.tasks.close();
         tokio::time::timeout(deadline, self.inner.tasks.wait()).await.is_ok()
+    }
+
+    /// The status of every session, in no order.
+    pub fn statuses(&self) -> Vec<Status> {
+        self.inner.sessions.iter().map(|s| s.state.borrow().status).collect()
     }
 
     /// (sessions, connected sessions)

@@ -1,7 +1,6 @@
 //! WhatsApp sessions: one linked number each, with its own credentials folder and its own
 //! supervisor task.
 //!
-//! * [`SessionId`]: the validated name of a session (also its folder name).
 //! * `manager`: the registry of sessions ([`SessionManager`]), creation and shutdown.
 //! * `actor`: the per-session supervisor that runs whatsapp-rust clients, restarts them, keeps
 //!   the status true, and hands out fresh QR codes while someone watches.
@@ -9,12 +8,10 @@
 //! * `upstream`: the only module that imports whatsapp-rust.
 
 mod actor;
-mod id;
 mod manager;
 mod store;
 pub(crate) mod upstream;
 
-pub use id::{InvalidSessionId, SessionId};
 pub use manager::{SessionError, SessionManager, Watcher};
 pub use store::{SessionEntry, SessionsFile, StoreError};
 
@@ -35,6 +32,17 @@ pub enum Status {
     Connected,
     /// Not connected (network loss, logged out, replaced, or not linked and nobody watching).
     Disconnected,
+}
+
+impl Status {
+    /// The lowercase name, for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Initializing => "initializing",
+            Status::Connected => "connected",
+            Status::Disconnected => "disconnected",
+        }
+    }
 }
 
 /// What a session looks like right now: published on a `watch` channel, so watchers always

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::SessionId;
+use crate::domain::SessionId;
 
 /// One entry of `sessions.config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -108,7 +108,7 @@ pub(crate) struct Upstream {
 
 /// Why a client could not be built or a send failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum UpstreamError {
+pub enum UpstreamError {
     #[error("session store: {0}")]
     Store(String),
     #[error("CA file {path}: {reason}")]
@@ -157,7 +157,7 @@ impl Upstream {
     }
 
     /// With `QR_TERMINAL=true`, draws a QR code on stderr (debugging only; never logged).
-    pub(crate) fn show_qr(&self, session: &super::SessionId, code: &str) {
+    pub(crate) fn show_qr(&self, session: &crate::domain::SessionId, code: &str) {
         if !self.qr_terminal {
             return;
         }

@@ -1,17 +1,18 @@
 //! `ApiError`: every way an HTTP request can fail, with its status, stable code and JSON body.
 //!
-//! Bodies are always `{"success":false,"error":{"code":"...","message":"..."}}`. Codes are part
-//! of the API contract (clients branch on them): never rename one. A 5xx is logged here, once,
-//! with its source; its body says only "internal error".
+//! Bodies are always `{"success":false,"error":{"code":"...","message":"..."},"requestId":"..."}`.
+//! Codes are part of the API contract (clients branch on them): never rename one. A 5xx is logged
+//! here, once, with its source; its body says only "internal error".
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{self, HeaderValue};
-use hyper::{Response, StatusCode};
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
+use crate::api::request_id;
+use crate::domain::InvalidSessionId;
 use crate::domain::{InvalidFileName, InvalidPhone, PdfError};
-use crate::session::InvalidSessionId;
 
 /// The boxed source of an [`ApiError::Internal`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -94,6 +95,24 @@ pub enum ApiError {
     /// The disk is full: nothing was accepted; retry once space is freed.
     #[error("insufficient storage: the message could not be stored, retry later")]
     InsufficientStorage,
+    /// The token is valid but lacks the scope, or the session, this request needs.
+    #[error("this token may not {0}")]
+    Forbidden(&'static str),
+    /// The token sent more requests than its rate allows.
+    #[error("too many requests for this token, retry later")]
+    RateLimited {
+        /// Value of the `Retry-After` header, in seconds.
+        retry_after_secs: u64,
+    },
+    /// The client did not send the whole body in time.
+    #[error("the request body was not received in time")]
+    BodyTimeout,
+    /// The request took longer than the route allows.
+    #[error("the request took too long; retry it (with the same Idempotency-Key for sends)")]
+    Timeout,
+    /// The gateway is starting or stopping.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
     /// A bug or an unexpected failure; the source is logged, never returned.
     #[error("internal error")]
     Internal(#[source] BoxError),
@@ -126,6 +145,10 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Timeout | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -153,12 +176,19 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ApiError::MessageNotFound => "MESSAGE_NOT_FOUND",
             ApiError::InsufficientStorage => "INSUFFICIENT_STORAGE",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::BodyTimeout => "BODY_TIMEOUT",
+            ApiError::Timeout => "TIMEOUT",
+            ApiError::ShuttingDown => "SHUTTING_DOWN",
             ApiError::Internal(_) => "INTERNAL",
         }
     }
+}
 
+impl IntoResponse for ApiError {
     /// The JSON error response. An `Internal` error is logged here with its source.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    fn into_response(self) -> Response {
         if let ApiError::Internal(source) = &self {
             tracing::error!(error = %source, error.debug = ?source, "internal error");
         }
@@ -175,7 +205,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::QueueFull { retry_after_secs } => {
+            ApiError::QueueFull { retry_after_secs } | ApiError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
@@ -196,22 +226,39 @@ impl From<PdfError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    success: bool,
-    error: ErrorDetail<'a>,
+/// Every error answer: `{"success":false,"error":{"code","message"},"requestId"}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    pub error: ErrorDetail,
+    /// The request's `X-Request-Id`, also echoed as a header and in every log line of the request.
+    pub request_id: String,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code to branch on: MISSING_TOKEN, INVALID_TOKEN, FORBIDDEN, RATE_LIMITED, BAD_JSON,
+    /// MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, INVALID_BASE64,
+    /// NOT_A_PDF, INVALID_FILE_NAME, INVALID_IDEMPOTENCY_KEY, SESSION_NOT_FOUND, MESSAGE_NOT_FOUND,
+    /// NOT_FOUND, METHOD_NOT_ALLOWED, BODY_TIMEOUT, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE,
+    /// IDEMPOTENCY_KEY_REUSED, QUEUE_FULL, UPGRADE_REQUIRED, UNSUPPORTED_WEBSOCKET_VERSION,
+    /// BAD_WEBSOCKET_KEY, TIMEOUT, SHUTTING_DOWN, INSUFFICIENT_STORAGE, INTERNAL.
+    pub code: String,
+    /// A sentence for people; it may change.
+    pub message: String,
 }
 
-/// Builds `{"success":false,"error":{"code":…,"message":…}}` with `status`; shared with the
-/// WebSocket handshake rejections so every error body has one shape.
-pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = ErrorBody { success: false, error: ErrorDetail { code, message } };
+/// Builds the error body with `status`; shared with the WebSocket handshake rejections so every
+/// error body has one shape. The request id comes from the request's scope.
+pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = ErrorBody {
+        success: false,
+        error: ErrorDetail { code: code.to_owned(), message: message.to_owned() },
+        request_id: request_id::current().unwrap_or_default(),
+    };
     super::json_response(status, &body)
 }
 
@@ -220,12 +267,12 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    fn body_json(response: Response<Full<Bytes>>) -> serde_json::Value {
+    fn body_json(response: Response) -> serde_json::Value {
         let bytes = body_bytes(response);
         serde_json::from_slice(&bytes).unwrap()
     }
 
-    fn body_bytes(response: Response<Full<Bytes>>) -> Bytes {
+    fn body_bytes(response: Response) -> bytes::Bytes {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async { response.into_body().collect().await.unwrap().to_bytes() })
     }
@@ -238,7 +285,7 @@ mod tests {
         let raw = body_bytes(response);
         assert_eq!(
             std::str::from_utf8(&raw).unwrap(),
-            r#"{"success":false,"error":{"code":"MISSING_FIELD","message":"missing required field 'to'"}}"#
+            r#"{"success":false,"error":{"code":"MISSING_FIELD","message":"missing required field 'to'"},"requestId":""}"#
         );
     }
 
@@ -297,6 +344,10 @@ mod tests {
             (ApiError::NotFound, 404, "NOT_FOUND"),
             (ApiError::PayloadTooLarge { limit: 10 }, 413, "PAYLOAD_TOO_LARGE"),
             (ApiError::UnsupportedMediaType, 415, "UNSUPPORTED_MEDIA_TYPE"),
+            (ApiError::Forbidden("send on this session"), 403, "FORBIDDEN"),
+            (ApiError::RateLimited { retry_after_secs: 1 }, 429, "RATE_LIMITED"),
+            (ApiError::BodyTimeout, 408, "BODY_TIMEOUT"),
+            (ApiError::Timeout, 503, "TIMEOUT"),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status().as_u16(), status, "{err:?}");

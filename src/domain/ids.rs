@@ -1,4 +1,5 @@
-//! `SessionId`: the validated name of one linked WhatsApp number (`tienda_lima`).
+//! Identifiers: [`SessionId`], the validated name of one linked WhatsApp number
+//! (`tienda_lima`), and [`MessageId`], the id of an outgoing message.
 //!
 //! A session id becomes a directory name under `SESSIONS_DIR` and a URL path segment, so the rule
 //! is strict: `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`. That excludes `.`, `/` and `\`, so an id can
@@ -7,6 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use rand::RngExt as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest accepted session id, in bytes (all accepted characters are ASCII).
@@ -82,6 +84,36 @@ impl<'de> Deserialize<'de> for SessionId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;
         SessionId::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The id returned to the caller; it is also the WhatsApp message id of every attempt, so a
+/// resend after a crash is the same message to the recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageId(String);
+
+impl MessageId {
+    /// A fresh id in WhatsApp Web's own shape: `3EB0` and 20 hex digits.
+    pub fn generate() -> Self {
+        let raw: [u8; 10] = rand::rng().random();
+        let hex: String = raw.iter().map(|b| format!("{b:02X}")).collect();
+        Self(format!("3EB0{hex}"))
+    }
+
+    /// Wraps an id read back from our own journal or from WhatsApp.
+    pub fn from_stored(raw: impl Into<String>) -> Self {
+        Self(raw.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

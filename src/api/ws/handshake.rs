@@ -5,20 +5,17 @@
 //! [`validate_upgrade`], answers with [`UpgradeInfo::switching_protocols`] and only then takes
 //! `hyper::upgrade::on(req)` and wraps the stream with [`socket_config`].
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use axum::body::Body;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, Request, StatusCode};
+use axum::response::Response;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::http::error::error_response;
+use crate::api::error::error_response;
 
 /// The only WebSocket version there is.
 const WS_VERSION: &str = "13";
-
-/// Status frames and QR strings are small; inbound traffic is only pings and close frames.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// What a valid upgrade request yields: enough to write the 101 response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +67,7 @@ impl HandshakeRejection {
 
     /// The error response, in the API's JSON error shape, with the headers RFC 6455 and
     /// RFC 9110 ask for (`Allow`, `Upgrade`, `Sec-WebSocket-Version`).
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> Response {
         let mut response = error_response(self.status(), self.code(), &self.to_string());
         let headers = response.headers_mut();
         match self {
@@ -121,14 +118,15 @@ pub fn validate_upgrade<B>(req: &Request<B>) -> Result<UpgradeInfo, HandshakeRej
 
 impl UpgradeInfo {
     /// The `Sec-WebSocket-Accept` value.
+    #[cfg(test)]
     pub fn accept_key(&self) -> &str {
         &self.accept_key
     }
 
     /// `101 Switching Protocols`, echoing `protocol` (from
     /// [`Authenticator::check_ws`](crate::http::auth::Authenticator::check_ws)) if any.
-    pub fn switching_protocols(&self, protocol: Option<&str>) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::new(Bytes::new()));
+    pub fn switching_protocols(&self, protocol: Option<&str>) -> Response {
+        let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -145,15 +143,16 @@ impl UpgradeInfo {
     }
 }
 
-/// Limits for our server sockets: small buffers (many idle admin sockets, tiny frames) and a
-/// bounded write buffer so a client that stops reading cannot grow our memory.
-pub fn socket_config() -> WebSocketConfig {
+/// Limits for our server sockets: small buffers (many idle admin sockets, tiny frames), a
+/// bounded write buffer so a client that stops reading cannot grow our memory, and
+/// `max_message` (`WS_MAX_MESSAGE_BYTES`) for what a client may send.
+pub fn socket_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
         .max_write_buffer_size(64 * 1024)
-        .max_message_size(Some(MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
 }
 
 /// True if any comma-separated element of any `name` header equals `token` (any case).
@@ -282,7 +281,7 @@ mod tests {
 
     #[test]
     fn socket_config_limits() {
-        let config = socket_config();
+        let config = socket_config(64 * 1024);
         assert_eq!(config.read_buffer_size, 4096);
         assert_eq!(config.write_buffer_size, 4096);
         assert_eq!(config.max_write_buffer_size, 64 * 1024);

@@ -1,5 +1,9 @@
 //! One admin WebSocket watching one session: pushes `{event, data}` frames (status, QR codes,
 //! errors) until the session is connected, then closes with 1000.
+//!
+//! Generic over any `Sink + Stream` of tungstenite messages, so it is tested with channels. A
+//! client that breaks the protocol is answered with the close code RFC 6455 asks for: 1002 for
+//! an invalid frame, 1007 for invalid UTF-8, 1009 for a message over the size limit.
 
 use std::time::Duration;
 
@@ -56,7 +60,27 @@ where
             let _ = tokio::time::timeout(SEND_TIMEOUT, socket.close()).await;
         }
         Ok(None) => {}
+        Err(SocketError::Ws(e)) => match close_for(&e) {
+            Some((code, reason)) => {
+                tracing::debug!(error = %e, code = u16::from(code), "closing a websocket that broke the protocol");
+                let frame = CloseFrame { code, reason: reason.into() };
+                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.close()).await;
+            }
+            None => tracing::debug!(error = %e, "watcher socket ended"),
+        },
         Err(e) => tracing::debug!(error = %e, "watcher socket ended"),
+    }
+}
+
+/// The close code for a read error the peer caused, if the socket can still carry it.
+fn close_for(error: &tokio_tungstenite::tungstenite::Error) -> Option<(CloseCode, &'static str)> {
+    use tokio_tungstenite::tungstenite::Error;
+    match error {
+        Error::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+        Error::Utf8(_) => Some((CloseCode::Invalid, "invalid utf-8")),
+        Error::Capacity(_) => Some((CloseCode::Size, "message too big")),
+        _ => None,
     }
 }
 
@@ -161,6 +185,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+
+    #[test]
+    fn protocol_errors_get_their_close_codes() {
+        use tokio_tungstenite::tungstenite::Error;
+        let code = |e: Error| close_for(&e).map(|(code, _)| u16::from(code));
+        assert_eq!(code(Error::Protocol(ProtocolError::NonZeroReservedBits)), Some(1002));
+        assert_eq!(code(Error::Utf8("bad".into())), Some(1007));
+        assert_eq!(code(Error::Capacity(CapacityError::MessageTooLong { size: 2, max_size: 1 })), Some(1009));
+        assert_eq!(code(Error::ConnectionClosed), None);
+    }
 
     #[test]
     fn frames_match_the_node_service() {

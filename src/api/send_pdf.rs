@@ -1,20 +1,129 @@
-//! `POST /api/send-pdf`: the request body parsed into domain types, and the 202 answer.
+//! `POST /api/send-pdf`, the seed's route: the request body parsed into domain types, and the
+//! 202 answer, byte for byte the Node service's.
 //!
 //! Parsing is pure (bytes in, typed request or [`ApiError`] out) so every rule is unit-tested
-//! here; the handler only reads the body, calls [`SendPdfRequest::parse`] and enqueues.
+//! here; the handler checks the caller, reads the body, calls [`SendPdfRequest::parse`] and
+//! enqueues.
 
 use std::fmt;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header;
-use hyper::{HeaderMap, Response, StatusCode};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::auth::{Caller, Scope};
+use crate::api::body::{PdfLimit, RequestBody};
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::state::AppState;
+use crate::domain::SessionId;
 use crate::domain::{FileName, PdfDocument, PhoneNumber};
-use crate::http::error::ApiError;
-use crate::session::SessionId;
+use crate::journal::IdempotencyKey;
+use crate::queue::EnqueueError;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(send_pdf))
+}
+
+/// The body of `POST /api/send-pdf`.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // Only describes the JSON for the OpenAPI document; parsing is by hand.
+#[serde(rename_all = "camelCase")]
+struct SendPdfBody {
+    /// The session (linked number) that sends it.
+    #[schema(example = "tienda_lima", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+    session_id: String,
+    /// The recipient: 7 to 15 digits with the country code; `+`, spaces and dashes are ignored.
+    /// A JSON integer is accepted too.
+    #[schema(example = "51987654321")]
+    to: PhoneField,
+    /// The PDF as standard base64, optionally as a `data:application/pdf;base64,` URL.
+    #[schema(example = "JVBERi0xLjQKJSVFT0YK")]
+    pdf_base64: String,
+    /// The name the recipient sees; `.pdf` is added when missing. Default `Comprobante.pdf`.
+    #[schema(example = "F001-123.pdf")]
+    file_name: Option<String>,
+}
+
+/// A phone number as a string or an integer.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+enum PhoneField {
+    Text(String),
+    Number(u64),
+}
+
+/// Queue a PDF for delivery (needs `messages:send` on the session).
+///
+/// Answers 202 once the PDF and its record are durable on disk. The PDF is then delivered in
+/// order per session, retrying with backoff while the session is down.
+#[utoipa::path(post, path = "/api/send-pdf", tag = "messages",
+    request_body(content = SendPdfBody, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1-255 visible ASCII characters: the same key and body answer as the first time")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Queued (durable)", body = SendPdfAccepted),
+        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, INVALID_BASE64, NOT_A_PDF, INVALID_FILE_NAME, INVALID_IDEMPOTENCY_KEY)", body = ErrorBody),
+        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
+        (status = 408, description = "Body not received in time (BODY_TIMEOUT)", body = ErrorBody),
+        (status = 413, description = "Body or PDF too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),
+        (status = 415, description = "Not application/json (UNSUPPORTED_MEDIA_TYPE)", body = ErrorBody),
+        (status = 422, description = "Idempotency-Key reused with another body (IDEMPOTENCY_KEY_REUSED)", body = ErrorBody),
+        (status = 429, description = "Queue full (QUEUE_FULL) or rate limited (RATE_LIMITED); see Retry-After", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+        (status = 507, description = "Disk full, nothing stored (INSUFFICIENT_STORAGE)", body = ErrorBody),
+    ))]
+async fn send_pdf(State(state): State<AppState>, caller: Caller, req: Request) -> Result<Response, ApiError> {
+    caller.require(Scope::MessagesSend)?;
+    check_content_type(req.headers())?;
+    let idempotency = idempotency_key(req.headers())?;
+    let body = RequestBody::<PdfLimit>::from_request(req, &state).await?.bytes;
+    let request = SendPdfRequest::parse(&body)?;
+    caller.require_session(Scope::MessagesSend, &request.session_id)?;
+    if !state.sessions.contains(&request.session_id) {
+        return Err(ApiError::SessionNotFound);
+    }
+    // Keys are per token: two systems that both number their invoices from 1 never collide.
+    // The admin token keeps bare keys, as before scoped tokens existed.
+    let idempotency = idempotency.map(|key| IdempotencyKey {
+        key: if caller.has(Scope::Admin) { key } else { format!("{}:{key}", caller.name()) },
+        fingerprint: Sha256::digest(&body).into(),
+    });
+    let enqueued = state
+        .queue
+        .enqueue(&request.session_id, request.to, request.pdf, request.file_name, idempotency)
+        .await
+        .map_err(|e| match e {
+            EnqueueError::Full { retry_after } => {
+                ApiError::QueueFull { retry_after_secs: retry_after.as_secs_f64().ceil() as u64 }
+            }
+            EnqueueError::KeyReused => ApiError::IdempotencyKeyReused,
+            EnqueueError::DiskFull => ApiError::InsufficientStorage,
+            EnqueueError::Journal(e) => ApiError::internal(e),
+        })?;
+    Ok(SendPdfAccepted::new(enqueued.id()).into_response())
+}
+
+/// `Idempotency-Key`: optional; 1–255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().map_err(|_| ApiError::InvalidIdempotencyKey)?.trim();
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::InvalidIdempotencyKey);
+    }
+    Ok(Some(key.to_owned()))
+}
 
 /// The `message` of a 202 answer, as in the Node service.
 pub const ACCEPTED_MESSAGE: &str = "Mensaje encolado para envío.";
@@ -92,11 +201,16 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// The `202 Accepted` body: `{"success":true,"message":"Mensaje encolado para envío.","messageId":"…"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct SendPdfAccepted {
+    /// Always `true`.
     success: bool,
+    /// Always `Mensaje encolado para envío.`
+    #[schema(value_type = String, example = "Mensaje encolado para envío.")]
     message: &'static str,
+    /// The WhatsApp message id of every attempt; `GET /api/messages/{messageId}` tells its status.
     #[serde(rename = "messageId")]
+    #[schema(example = "3EB0A1B2C3D4E5F60718")]
     message_id: String,
 }
 
@@ -112,7 +226,7 @@ impl SendPdfAccepted {
     }
 
     /// `202 Accepted` with this body as JSON.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> Response {
         super::json_response(StatusCode::ACCEPTED, &self)
     }
 }
@@ -120,7 +234,7 @@ impl SendPdfAccepted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::HeaderValue;
+    use axum::http::HeaderValue;
     use serde_json::json;
 
     const PDF_B64: &str = "JVBERi0xLjQKJSVFT0YK"; // "%PDF-1.4\n%%EOF\n"

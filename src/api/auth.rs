@@ -1,0 +1,656 @@
+//! Who is calling: one extractor turns a bearer token into a typed [`Caller`] with scopes and
+//! sessions, and applies the token's rate limit.
+//!
+//! `API_STATIC_TOKEN` is the admin token: every scope, every session. `API_TOKENS_FILE` adds
+//! scoped tokens. Tokens are kept only as SHA-256 digests and a candidate is compared with every
+//! one of them in constant time ([`subtle::ConstantTimeEq`], no early exit), so neither timing nor
+//! a memory dump reveals them. Rejection reasons are logged at debug; tokens are never logged.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::request::Parts;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::api::error::ApiError;
+use crate::api::state::AppState;
+use crate::config::{ApiToken, RateLimit};
+use crate::domain::SessionId;
+
+/// Prefix of a WebSocket subprotocol that carries the token: `bearer.<token>`.
+const PROTOCOL_PREFIX: &str = "bearer.";
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// List and inspect sessions.
+    SessionsRead,
+    /// Create, link (the QR WebSocket), restart, log out and delete sessions.
+    SessionsWrite,
+    /// Send messages (`/api/send-pdf`).
+    MessagesSend,
+    /// Read message statuses.
+    MessagesRead,
+    /// Manage webhooks.
+    WebhooksWrite,
+    /// Scrape `/metrics`.
+    MetricsRead,
+    /// Everything.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, in the order the docs list them.
+    pub const ALL: [Scope; 7] = [
+        Scope::SessionsRead,
+        Scope::SessionsWrite,
+        Scope::MessagesSend,
+        Scope::MessagesRead,
+        Scope::WebhooksWrite,
+        Scope::MetricsRead,
+        Scope::Admin,
+    ];
+
+    /// The name used in the tokens file, e.g. `messages:send`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::SessionsRead => "sessions:read",
+            Scope::SessionsWrite => "sessions:write",
+            Scope::MessagesSend => "messages:send",
+            Scope::MessagesRead => "messages:read",
+            Scope::WebhooksWrite => "webhooks:write",
+            Scope::MetricsRead => "metrics:read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// The scope named `name`, if any.
+    pub fn parse(name: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == name)
+    }
+
+    /// What a caller without it is told it may not do.
+    fn action(self) -> &'static str {
+        match self {
+            Scope::SessionsRead => "read sessions (needs sessions:read)",
+            Scope::SessionsWrite => "manage or link sessions (needs sessions:write)",
+            Scope::MessagesSend => "send messages (needs messages:send)",
+            Scope::MessagesRead => "read messages (needs messages:read)",
+            Scope::WebhooksWrite => "manage webhooks (needs webhooks:write)",
+            Scope::MetricsRead => "read metrics (needs metrics:read)",
+            Scope::Admin => "do this (needs admin)",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The sessions a token may act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionAccess {
+    /// `"*"`.
+    All,
+    /// A list of session ids.
+    Only(HashSet<SessionId>),
+}
+
+/// An authenticated caller. Cheap to clone.
+#[derive(Clone)]
+pub struct Caller {
+    inner: Arc<CallerInner>,
+}
+
+struct CallerInner {
+    name: String,
+    scopes: u8,
+    sessions: SessionAccess,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl Caller {
+    fn new(name: String, scopes: &[Scope], sessions: SessionAccess, rate: Option<RateLimit>) -> Caller {
+        let scopes = scopes.iter().fold(0, |bits, scope| bits | scope.bit());
+        let limiter = rate.and_then(|rate| {
+            let per_second = NonZeroU32::new(rate.per_second)?;
+            let burst = NonZeroU32::new(rate.burst).unwrap_or(per_second);
+            Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
+        });
+        Caller { inner: Arc::new(CallerInner { name, scopes, sessions, limiter }) }
+    }
+
+    /// The token's name (`admin` for `API_STATIC_TOKEN`): safe to log.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// True if the token has `scope`, or `admin`.
+    pub fn has(&self, scope: Scope) -> bool {
+        self.inner.scopes & (scope.bit() | Scope::Admin.bit()) != 0
+    }
+
+    /// `Ok` if the token has `scope` (or `admin`), else 403 `FORBIDDEN`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.has(scope) {
+            Ok(())
+        } else {
+            tracing::debug!(caller = self.name(), scope = scope.as_str(), "scope missing");
+            Err(ApiError::Forbidden(scope.action()))
+        }
+    }
+
+    /// `Ok` if the token may act on `session`.
+    pub fn may_use(&self, session: &SessionId) -> bool {
+        match &self.inner.sessions {
+            SessionAccess::All => true,
+            SessionAccess::Only(ids) => ids.contains(session),
+        }
+    }
+
+    /// `Ok` if the token has `scope` and may act on `session`, else 403 `FORBIDDEN`.
+    pub fn require_session(&self, scope: Scope, session: &SessionId) -> Result<(), ApiError> {
+        self.require(scope)?;
+        if self.may_use(session) {
+            Ok(())
+        } else {
+            tracing::debug!(caller = self.name(), %session, "session not allowed for this token");
+            Err(ApiError::Forbidden("act on this session"))
+        }
+    }
+
+    /// Takes one request from the token's bucket, or 429 `RATE_LIMITED` with the wait.
+    fn check_rate(&self) -> Result<(), ApiError> {
+        let Some(limiter) = &self.inner.limiter else { return Ok(()) };
+        limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            tracing::debug!(caller = self.name(), "rate limited");
+            ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
+        })
+    }
+}
+
+impl fmt::Debug for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Caller").field("name", &self.inner.name).finish_non_exhaustive()
+    }
+}
+
+/// One entry of `API_TOKENS_FILE`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    name: String,
+    token: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    sessions: Option<SessionsField>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SessionsField {
+    Star(String),
+    List(Vec<String>),
+}
+
+/// Why `API_TOKENS_FILE` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokensFileError {
+    #[error("API_TOKENS_FILE '{}': {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("API_TOKENS_FILE '{}' is not a JSON list of tokens: {source}", path.display())]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("API_TOKENS_FILE '{}', token '{name}': {reason}", path.display())]
+    Invalid { path: PathBuf, name: String, reason: String },
+}
+
+/// Checks request credentials against the admin token and the scoped tokens.
+pub struct Authenticator {
+    tokens: Vec<([u8; 32], Caller)>,
+}
+
+impl Authenticator {
+    /// Only the admin token, rate-limited by `rate`.
+    pub fn new(admin: &ApiToken, rate: Option<RateLimit>) -> Authenticator {
+        let caller = Caller::new("admin".into(), &[Scope::Admin], SessionAccess::All, rate);
+        Authenticator { tokens: vec![(sha256(admin.expose().as_bytes()), caller)] }
+    }
+
+    /// The admin token plus the scoped tokens of `path`, each with its own bucket of `rate`.
+    pub fn with_tokens_file(
+        admin: &ApiToken,
+        path: &Path,
+        rate: Option<RateLimit>,
+    ) -> Result<Authenticator, TokensFileError> {
+        let mut auth = Authenticator::new(admin, rate);
+        let text =
+            std::fs::read_to_string(path).map_err(|source| TokensFileError::Read { path: path.into(), source })?;
+        warn_if_readable_by_others(path);
+        let entries: Vec<TokenEntry> =
+            serde_json::from_str(&text).map_err(|source| TokensFileError::Parse { path: path.into(), source })?;
+        for entry in entries {
+            let invalid =
+                |reason: String| TokensFileError::Invalid { path: path.into(), name: entry.name.clone(), reason };
+            let token = entry.token.trim();
+            if entry.name.trim().is_empty() {
+                return Err(invalid("the name is empty".into()));
+            }
+            if token.len() < crate::config::MIN_TOKEN_LEN {
+                return Err(invalid(format!("the token is shorter than {} characters", crate::config::MIN_TOKEN_LEN)));
+            }
+            let scopes = entry
+                .scopes
+                .iter()
+                .map(|name| Scope::parse(name).ok_or_else(|| invalid(format!("unknown scope '{name}'"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let sessions = match &entry.sessions {
+                None => SessionAccess::All,
+                Some(SessionsField::Star(star)) if star == "*" => SessionAccess::All,
+                Some(SessionsField::Star(other)) => {
+                    return Err(invalid(format!("sessions must be \"*\" or a list, not '{other}'")));
+                }
+                Some(SessionsField::List(ids)) => SessionAccess::Only(
+                    ids.iter()
+                        .map(|id| SessionId::parse(id).map_err(|_| invalid(format!("invalid session id '{id}'"))))
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+            let digest = sha256(token.as_bytes());
+            if auth.tokens.iter().any(|(known, _)| bool::from(known.ct_eq(&digest))) {
+                return Err(invalid("the token is used twice (or is the admin token)".into()));
+            }
+            auth.tokens.push((digest, Caller::new(entry.name.clone(), &scopes, sessions, rate)));
+        }
+        Ok(auth)
+    }
+
+    /// How many tokens are known, the admin one included.
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The caller `candidate` belongs to, comparing it with every token.
+    fn find(&self, candidate: &[u8]) -> Option<&Caller> {
+        let digest = sha256(candidate);
+        let mut found = None;
+        for (known, caller) in &self.tokens {
+            if bool::from(known.ct_eq(&digest)) {
+                found = Some(caller);
+            }
+        }
+        found
+    }
+
+    /// REST check: `Authorization: Bearer <token>`, then the token's rate limit.
+    ///
+    /// No header, or another scheme → [`ApiError::MissingToken`] (401); an unknown token →
+    /// [`ApiError::InvalidToken`] (403), as in the Node service.
+    pub fn check_bearer(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let caller = match bearer_token(headers) {
+            None => {
+                tracing::debug!(reason = "no bearer token", "request not authenticated");
+                return Err(ApiError::MissingToken);
+            }
+            Some(candidate) => self.find(candidate).ok_or_else(|| {
+                tracing::debug!(reason = "unknown bearer token", "request not authenticated");
+                ApiError::InvalidToken
+            })?,
+        };
+        caller.check_rate()?;
+        Ok(caller.clone())
+    }
+
+    /// WebSocket check. Browsers cannot set headers on a WebSocket, so besides
+    /// `Authorization: Bearer` the token may come as a `token` query parameter (percent-decoded)
+    /// or as a `Sec-WebSocket-Protocol` entry, either `bearer.<token>` or the bare token.
+    ///
+    /// Returns the caller and the offered protocol that carried the token, which the 101 response
+    /// must echo (a browser fails the connection if the server selects none of the protocols it
+    /// offered), or `None` when the token came from the header or the query.
+    pub fn check_ws(&self, headers: &HeaderMap, query: Option<&str>) -> Result<(Caller, Option<String>), ApiError> {
+        let (caller, protocol) = self.find_ws(headers, query)?;
+        caller.check_rate()?;
+        Ok((caller.clone(), protocol))
+    }
+
+    fn find_ws(&self, headers: &HeaderMap, query: Option<&str>) -> Result<(&Caller, Option<String>), ApiError> {
+        let mut offered = false;
+
+        // Protocols first: if the token is among them, that protocol must be echoed even when
+        // the header or query also carried it.
+        for protocol in offered_protocols(headers) {
+            let (candidate, prefixed) = match protocol.split_at_checked(PROTOCOL_PREFIX.len()) {
+                Some((head, tail)) if head.eq_ignore_ascii_case(PROTOCOL_PREFIX) => (tail, true),
+                _ => (protocol, false),
+            };
+            // A bare protocol may be an ordinary application protocol, not a token attempt.
+            offered |= prefixed;
+            if let Some(caller) = self.find(candidate.as_bytes()) {
+                return Ok((caller, Some(protocol.to_owned())));
+            }
+        }
+
+        if let Some(candidate) = bearer_token(headers) {
+            offered = true;
+            if let Some(caller) = self.find(candidate) {
+                return Ok((caller, None));
+            }
+        }
+
+        if let Some(raw) = query.and_then(|q| query_param(q, "token")) {
+            offered = true;
+            if let Some(caller) = percent_decode(raw).and_then(|candidate| self.find(&candidate)) {
+                return Ok((caller, None));
+            }
+        }
+
+        if offered {
+            tracing::debug!(reason = "wrong token", "websocket not authenticated");
+            Err(ApiError::InvalidToken)
+        } else {
+            tracing::debug!(reason = "no token", "websocket not authenticated");
+            Err(ApiError::MissingToken)
+        }
+    }
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Authenticator { .. }")
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let caller = state.auth.check_bearer(&parts.headers)?;
+        tracing::Span::current().record("caller", caller.name());
+        Ok(caller)
+    }
+}
+
+/// Credentials files should be private: say so when group or others can read one.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(file = %path.display(), "API_TOKENS_FILE is readable by other users; chmod 600 it");
+        }
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive); `None` if the header
+/// is absent, uses another scheme or has an empty token.
+fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Every comma-separated entry of every `Sec-WebSocket-Protocol` header, trimmed.
+fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|protocol| !protocol.is_empty())
+}
+
+/// The raw (still percent-encoded) value of the first `name=` parameter of a query string.
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').filter_map(|pair| pair.split_once('=')).find(|(key, _)| *key == name).map(|(_, value)| value)
+}
+
+/// Decodes `%XX` escapes; `None` on a malformed escape. `+` stays `+`: tokens may be base64,
+/// where `+` is literal, and a token never contains a space.
+fn percent_decode(raw: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = hex_value(bytes.next()?)?;
+            let lo = hex_value(bytes.next()?)?;
+            out.push((hi << 4) | lo);
+        } else {
+            out.push(b);
+        }
+    }
+    Some(out)
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    const TOKEN: &str = "s3cret+token/with=chars";
+
+    fn auth() -> Authenticator {
+        Authenticator::new(&ApiToken::new(TOKEN), None)
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_ok() {
+        let h = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
+        assert!(auth().check_bearer(&h).is_ok());
+        let h = headers(&[("authorization", &format!("bearer   {TOKEN} "))]);
+        assert!(auth().check_bearer(&h).is_ok());
+    }
+
+    #[test]
+    fn bearer_missing_or_other_scheme_is_401() {
+        for h in [
+            headers(&[]),
+            headers(&[("authorization", "Basic dXNlcjpwYXNz")]),
+            headers(&[("authorization", "Bearer")]),
+            headers(&[("authorization", "Bearer   ")]),
+            headers(&[("authorization", &format!("Bearer{TOKEN}"))]),
+            headers(&[("authorization", TOKEN)]),
+        ] {
+            assert!(matches!(auth().check_bearer(&h), Err(ApiError::MissingToken)), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn bearer_wrong_token_is_403() {
+        for wrong in ["nope", "s3cret+token/with=char", "S3CRET+TOKEN/WITH=CHARS"] {
+            let h = headers(&[("authorization", &format!("Bearer {wrong}"))]);
+            assert!(matches!(auth().check_bearer(&h), Err(ApiError::InvalidToken)));
+        }
+    }
+
+    #[test]
+    fn ws_header_and_query() {
+        let h = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
+        assert_eq!(auth().check_ws(&h, None).unwrap().1, None);
+
+        let encoded = "s3cret%2Btoken%2Fwith%3Dchars";
+        let query = format!("foo=1&token={encoded}");
+        assert_eq!(auth().check_ws(&headers(&[]), Some(&query)).unwrap().1, None);
+        // Unencoded reserved characters are literal too ('+' is not a space).
+        let query = format!("token={TOKEN}");
+        assert_eq!(auth().check_ws(&headers(&[]), Some(&query)).unwrap().1, None);
+    }
+
+    #[test]
+    fn ws_query_errors() {
+        let empty = headers(&[]);
+        assert!(matches!(auth().check_ws(&empty, None), Err(ApiError::MissingToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("a=b")), Err(ApiError::MissingToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("token=wrong")), Err(ApiError::InvalidToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("token=%zz")), Err(ApiError::InvalidToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("token=")), Err(ApiError::InvalidToken)));
+        let h = headers(&[("authorization", "Bearer wrong")]);
+        assert!(matches!(auth().check_ws(&h, None), Err(ApiError::InvalidToken)));
+    }
+
+    #[test]
+    fn ws_subprotocol_is_echoed() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        let a = Authenticator::new(&ApiToken::new(hex), None);
+
+        let h = headers(&[("sec-websocket-protocol", &format!("json, bearer.{hex}"))]);
+        assert_eq!(a.check_ws(&h, None).unwrap().1.as_deref(), Some(format!("bearer.{hex}").as_str()));
+
+        let h = headers(&[("sec-websocket-protocol", "json"), ("sec-websocket-protocol", hex)]);
+        assert_eq!(a.check_ws(&h, None).unwrap().1.as_deref(), Some(hex));
+
+        // Token also in the query: still echo the protocol that carried it.
+        let h = headers(&[("sec-websocket-protocol", &format!("Bearer.{hex}"))]);
+        let query = format!("token={hex}");
+        assert_eq!(a.check_ws(&h, Some(&query)).unwrap().1.as_deref(), Some(format!("Bearer.{hex}").as_str()));
+    }
+
+    #[test]
+    fn ws_subprotocol_errors() {
+        let a = auth();
+        let h = headers(&[("sec-websocket-protocol", "bearer.wrong")]);
+        assert!(matches!(a.check_ws(&h, None), Err(ApiError::InvalidToken)));
+        // A plain application protocol is not a token attempt.
+        let h = headers(&[("sec-websocket-protocol", "json")]);
+        assert!(matches!(a.check_ws(&h, None), Err(ApiError::MissingToken)));
+        // ...but a valid token elsewhere still authenticates, with nothing to echo.
+        let h = headers(&[("sec-websocket-protocol", "json"), ("authorization", &format!("Bearer {TOKEN}"))]);
+        assert_eq!(a.check_ws(&h, None).unwrap().1, None);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b%2f%2F+").unwrap(), b"a b//+");
+        assert!(percent_decode("%").is_none());
+        assert!(percent_decode("%4").is_none());
+        assert!(percent_decode("%g0").is_none());
+    }
+
+    #[test]
+    fn debug_does_not_leak() {
+        assert_eq!(format!("{:?}", auth()), "Authenticator { .. }");
+    }
+
+    fn tokens_file(json: &str) -> Result<Authenticator, TokensFileError> {
+        let path =
+            std::env::temp_dir().join(format!("wg-tokens-{}-{}.json", std::process::id(), rand::random::<u64>()));
+        std::fs::write(&path, json).unwrap();
+        let result = Authenticator::with_tokens_file(&ApiToken::new(TOKEN), &path, None);
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        headers(&[("authorization", &format!("Bearer {token}"))])
+    }
+
+    #[test]
+    fn scoped_tokens_have_their_scopes_and_sessions() {
+        let a = tokens_file(
+            r#"[{"name":"ventas","token":"ventas-token-0123456789","scopes":["messages:send","messages:read"],"sessions":["tienda_lima"]},
+                {"name":"linker","token":"linker-token-0123456789","scopes":["sessions:write"],"sessions":"*"}]"#,
+        )
+        .unwrap();
+        assert_eq!(a.token_count(), 3);
+        let lima = SessionId::parse("tienda_lima").unwrap();
+        let cusco = SessionId::parse("cusco").unwrap();
+
+        let ventas = a.check_bearer(&bearer("ventas-token-0123456789")).unwrap();
+        assert_eq!(ventas.name(), "ventas");
+        assert!(ventas.require_session(Scope::MessagesSend, &lima).is_ok());
+        assert!(matches!(ventas.require_session(Scope::MessagesSend, &cusco), Err(ApiError::Forbidden(_))));
+        assert!(matches!(ventas.require(Scope::SessionsWrite), Err(ApiError::Forbidden(_))));
+        assert!(matches!(ventas.require(Scope::MetricsRead), Err(ApiError::Forbidden(_))));
+
+        let linker = a.check_bearer(&bearer("linker-token-0123456789")).unwrap();
+        assert!(linker.require_session(Scope::SessionsWrite, &cusco).is_ok());
+        assert!(linker.require(Scope::MessagesSend).is_err());
+
+        let admin = a.check_bearer(&bearer(TOKEN)).unwrap();
+        assert_eq!(admin.name(), "admin");
+        for scope in Scope::ALL {
+            assert!(admin.require_session(scope, &cusco).is_ok());
+        }
+        assert!(matches!(a.check_bearer(&bearer("nobody-token-0123456789")), Err(ApiError::InvalidToken)));
+    }
+
+    #[test]
+    fn bad_tokens_files_are_refused_with_the_reason() {
+        let err = |json: &str| tokens_file(json).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err("{").contains("not a JSON list"));
+        assert!(err(r#"[{"name":"a","token":"short","scopes":[]}]"#).contains("shorter"));
+        assert!(
+            err(r#"[{"name":"a","token":"aaaaaaaaaaaaaaaaaaaa","scopes":["messages:sned"]}]"#)
+                .contains("unknown scope 'messages:sned'")
+        );
+        assert!(
+            err(r#"[{"name":"a","token":"aaaaaaaaaaaaaaaaaaaa","scopes":[],"sessions":["../x"]}]"#)
+                .contains("invalid session id")
+        );
+        assert!(
+            err(r#"[{"name":"a","token":"aaaaaaaaaaaaaaaaaaaa","scopes":[],"sessions":"all"}]"#)
+                .contains("sessions must be")
+        );
+        assert!(err(&format!(r#"[{{"name":"a","token":"{TOKEN}","scopes":[]}}]"#)).contains("used twice"));
+        assert!(
+            err(r#"[{"name":"a","token":"aaaaaaaaaaaaaaaaaaaa","scopes":[],"extra":1}]"#).contains("not a JSON list")
+        );
+    }
+
+    #[test]
+    fn rate_limit_answers_429_with_retry_after() {
+        let a = Authenticator::new(&ApiToken::new(TOKEN), Some(RateLimit { per_second: 1, burst: 2 }));
+        assert!(a.check_bearer(&bearer(TOKEN)).is_ok());
+        assert!(a.check_bearer(&bearer(TOKEN)).is_ok());
+        match a.check_bearer(&bearer(TOKEN)) {
+            Err(ApiError::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn scope_names_round_trip() {
+        for scope in Scope::ALL {
+            assert_eq!(Scope::parse(scope.as_str()), Some(scope));
+        }
+        assert_eq!(Scope::parse("Admin"), None);
+    }
+}

@@ -1,0 +1,69 @@
+//! `/health` (the seed's), `/health/live` and `/health/ready`, all without a token.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::json_response;
+use crate::api::state::{AppState, Phase};
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(live)).routes(routes!(ready))
+}
+
+/// The gateway's sessions at a glance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: String,
+    /// Configured sessions.
+    pub sessions: usize,
+    /// Sessions connected to WhatsApp right now.
+    pub connected: usize,
+}
+
+/// Liveness or readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Probe {
+    /// `ok` (live), `ready`, `starting`, `stopping` or `journal_unwritable`.
+    #[schema(example = "ready")]
+    pub status: String,
+}
+
+/// Sessions and connected sessions (the Node service's health check).
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, description = "Always, while the process serves", body = Health)))]
+async fn health(State(state): State<AppState>) -> Response {
+    let (sessions, connected) = state.sessions.counts();
+    json_response(StatusCode::OK, &Health { status: "ok".into(), sessions, connected })
+}
+
+/// The process is alive and serving HTTP (for Docker's HEALTHCHECK and liveness probes).
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "Alive", body = Probe)))]
+async fn live() -> Response {
+    json_response(StatusCode::OK, &Probe { status: "ok".into() })
+}
+
+/// Ready for traffic: started, not shutting down, and the journal can be written.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Probe),
+        (status = 503, description = "Starting, stopping, or the journal cannot be written", body = Probe),
+    ))]
+async fn ready(State(state): State<AppState>) -> Response {
+    let status = match state.lifecycle.get() {
+        Phase::Starting => "starting",
+        Phase::Stopping => "stopping",
+        Phase::Running if state.shutdown.is_cancelled() => "stopping",
+        Phase::Running if !state.journal.is_writable() => "journal_unwritable",
+        Phase::Running => "ready",
+    };
+    let code = if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(code, &Probe { status: status.into() })
+}

@@ -1,0 +1,88 @@
+//! `GET /api/messages/{messageId}`: where a message is.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::auth::{Caller, Scope};
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::json_response;
+use crate::api::state::AppState;
+use crate::domain::{DeliveryStatus, SessionId};
+use crate::journal::MessageRecord;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(message_status))
+}
+
+/// A message and its delivery status.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    /// The id `202` answered with; also the WhatsApp message id.
+    #[schema(example = "3EB0A1B2C3D4E5F60718")]
+    pub message_id: String,
+    pub session_id: String,
+    /// The recipient's digits.
+    pub to: String,
+    pub file_name: String,
+    pub status: DeliveryStatus,
+    /// Failed send attempts so far.
+    pub attempts: u32,
+    /// The latest error, kept after later successes.
+    pub last_error: Option<String>,
+    /// Accepted at, unix milliseconds.
+    pub created_at: u64,
+    /// Last change, unix milliseconds.
+    pub updated_at: u64,
+    /// Document size in bytes.
+    pub size: u64,
+}
+
+impl From<MessageRecord> for MessageView {
+    fn from(r: MessageRecord) -> Self {
+        MessageView {
+            message_id: r.message_id,
+            session_id: r.session_id,
+            to: r.to,
+            file_name: r.file_name,
+            status: r.status,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            size: r.size,
+        }
+    }
+}
+
+/// The delivery status of a message (needs `messages:read` on its session).
+#[utoipa::path(get, path = "/api/messages/{messageId}", tag = "messages",
+    params(("messageId" = String, Path, description = "The id from the 202 answer")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The message", body = MessageView),
+        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 404, description = "No such message (MESSAGE_NOT_FOUND)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+    ))]
+async fn message_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::MessagesRead)?;
+    let record = state.queue.status(&id).await.map_err(ApiError::internal)?.ok_or(ApiError::MessageNotFound)?;
+    // A record's session id was validated when it was accepted.
+    if let Ok(session) = SessionId::parse(&record.session_id) {
+        caller.require_session(Scope::MessagesRead, &session)?;
+    }
+    Ok(json_response(StatusCode::OK, &MessageView::from(record)))
+}

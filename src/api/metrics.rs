@@ -1,0 +1,48 @@
+//! `GET /metrics`: Prometheus text format. On the API port it needs `metrics:read` (or admin);
+//! `METRICS_LISTEN` serves the same text without a token on a separate address.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::auth::{Caller, Scope};
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::state::AppState;
+
+/// The content type of the Prometheus text exposition format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
+}
+
+/// The router of the optional `METRICS_LISTEN` address: `/metrics` only, no token.
+pub(crate) fn open_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(|State(state): State<AppState>| async move { exposition(&state) }))
+        .with_state(state)
+}
+
+/// Prometheus metrics (needs `metrics:read`).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+    ))]
+async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Scope::MetricsRead)?;
+    Ok(exposition(&state))
+}
+
+fn exposition(state: &AppState) -> Response {
+    let text = crate::metrics::render(&state.metrics, &state.sessions, &state.queue);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], text).into_response()
+}

@@ -1,0 +1,63 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` attributes: every
+//! route is registered through `utoipa_axum::routes!`, so a route cannot exist without its entry.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "whatsapp-gateway",
+        description = "Link WhatsApp numbers by QR code and send messages through them. Every error body is \
+                       {\"success\":false,\"error\":{\"code\",\"message\"},\"requestId\"}.",
+        license(name = "Proprietary"),
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "messages", description = "Send messages and follow their delivery"),
+        (name = "sessions", description = "Link numbers"),
+        (name = "health", description = "Probes, without a token"),
+        (name = "operations", description = "Metrics and this document"),
+    )
+)]
+pub(crate) struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "API_STATIC_TOKEN (admin) or a scoped token from API_TOKENS_FILE. Scopes: sessions:read, \
+                         sessions:write, messages:send, messages:read, webhooks:write, metrics:read, admin.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "query_token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "token",
+                "The token as a query parameter, for browsers' WebSockets only",
+            ))),
+        );
+    }
+}
+
+/// This OpenAPI document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+pub(crate) async fn openapi_json(State(state): State<AppState>) -> Response {
+    let json = state.openapi.get().cloned().unwrap_or_default();
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()
+}

@@ -1,0 +1,93 @@
+//! The seed's admin WebSocket, `/ws/session/{sessionId}`: `handshake` checks and answers the
+//! upgrade (RFC 6455, with typed rejections in our error shape), `pump` pushes the session's
+//! frames. The upgraded socket leaves hyper's tracking, so it is spawned on the shutdown
+//! tracker and closed with 1001 when the gateway stops.
+
+mod handshake;
+mod pump;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::response::Response;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tracing::Instrument as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::auth::Scope;
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::state::AppState;
+use crate::domain::{InvalidSessionId, SessionId};
+use crate::session::SessionError;
+
+pub use pump::{Frame, StatusFrame};
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(session_socket))
+}
+
+/// Link a number: a WebSocket that pushes `{"event","data"}` frames (needs `sessions:write`).
+///
+/// Frames: `{"event":"status","data":"initializing"}`, `{"event":"qr","data":"2@…"}` (fresh ones
+/// keep coming while someone watches), `{"event":"status","data":"connected"}` then close 1000,
+/// `{"event":"status","data":"already_connected"}` then close 1000,
+/// `{"event":"status","data":"disconnected"}`, `{"event":"error","data":"…"}`. The token may come
+/// as a bearer header, as `?token=`, or as the subprotocol `bearer.TOKEN` (echoed). A new session
+/// id is added to `sessions.config.json`.
+#[utoipa::path(get, path = "/ws/session/{sessionId}", tag = "sessions",
+    params(
+        ("sessionId" = String, Path, description = "Session id: ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"),
+        ("token" = Option<String>, Query, description = "The API token, for browsers (prefer the bearer.TOKEN subprotocol)"),
+    ),
+    security(("bearer" = []), ("query_token" = [])),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Invalid session id (INVALID_SESSION_ID) or Sec-WebSocket-Key (BAD_WEBSOCKET_KEY)", body = ErrorBody),
+        (status = 401, description = "No token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 426, description = "Not a WebSocket upgrade (UPGRADE_REQUIRED, UNSUPPORTED_WEBSOCKET_VERSION)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
+        (status = 503, description = "Shutting down (SHUTTING_DOWN)", body = ErrorBody),
+    ))]
+async fn session_socket(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let (caller, protocol) = state.auth.check_ws(req.headers(), req.uri().query())?;
+    let Path(raw) = path.map_err(|_| ApiError::InvalidSessionId(InvalidSessionId))?;
+    let id = SessionId::parse(&raw)?;
+    caller.require_session(Scope::SessionsWrite, &id)?;
+    let upgrade = match handshake::validate_upgrade(&req) {
+        Ok(info) => info,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
+    let watcher = state.sessions.watch(&id).await.map_err(|e| match e {
+        SessionError::ShuttingDown => ApiError::ShuttingDown,
+        other => ApiError::internal(other),
+    })?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let cancel = state.shutdown.token();
+    let config = handshake::socket_config(state.limits.ws_max_message_bytes);
+    let span = tracing::info_span!("ws", session = %id);
+    state.shutdown.spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let socket =
+                        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                    let open = metrics::gauge!(crate::metrics::WS_OPEN);
+                    open.increment(1.0);
+                    pump::serve(socket, watcher, cancel).await;
+                    open.decrement(1.0);
+                }
+                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+    Ok(upgrade.switching_protocols(protocol.as_deref()))
+}

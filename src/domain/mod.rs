@@ -1,0 +1,16 @@
+//! Validated values every layer uses: ids ([`SessionId`], [`MessageId`]), phone numbers, PDFs,
+//! file names, and the delivery [`DeliveryStatus`].
+//!
+//! Each value is parsed once at the edge (HTTP, the journal); past that point the queue and the
+//! sessions only see values that are known to be well formed.
+
+mod ids;
+mod status;
+mod values;
+
+pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId};
+pub use status::DeliveryStatus;
+pub use values::{
+    DEFAULT_FILE_NAME, FileName, InvalidFileName, InvalidPhone, MAX_FILE_NAME_BYTES, MAX_PDF_BYTES, PdfDocument,
+    PdfError, PhoneNumber,
+};

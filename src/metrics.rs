@@ -1,0 +1,108 @@
+//! Prometheus metrics: the series names (spelled once, here), the process-wide recorder, and the
+//! gauges computed at scrape time from the sessions and the queue.
+//!
+//! Counters and histograms are recorded where things happen (`metrics::counter!` in the queue,
+//! the journal writer, the sessions); gauges that describe state (sessions by status, queue depth)
+//! are set from the live registries when `/metrics` is scraped, so they can never drift.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::queue::Queue;
+use crate::session::{SessionManager, Status};
+
+/// Requests by `method`, `route` (the template, e.g. `/api/messages/{id}`) and `status`.
+pub const HTTP_REQUESTS: &str = "gateway_http_requests_total";
+/// Request duration by `method` and `route`.
+pub const HTTP_DURATION: &str = "gateway_http_request_duration_seconds";
+/// Sessions by `status`.
+pub const SESSIONS: &str = "gateway_sessions";
+/// Open `/ws/session/{id}` sockets.
+pub const WS_OPEN: &str = "gateway_ws_session_sockets_open";
+/// Messages waiting to be sent, by `session`.
+pub const QUEUE_DEPTH: &str = "gateway_queue_depth_messages";
+/// Bytes waiting to be sent, by `session`.
+pub const QUEUE_BYTES: &str = "gateway_queue_depth_bytes";
+/// Send attempts by `outcome`: `sent`, `retry`, `failed`.
+pub const SENDS: &str = "gateway_sends_total";
+/// From accepted (202) to acknowledged by WhatsApp's server.
+pub const ACCEPTED_TO_SENT: &str = "gateway_message_accepted_to_sent_seconds";
+/// From acknowledged by the server to delivered to the recipient's phone.
+pub const SENT_TO_DELIVERED: &str = "gateway_message_sent_to_delivered_seconds";
+/// Connections of a linked session that came back after a drop.
+pub const RECONNECTS: &str = "gateway_session_reconnects_total";
+/// Duration of one journal transaction (the fsync included).
+pub const JOURNAL_COMMIT_SECONDS: &str = "gateway_journal_commit_duration_seconds";
+/// Commands group-committed in one journal transaction.
+pub const JOURNAL_BATCH_SIZE: &str = "gateway_journal_commit_batch_size";
+
+const SECONDS_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// The process-wide recorder, installed on first use. The `metrics` facade has one global
+/// recorder, so every gateway in a process (tests run several) shares it.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(JOURNAL_BATCH_SIZE.into()), BATCH_BUCKETS));
+            match builder {
+                Ok(builder) => {
+                    let recorder = builder.build_recorder();
+                    let handle = recorder.handle();
+                    if metrics::set_global_recorder(recorder).is_err() {
+                        tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+                    }
+                    describe();
+                    handle
+                }
+                // Only an empty bucket list fails, and ours are constants.
+                Err(e) => {
+                    tracing::error!(error = %e, "metrics buckets rejected");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route template and status");
+    metrics::describe_histogram!(HTTP_DURATION, metrics::Unit::Seconds, "HTTP request duration");
+    metrics::describe_gauge!(SESSIONS, "Sessions by status");
+    metrics::describe_gauge!(WS_OPEN, "Open /ws/session sockets");
+    metrics::describe_gauge!(QUEUE_DEPTH, "Messages waiting to be sent, per session");
+    metrics::describe_gauge!(QUEUE_BYTES, metrics::Unit::Bytes, "Bytes waiting to be sent, per session");
+    metrics::describe_counter!(SENDS, "Send attempts by outcome (sent, retry, failed)");
+    metrics::describe_histogram!(ACCEPTED_TO_SENT, metrics::Unit::Seconds, "Accepted to acknowledged by WhatsApp");
+    metrics::describe_histogram!(SENT_TO_DELIVERED, metrics::Unit::Seconds, "Acknowledged to delivered");
+    metrics::describe_counter!(RECONNECTS, "Reconnections of linked sessions");
+    metrics::describe_histogram!(JOURNAL_COMMIT_SECONDS, metrics::Unit::Seconds, "Journal transaction duration");
+    metrics::describe_histogram!(JOURNAL_BATCH_SIZE, "Commands per journal transaction");
+    // Present from the start, so a dashboard sees 0 rather than nothing.
+    metrics::counter!(RECONNECTS).absolute(0);
+    metrics::gauge!(WS_OPEN).set(0.0);
+}
+
+/// Sets the state gauges from the registries, then renders the text exposition format.
+pub fn render(handle: &PrometheusHandle, sessions: &SessionManager, queue: &Queue) -> String {
+    let mut by_status = [(Status::Initializing, 0usize), (Status::Connected, 0), (Status::Disconnected, 0)];
+    for status in sessions.statuses() {
+        if let Some(slot) = by_status.iter_mut().find(|(s, _)| *s == status) {
+            slot.1 += 1;
+        }
+    }
+    for (status, count) in by_status {
+        metrics::gauge!(SESSIONS, "status" => status.as_str()).set(count as f64);
+    }
+    for (session, messages, bytes) in queue.depths() {
+        metrics::gauge!(QUEUE_DEPTH, "session" => session.as_str().to_owned()).set(messages as f64);
+        metrics::gauge!(QUEUE_BYTES, "session" => session.as_str().to_owned()).set(bytes as f64);
+    }
+    handle.run_upkeep();
+    handle.render()
+}
