@@ -2,8 +2,6 @@
 //! disconnected: after restarts, the fake phone shows every accepted PDF exactly once, and
 //! nothing that was refused.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::Path;
@@ -11,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use fake_whatsapp::FakeWhatsApp;
 use rand::RngExt as _;
-use support::*;
 use tokio::sync::Mutex;
 
 const SESSION: &str = "caja_central";

@@ -1,9 +1,7 @@
 //! What the journal promises: idempotent intake, delivery status, dead letters, bounded
 //! queues and a full disk handled without losing or half-writing anything.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_key_replays_the_first_answer_and_sends_once() {

@@ -1,10 +1,8 @@
 //! The gateway end to end: a real WebSocket and HTTP client against the gateway, which links
 //! to and sends through the fake WhatsApp server.
 
-mod support;
-
+use crate::support::*;
 use fake_whatsapp::FakeEvent;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_by_qr_then_send_a_pdf_that_arrives_intact() {

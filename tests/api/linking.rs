@@ -2,12 +2,10 @@
 //! 20 s, and gives up after six; the gateway must keep a watcher supplied and stop when nobody
 //! watches.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// Far more than a full round of refs (60 s + 5 × 20 s) on the virtual clock.
 const LONG: Duration = Duration::from_secs(600);

@@ -1,0 +1,11 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests and their helpers may panic.
+//! The end-to-end tests, as one binary so whatsapp-rust is linked once: each module starts the
+//! fake WhatsApp server and the gateway on port 0 and drives them with real clients.
+
+mod support;
+
+mod crash;
+mod durability;
+mod gateway;
+mod linking;
+mod platform;
