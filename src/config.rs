@@ -720,6 +720,43 @@ mod tests {
     }
 
     #[test]
+    fn http_protection_settings() {
+        let config = Config::from_sources(with_token(&[]), None).unwrap();
+        assert_eq!(config.http.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.http.body_timeout, Duration::from_secs(30));
+        assert_eq!(config.http.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.http.max_connections, 1024);
+        assert_eq!(config.http.max_header_bytes, 16384);
+        assert_eq!(config.http.ws_max_message_bytes, 65536);
+        assert_eq!(config.rate_limit, Some(RateLimit { per_second: 100, burst: 200 }));
+        assert!(config.cors_allowed_origins.is_empty());
+        assert_eq!(config.metrics_listen, None);
+        assert_eq!(config.api_tokens_file, None);
+
+        let config = Config::from_sources(
+            with_token(&[
+                ("RATE_LIMIT_PER_SECOND", "0"),
+                ("CORS_ALLOWED_ORIGINS", "https://admin.example.com, http://localhost:5173,"),
+                ("METRICS_LISTEN", "127.0.0.1:9100"),
+                ("HTTP_MAX_CONNECTIONS", "10"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.rate_limit, None);
+        assert_eq!(config.cors_allowed_origins, ["https://admin.example.com", "http://localhost:5173"]);
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(config.http.max_connections, 10);
+
+        assert!(error_of(with_token(&[("CORS_ALLOWED_ORIGINS", "admin.example.com")])).starts_with("invalid CORS"));
+        assert!(error_of(with_token(&[("CORS_ALLOWED_ORIGINS", "https://a.com/path")])).starts_with("invalid CORS"));
+        assert!(error_of(with_token(&[("METRICS_LISTEN", "9100")])).starts_with("invalid METRICS_LISTEN"));
+        assert!(error_of(with_token(&[("HTTP_MAX_HEADER_BYTES", "100")])).starts_with("invalid HTTP_MAX_HEADER"));
+        assert!(error_of(with_token(&[("HTTP_HEADER_TIMEOUT_SECS", "0")])).starts_with("invalid HTTP_HEADER"));
+        assert!(error_of(with_token(&[("RATE_LIMIT_BURST", "0")])).starts_with("invalid RATE_LIMIT_BURST"));
+    }
+
+    #[test]
     fn empty_values_count_as_unset() {
         let config = Config::from_sources(with_token(&[("PORT", ""), ("WHATSAPP_URL", "")]), None).unwrap();
         assert_eq!(config.port, 3000);

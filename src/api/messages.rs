@@ -12,7 +12,7 @@ use crate::api::auth::{Caller, Scope};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::json_response;
 use crate::api::state::AppState;
-use crate::domain::{DeliveryStatus, SessionId};
+use crate::domain::{DeliveryStatus, MessageId, SessionId};
 use crate::journal::MessageRecord;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -79,7 +79,12 @@ async fn message_status(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::MessagesRead)?;
-    let record = state.queue.status(&id).await.map_err(ApiError::internal)?.ok_or(ApiError::MessageNotFound)?;
+    let record = state
+        .queue
+        .status(&MessageId::from_stored(id))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or(ApiError::MessageNotFound)?;
     // A record's session id was validated when it was accepted.
     if let Ok(session) = SessionId::parse(&record.session_id) {
         caller.require_session(Scope::MessagesRead, &session)?;

@@ -32,6 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::MessageId;
 pub use error::JournalError;
 pub use model::{
     Accepted, DeliveryStatus, IdempotencyKey, JournalStats, MessageRecord, NewMessage, PendingMessage, Pruned,
@@ -155,22 +156,24 @@ impl Journal {
     /// replaces the stored one. Reaching a final status deletes the PDF.
     pub async fn set_status(
         &self,
-        message_id: &str,
+        message_id: &MessageId,
         status: DeliveryStatus,
         last_error: Option<String>,
     ) -> Result<bool, JournalError> {
-        self.request(|reply| Command::SetStatus { message_id: message_id.to_owned(), status, last_error, reply }).await
+        let message_id = message_id.as_str().to_owned();
+        self.request(|reply| Command::SetStatus { message_id, status, last_error, reply }).await
     }
 
     /// Counts one more send attempt (and its error, if given) and returns the new count.
     /// [`JournalError::NotFound`] for an unknown id.
-    pub async fn record_attempt(&self, message_id: &str, error: Option<String>) -> Result<u32, JournalError> {
-        self.request(|reply| Command::RecordAttempt { message_id: message_id.to_owned(), error, reply }).await
+    pub async fn record_attempt(&self, message_id: &MessageId, error: Option<String>) -> Result<u32, JournalError> {
+        let message_id = message_id.as_str().to_owned();
+        self.request(|reply| Command::RecordAttempt { message_id, error, reply }).await
     }
 
     /// One message, `None` if unknown.
-    pub async fn get(&self, message_id: &str) -> Result<Option<MessageRecord>, JournalError> {
-        let message_id = message_id.to_owned();
+    pub async fn get(&self, message_id: &MessageId) -> Result<Option<MessageRecord>, JournalError> {
+        let message_id = message_id.as_str().to_owned();
         self.read(move |conn| store::get(conn, &message_id)).await
     }
 
@@ -195,7 +198,14 @@ impl Journal {
         for message_id in missing {
             // Also covers a message that became final (and lost its file) between the query
             // and the read: that move would be backwards, so it is ignored.
-            if self.set_status(&message_id, DeliveryStatus::Failed, Some(PDF_MISSING.to_owned())).await? {
+            if self
+                .set_status(
+                    &MessageId::from_stored(message_id.as_str()),
+                    DeliveryStatus::Failed,
+                    Some(PDF_MISSING.to_owned()),
+                )
+                .await?
+            {
                 tracing::warn!(%message_id, "pending message has no pdf: marked failed");
             }
         }

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::*;
-use crate::domain::SessionId;
+use crate::domain::{MessageId, SessionId};
+
+fn mid(id: &str) -> MessageId {
+    MessageId::from_stored(id)
+}
 use crate::domain::{FileName, PhoneNumber};
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -84,7 +88,7 @@ async fn accept(journal: &Journal, message: NewMessage) -> Result<Accepted, Jour
 }
 
 async fn status_of(journal: &Journal, id: &str) -> DeliveryStatus {
-    within(journal.get(id)).await.expect("get").expect("record exists").status
+    within(journal.get(&mid(id))).await.expect("get").expect("record exists").status
 }
 
 #[tokio::test]
@@ -96,7 +100,7 @@ async fn accept_then_get_round_trip() {
     let accepted = accept(&journal, message("m-1", body.clone())).await.expect("accept");
     assert_eq!(accepted, Accepted::New);
 
-    let record = within(journal.get("m-1")).await.expect("get").expect("present");
+    let record = within(journal.get(&mid("m-1"))).await.expect("get").expect("present");
     assert_eq!(record.message_id, "m-1");
     assert_eq!(record.session_id, "tienda_lima");
     assert_eq!(record.to, "51987654321");
@@ -110,7 +114,7 @@ async fn accept_then_get_round_trip() {
     let stored = std::fs::read(dir.outbox().join("m-1.pdf")).expect("pdf file");
     assert_eq!(stored, body);
 
-    assert_eq!(within(journal.get("nope")).await.expect("get"), None);
+    assert_eq!(within(journal.get(&mid("nope"))).await.expect("get"), None);
 
     let json = serde_json::to_value(&record).expect("serialize");
     assert_eq!(json["messageId"], "m-1");
@@ -127,9 +131,9 @@ async fn pending_survives_reopen_in_acceptance_order() {
         for (i, id) in ids.iter().enumerate() {
             accept(&journal, message(id, pdf(2000 + i, i as u8))).await.expect("accept");
         }
-        assert!(within(journal.set_status("m-1", DeliveryStatus::Sending, None)).await.expect("status"));
-        assert!(within(journal.set_status("m-0", DeliveryStatus::Sent, None)).await.expect("status"));
-        assert_eq!(within(journal.record_attempt("m-1", Some("timeout".into()))).await.expect("attempt"), 1);
+        assert!(within(journal.set_status(&mid("m-1"), DeliveryStatus::Sending, None)).await.expect("status"));
+        assert!(within(journal.set_status(&mid("m-0"), DeliveryStatus::Sent, None)).await.expect("status"));
+        assert_eq!(within(journal.record_attempt(&mid("m-1"), Some("timeout".into()))).await.expect("attempt"), 1);
     }
 
     let journal = Journal::open(dir.path()).expect("reopen");
@@ -177,7 +181,7 @@ async fn status_never_moves_backwards_and_final_state_deletes_pdf() {
     let set = |id: &'static str, status, error: Option<&str>| {
         let journal = journal.clone();
         let error = error.map(str::to_owned);
-        async move { within(journal.set_status(id, status, error)).await.expect("set_status") }
+        async move { within(journal.set_status(&mid(id), status, error)).await.expect("set_status") }
     };
 
     assert!(set("a", DeliveryStatus::Sending, None).await);
@@ -189,18 +193,18 @@ async fn status_never_moves_backwards_and_final_state_deletes_pdf() {
     assert!(!set("a", DeliveryStatus::Failed, Some("late failure")).await);
     assert!(set("a", DeliveryStatus::Read, None).await);
     assert!(!set("a", DeliveryStatus::Delivered, None).await);
-    let a = within(journal.get("a")).await.expect("get").expect("a");
+    let a = within(journal.get(&mid("a"))).await.expect("get").expect("a");
     assert_eq!(a.status, DeliveryStatus::Read);
     assert_eq!(a.last_error, None);
 
     assert!(set("b", DeliveryStatus::Failed, Some("recipient not on whatsapp")).await);
     assert!(!set("b", DeliveryStatus::Sent, None).await);
-    let b = within(journal.get("b")).await.expect("get").expect("b");
+    let b = within(journal.get(&mid("b"))).await.expect("get").expect("b");
     assert_eq!(b.status, DeliveryStatus::Failed);
     assert_eq!(b.last_error.as_deref(), Some("recipient not on whatsapp"));
     assert!(dir.outbox_files().is_empty());
 
-    let unknown = within(journal.set_status("zzz", DeliveryStatus::Sent, None)).await;
+    let unknown = within(journal.set_status(&mid("zzz"), DeliveryStatus::Sent, None)).await;
     assert!(matches!(unknown, Ok(false)), "unknown ids are ignored: {unknown:?}");
 }
 
@@ -209,12 +213,12 @@ async fn record_attempt_counts_and_keeps_last_error() {
     let dir = TempDir::new("attempts");
     let journal = Journal::open(dir.path()).expect("open");
     accept(&journal, message("a", pdf(100, 1))).await.expect("accept");
-    assert_eq!(within(journal.record_attempt("a", Some("offline".into()))).await.expect("1"), 1);
-    assert_eq!(within(journal.record_attempt("a", None)).await.expect("2"), 2);
-    let a = within(journal.get("a")).await.expect("get").expect("a");
+    assert_eq!(within(journal.record_attempt(&mid("a"), Some("offline".into()))).await.expect("1"), 1);
+    assert_eq!(within(journal.record_attempt(&mid("a"), None)).await.expect("2"), 2);
+    let a = within(journal.get(&mid("a"))).await.expect("get").expect("a");
     assert_eq!((a.attempts, a.last_error.as_deref()), (2, Some("offline")));
     assert!(a.updated_at >= a.created_at);
-    let unknown = within(journal.record_attempt("zzz", None)).await;
+    let unknown = within(journal.record_attempt(&mid("zzz"), None)).await;
     assert!(matches!(unknown, Err(JournalError::NotFound)), "{unknown:?}");
 }
 
@@ -231,12 +235,12 @@ async fn idempotency_key_replays_same_body_and_rejects_other_body() {
     assert_eq!(accept(&journal, keyed("third", "key-1", 0xBB)).await.expect("3rd"), Accepted::KeyReusedWithOtherBody);
     assert_eq!(accept(&journal, keyed("fourth", "key-2", 0xBB)).await.expect("4th"), Accepted::New);
 
-    assert_eq!(within(journal.get("second")).await.expect("get"), None);
-    assert_eq!(within(journal.get("third")).await.expect("get"), None);
+    assert_eq!(within(journal.get(&mid("second"))).await.expect("get"), None);
+    assert_eq!(within(journal.get(&mid("third"))).await.expect("get"), None);
     assert_eq!(dir.outbox_files(), ["first.pdf", "fourth.pdf"], "replays leave no file");
 
     // The key outlives the message's pdf: a retry after delivery still replays.
-    assert!(within(journal.set_status("first", DeliveryStatus::Sent, None)).await.expect("sent"));
+    assert!(within(journal.set_status(&mid("first"), DeliveryStatus::Sent, None)).await.expect("sent"));
     assert_eq!(
         accept(&journal, keyed("fifth", "key-1", 0xAA)).await.expect("5th"),
         Accepted::Replay { message_id: "first".to_owned() }
@@ -253,7 +257,7 @@ async fn duplicate_and_invalid_message_ids_are_rejected_without_side_effects() {
     assert!(matches!(again, Err(JournalError::DuplicateMessageId)), "{again:?}");
     assert_eq!(std::fs::read(dir.outbox().join("m.pdf")).expect("pdf"), pdf(300, 1), "not clobbered");
 
-    assert!(within(journal.set_status("m", DeliveryStatus::Sent, None)).await.expect("sent"));
+    assert!(within(journal.set_status(&mid("m"), DeliveryStatus::Sent, None)).await.expect("sent"));
     let after_final = accept(&journal, message("m", pdf(400, 2))).await;
     assert!(matches!(after_final, Err(JournalError::DuplicateMessageId)), "{after_final:?}");
     assert!(dir.outbox_files().is_empty(), "the rejected pdf was removed");
@@ -334,11 +338,11 @@ async fn failing_commands_do_not_poison_their_batch() {
     });
     let unknown = tokio::spawn({
         let journal = journal.clone();
-        async move { journal.record_attempt("zzz", None).await }
+        async move { journal.record_attempt(&mid("zzz"), None).await }
     });
     let moved = tokio::spawn({
         let journal = journal.clone();
-        async move { journal.set_status("old", DeliveryStatus::Sending, None).await }
+        async move { journal.set_status(&mid("old"), DeliveryStatus::Sending, None).await }
     });
     // The duplicate fails at its hard link, before reaching the writer: 3 commands queue.
     let queued = || {
@@ -375,7 +379,7 @@ async fn open_removes_orphan_files_and_fails_rows_without_pdf() {
         for id in ["keep", "lost", "done"] {
             accept(&journal, message(id, pdf(100, 1))).await.expect("accept");
         }
-        assert!(within(journal.set_status("done", DeliveryStatus::Sent, None)).await.expect("sent"));
+        assert!(within(journal.set_status(&mid("done"), DeliveryStatus::Sent, None)).await.expect("sent"));
     }
     let outbox = dir.outbox();
     std::fs::remove_file(outbox.join("lost.pdf")).expect("remove");
@@ -386,7 +390,7 @@ async fn open_removes_orphan_files_and_fails_rows_without_pdf() {
 
     let journal = Journal::open(dir.path()).expect("reopen");
     assert_eq!(dir.outbox_files(), ["keep.pdf", "notes.txt"]);
-    let lost = within(journal.get("lost")).await.expect("get").expect("lost");
+    let lost = within(journal.get(&mid("lost"))).await.expect("get").expect("lost");
     assert_eq!(lost.status, DeliveryStatus::Failed);
     assert_eq!(lost.last_error.as_deref(), Some(PDF_MISSING));
     let pending = within(journal.pending()).await.expect("pending");
@@ -424,7 +428,7 @@ async fn prune_removes_old_keys_and_old_finished_messages_only() {
     accept(&journal, keyed("old-queued", "k-new", 2)).await.expect("accept");
     accept(&journal, message("new-sent", pdf(100, 3))).await.expect("accept");
     for id in ["old-sent", "new-sent"] {
-        assert!(within(journal.set_status(id, DeliveryStatus::Sent, None)).await.expect("sent"));
+        assert!(within(journal.set_status(&mid(id), DeliveryStatus::Sent, None)).await.expect("sent"));
     }
     // Age two rows and one key by two days, through a second connection (WAL allows it).
     let two_days_ago = store::int(now_ms() - 2 * 24 * 3600 * 1000);
@@ -438,9 +442,9 @@ async fn prune_removes_old_keys_and_old_finished_messages_only() {
     // Zero is clamped to 24 h for keys: k-new (just created) must survive.
     let pruned = within(journal.prune(Duration::ZERO, Duration::from_secs(3600))).await.expect("prune");
     assert_eq!(pruned, Pruned { idempotency_keys: 1, messages: 1 });
-    assert_eq!(within(journal.get("old-sent")).await.expect("get"), None);
-    assert!(within(journal.get("old-queued")).await.expect("get").is_some(), "not finished");
-    assert!(within(journal.get("new-sent")).await.expect("get").is_some(), "too recent");
+    assert_eq!(within(journal.get(&mid("old-sent"))).await.expect("get"), None);
+    assert!(within(journal.get(&mid("old-queued"))).await.expect("get").is_some(), "not finished");
+    assert!(within(journal.get(&mid("new-sent"))).await.expect("get").is_some(), "too recent");
     assert_eq!(accept(&journal, keyed("again", "k-old", 9)).await.expect("k-old is free"), Accepted::New);
     assert_eq!(
         accept(&journal, keyed("again-2", "k-new", 2)).await.expect("k-new kept"),
@@ -494,7 +498,7 @@ async fn a_full_database_rejects_cleanly_and_recovers_when_space_returns() {
         }
     }
     let full_at = full_at.expect("the capped database filled up");
-    assert_eq!(within(journal.get(&full_at)).await.expect("get"), None, "rolled back");
+    assert_eq!(within(journal.get(&mid(&full_at))).await.expect("get"), None, "rolled back");
     let mut expected: Vec<String> = accepted.iter().map(|id| format!("{id}.pdf")).collect();
     expected.sort();
     assert_eq!(dir.outbox_files(), expected, "no pdf left for the rejected message");
@@ -506,7 +510,7 @@ async fn a_full_database_rejects_cleanly_and_recovers_when_space_returns() {
     .await
     .expect("uncap");
     assert_eq!(accept(&journal, message(&full_at, pdf(100, 2))).await.expect("space is back"), Accepted::New);
-    assert!(within(journal.set_status("before", DeliveryStatus::Sent, None)).await.expect("writes work"));
+    assert!(within(journal.set_status(&mid("before"), DeliveryStatus::Sent, None)).await.expect("writes work"));
 }
 
 /// `cargo test -p whatsapp-gateway --lib journal::tests::bench -- --ignored --nocapture`
@@ -582,7 +586,7 @@ async fn real_disk_full_leaves_nothing_behind_and_recovers() {
 
     // Finishing messages deletes their PDFs: space returns and accepts work again.
     for id in &accepted[..3] {
-        assert!(within(journal.set_status(id, DeliveryStatus::Sent, None)).await.expect("sent"));
+        assert!(within(journal.set_status(&mid(id), DeliveryStatus::Sent, None)).await.expect("sent"));
     }
     let again = accept(&journal, message("after-full", pdf(100 * 1024, 1))).await;
     assert_eq!(again.expect("space is back"), Accepted::New);

@@ -169,7 +169,11 @@ impl Queue {
                 let _ = self
                     .inner
                     .journal
-                    .set_status(&record.message_id, DeliveryStatus::Failed, Some("unreadable after restart".into()))
+                    .set_status(
+                        &MessageId::from_stored(record.message_id.as_str()),
+                        DeliveryStatus::Failed,
+                        Some("unreadable after restart".into()),
+                    )
                     .await;
                 continue;
             };
@@ -290,7 +294,7 @@ impl Queue {
     }
 
     /// The delivery record of a message.
-    pub async fn status(&self, id: &str) -> Result<Option<MessageRecord>, JournalError> {
+    pub async fn status(&self, id: &MessageId) -> Result<Option<MessageRecord>, JournalError> {
         self.inner.journal.get(id).await
     }
 
@@ -331,7 +335,7 @@ impl Queue {
                         let _ = waiter.send(error);
                     } else if error.is_none() {
                         // A late ack for a send we stopped waiting for: it did arrive.
-                        self.set_status(&message_id, DeliveryStatus::Sent, None).await;
+                        self.set_status(&MessageId::from_stored(message_id), DeliveryStatus::Sent, None).await;
                     }
                 }
                 DeliveryEvent::Receipt { message_ids, read } => {
@@ -340,7 +344,7 @@ impl Queue {
                         if let Some((_, sent)) = self.inner.sent_at.remove(&id) {
                             metrics::histogram!(crate::metrics::SENT_TO_DELIVERED).record(sent.elapsed().as_secs_f64());
                         }
-                        self.set_status(&id, status, None).await;
+                        self.set_status(&MessageId::from_stored(id), status, None).await;
                     }
                 }
             }
@@ -348,9 +352,9 @@ impl Queue {
     }
 
     /// Best-effort status update: unknown ids (not ours) are ignored by the journal.
-    pub(crate) async fn set_status(&self, id: &str, status: DeliveryStatus, error: Option<String>) {
+    pub(crate) async fn set_status(&self, id: &MessageId, status: DeliveryStatus, error: Option<String>) {
         if let Err(e) = self.inner.journal.set_status(id, status, error).await {
-            tracing::error!(message_id = id, error = %e, "cannot record a delivery status");
+            tracing::error!(message_id = %id, error = %e, "cannot record a delivery status");
         }
     }
 

@@ -60,7 +60,7 @@ impl Worker {
             if !self.pace(&cancel).await {
                 return;
             }
-            self.queue.set_status(job.id.as_str(), DeliveryStatus::Sending, None).await;
+            self.queue.set_status(&job.id, DeliveryStatus::Sending, None).await;
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => {
                     self.queue.forget_ack(&job.id);
@@ -71,7 +71,7 @@ impl Worker {
             self.last_send = Some(Instant::now());
             match outcome {
                 Outcome::Sent => {
-                    self.queue.set_status(job.id.as_str(), DeliveryStatus::Sent, None).await;
+                    self.queue.set_status(&job.id, DeliveryStatus::Sent, None).await;
                     metrics::counter!(crate::metrics::SENDS, "outcome" => "sent").increment(1);
                     let waited = journal::now_ms().saturating_sub(job.accepted_at_ms);
                     metrics::histogram!(crate::metrics::ACCEPTED_TO_SENT).record(waited as f64 / 1000.0);
@@ -85,7 +85,7 @@ impl Worker {
                 }
                 Outcome::Retry(reason) => {
                     metrics::counter!(crate::metrics::SENDS, "outcome" => "retry").increment(1);
-                    attempts = match self.queue.journal().record_attempt(job.id.as_str(), Some(reason.clone())).await {
+                    attempts = match self.queue.journal().record_attempt(&job.id, Some(reason.clone())).await {
                         Ok(n) => n,
                         Err(e) => {
                             tracing::error!(message_id = %job.id, error = %e, "cannot record an attempt");
@@ -125,7 +125,7 @@ impl Worker {
     async fn fail(&self, job: &Job, reason: String) {
         metrics::counter!(crate::metrics::SENDS, "outcome" => "failed").increment(1);
         tracing::error!(session = %self.session, message_id = %job.id, %reason, "PDF failed");
-        self.queue.set_status(job.id.as_str(), DeliveryStatus::Failed, Some(reason)).await;
+        self.queue.set_status(&job.id, DeliveryStatus::Failed, Some(reason)).await;
         self.queue.finish_front(&self.lane);
     }
 

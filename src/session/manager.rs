@@ -22,15 +22,12 @@ pub enum SessionError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("WhatsApp client settings: {0}")]
-    Upstream(String),
+    Upstream(#[from] UpstreamError),
+    /// The blocking task that rewrites `sessions.config.json` panicked or was cancelled.
+    #[error("sessions.config.json writer: {0}")]
+    Writer(#[from] tokio::task::JoinError),
     #[error("the gateway is shutting down")]
     ShuttingDown,
-}
-
-impl From<UpstreamError> for SessionError {
-    fn from(e: UpstreamError) -> Self {
-        SessionError::Upstream(e.to_string())
-    }
 }
 
 /// Cheap-to-clone handle on every session.
@@ -160,7 +157,7 @@ impl SessionManager {
         let path = file.path().to_path_buf();
         tokio::task::spawn_blocking(move || SessionsFile::new(path).append(entry))
             .await
-            .map_err(|e| SessionError::Upstream(e.to_string()))??;
+            .map_err(SessionError::Writer)??;
         let shared = Arc::new(SessionShared::new(id.clone(), self.inner.dir.join(id.as_str())));
         self.inner.sessions.insert(id.clone(), shared.clone());
         tracing::info!(session = %id, "new session added to {}", file.path().display());
