@@ -39,6 +39,8 @@ pub enum StartError {
     Restore(JournalError),
     #[error(transparent)]
     Tokens(#[from] TokensFileError),
+    #[error("cannot make {} private: {source}", dir.display())]
+    Permissions { dir: std::path::PathBuf, source: std::io::Error },
 }
 
 /// A gateway that is bound and loaded, ready to run.
@@ -69,6 +71,10 @@ impl App {
             Some(path) => Authenticator::with_tokens_file(&config.api_token, path, config.rate_limit)?,
             None => Authenticator::new(&config.api_token, config.rate_limit),
         };
+        // Credentials and the journal are private even in folders that already existed open.
+        for dir in [&config.sessions_dir, &config.data_dir] {
+            crate::files::tighten_tree(dir).map_err(|source| StartError::Permissions { dir: dir.clone(), source })?;
+        }
         let shutdown = Shutdown::new();
         let journal = Journal::open(&config.data_dir)
             .map_err(|source| StartError::Journal { dir: config.data_dir.clone(), source })?;
@@ -80,6 +86,7 @@ impl App {
             upstream,
             shutdown.token(),
             tokio_util::task::TaskTracker::new(),
+            config.startup_concurrency,
         )?;
         let settings = QueueSettings {
             retry: RetryPolicy {
@@ -100,6 +107,7 @@ impl App {
             journal,
             shutdown,
             limits: config.http,
+            qr_link_window: config.qr_link_window,
             max_body_bytes: config.max_body_bytes,
             lifecycle: Lifecycle::default(),
             metrics: crate::metrics::handle(),

@@ -56,6 +56,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("WS_MAX_MESSAGE_BYTES", "65536"),
     ("RATE_LIMIT_PER_SECOND", "100"),
     ("RATE_LIMIT_BURST", "200"),
+    ("STARTUP_CONCURRENCY", "8"),
+    ("QR_LINK_WINDOW_SECS", "120"),
 ];
 
 /// Variables without a default (absent means "not set").
@@ -166,6 +168,10 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     /// `METRICS_LISTEN`: an extra address serving `/metrics` without a token (a private network).
     pub metrics_listen: Option<SocketAddr>,
+    /// `STARTUP_CONCURRENCY` (8): linked sessions connecting at once at boot.
+    pub startup_concurrency: usize,
+    /// `QR_LINK_WINDOW_SECS` (120): how long linking goes on after the last `GET …/qr`.
+    pub qr_link_window: Duration,
 }
 
 /// The HTTP server's protections, from the configuration.
@@ -266,6 +272,8 @@ struct Raw {
     ws_max_message_bytes: String,
     rate_limit_per_second: String,
     rate_limit_burst: String,
+    startup_concurrency: String,
+    qr_link_window_secs: String,
     api_tokens_file: Option<String>,
     cors_allowed_origins: Option<String>,
     metrics_listen: Option<String>,
@@ -388,6 +396,12 @@ impl Config {
         let api_tokens_file = non_empty(raw.api_tokens_file).map(PathBuf::from);
 
         Ok(Config {
+            startup_concurrency: parse_positive(
+                "STARTUP_CONCURRENCY",
+                &raw.startup_concurrency,
+                "is not a positive whole number",
+            )?,
+            qr_link_window: secs("QR_LINK_WINDOW_SECS", &raw.qr_link_window_secs)?,
             http,
             api_tokens_file,
             rate_limit,

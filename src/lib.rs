@@ -9,6 +9,7 @@
 //! * [`queue`]: per-session lanes that deliver PDFs in order, retrying with backoff.
 //! * [`journal`]: the durable record of accepted messages (SQLite, group commit).
 //! * [`domain`]: validated values (ids, phone numbers, PDFs, file names, delivery statuses).
+//! * [`files`]: private (0700/0600) folders and files for credentials and the journal.
 //! * [`metrics`]: Prometheus series names and the recorder.
 //! * [`shutdown`]: the cancellation token and task tracker every long-lived task uses.
 //! * [`telemetry`]: the log subscriber and its filter.
@@ -17,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod files;
 pub mod journal;
 pub mod metrics;
 pub mod queue;

@@ -90,7 +90,7 @@ fn describe() {
 
 /// Sets the state gauges from the registries, then renders the text exposition format.
 pub fn render(handle: &PrometheusHandle, sessions: &SessionManager, queue: &Queue) -> String {
-    let mut by_status = [(Status::Initializing, 0usize), (Status::Connected, 0), (Status::Disconnected, 0)];
+    let mut by_status = Status::ALL.map(|status| (status, 0usize));
     for status in sessions.statuses() {
         if let Some(slot) = by_status.iter_mut().find(|(s, _)| *s == status) {
             slot.1 += 1;

@@ -27,6 +27,15 @@ impl BodyLimit for PdfLimit {
     }
 }
 
+/// The small JSON routes: 64 KiB.
+pub(crate) struct SmallLimit;
+
+impl BodyLimit for SmallLimit {
+    fn limit(_: &AppState) -> usize {
+        64 * 1024
+    }
+}
+
 /// The whole body: 413 `PAYLOAD_TOO_LARGE` past `L`'s limit (from `Content-Length` before
 /// reading, or while reading), 408 `BODY_TIMEOUT` past `HTTP_BODY_TIMEOUT_SECS`.
 pub(crate) struct RequestBody<L> {

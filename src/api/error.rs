@@ -110,6 +110,21 @@ pub enum ApiError {
     /// The request took longer than the route allows.
     #[error("the request took too long; retry it (with the same Idempotency-Key for sends)")]
     Timeout,
+    /// `POST /api/sessions` with an id that exists.
+    #[error("a session with this id already exists")]
+    SessionExists,
+    /// A QR was asked for a session that is linked and connected.
+    #[error("the session is already linked and connected; log it out to link another phone")]
+    AlreadyConnected,
+    /// No QR code came in time; `reason` says what the session is doing.
+    #[error("no QR code yet: {reason}")]
+    QrNotReady {
+        /// The session's status and reason, for people.
+        reason: String,
+    },
+    /// The session's supervisor did not answer a command in time.
+    #[error("the session did not answer in time; retry")]
+    SessionUnresponsive,
     /// The gateway is starting or stopping.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -148,7 +163,11 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Timeout | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout
+            | ApiError::ShuttingDown
+            | ApiError::SessionUnresponsive
+            | ApiError::QrNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::SessionExists | ApiError::AlreadyConnected => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -181,6 +200,10 @@ impl ApiError {
             ApiError::BodyTimeout => "BODY_TIMEOUT",
             ApiError::Timeout => "TIMEOUT",
             ApiError::ShuttingDown => "SHUTTING_DOWN",
+            ApiError::SessionExists => "SESSION_EXISTS",
+            ApiError::AlreadyConnected => "ALREADY_CONNECTED",
+            ApiError::QrNotReady { .. } => "QR_NOT_READY",
+            ApiError::SessionUnresponsive => "SESSION_UNRESPONSIVE",
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -208,9 +231,25 @@ impl IntoResponse for ApiError {
             ApiError::QueueFull { retry_after_secs } | ApiError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
+            ApiError::QrNotReady { .. } | ApiError::SessionUnresponsive => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(2u64));
+            }
             _ => {}
         }
         response
+    }
+}
+
+impl From<crate::session::SessionError> for ApiError {
+    fn from(err: crate::session::SessionError) -> Self {
+        use crate::session::SessionError;
+        match err {
+            SessionError::NotFound => ApiError::SessionNotFound,
+            SessionError::Exists => ApiError::SessionExists,
+            SessionError::ShuttingDown => ApiError::ShuttingDown,
+            SessionError::Unresponsive => ApiError::SessionUnresponsive,
+            other => ApiError::internal(other),
+        }
     }
 }
 
@@ -245,7 +284,8 @@ pub struct ErrorDetail {
     /// NOT_A_PDF, INVALID_FILE_NAME, INVALID_IDEMPOTENCY_KEY, SESSION_NOT_FOUND, MESSAGE_NOT_FOUND,
     /// NOT_FOUND, METHOD_NOT_ALLOWED, BODY_TIMEOUT, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE,
     /// IDEMPOTENCY_KEY_REUSED, QUEUE_FULL, UPGRADE_REQUIRED, UNSUPPORTED_WEBSOCKET_VERSION,
-    /// BAD_WEBSOCKET_KEY, TIMEOUT, SHUTTING_DOWN, INSUFFICIENT_STORAGE, INTERNAL.
+    /// BAD_WEBSOCKET_KEY, SESSION_EXISTS, ALREADY_CONNECTED, QR_NOT_READY, SESSION_UNRESPONSIVE,
+    /// TIMEOUT, SHUTTING_DOWN, INSUFFICIENT_STORAGE, INTERNAL.
     pub code: String,
     /// A sentence for people; it may change.
     pub message: String,

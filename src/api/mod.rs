@@ -17,6 +17,7 @@ mod openapi;
 mod request_id;
 mod send_pdf;
 mod serve;
+mod sessions;
 pub mod state;
 pub mod ws;
 
@@ -77,6 +78,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::openapi_json))
         .merge(send_pdf::router())
         .merge(messages::router())
+        .merge(sessions::router())
         .merge(ws::router())
         .merge(health::router())
         .merge(metrics::router())

@@ -192,7 +192,7 @@ fn required_string(value: Option<Value>, field: &'static str) -> Result<String, 
 
 /// `415` unless the `Content-Type` is absent or `application/json` (parameters such as
 /// `; charset=utf-8` allowed, any case). An absent header is tolerated for `curl -d` users.
-pub fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };

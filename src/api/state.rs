@@ -22,6 +22,8 @@ pub struct AppState {
     pub(crate) journal: Journal,
     pub(crate) shutdown: Shutdown,
     pub(crate) limits: HttpLimits,
+    /// `QR_LINK_WINDOW_SECS`: linking goes on this long after the last `GET …/qr`.
+    pub(crate) qr_link_window: std::time::Duration,
     /// `MAX_BODY_BYTES`: the body limit of `POST /api/send-pdf`.
     pub(crate) max_body_bytes: usize,
     pub(crate) lifecycle: Lifecycle,

@@ -7,9 +7,9 @@
 //! `rename(2)` because link never replaces an existing file: a reused message id cannot clobber
 //! the PDF of a message that is still pending.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -128,9 +128,9 @@ impl Outbox {
     }
 }
 
-/// `mkdir -p` with mode 0700 for every directory it creates.
+/// `mkdir -p` with mode 0700, and 0700 on `dir` if it already existed.
 pub(super) fn create_private_dir(dir: &Path) -> io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    crate::files::private_dir(dir)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {

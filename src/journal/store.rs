@@ -63,6 +63,8 @@ impl FromSql for DeliveryStatus {
 /// Opens `path` with the settings every journal connection uses: WAL, `synchronous=FULL` (a
 /// commit survives power loss, not only a crash of the process), a busy timeout.
 pub(super) fn open(path: &Path) -> Result<Connection, JournalError> {
+    // Created (or tightened) 0600 first: SQLite gives its -wal and -shm files the same mode.
+    crate::files::private_file(path)?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;

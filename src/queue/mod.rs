@@ -49,6 +49,8 @@ impl Job {
 pub(crate) struct Lane {
     state: Mutex<LaneState>,
     added: Notify,
+    /// Set when the session is deleted: the worker fails what is left and stops.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -67,6 +69,10 @@ impl Lane {
 
     pub(crate) fn front(&self) -> Option<Job> {
         self.lock().jobs.front().cloned()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -296,6 +302,23 @@ impl Queue {
     /// The delivery record of a message.
     pub async fn status(&self, id: &MessageId) -> Result<Option<MessageRecord>, JournalError> {
         self.inner.journal.get(id).await
+    }
+
+    /// The session was deleted: its waiting messages fail with `SESSION_DELETED` and leave the
+    /// queue's bounds (the lane's worker does it, so a send in progress finishes first).
+    pub fn close_session(&self, session: &SessionId) {
+        if let Some((_, lane)) = self.inner.lanes.remove(session) {
+            lane.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            lane.added.notify_one();
+        }
+    }
+
+    /// (waiting messages, waiting bytes) of one session.
+    pub fn depth(&self, session: &SessionId) -> (usize, u64) {
+        self.inner.lanes.get(session).map_or((0, 0), |lane| {
+            let state = lane.value().lock();
+            (state.jobs.len(), state.bytes)
+        })
     }
 
     /// (session, waiting messages, waiting bytes) of every lane.

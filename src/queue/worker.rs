@@ -32,11 +32,18 @@ pub(crate) struct Worker {
     pub(crate) last_send: Option<Instant>,
 }
 
+/// The `lastError` of messages whose session was deleted before they were sent.
+pub(crate) const SESSION_DELETED: &str = "SESSION_DELETED: the session was deleted";
+
 impl Worker {
     pub(crate) async fn run(mut self) {
         let cancel = self.queue.shutdown().token();
         let mut attempts: u32 = 0;
         loop {
+            if self.lane.is_closed() {
+                self.fail_all(SESSION_DELETED).await;
+                return;
+            }
             let Some(job) = self.lane.front() else {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -52,7 +59,14 @@ impl Worker {
             let client = tokio::select! {
                 client = self.wait_connected(&cancel) => match client {
                     Some(client) => client,
-                    None => return,
+                    None if cancel.is_cancelled() => return,
+                    // The session is gone: wait for the lane to be closed (it is being deleted).
+                    None => {
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = self.lane.added.notified() => continue,
+                        }
+                    }
                 },
                 // Waiting for the session must not outlive the message's maximum age.
                 _ = tokio::time::sleep_until(deadline.into()) => continue,
@@ -106,6 +120,18 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+
+    /// Fails every job left in a closed lane.
+    async fn fail_all(&self, reason: &str) {
+        let mut failed = 0usize;
+        while let Some(job) = self.lane.front() {
+            self.fail(&job, reason.to_owned()).await;
+            failed += 1;
+        }
+        if failed > 0 {
+            tracing::warn!(session = %self.session, failed, "session deleted: its queued messages failed");
         }
     }
 

@@ -1,50 +1,98 @@
 //! The supervisor of one session: runs whatsapp-rust clients one generation after another,
-//! publishes the session's state, and decides when to restart, relink or stop.
+//! publishes the session's state, takes commands (restart, logout, stop), and decides when to
+//! restart, relink or stop.
+//!
+//! Nothing outside reaches into a running session: callers send a [`Command`] and wait for its
+//! answer; the supervisor alone starts and stops clients and writes the state.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use rand::RngExt as _;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use whatsapp_rust::Client;
 use whatsapp_rust::bot::BotHandle;
 
 use super::upstream::{self, STORE_FILE, Upstream, UpstreamEvent};
-use super::{SessionState, Status};
+use super::{Account, SessionEvent, SessionEventKind, SessionState, Status};
 use crate::domain::SessionId;
 
 /// How often the supervisor checks the client's own view of the connection: the library emits
 /// no event for failed reconnect attempts or watchdog reconnects.
 const POLL_EVERY: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A client still not connected (and showing no QR) after this is checked for reachability.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
+/// The most a first connect at boot waits before it gives its start-up slot back.
+const STARTUP_SLOT: Duration = Duration::from_secs(15);
+/// Linked sessions at boot start within this spread, so they do not all dial at once.
+const STARTUP_JITTER_MS: u64 = 500;
+
+/// What callers may ask of a running session.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Stop the client and start a new one at once.
+    Restart,
+    /// Unlink from the phone and delete the credentials; keep the session.
+    Logout(oneshot::Sender<()>),
+    /// Log out if linked, then end the supervisor (the session is being deleted).
+    Stop(oneshot::Sender<()>),
+}
+
+/// The description and metadata a session was created with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Labels {
+    pub(crate) description: Option<String>,
+    pub(crate) metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
 
 /// What the supervisor shares with watchers, the queue and the manager.
 pub(crate) struct SessionShared {
     pub(crate) id: SessionId,
     pub(crate) dir: PathBuf,
     pub(crate) state: watch::Sender<SessionState>,
+    pub(crate) labels: Labels,
+    commands: mpsc::Sender<Command>,
+    /// Taken by the supervisor for its whole life (and again if it is restarted after a panic).
+    inbox: tokio::sync::Mutex<mpsc::Receiver<Command>>,
+    events: broadcast::Sender<SessionEvent>,
     client: Mutex<Option<Arc<Client>>>,
     watchers: AtomicUsize,
+    /// Linking goes on until then without a watcher (QR over HTTP): each QR request extends it.
+    link_until: Mutex<Option<Instant>>,
     wake: Notify,
     /// True while the supervisor waits for a watcher before it starts a client.
     idle: AtomicBool,
 }
 
 impl SessionShared {
-    pub(crate) fn new(id: SessionId, dir: PathBuf) -> Self {
+    pub(crate) fn new(id: SessionId, dir: PathBuf, labels: Labels, events: broadcast::Sender<SessionEvent>) -> Self {
+        let (commands, inbox) = mpsc::channel(8);
         // The supervisor corrects this at once if it has nothing to start.
-        let initial = SessionState { status: Status::Initializing, qr: None, error: None };
+        let initial = if has_credentials(&dir) { Status::Connecting } else { Status::Disconnected };
         Self {
             id,
             dir,
-            state: watch::channel(initial).0,
+            state: watch::channel(SessionState::new(initial)).0,
+            labels,
+            commands,
+            inbox: tokio::sync::Mutex::new(inbox),
+            events,
             client: Mutex::new(None),
             watchers: AtomicUsize::new(0),
+            link_until: Mutex::new(None),
             wake: Notify::new(),
             idle: AtomicBool::new(false),
         }
+    }
+
+    /// Sends a command to the supervisor; `false` if it is gone.
+    pub(crate) async fn send(&self, command: Command) -> bool {
+        self.commands.send(command).await.is_ok()
     }
 
     /// The client while the session is connected.
@@ -61,15 +109,7 @@ impl SessionShared {
 
     pub(crate) fn add_watcher(&self) {
         self.watchers.fetch_add(1, Ordering::SeqCst);
-        if self.idle.load(Ordering::SeqCst) {
-            // This watcher is what starts the session: it begins linking now, so a watcher
-            // must not first be told "disconnected".
-            self.publish(|s| {
-                s.status = Status::Initializing;
-                s.qr = None;
-            });
-        }
-        self.wake.notify_one();
+        self.starting_for_a_watcher();
     }
 
     pub(crate) fn remove_watcher(&self) {
@@ -77,59 +117,163 @@ impl SessionShared {
         self.wake.notify_one();
     }
 
-    fn watched(&self) -> bool {
-        self.watchers.load(Ordering::SeqCst) > 0
+    /// Keeps linking going for `window` without a watcher (a QR polled over HTTP).
+    pub(crate) fn extend_link_window(&self, window: Duration) {
+        *self.link_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + window);
+        self.starting_for_a_watcher();
     }
 
+    fn starting_for_a_watcher(&self) {
+        let idle = self.idle.load(Ordering::SeqCst);
+        // This watcher is what starts the session: it begins linking now, so a watcher must not
+        // first be told "disconnected".
+        self.publish(|s| {
+            if idle || matches!(s.status, Status::Disconnected | Status::LoggedOut | Status::Error) {
+                s.status = Status::Connecting;
+                s.qr = None;
+                s.reason = None;
+            }
+        });
+        self.wake.notify_one();
+    }
+
+    /// Linking is done (or was undone): a QR poller's window does not carry over.
+    fn close_link_window(&self) {
+        *self.link_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn watched(&self) -> bool {
+        if self.watchers.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
+        let until = *self.link_until.lock().unwrap_or_else(|p| p.into_inner());
+        until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Applies `f` to the state; watchers hear of it only if something changed.
     fn publish(&self, f: impl FnOnce(&mut SessionState)) {
+        let mut announce = None;
         self.state.send_if_modified(|state| {
             let before = state.clone();
             f(state);
-            *state != before
+            if *state == before {
+                return false;
+            }
+            state.updated_at = crate::journal::now_ms();
+            if state.status != before.status || state.reason != before.reason {
+                announce = Some(SessionEventKind::Status { status: state.status, reason: state.reason.clone() });
+            }
+            true
         });
+        if let Some(kind) = announce {
+            self.announce(kind);
+        }
     }
 
-    fn set_status(&self, status: Status) {
+    fn announce(&self, kind: SessionEventKind) {
+        // Nobody listening is fine.
+        let _ = self.events.send(SessionEvent { session: self.id.clone(), kind });
+    }
+
+    /// Moves to `status` with `reason`; a QR or pairing code only survives in its own status.
+    fn set_status(&self, status: Status, reason: Option<String>) {
         self.publish(|s| {
             s.status = status;
-            if status != Status::Initializing {
+            s.reason = reason;
+            if status != Status::QrReady {
                 s.qr = None;
+            }
+            if status != Status::PairingCode {
+                s.pairing_code = None;
             }
             if status == Status::Connected {
                 s.error = None;
             }
         });
     }
+
+    /// Clears the QR unless someone watches, in one step with the check: a watcher that arrives
+    /// after it can never be shown the QR of a client that is stopping.
+    fn release_if_unwatched(&self) -> bool {
+        let mut released = false;
+        self.state.send_if_modified(|state| {
+            if self.watched() {
+                return false;
+            }
+            released = true;
+            let had_qr = state.qr.take().is_some();
+            had_qr
+        });
+        released
+    }
+}
+
+/// Whether the session's folder holds credentials.
+pub(crate) fn has_credentials(dir: &Path) -> bool {
+    dir.join(STORE_FILE).exists()
 }
 
 /// How one client generation ended.
 enum Exit {
     Cancelled,
-    LoggedOut,
+    LoggedOut { reply: Option<oneshot::Sender<()>> },
+    Stopped(oneshot::Sender<()>),
+    Restart,
     QrExhausted,
     NobodyWatching,
     Terminal(String),
     Died,
 }
 
-/// Runs the session until the gateway shuts down.
-pub(crate) async fn supervise(shared: Arc<SessionShared>, upstream: Upstream, cancel: CancellationToken) {
+/// Runs the session until the gateway shuts down or the session is deleted.
+pub(crate) async fn supervise(
+    shared: Arc<SessionShared>,
+    upstream: Upstream,
+    cancel: CancellationToken,
+    startup: Arc<Semaphore>,
+) {
+    let mut inbox = shared.inbox.lock().await;
     let mut backoff = Duration::from_secs(1);
     // Set when running a client without a watcher is pointless: it stopped for a reason it
     // will not recover from by itself, or it holds no credentials (only a watcher can link it).
-    let mut wait_for_watcher = !shared.dir.join(STORE_FILE).exists();
+    let mut wait_for_watcher = !has_credentials(&shared.dir);
+    let mut first_start = true;
     loop {
         if cancel.is_cancelled() {
             break;
         }
         if wait_for_watcher && !shared.watched() {
-            shared.set_status(Status::Disconnected);
+            let status = shared.state.borrow().status;
+            if !matches!(status, Status::LoggedOut | Status::Error) {
+                shared.set_status(Status::Disconnected, None);
+            }
             shared.idle.store(true, Ordering::SeqCst);
             // A watcher may have arrived between the check and the flag.
             if !shared.watched() {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = shared.wake.notified() => {}
+                    command = inbox.recv() => match command {
+                        None => break,
+                        Some(Command::Stop(reply)) => {
+                            shared.idle.store(false, Ordering::SeqCst);
+                            let _ = reply.send(());
+                            return;
+                        }
+                        Some(Command::Logout(reply)) => {
+                            // Nothing runs: deleting the store is the whole logout.
+                            if has_credentials(&shared.dir) {
+                                delete_credentials(&shared);
+                                shared.set_status(Status::LoggedOut, Some("logged out through the API".into()));
+                            }
+                            let _ = reply.send(());
+                        }
+                        Some(Command::Restart) => {
+                            if has_credentials(&shared.dir) {
+                                wait_for_watcher = false;
+                            }
+                        }
+                    },
                 }
             }
             shared.idle.store(false, Ordering::SeqCst);
@@ -137,16 +281,32 @@ pub(crate) async fn supervise(shared: Arc<SessionShared>, upstream: Upstream, ca
         }
         wait_for_watcher = false;
         shared.publish(|s| {
-            s.status = Status::Initializing;
+            s.status = Status::Connecting;
             s.qr = None;
+            s.pairing_code = None;
         });
-        let (handle, client, events) = match upstream.start(&shared.dir).await {
+        // At boot, linked sessions take turns (a bounded number at once, with jitter) so a
+        // restart of many numbers is no thundering herd on WhatsApp.
+        let slot = if std::mem::take(&mut first_start) && has_credentials(&shared.dir) {
+            let jitter = Duration::from_millis(rand::rng().random_range(0..=STARTUP_JITTER_MS));
+            if !sleep_or_cancel(&cancel, jitter).await {
+                break;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                permit = startup.clone().acquire_owned() => permit.ok(),
+            }
+        } else {
+            None
+        };
+        let (handle, client, events, tasks) = match upstream.start(&shared.dir).await {
             Ok(started) => started,
             Err(e) => {
                 tracing::error!(session = %shared.id, error = %e, "cannot start the WhatsApp client");
                 shared.publish(|s| {
-                    s.status = Status::Disconnected;
+                    s.status = Status::Error;
                     s.error = Some("the session could not start; see the server log".into());
+                    s.reason = s.error.clone();
                 });
                 if !sleep_or_cancel(&cancel, backoff).await {
                     break;
@@ -158,37 +318,62 @@ pub(crate) async fn supervise(shared: Arc<SessionShared>, upstream: Upstream, ca
         if !upstream::is_linked(&client) && !shared.watched() {
             client.disconnect().await;
             handle.await;
+            tasks.retire();
             wait_for_watcher = true;
             continue;
         }
         shared.set_client(Some(client.clone()));
-        let exit = drive(&shared, &upstream, &client, handle, events, &cancel, &mut backoff).await;
+        let exit = Drive { shared: &shared, upstream: &upstream, client: &client, slot }
+            .run(handle, events, &mut inbox, &cancel, &mut backoff)
+            .await;
         shared.set_client(None);
+        // An unlinked generation's leftovers (its QR rotation) would hold the client and its
+        // store for minutes; a linked one's are left to finish their writes.
+        if !upstream::is_linked(&client) {
+            tasks.retire();
+        }
         drop(client);
         match exit {
             Exit::Cancelled => break,
-            Exit::LoggedOut => {
-                tracing::warn!(session = %shared.id, "logged out from the phone: deleting its credentials");
+            Exit::Stopped(reply) => {
+                let _ = reply.send(());
+                return;
+            }
+            Exit::LoggedOut { reply } => {
+                shared.close_link_window();
+                let reason = if reply.is_some() { "logged out through the API" } else { "logged out from the phone" };
+                tracing::warn!(session = %shared.id, reason, "logged out: deleting its credentials");
                 delete_credentials(&shared);
-                shared.set_status(Status::Disconnected);
+                shared.set_status(Status::LoggedOut, Some(reason.into()));
+                shared.announce(SessionEventKind::LoggedOut);
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
                 wait_for_watcher = true;
             }
-            Exit::QrExhausted => shared.set_status(Status::Disconnected),
+            Exit::Restart => {
+                backoff = Duration::from_secs(1);
+                wait_for_watcher = !has_credentials(&shared.dir);
+            }
+            Exit::QrExhausted => shared.set_status(Status::Disconnected, None),
             Exit::NobodyWatching => {
-                shared.set_status(Status::Disconnected);
+                shared.set_status(Status::Disconnected, None);
                 wait_for_watcher = true;
             }
             Exit::Terminal(reason) => {
                 tracing::warn!(session = %shared.id, %reason, "session stopped; it will not retry on its own");
                 shared.publish(|s| {
-                    s.status = Status::Disconnected;
+                    s.status = Status::Error;
                     s.qr = None;
-                    s.error = Some(reason);
+                    s.pairing_code = None;
+                    s.error = Some(reason.clone());
+                    s.reason = Some(reason);
                 });
                 wait_for_watcher = true;
             }
             Exit::Died => {
-                shared.set_status(Status::Disconnected);
+                let reason = format!("the WhatsApp client stopped; restarting in {} s", backoff.as_secs());
+                shared.set_status(Status::Connecting, Some(reason));
                 tracing::warn!(session = %shared.id, ?backoff, "client stopped unexpectedly; restarting");
                 if !sleep_or_cancel(&cancel, backoff).await {
                     break;
@@ -197,79 +382,207 @@ pub(crate) async fn supervise(shared: Arc<SessionShared>, upstream: Upstream, ca
             }
         }
     }
-    shared.set_status(Status::Disconnected);
+    shared.set_status(Status::Disconnected, None);
 }
 
-async fn drive(
-    shared: &SessionShared,
-    upstream: &Upstream,
-    client: &Arc<Client>,
-    mut handle: BotHandle,
-    mut events: mpsc::Receiver<UpstreamEvent>,
-    cancel: &CancellationToken,
-    backoff: &mut Duration,
-) -> Exit {
-    let mut poll = tokio::time::interval(POLL_EVERY);
-    let mut ending: Option<Exit> = None;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => {
-                client.disconnect().await;
-                (&mut handle).await;
-                return Exit::Cancelled;
-            }
-            _ = &mut handle => {
-                // Events dispatched before the run loop ended are already queued: read them.
-                while let Ok(event) = events.try_recv() {
-                    match event {
-                        UpstreamEvent::LoggedOut => ending = Some(Exit::LoggedOut),
-                        UpstreamEvent::Terminal(reason) => ending = Some(Exit::Terminal(reason)),
-                        UpstreamEvent::QrExhausted if ending.is_none() => {
-                            ending = Some(if shared.watched() { Exit::QrExhausted } else { Exit::NobodyWatching });
-                        }
-                        _ => {}
-                    }
-                }
-                return ending.unwrap_or(Exit::Died);
-            }
-            Some(event) = events.recv() => match event {
-                UpstreamEvent::Qr(code) => {
-                    tracing::debug!(session = %shared.id, "new QR code");
-                    upstream.show_qr(&shared.id, &code);
-                    shared.publish(|s| { s.status = Status::Initializing; s.qr = Some(code); });
-                }
-                UpstreamEvent::QrExhausted => {
-                    ending = Some(if shared.watched() { Exit::QrExhausted } else { Exit::NobodyWatching });
-                }
-                UpstreamEvent::PairSuccess => tracing::info!(session = %shared.id, "QR scanned; linking"),
-                UpstreamEvent::Connected => {
-                    tracing::info!(session = %shared.id, "connected");
-                    if shared.state.borrow().status == Status::Disconnected {
-                        metrics::counter!(crate::metrics::RECONNECTS).increment(1);
-                    }
-                    *backoff = Duration::from_secs(1);
-                    shared.set_status(Status::Connected);
-                }
-                UpstreamEvent::Disconnected => shared.set_status(Status::Disconnected),
-                UpstreamEvent::LoggedOut => ending = Some(Exit::LoggedOut),
-                UpstreamEvent::Terminal(reason) => ending = Some(Exit::Terminal(reason)),
-            },
-            _ = shared.wake.notified() => {
-                if !shared.watched() && !upstream::is_linked(client) {
-                    tracing::debug!(session = %shared.id, "nobody is watching any more: stop linking");
+/// One client generation, driven until it ends.
+struct Drive<'a> {
+    shared: &'a SessionShared,
+    upstream: &'a Upstream,
+    client: &'a Arc<Client>,
+    /// The boot-time start-up slot, given back once connected (or after [`STARTUP_SLOT`]).
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Drive<'_> {
+    async fn run(
+        mut self,
+        mut handle: BotHandle,
+        mut events: mpsc::Receiver<UpstreamEvent>,
+        inbox: &mut mpsc::Receiver<Command>,
+        cancel: &CancellationToken,
+        backoff: &mut Duration,
+    ) -> Exit {
+        let (shared, client) = (self.shared, self.client);
+        let mut poll = tokio::time::interval(POLL_EVERY);
+        let started = Instant::now();
+        let mut ending: Option<Exit> = None;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
                     client.disconnect().await;
                     (&mut handle).await;
-                    return Exit::NobodyWatching;
+                    return Exit::Cancelled;
+                }
+                _ = &mut handle => {
+                    // Events dispatched before the run loop ended are already queued: read them.
+                    while let Ok(event) = events.try_recv() {
+                        match event {
+                            UpstreamEvent::LoggedOut => ending = Some(Exit::LoggedOut { reply: None }),
+                            UpstreamEvent::Terminal(reason) => ending = Some(Exit::Terminal(reason)),
+                            UpstreamEvent::QrExhausted if ending.is_none() => {
+                                ending = Some(if shared.watched() { Exit::QrExhausted } else { Exit::NobodyWatching });
+                            }
+                            _ => {}
+                        }
+                    }
+                    return ending.unwrap_or(Exit::Died);
+                }
+                command = inbox.recv() => match command {
+                    None | Some(Command::Restart) => {
+                        client.disconnect().await;
+                        (&mut handle).await;
+                        return Exit::Restart;
+                    }
+                    Some(Command::Logout(reply)) => {
+                        shared.publish(|s| s.qr = None);
+                        client.logout().await;
+                        (&mut handle).await;
+                        return Exit::LoggedOut { reply: Some(reply) };
+                    }
+                    Some(Command::Stop(reply)) => {
+                        shared.publish(|s| s.qr = None);
+                        if upstream::is_linked(client) {
+                            client.logout().await;
+                        } else {
+                            client.disconnect().await;
+                        }
+                        (&mut handle).await;
+                        return Exit::Stopped(reply);
+                    }
+                },
+                Some(event) = events.recv() => {
+                    if let Some(exit) = self.on_event(event, backoff) {
+                        ending = Some(exit);
+                    }
+                }
+                _ = shared.wake.notified() => {
+                    if !upstream::is_linked(client) && shared.release_if_unwatched() {
+                        return self.stop_unwatched(&mut handle).await;
+                    }
+                }
+                _ = poll.tick() => {
+                    if started.elapsed() > STARTUP_SLOT {
+                        self.slot = None;
+                    }
+                    if !upstream::is_linked(client) && shared.release_if_unwatched() {
+                        return self.stop_unwatched(&mut handle).await;
+                    }
+                    self.poll(started).await;
                 }
             }
-            _ = poll.tick() => {
-                let connected = upstream::is_connected(client);
-                let status = shared.state.borrow().status;
-                if connected && status != Status::Connected {
-                    shared.set_status(Status::Connected);
-                } else if !connected && status == Status::Connected {
-                    shared.set_status(Status::Disconnected);
+        }
+    }
+
+    async fn stop_unwatched(&self, handle: &mut BotHandle) -> Exit {
+        tracing::debug!(session = %self.shared.id, "nobody is watching any more: stop linking");
+        self.client.disconnect().await;
+        handle.await;
+        Exit::NobodyWatching
+    }
+
+    fn on_event(&mut self, event: UpstreamEvent, backoff: &mut Duration) -> Option<Exit> {
+        let shared = self.shared;
+        match event {
+            UpstreamEvent::Qr(code) => {
+                tracing::debug!(session = %shared.id, "new QR code");
+                self.upstream.show_qr(&shared.id, &code);
+                shared.publish(|s| {
+                    s.status = Status::QrReady;
+                    s.qr = Some(code.clone());
+                    s.reason = None;
+                    s.error = None;
+                });
+                shared.announce(SessionEventKind::Qr(code));
+            }
+            UpstreamEvent::QrExhausted => {
+                // Its refs are dead: nobody may be shown them any more.
+                shared.publish(|s| s.qr = None);
+                return Some(if shared.watched() { Exit::QrExhausted } else { Exit::NobodyWatching });
+            }
+            UpstreamEvent::PairingCode(code) => {
+                shared.publish(|s| {
+                    s.status = Status::PairingCode;
+                    s.pairing_code = Some(code);
+                    s.qr = None;
+                    s.reason =
+                        Some("type the pairing code on the phone: Linked devices > Link with phone number".into());
+                });
+            }
+            UpstreamEvent::PairSuccess => tracing::info!(session = %shared.id, "linked; logging in"),
+            UpstreamEvent::PasskeyRequest => {
+                let reason = "WhatsApp asks for a passkey to link this device: confirm it on the phone \
+                              (screen lock or passkey), then link again if nothing happens";
+                shared.publish(|s| {
+                    s.reason = Some(reason.into());
+                    s.error = Some(reason.into());
+                });
+            }
+            UpstreamEvent::PasskeyConfirmation(code) => {
+                shared.publish(|s| {
+                    s.status = Status::PairingCode;
+                    s.pairing_code = Some(code);
+                    s.reason = Some("confirm this code on the phone to finish linking".into());
+                });
+            }
+            UpstreamEvent::PasskeyError(error) => {
+                let reason = format!("passkey linking failed ({error}); link again with a QR code");
+                shared.publish(|s| {
+                    s.reason = Some(reason.clone());
+                    s.error = Some(reason);
+                });
+            }
+            UpstreamEvent::Connected => {
+                tracing::info!(session = %shared.id, "connected");
+                if shared.state.borrow().connected_at.is_some() {
+                    metrics::counter!(crate::metrics::RECONNECTS).increment(1);
                 }
+                *backoff = Duration::from_secs(1);
+                self.slot = None;
+                shared.close_link_window();
+                let me = upstream::account(self.client);
+                shared.publish(|s| {
+                    s.me = me.clone().or(s.me.take());
+                    s.connected_at = Some(crate::journal::now_ms());
+                });
+                shared.set_status(Status::Connected, None);
+                if let Some(me) = me {
+                    shared.announce(SessionEventKind::Connected(me));
+                }
+            }
+            UpstreamEvent::Disconnected => {
+                shared.set_status(Status::Connecting, Some("connection lost; reconnecting".into()))
+            }
+            UpstreamEvent::LoggedOut => return Some(Exit::LoggedOut { reply: None }),
+            UpstreamEvent::Terminal(reason) => return Some(Exit::Terminal(reason)),
+        }
+        None
+    }
+
+    /// Corrects the status from the client's own view, and names an unreachable WhatsApp.
+    async fn poll(&self, started: Instant) {
+        let (shared, client) = (self.shared, self.client);
+        let connected = upstream::is_connected(client);
+        let state = shared.state.borrow().clone();
+        if connected && state.status != Status::Connected {
+            shared.set_status(Status::Connected, None);
+        } else if !connected && state.status == Status::Connected {
+            shared.set_status(Status::Connecting, Some("connection lost; reconnecting".into()));
+        } else if !connected && state.status == Status::Connecting && started.elapsed() >= UNREACHABLE_AFTER {
+            match self.upstream.probe().await {
+                Err(why) => {
+                    let error = format!("cannot reach WhatsApp ({why})");
+                    shared.publish(|s| {
+                        s.reason = Some(format!("{error}; retrying"));
+                        s.error = Some(error);
+                    });
+                }
+                Ok(()) => shared.publish(|s| {
+                    if s.error.as_deref().is_some_and(|e| e.starts_with("cannot reach WhatsApp")) {
+                        s.error = None;
+                        s.reason = Some("WhatsApp is reachable again; connecting".into());
+                    }
+                }),
             }
         }
     }
@@ -294,5 +607,12 @@ fn delete_credentials(shared: &SessionShared) {
                 tracing::error!(session = %shared.id, path = %path.display(), error = %e, "cannot delete credentials")
             }
         }
+    }
+}
+
+impl Account {
+    /// An account from the linked client's identity (`None` before pairing).
+    pub(crate) fn new(phone: String, jid: String, lid: Option<String>, push_name: Option<String>) -> Account {
+        Account { phone, jid, lid, push_name }
     }
 }

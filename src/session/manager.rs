@@ -1,21 +1,27 @@
-//! The registry of sessions: which exist, starting their supervisors, creating new ones for
-//! a WebSocket that asks, and the summary `/health` reports.
+//! The registry of sessions: which exist, starting their supervisors, adding and removing
+//! sessions at run time, the commands callers send them, and the summary `/health` reports.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
-use serde_json::Map;
-use tokio::sync::watch;
+use serde_json::{Map, Value};
+use tokio::sync::{Semaphore, broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use whatsapp_rust::Client;
 
-use super::actor::{self, SessionShared};
+use super::actor::{self, Command, Labels, SessionShared};
 use super::store::{SessionEntry, SessionsFile, StoreError};
 use super::upstream::{Upstream, UpstreamError};
-use super::{SessionState, Status};
+use super::{SessionEvent, SessionState, Status};
 use crate::domain::SessionId;
+
+/// How long a command waits for the supervisor's answer.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// Events buffered for slow followers of [`SessionManager::events`].
+const EVENT_BUFFER: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -23,11 +29,28 @@ pub enum SessionError {
     Store(#[from] StoreError),
     #[error("WhatsApp client settings: {0}")]
     Upstream(#[from] UpstreamError),
-    /// The blocking task that rewrites `sessions.config.json` panicked or was cancelled.
-    #[error("sessions.config.json writer: {0}")]
+    /// A blocking file task panicked or was cancelled.
+    #[error("session file task: {0}")]
     Writer(#[from] tokio::task::JoinError),
+    #[error("cannot delete the session's folder: {0}")]
+    Folder(#[source] std::io::Error),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("a session with this id already exists")]
+    Exists,
+    #[error("session not found")]
+    NotFound,
+    #[error("the session did not answer in time")]
+    Unresponsive,
+}
+
+/// A session as callers see it.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    pub id: SessionId,
+    pub description: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub state: SessionState,
 }
 
 /// Cheap-to-clone handle on every session.
@@ -39,12 +62,15 @@ pub struct SessionManager {
 struct Inner {
     sessions: DashMap<SessionId, Arc<SessionShared>>,
     file: SessionsFile,
-    /// Serialises rewrites of `sessions.config.json`.
+    /// Serialises rewrites of `sessions.config.json` and the creation and removal of sessions.
     file_lock: tokio::sync::Mutex<()>,
     dir: PathBuf,
     upstream: Upstream,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    /// Linked sessions connecting at boot, at most this many at once.
+    startup: Arc<Semaphore>,
+    events: broadcast::Sender<SessionEvent>,
 }
 
 /// A WebSocket's subscription to a session. While any exists for an unlinked session, it
@@ -68,19 +94,24 @@ impl Drop for Watcher {
 
 impl SessionManager {
     /// Reads `sessions.config.json` (an invalid file is a start-up error) and prepares every
-    /// listed session. Nothing runs until [`SessionManager::start_all`].
+    /// listed session. Nothing runs until [`SessionManager::start_all`]. At most
+    /// `startup_concurrency` linked sessions connect at once at boot.
     pub(crate) fn load(
         file: SessionsFile,
         dir: PathBuf,
         upstream: Upstream,
         cancel: CancellationToken,
         tasks: TaskTracker,
+        startup_concurrency: usize,
     ) -> Result<Self, SessionError> {
         let entries = file.load()?;
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
         let sessions = DashMap::new();
         for entry in entries {
             let path = dir.join(entry.session_id.as_str());
-            sessions.insert(entry.session_id.clone(), Arc::new(SessionShared::new(entry.session_id, path)));
+            let labels = Labels { description: entry.description, metadata: entry.metadata };
+            let shared = SessionShared::new(entry.session_id.clone(), path, labels, events.clone());
+            sessions.insert(entry.session_id, Arc::new(shared));
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -91,6 +122,8 @@ impl SessionManager {
                 upstream,
                 cancel,
                 tasks,
+                startup: Arc::new(Semaphore::new(startup_concurrency.max(1))),
+                events,
             }),
         })
     }
@@ -105,6 +138,7 @@ impl SessionManager {
     fn spawn(&self, shared: Arc<SessionShared>) {
         let upstream = self.inner.upstream.clone();
         let cancel = self.inner.cancel.clone();
+        let startup = self.inner.startup.clone();
         let id = shared.id.clone();
         self.inner.tasks.spawn(async move {
             // A panic inside one session's supervisor must not end that session for good, nor
@@ -112,14 +146,14 @@ impl SessionManager {
             loop {
                 let span = tracing::info_span!("session", session = %id);
                 let run = tracing::Instrument::instrument(
-                    actor::supervise(shared.clone(), upstream.clone(), cancel.clone()),
+                    actor::supervise(shared.clone(), upstream.clone(), cancel.clone(), startup.clone()),
                     span,
                 );
                 match tokio::spawn(run).await {
                     Ok(()) => return,
                     Err(e) if e.is_panic() && !cancel.is_cancelled() => {
                         tracing::error!(session = %id, "session supervisor panicked; restarting it");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     Err(_) => return,
                 }
@@ -131,14 +165,19 @@ impl SessionManager {
         self.inner.sessions.contains_key(id)
     }
 
+    /// Every session event (status, QR, connected, logged out) from now on.
+    pub fn events(&self) -> broadcast::Receiver<SessionEvent> {
+        self.inner.events.subscribe()
+    }
+
     /// Watches a session, creating it (and its entry in `sessions.config.json`) if new.
     pub async fn watch(&self, id: &SessionId) -> Result<Watcher, SessionError> {
-        if self.inner.cancel.is_cancelled() {
-            return Err(SessionError::ShuttingDown);
-        }
-        let shared = match self.inner.sessions.get(id).map(|s| s.value().clone()) {
+        let shared = match self.get_shared(id) {
             Some(shared) => shared,
-            None => self.create(id).await?,
+            None => match self.create(id.clone(), Labels::default()).await {
+                Ok(shared) | Err(CreateRace::Exists(shared)) => shared,
+                Err(CreateRace::Failed(e)) => return Err(e),
+            },
         };
         // Subscribe before announcing ourselves so the first state we read is not stale.
         let state = shared.state.subscribe();
@@ -146,23 +185,102 @@ impl SessionManager {
         Ok(Watcher { shared, state })
     }
 
-    async fn create(&self, id: &SessionId) -> Result<Arc<SessionShared>, SessionError> {
-        let _guard = self.inner.file_lock.lock().await;
-        if let Some(existing) = self.inner.sessions.get(id) {
-            return Ok(existing.value().clone());
+    /// Adds a new session: 409-style [`SessionError::Exists`] if the id is taken.
+    pub async fn add(
+        &self,
+        id: SessionId,
+        description: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    ) -> Result<SessionSummary, SessionError> {
+        match self.create(id, Labels { description, metadata }).await {
+            Ok(shared) => Ok(summary(&shared)),
+            Err(CreateRace::Exists(_)) => Err(SessionError::Exists),
+            Err(CreateRace::Failed(e)) => Err(e),
         }
-        let entry = SessionEntry { session_id: id.clone(), description: None, extra: Map::new() };
-        let file = &self.inner.file;
+    }
+
+    async fn create(&self, id: SessionId, labels: Labels) -> Result<Arc<SessionShared>, CreateRace> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(CreateRace::Failed(SessionError::ShuttingDown));
+        }
+        let _guard = self.inner.file_lock.lock().await;
+        if let Some(existing) = self.get_shared(&id) {
+            return Err(CreateRace::Exists(existing));
+        }
+        let entry = SessionEntry {
+            session_id: id.clone(),
+            description: labels.description.clone(),
+            metadata: labels.metadata.clone(),
+            extra: Map::new(),
+        };
         // A blocking fsync: keep it off the async workers.
-        let path = file.path().to_path_buf();
-        tokio::task::spawn_blocking(move || SessionsFile::new(path).append(entry))
-            .await
-            .map_err(SessionError::Writer)??;
-        let shared = Arc::new(SessionShared::new(id.clone(), self.inner.dir.join(id.as_str())));
+        let path = self.inner.file.path().to_path_buf();
+        let appended = tokio::task::spawn_blocking(move || SessionsFile::new(path).append(entry)).await;
+        appended.map_err(|e| CreateRace::Failed(e.into()))?.map_err(|e| CreateRace::Failed(e.into()))?;
+        let dir = self.inner.dir.join(id.as_str());
+        let shared = Arc::new(SessionShared::new(id.clone(), dir, labels, self.inner.events.clone()));
         self.inner.sessions.insert(id.clone(), shared.clone());
-        tracing::info!(session = %id, "new session added to {}", file.path().display());
+        tracing::info!(session = %id, "new session added to {}", self.inner.file.path().display());
         self.spawn(shared.clone());
         Ok(shared)
+    }
+
+    fn get_shared(&self, id: &SessionId) -> Option<Arc<SessionShared>> {
+        self.inner.sessions.get(id).map(|s| s.value().clone())
+    }
+
+    /// One session.
+    pub fn get(&self, id: &SessionId) -> Option<SessionSummary> {
+        self.get_shared(id).map(|shared| summary(&shared))
+    }
+
+    /// Every session, by id.
+    pub fn list(&self) -> Vec<SessionSummary> {
+        let mut all: Vec<SessionSummary> = self.inner.sessions.iter().map(|s| summary(s.value())).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// Keeps an unlinked session linking for `window` (QR over HTTP) and returns its state.
+    pub fn link_for(&self, id: &SessionId, window: Duration) -> Result<watch::Receiver<SessionState>, SessionError> {
+        let shared = self.get_shared(id).ok_or(SessionError::NotFound)?;
+        let state = shared.state.subscribe();
+        shared.extend_link_window(window);
+        Ok(state)
+    }
+
+    /// Stops the session's client and starts a new one.
+    pub async fn restart(&self, id: &SessionId) -> Result<(), SessionError> {
+        let shared = self.get_shared(id).ok_or(SessionError::NotFound)?;
+        if shared.send(Command::Restart).await { Ok(()) } else { Err(SessionError::ShuttingDown) }
+    }
+
+    /// Unlinks the session from the phone and deletes its credentials; the session stays.
+    pub async fn logout(&self, id: &SessionId) -> Result<(), SessionError> {
+        let shared = self.get_shared(id).ok_or(SessionError::NotFound)?;
+        let (reply, done) = oneshot::channel();
+        ask(&shared, Command::Logout(reply), done).await
+    }
+
+    /// Logs the session out if linked, stops it, deletes its folder and removes it from
+    /// `sessions.config.json`.
+    pub async fn delete(&self, id: &SessionId) -> Result<(), SessionError> {
+        let _guard = self.inner.file_lock.lock().await;
+        let shared = self.get_shared(id).ok_or(SessionError::NotFound)?;
+        let (reply, done) = oneshot::channel();
+        ask(&shared, Command::Stop(reply), done).await?;
+        self.inner.sessions.remove(id);
+        let path = self.inner.file.path().to_path_buf();
+        let removed = id.clone();
+        tokio::task::spawn_blocking(move || SessionsFile::new(path).remove(&removed)).await??;
+        let dir = shared.dir.clone();
+        match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await? {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SessionError::Folder(e)),
+        }
+        tracing::info!(session = %id, "session deleted");
+        Ok(())
     }
 
     /// The session's state channel, for senders that wait for a connection.
@@ -176,7 +294,7 @@ impl SessionManager {
     }
 
     /// Waits for every session supervisor to finish (they stop when the shutdown token fires).
-    pub(crate) async fn wait_stopped(&self, deadline: std::time::Duration) -> bool {
+    pub(crate) async fn wait_stopped(&self, deadline: Duration) -> bool {
         self.inner.tasks.close();
         tokio::time::timeout(deadline, self.inner.tasks.wait()).await.is_ok()
     }
@@ -191,5 +309,32 @@ impl SessionManager {
         let total = self.inner.sessions.len();
         let connected = self.inner.sessions.iter().filter(|s| s.state.borrow().status == Status::Connected).count();
         (total, connected)
+    }
+}
+
+/// `create` found the id taken (and hands back that session), or failed.
+enum CreateRace {
+    Exists(Arc<SessionShared>),
+    Failed(SessionError),
+}
+
+fn summary(shared: &SessionShared) -> SessionSummary {
+    SessionSummary {
+        id: shared.id.clone(),
+        description: shared.labels.description.clone(),
+        metadata: shared.labels.metadata.clone(),
+        state: shared.state.borrow().clone(),
+    }
+}
+
+/// Sends `command` and waits for the supervisor's answer.
+async fn ask(shared: &SessionShared, command: Command, done: oneshot::Receiver<()>) -> Result<(), SessionError> {
+    if !shared.send(command).await {
+        return Err(SessionError::ShuttingDown);
+    }
+    match tokio::time::timeout(COMMAND_TIMEOUT, done).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SessionError::ShuttingDown),
+        Err(_) => Err(SessionError::Unresponsive),
     }
 }

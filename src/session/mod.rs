@@ -12,7 +12,9 @@ mod manager;
 mod store;
 pub(crate) mod upstream;
 
-pub use manager::{SessionError, SessionManager, Watcher};
+use crate::domain::SessionId;
+
+pub use manager::{SessionError, SessionManager, SessionSummary, Watcher};
 pub use store::{SessionEntry, SessionsFile, StoreError};
 
 /// What WhatsApp said about a message we sent: the server's ack (or nack), or a receipt from
@@ -23,26 +25,78 @@ pub enum DeliveryEvent {
     Receipt { message_ids: Vec<String>, read: bool },
 }
 
-/// A session's connection status as watchers see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A session's status, in the vocabulary of seeds 000 and 002.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum Status {
-    /// A client is starting, or waiting for its QR to be scanned.
-    Initializing,
+    /// Not running: not linked and nobody is linking it, or stopped.
+    Disconnected,
+    /// A client is starting or reconnecting.
+    Connecting,
+    /// Waiting for a QR code to be scanned.
+    QrReady,
+    /// Waiting for a pairing code to be typed on the phone.
+    PairingCode,
     /// Linked and connected: messages can be sent.
     Connected,
-    /// Not connected (network loss, logged out, replaced, or not linked and nobody watching).
-    Disconnected,
+    /// The phone (or an API call) logged it out; its credentials are gone. Link it again.
+    LoggedOut,
+    /// Stopped for a reason it will not recover from by itself (`reason` says which).
+    Error,
 }
 
 impl Status {
-    /// The lowercase name, for metrics and logs.
+    /// Every status.
+    pub const ALL: [Status; 7] = [
+        Status::Disconnected,
+        Status::Connecting,
+        Status::QrReady,
+        Status::PairingCode,
+        Status::Connected,
+        Status::LoggedOut,
+        Status::Error,
+    ];
+
+    /// The snake_case name: in the session object, metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Initializing => "initializing",
-            Status::Connected => "connected",
             Status::Disconnected => "disconnected",
+            Status::Connecting => "connecting",
+            Status::QrReady => "qr_ready",
+            Status::PairingCode => "pairing_code",
+            Status::Connected => "connected",
+            Status::LoggedOut => "logged_out",
+            Status::Error => "error",
         }
     }
+
+    /// Linking or connecting: the seed's WebSocket says `initializing`.
+    pub fn is_starting(self) -> bool {
+        matches!(self, Status::Connecting | Status::QrReady | Status::PairingCode)
+    }
+}
+
+impl serde::Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// The WhatsApp account a session is linked to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    /// The number, digits only.
+    #[schema(example = "51987654321")]
+    pub phone: String,
+    /// The phone-number JID of this linked device.
+    #[schema(example = "51987654321:3@s.whatsapp.net")]
+    pub jid: String,
+    /// The account's LID, when known.
+    #[schema(example = "123456789012345:3@lid")]
+    pub lid: Option<String>,
+    /// The name the account shows.
+    pub push_name: Option<String>,
 }
 
 /// What a session looks like right now: published on a `watch` channel, so watchers always
@@ -50,8 +104,54 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionState {
     pub status: Status,
-    /// The QR code to show, while linking.
+    /// The QR code to show, only while the client that made it runs.
     pub qr: Option<String>,
-    /// Why the session stopped, when it will not retry on its own.
+    /// The pairing code to type on the phone, while one is live.
+    pub pairing_code: Option<String>,
+    /// A problem a person should act on (the seed's `error` frame): stable text, so it is shown
+    /// once, not once per retry.
     pub error: Option<String>,
+    /// Why the session is in its status, in words a person can act on; may change on every retry.
+    pub reason: Option<String>,
+    /// The linked account, once known.
+    pub me: Option<Account>,
+    /// When it last connected, unix ms.
+    pub connected_at: Option<u64>,
+    /// When this state last changed, unix ms.
+    pub updated_at: u64,
+}
+
+impl SessionState {
+    pub(crate) fn new(status: Status) -> Self {
+        SessionState {
+            status,
+            qr: None,
+            pairing_code: None,
+            error: None,
+            reason: None,
+            me: None,
+            connected_at: None,
+            updated_at: crate::journal::now_ms(),
+        }
+    }
+}
+
+/// What happened to a session, for whoever follows every session at once (webhooks, later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    pub session: SessionId,
+    pub kind: SessionEventKind,
+}
+
+/// The kinds of [`SessionEvent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEventKind {
+    /// The status changed (with its reason).
+    Status { status: Status, reason: Option<String> },
+    /// A new QR code to show.
+    Qr(String),
+    /// Connected, as this account.
+    Connected(Account),
+    /// Logged out: the credentials are gone.
+    LoggedOut,
 }

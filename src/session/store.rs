@@ -18,6 +18,9 @@ pub struct SessionEntry {
     pub session_id: SessionId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Any JSON object the creator attached; echoed in the session and its events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
     /// Fields we do not know, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -76,6 +79,18 @@ impl SessionsFile {
         Ok(true)
     }
 
+    /// Removes the entry with that id, keeping the others as they are. Returns whether it was there.
+    pub fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let mut entries = self.load()?;
+        let before = entries.len();
+        entries.retain(|e| &e.session_id != id);
+        if entries.len() == before {
+            return Ok(false);
+        }
+        self.write_atomically(&entries)?;
+        Ok(true)
+    }
+
     fn write_atomically(&self, entries: &[SessionEntry]) -> Result<(), StoreError> {
         let write_err = |source| StoreError::Write { path: self.path.clone(), source };
         let dir = match self.path.parent() {
@@ -112,16 +127,38 @@ mod tests {
         let path = dir.join("sessions.config.json");
         std::fs::write(&path, r#"[{"sessionId":"tienda_lima","description":"Lima","owner":"ventas"}]"#).unwrap();
         let file = SessionsFile::new(&path);
-        let added =
-            file.append(SessionEntry { session_id: id("soporte"), description: None, extra: Map::new() }).unwrap();
+        let added = file
+            .append(SessionEntry { session_id: id("soporte"), description: None, metadata: None, extra: Map::new() })
+            .unwrap();
         assert!(added);
         let entries = file.load().unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].extra.get("owner"), Some(&Value::String("ventas".into())));
         assert_eq!(entries[1].session_id, id("soporte"));
         assert!(
-            !file.append(SessionEntry { session_id: id("soporte"), description: None, extra: Map::new() }).unwrap()
+            !file
+                .append(SessionEntry {
+                    session_id: id("soporte"),
+                    description: None,
+                    metadata: None,
+                    extra: Map::new()
+                })
+                .unwrap()
         );
+    }
+
+    #[test]
+    fn remove_keeps_the_others() {
+        let dir = tempdir();
+        let path = dir.join("sessions.config.json");
+        std::fs::write(&path, r#"[{"sessionId":"a","owner":"x"},{"sessionId":"b","metadata":{"k":1}}]"#).unwrap();
+        let file = SessionsFile::new(&path);
+        assert_eq!(file.load().unwrap()[1].metadata.as_ref().unwrap()["k"], 1);
+        assert!(file.remove(&id("b")).unwrap());
+        assert!(!file.remove(&id("b")).unwrap());
+        let entries = file.load().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].extra.get("owner"), Some(&Value::String("x".into())));
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! The only module that talks to whatsapp-rust: building a client for a session, turning its
 //! events into ours, and sending a PDF.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::download::MediaType;
 use whatsapp_rust::http::UreqHttpClient;
@@ -14,6 +17,7 @@ use whatsapp_rust::store::SqliteStore;
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::upload::UploadOptions;
+use whatsapp_rust::wacore::runtime::{AbortHandle, Runtime};
 use whatsapp_rust::{Client, Jid};
 
 use crate::config::Config;
@@ -28,7 +32,15 @@ pub(crate) const STORE_FILE: &str = "whatsapp.db";
 pub(crate) enum UpstreamEvent {
     Qr(String),
     QrExhausted,
+    /// A pairing code to type on the phone.
+    PairingCode(String),
     PairSuccess,
+    /// WhatsApp gates this link behind a passkey on the phone.
+    PasskeyRequest,
+    /// The passkey link reached verification: confirm this code on the phone.
+    PasskeyConfirmation(String),
+    /// The passkey link failed.
+    PasskeyError(String),
     Connected,
     Disconnected,
     LoggedOut,
@@ -40,14 +52,25 @@ fn translate(event: &Event) -> Option<UpstreamEvent> {
     Some(match event {
         Event::PairingQrCode(qr) => UpstreamEvent::Qr(qr.code.clone()),
         Event::PairingQrCodesExhausted(_) => UpstreamEvent::QrExhausted,
+        Event::PairingCode(code) => UpstreamEvent::PairingCode(code.code.clone()),
         Event::PairSuccess(_) => UpstreamEvent::PairSuccess,
+        Event::PairPasskeyRequest(_) => UpstreamEvent::PasskeyRequest,
+        Event::PairPasskeyConfirmation(c) => UpstreamEvent::PasskeyConfirmation(c.code.clone()),
+        Event::PairPasskeyError(e) => UpstreamEvent::PasskeyError(e.error.clone()),
         Event::Connected(_) => UpstreamEvent::Connected,
         Event::Disconnected(_) => UpstreamEvent::Disconnected,
         Event::LoggedOut(_) => UpstreamEvent::LoggedOut,
-        Event::StreamReplaced(_) => UpstreamEvent::Terminal("replaced by another client".into()),
-        Event::TemporaryBan(_) => UpstreamEvent::Terminal("number temporarily banned".into()),
-        Event::ClientOutdated(_) => UpstreamEvent::Terminal("client version outdated".into()),
-        Event::ConnectFailure(f) => UpstreamEvent::Terminal(format!("connect failure: {:?}", f.reason)),
+        Event::StreamReplaced(_) => UpstreamEvent::Terminal(
+            "replaced by another connection: these credentials are in use elsewhere; restart the session to take them back".into(),
+        ),
+        Event::TemporaryBan(ban) => UpstreamEvent::Terminal(format!(
+            "temporarily banned by WhatsApp for {} min; restart the session after that",
+            (ban.expire.num_seconds().max(0) as u64).div_ceil(60)
+        )),
+        Event::ClientOutdated(_) => UpstreamEvent::Terminal(
+            "WhatsApp refused this client version as outdated; set WHATSAPP_VERSION or upgrade the gateway".into(),
+        ),
+        Event::ConnectFailure(f) => UpstreamEvent::Terminal(format!("WhatsApp refused the connection ({:?})", f.reason)),
         _ => return None,
     })
 }
@@ -95,6 +118,9 @@ fn delivery_event(event: &Event) -> Option<DeliveryEvent> {
         _ => None,
     }
 }
+
+/// The real WhatsApp Web endpoint, for reachability checks when `WHATSAPP_URL` is unset.
+const DEFAULT_ENDPOINT: (&str, u16) = ("web.whatsapp.com", 443);
 
 /// Settings shared by every session's client.
 #[derive(Clone)]
@@ -176,9 +202,11 @@ impl Upstream {
     pub(crate) async fn start(
         &self,
         dir: &Path,
-    ) -> Result<(BotHandle, Arc<Client>, mpsc::Receiver<UpstreamEvent>), UpstreamError> {
-        create_private_dir(dir).map_err(|e| UpstreamError::Store(e.to_string()))?;
+    ) -> Result<(BotHandle, Arc<Client>, mpsc::Receiver<UpstreamEvent>, ClientTasks), UpstreamError> {
+        crate::files::private_dir(dir).map_err(|e| UpstreamError::Store(e.to_string()))?;
         let path = dir.join(STORE_FILE);
+        // Created 0600 before SQLite opens it, so the store and its -wal/-shm stay private.
+        crate::files::private_file(&path).map_err(|e| UpstreamError::Store(e.to_string()))?;
         let path = path.to_str().ok_or_else(|| UpstreamError::Store("path is not UTF-8".into()))?;
         let store = SqliteStore::new(path).await.map_err(|e| UpstreamError::Store(e.to_string()))?;
         let (tx, rx) = mpsc::channel(256);
@@ -186,7 +214,9 @@ impl Upstream {
         if let Some(url) = &self.url {
             transport = transport.with_url(url.clone());
         }
+        let tasks = ClientTasks(CancellationToken::new());
         let mut builder = Bot::builder()
+            .with_runtime(GenerationRuntime { cancel: tasks.0.clone() })
             .with_backend(store)
             .with_transport_factory(transport)
             .with_http_client(self.http.clone())
@@ -203,7 +233,63 @@ impl Upstream {
         let bot = builder.build().await.map_err(|e| UpstreamError::Store(e.to_string()))?;
         let handle = bot.spawn();
         let client = handle.client();
-        Ok((handle, client, rx))
+        Ok((handle, client, rx, tasks))
+    }
+}
+
+/// The tasks one client generation spawned. whatsapp-rust detaches some of them, and each
+/// holds the client: an unlinked client's QR rotation, for one, sleeps out every ref (up to
+/// 160 s) after the client is disconnected, keeping its store open (2 descriptors and ~200 KiB
+/// per abandoned linking). [`ClientTasks::retire`] ends whatever is left.
+pub(crate) struct ClientTasks(CancellationToken);
+
+impl ClientTasks {
+    /// Ends every task this generation left running. Only for a generation that is over.
+    pub(crate) fn retire(self) {
+        self.0.cancel();
+    }
+}
+
+/// whatsapp-rust's runtime on tokio, but with every task of one generation cancellable.
+struct GenerationRuntime {
+    cancel: CancellationToken,
+}
+
+impl GenerationRuntime {
+    fn guarded(&self, future: Pin<Box<dyn Future<Output = ()> + Send + 'static>>) -> impl Future<Output = ()> + use<> {
+        let cancel = self.cancel.clone();
+        async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = future => {}
+            }
+        }
+    }
+}
+
+impl Runtime for GenerationRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send + 'static>>) -> AbortHandle {
+        let task = tokio::spawn(self.guarded(future));
+        AbortHandle::new(move || task.abort())
+    }
+
+    fn spawn_detached(&self, future: Pin<Box<dyn Future<Output = ()> + Send + 'static>>) {
+        tokio::spawn(self.guarded(future));
+    }
+
+    fn sleep(&self, duration: std::time::Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+
+    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send + 'static>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async {
+            let _ = tokio::task::spawn_blocking(f).await;
+        })
+    }
+
+    fn yield_now(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        // Multi-threaded runtime: other tasks run on other threads.
+        None
     }
 }
 
@@ -218,9 +304,60 @@ fn agent_trusting(path: &Path) -> Result<ureq::Agent, UpstreamError> {
     Ok(ureq::Agent::new_with_config(config))
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+/// The account a linked client belongs to.
+pub(crate) fn account(client: &Client) -> Option<super::Account> {
+    let pn = client.pn()?;
+    let push_name = client.push_name();
+    Some(super::Account::new(
+        pn.user.to_string(),
+        pn.to_string(),
+        client.lid().map(|lid| lid.to_string()),
+        (!push_name.is_empty()).then_some(push_name),
+    ))
+}
+
+impl Upstream {
+    /// Whether WhatsApp's endpoint answers a TCP connect: the library says nothing when it
+    /// cannot connect, so the supervisor asks this to tell a person why a session hangs.
+    pub(crate) async fn probe(&self) -> Result<(), String> {
+        let (host, port) = match &self.url {
+            Some(url) => host_port(url).ok_or_else(|| "WHATSAPP_URL has no host".to_owned())?,
+            None => (DEFAULT_ENDPOINT.0.to_owned(), DEFAULT_ENDPOINT.1),
+        };
+        let timeout = std::time::Duration::from_secs(3);
+        let addrs = match tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), port))).await {
+            Err(_) => return Err(format!("DNS lookup of {host} timed out")),
+            Ok(Err(_)) => return Err(format!("DNS lookup of {host} failed")),
+            Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
+        };
+        let Some(addr) = addrs.first() else { return Err(format!("{host} has no address")) };
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Err(_) => Err(format!("{host}:{port} did not answer")),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Err(format!("{host}:{port} refused the connection"))
+            }
+            Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+}
+
+/// `(host, port)` of a `ws://` or `wss://` URL.
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let (default_port, rest) =
+        if let Some(rest) = url.strip_prefix("wss://") { (443, rest) } else { (80, url.strip_prefix("ws://")?) };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, tail) = bracketed.split_once(']')?;
+        let port = tail.strip_prefix(':').map_or(Some(default_port), |p| p.parse().ok())?;
+        return Some((host.to_owned(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => Some((host.to_owned(), port.parse().ok()?)),
+        Some(_) => None,
+        None if !authority.is_empty() => Some((authority.to_owned(), default_port)),
+        None => None,
+    }
 }
 
 /// Whether the client holds credentials (it was linked and not logged out).
@@ -273,4 +410,19 @@ pub(crate) async fn send_pdf(
 
 fn classify(error: &str, client: &Client) -> UpstreamError {
     if !is_connected(client) { UpstreamError::NotConnected } else { UpstreamError::Send(error.to_owned()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn host_and_port_of_ws_urls() {
+        assert_eq!(host_port("ws://127.0.0.1:4000/ws/chat"), Some(("127.0.0.1".into(), 4000)));
+        assert_eq!(host_port("wss://web.whatsapp.com/ws/chat"), Some(("web.whatsapp.com".into(), 443)));
+        assert_eq!(host_port("ws://[::1]:9/x"), Some(("::1".into(), 9)));
+        assert_eq!(host_port("ws://host"), Some(("host".into(), 80)));
+        assert_eq!(host_port("http://host"), None);
+        assert_eq!(host_port("ws://:1"), None);
+    }
 }

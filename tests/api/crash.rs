@@ -18,16 +18,17 @@ const SESSION: &str = "caja_central";
 const RECIPIENT: &str = "51987000040";
 const PER_ROUND: usize = 100;
 
-struct Gateway {
-    child: Child,
-    port: u16,
+pub(crate) struct Gateway {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-async fn start(fake: &FakeWhatsApp, dir: &Path) -> Gateway {
+/// The real binary against `fake`, in `dir`, ready once `/health` answers.
+pub(crate) async fn start(fake: &FakeWhatsApp, dir: &Path) -> Gateway {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"))
         .current_dir(dir)
@@ -68,7 +69,7 @@ async fn start(fake: &FakeWhatsApp, dir: &Path) -> Gateway {
 }
 
 impl Gateway {
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
     }

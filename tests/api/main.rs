@@ -9,3 +9,4 @@ mod durability;
 mod gateway;
 mod linking;
 mod platform;
+mod sessions;

@@ -319,6 +319,13 @@ async fn every_route_is_in_the_openapi_document() {
         ("get", "/health/ready"),
         ("get", "/metrics"),
         ("get", "/openapi.json"),
+        ("post", "/api/sessions"),
+        ("get", "/api/sessions"),
+        ("get", "/api/sessions/{sessionId}"),
+        ("delete", "/api/sessions/{sessionId}"),
+        ("get", "/api/sessions/{sessionId}/qr"),
+        ("post", "/api/sessions/{sessionId}/restart"),
+        ("post", "/api/sessions/{sessionId}/logout"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is missing from the document");

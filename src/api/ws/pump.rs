@@ -112,7 +112,7 @@ where
         return Ok(Some((CloseCode::Normal, "already connected")));
     }
     send(socket, &Frame::Status(StatusFrame::Initializing)).await?;
-    let mut shown = SessionState { status: Status::Initializing, qr: None, error: None };
+    let mut shown = Shown { status: StatusFrame::Initializing, qr: None, error: None };
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut awaiting_pong = false;
@@ -149,10 +149,26 @@ where
     }
 }
 
+/// What a watcher has been shown: the seed's frames know three statuses, a QR and an error.
+struct Shown {
+    status: StatusFrame,
+    qr: Option<String>,
+    error: Option<String>,
+}
+
+/// The seed's status frame for a session status.
+fn status_frame(status: Status) -> StatusFrame {
+    match status {
+        Status::Connected => StatusFrame::Connected,
+        Status::Connecting | Status::QrReady | Status::PairingCode => StatusFrame::Initializing,
+        Status::Disconnected | Status::LoggedOut | Status::Error => StatusFrame::Disconnected,
+    }
+}
+
 /// Sends whatever changed between what the watcher saw and the session's state.
 async fn show<S>(
     socket: &mut S,
-    shown: &mut SessionState,
+    shown: &mut Shown,
     now: &SessionState,
 ) -> Result<Option<(CloseCode, &'static str)>, SocketError>
 where
@@ -163,14 +179,11 @@ where
     {
         send(socket, &Frame::Qr(qr.clone())).await?;
     }
-    if now.status != shown.status {
-        match now.status {
-            Status::Connected => {
-                send(socket, &Frame::Status(StatusFrame::Connected)).await?;
-                return Ok(Some((CloseCode::Normal, "connected")));
-            }
-            Status::Disconnected => send(socket, &Frame::Status(StatusFrame::Disconnected)).await?,
-            Status::Initializing => send(socket, &Frame::Status(StatusFrame::Initializing)).await?,
+    let status = status_frame(now.status);
+    if status != shown.status {
+        send(socket, &Frame::Status(status)).await?;
+        if status == StatusFrame::Connected {
+            return Ok(Some((CloseCode::Normal, "connected")));
         }
     }
     if let Some(error) = &now.error
@@ -178,7 +191,7 @@ where
     {
         send(socket, &Frame::Error(error.clone())).await?;
     }
-    *shown = now.clone();
+    *shown = Shown { status, qr: now.qr.clone(), error: now.error.clone() };
     Ok(None)
 }
 

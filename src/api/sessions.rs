@@ -1,0 +1,469 @@
+//! `/api/sessions`: create, list, inspect, link by QR over HTTP, restart, log out and delete
+//! sessions. Handlers translate HTTP to [`SessionManager`](crate::session::SessionManager) calls;
+//! every change goes through the session's own supervisor.
+
+use std::time::Duration;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use rand::RngExt as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::auth::{Caller, Scope};
+use crate::api::body::{RequestBody, SmallLimit};
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::json_response;
+use crate::api::state::AppState;
+use crate::domain::{InvalidSessionId, SessionId};
+use crate::session::{Account, SessionSummary, Status};
+
+/// How long `GET …/qr` waits for the first QR code.
+const QR_WAIT: Duration = Duration::from_secs(10);
+/// Longest `description`, in characters.
+const MAX_DESCRIPTION_CHARS: usize = 256;
+/// Largest `metadata`, serialized.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_session, list_sessions))
+        .routes(routes!(get_session, delete_session))
+        .routes(routes!(session_qr))
+        .routes(routes!(restart_session))
+        .routes(routes!(logout_session))
+}
+
+/// A session: its status in words a person can act on, the linked account and its queue.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    #[schema(example = "tienda_lima")]
+    pub session_id: String,
+    pub description: Option<String>,
+    /// Any JSON object given at creation, echoed as it was.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    pub status: Status,
+    /// Why the session is in this status, e.g. "cannot reach WhatsApp (…); retrying".
+    pub reason: Option<String>,
+    /// The linked account, once known.
+    pub me: Option<Account>,
+    /// When it last connected, unix ms.
+    pub connected_at: Option<u64>,
+    /// When its state last changed, unix ms.
+    pub updated_at: u64,
+    pub queue: QueueView,
+}
+
+/// Messages waiting to be sent through the session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueView {
+    pub pending: usize,
+    pub bytes: u64,
+}
+
+/// `{"sessions":[…]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+}
+
+/// A QR code to scan, as seeds 000 and 002 return it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QrView {
+    /// The QR as a PNG data URL, ready for an `<img src>`.
+    #[schema(example = "data:image/png;base64,iVBORw0KGgo…")]
+    pub qr: String,
+    /// The text the QR encodes.
+    #[schema(example = "2@…")]
+    pub qr_text: String,
+    /// Always `qr_ready`.
+    #[schema(example = "qr_ready")]
+    pub status: Status,
+}
+
+/// A PNG image.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // Only describes the `image/png` answer.
+struct PngImage(Vec<u8>);
+
+/// The body of `POST /api/sessions`; every field is optional.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // Describes the JSON for the OpenAPI document; parsing is by hand.
+struct CreateSessionBody {
+    /// The id; generated when absent. `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`.
+    #[schema(example = "tienda_lima")]
+    session_id: Option<String>,
+    /// Up to 256 characters.
+    #[schema(example = "Caja principal, Lima")]
+    description: Option<String>,
+    /// Any JSON object (up to 16 KiB), kept and echoed.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+}
+
+fn view(state: &AppState, session: SessionSummary) -> SessionView {
+    let (pending, bytes) = state.queue.depth(&session.id);
+    SessionView {
+        session_id: session.id.as_str().to_owned(),
+        description: session.description,
+        metadata: session.metadata,
+        status: session.state.status,
+        reason: session.state.reason,
+        me: session.state.me,
+        connected_at: session.state.connected_at,
+        updated_at: session.state.updated_at,
+        queue: QueueView { pending, bytes },
+    }
+}
+
+/// The session id of the path: 400 `INVALID_SESSION_ID` when it breaks the rule.
+fn session_id(path: Result<Path<String>, PathRejection>) -> Result<SessionId, ApiError> {
+    let Path(raw) = path.map_err(|_| ApiError::InvalidSessionId(InvalidSessionId))?;
+    Ok(SessionId::parse(&raw)?)
+}
+
+/// A fresh id: `s_` and 12 hex digits.
+fn generate_id() -> Result<SessionId, ApiError> {
+    let raw: [u8; 6] = rand::rng().random();
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    SessionId::parse(&format!("s_{hex}")).map_err(ApiError::internal)
+}
+
+/// Parses the optional JSON body of `POST /api/sessions`, naming the field at fault.
+fn parse_create(body: &[u8]) -> Result<(Option<SessionId>, Option<String>, Option<Map<String, Value>>), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((None, None, None));
+    }
+    let mut object = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => object,
+        _ => return Err(ApiError::BadJson),
+    };
+    let id = match object.remove("sessionId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(raw)) => Some(SessionId::parse(&raw)?),
+        Some(_) => return Err(ApiError::WrongFieldType { field: "sessionId", expected: "a string" }),
+    };
+    let description = match object.remove("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) if text.chars().count() <= MAX_DESCRIPTION_CHARS => Some(text),
+        Some(Value::String(_)) => {
+            return Err(ApiError::WrongFieldType { field: "description", expected: "at most 256 characters" });
+        }
+        Some(_) => return Err(ApiError::WrongFieldType { field: "description", expected: "a string" }),
+    };
+    let metadata = match object.remove("metadata") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) if serde_json::to_vec(&map).map_or(0, |v| v.len()) <= MAX_METADATA_BYTES => Some(map),
+        Some(Value::Object(_)) => {
+            return Err(ApiError::WrongFieldType { field: "metadata", expected: "at most 16 KiB of JSON" });
+        }
+        Some(_) => return Err(ApiError::WrongFieldType { field: "metadata", expected: "a JSON object" }),
+    };
+    Ok((id, description, metadata))
+}
+
+/// Create a session (needs `sessions:write`). It waits, unlinked, until someone links it.
+#[utoipa::path(post, path = "/api/sessions", tag = "sessions",
+    request_body(content = CreateSessionBody, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = SessionView),
+        (status = 400, description = "Invalid input (BAD_JSON, INVALID_FIELD_TYPE, INVALID_SESSION_ID)", body = ErrorBody),
+        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 408, description = "Body not received in time (BODY_TIMEOUT)", body = ErrorBody),
+        (status = 409, description = "The id is taken (SESSION_EXISTS)", body = ErrorBody),
+        (status = 413, description = "Body too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),
+        (status = 415, description = "Not application/json (UNSUPPORTED_MEDIA_TYPE)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
+        (status = 503, description = "Shutting down or timed out (SHUTTING_DOWN, TIMEOUT)", body = ErrorBody),
+    ))]
+async fn create_session(State(state): State<AppState>, caller: Caller, req: Request) -> Result<Response, ApiError> {
+    caller.require(Scope::SessionsWrite)?;
+    crate::api::send_pdf::check_content_type(req.headers())?;
+    let body = RequestBody::<SmallLimit>::from_request(req, &state).await?.bytes;
+    let (id, description, metadata) = parse_create(&body)?;
+    let id = match id {
+        Some(id) => id,
+        None => generate_id()?,
+    };
+    caller.require_session(Scope::SessionsWrite, &id)?;
+    let created = state.sessions.add(id, description, metadata).await?;
+    Ok(json_response(StatusCode::CREATED, &view(&state, created)))
+}
+
+/// List the sessions this token may see (needs `sessions:read`).
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The sessions, by id", body = SessionList),
+        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+    ))]
+async fn list_sessions(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Scope::SessionsRead)?;
+    let sessions =
+        state.sessions.list().into_iter().filter(|s| caller.may_use(&s.id)).map(|s| view(&state, s)).collect();
+    Ok(json_response(StatusCode::OK, &SessionList { sessions }))
+}
+
+/// One session (needs `sessions:read`).
+#[utoipa::path(get, path = "/api/sessions/{sessionId}", tag = "sessions",
+    params(("sessionId" = String, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session", body = SessionView),
+        (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
+        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+    ))]
+async fn get_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = session_id(path)?;
+    caller.require_session(Scope::SessionsRead, &id)?;
+    let session = state.sessions.get(&id).ok_or(ApiError::SessionNotFound)?;
+    Ok(json_response(StatusCode::OK, &view(&state, session)))
+}
+
+/// The QR code to link the session (needs `sessions:write`).
+///
+/// Starts linking if needed and keeps it going for `QR_LINK_WINDOW_SECS` after the last call,
+/// so a client that polls keeps it alive. Waits up to 10 s for the first code. Answers the PNG
+/// with `Accept: image/png`, JSON otherwise.
+#[utoipa::path(get, path = "/api/sessions/{sessionId}/qr", tag = "sessions",
+    params(("sessionId" = String, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The QR code (JSON, or the PNG with Accept: image/png)",
+            content((QrView = "application/json"), (PngImage = "image/png"))),
+        (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
+        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
+        (status = 409, description = "Already linked and connected (ALREADY_CONNECTED)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
+        (status = 503, description = "No QR within 10 s (QR_NOT_READY; see reason and Retry-After) or timed out", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+async fn session_qr(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = session_id(path)?;
+    caller.require_session(Scope::SessionsWrite, &id)?;
+    if state.sessions.get(&id).is_some_and(|s| s.state.status == Status::Connected) {
+        return Err(ApiError::AlreadyConnected);
+    }
+    let mut watch = state.sessions.link_for(&id, state.qr_link_window)?;
+    let deadline = tokio::time::Instant::now() + QR_WAIT;
+    let text = loop {
+        let now = watch.borrow_and_update().clone();
+        if now.status == Status::Connected {
+            return Err(ApiError::AlreadyConnected);
+        }
+        if let Some(qr) = now.qr {
+            break qr;
+        }
+        match tokio::time::timeout_at(deadline, watch.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => return Err(ApiError::SessionNotFound),
+            Err(_) => {
+                let reason = now.reason.unwrap_or_else(|| "WhatsApp has not sent one yet".into());
+                return Err(ApiError::QrNotReady {
+                    reason: format!("the session is {}: {reason}", now.status.as_str()),
+                });
+            }
+        }
+    };
+    let png = qr_png(&text).map_err(ApiError::internal)?;
+    let wants_png = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.to_ascii_lowercase().contains("image/png"));
+    if wants_png {
+        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))], png).into_response());
+    }
+    let data_url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png));
+    Ok(json_response(StatusCode::OK, &QrView { qr: data_url, qr_text: text, status: Status::QrReady }))
+}
+
+/// Restart the session: a new client on the same credentials (needs `sessions:write`).
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/restart", tag = "sessions",
+    params(("sessionId" = String, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Restarting; the session as it is now", body = SessionView),
+        (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
+        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 503, description = "Shutting down or timed out (SHUTTING_DOWN, TIMEOUT)", body = ErrorBody),
+    ))]
+async fn restart_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = session_id(path)?;
+    caller.require_session(Scope::SessionsWrite, &id)?;
+    state.sessions.restart(&id).await?;
+    let session = state.sessions.get(&id).ok_or(ApiError::SessionNotFound)?;
+    Ok(json_response(StatusCode::OK, &view(&state, session)))
+}
+
+/// Log out: unlink from the phone and delete the credentials, keep the session (needs
+/// `sessions:write`). Logging out a logged-out session is a 200 too.
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/logout", tag = "sessions",
+    params(("sessionId" = String, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Logged out; the session", body = SessionView),
+        (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
+        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 503, description = "Shutting down, busy or timed out (SHUTTING_DOWN, SESSION_UNRESPONSIVE, TIMEOUT)", body = ErrorBody),
+    ))]
+async fn logout_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = session_id(path)?;
+    caller.require_session(Scope::SessionsWrite, &id)?;
+    state.sessions.logout(&id).await?;
+    let session = state.sessions.get(&id).ok_or(ApiError::SessionNotFound)?;
+    Ok(json_response(StatusCode::OK, &view(&state, session)))
+}
+
+/// Delete the session: log out if linked, stop, delete its folder and its entry in
+/// `sessions.config.json`. Its queued messages fail with `SESSION_DELETED` (needs
+/// `sessions:write`).
+#[utoipa::path(delete, path = "/api/sessions/{sessionId}", tag = "sessions",
+    params(("sessionId" = String, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
+        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
+        (status = 503, description = "Shutting down, busy or timed out (SHUTTING_DOWN, SESSION_UNRESPONSIVE, TIMEOUT)", body = ErrorBody),
+    ))]
+async fn delete_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = session_id(path)?;
+    caller.require_session(Scope::SessionsWrite, &id)?;
+    state.sessions.delete(&id).await?;
+    state.queue.close_session(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Why a QR could not be drawn.
+#[derive(Debug, thiserror::Error)]
+enum QrImageError {
+    #[error("QR encoding: {0}")]
+    Encode(#[from] qrcode::types::QrError),
+    #[error("PNG encoding: {0}")]
+    Png(#[from] png::EncodingError),
+}
+
+/// Pixels per QR module, and modules of white border (the standard quiet zone).
+const MODULE_PX: usize = 8;
+const QUIET_ZONE: usize = 4;
+
+/// The QR code of `text` as a greyscale PNG.
+fn qr_png(text: &str) -> Result<Vec<u8>, QrImageError> {
+    let code = qrcode::QrCode::new(text.as_bytes())?;
+    let width = code.width();
+    let colors = code.to_colors();
+    let side = (width + 2 * QUIET_ZONE) * MODULE_PX;
+    let mut pixels = vec![255u8; side * side];
+    for (i, color) in colors.iter().enumerate() {
+        if *color == qrcode::Color::Dark {
+            let (mx, my) = (i % width + QUIET_ZONE, i / width + QUIET_ZONE);
+            for y in my * MODULE_PX..(my + 1) * MODULE_PX {
+                let row = y * side;
+                pixels[row + mx * MODULE_PX..row + (mx + 1) * MODULE_PX].fill(0);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let side = u32::try_from(side).unwrap_or(u32::MAX);
+        let mut encoder = png::Encoder::new(&mut out, side, side);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(&pixels)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_png_decodes_back_to_the_text() {
+        let text = "2@3xZfAKEref0123456789abcdefghijklmnopqrstuvwxyz,AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/=,XYZ";
+        let png = qr_png(text).unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let (w, h) = (info.width as usize, info.height as usize);
+        let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
+        let grids = image.detect_grids();
+        assert_eq!(grids.len(), 1);
+        let (_, content) = grids[0].decode().unwrap();
+        assert_eq!(content, text);
+    }
+
+    #[test]
+    fn create_bodies() {
+        assert!(matches!(parse_create(b""), Ok((None, None, None))));
+        let (id, description, metadata) =
+            parse_create(br#"{"sessionId":"tienda","description":"Lima","metadata":{"owner":"ventas"}}"#).unwrap();
+        assert_eq!(id.unwrap().as_str(), "tienda");
+        assert_eq!(description.as_deref(), Some("Lima"));
+        assert_eq!(metadata.unwrap()["owner"], "ventas");
+        assert!(matches!(parse_create(b"[]"), Err(ApiError::BadJson)));
+        assert!(matches!(parse_create(br#"{"sessionId":"../x"}"#), Err(ApiError::InvalidSessionId(_))));
+        assert!(matches!(parse_create(br#"{"sessionId":1}"#), Err(ApiError::WrongFieldType { .. })));
+        assert!(matches!(parse_create(br#"{"metadata":[1]}"#), Err(ApiError::WrongFieldType { .. })));
+        let long = format!(r#"{{"description":"{}"}}"#, "x".repeat(257));
+        assert!(matches!(parse_create(long.as_bytes()), Err(ApiError::WrongFieldType { .. })));
+        assert!(generate_id().is_ok());
+    }
+}
