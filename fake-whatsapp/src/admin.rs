@@ -1,5 +1,20 @@
-//! The admin API, over HTTP (JSON) and in-process: scan a QR as a phone, read what reached a
-//! phone, make a phone send, and inject faults (logout, dropped connection, refusal).
+//! The admin API, over HTTP (JSON) and in-process: link a device as a phone (scan its QR, or type
+//! the pairing code it shows), read what reached a phone, make a phone send, and inject faults
+//! (logout, dropped connection, refusal).
+//!
+//! HTTP routes (JSON bodies; errors are `{"error": "..."}`):
+//!
+//! | Route | Body | Answer |
+//! |---|---|---|
+//! | `POST /admin/scan` | `{"qr","phone"}` | 200 `{"jid","lid"}`; 400 malformed, 404 unknown ref, 410 expired, 504 unconfirmed |
+//! | `POST /admin/pair-code` | `{"phone","code"}` (code with or without the dash, any case) | 200 `{"jid","lid"}`; 400 malformed body, phone or code; 404 no pending pairing-code request for the phone, or unknown code; 409 another code is being entered; 410 the requesting connection is gone; 502 the companion's keys are invalid; 504 the companion did not answer or confirm |
+//! | `GET /admin/devices` | | `[{"jid","phone","connected","removed"}]` |
+//! | `POST /admin/devices/{jid}/logout`, `.../drop` | | `{"ok":true}`; 400, 404, 409 |
+//! | `POST /admin/refuse` | `{"seconds"}` | `{"ok":true}` |
+//! | `GET /admin/phones/{phone}/messages`, `.../receipts`, `.../duplicates` | | records |
+//! | `POST /admin/phones/{phone}/messages/{id}/read` | | `{"ok":true}`; 404 |
+//! | `POST /admin/phones/{phone}/registered` | `{"registered"}` | `{"ok":true}` |
+//! | `POST /admin/phones/{phone}/send` | `{"to", "text"}` or `{"to", "document":{..}}` | `{"id"}`; 400, 404, 500 |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use wacore_binary::Jid;
 use wacore_binary::builder::NodeBuilder;
 
+use crate::pair_code::{self, PairCodeError};
 use crate::pairing::{self, Linked, ScanError};
 use crate::routing::{self, Outgoing, SendError};
 use crate::server::Shared;
@@ -60,6 +76,17 @@ impl Admin {
     /// confirmed (`pair-device-sign`).
     pub async fn scan(&self, qr: &str, phone: &str) -> Result<Linked, ScanError> {
         pairing::scan(&self.shared, qr, phone).await
+    }
+
+    /// The phone of `phone` types the pairing `code` (with or without its dash, any case) that a
+    /// client requested for this number with `pair_with_code`: the client is linked to `phone`.
+    /// Resolves once the client confirmed (`pair-device-sign`), like [`Admin::scan`].
+    ///
+    /// Fails with [`PairCodeError::NoRequest`] when no client is waiting for a code for this
+    /// number and with [`PairCodeError::UnknownCode`] when the code is not the one it shows; the
+    /// request then stays pending, so the right code can still be typed.
+    pub async fn pair_code(&self, phone: &str, code: &str) -> Result<Linked, PairCodeError> {
+        pair_code::pair_code(&self.shared, phone, code).await
     }
 
     /// What reached a virtual phone, oldest first.
@@ -125,6 +152,7 @@ impl Admin {
         }
     }
 
+    /// Every linked device, removed ones included, sorted by JID.
     pub fn devices(&self) -> Vec<DeviceInfo> {
         let reg = self.shared.lock();
         let mut out: Vec<DeviceInfo> = reg
@@ -199,6 +227,12 @@ struct ScanBody {
 }
 
 #[derive(Deserialize)]
+struct PairCodeBody {
+    phone: String,
+    code: String,
+}
+
+#[derive(Deserialize)]
 struct SendBody {
     to: String,
     text: Option<String>,
@@ -247,6 +281,17 @@ fn scan_status(e: &ScanError) -> StatusCode {
     }
 }
 
+fn pair_code_status(e: &PairCodeError) -> StatusCode {
+    match e {
+        PairCodeError::BadPhone | PairCodeError::BadCode => StatusCode::BAD_REQUEST,
+        PairCodeError::NoRequest | PairCodeError::UnknownCode => StatusCode::NOT_FOUND,
+        PairCodeError::Busy => StatusCode::CONFLICT,
+        PairCodeError::Gone => StatusCode::GONE,
+        PairCodeError::BadBundle(_) => StatusCode::BAD_GATEWAY,
+        PairCodeError::NoFinish | PairCodeError::NoConfirmation => StatusCode::GATEWAY_TIMEOUT,
+    }
+}
+
 fn device_status(e: &DeviceOpError) -> StatusCode {
     match e {
         DeviceOpError::BadJid => StatusCode::BAD_REQUEST,
@@ -277,6 +322,16 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
             match admin.scan(&body.qr, &body.phone).await {
                 Ok(linked) => json(StatusCode::OK, &linked),
                 Err(e) => error(scan_status(&e), &e.to_string()),
+            }
+        }
+        (&Method::POST, ["pair-code"]) => {
+            let body: PairCodeBody = match read_json(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            match admin.pair_code(&body.phone, &body.code).await {
+                Ok(linked) => json(StatusCode::OK, &linked),
+                Err(e) => error(pair_code_status(&e), &e.to_string()),
             }
         }
         (&Method::GET, ["devices"]) => json(StatusCode::OK, &admin.devices()),

@@ -5,7 +5,7 @@ use wacore_binary::builder::NodeBuilder;
 
 use crate::conn::{Conn, ConnError, Role};
 use crate::stanza;
-use crate::{keys, login, pairing, routing};
+use crate::{keys, login, pair_code, pairing, routing};
 
 pub(crate) async fn dispatch(conn: &mut Conn, node: Node) -> Result<(), ConnError> {
     match node.tag.as_ref() {
@@ -30,6 +30,12 @@ async fn iq(conn: &mut Conn, node: &Node) -> Result<(), ConnError> {
         return Ok(());
     }
     let xmlns = stanza::attr(node, "xmlns").map(|s| s.into_owned()).unwrap_or_default();
+    if xmlns == "md"
+        && kind == "set"
+        && let Some(reg_node) = node.get_optional_child("link_code_companion_reg")
+    {
+        return pair_code::on_companion_reg(conn, reg_node, &id).await;
+    }
     if matches!(conn.role, Role::Pairing) {
         // Before linking the client only pings; anything else gets an empty result.
         return conn.send(&stanza::iq_result(&id, vec![])).await;

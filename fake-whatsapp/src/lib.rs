@@ -2,7 +2,8 @@
 //!
 //! * [`server`]: listeners, start-up and shutdown; the WebSocket speaks WhatsApp's Noise
 //!   handshake ([`noise`]) and binary stanzas, one task per connection (`conn`).
-//! * `pairing` (QR refs, scan, `pair-success`), `login` (`<success>`, offline marker, app-state
+//! * `pairing` (QR refs, scan, `pair-success`), `pair_code` (linking by pairing code:
+//!   `companion_hello`, the phone's `primary_hello`, `companion_finish`), `login` (`<success>`, offline marker, app-state
 //!   key share), `handlers` (IQ dispatch), `keys` (prekeys, bundles, usync), `routing`
 //!   (messages and receipts between linked devices and virtual phones).
 //! * [`phone`]: the Signal side of a virtual phone (its primary device 0), which decrypts what
@@ -20,6 +21,7 @@ mod keys;
 mod login;
 pub mod media;
 mod noise;
+mod pair_code;
 mod pairing;
 pub mod phone;
 mod routing;
@@ -28,6 +30,7 @@ mod stanza;
 mod state;
 
 pub use admin::{Admin, DeviceInfo, DeviceOpError};
+pub use pair_code::PairCodeError;
 pub use pairing::{Linked, ScanError};
 pub use routing::SendError;
 pub use server::{Addresses, FakeConfig, FakeEvent, FakeWhatsApp, StartError};

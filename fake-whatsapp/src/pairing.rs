@@ -1,5 +1,8 @@
 //! QR linking: `pair-device` refs for an unregistered client, the admin "scan" that turns a QR
 //! string into `pair-success`, and the client's `pair-device-sign` that completes the link.
+//!
+//! [`offer_pair_success`] is the phone's last step for both ways of linking: the QR scan here
+//! and the typed pairing code (`pair_code`) end in the same `pair-success`.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -18,7 +21,9 @@ use waproto::whatsapp as wa;
 use crate::conn::{Conn, ConnError};
 use crate::server::Shared;
 use crate::stanza::{self, SERVER};
-use crate::state::{Device, DeviceKey, Outbound, PendingPair, PendingRef, Registration, Unpaired, unix_secs};
+use crate::state::{
+    ConnId, Device, DeviceKey, Outbound, PendingPair, PendingRef, Registration, Registry, Unpaired, unix_secs,
+};
 
 /// How many refs one connection gets, as WhatsApp does ("six refs buy 60 s + 5×20 s").
 const REFS: usize = 6;
@@ -88,16 +93,17 @@ fn registration_from(payload: &wa::ClientPayload) -> Result<Registration, ConnEr
     })
 }
 
+/// A fresh pairing ref, in the style of WhatsApp's (`2@` + base64).
+pub(crate) fn new_ref() -> String {
+    let raw: [u8; 18] = rand::rng().random();
+    format!("2@{}", STANDARD.encode(raw))
+}
+
 /// An unregistered client connected: remember its keys and offer it QR refs.
 pub(crate) async fn start(conn: &mut Conn, noise_key: [u8; 32], payload: &wa::ClientPayload) -> Result<(), ConnError> {
     let registration = registration_from(payload)?;
     let now = Instant::now();
-    let refs: Vec<String> = (0..REFS)
-        .map(|_| {
-            let raw: [u8; 18] = rand::rng().random();
-            format!("2@{}", STANDARD.encode(raw))
-        })
-        .collect();
+    let refs: Vec<String> = (0..REFS).map(|_| new_ref()).collect();
     {
         let mut reg = conn.shared.lock();
         if let Some(entry) = reg.conns.get_mut(&conn.id) {
@@ -127,14 +133,19 @@ pub struct Linked {
     pub lid: String,
 }
 
+/// Whether `phone` is a phone number as the admin API takes it: 5 to 15 digits.
+pub(crate) fn valid_phone(phone: &str) -> bool {
+    (5..=15).contains(&phone.len()) && phone.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The admin "scan": a virtual phone accepts the QR and links the device to its number.
 pub(crate) async fn scan(shared: &Shared, qr: &str, phone: &str) -> Result<Linked, ScanError> {
-    if !(5..=15).contains(&phone.len()) || !phone.bytes().all(|b| b.is_ascii_digit()) {
+    if !valid_phone(phone) {
         return Err(ScanError::BadPhone);
     }
     let qr = parse_qr(qr)?;
     shared.ensure_phone(phone);
-    let (rx, linked) = {
+    let offer = {
         let mut reg = shared.lock();
         let pending = reg.refs.get(&qr.reference).ok_or(ScanError::UnknownRef)?;
         let conn_id = pending.conn;
@@ -145,49 +156,106 @@ pub(crate) async fn scan(shared: &Shared, qr: &str, phone: &str) -> Result<Linke
         if unpaired.noise_key != qr.noise || unpaired.registration.identity != qr.identity {
             return Err(ScanError::KeyMismatch);
         }
-        let account = reg.phone(phone);
-        let device_id = account.next_device;
-        account.next_device += 1;
-        let key_index = account.next_key_index;
-        account.next_key_index += 1;
-        let lid = Jid::lid_device(account.lid_user.clone(), device_id);
-        let blob = device_identity(&account.account, &qr, key_index)
-            .map_err(|_| ScanError::Malformed("cannot sign for this identity"))?;
-        let key = DeviceKey { phone: phone.to_owned(), device: device_id };
-        let iq_id = shared.next_stanza_id();
-        let node = NodeBuilder::new("iq")
-            .attr("from", SERVER)
-            .attr("type", "set")
-            .attr("id", iq_id.clone())
-            .attr("xmlns", "md")
-            .attr("t", unix_secs().to_string())
-            .children([NodeBuilder::new("pair-success")
-                .children([
-                    NodeBuilder::new("device-identity").bytes(blob).build(),
-                    NodeBuilder::new("device").attr("jid", key.jid()).attr("lid", lid.clone()).build(),
-                    NodeBuilder::new("platform").attr("name", "android").build(),
-                    NodeBuilder::new("biz").attr("name", format!("Phone {phone}")).build(),
-                ])
-                .build()])
-            .build();
-        if !reg.send_to_conn(conn_id, Outbound::Node(node)) {
-            return Err(ScanError::Expired);
-        }
-        let (done, rx) = oneshot::channel();
-        let linked = Linked { jid: key.jid().to_string(), lid: lid.to_string() };
-        reg.pairs.insert(conn_id, PendingPair { iq_id, key, lid, key_index, unpaired, done });
-        // The ref is spent; the connection's other refs die with it.
-        reg.refs.retain(|_, r| r.conn != conn_id);
-        (rx, linked)
+        let accepted = Accepted { conn: conn_id, unpaired, phone, adv_secret: &qr.adv_secret };
+        offer_pair_success(shared, &mut reg, accepted).map_err(|e| match e {
+            OfferError::Gone => ScanError::Expired,
+            OfferError::CannotSign => ScanError::Malformed("cannot sign for this identity"),
+        })?
     };
-    match tokio::time::timeout(SIGN_TIMEOUT, rx).await {
-        Ok(Ok(())) => Ok(linked),
-        _ => Err(ScanError::NoConfirmation),
+    offer.confirmed().await.ok_or(ScanError::NoConfirmation)
+}
+
+/// A companion the phone has accepted, by QR scan or by typed code: the phone knows its
+/// identity key (from the connection's registration) and shares an ADV secret with it.
+pub(crate) struct Accepted<'a> {
+    pub(crate) conn: ConnId,
+    pub(crate) unpaired: Unpaired,
+    pub(crate) phone: &'a str,
+    pub(crate) adv_secret: &'a [u8],
+}
+
+/// Why the phone could not send `pair-success` to an accepted companion.
+#[derive(Debug)]
+pub(crate) enum OfferError {
+    /// The companion's connection is gone, full, or already being linked.
+    Gone,
+    /// The phone's account key could not sign the companion's identity.
+    CannotSign,
+}
+
+/// A `pair-success` sent, and the way to learn that the companion confirmed it.
+pub(crate) struct Offer {
+    done: oneshot::Receiver<()>,
+    linked: Linked,
+}
+
+impl Offer {
+    /// Waits (bounded) for the companion's `pair-device-sign`; `None` if it refused or never
+    /// answered.
+    pub(crate) async fn confirmed(self) -> Option<Linked> {
+        match tokio::time::timeout(SIGN_TIMEOUT, self.done).await {
+            Ok(Ok(())) => Some(self.linked),
+            _ => None,
+        }
     }
 }
 
-/// Builds the `ADVSignedDeviceIdentityHMAC` a phone returns for a scanned QR.
-fn device_identity(account: &wacore_libsignal::protocol::KeyPair, qr: &Qr, key_index: u32) -> Result<Vec<u8>, ()> {
+/// The phone links an accepted companion to its number: allocates the device id, key index and
+/// LID, signs the companion's identity with the account key (HMAC'd with the ADV secret), sends
+/// `pair-success`, and retires every other way this connection was waiting to be linked.
+pub(crate) fn offer_pair_success(
+    shared: &Shared,
+    reg: &mut Registry,
+    accepted: Accepted<'_>,
+) -> Result<Offer, OfferError> {
+    let Accepted { conn: conn_id, unpaired, phone, adv_secret } = accepted;
+    if reg.pairs.contains_key(&conn_id) {
+        return Err(OfferError::Gone);
+    }
+    let account = reg.phone(phone);
+    let device_id = account.next_device;
+    account.next_device += 1;
+    let key_index = account.next_key_index;
+    account.next_key_index += 1;
+    let lid = Jid::lid_device(account.lid_user.clone(), device_id);
+    let blob = device_identity(&account.account, &unpaired.registration.identity, adv_secret, key_index)
+        .map_err(|_| OfferError::CannotSign)?;
+    let key = DeviceKey { phone: phone.to_owned(), device: device_id };
+    let iq_id = shared.next_stanza_id();
+    let node = NodeBuilder::new("iq")
+        .attr("from", SERVER)
+        .attr("type", "set")
+        .attr("id", iq_id.clone())
+        .attr("xmlns", "md")
+        .attr("t", unix_secs().to_string())
+        .children([NodeBuilder::new("pair-success")
+            .children([
+                NodeBuilder::new("device-identity").bytes(blob).build(),
+                NodeBuilder::new("device").attr("jid", key.jid()).attr("lid", lid.clone()).build(),
+                NodeBuilder::new("platform").attr("name", "android").build(),
+                NodeBuilder::new("biz").attr("name", format!("Phone {phone}")).build(),
+            ])
+            .build()])
+        .build();
+    if !reg.send_to_conn(conn_id, Outbound::Node(node)) {
+        return Err(OfferError::Gone);
+    }
+    let (done, rx) = oneshot::channel();
+    let linked = Linked { jid: key.jid().to_string(), lid: lid.to_string() };
+    reg.pairs.insert(conn_id, PendingPair { iq_id, key, lid, key_index, unpaired, done });
+    // The connection is spoken for: its QR refs and any pairing-code request die with it.
+    reg.refs.retain(|_, r| r.conn != conn_id);
+    reg.code_requests.retain(|_, r| r.conn != conn_id);
+    Ok(Offer { done: rx, linked })
+}
+
+/// Builds the `ADVSignedDeviceIdentityHMAC` a phone returns for an accepted companion.
+fn device_identity(
+    account: &wacore_libsignal::protocol::KeyPair,
+    identity: &[u8; 32],
+    adv_secret: &[u8],
+    key_index: u32,
+) -> Result<Vec<u8>, ()> {
     let details = wa::ADVDeviceIdentity {
         raw_id: Some(rand::rng().random_range(1..u32::MAX)),
         timestamp: Some(unix_secs()),
@@ -196,7 +264,7 @@ fn device_identity(account: &wacore_libsignal::protocol::KeyPair, qr: &Qr, key_i
         device_type: Some(wa::ADVEncryptionType::E2EE),
     }
     .encode_to_vec();
-    let message = [&[6u8, 0][..], &details, &qr.identity].concat();
+    let message = [&[6u8, 0][..], &details, identity].concat();
     let signature = account.private_key.calculate_signature(&message, &mut rand::rng()).map_err(|_| ())?;
     let signed = wa::ADVSignedDeviceIdentity {
         details: Some(details),
@@ -205,7 +273,7 @@ fn device_identity(account: &wacore_libsignal::protocol::KeyPair, qr: &Qr, key_i
         device_signature: None,
     }
     .encode_to_vec();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&qr.adv_secret).map_err(|_| ())?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(adv_secret).map_err(|_| ())?;
     mac.update(&signed);
     Ok(wa::ADVSignedDeviceIdentityHMAC {
         details: Some(signed),

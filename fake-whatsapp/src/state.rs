@@ -1,5 +1,5 @@
-//! Everything the fake server remembers: virtual phones, linked devices, pending QR refs, live
-//! connections and what reached each phone.
+//! Everything the fake server remembers: virtual phones, linked devices, pending QR refs and
+//! pairing-code requests, live connections and what reached each phone.
 //!
 //! One `std::sync::Mutex` guards it; no lock is ever held across an `.await`. Each virtual
 //! phone's Signal state lives behind its own async mutex because decrypting awaits its stores.
@@ -169,6 +169,27 @@ pub(crate) struct PendingPair {
     pub(crate) done: oneshot::Sender<()>,
 }
 
+/// A companion's `companion_hello`: it shows a pairing code and waits for the phone of the number
+/// it named to type it.
+pub(crate) struct CodeRequest {
+    pub(crate) conn: ConnId,
+    /// The `link_code_pairing_ref` the server minted; every later stage names it.
+    pub(crate) reference: Vec<u8>,
+    /// `salt(32) ‖ iv(16) ‖ AES-256-CTR(companion ephemeral public key)` under the code's key.
+    pub(crate) wrapped_ephemeral: [u8; 80],
+    pub(crate) expires: Instant,
+    /// Set while the phone, having sent `primary_hello`, waits for `companion_finish`.
+    pub(crate) finish: Option<oneshot::Sender<CompanionFinish>>,
+}
+
+/// What a companion's `companion_finish` carries to the phone.
+pub(crate) struct CompanionFinish {
+    /// `salt(32) ‖ nonce(12) ‖ AES-256-GCM(key bundle)`.
+    pub(crate) wrapped_bundle: Vec<u8>,
+    /// The companion's identity key, as it states it in the clear.
+    pub(crate) identity: [u8; 32],
+}
+
 pub(crate) struct ConnEntry {
     pub(crate) tx: mpsc::Sender<Outbound>,
     pub(crate) device: Option<DeviceKey>,
@@ -182,6 +203,8 @@ pub(crate) struct Registry {
     pub(crate) devices: HashMap<DeviceKey, Device>,
     pub(crate) refs: HashMap<String, PendingRef>,
     pub(crate) pairs: HashMap<ConnId, PendingPair>,
+    /// Pairing-code requests, keyed by the phone number the companion named.
+    pub(crate) code_requests: HashMap<String, CodeRequest>,
     pub(crate) conns: HashMap<ConnId, ConnEntry>,
     pub(crate) unregistered: HashSet<String>,
     pub(crate) refuse_until: Option<Instant>,
@@ -256,6 +279,7 @@ impl Registry {
             device.conn = None;
         }
         self.refs.retain(|_, r| r.conn != conn);
+        self.code_requests.retain(|_, r| r.conn != conn);
         self.pairs.remove(&conn);
     }
 }
