@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::api::request_id;
 use crate::domain::InvalidSessionId;
 use crate::domain::{InvalidFileName, InvalidPhone, PdfError};
+use crate::session::PairingError;
 
 /// The boxed source of an [`ApiError::Internal`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -122,6 +123,9 @@ pub enum ApiError {
         /// The session's status and reason, for people.
         reason: String,
     },
+    /// No pairing code could be had.
+    #[error(transparent)]
+    Pairing(#[from] crate::session::PairingError),
     /// The session's supervisor did not answer a command in time.
     #[error("the session did not answer in time; retry")]
     SessionUnresponsive,
@@ -168,6 +172,13 @@ impl ApiError {
             | ApiError::SessionUnresponsive
             | ApiError::QrNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::SessionExists | ApiError::AlreadyConnected => StatusCode::CONFLICT,
+            ApiError::Pairing(e) => match e {
+                PairingError::AlreadyLinked | PairingError::Outstanding { .. } => StatusCode::CONFLICT,
+                PairingError::InvalidPhone(_) => StatusCode::BAD_REQUEST,
+                PairingError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                PairingError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                PairingError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -204,6 +215,14 @@ impl ApiError {
             ApiError::AlreadyConnected => "ALREADY_CONNECTED",
             ApiError::QrNotReady { .. } => "QR_NOT_READY",
             ApiError::SessionUnresponsive => "SESSION_UNRESPONSIVE",
+            ApiError::Pairing(e) => match e {
+                PairingError::AlreadyLinked => "ALREADY_CONNECTED",
+                PairingError::Outstanding { .. } => "PAIRING_CODE_OUTSTANDING",
+                PairingError::InvalidPhone(_) => "INVALID_PHONE",
+                PairingError::RateLimited { .. } => "PAIRING_RATE_LIMITED",
+                PairingError::Rejected(_) => "PAIRING_REJECTED",
+                PairingError::Unavailable(_) => "PAIRING_UNAVAILABLE",
+            },
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -233,6 +252,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::QrNotReady { .. } | ApiError::SessionUnresponsive => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(2u64));
+            }
+            ApiError::Pairing(PairingError::RateLimited { retry_after }) => {
+                let secs = retry_after.map_or(60, |d| d.as_secs().max(1));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             _ => {}
         }
@@ -285,6 +308,7 @@ pub struct ErrorDetail {
     /// NOT_FOUND, METHOD_NOT_ALLOWED, BODY_TIMEOUT, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE,
     /// IDEMPOTENCY_KEY_REUSED, QUEUE_FULL, UPGRADE_REQUIRED, UNSUPPORTED_WEBSOCKET_VERSION,
     /// BAD_WEBSOCKET_KEY, SESSION_EXISTS, ALREADY_CONNECTED, QR_NOT_READY, SESSION_UNRESPONSIVE,
+    /// PAIRING_CODE_OUTSTANDING, PAIRING_RATE_LIMITED, PAIRING_REJECTED, PAIRING_UNAVAILABLE,
     /// TIMEOUT, SHUTTING_DOWN, INSUFFICIENT_STORAGE, INTERNAL.
     pub code: String,
     /// A sentence for people; it may change.

@@ -38,6 +38,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(session_qr))
         .routes(routes!(restart_session))
         .routes(routes!(logout_session))
+        .routes(routes!(pairing_code))
 }
 
 /// A session: its status in words a person can act on, the linked account and its queue.
@@ -389,6 +390,79 @@ async fn delete_session(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The body of `POST …/pairing-code`.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // Describes the JSON for the OpenAPI document; parsing is by hand.
+struct PairingCodeBody {
+    /// The number of the phone being linked, with country code (`+`, spaces, dashes ignored).
+    #[schema(example = "51987654321")]
+    phone: String,
+}
+
+/// A pairing code to type on the phone.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PairingCodeView {
+    /// Type it under WhatsApp > Linked devices > Link a device > Link with phone number instead.
+    #[schema(example = "ABCD-EFGH")]
+    pub code: String,
+}
+
+/// Link by pairing code instead of a QR (needs `sessions:write`): WhatsApp sends the phone a
+/// notification, and the person types this code there.
+#[utoipa::path(post, path = "/api/sessions/{sessionId}/pairing-code", tag = "sessions",
+    params(("sessionId" = String, Path, description = "Session id")),
+    request_body(content = PairingCodeBody, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The code", body = PairingCodeView),
+        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_PHONE, INVALID_SESSION_ID)", body = ErrorBody),
+        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
+        (status = 408, description = "Body not received in time (BODY_TIMEOUT)", body = ErrorBody),
+        (status = 409, description = "Already linked (ALREADY_CONNECTED) or a code is live (PAIRING_CODE_OUTSTANDING)", body = ErrorBody),
+        (status = 413, description = "Body too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),
+        (status = 415, description = "Not application/json (UNSUPPORTED_MEDIA_TYPE)", body = ErrorBody),
+        (status = 422, description = "WhatsApp refused it (PAIRING_REJECTED)", body = ErrorBody),
+        (status = 429, description = "Rate limited, by us (RATE_LIMITED) or by WhatsApp (PAIRING_RATE_LIMITED); see Retry-After", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
+        (status = 503, description = "WhatsApp not reachable (PAIRING_UNAVAILABLE), busy or timed out", body = ErrorBody),
+    ))]
+async fn pairing_code(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let id = session_id(path)?;
+    caller.require_session(Scope::SessionsWrite, &id)?;
+    if !state.sessions.contains(&id) {
+        return Err(ApiError::SessionNotFound);
+    }
+    crate::api::send_pdf::check_content_type(req.headers())?;
+    let body = RequestBody::<SmallLimit>::from_request(req, &state).await?.bytes;
+    let phone = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(mut object)) => match object.remove("phone") {
+            None | Some(Value::Null) => return Err(ApiError::MissingField("phone")),
+            Some(Value::String(raw)) => crate::domain::PhoneNumber::parse(&raw)?,
+            Some(Value::Number(n)) if n.is_u64() => crate::domain::PhoneNumber::parse(&n.to_string())?,
+            Some(_) => return Err(ApiError::WrongFieldType { field: "phone", expected: "a string" }),
+        },
+        _ => return Err(ApiError::BadJson),
+    };
+    let code = state.sessions.pairing_code(&id, phone, state.qr_link_window).await??;
+    Ok(json_response(StatusCode::OK, &PairingCodeView { code: dashed(&code) }))
+}
+
+/// `ABCDEFGH` → `ABCD-EFGH`, as the phone shows it.
+fn dashed(code: &str) -> String {
+    match (code.len(), code.get(..4), code.get(4..)) {
+        (8, Some(head), Some(tail)) => format!("{head}-{tail}"),
+        _ => code.to_owned(),
+    }
+}
+
 /// Why a QR could not be drawn.
 #[derive(Debug, thiserror::Error)]
 enum QrImageError {
@@ -465,5 +539,11 @@ mod tests {
         let long = format!(r#"{{"description":"{}"}}"#, "x".repeat(257));
         assert!(matches!(parse_create(long.as_bytes()), Err(ApiError::WrongFieldType { .. })));
         assert!(generate_id().is_ok());
+    }
+
+    #[test]
+    fn pairing_codes_are_shown_dashed() {
+        assert_eq!(dashed("ABCDEFGH"), "ABCD-EFGH");
+        assert_eq!(dashed("ABCD-EFGH"), "ABCD-EFGH");
     }
 }

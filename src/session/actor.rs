@@ -18,8 +18,8 @@ use whatsapp_rust::Client;
 use whatsapp_rust::bot::BotHandle;
 
 use super::upstream::{self, STORE_FILE, Upstream, UpstreamEvent};
-use super::{Account, SessionEvent, SessionEventKind, SessionState, Status};
-use crate::domain::SessionId;
+use super::{Account, PairingError, SessionEvent, SessionEventKind, SessionState, Status};
+use crate::domain::{PhoneNumber, SessionId};
 
 /// How often the supervisor checks the client's own view of the connection: the library emits
 /// no event for failed reconnect attempts or watchdog reconnects.
@@ -41,7 +41,12 @@ pub(crate) enum Command {
     Logout(oneshot::Sender<()>),
     /// Log out if linked, then end the supervisor (the session is being deleted).
     Stop(oneshot::Sender<()>),
+    /// Ask WhatsApp for a pairing code for this phone (starting a client if none runs).
+    PairCode(PhoneNumber, PairReply),
 }
+
+/// Where a pairing code (or why there is none) goes.
+pub(crate) type PairReply = oneshot::Sender<Result<String, PairingError>>;
 
 /// The description and metadata a session was created with.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -67,6 +72,8 @@ pub(crate) struct SessionShared {
     wake: Notify,
     /// True while the supervisor waits for a watcher before it starts a client.
     idle: AtomicBool,
+    /// Cancelled when the session is deleted: its watchers close.
+    pub(crate) deleted: CancellationToken,
 }
 
 impl SessionShared {
@@ -87,6 +94,7 @@ impl SessionShared {
             link_until: Mutex::new(None),
             wake: Notify::new(),
             idle: AtomicBool::new(false),
+            deleted: CancellationToken::new(),
         }
     }
 
@@ -238,6 +246,8 @@ pub(crate) async fn supervise(
     // will not recover from by itself, or it holds no credentials (only a watcher can link it).
     let mut wait_for_watcher = !has_credentials(&shared.dir);
     let mut first_start = true;
+    // A pairing-code request that arrived while no client ran: the next client serves it.
+    let mut pending_pair: Option<(PhoneNumber, PairReply)> = None;
     loop {
         if cancel.is_cancelled() {
             break;
@@ -257,7 +267,7 @@ pub(crate) async fn supervise(
                         None => break,
                         Some(Command::Stop(reply)) => {
                             shared.idle.store(false, Ordering::SeqCst);
-                            let _ = reply.send(());
+                            retire(&shared, reply);
                             return;
                         }
                         Some(Command::Logout(reply)) => {
@@ -272,6 +282,10 @@ pub(crate) async fn supervise(
                             if has_credentials(&shared.dir) {
                                 wait_for_watcher = false;
                             }
+                        }
+                        Some(Command::PairCode(phone, reply)) => {
+                            pending_pair = Some((phone, reply));
+                            wait_for_watcher = false;
                         }
                     },
                 }
@@ -315,7 +329,7 @@ pub(crate) async fn supervise(
                 continue;
             }
         };
-        if !upstream::is_linked(&client) && !shared.watched() {
+        if !upstream::is_linked(&client) && !shared.watched() && pending_pair.is_none() {
             client.disconnect().await;
             handle.await;
             tasks.retire();
@@ -323,6 +337,9 @@ pub(crate) async fn supervise(
             continue;
         }
         shared.set_client(Some(client.clone()));
+        if let Some((phone, reply)) = pending_pair.take() {
+            request_pair_code(&client, phone, reply);
+        }
         let exit = Drive { shared: &shared, upstream: &upstream, client: &client, slot }
             .run(handle, events, &mut inbox, &cancel, &mut backoff)
             .await;
@@ -336,7 +353,7 @@ pub(crate) async fn supervise(
         match exit {
             Exit::Cancelled => break,
             Exit::Stopped(reply) => {
-                let _ = reply.send(());
+                retire(&shared, reply);
                 return;
             }
             Exit::LoggedOut { reply } => {
@@ -440,6 +457,7 @@ impl Drive<'_> {
                         (&mut handle).await;
                         return Exit::LoggedOut { reply: Some(reply) };
                     }
+                    Some(Command::PairCode(phone, reply)) => request_pair_code(client, phone, reply),
                     Some(Command::Stop(reply)) => {
                         shared.publish(|s| s.qr = None);
                         if upstream::is_linked(client) {
@@ -586,6 +604,23 @@ impl Drive<'_> {
             }
         }
     }
+}
+
+/// The session is deleted: it says so, its watchers close, and the caller hears it is done.
+fn retire(shared: &SessionShared, reply: oneshot::Sender<()>) {
+    shared.set_status(Status::Disconnected, Some("the session was deleted".into()));
+    shared.deleted.cancel();
+    let _ = reply.send(());
+}
+
+/// Asks for a pairing code on a task of its own (it waits for the socket, then for WhatsApp),
+/// so the supervisor keeps handling events meanwhile; the task ends with its answer.
+fn request_pair_code(client: &Arc<Client>, phone: PhoneNumber, reply: PairReply) {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let answer = upstream::request_pair_code(&client, &phone).await;
+        let _ = reply.send(answer);
+    });
 }
 
 async fn sleep_or_cancel(cancel: &CancellationToken, duration: Duration) -> bool {

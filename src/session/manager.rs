@@ -84,6 +84,11 @@ impl Watcher {
     pub fn state(&mut self) -> &mut watch::Receiver<SessionState> {
         &mut self.state
     }
+
+    /// Cancelled when the session is deleted.
+    pub fn deleted(&self) -> CancellationToken {
+        self.shared.deleted.clone()
+    }
 }
 
 impl Drop for Watcher {
@@ -260,6 +265,32 @@ impl SessionManager {
         let shared = self.get_shared(id).ok_or(SessionError::NotFound)?;
         let (reply, done) = oneshot::channel();
         ask(&shared, Command::Logout(reply), done).await
+    }
+
+    /// A pairing code to link the session by typing it on the phone (`phone` is the number
+    /// being linked). Starts a client if none runs, and keeps linking going for `window`.
+    pub async fn pairing_code(
+        &self,
+        id: &SessionId,
+        phone: crate::domain::PhoneNumber,
+        window: Duration,
+    ) -> Result<Result<String, super::PairingError>, SessionError> {
+        let shared = self.get_shared(id).ok_or(SessionError::NotFound)?;
+        if shared.state.borrow().status == Status::Connected {
+            return Ok(Err(super::PairingError::AlreadyLinked));
+        }
+        shared.extend_link_window(window);
+        let (reply, answer) = oneshot::channel();
+        if !shared.send(Command::PairCode(phone, reply)).await {
+            return Err(SessionError::ShuttingDown);
+        }
+        // The socket may take up to 20 s to come up, then WhatsApp answers the request: within
+        // the route's own timeout.
+        match tokio::time::timeout(Duration::from_secs(25), answer).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err(SessionError::Unresponsive),
+            Err(_) => Err(SessionError::Unresponsive),
+        }
     }
 
     /// Logs the session out if linked, stops it, deletes its folder and removes it from

@@ -136,6 +136,23 @@ impl SessionState {
     }
 }
 
+/// Why no pairing code could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PairingError {
+    #[error("the session is already linked; log it out to link another phone")]
+    AlreadyLinked,
+    #[error("invalid phone number for a pairing code: {0}")]
+    InvalidPhone(String),
+    #[error("WhatsApp limits pairing-code requests for this number; retry later")]
+    RateLimited { retry_after: Option<std::time::Duration> },
+    #[error("a pairing code is already live for this session ({remaining_secs} s left); type that one")]
+    Outstanding { remaining_secs: u64 },
+    #[error("WhatsApp refused the pairing code request: {0}")]
+    Rejected(String),
+    #[error("cannot ask WhatsApp for a pairing code: {0}")]
+    Unavailable(String),
+}
+
 /// What happened to a session, for whoever follows every session at once (webhooks, later).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionEvent {

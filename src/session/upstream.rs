@@ -360,6 +360,43 @@ fn host_port(url: &str) -> Option<(String, u16)> {
     }
 }
 
+/// Asks WhatsApp for a pairing code for `phone` (whatsapp-rust's `pair_with_code`), once the
+/// client's socket is up.
+pub(crate) async fn request_pair_code(
+    client: &Arc<Client>,
+    phone: &PhoneNumber,
+) -> Result<String, super::PairingError> {
+    use super::PairingError;
+    use whatsapp_rust::pair_code::{PairCodeOptions, PairError};
+    use whatsapp_rust::wacore::pair_code::{PairCodeError, PairCodeRejection};
+    if is_linked(client) {
+        return Err(PairingError::AlreadyLinked);
+    }
+    client
+        .wait_for_socket(std::time::Duration::from_secs(20))
+        .await
+        .map_err(|e| PairingError::Unavailable(format!("not connected to WhatsApp ({e})")))?;
+    let options = PairCodeOptions { phone_number: phone.digits().to_owned(), ..Default::default() };
+    client.pair_with_code(options).await.map_err(|e| match &e {
+        PairError::PairCode(
+            PairCodeError::PhoneNumberRequired
+            | PairCodeError::PhoneNumberTooShort
+            | PairCodeError::PhoneNumberNotInternational,
+        ) => PairingError::InvalidPhone(e.to_string()),
+        PairError::PairCode(PairCodeError::CodeAlreadyOutstanding { remaining }) => {
+            PairingError::Outstanding { remaining_secs: remaining.as_secs() }
+        }
+        _ => match e.rejection() {
+            Some(PairCodeRejection::RateOverlimit) => PairingError::RateLimited { retry_after: e.backoff() },
+            Some(PairCodeRejection::BadRequest) if e.backoff().is_some() => {
+                PairingError::RateLimited { retry_after: e.backoff() }
+            }
+            Some(_) => PairingError::Rejected(e.to_string()),
+            None => PairingError::Unavailable(e.to_string()),
+        },
+    })
+}
+
 /// Whether the client holds credentials (it was linked and not logged out).
 pub(crate) fn is_linked(client: &Client) -> bool {
     client.pn().is_some()

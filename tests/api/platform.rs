@@ -326,6 +326,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("get", "/api/sessions/{sessionId}/qr"),
         ("post", "/api/sessions/{sessionId}/restart"),
         ("post", "/api/sessions/{sessionId}/logout"),
+        ("post", "/api/sessions/{sessionId}/pairing-code"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is missing from the document");

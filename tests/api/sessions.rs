@@ -345,3 +345,134 @@ async fn credentials_are_private_even_in_folders_that_existed_open() {
     app.stop().await;
     fake.shutdown().await;
 }
+
+#[tokio::test]
+async fn deleting_while_linking_and_restarting_mid_send_lose_nothing_elsewhere() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    link(&app, &fake, "estable", "51900000084").await;
+    link(&app, &fake, "reinicio", "51900000085").await;
+
+    // A delete while a page is linking: the page is told, the session is gone.
+    let mut ws = app.ws("efimera").await;
+    ws.next_qr().await;
+    let (status, _) = app.request("DELETE", "/api/sessions/efimera", Some(TOKEN), None).await;
+    assert_eq!(status, 204);
+    loop {
+        match ws.next().await {
+            Got::Closed(_) => break,
+            Got::Frame(e, d) if e == "qr" => panic!("a QR after the delete: {d}"),
+            Got::Frame(..) => continue,
+        }
+    }
+    let (status, _) = app.request("GET", "/api/sessions/efimera", Some(TOKEN), None).await;
+    assert_eq!(status, 404);
+
+    // A restart in the middle of a burst: every accepted PDF of both sessions arrives.
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        for session in ["estable", "reinicio"] {
+            let (status, body) = app.send_pdf(session, "51987000084", &pdf(&format!("{session}-{i}")), None).await;
+            assert_eq!(status, 202, "{body}");
+            ids.push(body["messageId"].as_str().unwrap().to_owned());
+        }
+        if i == 2 {
+            let (status, _) = app.request("POST", "/api/sessions/reinicio/restart", Some(TOKEN), None).await;
+            assert_eq!(status, 200);
+        }
+    }
+    for id in &ids {
+        app.wait_status(id, "delivered").await;
+    }
+    wait_session(&app, "reinicio", "connected after the restart", |s| s["status"] == "connected").await;
+
+    // A logout with PDFs waiting: they stay queued (truthfully), the other session is untouched.
+    fake.admin().refuse_for(Duration::from_secs(60));
+    let jid = wait_session(&app, "reinicio", "linked", |s| s["me"].is_object()).await["me"]["jid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fake.admin().drop_connection(&jid).unwrap();
+    wait_session(&app, "reinicio", "dropped", |s| s["status"] != "connected").await;
+    let (status, waiting) = app.send_pdf("reinicio", "51987000084", &pdf("waiting"), None).await;
+    assert_eq!(status, 202);
+    let (status, out) = app.request("POST", "/api/sessions/reinicio/logout", Some(TOKEN), None).await;
+    assert_eq!((status, out["status"].as_str()), (200, Some("logged_out")), "{out}");
+    let (status, message) = app
+        .request("GET", &format!("/api/messages/{}", waiting["messageId"].as_str().unwrap()), Some(TOKEN), None)
+        .await;
+    assert_eq!((status, message["status"].as_str()), (200, Some("queued")), "{message}");
+    let (_, estable) = app.request("GET", "/api/sessions/estable", Some(TOKEN), None).await;
+    assert_eq!(estable["status"], "connected");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test]
+async fn created_sessions_survive_a_restart_of_the_gateway() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let body = r#"{"sessionId":"persistente","description":"Cusco","metadata":{"k":"v"}}"#;
+    let (status, _) = app.request("POST", "/api/sessions", Some(TOKEN), Some(body.into())).await;
+    assert_eq!(status, 201);
+    link(&app, &fake, "enlazada", "51900000086").await;
+    app.stop().await;
+
+    let app = TestApp::spawn(&fake, &dir).await;
+    let (status, session) = app.request("GET", "/api/sessions/persistente", Some(TOKEN), None).await;
+    assert_eq!((status, session["description"].as_str()), (200, Some("Cusco")));
+    assert_eq!(session["metadata"]["k"], "v");
+    assert_eq!(session["status"], "disconnected");
+    // The linked one reconnects without a scan.
+    wait_session(&app, "enlazada", "connected again", |s| s["status"] == "connected").await;
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_links_by_pairing_code() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let (status, _) = app.request("POST", "/api/sessions", Some(TOKEN), Some(r#"{"sessionId":"codigo"}"#.into())).await;
+    assert_eq!(status, 201);
+    let path = "/api/sessions/codigo/pairing-code";
+
+    // Bad input changes nothing.
+    for (body, expected) in [
+        (r#"{"phone":"12-34"}"#, "INVALID_PHONE"),
+        (r#"{}"#, "MISSING_FIELD"),
+        (r#"{"phone":true}"#, "INVALID_FIELD_TYPE"),
+        ("nope", "BAD_JSON"),
+    ] {
+        let (status, error) = app.request("POST", path, Some(TOKEN), Some(body.into())).await;
+        assert_eq!((status, code(&error)), (400, expected), "{body}");
+    }
+    let (status, _) = app.request("POST", "/api/sessions/nadie/pairing-code", Some(TOKEN), Some("{}".into())).await;
+    assert_eq!(status, 404);
+
+    let phone = "51900000087";
+    let (status, answer) = app.request("POST", path, Some(TOKEN), Some(format!(r#"{{"phone":"+{phone}"}}"#))).await;
+    assert_eq!(status, 200, "{answer}");
+    let pairing = answer["code"].as_str().unwrap().to_owned();
+    assert_eq!((pairing.len(), pairing.chars().nth(4)), (9, Some('-')), "{pairing}");
+    let session = wait_session(&app, "codigo", "pairing_code", |s| s["status"] == "pairing_code").await;
+    assert!(session["reason"].as_str().unwrap_or_default().contains("pairing code"), "{session}");
+
+    // A second request while this code is live is refused, not silently replaced.
+    let (status, error) = app.request("POST", path, Some(TOKEN), Some(format!(r#"{{"phone":"{phone}"}}"#))).await;
+    assert_eq!((status, code(&error)), (409, "PAIRING_CODE_OUTSTANDING"), "{error}");
+
+    // The person types the code on the phone.
+    let linked = fake.admin().pair_code(phone, &pairing).await.expect("the code links");
+    let session = wait_session(&app, "codigo", "connected", |s| s["status"] == "connected").await;
+    assert_eq!(session["me"]["phone"], phone);
+    assert_eq!(session["me"]["jid"], linked.jid.as_str());
+    assert_eq!(session["me"]["lid"], linked.lid.as_str());
+    let (status, error) = app.request("POST", path, Some(TOKEN), Some(format!(r#"{{"phone":"{phone}"}}"#))).await;
+    assert_eq!((status, code(&error)), (409, "ALREADY_CONNECTED"));
+    app.stop().await;
+    fake.shutdown().await;
+}

@@ -117,12 +117,17 @@ where
     ping.tick().await;
     let mut awaiting_pong = false;
     let mut current = first;
+    let deleted = watcher.deleted();
     loop {
         if let Some(close) = show(socket, &mut shown, &current).await? {
             return Ok(Some(close));
         }
         tokio::select! {
             _ = cancel.cancelled() => return Ok(Some((CloseCode::Away, "server shutting down"))),
+            _ = deleted.cancelled() => {
+                send(socket, &Frame::Error("the session was deleted".into())).await?;
+                return Ok(Some((CloseCode::Away, "session deleted")));
+            }
             changed = watcher.state().changed() => {
                 if changed.is_err() {
                     return Ok(Some((CloseCode::Away, "session closed")));
