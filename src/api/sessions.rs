@@ -141,10 +141,18 @@ fn generate_id() -> Result<SessionId, ApiError> {
     SessionId::parse(&format!("s_{hex}")).map_err(ApiError::internal)
 }
 
+/// What `POST /api/sessions` asked for.
+#[derive(Debug, Default)]
+struct NewSession {
+    id: Option<SessionId>,
+    description: Option<String>,
+    metadata: Option<Map<String, Value>>,
+}
+
 /// Parses the optional JSON body of `POST /api/sessions`, naming the field at fault.
-fn parse_create(body: &[u8]) -> Result<(Option<SessionId>, Option<String>, Option<Map<String, Value>>), ApiError> {
+fn parse_create(body: &[u8]) -> Result<NewSession, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok((None, None, None));
+        return Ok(NewSession::default());
     }
     let mut object = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => object,
@@ -171,7 +179,7 @@ fn parse_create(body: &[u8]) -> Result<(Option<SessionId>, Option<String>, Optio
         }
         Some(_) => return Err(ApiError::WrongFieldType { field: "metadata", expected: "a JSON object" }),
     };
-    Ok((id, description, metadata))
+    Ok(NewSession { id, description, metadata })
 }
 
 /// Create a session (needs `sessions:write`). It waits, unlinked, until someone links it.
@@ -195,7 +203,7 @@ async fn create_session(State(state): State<AppState>, caller: Caller, req: Requ
     caller.require(Scope::SessionsWrite)?;
     crate::api::send_pdf::check_content_type(req.headers())?;
     let body = RequestBody::<SmallLimit>::from_request(req, &state).await?.bytes;
-    let (id, description, metadata) = parse_create(&body)?;
+    let NewSession { id, description, metadata } = parse_create(&body)?;
     let id = match id {
         Some(id) => id,
         None => generate_id()?,
@@ -526,8 +534,8 @@ mod tests {
 
     #[test]
     fn create_bodies() {
-        assert!(matches!(parse_create(b""), Ok((None, None, None))));
-        let (id, description, metadata) =
+        assert!(matches!(parse_create(b""), Ok(NewSession { id: None, description: None, metadata: None })));
+        let NewSession { id, description, metadata } =
             parse_create(br#"{"sessionId":"tienda","description":"Lima","metadata":{"owner":"ventas"}}"#).unwrap();
         assert_eq!(id.unwrap().as_str(), "tienda");
         assert_eq!(description.as_deref(), Some("Lima"));

@@ -209,8 +209,7 @@ impl SessionShared {
                 return false;
             }
             released = true;
-            let had_qr = state.qr.take().is_some();
-            had_qr
+            state.qr.take().is_some()
         });
         released
     }
