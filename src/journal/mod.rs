@@ -29,14 +29,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::MessageId;
 pub use error::JournalError;
-pub use model::{
-    Accepted, DeliveryStatus, IdempotencyKey, JournalStats, MessageRecord, NewMessage, PendingMessage, Pruned,
-};
+pub use model::{Accepted, DeliveryStatus, IdempotencyKey, JournalStats, MessageRecord, NewMessage, Pruned};
 use outbox::Outbox;
 use store::NewRow;
 use writer::{Command, Counters, Reply};
@@ -45,7 +44,7 @@ use writer::{Command, Counters, Reply};
 pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The `last_error` of a pending message whose PDF was gone (found by [`Journal::open`] or
-/// [`Journal::pending`]).
+/// [`Journal::pending`], or by the queue when [`Journal::read_pdf`] finds nothing).
 pub const PDF_MISSING: &str = "pdf missing";
 
 /// Handle to the journal: cheap to clone, all clones share one writer thread and one read
@@ -177,39 +176,55 @@ impl Journal {
         self.read(move |conn| store::get(conn, &message_id)).await
     }
 
-    /// Every `queued` or `sending` message in acceptance order, with its PDF: what to rebuild
-    /// the queue from. A message whose PDF has vanished is marked failed ([`PDF_MISSING`]) and
-    /// left out. Loads every pending PDF into memory.
-    pub async fn pending(&self) -> Result<Vec<PendingMessage>, JournalError> {
+    /// Every `queued` or `sending` message in acceptance order: what to rebuild the queue from.
+    /// Only the rows are loaded; each PDF stays in the outbox, checked to exist but not read
+    /// (see [`Journal::read_pdf`]). A message whose PDF has vanished is marked failed
+    /// ([`PDF_MISSING`]) and left out.
+    pub async fn pending(&self) -> Result<Vec<MessageRecord>, JournalError> {
         let outbox = self.inner.outbox.clone();
         let (found, missing) = self
             .read(move |conn| {
                 let mut found = Vec::new();
                 let mut missing = Vec::new();
                 for record in store::open_messages(conn)? {
-                    match outbox.read(&record.message_id)? {
-                        Some(pdf) => found.push(PendingMessage { record, pdf }),
-                        None => missing.push(record.message_id),
+                    if outbox.contains(&record.message_id)? {
+                        found.push(record);
+                    } else {
+                        missing.push(record.message_id);
                     }
                 }
                 Ok((found, missing))
             })
             .await?;
         for message_id in missing {
-            // Also covers a message that became final (and lost its file) between the query
-            // and the read: that move would be backwards, so it is ignored.
-            if self
-                .set_status(
-                    &MessageId::from_stored(message_id.as_str()),
-                    DeliveryStatus::Failed,
-                    Some(PDF_MISSING.to_owned()),
-                )
-                .await?
-            {
-                tracing::warn!(%message_id, "pending message has no pdf: marked failed");
-            }
+            self.fail_missing(message_id).await?;
         }
         Ok(found)
+    }
+
+    /// Marks a pending message whose PDF is gone as failed ([`PDF_MISSING`]).
+    async fn fail_missing(&self, message_id: String) -> Result<(), JournalError> {
+        // Also covers a message that became final (and lost its file) between the query and the
+        // check: that move would be backwards, so it is ignored.
+        let id = MessageId::from_stored(message_id.as_str());
+        if self.set_status(&id, DeliveryStatus::Failed, Some(PDF_MISSING.to_owned())).await? {
+            tracing::warn!(%message_id, "pending message has no pdf: marked failed");
+        }
+        Ok(())
+    }
+
+    /// The PDF of a message, read from the outbox on the blocking pool; `None` when its file is
+    /// gone (the message is final, unknown, or the file was removed behind our back). The
+    /// caller owns the bytes: the journal keeps no copy in memory.
+    pub async fn read_pdf(&self, message_id: &MessageId) -> Result<Option<Bytes>, JournalError> {
+        if !outbox::is_valid_message_id(message_id.as_str()) {
+            return Ok(None);
+        }
+        let outbox = self.inner.outbox.clone();
+        let message_id = message_id.as_str().to_owned();
+        let pdf =
+            tokio::task::spawn_blocking(move || outbox.read(&message_id)).await.map_err(|_| JournalError::Closed)??;
+        Ok(pdf)
     }
 
     /// Deletes idempotency keys older than `idempotency_older_than` (never younger than

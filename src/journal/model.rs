@@ -1,5 +1,5 @@
 //! The journal's data types: statuses and their order, what goes in ([`NewMessage`]) and what
-//! comes out ([`MessageRecord`], [`PendingMessage`], [`Accepted`]).
+//! comes out ([`MessageRecord`], [`Accepted`]).
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -87,15 +87,6 @@ pub struct MessageRecord {
     pub updated_at: u64,
     /// PDF size in bytes.
     pub size: u64,
-}
-
-/// A message still to send, with its PDF: what the queue is rebuilt from at start-up.
-#[derive(Debug, Clone)]
-pub struct PendingMessage {
-    /// Its journal row.
-    pub record: MessageRecord,
-    /// The PDF, read from the outbox.
-    pub pdf: Bytes,
 }
 
 /// What [`super::Journal::prune`] removed.

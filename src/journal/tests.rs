@@ -138,16 +138,29 @@ async fn pending_survives_reopen_in_acceptance_order() {
 
     let journal = Journal::open(dir.path()).expect("reopen");
     let pending = within(journal.pending()).await.expect("pending");
-    let got: Vec<&str> = pending.iter().map(|p| p.record.message_id.as_str()).collect();
+    let got: Vec<&str> = pending.iter().map(|p| p.message_id.as_str()).collect();
     assert_eq!(got, ["m-3", "m-1", "m-2"]);
     for (i, p) in pending.iter().enumerate() {
-        assert_eq!(p.pdf, pdf(2000 + i, i as u8), "{}", p.record.message_id);
-        assert_eq!(p.record.size, p.pdf.len() as u64);
+        let stored = within(journal.read_pdf(&mid(&p.message_id))).await.expect("read").expect("pdf on disk");
+        assert_eq!(stored, pdf(2000 + i, i as u8), "{}", p.message_id);
+        assert_eq!(p.size, stored.len() as u64);
     }
-    assert_eq!(pending[1].record.status, DeliveryStatus::Sending);
-    assert_eq!(pending[1].record.attempts, 1);
-    assert_eq!(pending[1].record.last_error.as_deref(), Some("timeout"));
+    assert_eq!(pending[1].status, DeliveryStatus::Sending);
+    assert_eq!(pending[1].attempts, 1);
+    assert_eq!(pending[1].last_error.as_deref(), Some("timeout"));
     assert_eq!(status_of(&journal, "m-0").await, DeliveryStatus::Sent);
+}
+
+#[tokio::test]
+async fn read_pdf_finds_pending_pdfs_only() {
+    let dir = TempDir::new("read-pdf");
+    let journal = Journal::open(dir.path()).expect("open");
+    accept(&journal, message("a", pdf(3000, 4))).await.expect("accept");
+    assert_eq!(within(journal.read_pdf(&mid("a"))).await.expect("read"), Some(pdf(3000, 4)));
+    assert_eq!(within(journal.read_pdf(&mid("unknown"))).await.expect("read"), None);
+    assert_eq!(within(journal.read_pdf(&mid("../journal.db"))).await.expect("read"), None, "never a path");
+    assert!(within(journal.set_status(&mid("a"), DeliveryStatus::Sent, None)).await.expect("sent"));
+    assert_eq!(within(journal.read_pdf(&mid("a"))).await.expect("read"), None, "final: its pdf is deleted");
 }
 
 #[test]
@@ -292,13 +305,14 @@ async fn concurrent_accepts_are_group_committed_and_survive_reopen() {
     let journal = Journal::open(dir.path()).expect("reopen");
     let pending = within(journal.pending()).await.expect("pending");
     assert_eq!(pending.len(), 200);
-    let mut ids: Vec<String> = pending.iter().map(|p| p.record.message_id.clone()).collect();
+    let mut ids: Vec<String> = pending.iter().map(|p| p.message_id.clone()).collect();
     ids.sort();
     let expected: Vec<String> = (0..200).map(|i| format!("c-{i:03}")).collect();
     assert_eq!(ids, expected);
     for p in &pending {
-        let i: u32 = p.record.message_id[2..].parse().expect("index");
-        assert_eq!(p.pdf, pdf(4096, i as u8));
+        let i: u32 = p.message_id[2..].parse().expect("index");
+        let stored = within(journal.read_pdf(&mid(&p.message_id))).await.expect("read").expect("pdf on disk");
+        assert_eq!(stored, pdf(4096, i as u8));
     }
 }
 
@@ -395,7 +409,7 @@ async fn open_removes_orphan_files_and_fails_rows_without_pdf() {
     assert_eq!(lost.last_error.as_deref(), Some(PDF_MISSING));
     let pending = within(journal.pending()).await.expect("pending");
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].record.message_id, "keep");
+    assert_eq!(pending[0].message_id, "keep");
 }
 
 #[tokio::test]
@@ -405,10 +419,12 @@ async fn pending_fails_a_message_whose_pdf_vanished_while_running() {
     accept(&journal, message("a", pdf(100, 1))).await.expect("accept");
     accept(&journal, message("b", pdf(100, 2))).await.expect("accept");
     std::fs::remove_file(dir.outbox().join("a.pdf")).expect("remove");
+    assert_eq!(within(journal.read_pdf(&mid("a"))).await.expect("read"), None);
     let pending = within(journal.pending()).await.expect("pending");
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].record.message_id, "b");
-    assert_eq!(status_of(&journal, "a").await, DeliveryStatus::Failed);
+    assert_eq!(pending[0].message_id, "b");
+    let a = within(journal.get(&mid("a"))).await.expect("get").expect("a");
+    assert_eq!((a.status, a.last_error.as_deref()), (DeliveryStatus::Failed, Some(PDF_MISSING)));
 }
 
 #[tokio::test]

@@ -27,20 +27,35 @@ use crate::journal::{
 use crate::session::{DeliveryEvent, SessionManager};
 use crate::shutdown::Shutdown;
 
-/// A PDF waiting to be delivered.
+/// A PDF waiting to be delivered: its metadata only. The bytes stay in the journal's outbox
+/// until the attempt that sends them ([`Journal::read_pdf`]), so a backlog costs memory per
+/// message, not per byte.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
     pub(crate) id: MessageId,
     pub(crate) to: PhoneNumber,
-    pub(crate) pdf: PdfDocument,
     pub(crate) file_name: FileName,
+    /// The PDF's size in bytes, counted against the queue's byte bounds.
+    pub(crate) size: u64,
     /// When the message was accepted (wall clock, survives restarts).
     pub(crate) accepted_at_ms: u64,
 }
 
 impl Job {
-    fn size(&self) -> u64 {
-        self.pdf.len() as u64
+    /// The job of a journal row, with the session whose lane it belongs in; `None` when a
+    /// stored field no longer parses.
+    fn from_record(record: MessageRecord) -> Option<(SessionId, Job)> {
+        let session = SessionId::parse(&record.session_id).ok()?;
+        let to = PhoneNumber::parse(&record.to).ok()?;
+        let file_name = FileName::parse(&record.file_name).ok()?;
+        let job = Job {
+            id: MessageId::from_stored(record.message_id),
+            to,
+            file_name,
+            size: record.size,
+            accepted_at_ms: record.created_at,
+        };
+        Some((session, job))
     }
 }
 
@@ -160,35 +175,16 @@ impl Queue {
         }
     }
 
-    /// Reloads every unfinished message from the journal, in the order they were accepted.
+    /// Rebuilds the lanes from the journal's unfinished rows, in the order they were accepted.
+    /// No PDF is read: each is loaded from the outbox when its turn to be sent comes.
     pub async fn restore(&self) -> Result<usize, JournalError> {
         let pending = self.inner.journal.pending().await?;
         let count = pending.len();
-        for message in pending {
-            let record = message.record;
-            let (Ok(session), Ok(to), Ok(file_name), Ok(pdf)) = (
-                SessionId::parse(&record.session_id),
-                PhoneNumber::parse(&record.to),
-                FileName::parse(&record.file_name),
-                PdfDocument::from_bytes(message.pdf),
-            ) else {
-                let _ = self
-                    .inner
-                    .journal
-                    .set_status(
-                        &MessageId::from_stored(record.message_id.as_str()),
-                        DeliveryStatus::Failed,
-                        Some("unreadable after restart".into()),
-                    )
-                    .await;
+        for record in pending {
+            let message_id = MessageId::from_stored(record.message_id.as_str());
+            let Some((session, job)) = Job::from_record(record) else {
+                self.set_status(&message_id, DeliveryStatus::Failed, Some("unreadable after restart".into())).await;
                 continue;
-            };
-            let job = Job {
-                id: MessageId::from_stored(record.message_id),
-                to,
-                pdf,
-                file_name,
-                accepted_at_ms: record.created_at,
             };
             let lane = self.lane(&session);
             self.push(&lane, job);
@@ -200,7 +196,7 @@ impl Queue {
     }
 
     fn push(&self, lane: &Lane, job: Job) {
-        let size = job.size();
+        let size = job.size;
         {
             let mut totals = self.inner.totals.lock().unwrap_or_else(|p| p.into_inner());
             totals.0 += 1;
@@ -234,12 +230,14 @@ impl Queue {
             pdf: pdf.bytes().clone(),
             idempotency,
         };
+        // From here on the bytes live in the journal's outbox only: the queue keeps none.
+        drop(pdf);
         let accepted = self.inner.journal.accept(message).await;
         self.release(&lane, size);
         match accepted {
             Ok(Accepted::New) => {
                 let accepted_at_ms = journal::now_ms();
-                self.push(&lane, Job { id: id.clone(), to, pdf, file_name, accepted_at_ms });
+                self.push(&lane, Job { id: id.clone(), to, file_name, size, accepted_at_ms });
                 tracing::info!(session = %session, message_id = %id, "PDF queued");
                 Ok(Enqueued::New(id))
             }
@@ -287,12 +285,12 @@ impl Queue {
             let mut state = lane.lock();
             let job = state.jobs.pop_front();
             if let Some(job) = &job {
-                state.bytes = state.bytes.saturating_sub(job.size());
+                state.bytes = state.bytes.saturating_sub(job.size);
             }
             job
         };
         if let Some(job) = removed {
-            let size = job.size();
+            let size = job.size;
             let mut totals = self.inner.totals.lock().unwrap_or_else(|p| p.into_inner());
             totals.0 = totals.0.saturating_sub(1);
             totals.1 = totals.1.saturating_sub(size);

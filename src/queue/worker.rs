@@ -1,6 +1,7 @@
 //! One worker per session: take the oldest job, wait for the session to be connected, pace,
-//! send, wait for WhatsApp's server ack, and on failure back off and try the same job again
-//! with the same message id (order is kept).
+//! read its PDF from the journal's outbox, send, wait for WhatsApp's server ack, and on failure
+//! back off and try the same job again with the same message id (order is kept). The PDF's bytes
+//! are in memory only during an attempt.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,8 +9,8 @@ use std::time::{Duration, Instant};
 use rand::RngExt as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::SessionId;
-use crate::journal::{self, DeliveryStatus};
+use crate::domain::{PdfDocument, SessionId};
+use crate::journal::{self, DeliveryStatus, PDF_MISSING};
 use crate::queue::{ACK_TIMEOUT, Job, Lane, Queue};
 use crate::session::Status;
 use crate::session::upstream::{self, UpstreamError};
@@ -23,6 +24,8 @@ pub(crate) enum Outcome {
     Failed(String),
     /// Try again later.
     Retry(String),
+    /// The PDF is no longer in the outbox.
+    PdfMissing,
 }
 
 pub(crate) struct Worker {
@@ -97,6 +100,10 @@ impl Worker {
                     self.fail(&job, reason).await;
                     attempts = 0;
                 }
+                Outcome::PdfMissing => {
+                    self.pdf_missing(&job).await;
+                    attempts = 0;
+                }
                 Outcome::Retry(reason) => {
                     metrics::counter!(crate::metrics::SENDS, "outcome" => "retry").increment(1);
                     attempts = match self.queue.journal().record_attempt(&job.id, Some(reason.clone())).await {
@@ -155,6 +162,25 @@ impl Worker {
         self.queue.finish_front(&self.lane);
     }
 
+    /// The job's PDF is gone. A server ack that came late (after its wait timed out) finishes
+    /// the message and deletes its PDF while the job waits for its retry: then it is done.
+    /// Otherwise the file was lost, and the message fails with [`PDF_MISSING`].
+    async fn pdf_missing(&self, job: &Job) {
+        let finished = match self.queue.journal().get(&job.id).await {
+            Ok(record) => record.is_some_and(|r| r.status.is_final()),
+            Err(e) => {
+                tracing::error!(message_id = %job.id, error = %e, "cannot read a message's status");
+                false
+            }
+        };
+        if finished {
+            tracing::info!(session = %self.session, message_id = %job.id, "already finished; not sent again");
+            self.queue.finish_front(&self.lane);
+        } else {
+            self.fail(job, PDF_MISSING.to_owned()).await;
+        }
+    }
+
     /// Waits out the per-session minimum gap between sends, plus up to 50 % jitter.
     async fn pace(&self, cancel: &CancellationToken) -> bool {
         let interval = self.queue.settings().min_interval;
@@ -187,22 +213,22 @@ impl Worker {
     }
 }
 
+/// One try at sending `job`: the on-WhatsApp check, then the PDF (read for this attempt only,
+/// and dropped once handed over), then the wait for the server's ack.
 async fn attempt(queue: &Queue, client: &whatsapp_rust::Client, job: &Job) -> Outcome {
-    let registered = match queue.known_on_whatsapp(&job.to) {
-        Some(known) => known,
-        None => match upstream::is_on_whatsapp(client, &job.to).await {
-            Ok(registered) => {
-                queue.remember_on_whatsapp(&job.to, registered);
-                registered
-            }
-            Err(e) => return Outcome::Retry(format!("on-WhatsApp check failed: {e}")),
-        },
-    };
-    if !registered {
-        return Outcome::Failed(UpstreamError::NotOnWhatsApp.to_string());
+    match registered(queue, client, job).await {
+        Ok(true) => {}
+        Ok(false) => return Outcome::Failed(UpstreamError::NotOnWhatsApp.to_string()),
+        Err(outcome) => return outcome,
     }
+    let pdf = match load_pdf(queue, job).await {
+        Ok(pdf) => pdf,
+        Err(outcome) => return outcome,
+    };
     let ack = queue.expect_ack(&job.id);
-    if let Err(e) = upstream::send_pdf(client, &job.to, &job.pdf, &job.file_name, job.id.as_str()).await {
+    let sent = upstream::send_pdf(client, &job.to, &pdf, &job.file_name, job.id.as_str()).await;
+    drop(pdf);
+    if let Err(e) = sent {
         queue.forget_ack(&job.id);
         return if e.is_permanent() { Outcome::Failed(e.to_string()) } else { Outcome::Retry(e.to_string()) };
     }
@@ -213,5 +239,30 @@ async fn attempt(queue: &Queue, client: &whatsapp_rust::Client, job: &Job) -> Ou
             queue.forget_ack(&job.id);
             Outcome::Retry("no server ack in time".into())
         }
+    }
+}
+
+/// Whether the recipient is on WhatsApp, asked once per number.
+async fn registered(queue: &Queue, client: &whatsapp_rust::Client, job: &Job) -> Result<bool, Outcome> {
+    if let Some(known) = queue.known_on_whatsapp(&job.to) {
+        return Ok(known);
+    }
+    match upstream::is_on_whatsapp(client, &job.to).await {
+        Ok(registered) => {
+            queue.remember_on_whatsapp(&job.to, registered);
+            Ok(registered)
+        }
+        Err(e) => Err(Outcome::Retry(format!("on-WhatsApp check failed: {e}"))),
+    }
+}
+
+/// The job's PDF, read from the journal's outbox off the async workers.
+async fn load_pdf(queue: &Queue, job: &Job) -> Result<PdfDocument, Outcome> {
+    match queue.journal().read_pdf(&job.id).await {
+        Ok(Some(bytes)) => {
+            PdfDocument::from_bytes(bytes).map_err(|e| Outcome::Failed(format!("the stored PDF is unusable: {e}")))
+        }
+        Ok(None) => Err(Outcome::PdfMissing),
+        Err(e) => Err(Outcome::Retry(format!("cannot read the stored PDF: {e}"))),
     }
 }

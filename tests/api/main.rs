@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backlog;
 mod crash;
 mod durability;
 mod gateway;

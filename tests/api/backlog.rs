@@ -1,0 +1,124 @@
+//! A backlog waits on disk, not in memory: PDFs queued while the session is down are read back
+//! from the journal's outbox when their turn comes, after a restart too, in order and intact;
+//! one that vanished from disk fails as `pdf missing` and the others still go.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::*;
+use fake_whatsapp::{FakeEvent, FakeWhatsApp};
+
+const BACKLOG: usize = 30;
+
+/// A distinct PDF of about 64 KiB.
+fn big_pdf(tag: &str) -> Vec<u8> {
+    let mut bytes = pdf(tag);
+    bytes.extend(tag.bytes().cycle().take(64 * 1024));
+    bytes
+}
+
+/// The PDFs waiting in the journal's outbox.
+fn outbox_pdfs(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("data").join("outbox"))
+        .map(|entries| entries.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".pdf")).count())
+        .unwrap_or(0)
+}
+
+/// (waiting messages, waiting bytes) of a session, from `GET /api/sessions/{id}`.
+async fn depth(app: &TestApp, session: &str) -> (u64, u64) {
+    let (status, view) = app.request("GET", &format!("/api/sessions/{session}"), Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{view}");
+    (view["queue"]["pending"].as_u64().unwrap_or(0), view["queue"]["bytes"].as_u64().unwrap_or(0))
+}
+
+/// Queues `count` PDFs for `to`; returns (message id, sha256, size) of each, in order.
+async fn queue_pdfs(app: &TestApp, session: &str, to: &str, count: usize) -> Vec<(String, String, u64)> {
+    let mut queued = Vec::new();
+    for n in 0..count {
+        let bytes = big_pdf(&format!("backlog {session} {n:02}"));
+        let (status, body) = app.send_pdf(session, to, &bytes, Some(&format!("backlog-{n:02}.pdf"))).await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["messageId"].as_str().expect("messageId").to_owned();
+        queued.push((id, sha256_hex(&bytes), bytes.len() as u64));
+    }
+    queued
+}
+
+/// Links a session that was created but never linked: a new watcher, its QR scanned by `phone`.
+async fn link_later(app: &TestApp, fake: &FakeWhatsApp, session: &str, phone: &str) {
+    let mut ws = app.ws(session).await;
+    let qr = ws.next_qr().await;
+    fake.admin().scan(&qr, phone).await.expect("scan");
+    loop {
+        match ws.next().await {
+            Got::Frame(e, d) if e == "status" && d == "connected" => return,
+            Got::Frame(..) => continue,
+            other => panic!("expected connected, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_queued_while_down_is_rebuilt_from_disk_and_arrives_in_order() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let jid = link(&app, &fake, "atrasos", "51900000050").await;
+    let mut events = fake.subscribe();
+
+    // The connection drops and WhatsApp refuses every reconnect until the test lets it in.
+    fake.admin().refuse_for(Duration::from_secs(3600));
+    fake.admin().drop_connection(&jid).expect("drop");
+    wait_event(&mut events, |e| matches!(e, FakeEvent::DeviceDisconnected { jid: j } if *j == jid).then_some(())).await;
+    let queued = queue_pdfs(&app, "atrasos", "51987000050", BACKLOG).await;
+    let total_bytes: u64 = queued.iter().map(|(_, _, size)| size).sum();
+    assert_eq!(depth(&app, "atrasos").await, (BACKLOG as u64, total_bytes));
+    assert_eq!(outbox_pdfs(&dir), BACKLOG, "every waiting PDF is on disk");
+    assert!(fake.admin().messages("51987000050").is_empty(), "nothing left while down");
+
+    // A restart: the queue is rebuilt from the journal, with the same bounds accounting.
+    app.stop().await;
+    let app = TestApp::spawn(&fake, &dir).await;
+    assert_eq!(depth(&app, "atrasos").await, (BACKLOG as u64, total_bytes), "rebuilt from disk");
+    fake.admin().refuse_for(Duration::ZERO);
+
+    for (n, (id, sha, _)) in queued.iter().enumerate() {
+        let got = wait_message(&mut events, "51987000050").await;
+        assert_eq!(&got.id, id, "PDF {n} arrives in its turn");
+        assert_eq!(&got.document.expect("a document").sha256, sha, "PDF {n} arrives intact");
+    }
+    let (last, _, _) = &queued[BACKLOG - 1];
+    app.wait_status(last, "delivered").await;
+    assert_eq!(fake.admin().messages("51987000050").len(), BACKLOG, "each sent once");
+    assert_eq!(depth(&app, "atrasos").await, (0, 0));
+    assert_eq!(outbox_pdfs(&dir), 0, "sent PDFs leave the disk");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_pdf_that_vanished_from_disk_fails_and_the_others_are_sent() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    // A session that exists but is not linked yet: its PDFs wait.
+    let mut ws = app.ws("perdidos").await;
+    ws.expect("status", "initializing").await;
+    drop(ws);
+    let queued = queue_pdfs(&app, "perdidos", "51987000051", 3).await;
+    let (lost, _, _) = &queued[1];
+    std::fs::remove_file(dir.join("data").join("outbox").join(format!("{lost}.pdf"))).expect("remove the pdf");
+
+    let mut events = fake.subscribe();
+    link_later(&app, &fake, "perdidos", "51900000051").await;
+    for n in [0, 2] {
+        let (id, sha, _) = &queued[n];
+        let got = wait_message(&mut events, "51987000051").await;
+        assert_eq!(&got.id, id, "PDF {n} arrives in its turn");
+        assert_eq!(&got.document.expect("a document").sha256, sha);
+    }
+    let failed = app.wait_status(lost, "failed").await;
+    assert_eq!(failed["lastError"], "pdf missing", "{failed}");
+    app.stop().await;
+    fake.shutdown().await;
+}
