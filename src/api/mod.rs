@@ -67,7 +67,9 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         )
         .layer(middleware::from_fn(record_metrics))
         .layer(cors(cors_origins))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        // 5xx are logged once, with their cause, by `ApiError`; an expected 503 (no QR yet, no
+        // WhatsApp) is not an error of ours.
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
 }

@@ -9,6 +9,45 @@ use utoipa::{Modify, OpenApi};
 
 use crate::api::state::AppState;
 
+/// A phone number: 7 to 15 digits, an optional leading `+`, spaces and dashes anywhere.
+pub(crate) const PHONE_PATTERN: &str = r"^\+?(?:[ -]*[0-9]){7,15}[ -]*$";
+
+/// `{sessionId}` in a path.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only documents the parameter; handlers parse the path themselves.
+pub(crate) struct SessionPath {
+    /// The session id.
+    #[param(rename = "sessionId", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", example = "tienda_lima")]
+    session_id: String,
+}
+
+/// A phone number, as a string (`+`, spaces and dashes allowed) or a JSON integer.
+pub(crate) struct PhoneField;
+
+impl utoipa::PartialSchema for PhoneField {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(PHONE_PATTERN))
+                    .examples([serde_json::json!("51987654321")]),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1_000_000))
+                    .maximum(Some(999_999_999_999_999_i64)),
+            )
+            .description(Some("Digits with the country code, e.g. 51987654321; '+', spaces and dashes are ignored"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PhoneField {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(

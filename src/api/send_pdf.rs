@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use crate::api::auth::{Caller, Scope};
 use crate::api::body::{PdfLimit, RequestBody};
 use crate::api::error::{ApiError, ErrorBody};
+use crate::api::openapi::PhoneField;
 use crate::api::state::AppState;
 use crate::domain::SessionId;
 use crate::domain::{FileName, PdfDocument, PhoneNumber};
@@ -40,23 +41,35 @@ struct SendPdfBody {
     session_id: String,
     /// The recipient: 7 to 15 digits with the country code; `+`, spaces and dashes are ignored.
     /// A JSON integer is accepted too.
-    #[schema(example = "51987654321")]
-    to: PhoneField,
-    /// The PDF as standard base64, optionally as a `data:application/pdf;base64,` URL.
-    #[schema(example = "JVBERi0xLjQKJSVFT0YK")]
+    #[schema(value_type = PhoneField)]
+    to: String,
+    /// The PDF (at most 16 MiB) as standard padded base64, optionally as a
+    /// `data:application/pdf;base64,` URL; it must decode to a file starting with `%PDF-`.
+    #[schema(
+        example = "JVBERi0xLjQKJSVFT0YK",
+        pattern = "^(?:data:application/pdf;base64,)?JVBERi0[A-Za-z0-9+/](?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+        max_length = 22369652
+    )]
     pdf_base64: String,
-    /// The name the recipient sees; `.pdf` is added when missing. Default `Comprobante.pdf`.
-    #[schema(example = "F001-123.pdf")]
+    /// The name the recipient sees (at most 255 characters, no `/`, `\` or control characters);
+    /// `.pdf` is added when missing. Default `Comprobante.pdf`.
+    #[schema(
+        example = "F001-123.pdf",
+        max_length = 255,
+        pattern = r"^[^/\\\x00-\x1f\x7f-\x9f]*[^/\\\x00-\x1f\x7f-\x9f\s][^/\\\x00-\x1f\x7f-\x9f]*$"
+    )]
     file_name: Option<String>,
 }
 
-/// A phone number as a string or an integer.
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-#[serde(untagged)]
-enum PhoneField {
-    Text(String),
-    Number(u64),
+/// The optional `Idempotency-Key` header.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Only documents the header; the handler reads it.
+struct IdempotencyHeader {
+    /// 1-255 visible ASCII characters (e.g. the invoice number): the same key and body answer as
+    /// the first time and send nothing new; the same key with another body is 422.
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$", example = "F001-123")]
+    idempotency_key: Option<String>,
 }
 
 /// Queue a PDF for delivery (needs `messages:send` on the session).
@@ -65,8 +78,7 @@ enum PhoneField {
 /// order per session, retrying with backoff while the session is down.
 #[utoipa::path(post, path = "/api/send-pdf", tag = "messages",
     request_body(content = SendPdfBody, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "1-255 visible ASCII characters: the same key and body answer as the first time")),
+    params(IdempotencyHeader),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Queued (durable)", body = SendPdfAccepted),

@@ -20,6 +20,7 @@ use crate::api::auth::{Caller, Scope};
 use crate::api::body::{RequestBody, SmallLimit};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::json_response;
+use crate::api::openapi::{PhoneField, SessionPath};
 use crate::api::state::AppState;
 use crate::domain::{InvalidSessionId, SessionId};
 use crate::session::{Account, SessionSummary, Status};
@@ -102,11 +103,11 @@ struct PngImage(Vec<u8>);
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)] // Describes the JSON for the OpenAPI document; parsing is by hand.
 struct CreateSessionBody {
-    /// The id; generated when absent. `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`.
-    #[schema(example = "tienda_lima")]
+    /// The id; generated when absent.
+    #[schema(example = "tienda_lima", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     session_id: Option<String>,
     /// Up to 256 characters.
-    #[schema(example = "Caja principal, Lima")]
+    #[schema(example = "Caja principal, Lima", max_length = 256)]
     description: Option<String>,
     /// Any JSON object (up to 16 KiB), kept and echoed.
     #[schema(value_type = Option<Object>)]
@@ -156,6 +157,8 @@ fn parse_create(body: &[u8]) -> Result<NewSession, ApiError> {
     }
     let mut object = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => object,
+        // The body is optional, and `null` says so in JSON.
+        Ok(Value::Null) => return Ok(NewSession::default()),
         _ => return Err(ApiError::BadJson),
     };
     let id = match object.remove("sessionId") {
@@ -184,7 +187,8 @@ fn parse_create(body: &[u8]) -> Result<NewSession, ApiError> {
 
 /// Create a session (needs `sessions:write`). It waits, unlinked, until someone links it.
 #[utoipa::path(post, path = "/api/sessions", tag = "sessions",
-    request_body(content = CreateSessionBody, content_type = "application/json"),
+    request_body(content = Option<CreateSessionBody>, content_type = "application/json",
+        description = "Optional: without a body the id is generated"),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = SessionView),
@@ -232,7 +236,7 @@ async fn list_sessions(State(state): State<AppState>, caller: Caller) -> Result<
 
 /// One session (needs `sessions:read`).
 #[utoipa::path(get, path = "/api/sessions/{sessionId}", tag = "sessions",
-    params(("sessionId" = String, Path, description = "Session id")),
+    params(SessionPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The session", body = SessionView),
@@ -260,7 +264,7 @@ async fn get_session(
 /// so a client that polls keeps it alive. Waits up to 10 s for the first code. Answers the PNG
 /// with `Accept: image/png`, JSON otherwise.
 #[utoipa::path(get, path = "/api/sessions/{sessionId}/qr", tag = "sessions",
-    params(("sessionId" = String, Path, description = "Session id")),
+    params(SessionPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The QR code (JSON, or the PNG with Accept: image/png)",
@@ -321,7 +325,7 @@ async fn session_qr(
 
 /// Restart the session: a new client on the same credentials (needs `sessions:write`).
 #[utoipa::path(post, path = "/api/sessions/{sessionId}/restart", tag = "sessions",
-    params(("sessionId" = String, Path, description = "Session id")),
+    params(SessionPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Restarting; the session as it is now", body = SessionView),
@@ -347,7 +351,7 @@ async fn restart_session(
 /// Log out: unlink from the phone and delete the credentials, keep the session (needs
 /// `sessions:write`). Logging out a logged-out session is a 200 too.
 #[utoipa::path(post, path = "/api/sessions/{sessionId}/logout", tag = "sessions",
-    params(("sessionId" = String, Path, description = "Session id")),
+    params(SessionPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Logged out; the session", body = SessionView),
@@ -374,7 +378,7 @@ async fn logout_session(
 /// `sessions.config.json`. Its queued messages fail with `SESSION_DELETED` (needs
 /// `sessions:write`).
 #[utoipa::path(delete, path = "/api/sessions/{sessionId}", tag = "sessions",
-    params(("sessionId" = String, Path, description = "Session id")),
+    params(SessionPath),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
@@ -403,7 +407,7 @@ async fn delete_session(
 #[allow(dead_code)] // Describes the JSON for the OpenAPI document; parsing is by hand.
 struct PairingCodeBody {
     /// The number of the phone being linked, with country code (`+`, spaces, dashes ignored).
-    #[schema(example = "51987654321")]
+    #[schema(value_type = PhoneField)]
     phone: String,
 }
 
@@ -418,7 +422,7 @@ pub struct PairingCodeView {
 /// Link by pairing code instead of a QR (needs `sessions:write`): WhatsApp sends the phone a
 /// notification, and the person types this code there.
 #[utoipa::path(post, path = "/api/sessions/{sessionId}/pairing-code", tag = "sessions",
-    params(("sessionId" = String, Path, description = "Session id")),
+    params(SessionPath),
     request_body(content = PairingCodeBody, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
@@ -541,6 +545,7 @@ mod tests {
         assert_eq!(description.as_deref(), Some("Lima"));
         assert_eq!(metadata.unwrap()["owner"], "ventas");
         assert!(matches!(parse_create(b"[]"), Err(ApiError::BadJson)));
+        assert!(matches!(parse_create(b"null"), Ok(NewSession { id: None, .. })));
         assert!(matches!(parse_create(br#"{"sessionId":"../x"}"#), Err(ApiError::InvalidSessionId(_))));
         assert!(matches!(parse_create(br#"{"sessionId":1}"#), Err(ApiError::WrongFieldType { .. })));
         assert!(matches!(parse_create(br#"{"metadata":[1]}"#), Err(ApiError::WrongFieldType { .. })));

@@ -11,6 +11,6 @@ mod values;
 pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId};
 pub use status::DeliveryStatus;
 pub use values::{
-    DEFAULT_FILE_NAME, FileName, InvalidFileName, InvalidPhone, MAX_FILE_NAME_BYTES, MAX_PDF_BYTES, PdfDocument,
+    DEFAULT_FILE_NAME, FileName, InvalidFileName, InvalidPhone, MAX_FILE_NAME_CHARS, MAX_PDF_BYTES, PdfDocument,
     PdfError, PhoneNumber,
 };

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -17,8 +17,8 @@ pub const MAX_PDF_BYTES: usize = 16 * 1024 * 1024;
 /// Name given to a document when the request does not say (as in the Node service).
 pub const DEFAULT_FILE_NAME: &str = "Comprobante.pdf";
 
-/// Longest accepted file name in bytes (common file-system limit).
-pub const MAX_FILE_NAME_BYTES: usize = 255;
+/// Longest accepted file name, in characters, as given (before `.pdf` is added).
+pub const MAX_FILE_NAME_CHARS: usize = 255;
 
 // ---------------------------------------------------------------------------------------------
 
@@ -98,6 +98,11 @@ pub enum PdfError {
     },
 }
 
+/// Standard padded base64 that ignores the unused bits of the last character, as most
+/// encoders and decoders do: a client's non-canonical encoder must not make a PDF "invalid".
+const LENIENT: GeneralPurpose =
+    GeneralPurpose::new(&base64::alphabet::STANDARD, GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true));
+
 const DATA_URL_PREFIX: &str = "data:application/pdf;base64,";
 const PDF_MAGIC: &[u8] = b"%PDF-";
 
@@ -130,7 +135,7 @@ impl PdfDocument {
         } else {
             Cow::Owned(payload.chars().filter(|c| !c.is_ascii_whitespace()).collect())
         };
-        let bytes = STANDARD.decode(compact.as_bytes()).map_err(|_| PdfError::InvalidBase64)?;
+        let bytes = LENIENT.decode(compact.as_bytes()).map_err(|_| PdfError::InvalidBase64)?;
         if bytes.is_empty() {
             return Err(PdfError::Empty);
         }
@@ -200,14 +205,14 @@ pub enum InvalidFileName {
     /// Contains a control character (e.g. a newline).
     #[error("the file name must not contain control characters")]
     ControlChar,
-    /// Longer than [`MAX_FILE_NAME_BYTES`] (after adding `.pdf`).
-    #[error("the file name is longer than 255 bytes")]
+    /// Longer than [`MAX_FILE_NAME_CHARS`].
+    #[error("the file name is longer than 255 characters")]
     TooLong,
 }
 
 impl FileName {
-    /// Trims, rejects empty names, `/`, `\`, control characters and names over 255 bytes, and
-    /// appends `.pdf` unless the name already ends in `.pdf` (any case).
+    /// Trims, rejects empty names, `/`, `\`, control characters and names over 255 characters,
+    /// and appends `.pdf` unless the name already ends in `.pdf` (any case).
     pub fn parse(raw: &str) -> Result<FileName, InvalidFileName> {
         let name = raw.trim();
         if name.is_empty() {
@@ -224,10 +229,10 @@ impl FileName {
             .checked_sub(4)
             .and_then(|start| name.get(start..))
             .is_some_and(|ext| ext.eq_ignore_ascii_case(".pdf"));
-        let name = if has_pdf_ext { name.to_owned() } else { format!("{name}.pdf") };
-        if name.len() > MAX_FILE_NAME_BYTES {
+        if name.chars().count() > MAX_FILE_NAME_CHARS {
             return Err(InvalidFileName::TooLong);
         }
+        let name = if has_pdf_ext { name.to_owned() } else { format!("{name}.pdf") };
         Ok(FileName(name))
     }
 
@@ -257,7 +262,7 @@ mod tests {
     const PDF: &[u8] = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n%%EOF\n";
 
     fn b64(bytes: &[u8]) -> String {
-        STANDARD.encode(bytes)
+        base64::engine::general_purpose::STANDARD.encode(bytes)
     }
 
     // --- PhoneNumber ---
@@ -386,12 +391,19 @@ mod tests {
     }
 
     #[test]
-    fn file_name_length_counts_the_added_extension() {
-        assert!(FileName::parse(&format!("{}.pdf", "a".repeat(251))).is_ok()); // 255
+    fn file_name_length_counts_characters_as_given() {
+        // The OpenAPI document says maxLength 255 (characters, as JSON Schema counts them).
+        assert!(FileName::parse(&format!("{}.pdf", "a".repeat(251))).is_ok());
         assert_eq!(FileName::parse(&format!("{}.pdf", "a".repeat(252))), Err(InvalidFileName::TooLong));
-        assert!(FileName::parse(&"a".repeat(251)).is_ok()); // 251 + ".pdf" = 255
-        assert_eq!(FileName::parse(&"a".repeat(252)), Err(InvalidFileName::TooLong));
-        // Multi-byte: 128 × 'ñ' = 256 bytes.
-        assert_eq!(FileName::parse(&"ñ".repeat(128)), Err(InvalidFileName::TooLong));
+        assert_eq!(FileName::parse(&"a".repeat(255)).unwrap().as_str().len(), 259);
+        assert_eq!(FileName::parse(&"a".repeat(256)), Err(InvalidFileName::TooLong));
+        assert!(FileName::parse(&"ñ".repeat(255)).is_ok());
+        assert_eq!(FileName::parse(&"ñ".repeat(256)), Err(InvalidFileName::TooLong));
+    }
+
+    #[test]
+    fn trailing_bits_of_base64_are_ignored() {
+        // "JVBERi0xLh==" has non-zero unused bits in its last character; it is still "%PDF-1.".
+        assert_eq!(PdfDocument::from_base64("JVBERi0xLh==").unwrap().bytes().as_ref(), b"%PDF-1.");
     }
 }

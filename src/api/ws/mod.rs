@@ -18,11 +18,35 @@ use utoipa_axum::routes;
 
 use crate::api::auth::Scope;
 use crate::api::error::{ApiError, ErrorBody};
+use crate::api::openapi::SessionPath;
 use crate::api::state::AppState;
 use crate::domain::{InvalidSessionId, SessionId};
 use crate::session::SessionError;
 
 pub use pump::{Frame, StatusFrame};
+
+/// The headers of a WebSocket opening handshake (RFC 6455 §4.1); browsers send them.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Only documents the headers; `handshake` checks them.
+struct UpgradeHeaders {
+    /// `Upgrade` (a token list that contains it).
+    #[param(rename = "Connection", pattern = "^[Uu]pgrade$", example = "Upgrade")]
+    connection: String,
+    /// `websocket`.
+    #[param(rename = "Upgrade", pattern = "^websocket$", example = "websocket")]
+    upgrade: String,
+    /// `13`.
+    #[param(rename = "Sec-WebSocket-Version", pattern = "^13$", example = "13")]
+    version: String,
+    /// 16 random bytes, base64.
+    #[param(
+        rename = "Sec-WebSocket-Key",
+        pattern = "^[A-Za-z0-9+/]{21}[AQgw]==$",
+        example = "dGhlIHNhbXBsZSBub25jZQ=="
+    )]
+    key: String,
+}
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(session_socket))
@@ -37,8 +61,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 /// as a bearer header, as `?token=`, or as the subprotocol `bearer.TOKEN` (echoed). A new session
 /// id is added to `sessions.config.json`.
 #[utoipa::path(get, path = "/ws/session/{sessionId}", tag = "sessions",
-    params(
-        ("sessionId" = String, Path, description = "Session id: ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"),
+    params(SessionPath, UpgradeHeaders,
         ("token" = Option<String>, Query, description = "The API token, for browsers (prefer the bearer.TOKEN subprotocol)"),
     ),
     security(("bearer" = []), ("query_token" = [])),
