@@ -176,10 +176,7 @@ impl SendPdfRequest {
         let raw: RawRequest = serde_json::from_slice(body).map_err(|_| ApiError::BadJson)?;
 
         let session_id = SessionId::parse(&required_string(raw.session_id, "sessionId")?)?;
-        let to = match raw.to {
-            Some(Value::Number(n)) if n.is_u64() => PhoneNumber::parse(&n.to_string())?,
-            other => PhoneNumber::parse(&required_string(other, "to")?)?,
-        };
+        let to = phone_field(raw.to, "to")?;
         let pdf = PdfDocument::from_base64(&required_string(raw.pdf_base64, "pdfBase64")?)?;
         let file_name = match raw.file_name {
             None | Some(Value::Null) => FileName::default(),
@@ -190,6 +187,22 @@ impl SendPdfRequest {
         };
 
         Ok(SendPdfRequest { session_id, to, pdf, file_name })
+    }
+}
+
+/// A phone number given as a string or as a JSON number: an integer, or a number with no
+/// fraction (`51987654321.0` is the same integer to JSON Schema).
+pub(crate) fn phone_field(value: Option<Value>, field: &'static str) -> Result<PhoneNumber, ApiError> {
+    match value {
+        Some(Value::Number(n)) => {
+            let digits = match (n.as_u64(), n.as_f64()) {
+                (Some(whole), _) => whole.to_string(),
+                (None, Some(f)) if f.fract() == 0.0 && (0.0..1e15).contains(&f) => format!("{f:.0}"),
+                _ => return Err(ApiError::WrongFieldType { field, expected: "a phone number" }),
+            };
+            Ok(PhoneNumber::parse(&digits)?)
+        }
+        other => Ok(PhoneNumber::parse(&required_string(other, field)?)?),
     }
 }
 
@@ -290,6 +303,10 @@ mod tests {
         assert_eq!(SendPdfRequest::parse(&body(v.clone())).unwrap().to.digits(), "51987654321");
         v["to"] = json!("12345");
         assert!(matches!(SendPdfRequest::parse(&body(v.clone())), Err(ApiError::InvalidPhone(_))));
+        v["to"] = json!(51987654321.0);
+        assert_eq!(SendPdfRequest::parse(&body(v.clone())).unwrap().to.digits(), "51987654321");
+        v["to"] = json!(5198765432.5);
+        assert!(matches!(SendPdfRequest::parse(&body(v.clone())), Err(ApiError::WrongFieldType { field: "to", .. })));
         v["to"] = json!(-51987654321i64);
         assert!(matches!(SendPdfRequest::parse(&body(v)), Err(ApiError::WrongFieldType { field: "to", .. })));
     }

@@ -455,12 +455,7 @@ async fn pairing_code(
     crate::api::send_pdf::check_content_type(req.headers())?;
     let body = RequestBody::<SmallLimit>::from_request(req, &state).await?.bytes;
     let phone = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(mut object)) => match object.remove("phone") {
-            None | Some(Value::Null) => return Err(ApiError::MissingField("phone")),
-            Some(Value::String(raw)) => crate::domain::PhoneNumber::parse(&raw)?,
-            Some(Value::Number(n)) if n.is_u64() => crate::domain::PhoneNumber::parse(&n.to_string())?,
-            Some(_) => return Err(ApiError::WrongFieldType { field: "phone", expected: "a string" }),
-        },
+        Ok(Value::Object(mut object)) => crate::api::send_pdf::phone_field(object.remove("phone"), "phone")?,
         _ => return Err(ApiError::BadJson),
     };
     let code = state.sessions.pairing_code(&id, phone, state.qr_link_window).await??;
