@@ -21,7 +21,9 @@ async fn qr_scan_links_and_connects_quickly() {
     client.wait_for("PairSuccess", |e| matches!(e, Event::PairSuccess(_)).then_some(())).await;
     client.connected().await;
     let elapsed = started.elapsed();
-    assert!(elapsed.as_secs_f64() < 3.0, "Connected took {elapsed:?} after the scan");
+    // Not a speed target (the benchmark measures that): well under the client's 10 s app-state
+    // grace proves the phone's key share arrived, even on a loaded machine.
+    assert!(elapsed.as_secs_f64() < 8.0, "Connected took {elapsed:?} after the scan: the key share did not arrive");
     assert!(client.client.is_logged_in());
 
     let devices = fake.admin().devices();
