@@ -61,7 +61,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         Phase::Starting => "starting",
         Phase::Stopping => "stopping",
         Phase::Running if state.shutdown.is_cancelled() => "stopping",
-        Phase::Running if !state.journal.is_writable() => "journal_unwritable",
+        Phase::Running if !state.journal.is_writable().await => "journal_unwritable",
         Phase::Running => "ready",
     };
     let code = if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -43,6 +43,9 @@ use writer::{Command, Counters, Reply};
 /// Idempotency keys are kept at least this long; [`Journal::prune`] never removes younger ones.
 pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Size of the write that tells whether a journal that failed can be written again: a small PDF.
+pub const PROBE_BYTES: usize = 64 * 1024;
+
 /// The `last_error` of a pending message whose PDF was gone (found by [`Journal::open`] or
 /// [`Journal::pending`], or by the queue when [`Journal::read_pdf`] finds nothing).
 pub const PDF_MISSING: &str = "pdf missing";
@@ -136,7 +139,7 @@ impl Journal {
         let pdf = message.pdf;
         // The file write and the hand-over to the writer happen on one blocking task, so that
         // dropping this future cannot strand a PDF between the two.
-        tokio::task::spawn_blocking(move || {
+        let handed_over = tokio::task::spawn_blocking(move || {
             outbox.write_new(&row.message_id, &pdf)?;
             let message_id = row.message_id.clone();
             commands.blocking_send(Command::Accept { row, reply }).map_err(|_| {
@@ -145,7 +148,14 @@ impl Journal {
             })
         })
         .await
-        .map_err(|_| JournalError::Closed)??;
+        .map_err(|_| JournalError::Closed)?;
+        if let Err(error) = handed_over {
+            if matches!(error, JournalError::DiskFull | JournalError::Io(_)) {
+                // Readiness reports it until a write works again.
+                self.inner.counters.failing.store(true, Ordering::Relaxed);
+            }
+            return Err(error);
+        }
         answer.await.map_err(|_| JournalError::Closed)?
     }
 
@@ -251,10 +261,23 @@ impl Journal {
         }
     }
 
-    /// False when the writer has stopped or its latest batch failed to commit: `/health/ready`.
-    pub fn is_writable(&self) -> bool {
+    /// For `/health/ready`: false when the writer has stopped, or when the latest write failed
+    /// (a full disk, an I/O error) and a probe write of [`PROBE_BYTES`] still fails. The probe
+    /// runs only after a failure, so a recovered disk is seen even if no request comes.
+    pub async fn is_writable(&self) -> bool {
         let running = self.inner.commands.as_ref().is_some_and(|commands| !commands.is_closed());
-        running && !self.inner.counters.failing.load(Ordering::Relaxed)
+        if !running {
+            return false;
+        }
+        if !self.inner.counters.failing.load(Ordering::Relaxed) {
+            return true;
+        }
+        let outbox = self.inner.outbox.clone();
+        let writable = tokio::task::spawn_blocking(move || outbox.probe(PROBE_BYTES).is_ok()).await.unwrap_or(false);
+        if writable {
+            self.inner.counters.failing.store(false, Ordering::Relaxed);
+        }
+        writable
     }
 
     fn commands(&self) -> Result<&mpsc::Sender<Command>, JournalError> {

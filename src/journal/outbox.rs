@@ -79,6 +79,15 @@ impl Outbox {
         }
     }
 
+    /// Writes, fsyncs and removes a scratch file of `size` bytes: can this outbox take a PDF now?
+    pub(super) fn probe(&self, size: usize) -> io::Result<()> {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let temp = self.dir.join(format!(".probe.{}-{n}.tmp", std::process::id()));
+        let result = write_synced(&temp, &vec![0u8; size]);
+        remove_if_exists(&temp);
+        result
+    }
+
     /// fsyncs the directory, making every name created or removed in it so far durable.
     pub(super) fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()

@@ -163,6 +163,49 @@ async fn a_full_disk_is_507_writes_nothing_and_recovers() {
     fake.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_says_when_the_journal_cannot_be_written_and_recovers_by_itself() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    // A small tmpfs as the data directory; needs root (as on CI).
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(mounted, "mounting a tmpfs needs root, as on CI");
+    let _unmount = Unmount(data.clone());
+    std::fs::write(dir.join("sessions.config.json"), r#"[{"sessionId":"lleno"}]"#).unwrap();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let (status, ready) = app.request("GET", "/health/ready", None, None).await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+
+    // Fill the disk to the last byte, then a PDF is refused.
+    let filler = data.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+    }
+    let (status, _) = app.send_pdf("lleno", "51987000034", &pdf("lleno"), None).await;
+    assert_eq!(status, 507);
+    let (status, ready) = app.request("GET", "/health/ready", None, None).await;
+    assert_eq!((status, ready["status"].as_str()), (503, Some("journal_unwritable")));
+    let (status, _) = app.request("GET", "/health/live", None, None).await;
+    assert_eq!(status, 200, "alive all the same");
+
+    // Space comes back: ready again without any request having to succeed first.
+    std::fs::remove_file(&filler).unwrap();
+    let (status, ready) = app.request("GET", "/health/ready", None, None).await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+    app.stop().await;
+    fake.shutdown().await;
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
