@@ -53,6 +53,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("HTTP_REQUEST_TIMEOUT_SECS", "30"),
     ("HTTP_MAX_CONNECTIONS", "1024"),
     ("HTTP_MAX_HEADER_BYTES", "16384"),
+    ("HTTP_MAX_JSON_BYTES", "65536"),
     ("WS_MAX_MESSAGE_BYTES", "65536"),
     ("RATE_LIMIT_PER_SECOND", "100"),
     ("RATE_LIMIT_BURST", "200"),
@@ -190,6 +191,8 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     /// `WS_MAX_MESSAGE_BYTES` (65536): largest message a WebSocket client may send (closed with 1009).
     pub ws_max_message_bytes: usize,
+    /// `HTTP_MAX_JSON_BYTES` (65536): body limit of every route but `POST /api/send-pdf`.
+    pub max_json_bytes: usize,
 }
 
 /// A token bucket: `per_second` sustained, `burst` at once.
@@ -269,6 +272,7 @@ struct Raw {
     http_request_timeout_secs: String,
     http_max_connections: String,
     http_max_header_bytes: String,
+    http_max_json_bytes: String,
     ws_max_message_bytes: String,
     rate_limit_per_second: String,
     rate_limit_burst: String,
@@ -371,6 +375,11 @@ impl Config {
             ws_max_message_bytes: parse_positive(
                 "WS_MAX_MESSAGE_BYTES",
                 &raw.ws_max_message_bytes,
+                "is not a positive number of bytes",
+            )?,
+            max_json_bytes: parse_positive(
+                "HTTP_MAX_JSON_BYTES",
+                &raw.http_max_json_bytes,
                 "is not a positive number of bytes",
             )?,
         };
@@ -742,6 +751,7 @@ mod tests {
         assert_eq!(config.http.max_connections, 1024);
         assert_eq!(config.http.max_header_bytes, 16384);
         assert_eq!(config.http.ws_max_message_bytes, 65536);
+        assert_eq!(config.http.max_json_bytes, 65536);
         assert_eq!(config.rate_limit, Some(RateLimit { per_second: 100, burst: 200 }));
         assert!(config.cors_allowed_origins.is_empty());
         assert_eq!(config.metrics_listen, None);

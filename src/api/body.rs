@@ -27,12 +27,12 @@ impl BodyLimit for PdfLimit {
     }
 }
 
-/// The small JSON routes: 64 KiB.
+/// `HTTP_MAX_JSON_BYTES`: every other route with a body.
 pub(crate) struct SmallLimit;
 
 impl BodyLimit for SmallLimit {
-    fn limit(_: &AppState) -> usize {
-        64 * 1024
+    fn limit(state: &AppState) -> usize {
+        state.limits.max_json_bytes
     }
 }
 

@@ -16,7 +16,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bumped when the schema changes; checked on open.
 const SCHEMA_VERSION: i64 = 1;
 
-const SCHEMA: &str = "
+/// The schema; its status lists come from [`DeliveryStatus::as_str`], the one place each status
+/// is spelled.
+fn schema() -> String {
+    let (all, open, finished) = (status_list(|_| true), status_list(is_open), status_list(DeliveryStatus::is_final));
+    format!(
+        "
 CREATE TABLE IF NOT EXISTS messages (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id  TEXT    NOT NULL UNIQUE,
@@ -24,17 +29,16 @@ CREATE TABLE IF NOT EXISTS messages (
     recipient   TEXT    NOT NULL,
     file_name   TEXT    NOT NULL,
     size        INTEGER NOT NULL,
-    status      TEXT    NOT NULL CHECK (status IN
-                    ('queued', 'sending', 'sent', 'delivered', 'read', 'failed')),
+    status      TEXT    NOT NULL CHECK (status IN {all}),
     attempts    INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT,
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS messages_open ON messages (seq)
-    WHERE status IN ('queued', 'sending');
+    WHERE status IN {open};
 CREATE INDEX IF NOT EXISTS messages_finished ON messages (updated_at)
-    WHERE status IN ('sent', 'delivered', 'read', 'failed');
+    WHERE status IN {finished};
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key         TEXT    PRIMARY KEY,
     fingerprint BLOB    NOT NULL,
@@ -42,7 +46,21 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_at  INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys (created_at);
-";
+"
+    )
+}
+
+/// Still to send: `queued` or `sending`.
+fn is_open(status: DeliveryStatus) -> bool {
+    !status.is_final()
+}
+
+/// `('queued', 'sending')`: the statuses `pick` keeps, as an SQL list.
+fn status_list(pick: impl Fn(DeliveryStatus) -> bool) -> String {
+    let quoted: Vec<String> =
+        DeliveryStatus::ALL.into_iter().filter(|s| pick(*s)).map(|s| format!("'{}'", s.as_str())).collect();
+    format!("({})", quoted.join(", "))
+}
 
 const RECORD_COLUMNS: &str = "message_id, session_id, recipient, file_name, status, attempts, \
                               last_error, created_at, updated_at, size";
@@ -84,7 +102,7 @@ pub(super) fn init_schema(conn: &Connection) -> Result<(), JournalError> {
         )));
     }
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(&schema())?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
@@ -196,10 +214,10 @@ pub(super) fn prune(conn: &Connection, keys_before: u64, finished_before: u64) -
     let idempotency_keys =
         conn.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?.execute([int(keys_before)])?;
     let messages = conn
-        .prepare_cached(
-            "DELETE FROM messages WHERE status IN ('sent', 'delivered', 'read', 'failed') \
-             AND updated_at < ?1",
-        )?
+        .prepare_cached(&format!(
+            "DELETE FROM messages WHERE status IN {} AND updated_at < ?1",
+            status_list(DeliveryStatus::is_final)
+        ))?
         .execute([int(finished_before)])?;
     Ok(Pruned { idempotency_keys: idempotency_keys as u64, messages: messages as u64 })
 }
@@ -215,7 +233,8 @@ pub(super) fn get(conn: &Connection, message_id: &str) -> Result<Option<MessageR
 /// The `queued` and `sending` messages, oldest acceptance first.
 pub(super) fn open_messages(conn: &Connection) -> Result<Vec<MessageRecord>, JournalError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {RECORD_COLUMNS} FROM messages WHERE status IN ('queued', 'sending') ORDER BY seq"
+        "SELECT {RECORD_COLUMNS} FROM messages WHERE status IN {} ORDER BY seq",
+        status_list(is_open)
     ))?;
     let records = stmt.query_map([], record_from_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(records)
@@ -244,4 +263,17 @@ pub(super) fn int(value: u64) -> i64 {
 fn get_u64(row: &Row<'_>, index: usize) -> rusqlite::Result<u64> {
     let value: i64 = row.get(index)?;
     u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(index, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lists_match_the_databases_already_on_disk() {
+        // Existing journals were created with these exact lists (CHECK and partial indexes).
+        assert_eq!(status_list(|_| true), "('queued', 'sending', 'sent', 'delivered', 'read', 'failed')");
+        assert_eq!(status_list(is_open), "('queued', 'sending')");
+        assert_eq!(status_list(DeliveryStatus::is_final), "('sent', 'delivered', 'read', 'failed')");
+    }
 }
