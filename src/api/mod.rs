@@ -158,3 +158,24 @@ fn cors(origins: &[String]) -> CorsLayer {
         .expose_headers([request_id::HEADER.clone(), header::RETRY_AFTER])
         .max_age(Duration::from_secs(600))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::DeliveryStatus;
+    use crate::session::Status;
+
+    /// The document's enums are derived from the variant names; the wire spells them with
+    /// `as_str`. This keeps the two from drifting apart.
+    #[test]
+    fn documented_status_enums_match_what_the_server_sends() {
+        let doc = serde_json::to_value(openapi_document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let documented = |name: &str| -> Vec<String> {
+            schemas[name]["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(documented("Status"), Status::ALL.map(|s| s.as_str().to_owned()));
+        assert_eq!(documented("DeliveryStatus"), DeliveryStatus::ALL.map(|s| s.as_str().to_owned()));
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    }
+}
