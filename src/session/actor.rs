@@ -259,34 +259,12 @@ pub(crate) async fn supervise(
             shared.idle.store(true, Ordering::SeqCst);
             // A watcher may have arrived between the check and the flag.
             if !shared.watched() {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = shared.wake.notified() => {}
-                    command = inbox.recv() => match command {
-                        None => break,
-                        Some(Command::Stop(reply)) => {
-                            shared.idle.store(false, Ordering::SeqCst);
-                            retire(&shared, reply);
-                            return;
-                        }
-                        Some(Command::Logout(reply)) => {
-                            // Nothing runs: deleting the store is the whole logout.
-                            if has_credentials(&shared.dir) {
-                                delete_credentials(&shared);
-                                shared.set_status(Status::LoggedOut, Some("logged out through the API".into()));
-                            }
-                            let _ = reply.send(());
-                        }
-                        Some(Command::Restart) => {
-                            if has_credentials(&shared.dir) {
-                                wait_for_watcher = false;
-                            }
-                        }
-                        Some(Command::PairCode(phone, reply)) => {
-                            pending_pair = Some((phone, reply));
-                            wait_for_watcher = false;
-                        }
-                    },
+                match pause(&shared, &mut inbox, &cancel, None, &mut pending_pair).await {
+                    Pause::Cancelled => break,
+                    Pause::Stopped => return,
+                    Pause::Over | Pause::LoggedOut => {}
+                    Pause::Restart => wait_for_watcher = !has_credentials(&shared.dir),
+                    Pause::PairCode => wait_for_watcher = false,
                 }
             }
             shared.idle.store(false, Ordering::SeqCst);
@@ -302,8 +280,14 @@ pub(crate) async fn supervise(
         // restart of many numbers is no thundering herd on WhatsApp.
         let slot = if std::mem::take(&mut first_start) && has_credentials(&shared.dir) {
             let jitter = Duration::from_millis(rand::rng().random_range(0..=STARTUP_JITTER_MS));
-            if !sleep_or_cancel(&cancel, jitter).await {
-                break;
+            match pause(&shared, &mut inbox, &cancel, Some(jitter), &mut pending_pair).await {
+                Pause::Cancelled => break,
+                Pause::Stopped => return,
+                Pause::LoggedOut => {
+                    wait_for_watcher = true;
+                    continue;
+                }
+                Pause::Over | Pause::Restart | Pause::PairCode => {}
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -321,8 +305,11 @@ pub(crate) async fn supervise(
                     s.error = Some("the session could not start; see the server log".into());
                     s.reason = s.error.clone();
                 });
-                if !sleep_or_cancel(&cancel, backoff).await {
-                    break;
+                match pause(&shared, &mut inbox, &cancel, Some(backoff), &mut pending_pair).await {
+                    Pause::Cancelled => break,
+                    Pause::Stopped => return,
+                    Pause::LoggedOut => wait_for_watcher = true,
+                    Pause::Over | Pause::Restart | Pause::PairCode => {}
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -391,8 +378,11 @@ pub(crate) async fn supervise(
                 let reason = format!("the WhatsApp client stopped; restarting in {} s", backoff.as_secs());
                 shared.set_status(Status::Connecting, Some(reason));
                 tracing::warn!(session = %shared.id, ?backoff, "client stopped unexpectedly; restarting");
-                if !sleep_or_cancel(&cancel, backoff).await {
-                    break;
+                match pause(&shared, &mut inbox, &cancel, Some(backoff), &mut pending_pair).await {
+                    Pause::Cancelled => break,
+                    Pause::Stopped => return,
+                    Pause::LoggedOut => wait_for_watcher = true,
+                    Pause::Over | Pause::Restart | Pause::PairCode => {}
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -622,10 +612,60 @@ fn request_pair_code(client: &Arc<Client>, phone: PhoneNumber, reply: PairReply)
     });
 }
 
-async fn sleep_or_cancel(cancel: &CancellationToken, duration: Duration) -> bool {
+/// How a [`pause`] ended.
+enum Pause {
+    /// The time ran out, or (while idle) a watcher came.
+    Over,
+    Cancelled,
+    /// The session was deleted: the supervisor ends.
+    Stopped,
+    /// Logged out: the credentials are gone.
+    LoggedOut,
+    Restart,
+    /// A pairing-code request is waiting for a client.
+    PairCode,
+}
+
+/// Waits `duration` (or, with `None`, until a watcher wakes the session) while still answering
+/// commands, so a delete or a logout never waits out a backoff.
+async fn pause(
+    shared: &SessionShared,
+    inbox: &mut mpsc::Receiver<Command>,
+    cancel: &CancellationToken,
+    duration: Option<Duration>,
+    pending_pair: &mut Option<(PhoneNumber, PairReply)>,
+) -> Pause {
+    let sleep = async {
+        match duration {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => shared.wake.notified().await,
+        }
+    };
     tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(duration) => true,
+        _ = cancel.cancelled() => Pause::Cancelled,
+        _ = sleep => Pause::Over,
+        command = inbox.recv() => match command {
+            None => Pause::Cancelled,
+            Some(Command::Stop(reply)) => {
+                shared.idle.store(false, Ordering::SeqCst);
+                retire(shared, reply);
+                Pause::Stopped
+            }
+            Some(Command::Logout(reply)) => {
+                // No client runs: deleting the store is the whole logout.
+                if has_credentials(&shared.dir) {
+                    delete_credentials(shared);
+                    shared.set_status(Status::LoggedOut, Some("logged out through the API".into()));
+                }
+                let _ = reply.send(());
+                Pause::LoggedOut
+            }
+            Some(Command::Restart) => Pause::Restart,
+            Some(Command::PairCode(phone, reply)) => {
+                *pending_pair = Some((phone, reply));
+                Pause::PairCode
+            }
+        },
     }
 }
 
