@@ -418,15 +418,20 @@ async fn created_sessions_survive_a_restart_of_the_gateway() {
     let (status, _) = app.request("POST", "/api/sessions", Some(TOKEN), Some(body.into())).await;
     assert_eq!(status, 201);
     link(&app, &fake, "enlazada", "51900000086").await;
+    link(&app, &fake, "enlazada2", "51900000088").await;
+    link(&app, &fake, "enlazada3", "51900000089").await;
     app.stop().await;
 
-    let app = TestApp::spawn(&fake, &dir).await;
+    // One start-up slot: the linked sessions take turns, and all of them get there.
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("STARTUP_CONCURRENCY", "1")])).await;
     let (status, session) = app.request("GET", "/api/sessions/persistente", Some(TOKEN), None).await;
     assert_eq!((status, session["description"].as_str()), (200, Some("Cusco")));
     assert_eq!(session["metadata"]["k"], "v");
     assert_eq!(session["status"], "disconnected");
-    // The linked one reconnects without a scan.
-    wait_session(&app, "enlazada", "connected again", |s| s["status"] == "connected").await;
+    // The linked ones reconnect without a scan.
+    for id in ["enlazada", "enlazada2", "enlazada3"] {
+        wait_session(&app, id, "connected again", |s| s["status"] == "connected").await;
+    }
     app.stop().await;
     fake.shutdown().await;
 }
