@@ -299,6 +299,25 @@ pub struct ErrorBody {
     pub request_id: String,
 }
 
+/// The answers of every route behind a bearer token, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only describes responses.
+pub(crate) enum AuthErrors {
+    #[response(status = 401, description = "No bearer token (MISSING_TOKEN)")]
+    Missing(ErrorBody),
+    #[response(status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)")]
+    Forbidden(ErrorBody),
+}
+
+/// The token's rate limit, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only describes responses.
+pub(crate) enum RateLimited {
+    #[response(status = 429, description = "Rate limited (RATE_LIMITED); see Retry-After",
+        headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    Limited(ErrorBody),
+}
+
 /// What went wrong.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::auth::{Caller, Scope};
-use crate::api::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody, RateLimited};
 use crate::api::json_response;
 use crate::api::state::AppState;
 use crate::domain::{DeliveryStatus, MessageId, SessionId};
@@ -66,10 +66,9 @@ impl From<MessageRecord> for MessageView {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The message", body = MessageView),
-        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
-        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        AuthErrors,
         (status = 404, description = "No such message (MESSAGE_NOT_FOUND)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        RateLimited,
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
     ))]

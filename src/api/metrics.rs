@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::auth::{Caller, Scope};
-use crate::api::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody, RateLimited};
 use crate::api::state::AppState;
 
 /// The content type of the Prometheus text exposition format.
@@ -32,9 +32,8 @@ pub(crate) fn open_router(state: AppState) -> Router {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
-        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
-        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        AuthErrors,
+        RateLimited,
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
     ))]
 async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {

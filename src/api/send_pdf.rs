@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use crate::api::auth::{Caller, Scope};
 use crate::api::body::{PdfLimit, RequestBody};
-use crate::api::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 use crate::api::openapi::PhoneField;
 use crate::api::state::AppState;
 use crate::domain::SessionId;
@@ -83,8 +83,7 @@ struct IdempotencyHeader {
     responses(
         (status = 202, description = "Queued (durable)", body = SendPdfAccepted),
         (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, INVALID_BASE64, NOT_A_PDF, INVALID_FILE_NAME, INVALID_IDEMPOTENCY_KEY)", body = ErrorBody),
-        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
-        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        AuthErrors,
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         (status = 408, description = "Body not received in time (BODY_TIMEOUT)", body = ErrorBody),
         (status = 413, description = "Body or PDF too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use crate::api::auth::{Caller, Scope};
 use crate::api::body::{RequestBody, SmallLimit};
-use crate::api::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody, RateLimited};
 use crate::api::json_response;
 use crate::api::openapi::{PhoneField, SessionPath};
 use crate::api::state::AppState;
@@ -193,13 +193,12 @@ fn parse_create(body: &[u8]) -> Result<NewSession, ApiError> {
     responses(
         (status = 201, description = "Created", body = SessionView),
         (status = 400, description = "Invalid input (BAD_JSON, INVALID_FIELD_TYPE, INVALID_SESSION_ID)", body = ErrorBody),
-        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
-        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        AuthErrors,
         (status = 408, description = "Body not received in time (BODY_TIMEOUT)", body = ErrorBody),
         (status = 409, description = "The id is taken (SESSION_EXISTS)", body = ErrorBody),
         (status = 413, description = "Body too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),
         (status = 415, description = "Not application/json (UNSUPPORTED_MEDIA_TYPE)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        RateLimited,
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Shutting down or timed out (SHUTTING_DOWN, TIMEOUT)", body = ErrorBody),
     ))]
@@ -222,9 +221,8 @@ async fn create_session(State(state): State<AppState>, caller: Caller, req: Requ
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The sessions, by id", body = SessionList),
-        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
-        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        AuthErrors,
+        RateLimited,
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
     ))]
 async fn list_sessions(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
@@ -241,10 +239,9 @@ async fn list_sessions(State(state): State<AppState>, caller: Caller) -> Result<
     responses(
         (status = 200, description = "The session", body = SessionView),
         (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
-        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
-        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        AuthErrors,
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        RateLimited,
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
     ))]
 async fn get_session(
@@ -270,11 +267,10 @@ async fn get_session(
         (status = 200, description = "The QR code (JSON, or the PNG with Accept: image/png)",
             content((QrView = "application/json"), (PngImage = "image/png"))),
         (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
-        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
-        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        AuthErrors,
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         (status = 409, description = "Already linked and connected (ALREADY_CONNECTED)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        RateLimited,
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "No QR within 10 s (QR_NOT_READY; see reason and Retry-After) or timed out", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -330,10 +326,9 @@ async fn session_qr(
     responses(
         (status = 200, description = "Restarting; the session as it is now", body = SessionView),
         (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
-        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
-        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        AuthErrors,
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        RateLimited,
         (status = 503, description = "Shutting down or timed out (SHUTTING_DOWN, TIMEOUT)", body = ErrorBody),
     ))]
 async fn restart_session(
@@ -356,10 +351,9 @@ async fn restart_session(
     responses(
         (status = 200, description = "Logged out; the session", body = SessionView),
         (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
-        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
-        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        AuthErrors,
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        RateLimited,
         (status = 503, description = "Shutting down, busy or timed out (SHUTTING_DOWN, SESSION_UNRESPONSIVE, TIMEOUT)", body = ErrorBody),
     ))]
 async fn logout_session(
@@ -383,10 +377,9 @@ async fn logout_session(
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
-        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
-        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        AuthErrors,
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        RateLimited,
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Shutting down, busy or timed out (SHUTTING_DOWN, SESSION_UNRESPONSIVE, TIMEOUT)", body = ErrorBody),
     ))]
@@ -428,8 +421,7 @@ pub struct PairingCodeView {
     responses(
         (status = 200, description = "The code", body = PairingCodeView),
         (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_PHONE, INVALID_SESSION_ID)", body = ErrorBody),
-        (status = 401, description = "No bearer token (MISSING_TOKEN)", body = ErrorBody),
-        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        AuthErrors,
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         (status = 408, description = "Body not received in time (BODY_TIMEOUT)", body = ErrorBody),
         (status = 409, description = "Already linked (ALREADY_CONNECTED) or a code is live (PAIRING_CODE_OUTSTANDING)", body = ErrorBody),
