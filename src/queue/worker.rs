@@ -83,7 +83,7 @@ impl Worker {
                     self.queue.forget_ack(&job.id);
                     return;
                 }
-                outcome = attempt(&self.queue, &client, &job) => outcome,
+                outcome = attempt(&self.queue, &self.session, &client, &job) => outcome,
             };
             self.last_send = Some(Instant::now());
             match outcome {
@@ -215,7 +215,21 @@ impl Worker {
 
 /// One try at sending `job`: the on-WhatsApp check, then the PDF (read for this attempt only,
 /// and dropped once handed over), then the wait for the server's ack.
-async fn attempt(queue: &Queue, client: &whatsapp_rust::Client, job: &Job) -> Outcome {
+async fn attempt(queue: &Queue, session: &SessionId, client: &whatsapp_rust::Client, job: &Job) -> Outcome {
+    tokio::select! {
+        outcome = send_and_wait(queue, client, job) => outcome,
+        // Every step runs on the client the session had when the attempt began: once its
+        // connection is gone (a restart, a drop), a pending IQ, upload or ack may never come.
+        // Try again on the next connection (same id: the recipient sees the message once).
+        () = connection_lost(queue, session) => {
+            queue.forget_ack(&job.id);
+            Outcome::Retry("the connection closed during the attempt".into())
+        }
+    }
+}
+
+/// The check, the upload and send, and the wait for the server's ack.
+async fn send_and_wait(queue: &Queue, client: &whatsapp_rust::Client, job: &Job) -> Outcome {
     match registered(queue, client, job).await {
         Ok(true) => {}
         Ok(false) => return Outcome::Failed(UpstreamError::NotOnWhatsApp.to_string()),
@@ -238,6 +252,19 @@ async fn attempt(queue: &Queue, client: &whatsapp_rust::Client, job: &Job) -> Ou
         Ok(Err(_)) | Err(_) => {
             queue.forget_ack(&job.id);
             Outcome::Retry("no server ack in time".into())
+        }
+    }
+}
+
+/// Resolves once the session is no longer connected (or is gone).
+async fn connection_lost(queue: &Queue, session: &SessionId) {
+    let Some(mut state) = queue.sessions().state(session) else { return };
+    loop {
+        if state.borrow_and_update().status != Status::Connected {
+            return;
+        }
+        if state.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -169,17 +169,19 @@ impl TestApp {
 
     /// `GET /api/messages/{id}` until `status` is reached (bounded).
     pub async fn wait_status(&self, id: &str, status: &str) -> serde_json::Value {
-        tokio::time::timeout(WAIT, async {
+        let last = std::sync::Mutex::new(serde_json::Value::Null);
+        let reached = tokio::time::timeout(WAIT, async {
             loop {
                 let (code, record) = self.request("GET", &format!("/api/messages/{id}"), Some(TOKEN), None).await;
                 if code == 200 && record["status"] == status {
                     return record;
                 }
+                *last.lock().unwrap() = record;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
-        .await
-        .unwrap_or_else(|_| panic!("message {id} never reached status {status}"))
+        .await;
+        reached.unwrap_or_else(|_| panic!("message {id} never reached status {status}; last: {}", last.lock().unwrap()))
     }
 
     pub async fn send_pdf(
