@@ -2,6 +2,7 @@
 //! what a crash can leave behind.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -11,7 +12,8 @@ use super::{DeliveryStatus, JournalError, PDF_MISSING, now_ms, store};
 
 /// Takes `<dir>/journal.lock`, so a second process cannot open (and "repair") a journal in use.
 pub(super) fn lock_dir(dir: &Path) -> Result<File, JournalError> {
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("journal.lock"))?;
+    let file =
+        OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(dir.join("journal.lock"))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(JournalError::Locked),
