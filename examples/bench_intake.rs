@@ -18,6 +18,8 @@ const TOKEN: &str = "bench-token-0123456789abcdef";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As the binary's main does.
+    whatsapp_gateway::app::tune_sqlite_for_many_stores();
     let mut args = std::env::args().skip(1);
     let total: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let concurrency: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(32);

@@ -7,6 +7,7 @@ use whatsapp_gateway::{App, Config, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    whatsapp_gateway::app::tune_sqlite_for_many_stores();
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {
