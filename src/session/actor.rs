@@ -541,21 +541,8 @@ impl Drive<'_> {
             }
             UpstreamEvent::Connected => {
                 tracing::info!(session = %shared.id, "connected");
-                if shared.state.borrow().connected_at.is_some() {
-                    metrics::counter!(crate::metrics::RECONNECTS).increment(1);
-                }
                 *backoff = Duration::from_secs(1);
-                self.slot = None;
-                shared.close_link_window();
-                let me = upstream::account(self.client);
-                shared.publish(|s| {
-                    s.me = me.clone().or(s.me.take());
-                    s.connected_at = Some(crate::journal::now_ms());
-                });
-                shared.set_status(Status::Connected, None);
-                if let Some(me) = me {
-                    shared.announce(SessionEventKind::Connected(me));
-                }
+                self.connected();
             }
             UpstreamEvent::Disconnected => {
                 shared.set_status(Status::Connecting, Some("connection lost; reconnecting".into()))
@@ -566,13 +553,36 @@ impl Drive<'_> {
         None
     }
 
+    /// The session is connected (the client's event, or its own view when the event was missed):
+    /// the account, the time, the status, and the event for followers.
+    fn connected(&mut self) {
+        let shared = self.shared;
+        if shared.state.borrow().status == Status::Connected {
+            return;
+        }
+        if shared.state.borrow().connected_at.is_some() {
+            metrics::counter!(crate::metrics::RECONNECTS).increment(1);
+        }
+        self.slot = None;
+        shared.close_link_window();
+        let me = upstream::account(self.client);
+        shared.publish(|s| {
+            s.me = me.clone().or(s.me.take());
+            s.connected_at = Some(crate::journal::now_ms());
+        });
+        shared.set_status(Status::Connected, None);
+        if let Some(me) = me {
+            shared.announce(SessionEventKind::Connected(me));
+        }
+    }
+
     /// Corrects the status from the client's own view, and names an unreachable WhatsApp.
-    async fn poll(&self, started: Instant) {
+    async fn poll(&mut self, started: Instant) {
         let (shared, client) = (self.shared, self.client);
         let connected = upstream::is_connected(client);
         let state = shared.state.borrow().clone();
         if connected && state.status != Status::Connected {
-            shared.set_status(Status::Connected, None);
+            self.connected();
         } else if !connected && state.status == Status::Connected {
             shared.set_status(Status::Connecting, Some("connection lost; reconnecting".into()));
         } else if !connected && state.status == Status::Connecting && started.elapsed() >= UNREACHABLE_AFTER {

@@ -64,7 +64,21 @@ impl TestApp {
 
     pub async fn spawn_with(config: Config) -> TestApp {
         let dir = config.sessions_dir.clone();
-        let app = App::build(config).await.expect("gateway builds");
+        // A gateway restarted on the same folders waits for the previous one to let go of the
+        // journal's lock, as a restarted process waits for the old one to exit: in-process, its
+        // last connection tasks may still be dropping their handles.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let app = loop {
+            match App::build(config.clone()).await {
+                Err(whatsapp_gateway::StartError::Journal {
+                    source: whatsapp_gateway::journal::JournalError::Locked,
+                    ..
+                }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                built => break built.expect("gateway builds"),
+            }
+        };
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
