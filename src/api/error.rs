@@ -309,6 +309,16 @@ pub(crate) enum AuthErrors {
     Forbidden(ErrorBody),
 }
 
+/// The answers of a route with a `{sessionId}` in its path, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only describes responses.
+pub(crate) enum SessionPathErrors {
+    #[response(status = 400, description = "Invalid id (INVALID_SESSION_ID)")]
+    InvalidId(ErrorBody),
+    #[response(status = 404, description = "No such session (SESSION_NOT_FOUND)")]
+    NotFound(ErrorBody),
+}
+
 /// The token's rate limit, for the OpenAPI document.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // Only describes responses.

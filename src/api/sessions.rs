@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use crate::api::auth::{Caller, Scope};
 use crate::api::body::{RequestBody, SmallLimit};
-use crate::api::error::{ApiError, AuthErrors, ErrorBody, RateLimited};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody, RateLimited, SessionPathErrors};
 use crate::api::json_response;
 use crate::api::openapi::{PhoneField, SessionPath};
 use crate::api::state::AppState;
@@ -112,6 +112,12 @@ struct CreateSessionBody {
     /// Any JSON object (up to 16 KiB), kept and echoed.
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+}
+
+/// 200 with the session as it is now.
+fn current(state: &AppState, id: &SessionId) -> Result<Response, ApiError> {
+    let session = state.sessions.get(id).ok_or(ApiError::SessionNotFound)?;
+    Ok(json_response(StatusCode::OK, &view(state, session)))
 }
 
 fn view(state: &AppState, session: SessionSummary) -> SessionView {
@@ -238,9 +244,8 @@ async fn list_sessions(State(state): State<AppState>, caller: Caller) -> Result<
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The session", body = SessionView),
-        (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
+        SessionPathErrors,
         AuthErrors,
-        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         RateLimited,
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
     ))]
@@ -251,8 +256,7 @@ async fn get_session(
 ) -> Result<Response, ApiError> {
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsRead, &id)?;
-    let session = state.sessions.get(&id).ok_or(ApiError::SessionNotFound)?;
-    Ok(json_response(StatusCode::OK, &view(&state, session)))
+    current(&state, &id)
 }
 
 /// The QR code to link the session (needs `sessions:write`).
@@ -266,9 +270,8 @@ async fn get_session(
     responses(
         (status = 200, description = "The QR code (JSON, or the PNG with Accept: image/png)",
             content((QrView = "application/json"), (PngImage = "image/png"))),
-        (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
+        SessionPathErrors,
         AuthErrors,
-        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         (status = 409, description = "Already linked and connected (ALREADY_CONNECTED)", body = ErrorBody),
         RateLimited,
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
@@ -325,9 +328,8 @@ async fn session_qr(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Restarting; the session as it is now", body = SessionView),
-        (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
+        SessionPathErrors,
         AuthErrors,
-        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         RateLimited,
         (status = 503, description = "Shutting down or timed out (SHUTTING_DOWN, TIMEOUT)", body = ErrorBody),
     ))]
@@ -339,8 +341,7 @@ async fn restart_session(
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
     state.sessions.restart(&id).await?;
-    let session = state.sessions.get(&id).ok_or(ApiError::SessionNotFound)?;
-    Ok(json_response(StatusCode::OK, &view(&state, session)))
+    current(&state, &id)
 }
 
 /// Log out: unlink from the phone and delete the credentials, keep the session (needs
@@ -350,9 +351,8 @@ async fn restart_session(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Logged out; the session", body = SessionView),
-        (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
+        SessionPathErrors,
         AuthErrors,
-        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         RateLimited,
         (status = 503, description = "Shutting down, busy or timed out (SHUTTING_DOWN, SESSION_UNRESPONSIVE, TIMEOUT)", body = ErrorBody),
     ))]
@@ -364,8 +364,7 @@ async fn logout_session(
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
     state.sessions.logout(&id).await?;
-    let session = state.sessions.get(&id).ok_or(ApiError::SessionNotFound)?;
-    Ok(json_response(StatusCode::OK, &view(&state, session)))
+    current(&state, &id)
 }
 
 /// Delete the session: log out if linked, stop, delete its folder and its entry in
@@ -376,9 +375,8 @@ async fn logout_session(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = ErrorBody),
+        SessionPathErrors,
         AuthErrors,
-        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         RateLimited,
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Shutting down, busy or timed out (SHUTTING_DOWN, SESSION_UNRESPONSIVE, TIMEOUT)", body = ErrorBody),
