@@ -8,6 +8,9 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A command-line example: failing loudly is its error handling.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,9 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use base64::Engine as _;
+use support::TOKEN;
 use whatsapp_gateway::{App, Config};
 
-const TOKEN: &str = "bench-token-0123456789abcdef";
 const SESSION: &str = "bench";
 const PDF_BYTES: usize = 100 * 1024;
 
@@ -66,23 +69,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Builds and runs a gateway on `dir`, with bounds far above the backlog and no rate limit.
 async fn start(dir: &Path) -> anyhow::Result<Running> {
-    let env = [
-        ("HOST", "127.0.0.1".to_string()),
-        ("PORT", "0".into()),
-        ("API_STATIC_TOKEN", TOKEN.into()),
-        ("SESSIONS_DIR", dir.join("sessions").display().to_string()),
-        ("SESSIONS_CONFIG", dir.join("sessions.config.json").display().to_string()),
-        ("DATA_DIR", dir.join("data").display().to_string()),
-        ("WHATSAPP_URL", "ws://127.0.0.1:9/ws/chat".into()),
-        ("QUEUE_MAX_PER_SESSION", "1000000".into()),
-        ("QUEUE_MAX_TOTAL", "1000000".into()),
-        ("QUEUE_MAX_BYTES_PER_SESSION", "1000000000000".into()),
-        ("QUEUE_MAX_TOTAL_BYTES", "1000000000000".into()),
-        ("LOG_LEVEL", "warn".into()),
-        // One client sends everything: the per-token rate limit would measure itself.
-        ("RATE_LIMIT_PER_SECOND", "0".into()),
-    ]
-    .map(|(k, v)| (k.to_string(), v));
+    let env = support::intake_env(dir);
     let app = App::build(Config::from_sources(env, None)?).await?;
     let addr = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

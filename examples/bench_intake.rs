@@ -7,14 +7,16 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A command-line example: failing loudly is its error handling.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use support::TOKEN;
 use whatsapp_gateway::{App, Config};
-
-const TOKEN: &str = "bench-token-0123456789abcdef";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,23 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::current_dir()?.join(format!("target/bench-intake-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("sessions.config.json"), r#"[{"sessionId":"bench"}]"#)?;
-    let env = [
-        ("HOST", "127.0.0.1".to_string()),
-        ("PORT", "0".into()),
-        ("API_STATIC_TOKEN", TOKEN.into()),
-        ("SESSIONS_DIR", dir.join("sessions").display().to_string()),
-        ("SESSIONS_CONFIG", dir.join("sessions.config.json").display().to_string()),
-        ("DATA_DIR", dir.join("data").display().to_string()),
-        ("WHATSAPP_URL", "ws://127.0.0.1:9/ws/chat".into()),
-        ("QUEUE_MAX_PER_SESSION", "1000000".into()),
-        ("QUEUE_MAX_TOTAL", "1000000".into()),
-        ("QUEUE_MAX_BYTES_PER_SESSION", "100000000000".into()),
-        ("QUEUE_MAX_TOTAL_BYTES", "100000000000".into()),
-        ("LOG_LEVEL", "warn".into()),
-        // One client sends everything: the per-token rate limit would measure itself.
-        ("RATE_LIMIT_PER_SECOND", "0".into()),
-    ]
-    .map(|(k, v)| (k.to_string(), v));
+    let env = support::intake_env(&dir);
     let app = App::build(Config::from_sources(env, None)?).await?;
     let addr = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
