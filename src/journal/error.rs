@@ -38,6 +38,9 @@ pub enum JournalError {
     /// No message with this id (never accepted, or pruned): from [`super::Journal::record_attempt`].
     #[error("unknown message id")]
     NotFound,
+    /// A stored PDF failed its checksum: the bytes on disk are not the ones accepted.
+    #[error("stored pdf is damaged (checksum mismatch)")]
+    Damaged,
     /// Another process (or another open handle) holds this journal directory.
     #[error("journal directory is in use")]
     Locked,

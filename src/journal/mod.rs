@@ -4,19 +4,26 @@
 //!
 //! * `journal.db`: SQLite in WAL mode with `synchronous=FULL`. One row per message (status,
 //!   attempts, last error, times) in acceptance order, plus the idempotency keys.
-//! * `outbox/<message_id>.pdf`: the PDF of every message not yet in a final state. PDFs stay out
-//!   of the database (a large blob per commit is what makes SQLite slow); each is fsynced and
-//!   linked into place before its row commits, and deleted once the message is final.
+//! * `segments/<n>.seg`: the PDF of every message not yet in a final state, appended to shared
+//!   segment files (`segments`). PDFs stay out of the database (a large blob per commit is what
+//!   makes SQLite slow), but they are group-committed like the rows: the writer syncs each batch's
+//!   segments once, before the `COMMIT` of the rows that point into them. A segment is deleted
+//!   once every message in it is final.
+//! * `outbox/<message_id>.pdf`: one file per PDF, as schema version 1 stored them. Journals made
+//!   by that version still have their pending PDFs there; they are read and deleted as before,
+//!   and nothing new is written there.
 //! * `journal.lock`: held (`flock`) while open, so two processes never share a journal.
 //!
 //! Writes go through one writer thread that commits many requests per fsync (`writer`); reads
 //! use their own connection, which WAL lets run beside the writer. [`Journal::open`] repairs what
-//! a crash can leave: PDFs without a row are deleted, rows whose PDF is missing are failed.
+//! a crash can leave: PDFs and segments without a row are deleted, rows whose PDF is missing are
+//! failed.
 
 mod error;
 mod model;
 mod outbox;
 mod recover;
+mod segments;
 mod store;
 mod writer;
 
@@ -37,8 +44,9 @@ use crate::domain::MessageId;
 pub use error::JournalError;
 pub use model::{Accepted, DeliveryStatus, IdempotencyKey, JournalStats, MessageRecord, NewMessage, Pruned};
 use outbox::Outbox;
-use store::NewRow;
-use writer::{Command, Counters, Reply};
+use segments::Segments;
+use store::{NewRow, Stored};
+use writer::{Command, Counters, Files, Reply};
 
 /// Idempotency keys are kept at least this long; [`Journal::prune`] never removes younger ones.
 pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -64,6 +72,7 @@ struct Inner {
     writer: Option<thread::JoinHandle<()>>,
     reader: Arc<Mutex<Connection>>,
     outbox: Outbox,
+    segments: Segments,
     counters: Arc<Counters>,
     /// Holds the directory's `flock` for as long as the journal is open.
     _lock: std::fs::File,
@@ -96,19 +105,21 @@ impl Journal {
         let db_path = dir.join("journal.db");
         let conn = store::open(&db_path)?;
         store::init_schema(&conn)?;
-        recover::recover(&conn, &outbox)?;
+        let segments = recover::recover(&conn, &outbox, dir.join("segments"))?;
         let reader = store::open(&db_path)?;
         reader.pragma_update(None, "query_only", true)?;
 
         let (commands, receiver) = mpsc::channel(writer::QUEUE_CAPACITY);
         let counters = Arc::new(Counters::default());
-        let writer = writer::spawn(conn, outbox.clone(), receiver, Arc::clone(&counters))?;
+        let files = Files { outbox: outbox.clone(), segments: segments.clone() };
+        let writer = writer::spawn(conn, files, receiver, Arc::clone(&counters))?;
         Ok(Journal {
             inner: Arc::new(Inner {
                 commands: Some(commands),
                 writer: Some(writer),
                 reader: Arc::new(Mutex::new(reader)),
                 outbox,
+                segments,
                 counters,
                 _lock: lock,
             }),
@@ -126,24 +137,23 @@ impl Journal {
             return Err(JournalError::InvalidMessageId);
         }
         let commands = self.commands()?.clone();
-        let outbox = self.inner.outbox.clone();
+        let segments = self.inner.segments.clone();
         let (reply, answer) = oneshot::channel();
-        let row = NewRow {
-            message_id: message.message_id,
-            session_id: message.session_id.as_str().to_owned(),
-            to: message.to.digits().to_owned(),
-            file_name: message.file_name.as_str().to_owned(),
-            size: message.pdf.len() as u64,
-            idempotency: message.idempotency,
-        };
-        let pdf = message.pdf;
-        // The file write and the hand-over to the writer happen on one blocking task, so that
-        // dropping this future cannot strand a PDF between the two.
+        // The write and the hand-over to the writer happen on one blocking task, so that
+        // dropping this future cannot strand written bytes between the two.
         let handed_over = tokio::task::spawn_blocking(move || {
-            outbox.write_new(&row.message_id, &pdf)?;
-            let message_id = row.message_id.clone();
-            commands.blocking_send(Command::Accept { row, reply }).map_err(|_| {
-                outbox.remove(&message_id);
+            let (segment, location) = segments.write(&message.pdf)?;
+            let row = NewRow {
+                message_id: message.message_id,
+                session_id: message.session_id.as_str().to_owned(),
+                to: message.to.digits().to_owned(),
+                file_name: message.file_name.as_str().to_owned(),
+                size: location.len,
+                idempotency: message.idempotency,
+                location,
+            };
+            commands.blocking_send(Command::Accept { row, segment, reply }).map_err(|_| {
+                segments.give_back(&location);
                 JournalError::Closed
             })
         })
@@ -187,17 +197,22 @@ impl Journal {
     }
 
     /// Every `queued` or `sending` message in acceptance order: what to rebuild the queue from.
-    /// Only the rows are loaded; each PDF stays in the outbox, checked to exist but not read
-    /// (see [`Journal::read_pdf`]). A message whose PDF has vanished is marked failed
+    /// Only the rows are loaded; each PDF stays on disk, checked to be there but not read (see
+    /// [`Journal::read_pdf`]). A message whose PDF has vanished is marked failed
     /// ([`PDF_MISSING`]) and left out.
     pub async fn pending(&self) -> Result<Vec<MessageRecord>, JournalError> {
         let outbox = self.inner.outbox.clone();
+        let segments = self.inner.segments.clone();
         let (found, missing) = self
             .read(move |conn| {
                 let mut found = Vec::new();
                 let mut missing = Vec::new();
-                for record in store::open_messages(conn)? {
-                    if outbox.contains(&record.message_id)? {
+                for (record, stored) in store::open_messages(conn)? {
+                    let present = match &stored {
+                        Stored::Outbox => outbox.contains(&record.message_id)?,
+                        Stored::Segment(location) => segments.holds(location)?,
+                    };
+                    if present {
                         found.push(record);
                     } else {
                         missing.push(record.message_id);
@@ -223,18 +238,29 @@ impl Journal {
         Ok(())
     }
 
-    /// The PDF of a message, read from the outbox on the blocking pool; `None` when its file is
-    /// gone (the message is final, unknown, or the file was removed behind our back). The
-    /// caller owns the bytes: the journal keeps no copy in memory.
+    /// The PDF of a message still to send, read on the blocking pool; `None` when it is gone
+    /// (the message is final or unknown, or its file was removed behind our back), and
+    /// [`JournalError::Damaged`] when the bytes on disk fail their checksum. The caller owns
+    /// the bytes: the journal keeps no copy in memory.
     pub async fn read_pdf(&self, message_id: &MessageId) -> Result<Option<Bytes>, JournalError> {
         if !outbox::is_valid_message_id(message_id.as_str()) {
             return Ok(None);
         }
-        let outbox = self.inner.outbox.clone();
         let message_id = message_id.as_str().to_owned();
-        let pdf =
-            tokio::task::spawn_blocking(move || outbox.read(&message_id)).await.map_err(|_| JournalError::Closed)??;
-        Ok(pdf)
+        let id = message_id.clone();
+        let stored = match self.read(move |conn| store::stored(conn, &id)).await? {
+            Some((status, stored)) if !status.is_final() => stored,
+            _ => return Ok(None),
+        };
+        // Read off the reader's lock: status lookups need not wait for 100 KiB of disk.
+        let outbox = self.inner.outbox.clone();
+        let segments = self.inner.segments.clone();
+        tokio::task::spawn_blocking(move || match stored {
+            Stored::Outbox => Ok(outbox.read(&message_id)?),
+            Stored::Segment(location) => segments.read(&location),
+        })
+        .await
+        .map_err(|_| JournalError::Closed)?
     }
 
     /// Deletes idempotency keys older than `idempotency_older_than` (never younger than
@@ -273,7 +299,12 @@ impl Journal {
             return true;
         }
         let outbox = self.inner.outbox.clone();
-        let writable = tokio::task::spawn_blocking(move || outbox.probe(PROBE_BYTES).is_ok()).await.unwrap_or(false);
+        let segments = self.inner.segments.clone();
+        let writable = tokio::task::spawn_blocking(move || {
+            segments.has_room(PROBE_BYTES as u64).unwrap_or(false) && outbox.probe(PROBE_BYTES).is_ok()
+        })
+        .await
+        .unwrap_or(false);
         if writable {
             self.inner.counters.failing.store(false, Ordering::Relaxed);
         }

@@ -1,11 +1,7 @@
-//! The outbox: `<dir>/outbox/<message_id>.pdf`, one file per message that still has to be sent.
-//!
-//! A PDF is made durable before its row is committed: written to a temp file in the same
-//! directory, fsynced, then linked under its final name. The directory fsync that makes the new
-//! name durable is done once per group commit by the writer ([`Outbox::sync_dir`]), before the
-//! `COMMIT`, instead of once per file. The final name is created with `link(2)` rather than
-//! `rename(2)` because link never replaces an existing file: a reused message id cannot clobber
-//! the PDF of a message that is still pending.
+//! The outbox: `<dir>/outbox/<message_id>.pdf`, one file per message, as journals of schema
+//! version 1 stored PDFs (temp file, fsync, `link(2)` into place). New PDFs go to segments; the
+//! outbox is still read, and emptied as its messages end, so a journal written by that version
+//! delivers what it had pending. It is also where the writability probe writes its scratch file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -14,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-
-use super::JournalError;
 
 /// Longest accepted message id, in bytes.
 pub(super) const MAX_MESSAGE_ID_LEN: usize = 128;
@@ -56,27 +50,6 @@ impl Outbox {
 
     fn pdf_path(&self, message_id: &str) -> PathBuf {
         self.dir.join(format!("{message_id}.pdf"))
-    }
-
-    /// Writes `pdf` as `<message_id>.pdf`: temp file, fsync, link, unlink temp. The caller must
-    /// have the directory fsynced ([`Outbox::sync_dir`]) before relying on the name.
-    ///
-    /// On error nothing is left behind. [`JournalError::DuplicateMessageId`] when the file
-    /// exists already (it belongs to another accepted message).
-    pub(super) fn write_new(&self, message_id: &str, pdf: &[u8]) -> Result<(), JournalError> {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = self.dir.join(format!(".{message_id}.{}-{n}.tmp", std::process::id()));
-        if let Err(error) = write_synced(&temp, pdf) {
-            remove_if_exists(&temp);
-            return Err(error.into());
-        }
-        let linked = fs::hard_link(&temp, self.pdf_path(message_id));
-        remove_if_exists(&temp);
-        match linked {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Err(JournalError::DuplicateMessageId),
-            Err(error) => Err(error.into()),
-        }
     }
 
     /// Writes, fsyncs and removes a scratch file of `size` bytes: can this outbox take a PDF now?

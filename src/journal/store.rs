@@ -8,13 +8,18 @@ use std::time::Duration;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
+use super::segments::Location;
 use super::{Accepted, DeliveryStatus, IdempotencyKey, JournalError, MessageRecord, Pruned};
 
 /// How long a statement waits for a lock held by another connection before failing `BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Bumped when the schema changes; checked on open.
-const SCHEMA_VERSION: i64 = 1;
+/// Bumped when the schema changes; checked on open. Version 1 kept every PDF in a file of its
+/// own (`outbox/`); version 2 adds where a PDF sits in a segment (NULL: in the outbox).
+const SCHEMA_VERSION: i64 = 2;
+
+/// The columns version 2 added to `messages`, for journals made by version 1.
+const SEGMENT_COLUMNS: [(&str, &str); 3] = [("segment", "INTEGER"), ("seg_offset", "INTEGER"), ("crc32", "INTEGER")];
 
 /// The schema; its status lists come from [`DeliveryStatus::as_str`], the one place each status
 /// is spelled.
@@ -33,7 +38,10 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts    INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT,
     created_at  INTEGER NOT NULL,
-    updated_at  INTEGER NOT NULL
+    updated_at  INTEGER NOT NULL,
+    segment     INTEGER,
+    seg_offset  INTEGER,
+    crc32       INTEGER
 ) STRICT;
 CREATE INDEX IF NOT EXISTS messages_open ON messages (seq)
     WHERE status IN {open};
@@ -103,6 +111,17 @@ pub(super) fn init_schema(conn: &Connection) -> Result<(), JournalError> {
     }
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     tx.execute_batch(&schema())?;
+    // A version 1 journal: its rows keep NULL there, which says "the PDF is in the outbox".
+    let mut columns = Vec::new();
+    tx.pragma(None, "table_info", "messages", |row| {
+        columns.push(row.get::<_, String>(1)?);
+        Ok(())
+    })?;
+    for (name, kind) in SEGMENT_COLUMNS {
+        if !columns.iter().any(|c| c == name) {
+            tx.execute_batch(&format!("ALTER TABLE messages ADD COLUMN {name} {kind}"))?;
+        }
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
@@ -117,6 +136,27 @@ pub(super) struct NewRow {
     pub file_name: String,
     pub size: u64,
     pub idempotency: Option<IdempotencyKey>,
+    /// Where its PDF was written.
+    pub location: Location,
+}
+
+/// Where the PDF of a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stored {
+    /// `outbox/<message_id>.pdf`, written by a version 1 journal.
+    Outbox,
+    /// A range of a segment.
+    Segment(Location),
+}
+
+impl Stored {
+    /// The segment holding the PDF, if it is in one.
+    pub(super) fn segment(&self) -> Option<u64> {
+        match self {
+            Stored::Outbox => None,
+            Stored::Segment(location) => Some(location.segment),
+        }
+    }
 }
 
 /// Checks the idempotency key, then inserts the message (and the key) as `queued`.
@@ -140,7 +180,8 @@ pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64) -> Result<Accept
     }
     conn.prepare_cached(
         "INSERT INTO messages (message_id, session_id, recipient, file_name, size, status, \
-         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+         created_at, updated_at, segment, seg_offset, crc32) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         row.message_id,
@@ -149,7 +190,10 @@ pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64) -> Result<Accept
         row.file_name,
         int(row.size),
         DeliveryStatus::Queued,
-        int(now)
+        int(now),
+        int(row.location.segment),
+        int(row.location.offset),
+        i64::from(row.location.crc32),
     ])?;
     if let Some(key) = &row.idempotency {
         conn.prepare_cached(
@@ -166,6 +210,14 @@ pub(super) fn status(conn: &Connection, message_id: &str) -> Result<Option<Deliv
     Ok(conn
         .prepare_cached("SELECT status FROM messages WHERE message_id = ?1")?
         .query_row([message_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// The status of a message and where its PDF is, `None` if unknown.
+pub(super) fn stored(conn: &Connection, message_id: &str) -> Result<Option<(DeliveryStatus, Stored)>, JournalError> {
+    Ok(conn
+        .prepare_cached("SELECT status, segment, seg_offset, size, crc32 FROM messages WHERE message_id = ?1")?
+        .query_row([message_id], |r| Ok((r.get(0)?, stored_from_row(r, 1)?)))
         .optional()?)
 }
 
@@ -230,14 +282,30 @@ pub(super) fn get(conn: &Connection, message_id: &str) -> Result<Option<MessageR
         .optional()?)
 }
 
-/// The `queued` and `sending` messages, oldest acceptance first.
-pub(super) fn open_messages(conn: &Connection) -> Result<Vec<MessageRecord>, JournalError> {
+/// The `queued` and `sending` messages, oldest acceptance first, with where their PDFs are.
+pub(super) fn open_messages(conn: &Connection) -> Result<Vec<(MessageRecord, Stored)>, JournalError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {RECORD_COLUMNS} FROM messages WHERE status IN {} ORDER BY seq",
+        "SELECT {RECORD_COLUMNS}, segment, seg_offset, size, crc32 FROM messages WHERE status IN {} ORDER BY seq",
         status_list(is_open)
     ))?;
-    let records = stmt.query_map([], record_from_row)?.collect::<Result<Vec<_>, _>>()?;
+    let records = stmt
+        .query_map([], |row| Ok((record_from_row(row)?, stored_from_row(row, 10)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(records)
+}
+
+/// `segment, seg_offset, size, crc32` from column `first` on.
+fn stored_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Stored> {
+    let Some(segment) = row.get::<_, Option<i64>>(first)? else {
+        return Ok(Stored::Outbox);
+    };
+    let crc32: i64 = row.get(first + 3)?;
+    Ok(Stored::Segment(Location {
+        segment: u64::try_from(segment).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(first, segment))?,
+        offset: get_u64(row, first + 1)?,
+        len: get_u64(row, first + 2)?,
+        crc32: u32::try_from(crc32).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(first + 3, crc32))?,
+    }))
 }
 
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {

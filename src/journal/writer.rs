@@ -2,8 +2,9 @@
 //!
 //! Callers send a [`Command`] over a bounded channel and wait on a oneshot. The thread blocks for
 //! the first command, then takes whatever else is already queued (up to [`MAX_BATCH`]), applies
-//! them all in one transaction and commits once: one WAL fsync (and at most one outbox directory
-//! fsync) for the whole batch. Each command runs inside its own savepoint, so a command that
+//! them all in one transaction and commits once. Before the commit it fdatasyncs the segments the
+//! batch's PDFs were written to (see `segments`), so a whole batch costs one data sync per
+//! segment and one WAL fsync. Each command runs inside its own savepoint, so a command that
 //! fails (unknown id, duplicate id, disk full on its insert) is rolled back alone and the others
 //! still commit. Answers go out only after the commit, so `Ok` always means "durable".
 
@@ -16,6 +17,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::Outbox;
+use super::segments::{Segment, Segments};
 use super::store::{self, NewRow};
 use super::{Accepted, DeliveryStatus, JournalError, Pruned, now_ms};
 
@@ -34,8 +36,8 @@ pub(super) type ExecOp = Box<dyn FnOnce(&Connection) -> Result<(), JournalError>
 
 /// One request to the writer.
 pub(super) enum Command {
-    /// Insert a message whose PDF is already in the outbox.
-    Accept { row: NewRow, reply: Reply<Accepted> },
+    /// Insert a message whose PDF is already written to `segment` (not yet synced).
+    Accept { row: NewRow, segment: Arc<Segment>, reply: Reply<Accepted> },
     /// Move a message forward; delete its PDF if the new status is final.
     SetStatus { message_id: String, status: DeliveryStatus, last_error: Option<String>, reply: Reply<bool> },
     /// Count one more send attempt.
@@ -57,17 +59,34 @@ pub(super) struct Counters {
     pub failing: std::sync::atomic::AtomicBool,
 }
 
+/// Where PDFs are: the writer frees them when their messages end.
+pub(super) struct Files {
+    /// PDFs of messages accepted by a version 1 journal.
+    pub outbox: Outbox,
+    pub segments: Segments,
+}
+
+impl Files {
+    /// The PDF of `message_id`, stored as `stored` says, is no longer needed.
+    fn release(&self, message_id: &str, segment: Option<u64>) {
+        match segment {
+            Some(segment) => self.segments.release(segment),
+            None => self.outbox.remove(message_id),
+        }
+    }
+}
+
 /// Starts the writer thread. It stops when every sender is dropped and the queue is empty.
 pub(super) fn spawn(
     conn: Connection,
-    outbox: Outbox,
+    files: Files,
     commands: mpsc::Receiver<Command>,
     counters: Arc<Counters>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new().name("journal-writer".to_owned()).spawn(move || run(&conn, &outbox, commands, &counters))
+    thread::Builder::new().name("journal-writer".to_owned()).spawn(move || run(&conn, &files, commands, &counters))
 }
 
-fn run(conn: &Connection, outbox: &Outbox, mut commands: mpsc::Receiver<Command>, counters: &Counters) {
+fn run(conn: &Connection, files: &Files, mut commands: mpsc::Receiver<Command>, counters: &Counters) {
     while let Some(first) = commands.blocking_recv() {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         batch.push(first);
@@ -77,13 +96,13 @@ fn run(conn: &Connection, outbox: &Outbox, mut commands: mpsc::Receiver<Command>
                 Err(_) => break,
             }
         }
-        commit_batch(conn, outbox, batch, counters);
+        commit_batch(conn, files, batch, counters);
     }
     tracing::debug!("journal writer stopped");
 }
 
 /// What to do once the batch's fate is known: side effects on the outbox, then the answer.
-type Settle = Box<dyn FnOnce(&Outbox, Result<(), &JournalError>)>;
+type Settle = Box<dyn FnOnce(&Files, Result<(), &JournalError>)>;
 
 /// The open transaction of one batch.
 struct Batch<'c> {
@@ -124,19 +143,28 @@ impl Batch<'_> {
     }
 }
 
-fn commit_batch(conn: &Connection, outbox: &Outbox, commands: Vec<Command>, counters: &Counters) {
+fn commit_batch(conn: &Connection, files: &Files, commands: Vec<Command>, counters: &Counters) {
     let started = Instant::now();
     let size = commands.len();
-    // Every accept in the batch linked its PDF before it was queued, so one directory fsync here
-    // makes all those names durable before their rows commit.
-    let has_accept = commands.iter().any(|c| matches!(c, Command::Accept { .. }));
-    let dir_error = if has_accept { outbox.sync_dir().err().map(JournalError::from) } else { None };
+    // Every accept in the batch wrote its PDF before it was queued, so syncing the segments
+    // they went to makes all those bytes durable before their rows commit.
+    let mut written: Vec<Arc<Segment>> = Vec::new();
+    for command in &commands {
+        if let Command::Accept { segment, .. } = command
+            && !written.iter().any(|s| s.id() == segment.id())
+        {
+            written.push(Arc::clone(segment));
+        }
+    }
+    let sync_error =
+        if written.is_empty() { None } else { files.segments.sync(&written).err().map(JournalError::from) };
+    drop(written);
     let mut batch = Batch { conn, now: now_ms(), broken: None };
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         batch.break_with(error);
     }
     let settles: Vec<Settle> =
-        commands.into_iter().map(|command| apply(&mut batch, dir_error.as_ref(), command)).collect();
+        commands.into_iter().map(|command| apply(&mut batch, sync_error.as_ref(), command)).collect();
 
     let outcome = match batch.broken.take() {
         Some(error) => Err(error),
@@ -157,36 +185,46 @@ fn commit_batch(conn: &Connection, outbox: &Outbox, commands: Vec<Command>, coun
     counters.failing.store(outcome.is_err(), Ordering::Relaxed);
     metrics::histogram!(crate::metrics::JOURNAL_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
     metrics::histogram!(crate::metrics::JOURNAL_BATCH_SIZE).record(size as f64);
-    for settle in settles {
-        settle(outbox, outcome.as_ref().map(|_| ()));
+    // Latest first: the bytes of accepts that did not commit are then cut off the segment's
+    // end one after the other (see `Segments::give_back`).
+    for settle in settles.into_iter().rev() {
+        settle(files, outcome.as_ref().map(|_| ()));
     }
     tracing::trace!(size, elapsed_us = started.elapsed().as_micros() as u64, "journal batch");
 }
 
 /// Applies one command inside the batch and returns how to settle it.
-fn apply(batch: &mut Batch<'_>, dir_error: Option<&JournalError>, command: Command) -> Settle {
+fn apply(batch: &mut Batch<'_>, sync_error: Option<&JournalError>, command: Command) -> Settle {
     match command {
-        Command::Accept { row, reply } => {
-            let result = batch.run(dir_error, |c, now| store::accept(c, &row, now));
-            Box::new(move |outbox, committed| {
+        Command::Accept { row, segment: _, reply } => {
+            let result = batch.run(sync_error, |c, now| store::accept(c, &row, now));
+            Box::new(move |files, committed| {
                 let result = settle(result, committed);
-                // Only a committed new message keeps its file: a replay, a conflict or any
-                // failure leaves nothing behind.
+                // Only a committed new message keeps its bytes: a replay, a conflict or any
+                // failure gives them back.
                 if !matches!(result, Ok(Accepted::New)) {
-                    outbox.remove(&row.message_id);
+                    files.segments.give_back(&row.location);
                 }
                 let _ = reply.send(result);
             })
         }
         Command::SetStatus { message_id, status, last_error, reply } => {
-            let result =
-                batch.run(None, |c, now| store::set_status(c, &message_id, status, last_error.as_deref(), now));
-            Box::new(move |outbox, committed| {
+            // Whether it moved, and where its PDF was if this move is the one that ends it
+            // (later moves between final statuses, sent → delivered → read, free nothing).
+            let result = batch.run(None, |c, now| {
+                let ending = match store::stored(c, &message_id)? {
+                    Some((current, stored)) if status.is_final() && !current.is_final() => Some(stored),
+                    _ => None,
+                };
+                let moved = store::set_status(c, &message_id, status, last_error.as_deref(), now)?;
+                Ok((moved, ending.filter(|_| moved).map(|stored| stored.segment())))
+            });
+            Box::new(move |files, committed| {
                 let result = settle(result, committed);
-                if matches!(result, Ok(true)) && status.is_final() {
-                    outbox.remove(&message_id);
+                if let Ok((_, Some(segment))) = &result {
+                    files.release(&message_id, *segment);
                 }
-                let _ = reply.send(result);
+                let _ = reply.send(result.map(|(moved, _)| moved));
             })
         }
         Command::RecordAttempt { message_id, error, reply } => {

@@ -290,6 +290,7 @@ async fn load_pdf(queue: &Queue, job: &Job) -> Result<PdfDocument, Outcome> {
             PdfDocument::from_bytes(bytes).map_err(|e| Outcome::Failed(format!("the stored PDF is unusable: {e}")))
         }
         Ok(None) => Err(Outcome::PdfMissing),
+        Err(e @ journal::JournalError::Damaged) => Err(Outcome::Failed(e.to_string())),
         Err(e) => Err(Outcome::Retry(format!("cannot read the stored PDF: {e}"))),
     }
 }

@@ -1,6 +1,6 @@
 //! A backlog waits on disk, not in memory: PDFs queued while the session is down are read back
-//! from the journal's outbox when their turn comes, after a restart too, in order and intact;
-//! one that vanished from disk fails as `pdf missing` and the others still go.
+//! from the journal's segments when their turn comes, after a restart too, in order and intact;
+//! one whose bytes were damaged on disk fails and the others still go.
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,11 +17,20 @@ fn big_pdf(tag: &str) -> Vec<u8> {
     bytes
 }
 
-/// The PDFs waiting in the journal's outbox.
-fn outbox_pdfs(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("data").join("outbox"))
-        .map(|entries| entries.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".pdf")).count())
-        .unwrap_or(0)
+/// The segment files of the journal, oldest first.
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("data").join("segments"))
+        .map(|entries| {
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "seg")).collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The bytes the journal keeps on disk for waiting PDFs.
+fn stored_bytes(dir: &Path) -> u64 {
+    segments(dir).iter().map(|p| std::fs::metadata(p).map_or(0, |m| m.len())).sum()
 }
 
 /// (waiting messages, waiting bytes) of a session, from `GET /api/sessions/{id}`.
@@ -73,7 +82,7 @@ async fn a_backlog_queued_while_down_is_rebuilt_from_disk_and_arrives_in_order()
     let queued = queue_pdfs(&app, "atrasos", "51987000050", BACKLOG).await;
     let total_bytes: u64 = queued.iter().map(|(_, _, size)| size).sum();
     assert_eq!(depth(&app, "atrasos").await, (BACKLOG as u64, total_bytes));
-    assert_eq!(outbox_pdfs(&dir), BACKLOG, "every waiting PDF is on disk");
+    assert_eq!(stored_bytes(&dir), total_bytes, "every waiting PDF is on disk");
     assert!(fake.admin().messages("51987000050").is_empty(), "nothing left while down");
 
     // A restart: the queue is rebuilt from the journal, with the same bounds accounting.
@@ -91,13 +100,13 @@ async fn a_backlog_queued_while_down_is_rebuilt_from_disk_and_arrives_in_order()
     app.wait_status(last, "delivered").await;
     assert_eq!(fake.admin().messages("51987000050").len(), BACKLOG, "each sent once");
     assert_eq!(depth(&app, "atrasos").await, (0, 0));
-    assert_eq!(outbox_pdfs(&dir), 0, "sent PDFs leave the disk");
+    assert_eq!(stored_bytes(&dir), 0, "sent PDFs leave the disk");
     app.stop().await;
     fake.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queued_pdf_that_vanished_from_disk_fails_and_the_others_are_sent() {
+async fn a_queued_pdf_damaged_on_disk_fails_and_the_others_are_sent() {
     let fake = fake().await;
     let dir = temp_dir();
     let app = TestApp::spawn(&fake, &dir).await;
@@ -107,7 +116,12 @@ async fn a_queued_pdf_that_vanished_from_disk_fails_and_the_others_are_sent() {
     drop(ws);
     let queued = queue_pdfs(&app, "perdidos", "51987000051", 3).await;
     let (lost, _, _) = &queued[1];
-    std::fs::remove_file(dir.join("data").join("outbox").join(format!("{lost}.pdf"))).expect("remove the pdf");
+    // One bit of the second PDF flips on disk (the three were written one after the other).
+    let [segment] = segments(&dir).try_into().expect("one segment");
+    let mut bytes = std::fs::read(&segment).expect("read the segment");
+    let inside_second = queued[0].2 as usize + 1000;
+    bytes[inside_second] ^= 0x10;
+    std::fs::write(&segment, &bytes).expect("damage the segment");
 
     let mut events = fake.subscribe();
     link_later(&app, &fake, "perdidos", "51900000051").await;
@@ -118,7 +132,7 @@ async fn a_queued_pdf_that_vanished_from_disk_fails_and_the_others_are_sent() {
         assert_eq!(&got.document.expect("a document").sha256, sha);
     }
     let failed = app.wait_status(lost, "failed").await;
-    assert_eq!(failed["lastError"], "pdf missing", "{failed}");
+    assert_eq!(failed["lastError"], "stored pdf is damaged (checksum mismatch)", "{failed}");
     app.stop().await;
     fake.shutdown().await;
 }
