@@ -136,3 +136,56 @@ async fn a_queued_pdf_damaged_on_disk_fails_and_the_others_are_sent() {
     app.stop().await;
     fake.shutdown().await;
 }
+
+/// Copies the fixture journal written by the release before segments into `dir/data`.
+fn install_v1_journal(dir: &Path) -> serde_json::Value {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v1");
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("outbox")).expect("data dir");
+    std::fs::copy(fixture.join("journal.db"), data.join("journal.db")).expect("copy db");
+    for entry in std::fs::read_dir(fixture.join("outbox")).expect("fixture outbox").flatten() {
+        std::fs::copy(entry.path(), data.join("outbox").join(entry.file_name())).expect("copy pdf");
+    }
+    serde_json::from_slice(&std::fs::read(fixture.join("manifest.json")).expect("manifest")).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_from_the_previous_release_delivers_its_pending_pdfs() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let manifest = install_v1_journal(&dir);
+    let session = manifest["session"].as_str().expect("session");
+    let to = manifest["to"].as_str().expect("to");
+    std::fs::write(dir.join("sessions.config.json"), format!(r#"[{{"sessionId":"{session}"}}]"#)).expect("config");
+    let app = TestApp::spawn(&fake, &dir).await;
+    let expected = manifest["messages"].as_array().expect("messages");
+    assert_eq!(depth(&app, session).await.0, expected.len() as u64, "its queue is rebuilt");
+
+    let mut events = fake.subscribe();
+    link_later(&app, &fake, session, "51900000052").await;
+    for want in expected {
+        let got = wait_message(&mut events, to).await;
+        assert_eq!(got.id, want["messageId"].as_str().expect("id"), "in their order, under their ids");
+        let document = got.document.expect("a document");
+        assert_eq!(document.sha256, want["sha256"].as_str().expect("sha"), "intact");
+        assert_eq!(document.file_name.as_deref(), want["fileName"].as_str());
+    }
+    let last = expected[expected.len() - 1]["messageId"].as_str().expect("id");
+    app.wait_status(last, "delivered").await;
+    let outbox = std::fs::read_dir(dir.join("data").join("outbox")).expect("outbox").count();
+    assert_eq!(outbox, 0, "the old PDF files go once delivered");
+
+    // The old idempotency key is still known.
+    let (status, _, body) = app
+        .request_with(
+            "POST",
+            "/api/send-pdf",
+            Some(TOKEN),
+            Some(TestApp::send_pdf_body(session, to, &pdf("otro"), None)),
+            &[("Idempotency-Key", "clave-uno")],
+        )
+        .await;
+    assert_eq!(status, 422, "the key is taken by the old message, with another body: {body}");
+    app.stop().await;
+    fake.shutdown().await;
+}
