@@ -9,8 +9,10 @@ use utoipa::{Modify, OpenApi};
 
 use crate::api::state::AppState;
 
-/// A phone number: 7 to 15 digits, an optional leading `+`, spaces and dashes anywhere.
-pub(crate) const PHONE_PATTERN: &str = r"^\+?(?:[ -]*[0-9]){7,15}[ -]*$";
+/// A phone number: 7 to 15 digits, an optional leading `+`, spaces, dashes, dots and
+/// parentheses anywhere; or a user JID, the digits then `@s.whatsapp.net` or `@c.us`.
+pub(crate) const PHONE_PATTERN: &str =
+    r"^(?:\+?(?:[ .()-]*[0-9]){7,15}[ .()-]*|[0-9]{7,15}@(?:s\.whatsapp\.net|c\.us))$";
 
 /// `{sessionId}` in a path.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
@@ -41,7 +43,10 @@ impl utoipa::PartialSchema for PhoneField {
                     .minimum(Some(1_000_000))
                     .maximum(Some(999_999_999_999_999_i64)),
             )
-            .description(Some("Digits with the country code, e.g. 51987654321; '+', spaces and dashes are ignored"))
+            .description(Some(
+                "Digits with the country code, e.g. 51987654321; '+', spaces, dashes, dots and parentheses are \
+                 ignored; a user JID (51987654321@s.whatsapp.net) is taken too",
+            ))
             .into()
     }
 }

@@ -39,25 +39,25 @@ struct SendPdfBody {
     /// The session (linked number) that sends it.
     #[schema(example = "tienda_lima", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     session_id: String,
-    /// The recipient: 7 to 15 digits with the country code; `+`, spaces and dashes are ignored.
-    /// A JSON integer is accepted too.
+    /// The recipient: 7 to 15 digits with the country code; `+`, spaces, dashes, dots and
+    /// parentheses are ignored, and a user JID (`…@s.whatsapp.net`) is taken. A JSON integer is
+    /// accepted too.
     #[schema(value_type = PhoneField)]
     to: String,
-    /// The PDF (at most 16 MiB) as standard padded base64, optionally as a
-    /// `data:application/pdf;base64,` URL; it must decode to a file starting with `%PDF-`.
+    /// The PDF (at most 16 MiB) as base64: the standard or the URL-safe alphabet, padded or
+    /// not, line breaks allowed, optionally as a base64 data URL (`data:application/pdf;base64,`,
+    /// `data:;base64,`, `data:application/octet-stream;name=x.pdf;base64,`, …). It must decode to
+    /// a file starting with `%PDF-`, and a data URL's type must not name another kind of file.
     #[schema(
         example = "JVBERi0xLjQKJSVFT0YK",
-        pattern = "^(?:data:application/pdf;base64,)?JVBERi0[A-Za-z0-9+/](?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+        pattern = "^(?:data:(?:application/(?:pdf|x-pdf|octet-stream))?(?:;name=[A-Za-z0-9._%-]+)?;base64,)?JVBERi0[A-Za-z0-9+/_-](?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{2}(?:==)?|[A-Za-z0-9+/_-]{3}=?)?$",
         max_length = 22369652
     )]
     pdf_base64: String,
-    /// The name the recipient sees (at most 255 characters, no `/`, `\` or control characters);
-    /// `.pdf` is added when missing. Default `Comprobante.pdf`.
-    #[schema(
-        example = "F001-123.pdf",
-        max_length = 255,
-        pattern = r"^[^/\\\x00-\x1f\x7f-\x9f]*[^/\\\x00-\x1f\x7f-\x9f\s][^/\\\x00-\x1f\x7f-\x9f]*$"
-    )]
+    /// The name the recipient sees (at most 255 characters, no `/`, `\` or control characters;
+    /// bidirectional-control and zero-width characters are removed); `.pdf` is added when
+    /// missing. Absent, `null` or empty: `Comprobante.pdf`.
+    #[schema(example = "F001-123.pdf", max_length = 255, pattern = r"^[^/\\\x00-\x1f\x7f-\x9f]*$")]
     file_name: Option<String>,
 }
 
@@ -172,13 +172,17 @@ impl SendPdfRequest {
     /// `WrongFieldType`; then each value's own rule. `to` may also be a JSON integer, since
     /// clients often send phone numbers as numbers. Unknown fields are ignored.
     pub fn parse(body: &[u8]) -> Result<SendPdfRequest, ApiError> {
+        // A UTF-8 byte order mark, as some Windows tools write, is not an error.
+        let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
         let raw: RawRequest = serde_json::from_slice(body).map_err(|_| ApiError::BadJson)?;
 
         let session_id = SessionId::parse(&required_string(raw.session_id, "sessionId")?)?;
         let to = phone_field(raw.to, "to")?;
         let pdf = PdfDocument::from_base64(&required_string(raw.pdf_base64, "pdfBase64")?)?;
         let file_name = match raw.file_name {
+            // `fileName || 'Comprobante.pdf'`, as the Node service reads it.
             None | Some(Value::Null) => FileName::default(),
+            Some(Value::String(name)) if name.trim().is_empty() => FileName::default(),
             Some(Value::String(name)) => FileName::parse(&name)?,
             Some(_) => {
                 return Err(ApiError::WrongFieldType { field: "fileName", expected: "a string" });
@@ -287,6 +291,8 @@ mod tests {
         assert_eq!(SendPdfRequest::parse(&body(v.clone())).unwrap().file_name.as_str(), "Factura F001-23.pdf");
         v["fileName"] = json!(null);
         assert_eq!(SendPdfRequest::parse(&body(v.clone())).unwrap().file_name.as_str(), "Comprobante.pdf");
+        v["fileName"] = json!("");
+        assert_eq!(SendPdfRequest::parse(&body(v.clone())).unwrap().file_name.as_str(), "Comprobante.pdf");
         v["fileName"] = json!("../etc/passwd");
         assert!(matches!(SendPdfRequest::parse(&body(v.clone())), Err(ApiError::InvalidFileName(_))));
         v["fileName"] = json!(12);
@@ -355,6 +361,43 @@ mod tests {
         let mut v = valid();
         v["pdfBase64"] = json!(format!("data:application/pdf;base64,{PDF_B64}"));
         assert!(SendPdfRequest::parse(&body(v)).is_ok());
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_json_is_fine() {
+        let mut raw = b"\xef\xbb\xbf".to_vec();
+        raw.extend(body(valid()));
+        assert_eq!(SendPdfRequest::parse(&raw).unwrap().to.digits(), "51987654321");
+    }
+
+    #[test]
+    fn a_pdf_of_the_maximum_size_fits_the_default_body_however_it_is_encoded() {
+        use base64::Engine as _;
+        let mut pdf = b"%PDF-1.4\n".to_vec();
+        // Compressed content looks random: one base64 character in 64 is a '/'.
+        let mut state = 0x2545_f491_u32;
+        pdf.extend((0..crate::domain::MAX_PDF_BYTES - pdf.len()).map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 24) as u8
+        }));
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&pdf);
+        let wrapped: Vec<&str> = encoded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        let text = wrapped.join("\r\n");
+        // Escaped as a JSON string by an encoder that escapes '/' (PHP's json_encode does).
+        let json = format!(
+            r#"{{"sessionId":"tienda_lima","to":"51987654321","pdfBase64":{}}}"#,
+            serde_json::to_string(&text).unwrap().replace('/', "\\/")
+        );
+        let slashes = encoded.bytes().filter(|b| *b == b'/').count();
+        assert!(slashes > encoded.len() / 70, "the sample has the usual share of '/': {slashes}");
+        assert!(
+            json.len() <= crate::config::DEFAULT_MAX_BODY_BYTES,
+            "{} > {}",
+            json.len(),
+            crate::config::DEFAULT_MAX_BODY_BYTES
+        );
+        let parsed = SendPdfRequest::parse(json.as_bytes()).unwrap();
+        assert_eq!(parsed.pdf.bytes().as_ref(), pdf.as_slice());
     }
 
     #[test]

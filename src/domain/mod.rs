@@ -5,10 +5,12 @@
 //! sessions only see values that are known to be well formed.
 
 mod ids;
+mod media;
 mod status;
 mod values;
 
 pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId};
+pub use media::{InlineMedia, MediaError, decode_inline};
 pub use status::DeliveryStatus;
 pub use values::{
     DEFAULT_FILE_NAME, FileName, InvalidFileName, InvalidPhone, MAX_FILE_NAME_CHARS, MAX_PDF_BYTES, PdfDocument,

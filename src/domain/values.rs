@@ -3,13 +3,12 @@
 //! Each type is parsed once at the HTTP edge; past that point the queue and the upstream
 //! session only see values that are known to be well formed.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::media::MediaError;
 
 /// Largest PDF we accept, decoded (WhatsApp's document limit is far higher; our body limit isn't).
 pub const MAX_PDF_BYTES: usize = 16 * 1024 * 1024;
@@ -30,17 +29,32 @@ pub struct PhoneNumber(String);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid phone number: expected 7 to 15 digits with country code, e.g. 51987654321 \
-     ('+', spaces and dashes are ignored)"
+     ('+', spaces, dashes, dots and parentheses are ignored; a WhatsApp JID such as \
+     51987654321@s.whatsapp.net is taken too)"
 )]
 pub struct InvalidPhone;
 
+/// The user JID servers of a phone number: WhatsApp's, and the one whatsapp-web.js users write.
+const PHONE_JID_SERVERS: [&str; 2] = ["@s.whatsapp.net", "@c.us"];
+
 impl PhoneNumber {
-    /// Accepts `51987654321`, `+51 987 654 321` or `+51-987-654-321`: one leading `+`, spaces and
-    /// dashes are dropped, then 7–15 ASCII digits must remain. A `+` anywhere else is rejected.
+    /// Accepts the ways people write numbers: `51987654321`, `+51 987 654 321`,
+    /// `+51 (987) 654-321`, `51.987.654.321`, and a user JID, `51987654321@s.whatsapp.net` or
+    /// `51987654321@c.us`. One leading `+`, spaces, dashes, dots and parentheses are dropped,
+    /// then 7–15 ASCII digits must remain. A `+` anywhere else is rejected, and so is a JID of
+    /// a device (`…:3@s.whatsapp.net`) or of another server (a group, a LID).
     pub fn parse(raw: &str) -> Result<PhoneNumber, InvalidPhone> {
         let trimmed = raw.trim();
-        let rest = trimmed.strip_prefix('+').unwrap_or(trimmed);
-        let digits: String = rest.chars().filter(|c| *c != ' ' && *c != '-').collect();
+        let user = PHONE_JID_SERVERS
+            .iter()
+            .find_map(|server| {
+                let split = trimmed.len().checked_sub(server.len())?;
+                let (user, tail) = (trimmed.get(..split)?, trimmed.get(split..)?);
+                tail.eq_ignore_ascii_case(server).then_some(user)
+            })
+            .unwrap_or(trimmed);
+        let rest = user.strip_prefix('+').unwrap_or(user);
+        let digits: String = rest.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')')).collect();
         let valid = (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
         if valid { Ok(PhoneNumber(digits)) } else { Err(InvalidPhone) }
     }
@@ -84,10 +98,10 @@ pub enum PdfError {
     /// Nothing left after removing the `data:` prefix and whitespace.
     #[error("the PDF is empty")]
     Empty,
-    /// Not valid standard (padded) base64.
+    /// Not base64 (see [`decode_inline`](super::media::decode_inline)).
     #[error("the PDF is not valid base64")]
     InvalidBase64,
-    /// Decodes, but does not start with `%PDF-`.
+    /// Decodes, but does not start with `%PDF-`, or its data URL says it is another type.
     #[error("the document is not a PDF")]
     NotAPdf,
     /// Would decode to more than `limit` bytes.
@@ -98,13 +112,24 @@ pub enum PdfError {
     },
 }
 
-/// Standard padded base64 that ignores the unused bits of the last character, as most
-/// encoders and decoders do: a client's non-canonical encoder must not make a PDF "invalid".
-const LENIENT: GeneralPurpose =
-    GeneralPurpose::new(&base64::alphabet::STANDARD, GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true));
-
-const DATA_URL_PREFIX: &str = "data:application/pdf;base64,";
 const PDF_MAGIC: &[u8] = b"%PDF-";
+
+/// Data URL types that may carry a PDF: the PDF types, and the generic ones a browser or an HTTP
+/// library gives a file it did not type.
+const PDF_COMPATIBLE_TYPES: &[&str] = &[
+    "application/pdf",
+    "application/x-pdf",
+    "application/acrobat",
+    "applications/vnd.pdf",
+    "text/pdf",
+    "text/x-pdf",
+    "application/octet-stream",
+    "binary/octet-stream",
+    "application/binary",
+    "application/download",
+    "application/force-download",
+    "application/x-download",
+];
 
 impl PdfDocument {
     /// Decodes a base64 PDF of at most [`MAX_PDF_BYTES`]; see [`PdfDocument::from_base64_with_limit`].
@@ -112,37 +137,19 @@ impl PdfDocument {
         Self::from_base64_with_limit(encoded, MAX_PDF_BYTES)
     }
 
-    /// Decodes standard, padded base64, after dropping an optional (case-insensitive)
-    /// `data:application/pdf;base64,` prefix and any ASCII whitespace (many clients wrap lines at
-    /// 76 columns). The size is checked from the encoded length before anything is allocated.
+    /// Decodes base64 as [`decode_inline`](super::media::decode_inline) does (either alphabet,
+    /// padding optional, whitespace ignored, any base64 data URL); the bytes must start with
+    /// `%PDF-`, and a data URL's type must not say it is something else (`image/png`).
     pub fn from_base64_with_limit(encoded: &str, limit: usize) -> Result<PdfDocument, PdfError> {
-        let trimmed = encoded.trim_ascii();
-        let payload = match trimmed.split_at_checked(DATA_URL_PREFIX.len()) {
-            Some((head, tail)) if head.eq_ignore_ascii_case(DATA_URL_PREFIX) => tail,
-            _ => trimmed,
-        };
-
-        let significant = payload.bytes().filter(|b| !b.is_ascii_whitespace()).count();
-        if significant == 0 {
-            return Err(PdfError::Empty);
-        }
-        if estimated_decoded_len(payload, significant) > limit {
-            return Err(PdfError::TooLarge { limit });
-        }
-
-        let compact: Cow<'_, str> = if significant == payload.len() {
-            Cow::Borrowed(payload)
-        } else {
-            Cow::Owned(payload.chars().filter(|c| !c.is_ascii_whitespace()).collect())
-        };
-        let bytes = LENIENT.decode(compact.as_bytes()).map_err(|_| PdfError::InvalidBase64)?;
-        if bytes.is_empty() {
-            return Err(PdfError::Empty);
-        }
-        if !bytes.starts_with(PDF_MAGIC) {
+        let media = super::media::decode_inline(encoded, limit).map_err(|e| match e {
+            MediaError::Empty => PdfError::Empty,
+            MediaError::InvalidBase64 => PdfError::InvalidBase64,
+            MediaError::TooLarge { limit } => PdfError::TooLarge { limit },
+        })?;
+        if media.declared_type.as_deref().is_some_and(|t| !PDF_COMPATIBLE_TYPES.contains(&t)) {
             return Err(PdfError::NotAPdf);
         }
-        Ok(PdfDocument { bytes: Bytes::from(bytes) })
+        Self::from_bytes(media.bytes)
     }
 
     /// Wraps bytes that are already known to be a PDF (for tests and internal callers).
@@ -171,13 +178,6 @@ impl PdfDocument {
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
-}
-
-/// Exact decoded size of well-formed padded base64 with `significant` non-whitespace characters;
-/// an upper bound otherwise (malformed input is rejected by the decoder anyway).
-fn estimated_decoded_len(payload: &str, significant: usize) -> usize {
-    let padding = payload.bytes().rev().filter(|b| !b.is_ascii_whitespace()).take(2).take_while(|b| *b == b'=').count();
-    (significant.div_ceil(4) * 3).saturating_sub(padding)
 }
 
 impl fmt::Debug for PdfDocument {
@@ -210,11 +210,20 @@ pub enum InvalidFileName {
     TooLong,
 }
 
+/// Characters that change how a name is shown without being seen: the bidirectional overrides,
+/// embeddings and isolates (`Factura\u{202e}gnp.pdf` shows as "Facturafdp.png"), and the
+/// zero-width ones. They are removed from file names.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{061c}' | '\u{feff}')
+}
+
 impl FileName {
-    /// Trims, rejects empty names, `/`, `\`, control characters and names over 255 characters,
-    /// and appends `.pdf` unless the name already ends in `.pdf` (any case).
+    /// Drops bidirectional-control and zero-width characters, trims, rejects empty names, `/`,
+    /// `\`, control characters and names over 255 characters, and appends `.pdf` unless the name
+    /// already ends in `.pdf` (any case).
     pub fn parse(raw: &str) -> Result<FileName, InvalidFileName> {
-        let name = raw.trim();
+        let visible: String = raw.chars().filter(|c| !is_invisible_format(*c)).collect();
+        let name = visible.trim();
         if name.is_empty() {
             return Err(InvalidFileName::Empty);
         }
@@ -258,6 +267,7 @@ impl fmt::Display for FileName {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     const PDF: &[u8] = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n%%EOF\n";
 
@@ -283,16 +293,32 @@ mod tests {
     }
 
     #[test]
+    fn phone_takes_the_usual_formatting_and_user_jids() {
+        for raw in [
+            "+51 (987) 654-321",
+            "(51)987654321",
+            "51.987.654.321",
+            "51987654321@s.whatsapp.net",
+            "51987654321@C.US",
+            " 51987654321@s.whatsapp.net ",
+        ] {
+            assert_eq!(PhoneNumber::parse(raw).map(|p| p.digits().to_owned()), Ok("51987654321".into()), "{raw:?}");
+        }
+    }
+
+    #[test]
     fn phone_rejects_other_characters() {
         for raw in [
             "",
             "+",
             "5198765432a",
-            "(51)987654321",
-            "51.987.654.321",
             "51+987654321",
             "++51987654321",
             "５１９８７６５４３２１",
+            "51987654321:3@s.whatsapp.net",
+            "120363000000000000@g.us",
+            "200000000000001@lid",
+            "@s.whatsapp.net",
         ] {
             assert_eq!(PhoneNumber::parse(raw), Err(InvalidPhone), "{raw:?}");
         }
@@ -332,12 +358,29 @@ mod tests {
 
     #[test]
     fn pdf_rejects_bad_base64() {
-        for bad in ["%%%%", "JVBERi0", "JVBERi0x=", "JVBER i0x!", "data:text/plain;base64,JVBERi0xLjQ="] {
+        for bad in ["%%%%", "JVBERi0xL", "JVBER i0x!", "data:application/pdf,JVBERi0xLjQ="] {
             assert_eq!(PdfDocument::from_base64(bad), Err(PdfError::InvalidBase64), "{bad:?}");
         }
-        // URL-safe alphabet is not the standard engine.
+    }
+
+    #[test]
+    fn pdf_takes_what_node_takes() {
+        let encoded = b64(PDF);
         let urlsafe = b64(b"%PDF-\xfb\xff\xfe").replace('+', "-").replace('/', "_");
-        assert_eq!(PdfDocument::from_base64(&urlsafe), Err(PdfError::InvalidBase64));
+        assert_eq!(PdfDocument::from_base64(&urlsafe).unwrap().bytes().as_ref(), b"%PDF-\xfb\xff\xfe");
+        for prefix in
+            ["data:application/octet-stream;base64,", "data:;base64,", "data:application/x-pdf;name=f.pdf;base64,"]
+        {
+            let doc = PdfDocument::from_base64(&format!("{prefix}{}", encoded.trim_end_matches('='))).unwrap();
+            assert_eq!(doc.bytes().as_ref(), PDF, "{prefix}");
+        }
+    }
+
+    #[test]
+    fn pdf_whose_data_url_names_another_type_is_not_a_pdf() {
+        for prefix in ["data:text/plain;base64,", "data:image/png;base64,"] {
+            assert_eq!(PdfDocument::from_base64(&format!("{prefix}{}", b64(PDF))), Err(PdfError::NotAPdf), "{prefix}");
+        }
     }
 
     #[test]
@@ -402,8 +445,9 @@ mod tests {
     }
 
     #[test]
-    fn trailing_bits_of_base64_are_ignored() {
-        // "JVBERi0xLh==" has non-zero unused bits in its last character; it is still "%PDF-1.".
-        assert_eq!(PdfDocument::from_base64("JVBERi0xLh==").unwrap().bytes().as_ref(), b"%PDF-1.");
+    fn file_names_lose_their_invisible_characters() {
+        assert_eq!(FileName::parse("Factura\u{202e}gnp.pdf").unwrap().as_str(), "Facturagnp.pdf");
+        assert_eq!(FileName::parse("\u{feff}Fac\u{200b}tura\u{2066}.pdf\u{2069}").unwrap().as_str(), "Factura.pdf");
+        assert_eq!(FileName::parse("\u{202e}\u{200d}"), Err(InvalidFileName::Empty));
     }
 }

@@ -200,3 +200,73 @@ async fn two_sessions_stay_isolated() {
     app.stop().await;
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_pdf_takes_what_the_node_service_takes() {
+    use base64::Engine as _;
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    link(&app, &fake, "tienda_lima", "51900000009").await;
+    let mut events = fake.subscribe();
+
+    let bytes = {
+        let mut b = pdf("como en node");
+        b.extend((0u8..=255).cycle().take(3000)); // every byte value: '+', '/', '-' and '_' all appear
+        b
+    };
+    let standard = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let urlsafe_wrapped: String = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(&bytes)
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).expect("ascii"))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    // (the JSON body as a client sends it, the file name the phone must see)
+    let cases = [
+        (
+            format!(
+                "\u{feff}{}",
+                serde_json::json!({"sessionId":"tienda_lima","to":"+51 (987) 654-321","pdfBase64":standard})
+            ),
+            "Comprobante.pdf",
+        ),
+        (
+            serde_json::json!({"sessionId":"tienda_lima","to":"51.987.654.321","fileName":"",
+                "pdfBase64":format!("data:application/octet-stream;base64,{standard}")})
+            .to_string(),
+            "Comprobante.pdf",
+        ),
+        (
+            serde_json::json!({"sessionId":"tienda_lima","to":"51987654321@s.whatsapp.net",
+                "fileName":"Factura\u{202e}gnp.pdf","pdfBase64":format!("data:;base64,{urlsafe_wrapped}")})
+            .to_string()
+            .replace('/', "\\/"),
+            "Facturagnp.pdf",
+        ),
+        (
+            serde_json::json!({"sessionId":"tienda_lima","to":51987654321u64,"fileName":"F002",
+                "pdfBase64":format!("data:application/x-pdf;name=F002.pdf;base64,{}", standard.trim_end_matches('='))})
+            .to_string(),
+            "F002.pdf",
+        ),
+    ];
+    for (n, (body, file_name)) in cases.into_iter().enumerate() {
+        let (status, answer) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(body)).await;
+        assert_eq!(status, 202, "case {n}: {answer}");
+        let got = wait_message(&mut events, "51987654321").await;
+        assert_eq!(got.id, answer["messageId"].as_str().expect("id"), "case {n}");
+        let document = got.document.expect("a document");
+        assert_eq!(document.sha256, sha256_hex(&bytes), "case {n}: the same bytes");
+        assert_eq!(document.file_name.as_deref(), Some(file_name), "case {n}");
+    }
+
+    // Still refused: a data URL that says it is something else.
+    let png = serde_json::json!({"sessionId":"tienda_lima","to":"51987654321",
+        "pdfBase64":format!("data:image/png;base64,{standard}")});
+    let (status, answer) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(png.to_string())).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("NOT_A_PDF")), "{answer}");
+    app.stop().await;
+    fake.shutdown().await;
+}
