@@ -183,7 +183,7 @@ impl SendPdfRequest {
             // `fileName || 'Comprobante.pdf'`, as the Node service reads it.
             None | Some(Value::Null) => FileName::default(),
             Some(Value::String(name)) if name.trim().is_empty() => FileName::default(),
-            Some(Value::String(name)) => FileName::parse(&name)?,
+            Some(Value::String(name)) => FileName::parse_pdf(&name)?,
             Some(_) => {
                 return Err(ApiError::WrongFieldType { field: "fileName", expected: "a string" });
             }

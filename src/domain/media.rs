@@ -12,8 +12,6 @@
 //! a group of four), data URLs that are not base64, and more decoded bytes than the limit, which
 //! is checked from the encoded length before anything is decoded.
 
-use std::borrow::Cow;
-
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
@@ -72,33 +70,38 @@ pub fn decode_inline(encoded: &str, limit: usize) -> Result<InlineMedia, MediaEr
         Some(url) => url?,
         None => (trimmed, None, None),
     };
-    // The characters that carry data: no whitespace, no padding.
-    let significant = payload.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b'=').count();
-    if significant == 0 {
+    // The common case, standard base64 in one line: decoded in place, no copy.
+    let unpadded = payload.trim_end_matches(|c: char| c == '=' || c.is_ascii_whitespace());
+    if unpadded.is_empty() {
         return Err(MediaError::Empty);
     }
+    if unpadded.len() / 4 * 3 <= limit
+        && let Ok(bytes) = LENIENT.decode(unpadded)
+    {
+        if bytes.len() > limit {
+            return Err(MediaError::TooLarge { limit });
+        }
+        return Ok(InlineMedia { bytes: Bytes::from(bytes), declared_type, declared_name });
+    }
+    // Otherwise: the characters that carry data, without whitespace and padding, in the standard
+    // alphabet; the size is checked from their count before anything is decoded.
+    let significant = payload.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b'=').count();
     if significant * 3 / 4 > limit {
         return Err(MediaError::TooLarge { limit });
     }
-    let clean = significant == payload.len() && !payload.bytes().any(|b| b == b'-' || b == b'_');
-    let compact: Cow<'_, [u8]> = if clean {
-        Cow::Borrowed(payload.as_bytes())
-    } else {
-        let mut out = Vec::with_capacity(significant);
-        let mut padding_seen = false;
-        for b in payload.bytes() {
-            match b {
-                b if b.is_ascii_whitespace() => {}
-                b'=' => padding_seen = true,
-                // Data after padding is not base64 (Node would silently drop it; we refuse).
-                _ if padding_seen => return Err(MediaError::InvalidBase64),
-                b'-' => out.push(b'+'),
-                b'_' => out.push(b'/'),
-                other => out.push(other),
-            }
+    let mut compact = Vec::with_capacity(significant);
+    let mut padding_seen = false;
+    for b in payload.bytes() {
+        match b {
+            b if b.is_ascii_whitespace() => {}
+            b'=' => padding_seen = true,
+            // Data after padding is not base64 (Node would silently drop it; we refuse).
+            _ if padding_seen => return Err(MediaError::InvalidBase64),
+            b'-' => compact.push(b'+'),
+            b'_' => compact.push(b'/'),
+            other => compact.push(other),
         }
-        Cow::Owned(out)
-    };
+    }
     let bytes = LENIENT.decode(&compact).map_err(|_| MediaError::InvalidBase64)?;
     if bytes.is_empty() {
         return Err(MediaError::Empty);

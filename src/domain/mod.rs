@@ -4,11 +4,15 @@
 //! Each value is parsed once at the edge (HTTP, the journal); past that point the queue and the
 //! sessions only see values that are known to be well formed.
 
+mod content;
 mod ids;
 mod media;
 mod status;
 mod values;
 
+pub use content::{
+    ContentError, ContentKind, MAX_CAPTION_CHARS, MAX_MEDIA_BYTES, MAX_TEXT_CHARS, MimeType, OutgoingContent,
+};
 pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId};
 pub use media::{InlineMedia, MediaError, decode_inline};
 pub use status::DeliveryStatus;

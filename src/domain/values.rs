@@ -189,7 +189,7 @@ impl fmt::Debug for PdfDocument {
 
 // ---------------------------------------------------------------------------------------------
 
-/// The name the recipient sees for the document; always ends in `.pdf`.
+/// The name the recipient sees for a document.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FileName(String);
 
@@ -218,9 +218,8 @@ fn is_invisible_format(c: char) -> bool {
 }
 
 impl FileName {
-    /// Drops bidirectional-control and zero-width characters, trims, rejects empty names, `/`,
-    /// `\`, control characters and names over 255 characters, and appends `.pdf` unless the name
-    /// already ends in `.pdf` (any case).
+    /// Drops bidirectional-control and zero-width characters, trims, and rejects empty names,
+    /// `/`, `\`, control characters and names over 255 characters.
     pub fn parse(raw: &str) -> Result<FileName, InvalidFileName> {
         let visible: String = raw.chars().filter(|c| !is_invisible_format(*c)).collect();
         let name = visible.trim();
@@ -233,16 +232,22 @@ impl FileName {
         if name.chars().any(char::is_control) {
             return Err(InvalidFileName::ControlChar);
         }
+        if name.chars().count() > MAX_FILE_NAME_CHARS {
+            return Err(InvalidFileName::TooLong);
+        }
+        Ok(FileName(name.to_owned()))
+    }
+
+    /// As [`FileName::parse`], then appends `.pdf` unless the name already ends in `.pdf` (any
+    /// case): the rule of `POST /api/send-pdf`.
+    pub fn parse_pdf(raw: &str) -> Result<FileName, InvalidFileName> {
+        let FileName(name) = FileName::parse(raw)?;
         let has_pdf_ext = name
             .len()
             .checked_sub(4)
             .and_then(|start| name.get(start..))
             .is_some_and(|ext| ext.eq_ignore_ascii_case(".pdf"));
-        if name.chars().count() > MAX_FILE_NAME_CHARS {
-            return Err(InvalidFileName::TooLong);
-        }
-        let name = if has_pdf_ext { name.to_owned() } else { format!("{name}.pdf") };
-        Ok(FileName(name))
+        Ok(FileName(if has_pdf_ext { name } else { format!("{name}.pdf") }))
     }
 
     /// The file name, e.g. `Comprobante.pdf`.
@@ -416,11 +421,12 @@ mod tests {
     #[test]
     fn file_name_default_and_extension() {
         assert_eq!(FileName::default().as_str(), "Comprobante.pdf");
-        assert_eq!(FileName::parse("Factura 001").unwrap().as_str(), "Factura 001.pdf");
-        assert_eq!(FileName::parse("boleta.PDF").unwrap().as_str(), "boleta.PDF");
-        assert_eq!(FileName::parse("  recibo.pdf  ").unwrap().as_str(), "recibo.pdf");
-        assert_eq!(FileName::parse("informe.docx").unwrap().as_str(), "informe.docx.pdf");
-        assert_eq!(FileName::parse("año.pdf").unwrap().as_str(), "año.pdf");
+        assert_eq!(FileName::parse_pdf("Factura 001").unwrap().as_str(), "Factura 001.pdf");
+        assert_eq!(FileName::parse_pdf("boleta.PDF").unwrap().as_str(), "boleta.PDF");
+        assert_eq!(FileName::parse_pdf("  recibo.pdf  ").unwrap().as_str(), "recibo.pdf");
+        assert_eq!(FileName::parse_pdf("informe.docx").unwrap().as_str(), "informe.docx.pdf");
+        assert_eq!(FileName::parse_pdf("año.pdf").unwrap().as_str(), "año.pdf");
+        assert_eq!(FileName::parse("informe.docx").unwrap().as_str(), "informe.docx", "documents keep their names");
     }
 
     #[test]
@@ -438,7 +444,7 @@ mod tests {
         // The OpenAPI document says maxLength 255 (characters, as JSON Schema counts them).
         assert!(FileName::parse(&format!("{}.pdf", "a".repeat(251))).is_ok());
         assert_eq!(FileName::parse(&format!("{}.pdf", "a".repeat(252))), Err(InvalidFileName::TooLong));
-        assert_eq!(FileName::parse(&"a".repeat(255)).unwrap().as_str().len(), 259);
+        assert_eq!(FileName::parse_pdf(&"a".repeat(255)).unwrap().as_str().len(), 259);
         assert_eq!(FileName::parse(&"a".repeat(256)), Err(InvalidFileName::TooLong));
         assert!(FileName::parse(&"ñ".repeat(255)).is_ok());
         assert_eq!(FileName::parse(&"ñ".repeat(256)), Err(InvalidFileName::TooLong));

@@ -1,0 +1,401 @@
+//! What an outgoing message carries: [`OutgoingContent`], a text, an image or a document, checked
+//! once at the edge. Media types are sniffed from the bytes: a declared type that contradicts them
+//! is refused, so a recipient never gets "factura.pdf" that is really an executable.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{FileName, MAX_PDF_BYTES};
+
+/// Longest text, in characters.
+pub const MAX_TEXT_CHARS: usize = 65_536;
+/// Longest caption of an image or a document, in characters (WhatsApp cuts longer ones).
+pub const MAX_CAPTION_CHARS: usize = 1024;
+/// Largest image or document, in bytes: the same as a PDF of `POST /api/send-pdf`.
+pub const MAX_MEDIA_BYTES: usize = MAX_PDF_BYTES;
+
+/// The image types WhatsApp shows as photos.
+const IMAGE_TYPES: [&str; 3] = ["image/jpeg", "image/png", "image/webp"];
+
+/// Declared types that say nothing about the content: the sniffed type is used instead.
+const GENERIC_TYPES: [&str; 4] =
+    ["application/octet-stream", "binary/octet-stream", "application/binary", "application/unknown"];
+
+/// The kind of a message: `text`, `image` or `document`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentKind {
+    Text,
+    Image,
+    Document,
+}
+
+impl ContentKind {
+    /// Every kind, in the order the API documents them.
+    pub const ALL: [ContentKind; 3] = [ContentKind::Text, ContentKind::Image, ContentKind::Document];
+
+    /// The one place each kind is spelled (API, journal).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentKind::Text => "text",
+            ContentKind::Image => "image",
+            ContentKind::Document => "document",
+        }
+    }
+
+    /// The kind spelled `text`, if any.
+    pub fn parse(text: &str) -> Option<ContentKind> {
+        ContentKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+impl fmt::Display for ContentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A media type, `type/subtype`, lowercase, without parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MimeType(String);
+
+impl MimeType {
+    /// `Image/PNG; charset=x` → `image/png`; `None` unless it is `token/token`.
+    pub fn parse(raw: &str) -> Option<MimeType> {
+        let essence = raw.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let (kind, sub) = essence.split_once('/')?;
+        let token =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
+        (token(kind) && token(sub)).then(|| MimeType(canonical(&essence).to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn is_generic(&self) -> bool {
+        GENERIC_TYPES.contains(&self.0.as_str())
+    }
+}
+
+/// The usual spelling of a type's aliases.
+fn canonical(essence: &str) -> &str {
+    match essence {
+        "image/jpg" | "image/pjpeg" => "image/jpeg",
+        "application/x-pdf" | "application/acrobat" | "text/pdf" | "text/x-pdf" => "application/pdf",
+        other => other,
+    }
+}
+
+impl fmt::Display for MimeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why content was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContentError {
+    #[error("the text is empty")]
+    EmptyText,
+    #[error("the text is longer than {MAX_TEXT_CHARS} characters")]
+    TextTooLong,
+    #[error("the caption is longer than {MAX_CAPTION_CHARS} characters")]
+    CaptionTooLong,
+    #[error("the media is empty")]
+    EmptyMedia,
+    #[error("the media exceeds {MAX_MEDIA_BYTES} bytes")]
+    TooLarge,
+    #[error("'{0}' is not a media type")]
+    InvalidMimeType(String),
+    /// The bytes are not a JPEG, PNG or WebP image.
+    #[error("an image must be JPEG, PNG or WebP; these bytes are {found} (send it as a document)")]
+    NotAnImage { found: String },
+    /// The declared type contradicts what the bytes are.
+    #[error("the media was declared {declared} but its bytes are {found}")]
+    TypeMismatch { declared: String, found: String },
+}
+
+/// What a message carries, validated.
+#[derive(Clone, PartialEq, Eq)]
+pub enum OutgoingContent {
+    Text { body: String },
+    Image { bytes: Bytes, mimetype: MimeType, caption: Option<String> },
+    Document { bytes: Bytes, mimetype: MimeType, file_name: FileName, caption: Option<String> },
+}
+
+impl fmt::Debug for OutgoingContent {
+    /// Sizes, not contents: texts and files do not belong in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutgoingContent")
+            .field("kind", &self.kind())
+            .field("len", &self.payload().len())
+            .field("mimetype", &self.mimetype().map(MimeType::as_str))
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutgoingContent {
+    /// A text of 1 to [`MAX_TEXT_CHARS`] characters, not only whitespace.
+    pub fn text(body: &str) -> Result<OutgoingContent, ContentError> {
+        if body.trim().is_empty() {
+            return Err(ContentError::EmptyText);
+        }
+        if body.chars().count() > MAX_TEXT_CHARS {
+            return Err(ContentError::TextTooLong);
+        }
+        Ok(OutgoingContent::Text { body: body.to_owned() })
+    }
+
+    /// A JPEG, PNG or WebP image, as its bytes say; a declared type must agree.
+    pub fn image(bytes: Bytes, declared: Option<&str>, caption: Option<&str>) -> Result<OutgoingContent, ContentError> {
+        check_size(&bytes)?;
+        let sniffed = sniff(&bytes);
+        let found = sniffed.as_ref().map_or("of no known type".to_owned(), |t| t.to_string());
+        let Some(mimetype) = sniffed.filter(|t| IMAGE_TYPES.contains(&t.as_str())) else {
+            return Err(ContentError::NotAnImage { found });
+        };
+        if let Some(declared) = declared_type(declared)?
+            && !declared.is_generic()
+            && declared != mimetype
+        {
+            return Err(ContentError::TypeMismatch { declared: declared.to_string(), found: mimetype.to_string() });
+        }
+        Ok(OutgoingContent::Image { bytes, mimetype, caption: caption_of(caption)? })
+    }
+
+    /// Any file. Its type is the one its bytes show, or the declared one when the bytes show
+    /// none we know (`text/csv`), or `application/octet-stream`; a declared type that
+    /// contradicts the bytes is refused. Without a name it is `Comprobante.pdf` for a PDF,
+    /// `archivo.<ext>` otherwise.
+    pub fn document(
+        bytes: Bytes,
+        declared: Option<&str>,
+        file_name: Option<FileName>,
+        caption: Option<&str>,
+    ) -> Result<OutgoingContent, ContentError> {
+        check_size(&bytes)?;
+        let sniffed = sniff(&bytes);
+        let declared = declared_type(declared)?.filter(|d| !d.is_generic());
+        let mimetype = match (declared, sniffed) {
+            (Some(declared), Some(sniffed)) if !compatible(&declared, &sniffed) => {
+                return Err(ContentError::TypeMismatch { declared: declared.to_string(), found: sniffed.to_string() });
+            }
+            // The declared one may be the more precise (an .xlsx is also a zip).
+            (Some(declared), _) => declared,
+            (None, Some(sniffed)) => sniffed,
+            (None, None) => MimeType("application/octet-stream".to_owned()),
+        };
+        let file_name = file_name.unwrap_or_else(|| default_name(&mimetype, &bytes));
+        Ok(OutgoingContent::Document { bytes, mimetype, file_name, caption: caption_of(caption)? })
+    }
+
+    /// The PDF of `POST /api/send-pdf`, already checked to be one.
+    pub fn pdf(pdf: super::PdfDocument, file_name: FileName) -> OutgoingContent {
+        OutgoingContent::Document {
+            bytes: pdf.bytes().clone(),
+            mimetype: MimeType("application/pdf".to_owned()),
+            file_name,
+            caption: None,
+        }
+    }
+
+    /// Rebuilds content the journal stored (it was checked when accepted).
+    pub fn from_stored(
+        kind: ContentKind,
+        payload: Bytes,
+        mimetype: Option<MimeType>,
+        file_name: Option<FileName>,
+        caption: Option<String>,
+    ) -> Result<OutgoingContent, ContentError> {
+        let octet = || MimeType("application/octet-stream".to_owned());
+        Ok(match kind {
+            ContentKind::Text => OutgoingContent::Text {
+                body: String::from_utf8(payload.to_vec()).map_err(|_| ContentError::EmptyText)?,
+            },
+            ContentKind::Image => {
+                OutgoingContent::Image { bytes: payload, mimetype: mimetype.unwrap_or_else(octet), caption }
+            }
+            ContentKind::Document => {
+                let mimetype = mimetype.unwrap_or_else(octet);
+                let file_name = file_name.unwrap_or_else(|| default_name(&mimetype, &payload));
+                OutgoingContent::Document { bytes: payload, mimetype, file_name, caption }
+            }
+        })
+    }
+
+    pub fn kind(&self) -> ContentKind {
+        match self {
+            OutgoingContent::Text { .. } => ContentKind::Text,
+            OutgoingContent::Image { .. } => ContentKind::Image,
+            OutgoingContent::Document { .. } => ContentKind::Document,
+        }
+    }
+
+    /// The bytes the journal keeps: the text as UTF-8, or the file.
+    pub fn payload(&self) -> Bytes {
+        match self {
+            OutgoingContent::Text { body } => Bytes::copy_from_slice(body.as_bytes()),
+            OutgoingContent::Image { bytes, .. } | OutgoingContent::Document { bytes, .. } => bytes.clone(),
+        }
+    }
+
+    pub fn mimetype(&self) -> Option<&MimeType> {
+        match self {
+            OutgoingContent::Text { .. } => None,
+            OutgoingContent::Image { mimetype, .. } | OutgoingContent::Document { mimetype, .. } => Some(mimetype),
+        }
+    }
+
+    pub fn file_name(&self) -> Option<&FileName> {
+        match self {
+            OutgoingContent::Document { file_name, .. } => Some(file_name),
+            _ => None,
+        }
+    }
+
+    pub fn caption(&self) -> Option<&str> {
+        match self {
+            OutgoingContent::Text { .. } => None,
+            OutgoingContent::Image { caption, .. } | OutgoingContent::Document { caption, .. } => caption.as_deref(),
+        }
+    }
+}
+
+fn check_size(bytes: &[u8]) -> Result<(), ContentError> {
+    match bytes.len() {
+        0 => Err(ContentError::EmptyMedia),
+        n if n > MAX_MEDIA_BYTES => Err(ContentError::TooLarge),
+        _ => Ok(()),
+    }
+}
+
+fn declared_type(declared: Option<&str>) -> Result<Option<MimeType>, ContentError> {
+    match declared.map(str::trim).filter(|d| !d.is_empty()) {
+        None => Ok(None),
+        Some(raw) => MimeType::parse(raw).map(Some).ok_or_else(|| ContentError::InvalidMimeType(raw.to_owned())),
+    }
+}
+
+fn caption_of(caption: Option<&str>) -> Result<Option<String>, ContentError> {
+    match caption.map(str::trim).filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(c) if c.chars().count() > MAX_CAPTION_CHARS => Err(ContentError::CaptionTooLong),
+        Some(c) => Ok(Some(c.to_owned())),
+    }
+}
+
+/// The type the bytes show, if they show one we know.
+fn sniff(bytes: &[u8]) -> Option<MimeType> {
+    infer::get(bytes).and_then(|t| MimeType::parse(t.mime_type()))
+}
+
+/// Whether a declared type can describe bytes sniffed as `sniffed`: the same type, or a format
+/// built on it (an Office file or an APK is a zip; an MP4 audio file is an MP4).
+fn compatible(declared: &MimeType, sniffed: &MimeType) -> bool {
+    if declared == sniffed {
+        return true;
+    }
+    let (d, s) = (declared.as_str(), sniffed.as_str());
+    match s {
+        "application/zip" => {
+            d.starts_with("application/vnd.openxmlformats-officedocument.")
+                || d.starts_with("application/vnd.oasis.opendocument.")
+                || matches!(
+                    d,
+                    "application/epub+zip" | "application/vnd.android.package-archive" | "application/java-archive"
+                )
+        }
+        "application/x-ole-storage" => d == "application/msword" || d.starts_with("application/vnd.ms-"),
+        // audio/mp4 sniffs as video/mp4: the same container.
+        _ => s.ends_with("/mp4") && d.ends_with("/mp4"),
+    }
+}
+
+/// `Comprobante.pdf` for a PDF (as the Node service named them), `archivo.<ext>` otherwise.
+fn default_name(mimetype: &MimeType, bytes: &[u8]) -> FileName {
+    let name = if mimetype.as_str() == "application/pdf" {
+        super::DEFAULT_FILE_NAME.to_owned()
+    } else {
+        match infer::get(bytes).map(|t| t.extension()) {
+            Some(ext) => format!("archivo.{ext}"),
+            None => "archivo".to_owned(),
+        }
+    };
+    FileName::parse(&name).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+    const JPEG: &[u8] = b"\xff\xd8\xff\xe0\0\x10JFIF\0\x01\x01\0\0\x01\0\x01\0\0\xff\xd9";
+    const PDF: &[u8] = b"%PDF-1.4\n%%EOF\n";
+
+    fn bytes(b: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(b)
+    }
+
+    #[test]
+    fn text_bounds() {
+        assert_eq!(OutgoingContent::text("hola").unwrap().payload().as_ref(), b"hola");
+        assert_eq!(OutgoingContent::text(" \n "), Err(ContentError::EmptyText));
+        assert!(OutgoingContent::text(&"ñ".repeat(MAX_TEXT_CHARS)).is_ok());
+        assert_eq!(OutgoingContent::text(&"a".repeat(MAX_TEXT_CHARS + 1)), Err(ContentError::TextTooLong));
+    }
+
+    #[test]
+    fn images_are_what_their_bytes_say() {
+        let png = OutgoingContent::image(bytes(PNG), None, Some(" foto ")).unwrap();
+        assert_eq!((png.mimetype().map(MimeType::as_str), png.caption()), (Some("image/png"), Some("foto")));
+        assert!(OutgoingContent::image(bytes(JPEG), Some("image/jpg"), None).is_ok(), "an alias of the same type");
+        assert!(OutgoingContent::image(bytes(JPEG), Some("application/octet-stream"), None).is_ok(), "generic");
+        assert_eq!(
+            OutgoingContent::image(bytes(PNG), Some("image/jpeg"), None),
+            Err(ContentError::TypeMismatch { declared: "image/jpeg".into(), found: "image/png".into() })
+        );
+        assert!(matches!(OutgoingContent::image(bytes(PDF), None, None), Err(ContentError::NotAnImage { .. })));
+        assert!(matches!(OutgoingContent::image(bytes(b"hello"), None, None), Err(ContentError::NotAnImage { .. })));
+        assert_eq!(OutgoingContent::image(Bytes::new(), None, None), Err(ContentError::EmptyMedia));
+        assert_eq!(
+            OutgoingContent::image(bytes(PNG), Some("not a type"), None),
+            Err(ContentError::InvalidMimeType("not a type".into()))
+        );
+        let long = "x".repeat(MAX_CAPTION_CHARS + 1);
+        assert_eq!(OutgoingContent::image(bytes(PNG), None, Some(&long)), Err(ContentError::CaptionTooLong));
+    }
+
+    #[test]
+    fn documents_take_any_file_but_not_a_lie_about_it() {
+        let pdf = OutgoingContent::document(bytes(PDF), None, None, None).unwrap();
+        assert_eq!(pdf.mimetype().map(MimeType::as_str), Some("application/pdf"));
+        assert_eq!(pdf.file_name().map(FileName::as_str), Some("Comprobante.pdf"));
+        let csv = OutgoingContent::document(bytes(b"a,b\n1,2\n"), Some("text/csv"), None, None).unwrap();
+        assert_eq!(csv.mimetype().map(MimeType::as_str), Some("text/csv"), "unknown bytes: the declared type");
+        let unknown = OutgoingContent::document(bytes(b"\x00\x01"), None, None, None).unwrap();
+        assert_eq!(unknown.mimetype().map(MimeType::as_str), Some("application/octet-stream"));
+        assert_eq!(unknown.file_name().map(FileName::as_str), Some("archivo"));
+        let png = OutgoingContent::document(bytes(PNG), None, None, None).unwrap();
+        assert_eq!(png.file_name().map(FileName::as_str), Some("archivo.png"));
+        assert_eq!(
+            OutgoingContent::document(bytes(PNG), Some("application/pdf"), None, None),
+            Err(ContentError::TypeMismatch { declared: "application/pdf".into(), found: "image/png".into() })
+        );
+        let zip = b"PK\x03\x04\x14\0\0\0\x08\0";
+        let xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+        let named = FileName::parse("ventas.xlsx").ok();
+        let sheet = OutgoingContent::document(bytes(zip), Some(xlsx), named, None).unwrap();
+        assert_eq!(sheet.mimetype().map(MimeType::as_str), Some(xlsx), "an Office file is a zip");
+    }
+
+    #[test]
+    fn kinds_are_spelled_once() {
+        for kind in ContentKind::ALL {
+            assert_eq!(ContentKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+    }
+}
