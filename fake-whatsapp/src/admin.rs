@@ -33,7 +33,7 @@ use wacore_binary::builder::NodeBuilder;
 use crate::pair_code::{self, PairCodeError};
 use crate::pairing::{self, Linked, ScanError};
 use crate::routing::{self, Outgoing, SendError};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stanza;
 use crate::state::{DeviceKey, Outbound, ReceiptRecord, ReceivedMessage, unix_secs};
 

@@ -7,7 +7,7 @@ use wacore_binary::{Jid, Node};
 use waproto::whatsapp as wa;
 
 use crate::phone::PreKeyBundleData;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stanza::{self, be3};
 use crate::state::{DeviceKey, Registry, unix_secs};
 

@@ -7,7 +7,7 @@ use waproto::whatsapp as wa;
 
 use crate::conn::{Conn, ConnError, Role};
 use crate::routing;
-use crate::server::FakeEvent;
+use crate::shared::FakeEvent;
 use crate::stanza::{self, SERVER};
 use crate::state::{DeviceKey, Outbound, unix_secs};
 

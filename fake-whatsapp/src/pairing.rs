@@ -19,7 +19,7 @@ use wacore_binary::{Jid, Node};
 use waproto::whatsapp as wa;
 
 use crate::conn::{Conn, ConnError};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stanza::{self, SERVER};
 use crate::state::{
     ConnId, Device, DeviceKey, Outbound, PendingPair, PendingRef, Registration, Registry, Unpaired, unix_secs,

@@ -9,7 +9,7 @@ use waproto::whatsapp as wa;
 
 use crate::conn::{Conn, ConnError};
 use crate::phone::{self, PhoneError};
-use crate::server::{FakeEvent, Shared};
+use crate::shared::{FakeEvent, Shared};
 use crate::stanza;
 use crate::state::{DeviceKey, DocumentRecord, MessageKind, ReceiptRecord, ReceivedMessage, unix_millis, unix_secs};
 
@@ -182,17 +182,13 @@ fn download_document(shared: &Shared, doc: &wa::message::DocumentMessage) -> Doc
             .map_err(|e| e.to_string())
         });
     let (sha256, size) = match plain {
-        Ok(bytes) => (hex(&Sha256::digest(&bytes)), bytes.len() as u64),
+        Ok(bytes) => (stanza::hex(&Sha256::digest(&bytes)), bytes.len() as u64),
         Err(e) => {
             tracing::warn!(error = %e, "virtual phone could not download a document");
             (String::new(), 0)
         }
     };
     DocumentRecord { file_name: doc.file_name.clone(), mimetype: doc.mimetype.clone(), sha256, size }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A `<receipt>` from a linked device: record it if it was for a virtual phone, relay it if it
