@@ -57,8 +57,16 @@ struct Qr {
     adv_secret: Vec<u8>,
 }
 
+/// The link form of the QR that WhatsApp Web and other clients show: the QR fields follow the `#`.
+const QR_LINK_PREFIX: &str = "https://wa.me/settings/linked_devices#";
+
 fn parse_qr(qr: &str) -> Result<Qr, ScanError> {
-    let parts: Vec<&str> = qr.trim().split(',').collect();
+    let qr = qr.trim();
+    let qr = match qr.strip_prefix(QR_LINK_PREFIX) {
+        Some(fields) => percent_decode(fields).ok_or(ScanError::Malformed("bad percent-encoding in the QR link"))?,
+        None => qr.to_owned(),
+    };
+    let parts: Vec<&str> = qr.split(',').collect();
     if parts.len() < 4 {
         return Err(ScanError::Malformed("expected ref,noise,identity,adv-secret[,type]"));
     }
@@ -75,6 +83,24 @@ fn parse_qr(qr: &str) -> Result<Qr, ScanError> {
         identity: decode32(parts[2], "identity key is not 32 bytes of base64")?,
         adv_secret,
     })
+}
+
+/// Undoes `%XX` escapes (a link may carry base64's `+`, `/` and `=` escaped).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn registration_from(payload: &wa::ClientPayload) -> Result<Registration, ConnError> {
