@@ -37,4 +37,6 @@ pub use pairing::{Linked, ScanError};
 pub use routing::SendError;
 pub use server::{Addresses, FakeConfig, FakeWhatsApp, StartError};
 pub use shared::FakeEvent;
-pub use state::{DocumentRecord, MessageKind, ReceiptRecord, ReceivedMessage};
+pub use state::{
+    DocumentRecord, LocationRecord, MediaRecord, MessageKind, ReactionRecord, ReceiptRecord, ReceivedMessage,
+};

@@ -118,7 +118,7 @@ async fn share_app_state_keys(conn: &mut Conn, key: &DeviceKey) {
         ..Default::default()
     };
     let id = conn.shared.next_message_id();
-    if let Err(e) = routing::phone_to_device(&conn.shared, &key.phone, key, &message, "text", None, &id).await {
+    if let Err(e) = routing::phone_to_device(&conn.shared, &key.phone, key, &message, &id).await {
         tracing::warn!(device = %key.jid(), error = %e, "app-state key share failed");
     }
 }

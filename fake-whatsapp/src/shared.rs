@@ -18,6 +18,8 @@ use crate::noise::ServerIdentity;
 use crate::state::{ReceivedMessage, Registry};
 
 /// Something that happened, for tests that wait on events instead of polling.
+// A few events per test: boxing the message would only change the pattern tests match on.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum FakeEvent {
     /// A virtual phone recorded a message.

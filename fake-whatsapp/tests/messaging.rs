@@ -104,15 +104,17 @@ async fn inbound_text_and_document_from_a_virtual_phone() {
     fake.admin().send_text("15550009", "15550001", "hola desde el teléfono").await.expect("phone sends");
     let (text, from) = client
         .wait_for("inbound text", |e| match e {
-            Event::Messages(batch) => batch
-                .messages
-                .iter()
-                .find_map(|m| m.message.conversation.clone().map(|t| (t, m.info.source.sender.user.to_string()))),
+            Event::Messages(batch) => batch.messages.iter().find_map(|m| {
+                m.message
+                    .conversation
+                    .clone()
+                    .map(|t| (t, m.info.source.sender_alt.as_ref().map(|j| j.user.to_string())))
+            }),
             _ => None,
         })
         .await;
     assert_eq!(text, "hola desde el teléfono");
-    assert_eq!(from, "15550009");
+    assert_eq!(from.as_deref(), Some("15550009"), "the phone speaks as its LID, its number beside it");
 
     let pdf = b"%PDF-1.7\nrecibo\n%%EOF".to_vec();
     fake.admin()
