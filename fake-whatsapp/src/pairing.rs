@@ -345,6 +345,7 @@ pub(crate) async fn on_iq_answer(conn: &mut Conn, node: &Node) -> Result<bool, C
                 conn: None,
                 offline: VecDeque::new(),
                 needs_key_share: true,
+                key_share_id: None,
             },
         );
         tracing::info!(device = %key.jid(), "device linked");

@@ -309,6 +309,13 @@ pub(crate) async fn on_receipt(conn: &mut Conn, node: &Node) -> Result<(), ConnE
     let kind = stanza::attr(node, "type").map(|s| s.into_owned());
     {
         let mut reg = conn.shared.lock();
+        if let Some(device) = reg.devices.get_mut(&me)
+            && device.key_share_id.as_deref() == Some(id.as_str())
+        {
+            device.needs_key_share = false;
+            device.key_share_id = None;
+            tracing::debug!(device = %me.jid(), "the device confirmed the app-state key share");
+        }
         match reg.device_key_of(&to) {
             Some(target) if target.device == 0 => {
                 if target.phone != me.phone && reg.phones.contains_key(&target.phone) {
@@ -481,7 +488,7 @@ pub(crate) async fn phone_send(shared: &Shared, from: &str, to: &str, outgoing: 
 /// `type` and the `<enc mediatype>` follow from the message, as the client derives them.
 ///
 /// A phone speaks to other accounts as its LID, with its phone number in `sender_pn`; to its
-/// own companions (the app-state key share) as its phone number.
+/// own companions (the app-state key share) as its phone number, in a `category="peer"` message.
 pub(crate) async fn phone_to_device(
     shared: &Shared,
     from: &str,
@@ -516,6 +523,10 @@ pub(crate) async fn phone_to_device(
         .attr("notify", format!("Phone {from}"));
     if sender.is_lid() {
         builder = builder.attr("sender_pn", Jid::pn(from.to_owned()));
+    } else {
+        // From the primary to its own companion: a peer message, which the client receipts
+        // with type="peer_msg".
+        builder = builder.attr("category", "peer");
     }
     let node = builder.children([enc.bytes(ciphertext).build()]).build();
     shared.lock().deliver(target, node);

@@ -70,8 +70,13 @@ pub(crate) struct Device {
     pub(crate) removed: bool,
     pub(crate) conn: Option<ConnId>,
     pub(crate) offline: VecDeque<Node>,
-    /// True until the phone has shared its app-state keys after the first login.
+    /// True until the device has confirmed (with its `peer_msg` receipt) the app-state keys the
+    /// phone shares after its first login. A share sent on a connection the client drops
+    /// before reading it is sent again on the next login, as WhatsApp keeps a message until the
+    /// device receipts it.
     pub(crate) needs_key_share: bool,
+    /// The message id of the key share last sent, awaiting its receipt.
+    pub(crate) key_share_id: Option<String>,
 }
 
 impl Device {
