@@ -254,3 +254,77 @@ fn devices_node(reg: &mut Registry, phone: &str) -> Node {
     }
     NodeBuilder::new("devices").children(children).build()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    //! The client's own usync parsers are the oracle for what the fake answers.
+
+    use super::*;
+    use crate::media::MediaStore;
+    use crate::noise::ServerIdentity;
+    use crate::shared::SharedParts;
+    use tokio_util::sync::CancellationToken;
+    use wacore::iq::spec::IqSpec;
+    use wacore::iq::usync::{DeviceListSpec, LidQuerySpec};
+
+    fn shared() -> Shared {
+        Shared::new(SharedParts {
+            identity: ServerIdentity::generate().expect("identity"),
+            unregistered: vec!["15550099".into()],
+            media: MediaStore::new(),
+            media_host: "127.0.0.1:1".into(),
+            media_auth: "auth".into(),
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    fn query(protocols: &[&'static str], users: &[Jid]) -> Node {
+        let usync = NodeBuilder::new("usync")
+            .attr("sid", "s1")
+            .attr("mode", "query")
+            .attr("context", "background")
+            .children([
+                NodeBuilder::new("query").children(protocols.iter().map(|p| NodeBuilder::new(p).build())).build(),
+                NodeBuilder::new("list")
+                    .children(users.iter().map(|u| NodeBuilder::new("user").attr("jid", u.clone()).build()))
+                    .build(),
+            ])
+            .build();
+        NodeBuilder::new("iq").attr("xmlns", "usync").attr("type", "get").children([usync]).build()
+    }
+
+    #[test]
+    fn the_lid_protocol_maps_every_registered_number_to_its_lid() {
+        let shared = shared();
+        let users = [Jid::pn("15550002"), Jid::pn("15550099")];
+        let answer = usync(&shared, &query(&["lid"], &users), "1");
+        let parsed = LidQuerySpec::new(users.to_vec(), "s1").parse_response(&answer.as_node_ref()).expect("parses");
+        let lid = shared.lock().lid_user("15550002").expect("a LID").to_owned();
+        assert_eq!(parsed.lid_mappings.len(), 1, "the unregistered number has none");
+        assert_eq!(parsed.lid_mappings[0].phone_number.as_str(), "15550002");
+        assert_eq!(parsed.lid_mappings[0].lid.as_str(), lid);
+
+        // Asked by LID, the answer names the phone number beside it.
+        let by_lid = [Jid::lid(lid.clone())];
+        let answer = usync(&shared, &query(&["lid"], &by_lid), "2");
+        let parsed = LidQuerySpec::new(by_lid.to_vec(), "s1").parse_response(&answer.as_node_ref()).expect("parses");
+        assert_eq!(parsed.lid_mappings[0].phone_number.as_str(), "15550002");
+    }
+
+    #[test]
+    fn device_lists_answer_a_lid_as_a_lid() {
+        let shared = shared();
+        shared.ensure_phone("15550002");
+        let lid = Jid::lid(shared.lock().lid_user("15550002").expect("a LID").to_owned());
+        let answer = usync(&shared, &query(&["devices"], std::slice::from_ref(&lid)), "3");
+        let spec = DeviceListSpec::new(vec![lid.clone()], "s1").require_complete_response();
+        let parsed = spec.parse_response(&answer.as_node_ref()).expect("a complete answer");
+        assert_eq!(parsed.device_lists[0].user, lid);
+        assert_eq!(parsed.device_lists[0].devices.len(), 1, "device 0 only");
+        // A LID nobody was given gets no answer at all.
+        let stranger = Jid::lid("999999");
+        let answer = usync(&shared, &query(&["devices"], std::slice::from_ref(&stranger)), "4");
+        assert!(DeviceListSpec::new(vec![stranger], "s1").parse_response(&answer.as_node_ref()).is_ok());
+    }
+}

@@ -356,3 +356,38 @@ pub(crate) async fn on_iq_answer(conn: &mut Conn, node: &Node) -> Result<bool, C
     conn.send(&stanza::stream_error_code("515")).await?;
     Ok(true)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const QR: &str =
+        "2@abc+/=,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=,Ag==,1";
+
+    #[test]
+    fn the_link_form_parses_like_the_bare_string() {
+        for form in [
+            QR.to_owned(),
+            format!("{QR_LINK_PREFIX}{QR}"),
+            format!("  {QR_LINK_PREFIX}{}\n", QR.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")),
+        ] {
+            let qr = parse_qr(&form).unwrap_or_else(|e| panic!("{form}: {e}"));
+            assert_eq!(qr.reference, "2@abc+/=");
+            assert_eq!((qr.noise, qr.identity), ([0; 32], [1; 32]));
+            assert_eq!(qr.adv_secret, [2]);
+        }
+    }
+
+    #[test]
+    fn broken_links_are_malformed() {
+        for bad in [
+            format!("{QR_LINK_PREFIX}%zz{QR}"),
+            format!("{QR_LINK_PREFIX}{QR}%2"),
+            format!("{QR_LINK_PREFIX}%FF{QR}"),
+            QR_LINK_PREFIX.to_owned(),
+        ] {
+            assert!(matches!(parse_qr(&bad), Err(ScanError::Malformed(_))), "{bad}");
+        }
+    }
+}

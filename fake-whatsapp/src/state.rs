@@ -407,3 +407,33 @@ fn new_phone(next_lid: &mut u64, lids: &mut HashMap<String, String>, number: &st
         duplicates: 0,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_is_found_by_phone_number_or_by_lid() {
+        let mut reg = Registry::new(Vec::new());
+        let lid = reg.phone("15550001").lid_user.clone();
+        let other = reg.phone("15550002").lid_user.clone();
+        assert_ne!(lid, other, "one LID per phone");
+        let key = DeviceKey { phone: "15550001".into(), device: 3 };
+
+        let by_pn: Jid = "15550001:3@s.whatsapp.net".parse().unwrap();
+        let by_lid = Jid::lid_device(lid.clone(), 3);
+        assert_eq!(reg.device_key_of(&by_pn), Some(key.clone()));
+        assert_eq!(reg.device_key_of(&by_lid), Some(key.clone()));
+        assert_eq!(reg.phone_of(&Jid::lid(lid.clone())).as_deref(), Some("15550001"));
+        assert_eq!(reg.device_key_of(&Jid::lid("999")), None, "a LID never handed out names nobody");
+        assert_eq!(reg.device_key_of(&"123@g.us".parse().unwrap()), None);
+
+        assert_eq!(reg.jid_like(&key, &by_lid), by_lid);
+        assert_eq!(reg.jid_like(&key, &by_pn), by_pn);
+        assert_eq!(reg.signal_address(&key), by_lid, "sessions are keyed by LID");
+        // Inserting a phone that exists keeps its LID.
+        reg.insert_phone("15550001", VirtualDevice::new());
+        assert_eq!(reg.lid_user("15550001"), Some(lid.as_str()));
+    }
+}
