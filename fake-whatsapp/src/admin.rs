@@ -8,10 +8,10 @@
 //! |---|---|---|
 //! | `POST /admin/scan` | `{"qr","phone"}` | 200 `{"jid","lid"}`; 400 malformed, 404 unknown ref, 410 expired, 504 unconfirmed |
 //! | `POST /admin/pair-code` | `{"phone","code"}` (code with or without the dash, any case) | 200 `{"jid","lid"}`; 400 malformed body, phone or code; 404 no pending pairing-code request for the phone, or unknown code; 409 another code is being entered; 410 the requesting connection is gone; 502 the companion's keys are invalid; 504 the companion did not answer or confirm |
-//! | `GET /admin/devices` | | `[{"jid","phone","connected","removed"}]` |
+//! | `GET /admin/devices` | | `[{"jid","lid","phone","connected","removed"}]` |
 //! | `POST /admin/devices/{jid}/logout`, `.../drop` | | `{"ok":true}`; 400, 404, 409 |
 //! | `POST /admin/refuse` | `{"seconds"}` | `{"ok":true}` |
-//! | `GET /admin/phones/{phone}/messages`, `.../receipts`, `.../duplicates` | | records |
+//! | `GET /admin/phones/{phone}/messages`, `.../receipts`, `.../duplicates` | | records (a message: `{"id","from","from_lid"?,"type","text"?,"document"?,"media"?,"location"?,"reaction"?,"received_at"}`, see [`ReceivedMessage`]) |
 //! | `POST /admin/phones/{phone}/messages/{id}/read` | | `{"ok":true}`; 404 |
 //! | `POST /admin/phones/{phone}/registered` | `{"registered"}` | `{"ok":true}` |
 //! | `GET /admin/phones/{phone}/lid` | | `{"phone","lid"}`; 404 not on WhatsApp |

@@ -71,7 +71,7 @@ async fn client_learns_the_lid_by_usync_and_a_pn_send_reaches_the_phone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lid_addressed_send_reaches_the_right_device_and_phone() {
     let fake = fake().await;
-    let (alice, alice_linked) = linked_client(&fake, "15550001").await;
+    let (mut alice, alice_linked) = linked_client(&fake, "15550001").await;
     let (mut bob, bob_linked) = linked_client(&fake, "15550002").await;
     let (_carol, _) = linked_client(&fake, "15550004").await;
     let mut events = fake.subscribe();
@@ -91,6 +91,26 @@ async fn a_lid_addressed_send_reaches_the_right_device_and_phone() {
     assert_eq!(got.text.as_deref(), Some("hola bob, por LID"));
     assert_eq!(got.from, alice_linked.jid);
     assert!(fake.admin().messages("15550004").is_empty(), "nothing strays to another account");
+
+    // Receipts come back by LID too: from bob's phone, and relayed from bob's device.
+    let mut from: Vec<String> = Vec::new();
+    while from.len() < 2 {
+        let sender = alice
+            .wait_for("receipts for the LID-addressed message", |e| match e {
+                Event::Receipt(r) if r.message_ids.iter().any(|id| id == &sent.message_id) => {
+                    Some(r.source.sender.to_string())
+                }
+                _ => None,
+            })
+            .await;
+        if !from.contains(&sender) {
+            from.push(sender);
+        }
+    }
+    from.sort();
+    let mut expected = vec![bob_lid.to_string(), bob_linked.lid.clone()];
+    expected.sort();
+    assert_eq!(from, expected);
     fake.shutdown().await;
 }
 
