@@ -8,13 +8,18 @@
 //! |---|---|---|
 //! | `POST /admin/scan` | `{"qr","phone"}` | 200 `{"jid","lid"}`; 400 malformed, 404 unknown ref, 410 expired, 504 unconfirmed |
 //! | `POST /admin/pair-code` | `{"phone","code"}` (code with or without the dash, any case) | 200 `{"jid","lid"}`; 400 malformed body, phone or code; 404 no pending pairing-code request for the phone, or unknown code; 409 another code is being entered; 410 the requesting connection is gone; 502 the companion's keys are invalid; 504 the companion did not answer or confirm |
-//! | `GET /admin/devices` | | `[{"jid","phone","connected","removed"}]` |
+//! | `GET /admin/devices` | | `[{"jid","lid","phone","connected","removed"}]` |
 //! | `POST /admin/devices/{jid}/logout`, `.../drop` | | `{"ok":true}`; 400, 404, 409 |
 //! | `POST /admin/refuse` | `{"seconds"}` | `{"ok":true}` |
-//! | `GET /admin/phones/{phone}/messages`, `.../receipts`, `.../duplicates` | | records |
+//! | `GET /admin/phones/{phone}/messages`, `.../receipts`, `.../duplicates` | | records (a message: `{"id","from","from_lid"?,"type","text"?,"document"?,"media"?,"location"?,"reaction"?,"received_at"}`, see [`ReceivedMessage`]) |
 //! | `POST /admin/phones/{phone}/messages/{id}/read` | | `{"ok":true}`; 404 |
 //! | `POST /admin/phones/{phone}/registered` | `{"registered"}` | `{"ok":true}` |
-//! | `POST /admin/phones/{phone}/send` | `{"to", "text"}` or `{"to", "document":{..}}` | `{"id"}`; 400, 404, 500 |
+//! | `GET /admin/phones/{phone}/lid` | | `{"phone","lid"}`; 404 not on WhatsApp |
+//! | `POST /admin/phones/{phone}/send` | `{"to"}` and exactly one of `"text"`, `"document":{"file_name","mimetype","base64","caption"}`, `"image":{"mimetype","base64","caption"}`, `"location":{"latitude","longitude","name","address"}`, `"reaction":{"message_id","emoji"}` | `{"id"}`; 400, 404, 500 |
+//!
+//! `POST /admin/scan` takes the QR string as a client shows it (`ref,noise,identity,adv[,platform]`)
+//! or as a link (`https://wa.me/settings/linked_devices#ref,noise,identity,adv,platform`).
+//! Devices are named by phone-number JID or by LID in the `/admin/devices/{jid}` routes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,9 +38,9 @@ use wacore_binary::builder::NodeBuilder;
 use crate::pair_code::{self, PairCodeError};
 use crate::pairing::{self, Linked, ScanError};
 use crate::routing::{self, Outgoing, SendError};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stanza;
-use crate::state::{DeviceKey, Outbound, ReceiptRecord, ReceivedMessage, unix_secs};
+use crate::state::{DeviceKey, Outbound, ReceiptRecord, ReceivedMessage, Registry, unix_secs};
 
 const MAX_ADMIN_BODY: usize = 96 << 20;
 
@@ -43,6 +48,8 @@ const MAX_ADMIN_BODY: usize = 96 << 20;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DeviceInfo {
     pub jid: String,
+    /// The device's LID (`LID:device@lid`).
+    pub lid: String,
     pub phone: String,
     pub connected: bool,
     pub removed: bool,
@@ -123,6 +130,56 @@ impl Admin {
         routing::phone_send(&self.shared, from, to, doc).await
     }
 
+    /// The phone sends an image (any bytes; `mimetype` e.g. `image/jpeg`) to every linked device
+    /// of `to`, encrypted and uploaded to the media server as a phone does.
+    pub async fn send_image(
+        &self,
+        from: &str,
+        to: &str,
+        mimetype: &str,
+        bytes: Vec<u8>,
+        caption: Option<String>,
+    ) -> Result<String, SendError> {
+        let image = Outgoing::Image { mimetype: mimetype.to_owned(), bytes, caption };
+        routing::phone_send(&self.shared, from, to, image).await
+    }
+
+    /// The phone shares a location with every linked device of `to`.
+    pub async fn send_location(
+        &self,
+        from: &str,
+        to: &str,
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+        address: Option<String>,
+    ) -> Result<String, SendError> {
+        let location = Outgoing::Location { latitude, longitude, name, address };
+        routing::phone_send(&self.shared, from, to, location).await
+    }
+
+    /// The phone reacts with `emoji` (empty: takes the reaction back) to the message
+    /// `message_id` of its chat with `to`.
+    pub async fn send_reaction(
+        &self,
+        from: &str,
+        to: &str,
+        message_id: &str,
+        emoji: &str,
+    ) -> Result<String, SendError> {
+        let reaction = Outgoing::Reaction { message_id: message_id.to_owned(), emoji: emoji.to_owned() };
+        routing::phone_send(&self.shared, from, to, reaction).await
+    }
+
+    /// The LID (`LID@lid`) of a number on WhatsApp; `None` if it is not on WhatsApp.
+    pub fn lid(&self, phone: &str) -> Option<String> {
+        if !pairing::valid_phone(phone) || !self.shared.lock().is_registered(phone) {
+            return None;
+        }
+        self.shared.ensure_phone(phone);
+        self.shared.lock().lid_user(phone).map(|lid| Jid::lid(lid.to_owned()).to_string())
+    }
+
     /// The phone marks a message it received as read: a read receipt goes to its sender.
     pub fn mark_read(&self, phone: &str, message_id: &str) -> Result<(), DeviceOpError> {
         let mut reg = self.shared.lock();
@@ -160,6 +217,7 @@ impl Admin {
             .values()
             .map(|d| DeviceInfo {
                 jid: d.key.jid().to_string(),
+                lid: d.lid.to_string(),
                 phone: d.key.phone.clone(),
                 connected: d.conn.is_some(),
                 removed: d.removed,
@@ -172,8 +230,8 @@ impl Admin {
     /// The phone removes the device: it is told at once if connected (`LoggedOut` on the
     /// client), and every later login gets `failure 401`.
     pub fn logout(&self, jid: &str) -> Result<(), DeviceOpError> {
-        let key = device_key(jid)?;
         let mut reg = self.shared.lock();
+        let key = device_key(&reg, jid)?;
         let device = reg.devices.get_mut(&key).ok_or(DeviceOpError::Unknown)?;
         device.removed = true;
         device.offline.clear();
@@ -186,8 +244,8 @@ impl Admin {
 
     /// Drops the device's TCP connection as a network failure would.
     pub fn drop_connection(&self, jid: &str) -> Result<(), DeviceOpError> {
-        let key = device_key(jid)?;
         let reg = self.shared.lock();
+        let key = device_key(&reg, jid)?;
         let device = reg.devices.get(&key).ok_or(DeviceOpError::Unknown)?;
         let conn = device.conn.ok_or(DeviceOpError::NotConnected)?;
         reg.send_to_conn(conn, Outbound::Drop);
@@ -200,12 +258,16 @@ impl Admin {
     }
 }
 
-fn device_key(jid: &str) -> Result<DeviceKey, DeviceOpError> {
+/// The device a phone-number or LID device JID names.
+fn device_key(reg: &Registry, jid: &str) -> Result<DeviceKey, DeviceOpError> {
     let jid: Jid = jid.parse().map_err(|_| DeviceOpError::BadJid)?;
-    if !jid.is_pn() {
-        return Err(DeviceOpError::BadJid);
+    if jid.is_pn() {
+        return Ok(DeviceKey::from_jid(&jid));
     }
-    Ok(DeviceKey::from_jid(&jid))
+    if jid.is_lid() {
+        return reg.device_key_of(&jid).ok_or(DeviceOpError::Unknown);
+    }
+    Err(DeviceOpError::BadJid)
 }
 
 pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
@@ -237,6 +299,37 @@ struct SendBody {
     to: String,
     text: Option<String>,
     document: Option<DocumentBody>,
+    image: Option<ImageBody>,
+    location: Option<LocationBody>,
+    reaction: Option<ReactionBody>,
+}
+
+#[derive(Deserialize)]
+struct ImageBody {
+    #[serde(default = "default_image_mimetype")]
+    mimetype: String,
+    /// The image, base64 (standard alphabet).
+    base64: String,
+    caption: Option<String>,
+}
+
+fn default_image_mimetype() -> String {
+    "image/jpeg".into()
+}
+
+#[derive(Deserialize)]
+struct LocationBody {
+    latitude: f64,
+    longitude: f64,
+    name: Option<String>,
+    address: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReactionBody {
+    message_id: String,
+    /// Empty takes the reaction back.
+    emoji: String,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +441,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         (&Method::GET, ["phones", phone, "duplicates"]) => {
             json(StatusCode::OK, &serde_json::json!({ "duplicates": admin.duplicates(phone) }))
         }
+        (&Method::GET, ["phones", phone, "lid"]) => match admin.lid(phone) {
+            Some(lid) => json(StatusCode::OK, &serde_json::json!({ "phone": phone, "lid": lid })),
+            None => error(StatusCode::NOT_FOUND, "not a phone number on WhatsApp"),
+        },
         (&Method::GET, ["phones", phone, "receipts"]) => json(StatusCode::OK, &admin.receipts(phone)),
         (&Method::POST, ["phones", phone, "messages", id, "read"]) => done(admin.mark_read(phone, id)),
         (&Method::POST, ["phones", phone, "registered"]) => {
@@ -366,22 +463,48 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
-            let result = match (body.text, body.document) {
-                (Some(text), None) => admin.send_text(&phone, &body.to, &text).await,
-                (None, Some(doc)) => match base64::engine::general_purpose::STANDARD.decode(doc.base64.as_bytes()) {
-                    Ok(bytes) => {
-                        admin.send_document(&phone, &body.to, &doc.file_name, &doc.mimetype, bytes, doc.caption).await
-                    }
-                    Err(_) => return error(StatusCode::BAD_REQUEST, "document.base64 is not valid base64"),
-                },
-                _ => return error(StatusCode::BAD_REQUEST, "give exactly one of \"text\" or \"document\""),
-            };
-            match result {
-                Ok(id) => json(StatusCode::OK, &serde_json::json!({ "id": id })),
-                Err(e @ SendError::NoDevices(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-            }
+            send(&admin, &phone, body).await
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
+}
+
+/// `POST /admin/phones/{phone}/send`: exactly one kind of content per request.
+async fn send(admin: &Admin, phone: &str, body: SendBody) -> Response<Full<Bytes>> {
+    let SendBody { to, text, document, image, location, reaction } = body;
+    let given = [text.is_some(), document.is_some(), image.is_some(), location.is_some(), reaction.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give exactly one of \"text\", \"document\", \"image\", \"location\" or \"reaction\"",
+        );
+    }
+    let decode = |b64: &str| base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).ok();
+    let result = if let Some(text) = text {
+        admin.send_text(phone, &to, &text).await
+    } else if let Some(doc) = document {
+        let Some(bytes) = decode(&doc.base64) else {
+            return error(StatusCode::BAD_REQUEST, "document.base64 is not valid base64");
+        };
+        admin.send_document(phone, &to, &doc.file_name, &doc.mimetype, bytes, doc.caption).await
+    } else if let Some(image) = image {
+        let Some(bytes) = decode(&image.base64) else {
+            return error(StatusCode::BAD_REQUEST, "image.base64 is not valid base64");
+        };
+        admin.send_image(phone, &to, &image.mimetype, bytes, image.caption).await
+    } else if let Some(l) = location {
+        if !(-90.0..=90.0).contains(&l.latitude) || !(-180.0..=180.0).contains(&l.longitude) {
+            return error(StatusCode::BAD_REQUEST, "latitude must be within ±90 and longitude within ±180");
+        }
+        admin.send_location(phone, &to, l.latitude, l.longitude, l.name, l.address).await
+    } else if let Some(r) = reaction {
+        admin.send_reaction(phone, &to, &r.message_id, &r.emoji).await
+    } else {
+        return error(StatusCode::BAD_REQUEST, "nothing to send");
+    };
+    match result {
+        Ok(id) => json(StatusCode::OK, &serde_json::json!({ "id": id })),
+        Err(e @ SendError::NoDevices(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

@@ -15,7 +15,7 @@ use wacore_binary::consts::WA_CONN_HEADER;
 use wacore_noise::framing::{FrameDecoder, encode_frame};
 
 use crate::noise::{self, Transport};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::state::{ConnEntry, ConnId, DeviceKey, Outbound};
 use crate::{handlers, login, pairing};
 
@@ -86,8 +86,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: Socket) {
         device
     };
     match device {
-        Some(device) => shared.emit(crate::server::FakeEvent::DeviceDisconnected { jid: device.jid().to_string() }),
-        None => shared.emit(crate::server::FakeEvent::UnlinkedDisconnected),
+        Some(device) => shared.emit(crate::shared::FakeEvent::DeviceDisconnected { jid: device.jid().to_string() }),
+        None => shared.emit(crate::shared::FakeEvent::UnlinkedDisconnected),
     }
 }
 

@@ -7,7 +7,7 @@ use wacore_binary::{Jid, Node};
 use waproto::whatsapp as wa;
 
 use crate::phone::PreKeyBundleData;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stanza::{self, be3};
 use crate::state::{DeviceKey, Registry, unix_secs};
 
@@ -71,25 +71,32 @@ fn prekey(node: &Node) -> Option<(u32, [u8; 32])> {
     Some((id, value))
 }
 
+/// The bundle of the device `jid` names, phone-number or LID addressed, answered under the JID
+/// it was asked for.
 async fn bundle_node(shared: &Shared, jid: &Jid) -> Node {
-    let key = DeviceKey::from_jid(jid);
-    let (bundle, identity) = if key.device == 0 {
-        shared.ensure_phone(&key.phone);
-        let device0 = {
-            let mut reg = shared.lock();
-            if !reg.is_registered(&key.phone) {
-                return user_error(jid);
-            }
-            reg.phone(&key.phone).device0.clone()
-        };
-        let bundle = device0.lock().await.bundle();
-        (bundle, None)
-    } else {
+    if jid.is_pn() && jid.device == 0 {
+        shared.ensure_phone(&jid.user);
+    }
+    let (bundle, identity) = {
         let mut reg = shared.lock();
-        match reg.devices.get_mut(&key) {
-            Some(d) if !d.removed => (d.bundle(), Some(d.adv_identity.clone())),
-            _ => return user_error(jid),
+        let Some(key) = reg.device_key_of(jid).filter(|k| reg.is_registered(&k.phone)) else {
+            return user_error(jid);
+        };
+        if key.device == 0 {
+            match reg.phones.get(&key.phone) {
+                Some(phone) => (Err(phone.device0.clone()), None),
+                None => return user_error(jid),
+            }
+        } else {
+            match reg.devices.get_mut(&key) {
+                Some(d) if !d.removed => (Ok(d.bundle()), Some(d.adv_identity.clone())),
+                _ => return user_error(jid),
+            }
         }
+    };
+    let bundle = match bundle {
+        Ok(bundle) => bundle,
+        Err(device0) => device0.lock().await.bundle(),
     };
     let mut children = bundle_children(&bundle);
     if let Some(identity) = identity {
@@ -131,7 +138,30 @@ fn bundle_children(b: &PreKeyBundleData) -> Vec<Node> {
     out
 }
 
-/// `xmlns="usync"`: answers each requested protocol for each requested user.
+/// One `<user>` of a usync query: the phone it names and the JID to answer under.
+struct Queried {
+    phone: String,
+    /// The JID the user was asked by (a LID stays a LID), or the phone-number JID for a
+    /// `<contact>` query.
+    jid: Jid,
+}
+
+fn queried_user(reg: &Registry, user: &Node) -> Option<Queried> {
+    if let Some(jid) = stanza::jid_attr(user, "jid") {
+        // A LID we never handed out, or garbage, gets no answer.
+        let phone = reg.phone_of(&jid)?;
+        return Some(Queried { phone, jid: jid.to_non_ad() });
+    }
+    let contact = user.get_optional_child("contact").and_then(stanza::text)?;
+    let phone: String = contact.chars().filter(char::is_ascii_digit).collect();
+    if phone.is_empty() {
+        return None;
+    }
+    Some(Queried { jid: Jid::pn(phone.clone()), phone })
+}
+
+/// `xmlns="usync"`: answers each requested protocol (`contact`, `lid`, `devices`) for each
+/// requested user, whether it was asked by phone number, contact or LID.
 pub(crate) fn usync(shared: &Shared, node: &Node, id: &str) -> Node {
     let Some(usync) = node.get_optional_child("usync") else { return stanza::iq_result(id, vec![]) };
     let protocols: Vec<String> = usync
@@ -141,37 +171,40 @@ pub(crate) fn usync(shared: &Shared, node: &Node, id: &str) -> Node {
         .unwrap_or_default();
     let users: Vec<&Node> =
         usync.get_optional_child("list").map(|l| l.get_children_by_tag("user").collect()).unwrap_or_default();
-    // A LID we never hand out, or garbage, gets no answer.
-    let phones: Vec<String> = users
-        .iter()
-        .filter_map(|user| {
-            stanza::jid_attr(user, "jid").filter(|j| j.is_pn()).map(|j| j.user.to_string()).or_else(|| {
-                user.get_optional_child("contact")
-                    .and_then(stanza::text)
-                    .map(|c| c.chars().filter(char::is_ascii_digit).collect::<String>())
-            })
-        })
-        .filter(|p| !p.is_empty())
-        .collect();
-    if protocols.iter().any(|p| p == "devices") {
-        for phone in &phones {
-            shared.ensure_phone(phone);
+    let queried: Vec<Queried> = {
+        let reg = shared.lock();
+        users.iter().filter_map(|user| queried_user(&reg, user)).collect()
+    };
+    if protocols.iter().any(|p| p == "devices" || p == "lid") {
+        // Every number is on WhatsApp (unless listed otherwise), so it has a LID and a phone.
+        for user in &queried {
+            shared.ensure_phone(&user.phone);
         }
     }
     let mut reg = shared.lock();
-    let mut out = Vec::with_capacity(phones.len());
-    for phone in phones {
+    let mut out = Vec::with_capacity(queried.len());
+    for Queried { phone, jid } in queried {
         let registered = reg.is_registered(&phone);
         let mut children = Vec::new();
         for protocol in &protocols {
             match protocol.as_str() {
                 "contact" => children
                     .push(NodeBuilder::new("contact").attr("type", if registered { "in" } else { "out" }).build()),
+                "lid" if registered => {
+                    if let Some(lid) = reg.lid_user(&phone) {
+                        children.push(NodeBuilder::new("lid").attr("val", Jid::lid(lid.to_owned())).build());
+                    }
+                }
                 "devices" if registered => children.push(devices_node(&mut reg, &phone)),
                 _ => {}
             }
         }
-        out.push(NodeBuilder::new("user").attr("jid", Jid::pn(phone)).children(children).build());
+        let mut user = NodeBuilder::new("user").attr("jid", jid.clone());
+        if jid.is_lid() && protocols.iter().any(|p| p == "lid") {
+            // Asked by LID, WhatsApp names the phone number beside it.
+            user = user.attr("pn_jid", Jid::pn(phone));
+        }
+        out.push(user.children(children).build());
     }
     let sid = stanza::attr(usync, "sid").map(|s| s.into_owned()).unwrap_or_default();
     stanza::iq_result(
@@ -220,4 +253,78 @@ fn devices_node(reg: &mut Registry, phone: &str) -> Node {
         children.push(NodeBuilder::new("key-index-list").attr("ts", unix_secs().to_string()).bytes(signed).build());
     }
     NodeBuilder::new("devices").children(children).build()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    //! The client's own usync parsers are the oracle for what the fake answers.
+
+    use super::*;
+    use crate::media::MediaStore;
+    use crate::noise::ServerIdentity;
+    use crate::shared::SharedParts;
+    use tokio_util::sync::CancellationToken;
+    use wacore::iq::spec::IqSpec;
+    use wacore::iq::usync::{DeviceListSpec, LidQuerySpec};
+
+    fn shared() -> Shared {
+        Shared::new(SharedParts {
+            identity: ServerIdentity::generate().expect("identity"),
+            unregistered: vec!["15550099".into()],
+            media: MediaStore::new(),
+            media_host: "127.0.0.1:1".into(),
+            media_auth: "auth".into(),
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    fn query(protocols: &[&'static str], users: &[Jid]) -> Node {
+        let usync = NodeBuilder::new("usync")
+            .attr("sid", "s1")
+            .attr("mode", "query")
+            .attr("context", "background")
+            .children([
+                NodeBuilder::new("query").children(protocols.iter().map(|p| NodeBuilder::new(p).build())).build(),
+                NodeBuilder::new("list")
+                    .children(users.iter().map(|u| NodeBuilder::new("user").attr("jid", u.clone()).build()))
+                    .build(),
+            ])
+            .build();
+        NodeBuilder::new("iq").attr("xmlns", "usync").attr("type", "get").children([usync]).build()
+    }
+
+    #[test]
+    fn the_lid_protocol_maps_every_registered_number_to_its_lid() {
+        let shared = shared();
+        let users = [Jid::pn("15550002"), Jid::pn("15550099")];
+        let answer = usync(&shared, &query(&["lid"], &users), "1");
+        let parsed = LidQuerySpec::new(users.to_vec(), "s1").parse_response(&answer.as_node_ref()).expect("parses");
+        let lid = shared.lock().lid_user("15550002").expect("a LID").to_owned();
+        assert_eq!(parsed.lid_mappings.len(), 1, "the unregistered number has none");
+        assert_eq!(parsed.lid_mappings[0].phone_number.as_str(), "15550002");
+        assert_eq!(parsed.lid_mappings[0].lid.as_str(), lid);
+
+        // Asked by LID, the answer names the phone number beside it.
+        let by_lid = [Jid::lid(lid.clone())];
+        let answer = usync(&shared, &query(&["lid"], &by_lid), "2");
+        let parsed = LidQuerySpec::new(by_lid.to_vec(), "s1").parse_response(&answer.as_node_ref()).expect("parses");
+        assert_eq!(parsed.lid_mappings[0].phone_number.as_str(), "15550002");
+    }
+
+    #[test]
+    fn device_lists_answer_a_lid_as_a_lid() {
+        let shared = shared();
+        shared.ensure_phone("15550002");
+        let lid = Jid::lid(shared.lock().lid_user("15550002").expect("a LID").to_owned());
+        let answer = usync(&shared, &query(&["devices"], std::slice::from_ref(&lid)), "3");
+        let spec = DeviceListSpec::new(vec![lid.clone()], "s1").require_complete_response();
+        let parsed = spec.parse_response(&answer.as_node_ref()).expect("a complete answer");
+        assert_eq!(parsed.device_lists[0].user, lid);
+        assert_eq!(parsed.device_lists[0].devices.len(), 1, "device 0 only");
+        // A LID nobody was given gets no answer at all.
+        let stranger = Jid::lid("999999");
+        let answer = usync(&shared, &query(&["devices"], std::slice::from_ref(&stranger)), "4");
+        assert!(DeviceListSpec::new(vec![stranger], "s1").parse_response(&answer.as_node_ref()).is_ok());
+    }
 }

@@ -1,6 +1,7 @@
 //! A fake WhatsApp Web server that the real, unmodified whatsapp-rust client links to.
 //!
-//! * [`server`]: listeners, start-up and shutdown; the WebSocket speaks WhatsApp's Noise
+//! * [`server`]: listeners, start-up and shutdown; `shared`: the state all of them share and
+//!   the events tests wait on; the WebSocket speaks WhatsApp's Noise
 //!   handshake ([`noise`]) and binary stanzas, one task per connection (`conn`).
 //! * `pairing` (QR refs, scan, `pair-success`), `pair_code` (linking by pairing code:
 //!   `companion_hello`, the phone's `primary_hello`, `companion_finish`), `login` (`<success>`, offline marker, app-state
@@ -26,6 +27,7 @@ mod pairing;
 pub mod phone;
 mod routing;
 mod server;
+mod shared;
 mod stanza;
 mod state;
 
@@ -33,5 +35,8 @@ pub use admin::{Admin, DeviceInfo, DeviceOpError};
 pub use pair_code::PairCodeError;
 pub use pairing::{Linked, ScanError};
 pub use routing::SendError;
-pub use server::{Addresses, FakeConfig, FakeEvent, FakeWhatsApp, StartError};
-pub use state::{DocumentRecord, MessageKind, ReceiptRecord, ReceivedMessage};
+pub use server::{Addresses, FakeConfig, FakeWhatsApp, StartError};
+pub use shared::FakeEvent;
+pub use state::{
+    DocumentRecord, LocationRecord, MediaRecord, MessageKind, ReactionRecord, ReceiptRecord, ReceivedMessage,
+};

@@ -7,7 +7,7 @@ use waproto::whatsapp as wa;
 
 use crate::conn::{Conn, ConnError, Role};
 use crate::routing;
-use crate::server::FakeEvent;
+use crate::shared::FakeEvent;
 use crate::stanza::{self, SERVER};
 use crate::state::{DeviceKey, Outbound, unix_secs};
 
@@ -71,7 +71,7 @@ pub(crate) async fn on_active(conn: &mut Conn, id: &str) -> Result<(), ConnError
     let (queued, share) = {
         let mut reg = conn.shared.lock();
         match reg.devices.get_mut(&key) {
-            Some(d) => (std::mem::take(&mut d.offline), std::mem::replace(&mut d.needs_key_share, false)),
+            Some(d) => (std::mem::take(&mut d.offline), d.needs_key_share),
             None => return Ok(()),
         }
     };
@@ -92,7 +92,9 @@ pub(crate) async fn on_active(conn: &mut Conn, id: &str) -> Result<(), ConnError
 }
 
 /// The primary phone sends the new companion its app-state sync key, so the client does not wait
-/// ten seconds for it before its first `Connected`.
+/// ten seconds for it before its first `Connected`. It goes again on every login until the
+/// companion's `peer_msg` receipt for it arrives (`routing::on_receipt`): right after pairing the
+/// client may still drop the first connection it logs in on, and the share with it.
 async fn share_app_state_keys(conn: &mut Conn, key: &DeviceKey) {
     let key_id: [u8; 6] = rand::rng().random();
     let key_data: [u8; 32] = rand::rng().random();
@@ -118,7 +120,10 @@ async fn share_app_state_keys(conn: &mut Conn, key: &DeviceKey) {
         ..Default::default()
     };
     let id = conn.shared.next_message_id();
-    if let Err(e) = routing::phone_to_device(&conn.shared, &key.phone, key, &message, "text", None, &id).await {
+    if let Some(device) = conn.shared.lock().devices.get_mut(key) {
+        device.key_share_id = Some(id.clone());
+    }
+    if let Err(e) = routing::phone_to_device(&conn.shared, &key.phone, key, &message, &id).await {
         tracing::warn!(device = %key.jid(), error = %e, "app-state key share failed");
     }
 }

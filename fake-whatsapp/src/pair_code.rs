@@ -28,7 +28,7 @@ use wacore_libsignal::protocol::KeyPair;
 
 use crate::conn::{Conn, ConnError};
 use crate::pairing::{self, Accepted, Linked, OfferError};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stanza::{self, SERVER};
 use crate::state::{CodeRequest, CompanionFinish, ConnEntry, ConnId, Outbound, Unpaired, unix_secs};
 use crypto::{PrimaryHello, WRAPPED_KEY_LEN};

@@ -19,7 +19,7 @@ use wacore_binary::{Jid, Node};
 use waproto::whatsapp as wa;
 
 use crate::conn::{Conn, ConnError};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stanza::{self, SERVER};
 use crate::state::{
     ConnId, Device, DeviceKey, Outbound, PendingPair, PendingRef, Registration, Registry, Unpaired, unix_secs,
@@ -57,8 +57,16 @@ struct Qr {
     adv_secret: Vec<u8>,
 }
 
+/// The link form of the QR that WhatsApp Web and other clients show: the QR fields follow the `#`.
+const QR_LINK_PREFIX: &str = "https://wa.me/settings/linked_devices#";
+
 fn parse_qr(qr: &str) -> Result<Qr, ScanError> {
-    let parts: Vec<&str> = qr.trim().split(',').collect();
+    let qr = qr.trim();
+    let qr = match qr.strip_prefix(QR_LINK_PREFIX) {
+        Some(fields) => percent_decode(fields).ok_or(ScanError::Malformed("bad percent-encoding in the QR link"))?,
+        None => qr.to_owned(),
+    };
+    let parts: Vec<&str> = qr.split(',').collect();
     if parts.len() < 4 {
         return Err(ScanError::Malformed("expected ref,noise,identity,adv-secret[,type]"));
     }
@@ -75,6 +83,24 @@ fn parse_qr(qr: &str) -> Result<Qr, ScanError> {
         identity: decode32(parts[2], "identity key is not 32 bytes of base64")?,
         adv_secret,
     })
+}
+
+/// Undoes `%XX` escapes (a link may carry base64's `+`, `/` and `=` escaped).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn registration_from(payload: &wa::ClientPayload) -> Result<Registration, ConnError> {
@@ -319,6 +345,7 @@ pub(crate) async fn on_iq_answer(conn: &mut Conn, node: &Node) -> Result<bool, C
                 conn: None,
                 offline: VecDeque::new(),
                 needs_key_share: true,
+                key_share_id: None,
             },
         );
         tracing::info!(device = %key.jid(), "device linked");
@@ -328,4 +355,39 @@ pub(crate) async fn on_iq_answer(conn: &mut Conn, node: &Node) -> Result<bool, C
     // The client closes the socket itself when it reads this.
     conn.send(&stanza::stream_error_code("515")).await?;
     Ok(true)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const QR: &str =
+        "2@abc+/=,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=,Ag==,1";
+
+    #[test]
+    fn the_link_form_parses_like_the_bare_string() {
+        for form in [
+            QR.to_owned(),
+            format!("{QR_LINK_PREFIX}{QR}"),
+            format!("  {QR_LINK_PREFIX}{}\n", QR.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")),
+        ] {
+            let qr = parse_qr(&form).unwrap_or_else(|e| panic!("{form}: {e}"));
+            assert_eq!(qr.reference, "2@abc+/=");
+            assert_eq!((qr.noise, qr.identity), ([0; 32], [1; 32]));
+            assert_eq!(qr.adv_secret, [2]);
+        }
+    }
+
+    #[test]
+    fn broken_links_are_malformed() {
+        for bad in [
+            format!("{QR_LINK_PREFIX}%zz{QR}"),
+            format!("{QR_LINK_PREFIX}{QR}%2"),
+            format!("{QR_LINK_PREFIX}%FF{QR}"),
+            QR_LINK_PREFIX.to_owned(),
+        ] {
+            assert!(matches!(parse_qr(&bad), Err(ScanError::Malformed(_))), "{bad}");
+        }
+    }
 }

@@ -1,12 +1,11 @@
 //! Start-up and shutdown: one HTTP listener that upgrades `/ws/chat` (any path) to the
-//! WhatsApp WebSocket and serves the admin API, plus the HTTPS media server.
+//! WhatsApp WebSocket and serves the admin API, plus the HTTPS media server. The state they
+//! all share is in [`crate::shared`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::time::Instant;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -23,11 +22,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::media::{MediaError, MediaServer, MediaStore};
 use crate::noise::ServerIdentity;
-use crate::state::{ReceivedMessage, Registry};
+use crate::shared::{FakeEvent, Shared, SharedParts};
 use crate::{admin, conn};
 
 /// Where the fake server listens and what it believes.
@@ -70,71 +68,6 @@ pub struct Addresses {
     pub ca_file: PathBuf,
 }
 
-/// Something that happened, for tests that wait on events instead of polling.
-#[derive(Debug, Clone)]
-pub enum FakeEvent {
-    /// A virtual phone recorded a message.
-    MessageReceived { phone: String, message: ReceivedMessage },
-    /// A linked device finished its login (`<success>` sent).
-    DeviceLoggedIn { jid: String },
-    /// A linked device's connection ended.
-    DeviceDisconnected { jid: String },
-    /// A connection that never logged in as a device (a client showing QR codes) ended.
-    UnlinkedDisconnected,
-}
-
-/// State shared by every connection and the admin API.
-pub(crate) struct Shared {
-    pub(crate) identity: ServerIdentity,
-    registry: Mutex<Registry>,
-    pub(crate) media: MediaStore,
-    pub(crate) media_host: String,
-    pub(crate) media_auth: String,
-    pub(crate) cancel: CancellationToken,
-    pub(crate) tasks: TaskTracker,
-    pub(crate) events: broadcast::Sender<FakeEvent>,
-    next_conn: AtomicU64,
-    next_stanza: AtomicU64,
-}
-
-impl Shared {
-    /// The registry lock. Poisoning is ignored: the state stays usable for everyone else.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn next_conn_id(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub(crate) fn next_stanza_id(&self) -> String {
-        format!("fake-{}", self.next_stanza.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// A message id in WhatsApp's style (`3EB0` + hex).
-    pub(crate) fn next_message_id(&self) -> String {
-        let raw: [u8; 8] = rand::rng().random();
-        format!("3EB0{}", crate::routing::hex(&raw).to_uppercase())
-    }
-
-    /// Makes sure the number has a virtual phone, generating its keys outside the registry lock.
-    pub(crate) fn ensure_phone(&self, number: &str) {
-        if self.lock().phones.contains_key(number) {
-            return;
-        }
-        let device = crate::phone::VirtualDevice::new();
-        self.lock().insert_phone(number, device);
-    }
-
-    pub(crate) fn emit(&self, event: FakeEvent) {
-        let _ = self.events.send(event);
-    }
-
-    pub(crate) fn refusing(&self) -> bool {
-        self.lock().refuse_until.is_some_and(|until| until > Instant::now())
-    }
-}
-
 /// A running fake WhatsApp Web server.
 pub struct FakeWhatsApp {
     addr: SocketAddr,
@@ -151,7 +84,7 @@ impl FakeWhatsApp {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let cancel = CancellationToken::new();
         let store = MediaStore::new();
-        let media_auth = format!("fake-auth-{}", crate::routing::hex(&rand::rng().random::<[u8; 8]>()));
+        let media_auth = format!("fake-auth-{}", crate::stanza::hex(&rand::rng().random::<[u8; 8]>()));
         let media = MediaServer::start(
             config.media_listen,
             config.ca_out.clone(),
@@ -161,18 +94,14 @@ impl FakeWhatsApp {
         )
         .await?;
         let identity = ServerIdentity::generate().map_err(|e| StartError::Identity(e.to_string()))?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(SharedParts {
             identity,
-            registry: Mutex::new(Registry::new(config.unregistered)),
+            unregistered: config.unregistered,
             media: store,
             media_host: media.host(),
             media_auth,
             cancel: cancel.clone(),
-            tasks: TaskTracker::new(),
-            events: broadcast::channel(1024).0,
-            next_conn: AtomicU64::new(1),
-            next_stanza: AtomicU64::new(1),
-        });
+        }));
         shared.tasks.spawn(accept_loop(listener, shared.clone()));
         tracing::info!(%addr, media = %media.host(), "fake WhatsApp server listening");
         Ok(Self { addr, media, shared })

@@ -83,3 +83,8 @@ pub(crate) fn stream_error_conflict(kind: &str) -> Node {
 pub(crate) fn failure(reason: u16) -> Node {
     NodeBuilder::new("failure").attr("reason", reason.to_string()).build()
 }
+
+/// Lower-case hex of `bytes` (hashes in admin records, ids).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -70,8 +70,13 @@ pub(crate) struct Device {
     pub(crate) removed: bool,
     pub(crate) conn: Option<ConnId>,
     pub(crate) offline: VecDeque<Node>,
-    /// True until the phone has shared its app-state keys after the first login.
+    /// True until the device has confirmed (with its `peer_msg` receipt) the app-state keys the
+    /// phone shares after its first login. A share sent on a connection the client drops
+    /// before reading it is sent again on the next login, as WhatsApp keeps a message until the
+    /// device receipts it.
     pub(crate) needs_key_share: bool,
+    /// The message id of the key share last sent, awaiting its receipt.
+    pub(crate) key_share_id: Option<String>,
 }
 
 impl Device {
@@ -98,18 +103,59 @@ pub struct DocumentRecord {
     pub size: u64,
 }
 
-/// One message that reached a virtual phone, as the admin API reports it.
+/// A media file (image, video, audio, document, sticker) as the virtual phone downloaded and
+/// decrypted it from the media server.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MediaRecord {
+    /// Hex SHA-256 of the decrypted file (empty if it could not be downloaded or decrypted).
+    pub sha256: String,
+    /// Size of the decrypted file in bytes (0 if it could not be downloaded or decrypted).
+    pub size: u64,
+    pub mimetype: Option<String>,
+    pub file_name: Option<String>,
+    pub caption: Option<String>,
+}
+
+/// A shared location.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LocationRecord {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub name: Option<String>,
+    pub address: Option<String>,
+}
+
+/// A reaction to an earlier message; an empty emoji takes the reaction back.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReactionRecord {
+    /// The id of the message reacted to.
+    pub message_id: Option<String>,
+    pub emoji: String,
+}
+
+/// One message that reached a virtual phone, as the admin API reports it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ReceivedMessage {
     pub id: String,
     /// The sending device's JID.
     pub from: String,
+    /// The sending device's LID (`LID:device@lid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_lid: Option<String>,
     #[serde(rename = "type")]
     pub kind: MessageKind,
+    /// The text of a text message, or the caption of a media message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub document: Option<DocumentRecord>,
+    /// The file of any media message (document included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<LocationRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<ReactionRecord>,
     /// Unix milliseconds.
     pub received_at: u64,
 }
@@ -119,7 +165,13 @@ pub struct ReceivedMessage {
 #[serde(rename_all = "lowercase")]
 pub enum MessageKind {
     Text,
+    Image,
+    Video,
+    Audio,
     Document,
+    Sticker,
+    Location,
+    Reaction,
     Other,
 }
 
@@ -208,6 +260,8 @@ pub(crate) struct Registry {
     pub(crate) conns: HashMap<ConnId, ConnEntry>,
     pub(crate) unregistered: HashSet<String>,
     pub(crate) refuse_until: Option<Instant>,
+    /// LID user → phone number, for every phone that has one (every phone does).
+    lids: HashMap<String, String>,
     next_lid: u64,
 }
 
@@ -224,14 +278,60 @@ impl Registry {
     /// unless listed as unregistered). Creating one generates keys: callers on hot paths use
     /// `Shared::ensure_phone` first so that happens outside the registry lock.
     pub(crate) fn phone(&mut self, number: &str) -> &mut Phone {
-        let next_lid = &mut self.next_lid;
-        self.phones.entry(number.to_owned()).or_insert_with(|| new_phone(next_lid, VirtualDevice::new()))
+        let (next_lid, lids) = (&mut self.next_lid, &mut self.lids);
+        self.phones.entry(number.to_owned()).or_insert_with(|| new_phone(next_lid, lids, number, VirtualDevice::new()))
     }
 
     /// Adds a phone with an already generated device 0, unless the number has one.
     pub(crate) fn insert_phone(&mut self, number: &str, device: VirtualDevice) {
-        let next_lid = &mut self.next_lid;
-        self.phones.entry(number.to_owned()).or_insert_with(|| new_phone(next_lid, device));
+        let (next_lid, lids) = (&mut self.next_lid, &mut self.lids);
+        self.phones.entry(number.to_owned()).or_insert_with(|| new_phone(next_lid, lids, number, device));
+    }
+
+    /// The phone number a user or device JID names: the digits of a phone-number JID, or the
+    /// owner of a LID this server handed out. `None` for LIDs it never handed out and for
+    /// anything else (groups, broadcast, server).
+    pub(crate) fn phone_of(&self, jid: &Jid) -> Option<String> {
+        if jid.is_pn() {
+            Some(jid.user.to_string())
+        } else if jid.is_lid() {
+            self.lids.get(jid.user.as_str()).cloned()
+        } else {
+            None
+        }
+    }
+
+    /// The device a JID names, whether it is phone-number (`15550001:3@s.whatsapp.net`) or LID
+    /// (`100000000000001:3@lid`) addressed.
+    pub(crate) fn device_key_of(&self, jid: &Jid) -> Option<DeviceKey> {
+        self.phone_of(jid).map(|phone| DeviceKey { phone, device: jid.device })
+    }
+
+    /// The LID user of a phone number, if the number has a phone.
+    pub(crate) fn lid_user(&self, phone: &str) -> Option<&str> {
+        self.phones.get(phone).map(|p| p.lid_user.as_str())
+    }
+
+    /// A device's LID JID (`LID:device@lid`, or the bare LID for device 0).
+    pub(crate) fn lid_jid(&self, key: &DeviceKey) -> Option<Jid> {
+        self.lid_user(&key.phone).map(|lid| Jid::lid_device(lid.to_owned(), key.device))
+    }
+
+    /// A device's JID in the same namespace as `like`: LID when `like` is a LID, else its
+    /// phone-number JID. WhatsApp never mixes the two within one conversation.
+    pub(crate) fn jid_like(&self, key: &DeviceKey, like: &Jid) -> Jid {
+        if like.is_lid()
+            && let Some(lid) = self.lid_jid(key)
+        {
+            return lid;
+        }
+        key.jid()
+    }
+
+    /// The address a virtual phone's Signal store uses for a peer device: its LID, as WhatsApp
+    /// keys sessions, whichever namespace the peer addressed the phone in.
+    pub(crate) fn signal_address(&self, key: &DeviceKey) -> Jid {
+        self.lid_jid(key).unwrap_or_else(|| key.jid())
     }
 
     /// Live companions of a phone (not removed), by device id.
@@ -292,10 +392,12 @@ pub(crate) fn unix_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn new_phone(next_lid: &mut u64, device: VirtualDevice) -> Phone {
+fn new_phone(next_lid: &mut u64, lids: &mut HashMap<String, String>, number: &str, device: VirtualDevice) -> Phone {
     *next_lid += 1;
+    let lid_user = (100_000_000_000_000 + *next_lid).to_string();
+    lids.insert(lid_user.clone(), number.to_owned());
     Phone {
-        lid_user: (100_000_000_000_000 + *next_lid).to_string(),
+        lid_user,
         account: device.identity_keypair().clone(),
         device0: Arc::new(tokio::sync::Mutex::new(device)),
         next_device: 1,
@@ -303,5 +405,35 @@ fn new_phone(next_lid: &mut u64, device: VirtualDevice) -> Phone {
         messages: Vec::new(),
         receipts: Vec::new(),
         duplicates: 0,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_is_found_by_phone_number_or_by_lid() {
+        let mut reg = Registry::new(Vec::new());
+        let lid = reg.phone("15550001").lid_user.clone();
+        let other = reg.phone("15550002").lid_user.clone();
+        assert_ne!(lid, other, "one LID per phone");
+        let key = DeviceKey { phone: "15550001".into(), device: 3 };
+
+        let by_pn: Jid = "15550001:3@s.whatsapp.net".parse().unwrap();
+        let by_lid = Jid::lid_device(lid.clone(), 3);
+        assert_eq!(reg.device_key_of(&by_pn), Some(key.clone()));
+        assert_eq!(reg.device_key_of(&by_lid), Some(key.clone()));
+        assert_eq!(reg.phone_of(&Jid::lid(lid.clone())).as_deref(), Some("15550001"));
+        assert_eq!(reg.device_key_of(&Jid::lid("999")), None, "a LID never handed out names nobody");
+        assert_eq!(reg.device_key_of(&"123@g.us".parse().unwrap()), None);
+
+        assert_eq!(reg.jid_like(&key, &by_lid), by_lid);
+        assert_eq!(reg.jid_like(&key, &by_pn), by_pn);
+        assert_eq!(reg.signal_address(&key), by_lid, "sessions are keyed by LID");
+        // Inserting a phone that exists keeps its LID.
+        reg.insert_phone("15550001", VirtualDevice::new());
+        assert_eq!(reg.lid_user("15550001"), Some(lid.as_str()));
     }
 }

@@ -1,0 +1,111 @@
+//! The server-wide state every connection, the admin API and the routing share ([`Shared`]),
+//! and the events tests wait on ([`FakeEvent`]).
+//!
+//! This module depends only on the leaf modules (`state`, `phone`, `media`, `noise`, `stanza`), so
+//! that the modules serving the protocol can all use it without depending on `server`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use rand::RngExt as _;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::media::MediaStore;
+use crate::noise::ServerIdentity;
+use crate::state::{ReceivedMessage, Registry};
+
+/// Something that happened, for tests that wait on events instead of polling.
+// A few events per test: boxing the message would only change the pattern tests match on.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum FakeEvent {
+    /// A virtual phone recorded a message.
+    MessageReceived { phone: String, message: ReceivedMessage },
+    /// A linked device finished its login (`<success>` sent).
+    DeviceLoggedIn { jid: String },
+    /// A linked device's connection ended.
+    DeviceDisconnected { jid: String },
+    /// A connection that never logged in as a device (a client showing QR codes) ended.
+    UnlinkedDisconnected,
+}
+
+/// State shared by every connection and the admin API.
+pub(crate) struct Shared {
+    pub(crate) identity: ServerIdentity,
+    registry: Mutex<Registry>,
+    pub(crate) media: MediaStore,
+    pub(crate) media_host: String,
+    pub(crate) media_auth: String,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) events: broadcast::Sender<FakeEvent>,
+    next_conn: AtomicU64,
+    next_stanza: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(parts: SharedParts) -> Self {
+        let SharedParts { identity, unregistered, media, media_host, media_auth, cancel } = parts;
+        Self {
+            identity,
+            registry: Mutex::new(Registry::new(unregistered)),
+            media,
+            media_host,
+            media_auth,
+            cancel,
+            tasks: TaskTracker::new(),
+            events: broadcast::channel(1024).0,
+            next_conn: AtomicU64::new(1),
+            next_stanza: AtomicU64::new(1),
+        }
+    }
+
+    /// The registry lock. Poisoning is ignored: the state stays usable for everyone else.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn next_stanza_id(&self) -> String {
+        format!("fake-{}", self.next_stanza.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A message id in WhatsApp's style (`3EB0` + hex).
+    pub(crate) fn next_message_id(&self) -> String {
+        let raw: [u8; 8] = rand::rng().random();
+        format!("3EB0{}", crate::stanza::hex(&raw).to_uppercase())
+    }
+
+    /// Makes sure the number has a virtual phone, generating its keys outside the registry lock.
+    pub(crate) fn ensure_phone(&self, number: &str) {
+        if self.lock().phones.contains_key(number) {
+            return;
+        }
+        let device = crate::phone::VirtualDevice::new();
+        self.lock().insert_phone(number, device);
+    }
+
+    pub(crate) fn emit(&self, event: FakeEvent) {
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn refusing(&self) -> bool {
+        self.lock().refuse_until.is_some_and(|until| until > Instant::now())
+    }
+}
+
+/// What [`Shared::new`] needs from start-up.
+pub(crate) struct SharedParts {
+    pub(crate) identity: ServerIdentity,
+    pub(crate) unregistered: Vec<String>,
+    pub(crate) media: MediaStore,
+    pub(crate) media_host: String,
+    pub(crate) media_auth: String,
+    pub(crate) cancel: CancellationToken,
+}
