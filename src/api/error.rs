@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::api::request_id;
 use crate::domain::InvalidSessionId;
-use crate::domain::{InvalidFileName, InvalidPhone, PdfError};
+use crate::domain::{ContentError, InvalidFileName, InvalidPhone, PdfError};
 use crate::session::PairingError;
 
 /// The boxed source of an [`ApiError::Internal`].
@@ -57,6 +57,15 @@ pub enum ApiError {
     /// `fileName` is not acceptable.
     #[error("invalid fileName: {0}")]
     InvalidFileName(#[from] InvalidFileName),
+    /// A message's content is refused (empty text, a type its bytes contradict, …).
+    #[error(transparent)]
+    InvalidContent(#[from] ContentError),
+    /// `type` is not `text`, `image` or `document`.
+    #[error("field 'type' must be \"text\", \"image\" or \"document\"")]
+    InvalidMessageType,
+    /// `media` (or the multipart `file`) is not usable: not base64, or missing.
+    #[error("invalid media: {0}")]
+    InvalidMedia(&'static str),
     /// No session with that id is configured.
     #[error("session not found")]
     SessionNotFound,
@@ -156,7 +165,11 @@ impl ApiError {
             | ApiError::InvalidBase64
             | ApiError::NotAPdf
             | ApiError::InvalidFileName(_)
+            | ApiError::InvalidMessageType
+            | ApiError::InvalidMedia(_)
             | ApiError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            ApiError::InvalidContent(ContentError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidContent(_) => StatusCode::BAD_REQUEST,
             ApiError::SessionNotFound | ApiError::NotFound | ApiError::MessageNotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
@@ -196,6 +209,18 @@ impl ApiError {
             ApiError::InvalidBase64 => "INVALID_BASE64",
             ApiError::NotAPdf => "NOT_A_PDF",
             ApiError::InvalidFileName(_) => "INVALID_FILE_NAME",
+            ApiError::InvalidMessageType => "INVALID_MESSAGE_TYPE",
+            ApiError::InvalidMedia(_) => "INVALID_MEDIA",
+            ApiError::InvalidContent(e) => match e {
+                ContentError::EmptyText => "EMPTY_TEXT",
+                ContentError::TextTooLong => "TEXT_TOO_LONG",
+                ContentError::CaptionTooLong => "CAPTION_TOO_LONG",
+                ContentError::EmptyMedia => "INVALID_MEDIA",
+                ContentError::TooLarge => "PAYLOAD_TOO_LARGE",
+                ContentError::InvalidMimeType(_) => "INVALID_MIMETYPE",
+                ContentError::NotAnImage { .. } => "NOT_AN_IMAGE",
+                ContentError::TypeMismatch { .. } => "MEDIA_TYPE_MISMATCH",
+            },
             ApiError::SessionNotFound => "SESSION_NOT_FOUND",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",

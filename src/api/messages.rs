@@ -12,7 +12,7 @@ use crate::api::auth::{Caller, Scope};
 use crate::api::error::{ApiError, AuthErrors, ErrorBody, RateLimited};
 use crate::api::json_response;
 use crate::api::state::AppState;
-use crate::domain::{DeliveryStatus, MessageId, SessionId};
+use crate::domain::{ContentKind, DeliveryStatus, MessageId, SessionId};
 use crate::journal::MessageRecord;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -29,7 +29,15 @@ pub struct MessageView {
     pub session_id: String,
     /// The recipient's digits.
     pub to: String,
-    pub file_name: String,
+    /// What it carries.
+    #[serde(rename = "type")]
+    pub kind: ContentKind,
+    /// The file name the recipient sees (documents; `null` otherwise).
+    pub file_name: Option<String>,
+    /// The media type (images and documents; `null` for texts).
+    pub mimetype: Option<String>,
+    /// The caption, if any.
+    pub caption: Option<String>,
     pub status: DeliveryStatus,
     /// Failed send attempts so far.
     pub attempts: u32,
@@ -39,7 +47,7 @@ pub struct MessageView {
     pub created_at: u64,
     /// Last change, unix milliseconds.
     pub updated_at: u64,
-    /// Document size in bytes.
+    /// Size in bytes of the file, or of the text as UTF-8.
     pub size: u64,
 }
 
@@ -49,7 +57,10 @@ impl From<MessageRecord> for MessageView {
             message_id: r.message_id,
             session_id: r.session_id,
             to: r.to,
+            kind: r.kind,
             file_name: r.file_name,
+            mimetype: r.mimetype,
+            caption: r.caption,
             status: r.status,
             attempts: r.attempts,
             last_error: r.last_error,

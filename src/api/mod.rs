@@ -15,6 +15,7 @@ mod messages;
 mod metrics;
 mod openapi;
 mod request_id;
+mod send_message;
 mod send_pdf;
 mod serve;
 mod sessions;
@@ -80,6 +81,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::openapi_json))
         .merge(send_pdf::router())
         .merge(messages::router())
+        .merge(send_message::router())
         .merge(sessions::router())
         .merge(ws::router())
         .merge(health::router())

@@ -23,7 +23,7 @@ use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 use crate::api::openapi::PhoneField;
 use crate::api::state::AppState;
 use crate::domain::SessionId;
-use crate::domain::{FileName, PdfDocument, PhoneNumber};
+use crate::domain::{FileName, OutgoingContent, PdfDocument, PhoneNumber};
 use crate::journal::IdempotencyKey;
 use crate::queue::EnqueueError;
 
@@ -65,7 +65,7 @@ struct SendPdfBody {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)] // Only documents the header; the handler reads it.
-struct IdempotencyHeader {
+pub(crate) struct IdempotencyHeader {
     /// 1-255 visible ASCII characters (e.g. the invoice number): the same key and body answer as
     /// the first time and send nothing new; the same key with another body is 422.
     #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$", example = "F001-123")]
@@ -105,29 +105,39 @@ async fn send_pdf(State(state): State<AppState>, caller: Caller, req: Request) -
     if !state.sessions.contains(&request.session_id) {
         return Err(ApiError::SessionNotFound);
     }
-    // Keys are per token: two systems that both number their invoices from 1 never collide.
-    // The admin token keeps bare keys, as before scoped tokens existed.
-    let idempotency = idempotency.map(|key| IdempotencyKey {
-        key: if caller.has(Scope::Admin) { key } else { format!("{}:{key}", caller.name()) },
-        fingerprint: Sha256::digest(&body).into(),
-    });
+    let idempotency = scoped_idempotency(&caller, idempotency, &body);
     let enqueued = state
         .queue
-        .enqueue(&request.session_id, request.to, request.pdf, request.file_name, idempotency)
+        .enqueue(&request.session_id, request.to, OutgoingContent::pdf(request.pdf, request.file_name), idempotency)
         .await
-        .map_err(|e| match e {
-            EnqueueError::Full { retry_after } => {
-                ApiError::QueueFull { retry_after_secs: retry_after.as_secs_f64().ceil() as u64 }
-            }
-            EnqueueError::KeyReused => ApiError::IdempotencyKeyReused,
-            EnqueueError::DiskFull => ApiError::InsufficientStorage,
-            EnqueueError::Journal(e) => ApiError::internal(e),
-        })?;
+        .map_err(enqueue_error)?;
     Ok(SendPdfAccepted::new(enqueued.id()).into_response())
 }
 
+/// The answer to a message the queue did not take.
+pub(crate) fn enqueue_error(error: EnqueueError) -> ApiError {
+    match error {
+        EnqueueError::Full { retry_after } => {
+            ApiError::QueueFull { retry_after_secs: retry_after.as_secs_f64().ceil() as u64 }
+        }
+        EnqueueError::KeyReused => ApiError::IdempotencyKeyReused,
+        EnqueueError::DiskFull => ApiError::InsufficientStorage,
+        EnqueueError::Journal(e) => ApiError::internal(e),
+    }
+}
+
+/// The idempotency key of a request by `caller` with this `body`. Keys are per token: two
+/// systems that both number their invoices from 1 never collide. The admin token keeps bare
+/// keys, as before scoped tokens existed.
+pub(crate) fn scoped_idempotency(caller: &Caller, key: Option<String>, body: &[u8]) -> Option<IdempotencyKey> {
+    key.map(|key| IdempotencyKey {
+        key: if caller.has(Scope::Admin) { key } else { format!("{}:{key}", caller.name()) },
+        fingerprint: Sha256::digest(body).into(),
+    })
+}
+
 /// `Idempotency-Key`: optional; 1–255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
     let key = value.to_str().map_err(|_| ApiError::InvalidIdempotencyKey)?.trim();
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {

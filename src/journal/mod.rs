@@ -55,7 +55,7 @@ pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 pub const PROBE_BYTES: usize = 64 * 1024;
 
 /// The `last_error` of a pending message whose PDF was gone (found by [`Journal::open`] or
-/// [`Journal::pending`], or by the queue when [`Journal::read_pdf`] finds nothing).
+/// [`Journal::pending`], or by the queue when [`Journal::read_payload`] finds nothing).
 pub const PDF_MISSING: &str = "pdf missing";
 
 /// Handle to the journal: cheap to clone, all clones share one writer thread and one read
@@ -126,7 +126,7 @@ impl Journal {
         })
     }
 
-    /// Stores a message durably: when this returns `Ok(Accepted::New)`, the PDF and the row
+    /// Stores a message durably: when this returns `Ok(Accepted::New)`, its content and the row
     /// survive a crash or power loss. Replays and key conflicts store nothing.
     ///
     /// Cancel-safe as far as the disk goes: once called, the write runs to its end even if this
@@ -142,17 +142,21 @@ impl Journal {
         // The write and the hand-over to the writer happen on one blocking task, so that
         // dropping this future cannot strand written bytes between the two.
         let handed_over = tokio::task::spawn_blocking(move || {
-            let (segment, location) = segments.write(&message.pdf)?;
+            let content = &message.content;
+            let (segment, location) = segments.write(&content.payload())?;
             let row = NewRow {
                 message_id: message.message_id,
                 session_id: message.session_id.as_str().to_owned(),
                 to: message.to.digits().to_owned(),
-                file_name: message.file_name.as_str().to_owned(),
+                kind: content.kind(),
+                file_name: content.file_name().map(|f| f.as_str().to_owned()).unwrap_or_default(),
+                mimetype: content.mimetype().map(|m| m.as_str().to_owned()),
+                caption: content.caption().map(str::to_owned),
                 size: location.len,
                 idempotency: message.idempotency,
                 location,
             };
-            commands.blocking_send(Command::Accept { row, segment, reply }).map_err(|_| {
+            commands.blocking_send(Command::Accept { row: Box::new(row), segment, reply }).map_err(|_| {
                 segments.give_back(&location);
                 JournalError::Closed
             })
@@ -198,7 +202,7 @@ impl Journal {
 
     /// Every `queued` or `sending` message in acceptance order: what to rebuild the queue from.
     /// Only the rows are loaded; each PDF stays on disk, checked to be there but not read (see
-    /// [`Journal::read_pdf`]). A message whose PDF has vanished is marked failed
+    /// [`Journal::read_payload`]). A message whose PDF has vanished is marked failed
     /// ([`PDF_MISSING`]) and left out.
     pub async fn pending(&self) -> Result<Vec<MessageRecord>, JournalError> {
         let outbox = self.inner.outbox.clone();
@@ -238,11 +242,12 @@ impl Journal {
         Ok(())
     }
 
-    /// The PDF of a message still to send, read on the blocking pool; `None` when it is gone
+    /// The content of a message still to send (the file, or the text as UTF-8), read on the
+    /// blocking pool; `None` when it is gone
     /// (the message is final or unknown, or its file was removed behind our back), and
     /// [`JournalError::Damaged`] when the bytes on disk fail their checksum. The caller owns
     /// the bytes: the journal keeps no copy in memory.
-    pub async fn read_pdf(&self, message_id: &MessageId) -> Result<Option<Bytes>, JournalError> {
+    pub async fn read_payload(&self, message_id: &MessageId) -> Result<Option<Bytes>, JournalError> {
         if !outbox::is_valid_message_id(message_id.as_str()) {
             return Ok(None);
         }

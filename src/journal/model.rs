@@ -1,12 +1,10 @@
 //! The journal's data types: statuses and their order, what goes in ([`NewMessage`]) and what
 //! comes out ([`MessageRecord`], [`Accepted`]).
 
-use bytes::Bytes;
 use serde::Serialize;
 
 pub use crate::domain::DeliveryStatus;
-use crate::domain::SessionId;
-use crate::domain::{FileName, PhoneNumber};
+use crate::domain::{ContentKind, OutgoingContent, PhoneNumber, SessionId};
 
 /// An idempotency key and the fingerprint of the request that came with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,10 +25,8 @@ pub struct NewMessage {
     pub session_id: SessionId,
     /// The recipient.
     pub to: PhoneNumber,
-    /// The file name the recipient sees.
-    pub file_name: FileName,
-    /// The PDF itself.
-    pub pdf: Bytes,
+    /// What it carries; its bytes go to a segment, the rest to the row.
+    pub content: OutgoingContent,
     /// Set when the request carried an `Idempotency-Key`.
     pub idempotency: Option<IdempotencyKey>,
 }
@@ -41,8 +37,7 @@ impl std::fmt::Debug for NewMessage {
             .field("message_id", &self.message_id)
             .field("session_id", &self.session_id)
             .field("to", &self.to)
-            .field("file_name", &self.file_name)
-            .field("pdf_len", &self.pdf.len())
+            .field("content", &self.content)
             .field("idempotency", &self.idempotency)
             .finish()
     }
@@ -73,8 +68,14 @@ pub struct MessageRecord {
     pub session_id: String,
     /// The recipient's digits.
     pub to: String,
-    /// The file name the recipient sees.
-    pub file_name: String,
+    /// Text, image or document.
+    pub kind: ContentKind,
+    /// The file name the recipient sees (documents only).
+    pub file_name: Option<String>,
+    /// The media type (images and documents).
+    pub mimetype: Option<String>,
+    /// The caption (images and documents).
+    pub caption: Option<String>,
     /// Where it is now.
     pub status: DeliveryStatus,
     /// Send attempts so far.
@@ -85,7 +86,7 @@ pub struct MessageRecord {
     pub created_at: u64,
     /// When it last changed, unix ms.
     pub updated_at: u64,
-    /// PDF size in bytes.
+    /// Size in bytes of the file, or of the text as UTF-8.
     pub size: u64,
 }
 

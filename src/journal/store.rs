@@ -10,21 +10,45 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 
 use super::segments::Location;
 use super::{Accepted, DeliveryStatus, IdempotencyKey, JournalError, MessageRecord, Pruned};
+use crate::domain::ContentKind;
 
 /// How long a statement waits for a lock held by another connection before failing `BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bumped when the schema changes; checked on open. Version 1 kept every PDF in a file of its
-/// own (`outbox/`); version 2 adds where a PDF sits in a segment (NULL: in the outbox).
-const SCHEMA_VERSION: i64 = 2;
+/// own (`outbox/`); version 2 adds where a PDF sits in a segment (NULL: in the outbox); version
+/// 3 adds the kind of content (`text`, `image`, `document`), its media type and caption. Rows of
+/// earlier versions are PDFs: `document`, with a NULL media type that reads `application/pdf`.
+const SCHEMA_VERSION: i64 = 3;
 
-/// The columns version 2 added to `messages`, for journals made by version 1.
-const SEGMENT_COLUMNS: [(&str, &str); 3] = [("segment", "INTEGER"), ("seg_offset", "INTEGER"), ("crc32", "INTEGER")];
+/// Columns added to `messages` since version 1, with their declarations, in order.
+fn added_columns() -> [(&'static str, String); 6] {
+    let kinds = kind_list();
+    [
+        ("segment", "INTEGER".to_owned()),
+        ("seg_offset", "INTEGER".to_owned()),
+        ("crc32", "INTEGER".to_owned()),
+        ("kind", format!("TEXT NOT NULL DEFAULT 'document' CHECK (kind IN {kinds})")),
+        ("mimetype", "TEXT".to_owned()),
+        ("caption", "TEXT".to_owned()),
+    ]
+}
+
+/// `('text', 'image', 'document')`.
+fn kind_list() -> String {
+    let quoted: Vec<String> = ContentKind::ALL.iter().map(|k| format!("'{}'", k.as_str())).collect();
+    format!("({})", quoted.join(", "))
+}
+
+/// The media type of documents stored before version 3: they were all PDFs.
+const LEGACY_MIMETYPE: &str = "application/pdf";
 
 /// The schema; its status lists come from [`DeliveryStatus::as_str`], the one place each status
 /// is spelled.
 fn schema() -> String {
     let (all, open, finished) = (status_list(|_| true), status_list(is_open), status_list(DeliveryStatus::is_final));
+    let added: Vec<String> = added_columns().iter().map(|(name, decl)| format!("{name} {decl}")).collect();
+    let added = added.join(",\n    ");
     format!(
         "
 CREATE TABLE IF NOT EXISTS messages (
@@ -39,9 +63,7 @@ CREATE TABLE IF NOT EXISTS messages (
     last_error  TEXT,
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
-    segment     INTEGER,
-    seg_offset  INTEGER,
-    crc32       INTEGER
+    {added}
 ) STRICT;
 CREATE INDEX IF NOT EXISTS messages_open ON messages (seq)
     WHERE status IN {open};
@@ -71,7 +93,10 @@ fn status_list(pick: impl Fn(DeliveryStatus) -> bool) -> String {
 }
 
 const RECORD_COLUMNS: &str = "message_id, session_id, recipient, file_name, status, attempts, \
-                              last_error, created_at, updated_at, size";
+                              last_error, created_at, updated_at, size, kind, mimetype, caption";
+
+/// How many columns [`RECORD_COLUMNS`] has.
+const RECORD_COLUMN_COUNT: usize = 13;
 
 impl ToSql for DeliveryStatus {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -111,15 +136,16 @@ pub(super) fn init_schema(conn: &Connection) -> Result<(), JournalError> {
     }
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     tx.execute_batch(&schema())?;
-    // A version 1 journal: its rows keep NULL there, which says "the PDF is in the outbox".
+    // An older journal: its rows keep NULL (or `document`) there, which says "a PDF, in the
+    // outbox" for version 1 rows, "a PDF" for version 2 rows.
     let mut columns = Vec::new();
     tx.pragma(None, "table_info", "messages", |row| {
         columns.push(row.get::<_, String>(1)?);
         Ok(())
     })?;
-    for (name, kind) in SEGMENT_COLUMNS {
+    for (name, decl) in added_columns() {
         if !columns.iter().any(|c| c == name) {
-            tx.execute_batch(&format!("ALTER TABLE messages ADD COLUMN {name} {kind}"))?;
+            tx.execute_batch(&format!("ALTER TABLE messages ADD COLUMN {name} {decl}"))?;
         }
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -133,7 +159,11 @@ pub(super) struct NewRow {
     pub message_id: String,
     pub session_id: String,
     pub to: String,
+    pub kind: ContentKind,
+    /// `''` for content without a file name (the column predates texts and images).
     pub file_name: String,
+    pub mimetype: Option<String>,
+    pub caption: Option<String>,
     pub size: u64,
     pub idempotency: Option<IdempotencyKey>,
     /// Where its PDF was written.
@@ -180,8 +210,8 @@ pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64) -> Result<Accept
     }
     conn.prepare_cached(
         "INSERT INTO messages (message_id, session_id, recipient, file_name, size, status, \
-         created_at, updated_at, segment, seg_offset, crc32) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)",
+         created_at, updated_at, segment, seg_offset, crc32, kind, mimetype, caption) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         row.message_id,
@@ -194,6 +224,9 @@ pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64) -> Result<Accept
         int(row.location.segment),
         int(row.location.offset),
         i64::from(row.location.crc32),
+        row.kind.as_str(),
+        row.mimetype,
+        row.caption,
     ])?;
     if let Some(key) = &row.idempotency {
         conn.prepare_cached(
@@ -289,7 +322,7 @@ pub(super) fn open_messages(conn: &Connection) -> Result<Vec<(MessageRecord, Sto
         status_list(is_open)
     ))?;
     let records = stmt
-        .query_map([], |row| Ok((record_from_row(row)?, stored_from_row(row, 10)?)))?
+        .query_map([], |row| Ok((record_from_row(row)?, stored_from_row(row, RECORD_COLUMN_COUNT)?)))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(records)
 }
@@ -309,11 +342,20 @@ fn stored_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Stored> {
 }
 
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+    let kind: String = row.get(10)?;
+    let kind = ContentKind::parse(&kind)
+        .ok_or_else(|| FromSqlError::Other(kind.into()))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e)))?;
+    let file_name: String = row.get(3)?;
+    let mimetype: Option<String> = row.get(11)?;
     Ok(MessageRecord {
         message_id: row.get(0)?,
         session_id: row.get(1)?,
         to: row.get(2)?,
-        file_name: row.get(3)?,
+        kind,
+        file_name: (!file_name.is_empty()).then_some(file_name),
+        mimetype: mimetype.or_else(|| (kind == ContentKind::Document).then(|| LEGACY_MIMETYPE.to_owned())),
+        caption: row.get(12)?,
         status: row.get(4)?,
         attempts: row.get(5)?,
         last_error: row.get(6)?,

@@ -14,7 +14,7 @@ use crate::domain::{MessageId, SessionId};
 fn mid(id: &str) -> MessageId {
     MessageId::from_stored(id)
 }
-use crate::domain::{FileName, PhoneNumber};
+use crate::domain::{ContentKind, FileName, OutgoingContent, PdfDocument, PhoneNumber};
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -91,12 +91,16 @@ fn pdf(len: usize, seed: u8) -> Bytes {
 }
 
 fn message(id: &str, pdf: Bytes) -> NewMessage {
+    let file_name = FileName::parse("factura.pdf").expect("file name");
+    with_content(id, OutgoingContent::pdf(PdfDocument::from_bytes(pdf).expect("a pdf"), file_name))
+}
+
+fn with_content(id: &str, content: OutgoingContent) -> NewMessage {
     NewMessage {
         message_id: id.to_owned(),
         session_id: SessionId::parse("tienda_lima").expect("session id"),
         to: PhoneNumber::parse("+51 987 654 321").expect("phone"),
-        file_name: FileName::parse("factura.pdf").expect("file name"),
-        pdf,
+        content,
         idempotency: None,
     }
 }
@@ -134,14 +138,15 @@ async fn accept_then_get_round_trip() {
     assert_eq!(record.message_id, "m-1");
     assert_eq!(record.session_id, "tienda_lima");
     assert_eq!(record.to, "51987654321");
-    assert_eq!(record.file_name, "factura.pdf");
+    assert_eq!(record.file_name.as_deref(), Some("factura.pdf"));
+    assert_eq!((record.kind, record.mimetype.as_deref()), (ContentKind::Document, Some("application/pdf")));
     assert_eq!(record.status, DeliveryStatus::Queued);
     assert_eq!(record.attempts, 0);
     assert_eq!(record.last_error, None);
     assert_eq!(record.size, 5000);
     assert!(record.created_at > 0);
     assert_eq!(record.created_at, record.updated_at);
-    let stored = within(journal.read_pdf(&mid("m-1"))).await.expect("read").expect("pdf on disk");
+    let stored = within(journal.read_payload(&mid("m-1"))).await.expect("read").expect("pdf on disk");
     assert_eq!(stored, body);
     assert_eq!(std::fs::read(dir.only_segment()).expect("segment"), body, "the bytes, nothing else");
     assert!(dir.outbox_files().is_empty(), "nothing new goes to the outbox");
@@ -152,6 +157,35 @@ async fn accept_then_get_round_trip() {
     assert_eq!(json["messageId"], "m-1");
     assert_eq!(json["status"], "queued");
     assert_eq!(json["lastError"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn texts_and_images_are_kept_with_their_kind_type_and_caption() {
+    let dir = TempDir::new("kinds");
+    let png = Bytes::from_static(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89");
+    {
+        let journal = Journal::open(dir.path()).expect("open");
+        let text = OutgoingContent::text("¿Llegó la factura?").expect("text");
+        accept(&journal, with_content("t", text)).await.expect("accept");
+        let image = OutgoingContent::image(png.clone(), Some("image/png"), Some("la foto")).expect("image");
+        accept(&journal, with_content("i", image)).await.expect("accept");
+    }
+    let journal = Journal::open(dir.path()).expect("reopen");
+    let pending = within(journal.pending()).await.expect("pending");
+    let t = &pending[0];
+    assert_eq!(
+        (t.kind, t.file_name.as_deref(), t.mimetype.as_deref(), t.caption.as_deref()),
+        (ContentKind::Text, None, None, None)
+    );
+    assert_eq!(t.size, "¿Llegó la factura?".len() as u64);
+    let body = within(journal.read_payload(&mid("t"))).await.expect("read").expect("there");
+    assert_eq!(body.as_ref(), "¿Llegó la factura?".as_bytes());
+    let i = &pending[1];
+    assert_eq!(
+        (i.kind, i.mimetype.as_deref(), i.caption.as_deref()),
+        (ContentKind::Image, Some("image/png"), Some("la foto"))
+    );
+    assert_eq!(within(journal.read_payload(&mid("i"))).await.expect("read"), Some(png));
 }
 
 #[tokio::test]
@@ -173,7 +207,7 @@ async fn pending_survives_reopen_in_acceptance_order() {
     let got: Vec<&str> = pending.iter().map(|p| p.message_id.as_str()).collect();
     assert_eq!(got, ["m-3", "m-1", "m-2"]);
     for (i, p) in pending.iter().enumerate() {
-        let stored = within(journal.read_pdf(&mid(&p.message_id))).await.expect("read").expect("pdf on disk");
+        let stored = within(journal.read_payload(&mid(&p.message_id))).await.expect("read").expect("pdf on disk");
         assert_eq!(stored, pdf(2000 + i, i as u8), "{}", p.message_id);
         assert_eq!(p.size, stored.len() as u64);
     }
@@ -188,11 +222,11 @@ async fn read_pdf_finds_pending_pdfs_only() {
     let dir = TempDir::new("read-pdf");
     let journal = Journal::open(dir.path()).expect("open");
     accept(&journal, message("a", pdf(3000, 4))).await.expect("accept");
-    assert_eq!(within(journal.read_pdf(&mid("a"))).await.expect("read"), Some(pdf(3000, 4)));
-    assert_eq!(within(journal.read_pdf(&mid("unknown"))).await.expect("read"), None);
-    assert_eq!(within(journal.read_pdf(&mid("../journal.db"))).await.expect("read"), None, "never a path");
+    assert_eq!(within(journal.read_payload(&mid("a"))).await.expect("read"), Some(pdf(3000, 4)));
+    assert_eq!(within(journal.read_payload(&mid("unknown"))).await.expect("read"), None);
+    assert_eq!(within(journal.read_payload(&mid("../journal.db"))).await.expect("read"), None, "never a path");
     assert!(within(journal.set_status(&mid("a"), DeliveryStatus::Sent, None)).await.expect("sent"));
-    assert_eq!(within(journal.read_pdf(&mid("a"))).await.expect("read"), None, "final: its pdf is deleted");
+    assert_eq!(within(journal.read_payload(&mid("a"))).await.expect("read"), None, "final: its pdf is deleted");
 }
 
 #[test]
@@ -238,7 +272,7 @@ async fn status_never_moves_backwards_and_final_state_deletes_pdf() {
     assert!(!set("a", DeliveryStatus::Failed, Some("late failure")).await);
     assert!(set("a", DeliveryStatus::Read, None).await);
     assert_eq!(live(&journal), 1, "moves between final statuses free nothing more");
-    assert_eq!(within(journal.read_pdf(&mid("b"))).await.expect("read"), Some(pdf(100, 2)));
+    assert_eq!(within(journal.read_payload(&mid("b"))).await.expect("read"), Some(pdf(100, 2)));
     assert!(!set("a", DeliveryStatus::Delivered, None).await);
     let a = within(journal.get(&mid("a"))).await.expect("get").expect("a");
     assert_eq!(a.status, DeliveryStatus::Read);
@@ -302,7 +336,7 @@ async fn duplicate_and_invalid_message_ids_are_rejected_without_side_effects() {
 
     let again = accept(&journal, message("m", pdf(400, 2))).await;
     assert!(matches!(again, Err(JournalError::DuplicateMessageId)), "{again:?}");
-    assert_eq!(within(journal.read_pdf(&mid("m"))).await.expect("read"), Some(pdf(300, 1)), "not clobbered");
+    assert_eq!(within(journal.read_payload(&mid("m"))).await.expect("read"), Some(pdf(300, 1)), "not clobbered");
     assert_eq!(live(&journal), 1, "the rejected pdf was given back");
 
     assert!(within(journal.set_status(&mid("m"), DeliveryStatus::Sent, None)).await.expect("sent"));
@@ -346,7 +380,7 @@ async fn concurrent_accepts_are_group_committed_and_survive_reopen() {
     assert_eq!(ids, expected);
     for p in &pending {
         let i: u32 = p.message_id[2..].parse().expect("index");
-        let stored = within(journal.read_pdf(&mid(&p.message_id))).await.expect("read").expect("pdf on disk");
+        let stored = within(journal.read_payload(&mid(&p.message_id))).await.expect("read").expect("pdf on disk");
         assert_eq!(stored, pdf(4096, i as u8));
     }
 }
@@ -417,7 +451,7 @@ async fn failing_commands_do_not_poison_their_batch() {
     assert_eq!(status_of(&journal, "new").await, DeliveryStatus::Queued);
     assert_eq!(status_of(&journal, "old").await, DeliveryStatus::Sending);
     assert_eq!(live(&journal), 2, "the duplicate's pdf was given back");
-    assert_eq!(within(journal.read_pdf(&mid("old"))).await.expect("read"), Some(pdf(100, 1)));
+    assert_eq!(within(journal.read_payload(&mid("old"))).await.expect("read"), Some(pdf(100, 1)));
 }
 
 #[tokio::test]
@@ -451,7 +485,7 @@ async fn open_removes_orphan_files_and_fails_rows_without_pdf() {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].message_id, "keep");
     assert_eq!(live(&journal), 1, "only keep holds its segment");
-    assert_eq!(within(journal.read_pdf(&mid("keep"))).await.expect("read"), Some(pdf(100, 1)));
+    assert_eq!(within(journal.read_payload(&mid("keep"))).await.expect("read"), Some(pdf(100, 1)));
 
     // New PDFs start a new segment: never appended after a tail a crash may have torn.
     accept(&journal, message("after", pdf(100, 2))).await.expect("accept");
@@ -467,7 +501,7 @@ async fn pending_fails_a_message_whose_pdf_vanished_while_running() {
     accept(&journal, message("a", pdf(100, 1))).await.expect("accept");
     accept(&journal, message("b", pdf(100, 2))).await.expect("accept");
     std::fs::File::options().write(true).open(dir.only_segment()).expect("segment").set_len(150).expect("cut");
-    assert_eq!(within(journal.read_pdf(&mid("b"))).await.expect("read"), None);
+    assert_eq!(within(journal.read_payload(&mid("b"))).await.expect("read"), None);
     let pending = within(journal.pending()).await.expect("pending");
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].message_id, "a");
@@ -486,8 +520,8 @@ async fn damaged_bytes_are_caught_by_their_checksum() {
     let mut bytes = std::fs::read(&segment).expect("segment");
     bytes[150] ^= 0x01;
     std::fs::write(&segment, &bytes).expect("flip one bit of b");
-    assert_eq!(within(journal.read_pdf(&mid("a"))).await.expect("a is intact"), Some(pdf(100, 1)));
-    let b = within(journal.read_pdf(&mid("b"))).await;
+    assert_eq!(within(journal.read_payload(&mid("a"))).await.expect("a is intact"), Some(pdf(100, 1)));
+    let b = within(journal.read_payload(&mid("b"))).await;
     assert!(matches!(b, Err(JournalError::Damaged)), "{b:?}");
 }
 
@@ -501,7 +535,7 @@ async fn a_full_segment_rotates_and_each_segment_goes_with_its_last_message() {
     accept(&journal, message("small", pdf(100, 3))).await.expect("accept");
     let files = dir.segment_files();
     assert_eq!(files.len(), 2, "the second did not fit in the first segment: {files:?}");
-    assert_eq!(within(journal.read_pdf(&mid("second"))).await.expect("read"), Some(pdf(big, 2)));
+    assert_eq!(within(journal.read_payload(&mid("second"))).await.expect("read"), Some(pdf(big, 2)));
 
     assert!(within(journal.set_status(&mid("first"), DeliveryStatus::Sent, None)).await.expect("sent"));
     assert_eq!(dir.segment_files(), files[1..], "the first segment went with its only message");
@@ -511,7 +545,7 @@ async fn a_full_segment_rotates_and_each_segment_goes_with_its_last_message() {
     assert_eq!(segment_bytes(&journal), 0, "the current segment is emptied for reuse");
     accept(&journal, message("reuse", pdf(100, 4))).await.expect("accept");
     assert_eq!(dir.segment_files(), files[1..], "and reused");
-    assert_eq!(within(journal.read_pdf(&mid("reuse"))).await.expect("read"), Some(pdf(100, 4)));
+    assert_eq!(within(journal.read_payload(&mid("reuse"))).await.expect("read"), Some(pdf(100, 4)));
 }
 
 #[tokio::test]
@@ -534,9 +568,10 @@ async fn a_journal_written_by_schema_version_1_delivers_its_pending_pdfs() {
     assert_eq!(pending.len(), expected.len());
     for (record, want) in pending.iter().zip(expected) {
         assert_eq!(record.message_id, want["messageId"].as_str().expect("id"));
-        assert_eq!(record.file_name, want["fileName"].as_str().expect("name"));
+        assert_eq!(record.file_name.as_deref(), want["fileName"].as_str());
+        assert_eq!((record.kind, record.mimetype.as_deref()), (ContentKind::Document, Some("application/pdf")));
         assert_eq!(record.session_id, manifest["session"].as_str().expect("session"));
-        let bytes = within(journal.read_pdf(&mid(&record.message_id))).await.expect("read").expect("in the outbox");
+        let bytes = within(journal.read_payload(&mid(&record.message_id))).await.expect("read").expect("in the outbox");
         assert_eq!(bytes.len() as u64, want["size"].as_u64().expect("size"));
         use sha2::Digest as _;
         let sha: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
@@ -562,7 +597,7 @@ async fn a_journal_written_by_schema_version_1_delivers_its_pending_pdfs() {
         .expect("db")
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2, "migrated");
+    assert_eq!(version, 3, "migrated");
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ pub(super) type ExecOp = Box<dyn FnOnce(&Connection) -> Result<(), JournalError>
 /// One request to the writer.
 pub(super) enum Command {
     /// Insert a message whose PDF is already written to `segment` (not yet synced).
-    Accept { row: NewRow, segment: Arc<Segment>, reply: Reply<Accepted> },
+    Accept { row: Box<NewRow>, segment: Arc<Segment>, reply: Reply<Accepted> },
     /// Move a message forward; delete its PDF if the new status is final.
     SetStatus { message_id: String, status: DeliveryStatus, last_error: Option<String>, reply: Reply<bool> },
     /// Count one more send attempt.

@@ -19,23 +19,25 @@ use tokio::sync::{Notify, mpsc, oneshot};
 pub use retry::RetryPolicy;
 
 use crate::config::QueueLimits;
-use crate::domain::{FileName, PdfDocument, PhoneNumber};
-use crate::domain::{MessageId, SessionId};
+use crate::domain::{ContentKind, FileName, MessageId, MimeType, OutgoingContent, PhoneNumber, SessionId};
 use crate::journal::{
     self, Accepted, DeliveryStatus, IdempotencyKey, Journal, JournalError, MessageRecord, NewMessage,
 };
 use crate::session::{DeliveryEvent, SessionManager};
 use crate::shutdown::Shutdown;
 
-/// A PDF waiting to be delivered: its metadata only. The bytes stay in the journal's outbox
-/// until the attempt that sends them ([`Journal::read_pdf`]), so a backlog costs memory per
-/// message, not per byte.
+/// A message waiting to be delivered: its metadata only. The bytes stay in the journal's
+/// segments until the attempt that sends them ([`Journal::read_payload`]), so a backlog costs
+/// memory per message, not per byte.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
     pub(crate) id: MessageId,
     pub(crate) to: PhoneNumber,
-    pub(crate) file_name: FileName,
-    /// The PDF's size in bytes, counted against the queue's byte bounds.
+    pub(crate) kind: ContentKind,
+    pub(crate) mimetype: Option<MimeType>,
+    pub(crate) file_name: Option<FileName>,
+    pub(crate) caption: Option<String>,
+    /// The content's size in bytes, counted against the queue's byte bounds.
     pub(crate) size: u64,
     /// When the message was accepted (wall clock, survives restarts).
     pub(crate) accepted_at_ms: u64,
@@ -47,11 +49,21 @@ impl Job {
     fn from_record(record: MessageRecord) -> Option<(SessionId, Job)> {
         let session = SessionId::parse(&record.session_id).ok()?;
         let to = PhoneNumber::parse(&record.to).ok()?;
-        let file_name = FileName::parse(&record.file_name).ok()?;
+        let file_name = match &record.file_name {
+            Some(name) => Some(FileName::parse(name).ok()?),
+            None => None,
+        };
+        let mimetype = match &record.mimetype {
+            Some(mimetype) => Some(MimeType::parse(mimetype)?),
+            None => None,
+        };
         let job = Job {
             id: MessageId::from_stored(record.message_id),
             to,
+            kind: record.kind,
+            mimetype,
             file_name,
+            caption: record.caption,
             size: record.size,
             accepted_at_ms: record.created_at,
         };
@@ -209,36 +221,38 @@ impl Queue {
         lane.added.notify_one();
     }
 
-    /// Accepts a PDF for delivery through `session`: durable once this returns `Ok`.
+    /// Accepts a message for delivery through `session`: durable once this returns `Ok`.
     pub async fn enqueue(
         &self,
         session: &SessionId,
         to: PhoneNumber,
-        pdf: PdfDocument,
-        file_name: FileName,
+        content: OutgoingContent,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Enqueued, EnqueueError> {
         let lane = self.lane(session);
-        let size = pdf.len() as u64;
+        let size = content.payload().len() as u64;
         self.reserve(&lane, size)?;
         let id = MessageId::generate();
-        let message = NewMessage {
-            message_id: id.as_str().to_owned(),
-            session_id: session.clone(),
+        let job = Job {
+            id: id.clone(),
             to: to.clone(),
-            file_name: file_name.clone(),
-            pdf: pdf.bytes().clone(),
-            idempotency,
+            kind: content.kind(),
+            mimetype: content.mimetype().cloned(),
+            file_name: content.file_name().cloned(),
+            caption: content.caption().map(str::to_owned),
+            size,
+            accepted_at_ms: 0,
         };
-        // From here on the bytes live in the journal's outbox only: the queue keeps none.
-        drop(pdf);
+        // From here on the bytes live in the journal's segments only: the queue keeps none.
+        let message =
+            NewMessage { message_id: id.as_str().to_owned(), session_id: session.clone(), to, content, idempotency };
         let accepted = self.inner.journal.accept(message).await;
         self.release(&lane, size);
         match accepted {
             Ok(Accepted::New) => {
-                let accepted_at_ms = journal::now_ms();
-                self.push(&lane, Job { id: id.clone(), to, file_name, size, accepted_at_ms });
-                tracing::info!(session = %session, message_id = %id, "PDF queued");
+                let kind = job.kind;
+                self.push(&lane, Job { accepted_at_ms: journal::now_ms(), ..job });
+                tracing::info!(session = %session, message_id = %id, %kind, "message queued");
                 Ok(Enqueued::New(id))
             }
             Ok(Accepted::Replay { message_id }) => Ok(Enqueued::Replay(MessageId::from_stored(message_id))),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{PdfDocument, SessionId};
+use crate::domain::{OutgoingContent, SessionId};
 use crate::journal::{self, DeliveryStatus, PDF_MISSING};
 use crate::queue::{ACK_TIMEOUT, Job, Lane, Queue};
 use crate::session::Status;
@@ -92,7 +92,7 @@ impl Worker {
                     metrics::counter!(crate::metrics::SENDS, "outcome" => "sent").increment(1);
                     let waited = journal::now_ms().saturating_sub(job.accepted_at_ms);
                     metrics::histogram!(crate::metrics::ACCEPTED_TO_SENT).record(waited as f64 / 1000.0);
-                    tracing::info!(session = %self.session, message_id = %job.id, "PDF accepted by WhatsApp");
+                    tracing::info!(session = %self.session, message_id = %job.id, kind = %job.kind, "message accepted by WhatsApp");
                     self.queue.finish_front(&self.lane);
                     attempts = 0;
                 }
@@ -235,13 +235,13 @@ async fn send_and_wait(queue: &Queue, client: &whatsapp_rust::Client, job: &Job)
         Ok(false) => return Outcome::Failed(UpstreamError::NotOnWhatsApp.to_string()),
         Err(outcome) => return outcome,
     }
-    let pdf = match load_pdf(queue, job).await {
-        Ok(pdf) => pdf,
+    let content = match load_content(queue, job).await {
+        Ok(content) => content,
         Err(outcome) => return outcome,
     };
     let ack = queue.expect_ack(&job.id);
-    let sent = upstream::send_pdf(client, &job.to, &pdf, &job.file_name, job.id.as_str()).await;
-    drop(pdf);
+    let sent = upstream::send_content(client, &job.to, &content, job.id.as_str()).await;
+    drop(content);
     if let Err(e) = sent {
         queue.forget_ack(&job.id);
         return if e.is_permanent() { Outcome::Failed(e.to_string()) } else { Outcome::Retry(e.to_string()) };
@@ -283,14 +283,19 @@ async fn registered(queue: &Queue, client: &whatsapp_rust::Client, job: &Job) ->
     }
 }
 
-/// The job's PDF, read from the journal's outbox off the async workers.
-async fn load_pdf(queue: &Queue, job: &Job) -> Result<PdfDocument, Outcome> {
-    match queue.journal().read_pdf(&job.id).await {
-        Ok(Some(bytes)) => {
-            PdfDocument::from_bytes(bytes).map_err(|e| Outcome::Failed(format!("the stored PDF is unusable: {e}")))
-        }
+/// The job's content, its bytes read from the journal's segments off the async workers.
+async fn load_content(queue: &Queue, job: &Job) -> Result<OutgoingContent, Outcome> {
+    match queue.journal().read_payload(&job.id).await {
+        Ok(Some(bytes)) => OutgoingContent::from_stored(
+            job.kind,
+            bytes,
+            job.mimetype.clone(),
+            job.file_name.clone(),
+            job.caption.clone(),
+        )
+        .map_err(|e| Outcome::Failed(format!("the stored content is unusable: {e}"))),
         Ok(None) => Err(Outcome::PdfMissing),
         Err(e @ journal::JournalError::Damaged) => Err(Outcome::Failed(e.to_string())),
-        Err(e) => Err(Outcome::Retry(format!("cannot read the stored PDF: {e}"))),
+        Err(e) => Err(Outcome::Retry(format!("cannot read the stored content: {e}"))),
     }
 }

@@ -11,17 +11,18 @@ use tokio_util::sync::CancellationToken;
 use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::download::MediaType;
 use whatsapp_rust::http::UreqHttpClient;
-use whatsapp_rust::media::{DocumentOptions, document_message};
+use whatsapp_rust::media::{DocumentOptions, ImageOptions, document_message, image_message};
 use whatsapp_rust::send::SendOptions;
 use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::upload::UploadOptions;
 use whatsapp_rust::wacore::runtime::{AbortHandle, Runtime};
+use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, Jid};
 
 use crate::config::Config;
-use crate::domain::{FileName, PdfDocument, PhoneNumber};
+use crate::domain::{OutgoingContent, PhoneNumber};
 use crate::session::DeliveryEvent;
 
 /// File name of a session's SQLite store inside its folder.
@@ -426,27 +427,37 @@ pub(crate) async fn is_on_whatsapp(client: &Client, to: &PhoneNumber) -> Result<
     Ok(results.iter().any(|r| r.is_registered && r.jid.user == jid.user))
 }
 
-/// Uploads the PDF and sends it as a document message with the given WhatsApp message id.
-pub(crate) async fn send_pdf(
+/// Sends `content` to `to` under the given WhatsApp message id: a text as is, media uploaded
+/// first (encrypted by the client) and sent as an image or a document message.
+pub(crate) async fn send_content(
     client: &Client,
     to: &PhoneNumber,
-    pdf: &PdfDocument,
-    file_name: &FileName,
+    content: &OutgoingContent,
     message_id: &str,
 ) -> Result<(), UpstreamError> {
-    let upload = client
-        .upload(pdf.bytes().to_vec(), MediaType::Document, UploadOptions::default())
-        .await
-        .map_err(|e| classify(&e.to_string(), client))?;
-    let message = document_message(
-        upload,
-        DocumentOptions {
-            mimetype: Some("application/pdf".into()),
-            file_name: Some(file_name.as_str().to_owned()),
-            title: Some(file_name.as_str().to_owned()),
-            ..Default::default()
-        },
-    );
+    let upload = |bytes: &bytes::Bytes, kind: MediaType| {
+        let bytes = bytes.to_vec();
+        async move {
+            client.upload(bytes, kind, UploadOptions::default()).await.map_err(|e| classify(&e.to_string(), client))
+        }
+    };
+    let message = match content {
+        OutgoingContent::Text { body } => wa::Message { conversation: Some(body.clone()), ..Default::default() },
+        OutgoingContent::Image { bytes, mimetype, caption } => image_message(
+            upload(bytes, MediaType::Image).await?,
+            ImageOptions { mimetype: Some(mimetype.to_string()), caption: caption.clone(), ..Default::default() },
+        ),
+        OutgoingContent::Document { bytes, mimetype, file_name, caption } => document_message(
+            upload(bytes, MediaType::Document).await?,
+            DocumentOptions {
+                mimetype: Some(mimetype.to_string()),
+                file_name: Some(file_name.as_str().to_owned()),
+                title: Some(file_name.as_str().to_owned()),
+                caption: caption.clone(),
+                ..Default::default()
+            },
+        ),
+    };
     client
         .send_message_with_options(Jid::pn(to.digits()), message, SendOptions::default().with_message_id(message_id))
         .await

@@ -9,5 +9,6 @@ mod crash;
 mod durability;
 mod gateway;
 mod linking;
+mod messages;
 mod platform;
 mod sessions;

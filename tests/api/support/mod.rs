@@ -167,6 +167,39 @@ impl TestApp {
         .expect("request task")
     }
 
+    /// (status, response headers, JSON body) of a request with a raw body of `content_type`.
+    pub async fn request_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> (u16, Vec<(String, String)>, serde_json::Value) {
+        let url = self.url(path);
+        let (method, token, content_type) = (method.to_owned(), token.map(str::to_owned), content_type.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let agent =
+                ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
+            let mut req =
+                ureq::http::Request::builder().method(method.as_str()).uri(url).header("Content-Type", content_type);
+            if let Some(token) = token {
+                req = req.header("Authorization", format!("Bearer {token}"));
+            }
+            let response = agent.run(req.body(body).expect("request")).expect("http round trip");
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+                .collect();
+            let text = response.into_body().read_to_string().unwrap_or_default();
+            (status, headers, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        })
+        .await
+        .expect("request task")
+    }
+
     /// The JSON body of `POST /api/send-pdf`.
     pub fn send_pdf_body(session: &str, to: &str, pdf: &[u8], file_name: Option<&str>) -> String {
         use base64::Engine as _;
