@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 use crate::api::auth::{Authenticator, TokensFileError};
 use crate::api::state::{AppState, Lifecycle, Phase};
 use crate::config::{Config, HttpLimits};
+use crate::events::EventBus;
+use crate::inbox::Inbox;
 use crate::journal::{Journal, JournalError};
 use crate::queue::{Queue, QueueSettings, RetryPolicy};
 use crate::session::DeliveryEvent;
@@ -58,6 +60,8 @@ pub enum StartError {
     Restore(JournalError),
     #[error(transparent)]
     Tokens(#[from] TokensFileError),
+    #[error("inbox in {}: {source}", dir.display())]
+    Inbox { dir: std::path::PathBuf, source: crate::inbox::InboxError },
     #[error("cannot make {} private: {source}", dir.display())]
     Permissions { dir: std::path::PathBuf, source: std::io::Error },
 }
@@ -65,6 +69,7 @@ pub enum StartError {
 /// A gateway that is bound and loaded, ready to run.
 pub struct App {
     delivery_rx: mpsc::Receiver<DeliveryEvent>,
+    inbound_rx: mpsc::Receiver<crate::session::upstream::Inbound>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     addr: SocketAddr,
@@ -97,8 +102,11 @@ impl App {
         let shutdown = Shutdown::new();
         let journal = Journal::open(&config.data_dir)
             .map_err(|source| StartError::Journal { dir: config.data_dir.clone(), source })?;
+        let inbox = Inbox::open(&config.data_dir, config.inbound_media_max_bytes)
+            .map_err(|source| StartError::Inbox { dir: config.data_dir.clone(), source })?;
         let (delivery_tx, delivery_rx) = mpsc::channel(DELIVERY_EVENTS);
-        let upstream = Upstream::from_config(&config, delivery_tx)?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(crate::inbox::CHANNEL_CAPACITY);
+        let upstream = Upstream::from_config(&config, delivery_tx, inbound_tx)?;
         let sessions = SessionManager::load(
             SessionsFile::new(&config.sessions_config),
             config.sessions_dir.clone(),
@@ -119,11 +127,15 @@ impl App {
         };
         let queue = Queue::new(sessions.clone(), journal.clone(), settings, shutdown.clone());
         queue.restore().await.map_err(StartError::Restore)?;
+        let events = EventBus::default();
+        queue.publish_to(events.clone());
         let state = AppState {
             auth: Arc::new(auth),
             sessions,
             queue,
             journal,
+            inbox,
+            events,
             shutdown,
             limits: config.http,
             qr_link_window: config.qr_link_window,
@@ -134,6 +146,7 @@ impl App {
         };
         Ok(App {
             delivery_rx,
+            inbound_rx,
             listener,
             metrics_listener,
             addr,
@@ -149,12 +162,25 @@ impl App {
 
     /// Serves until `signal` resolves, then shuts down cleanly.
     pub async fn run(self, signal: impl Future<Output = ()>) -> Result<(), StartError> {
-        let App { delivery_rx, listener, metrics_listener, addr, state, cors_origins, limits } = self;
+        let App { delivery_rx, inbound_rx, listener, metrics_listener, addr, state, cors_origins, limits } = self;
         tracing::info!(%addr, "whatsapp-gateway listening");
         let shutdown = state.shutdown.clone();
         let sessions = state.sessions.clone();
         shutdown.spawn(state.queue.clone().track_deliveries(delivery_rx));
         shutdown.spawn(state.queue.clone().prune_periodically());
+        // Subscribed before any session starts, so no status is missed.
+        shutdown.spawn(crate::events::forward_session_events(
+            state.events.clone(),
+            sessions.events(),
+            shutdown.clone(),
+        ));
+        shutdown.spawn(crate::inbox::run(
+            state.inbox.clone(),
+            inbound_rx,
+            sessions.clone(),
+            state.events.clone(),
+            shutdown.clone(),
+        ));
         sessions.start_all();
         let router = crate::api::router(state.clone(), &cors_origins);
         let server = tokio::spawn(crate::api::serve(listener, router, limits, shutdown.token()));

@@ -63,6 +63,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("RATE_LIMIT_PER_SECOND", "100"),
     ("RATE_LIMIT_BURST", "200"),
     ("STARTUP_CONCURRENCY", "8"),
+    ("INBOUND_MEDIA_MAX_BYTES", "16777216"),
     ("QR_LINK_WINDOW_SECS", "120"),
 ];
 
@@ -176,6 +177,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `STARTUP_CONCURRENCY` (8): linked sessions connecting at once at boot.
     pub startup_concurrency: usize,
+    /// `INBOUND_MEDIA_MAX_BYTES` (16 MiB): larger received files are recorded without their bytes.
+    pub inbound_media_max_bytes: u64,
     /// `QR_LINK_WINDOW_SECS` (120): how long linking goes on after the last `GET …/qr`.
     pub qr_link_window: Duration,
 }
@@ -282,6 +285,7 @@ struct Raw {
     rate_limit_per_second: String,
     rate_limit_burst: String,
     startup_concurrency: String,
+    inbound_media_max_bytes: String,
     qr_link_window_secs: String,
     api_tokens_file: Option<String>,
     cors_allowed_origins: Option<String>,
@@ -410,6 +414,11 @@ impl Config {
         let api_tokens_file = non_empty(raw.api_tokens_file).map(PathBuf::from);
 
         Ok(Config {
+            inbound_media_max_bytes: parse_positive(
+                "INBOUND_MEDIA_MAX_BYTES",
+                &raw.inbound_media_max_bytes,
+                "is not a positive number of bytes",
+            )?,
             startup_concurrency: parse_positive(
                 "STARTUP_CONCURRENCY",
                 &raw.startup_concurrency,

@@ -36,6 +36,12 @@ pub const RECONNECTS: &str = "gateway_session_reconnects_total";
 pub const JOURNAL_COMMIT_SECONDS: &str = "gateway_journal_commit_duration_seconds";
 /// Commands group-committed in one journal transaction.
 pub const JOURNAL_BATCH_SIZE: &str = "gateway_journal_commit_batch_size";
+/// Received messages stored (new ones; redeliveries are not counted).
+pub const INBOUND_STORED: &str = "gateway_inbound_messages_total";
+/// Received messages lost because the inbox could not keep up.
+pub const INBOUND_DROPPED: &str = "gateway_inbound_dropped_total";
+/// Receive → stored → pushed, per received message.
+pub const INBOUND_LATENCY: &str = "gateway_inbound_store_seconds";
 
 const SECONDS_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];

@@ -60,6 +60,14 @@ pub enum ApiError {
     /// A message's content is refused (empty text, a type its bytes contradict, …).
     #[error(transparent)]
     InvalidContent(#[from] ContentError),
+    /// A query parameter is malformed.
+    #[error("invalid query: {0}")]
+    InvalidQuery(&'static str),
+    /// `types=` of `/ws/events` names an event we do not publish.
+    #[error(
+        "unknown event type; known: session.status, session.qr, session.connected, message.received, message.status"
+    )]
+    InvalidEventType,
     /// `type` is not `text`, `image` or `document`.
     #[error("field 'type' must be \"text\", \"image\" or \"document\"")]
     InvalidMessageType,
@@ -102,6 +110,9 @@ pub enum ApiError {
     /// No message with that id.
     #[error("message not found")]
     MessageNotFound,
+    /// A received message whose file is not kept (why).
+    #[error("the file of this message is not kept: {0}")]
+    MediaNotStored(String),
     /// The disk is full: nothing was accepted; retry once space is freed.
     #[error("insufficient storage: the message could not be stored, retry later")]
     InsufficientStorage,
@@ -166,11 +177,16 @@ impl ApiError {
             | ApiError::NotAPdf
             | ApiError::InvalidFileName(_)
             | ApiError::InvalidMessageType
+            | ApiError::InvalidEventType
+            | ApiError::InvalidQuery(_)
             | ApiError::InvalidMedia(_)
             | ApiError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             ApiError::InvalidContent(ContentError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidContent(_) => StatusCode::BAD_REQUEST,
-            ApiError::SessionNotFound | ApiError::NotFound | ApiError::MessageNotFound => StatusCode::NOT_FOUND,
+            ApiError::SessionNotFound
+            | ApiError::NotFound
+            | ApiError::MessageNotFound
+            | ApiError::MediaNotStored(_) => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -210,6 +226,8 @@ impl ApiError {
             ApiError::NotAPdf => "NOT_A_PDF",
             ApiError::InvalidFileName(_) => "INVALID_FILE_NAME",
             ApiError::InvalidMessageType => "INVALID_MESSAGE_TYPE",
+            ApiError::InvalidEventType => "INVALID_EVENT_TYPE",
+            ApiError::InvalidQuery(_) => "INVALID_QUERY",
             ApiError::InvalidMedia(_) => "INVALID_MEDIA",
             ApiError::InvalidContent(e) => match e {
                 ContentError::EmptyText => "EMPTY_TEXT",
@@ -230,6 +248,7 @@ impl ApiError {
             ApiError::InvalidIdempotencyKey => "INVALID_IDEMPOTENCY_KEY",
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ApiError::MessageNotFound => "MESSAGE_NOT_FOUND",
+            ApiError::MediaNotStored(_) => "MEDIA_NOT_STORED",
             ApiError::InsufficientStorage => "INSUFFICIENT_STORAGE",
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::RateLimited { .. } => "RATE_LIMITED",

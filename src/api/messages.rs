@@ -16,7 +16,61 @@ use crate::domain::{ContentKind, DeliveryStatus, MessageId, SessionId};
 use crate::journal::MessageRecord;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(message_status))
+    OpenApiRouter::new().routes(routes!(message_status)).routes(routes!(message_media))
+}
+
+/// The file of a received message, with its content type and file name (needs `messages:read`
+/// on its session).
+#[utoipa::path(get, path = "/api/messages/{messageId}/media", tag = "messages",
+    params(("messageId" = String, Path, description = "The id of a received message")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+        AuthErrors,
+        (status = 404, description = "No such received message, or its file is not kept (MESSAGE_NOT_FOUND, MEDIA_NOT_STORED)", body = ErrorBody),
+        RateLimited,
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+    ))]
+async fn message_media(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::MessagesRead)?;
+    let (message, file) = state.inbox.get(&id).await.map_err(ApiError::internal)?.ok_or(ApiError::MessageNotFound)?;
+    if let Ok(session) = SessionId::parse(&message.session_id) {
+        caller.require_session(Scope::MessagesRead, &session)?;
+    }
+    let media = message.media.unwrap_or_default();
+    let Some(path) = file.filter(|_| media.stored) else {
+        return Err(ApiError::MediaNotStored(media.error.unwrap_or_else(|| "the message has no file".into())));
+    };
+    let bytes = tokio::fs::read(&path).await.map_err(|_| ApiError::MediaNotStored("the file is gone".into()))?;
+    let content_type = media.mimetype.as_deref().and_then(|m| axum::http::HeaderValue::from_str(m).ok());
+    let mut response = Response::new(axum::body::Body::from(bytes));
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        content_type.unwrap_or(axum::http::HeaderValue::from_static("application/octet-stream")),
+    );
+    if let Some(name) = media.file_name.as_deref() {
+        // RFC 6266 with RFC 5987 encoding: any name, no header injection.
+        let encoded: String = name
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        if let Ok(value) = axum::http::HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{encoded}")) {
+            headers.insert(axum::http::header::CONTENT_DISPOSITION, value);
+        }
+    }
+    Ok(response)
 }
 
 /// A message and its delivery status.

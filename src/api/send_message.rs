@@ -8,7 +8,7 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -27,7 +27,68 @@ use crate::domain::{
 };
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(send_message))
+    OpenApiRouter::new().routes(routes!(send_message, list_messages))
+}
+
+/// `GET /api/sessions/{sessionId}/messages` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// `in` (received; the default).
+    #[param(pattern = "^in$")]
+    direction: Option<String>,
+    /// Only this chat (a JID, e.g. `51987654321@s.whatsapp.net`).
+    chat: Option<String>,
+    /// 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    before: Option<u64>,
+}
+
+/// A page of messages, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePage {
+    items: Vec<crate::domain::IncomingMessage>,
+    /// Pass as `before` for the next page; `null` on the last one.
+    next: Option<u64>,
+}
+
+/// The messages a session received, newest first (needs `messages:read` on the session).
+#[utoipa::path(get, path = "/api/sessions/{sessionId}/messages", tag = "messages",
+    params(SessionPath, ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of messages", body = MessagePage),
+        (status = 400, description = "Invalid session id or query (INVALID_SESSION_ID, INVALID_QUERY)", body = ErrorBody),
+        AuthErrors,
+        (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+    ))]
+async fn list_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(raw) = path.map_err(|_| ApiError::InvalidSessionId(crate::domain::InvalidSessionId))?;
+    let session = SessionId::parse(&raw)?;
+    caller.require_session(Scope::MessagesRead, &session)?;
+    let axum::extract::Query(query) = query.map_err(|_| ApiError::InvalidQuery("limit and before are numbers"))?;
+    if query.direction.as_deref().is_some_and(|d| d != "in") {
+        return Err(ApiError::InvalidQuery("direction must be \"in\" (sent messages: GET /api/messages/{id})"));
+    }
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=crate::inbox::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidQuery("limit must be 1 to 200"));
+    }
+    if !state.sessions.contains(&session) {
+        return Err(ApiError::SessionNotFound);
+    }
+    let page = state.inbox.list(&session, query.chat, limit, query.before).await.map_err(ApiError::internal)?;
+    Ok(json_response(StatusCode::OK, &MessagePage { items: page.items, next: page.next }))
 }
 
 /// The JSON body of `POST /api/sessions/{sessionId}/messages`.

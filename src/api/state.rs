@@ -20,6 +20,8 @@ pub struct AppState {
     pub(crate) sessions: SessionManager,
     pub(crate) queue: Queue,
     pub(crate) journal: Journal,
+    pub(crate) inbox: crate::inbox::Inbox,
+    pub(crate) events: crate::events::EventBus,
     pub(crate) shutdown: Shutdown,
     pub(crate) limits: HttpLimits,
     /// `QR_LINK_WINDOW_SECS`: linking goes on this long after the last `GET …/qr`.

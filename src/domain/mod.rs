@@ -6,6 +6,7 @@
 
 mod content;
 mod ids;
+mod incoming;
 mod media;
 mod status;
 mod values;
@@ -14,6 +15,7 @@ pub use content::{
     ContentError, ContentKind, MAX_CAPTION_CHARS, MAX_MEDIA_BYTES, MAX_TEXT_CHARS, MimeType, OutgoingContent,
 };
 pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId};
+pub use incoming::{IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction};
 pub use media::{InlineMedia, MediaError, decode_inline};
 pub use status::DeliveryStatus;
 pub use values::{

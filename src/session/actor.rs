@@ -296,7 +296,7 @@ pub(crate) async fn supervise(
         } else {
             None
         };
-        let (handle, client, events, tasks) = match upstream.start(&shared.dir).await {
+        let (handle, client, events, tasks) = match upstream.start(&shared.id, &shared.dir).await {
             Ok(started) => started,
             Err(e) => {
                 tracing::error!(session = %shared.id, error = %e, "cannot start the WhatsApp client");

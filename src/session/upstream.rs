@@ -22,7 +22,10 @@ use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, Jid};
 
 use crate::config::Config;
-use crate::domain::{OutgoingContent, PhoneNumber};
+use crate::domain::{
+    IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction, OutgoingContent,
+    PhoneNumber, SessionId,
+};
 use crate::session::DeliveryEvent;
 
 /// File name of a session's SQLite store inside its folder.
@@ -86,12 +89,26 @@ fn translate(event: &Event) -> Option<UpstreamEvent> {
 /// Runs inline on the client's dispatch path, so events arrive in order and before the run
 /// loop returns (a spawned handler could deliver `LoggedOut` after the client has stopped).
 struct Forward {
+    id: SessionId,
     session: mpsc::Sender<UpstreamEvent>,
     delivery: mpsc::Sender<DeliveryEvent>,
+    inbound: mpsc::Sender<Inbound>,
 }
 
 impl whatsapp_rust::types::events::EventHandler for Forward {
     fn handle_event(&self, event: Arc<Event>) {
+        if let Event::Messages(batch) = &*event {
+            for item in batch.messages.iter() {
+                let Some(inbound) = inbound_message(&self.id, item) else { continue };
+                // Bounded: a burst beyond it waits for nobody; the message is counted lost
+                // here rather than stalling the client's dispatch.
+                if self.inbound.try_send(inbound).is_err() {
+                    metrics::counter!(crate::metrics::INBOUND_DROPPED).increment(1);
+                    tracing::warn!(session = %self.id, "inbound channel full; a received message was not stored");
+                }
+            }
+            return;
+        }
         if let Some(delivery) = delivery_event(&event) {
             if self.delivery.try_send(delivery).is_err() {
                 tracing::warn!("delivery event channel full; an ack or receipt was dropped");
@@ -104,6 +121,158 @@ impl whatsapp_rust::types::events::EventHandler for Forward {
             tracing::warn!("session event channel full; status will be polled");
         }
     }
+}
+
+/// A received message, and what is needed to fetch its file later.
+pub(crate) struct Inbound {
+    pub(crate) session: SessionId,
+    pub(crate) message: IncomingMessage,
+    pub(crate) media: Option<MediaRef>,
+}
+
+/// The message a file can be downloaded from (with [`download`]).
+pub(crate) struct MediaRef(Arc<wa::Message>);
+
+/// Downloads and decrypts the file of a received media message.
+pub(crate) async fn download(client: &Client, media: &MediaRef) -> Result<Vec<u8>, UpstreamError> {
+    use whatsapp_rust::wacore::proto_helpers::MessageExt as _;
+    let message = media.0.get_base_message();
+    let message = message
+        .document_with_caption_message
+        .as_option()
+        .and_then(|wrapper| wrapper.message.as_option())
+        .unwrap_or(message);
+    let result = if let Some(m) = message.image_message.as_option() {
+        client.download(m).await
+    } else if let Some(m) = message.video_message.as_option() {
+        client.download(m).await
+    } else if let Some(m) = message.audio_message.as_option() {
+        client.download(m).await
+    } else if let Some(m) = message.document_message.as_option() {
+        client.download(m).await
+    } else if let Some(m) = message.sticker_message.as_option() {
+        client.download(m).await
+    } else {
+        return Err(UpstreamError::Send("the message has no file".into()));
+    };
+    result.map_err(|e| UpstreamError::Send(e.to_string()))
+}
+
+/// What we keep of a received message; `None` for what is not a received message (our own
+/// messages echoed from the phone, status broadcasts, protocol messages).
+fn inbound_message(session: &SessionId, item: &whatsapp_rust::types::events::InboundMessage) -> Option<Inbound> {
+    use whatsapp_rust::wacore::proto_helpers::MessageExt as _;
+    let info = &item.info;
+    let source = &info.source;
+    if source.is_from_me || source.chat.user == "status" {
+        return None;
+    }
+    let base = item.message.get_base_message();
+    // Revocations, key shares and the like are not messages anyone sent.
+    if base.protocol_message.as_option().is_some() {
+        return None;
+    }
+    let message =
+        base.document_with_caption_message.as_option().and_then(|wrapper| wrapper.message.as_option()).unwrap_or(base);
+    // The phone number: the sender's own when it is one, else its alternate address (a LID
+    // sender carries its number there); the LID likewise.
+    let alt = source.sender_alt.as_ref();
+    let from = if source.sender.is_pn() { Some(&source.sender) } else { alt.filter(|j| j.is_pn()) };
+    let from_lid = if source.sender.is_lid() { Some(&source.sender) } else { alt.filter(|j| j.is_lid()) };
+    let mut record = IncomingMessage {
+        message_id: info.id.to_string(),
+        session_id: session.as_str().to_owned(),
+        direction: "in".to_owned(),
+        chat: source.chat.to_non_ad().to_string(),
+        from: from.map(|j| j.user.to_string()),
+        from_lid: from_lid.map(|j| j.user.to_string()),
+        push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
+        timestamp: u64::try_from(info.timestamp.timestamp_millis()).unwrap_or(0),
+        kind: IncomingKind::Other,
+        text: None,
+        caption: None,
+        media: None,
+        quoted_id: None,
+        location: None,
+        reaction: None,
+        contact: None,
+        summary: None,
+    };
+    let media = |mimetype: &Option<String>, file_name: Option<&String>, size: Option<u64>| IncomingMedia {
+        mimetype: mimetype.clone(),
+        file_name: file_name.cloned(),
+        size,
+        ..IncomingMedia::default()
+    };
+    let mut quoted = None;
+    if let Some(text) = &message.conversation {
+        record.kind = IncomingKind::Text;
+        record.text = Some(text.clone());
+    } else if let Some(m) = message.extended_text_message.as_option() {
+        record.kind = IncomingKind::Text;
+        record.text = m.text.clone();
+        quoted = m.context_info.as_option();
+    } else if let Some(m) = message.image_message.as_option() {
+        record.kind = IncomingKind::Image;
+        record.caption = m.caption.clone();
+        record.media = Some(media(&m.mimetype, None, m.file_length));
+        quoted = m.context_info.as_option();
+    } else if let Some(m) = message.video_message.as_option() {
+        record.kind = IncomingKind::Video;
+        record.caption = m.caption.clone();
+        record.media = Some(media(&m.mimetype, None, m.file_length));
+        quoted = m.context_info.as_option();
+    } else if let Some(m) = message.audio_message.as_option() {
+        record.kind = IncomingKind::Audio;
+        record.media = Some(media(&m.mimetype, None, m.file_length));
+        quoted = m.context_info.as_option();
+    } else if let Some(m) = message.document_message.as_option() {
+        record.kind = IncomingKind::Document;
+        record.caption = m.caption.clone();
+        record.media = Some(media(&m.mimetype, m.file_name.as_ref(), m.file_length));
+        quoted = m.context_info.as_option();
+    } else if let Some(m) = message.sticker_message.as_option() {
+        record.kind = IncomingKind::Sticker;
+        record.media = Some(media(&m.mimetype, None, m.file_length));
+    } else if let Some(m) = message.location_message.as_option() {
+        record.kind = IncomingKind::Location;
+        record.location = Some(IncomingLocation {
+            latitude: m.degrees_latitude.unwrap_or_default(),
+            longitude: m.degrees_longitude.unwrap_or_default(),
+            name: m.name.clone(),
+            address: m.address.clone(),
+        });
+    } else if let Some(m) = message.contact_message.as_option() {
+        record.kind = IncomingKind::Contact;
+        record.contact = Some(IncomingContact { display_name: m.display_name.clone(), vcard: m.vcard.clone() });
+    } else if let Some(m) = message.reaction_message.as_option() {
+        record.kind = IncomingKind::Reaction;
+        record.reaction = Some(IncomingReaction {
+            message_id: m.key.as_option().and_then(|k| k.id.clone()),
+            emoji: m.text.clone().unwrap_or_default(),
+        });
+    } else {
+        let summary = summarize(message);
+        // A group's sender key alone, ahead of its first message, is not a message.
+        if summary == "sender_key_distribution_message" {
+            return None;
+        }
+        // Not modelled: kept with a summary of what it was, never dropped.
+        record.summary = Some(summary);
+    }
+    record.quoted_id = quoted.and_then(|c| c.stanza_id.clone());
+    let media = record.kind.has_media().then(|| MediaRef(Arc::clone(&item.message)));
+    Some(Inbound { session: session.clone(), message: record, media })
+}
+
+/// The name of the first field a message carries (`pollCreationMessage`), for kinds we do not
+/// model.
+fn summarize(message: &wa::Message) -> String {
+    let debug = format!("{message:?}");
+    debug
+        .split([' ', ','])
+        .find_map(|part| part.strip_suffix(':').filter(|name| name.ends_with("_message")))
+        .map_or_else(|| "unknown message".to_owned(), str::to_owned)
 }
 
 fn delivery_event(event: &Event) -> Option<DeliveryEvent> {
@@ -138,6 +307,7 @@ pub(crate) struct Upstream {
     http: UreqHttpClient,
     qr_terminal: bool,
     delivery: mpsc::Sender<DeliveryEvent>,
+    inbound: mpsc::Sender<Inbound>,
 }
 
 /// Why a client could not be built or a send failed.
@@ -167,7 +337,11 @@ impl UpstreamError {
 }
 
 impl Upstream {
-    pub(crate) fn from_config(config: &Config, delivery: mpsc::Sender<DeliveryEvent>) -> Result<Self, UpstreamError> {
+    pub(crate) fn from_config(
+        config: &Config,
+        delivery: mpsc::Sender<DeliveryEvent>,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> Result<Self, UpstreamError> {
         let http = match &config.whatsapp_ca_file {
             None => UreqHttpClient::new(),
             Some(path) => UreqHttpClient::with_agent(agent_trusting(path)?),
@@ -187,6 +361,7 @@ impl Upstream {
             http,
             qr_terminal: config.qr_terminal,
             delivery,
+            inbound,
         })
     }
 
@@ -209,6 +384,7 @@ impl Upstream {
     /// status).
     pub(crate) async fn start(
         &self,
+        session: &SessionId,
         dir: &Path,
     ) -> Result<(BotHandle, Arc<Client>, mpsc::Receiver<UpstreamEvent>, ClientTasks), UpstreamError> {
         crate::files::private_dir(dir).map_err(|e| UpstreamError::Store(e.to_string()))?;
@@ -236,7 +412,12 @@ impl Upstream {
                     .with_platform_type(whatsapp_rust::waproto::whatsapp::device_props::PlatformType::DESKTOP),
             )
             .skip_history_sync()
-            .with_event_handler(Forward { session: tx, delivery: self.delivery.clone() });
+            .with_event_handler(Forward {
+                id: session.clone(),
+                session: tx,
+                delivery: self.delivery.clone(),
+                inbound: self.inbound.clone(),
+            });
         if let Some(version) = self.version {
             builder = builder.with_version(version);
         }

@@ -8,6 +8,7 @@ mod backlog;
 mod crash;
 mod durability;
 mod gateway;
+mod inbound;
 mod linking;
 mod messages;
 mod platform;

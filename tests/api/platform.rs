@@ -328,6 +328,9 @@ async fn every_route_is_in_the_openapi_document() {
         ("post", "/api/sessions/{sessionId}/logout"),
         ("post", "/api/sessions/{sessionId}/pairing-code"),
         ("post", "/api/sessions/{sessionId}/messages"),
+        ("get", "/api/sessions/{sessionId}/messages"),
+        ("get", "/api/messages/{messageId}/media"),
+        ("get", "/ws/events"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is missing from the document");

@@ -3,6 +3,7 @@
 //! frames. The upgraded socket leaves hyper's tracking, so it is spawned on the shutdown
 //! tracker and closed with 1001 when the gateway stops.
 
+mod events;
 mod handshake;
 mod pump;
 
@@ -49,7 +50,61 @@ struct UpgradeHeaders {
 }
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(session_socket))
+    OpenApiRouter::new().routes(routes!(session_socket)).routes(routes!(events_socket))
+}
+
+/// Everything that happens, live: a WebSocket of `{"id","event","sessionId","timestamp","data"}`
+/// text frames (needs `messages:read`; only the token's sessions).
+///
+/// Events: `session.status` (`{"status","reason"}`), `session.qr` (`{"qr"}`),
+/// `session.connected` (`{"me"}`), `message.received` (the stored message, as
+/// `GET /api/sessions/{id}/messages` lists it), `message.status` (`{"messageId","status","type",
+/// "lastError"}`). A reader that falls behind gets `{"event":"lagged","data":{"missed":N}}`. The
+/// token may come as a bearer header, `?token=`, or the subprotocol `bearer.TOKEN`.
+#[utoipa::path(get, path = "/ws/events", tag = "messages",
+    params(UpgradeHeaders,
+        ("token" = Option<String>, Query, description = "The API token, for browsers (prefer the bearer.TOKEN subprotocol)"),
+        ("sessions" = Option<String>, Query, description = "Only these sessions, comma-separated"),
+        ("types" = Option<String>, Query, description = "Only these events, comma-separated, e.g. message.received,session.status"),
+    ),
+    security(("bearer" = []), ("query_token" = [])),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Invalid filter (INVALID_SESSION_ID, INVALID_EVENT_TYPE) or Sec-WebSocket-Key (BAD_WEBSOCKET_KEY)", body = ErrorBody),
+        (status = 401, description = "No token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
+        (status = 426, description = "Not a WebSocket upgrade (UPGRADE_REQUIRED, UNSUPPORTED_WEBSOCKET_VERSION)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
+        (status = 503, description = "Shutting down (SHUTTING_DOWN)", body = ErrorBody),
+    ))]
+async fn events_socket(State(state): State<AppState>, mut req: Request) -> Result<Response, ApiError> {
+    let (caller, protocol) = state.auth.check_ws(req.headers(), req.uri().query())?;
+    caller.require(Scope::MessagesRead)?;
+    let filter = events::Filter::from_query(caller, req.uri().query())?;
+    let upgrade = match handshake::validate_upgrade(&req) {
+        Ok(info) => info,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
+    // Subscribed before the 101: nothing published after the answer is missed.
+    let subscription = state.events.subscribe();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let cancel = state.shutdown.token();
+    let config = handshake::socket_config(state.limits.ws_max_message_bytes);
+    state.shutdown.spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let socket =
+                        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                    events::serve(socket, subscription, filter, cancel).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            }
+        }
+        .instrument(tracing::info_span!("ws_events")),
+    );
+    Ok(upgrade.switching_protocols(protocol.as_deref()))
 }
 
 /// Link a number: a WebSocket that pushes `{"event","data"}` frames (needs `sessions:write`).

@@ -1,0 +1,155 @@
+//! `GET /ws/events`: every event the caller may see, as `{"id","event","sessionId","timestamp",
+//! "data"}` text frames (the shape webhooks will post). `?sessions=a,b&types=message.received`
+//! narrow it. A reader that falls more than the bus's capacity behind gets
+//! `{"event":"lagged","data":{"missed":N}}` and goes on from the newest events: never unbounded
+//! memory.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::auth::Caller;
+use crate::api::error::ApiError;
+use crate::domain::SessionId;
+use crate::events::{EventKind, GatewayEvent};
+
+/// A frame that takes longer than this to send means the reader is gone or stuck.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a subscriber asked for, and may see.
+pub(super) struct Filter {
+    caller: Caller,
+    sessions: Option<HashSet<String>>,
+    types: Option<HashSet<EventKind>>,
+}
+
+impl Filter {
+    /// From `?sessions=a,b&types=x,y`: unknown types or malformed session ids are 400.
+    pub(super) fn from_query(caller: Caller, query: Option<&str>) -> Result<Filter, ApiError> {
+        let mut filter = Filter { caller, sessions: None, types: None };
+        for (key, value) in url_pairs(query.unwrap_or_default()) {
+            let items = value.split(',').map(str::trim).filter(|s| !s.is_empty());
+            match key.as_str() {
+                "sessions" => {
+                    let mut set = HashSet::new();
+                    for item in items {
+                        set.insert(SessionId::parse(item)?.as_str().to_owned());
+                    }
+                    filter.sessions = Some(set);
+                }
+                "types" => {
+                    let mut set = HashSet::new();
+                    for item in items {
+                        set.insert(EventKind::parse(item).ok_or(ApiError::InvalidEventType)?);
+                    }
+                    filter.types = Some(set);
+                }
+                _ => {}
+            }
+        }
+        Ok(filter)
+    }
+
+    fn wants(&self, event: &GatewayEvent) -> bool {
+        self.types.as_ref().is_none_or(|types| types.contains(&event.event))
+            && self.sessions.as_ref().is_none_or(|sessions| sessions.contains(&event.session_id))
+            && SessionId::parse(&event.session_id).is_ok_and(|id| self.caller.may_use(&id))
+    }
+}
+
+/// `a=1&b=x%2Cy` → pairs, percent-decoded.
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query.split('&').filter_map(|pair| pair.split_once('=')).map(|(k, v)| (decode(k), decode(v))).collect()
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Pushes events until the peer leaves or the gateway stops.
+pub(super) async fn serve<S>(
+    mut socket: S,
+    mut events: broadcast::Receiver<Arc<GatewayEvent>>,
+    filter: Filter,
+    cancel: CancellationToken,
+) where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
+        + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+{
+    let close = loop {
+        tokio::select! {
+            () = cancel.cancelled() => break Some((CloseCode::Away, "shutting down")),
+            incoming = socket.next() => match incoming {
+                // Pings are answered by tungstenite; text from the reader is ignored.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                Some(Ok(_)) => continue,
+            },
+            event = events.recv() => {
+                let text = match event {
+                    Ok(event) if filter.wants(&event) => serde_json::to_string(&*event).unwrap_or_default(),
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        serde_json::json!({"event": "lagged", "data": {"missed": missed}}).to_string()
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break Some((CloseCode::Away, "shutting down")),
+                };
+                match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::text(text))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break None,
+                    Err(_) => break Some((CloseCode::Again, "reader too slow")),
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+    }
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.close()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_are_decoded() {
+        assert_eq!(
+            url_pairs("sessions=a%2Cb&types=message.received,session.status&token=x"),
+            [
+                ("sessions".into(), "a,b".into()),
+                ("types".into(), "message.received,session.status".into()),
+                ("token".into(), "x".into())
+            ]
+        );
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%zz"), "%zz");
+    }
+}

@@ -1,0 +1,310 @@
+//! The inbox: everything the linked numbers receive, stored in `DATA_DIR/inbox.db` (SQLite) with
+//! media files under `DATA_DIR/media/` (0700 folders, 0600 files), listed by the API and pushed
+//! on the event bus.
+//!
+//! A message is stored once: WhatsApp redelivers what arrived while the gateway was down (and
+//! may redeliver after a crash), and the `(session, message id)` key drops the repeats. Media is
+//! downloaded and decrypted after the row is stored, within `INBOUND_MEDIA_MAX_BYTES`; a file
+//! over it, or one that cannot be downloaded, is recorded without its bytes, with the reason.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::domain::{IncomingMessage, SessionId};
+use crate::events::{EventBus, EventKind};
+use crate::session::SessionManager;
+use crate::session::upstream::{self, Inbound};
+use crate::shutdown::Shutdown;
+
+/// Received messages waiting to be stored before new ones are dropped (and counted).
+pub(crate) const CHANNEL_CAPACITY: usize = 4096;
+
+/// Most items one list call returns.
+pub const MAX_PAGE: usize = 200;
+
+/// Why the inbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("inbox database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("inbox files: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("inbox task stopped")]
+    Closed,
+}
+
+/// A page of messages, newest first.
+#[derive(Debug)]
+pub struct Page {
+    pub items: Vec<IncomingMessage>,
+    /// Pass as `before` for the next page; `None` on the last one.
+    pub next: Option<u64>,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Inbox {
+    conn: Arc<Mutex<Connection>>,
+    media_dir: PathBuf,
+    max_media_bytes: u64,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox").field("media_dir", &self.media_dir).finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS incoming (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id  TEXT    NOT NULL,
+    message_id  TEXT    NOT NULL,
+    chat        TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    timestamp   INTEGER NOT NULL,
+    record      TEXT    NOT NULL,
+    media_file  TEXT,
+    stored_at   INTEGER NOT NULL,
+    UNIQUE (session_id, message_id)
+) STRICT;
+CREATE INDEX IF NOT EXISTS incoming_by_chat ON incoming (session_id, chat, seq);
+CREATE INDEX IF NOT EXISTS incoming_by_id ON incoming (message_id);
+";
+
+impl Inbox {
+    /// Opens (creating) `dir/inbox.db` and `dir/media/`.
+    pub fn open(dir: &Path, max_media_bytes: u64) -> Result<Inbox, InboxError> {
+        crate::files::private_dir(dir)?;
+        let path = dir.join("inbox.db");
+        crate::files::private_file(&path)?;
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        let media_dir = dir.join("media");
+        crate::files::private_dir(&media_dir)?;
+        Ok(Inbox { conn: Arc::new(Mutex::new(conn)), media_dir, max_media_bytes })
+    }
+
+    /// Runs `op` on the connection, on the blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<T, InboxError> + Send + 'static,
+    ) -> Result<T, InboxError> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // Statements leave no half-done state behind a panic: a poisoned lock is usable.
+            let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            op(&conn)
+        })
+        .await
+        .map_err(|_| InboxError::Closed)?
+    }
+
+    /// Stores `message` unless it is already stored; `true` when it is new.
+    pub async fn insert(&self, message: &IncomingMessage) -> Result<bool, InboxError> {
+        let record = serde_json::to_string(message).map_err(|e| InboxError::Io(e.into()))?;
+        let (session, id, chat, kind, timestamp) = (
+            message.session_id.clone(),
+            message.message_id.clone(),
+            message.chat.clone(),
+            message.kind.as_str(),
+            message.timestamp,
+        );
+        self.with(move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO incoming (session_id, message_id, chat, kind, timestamp, record, stored_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![session, id, chat, kind, int(timestamp), record, int(crate::journal::now_ms())])?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    /// Replaces the stored record of a message (its media details changed) and its file name.
+    async fn update(&self, message: &IncomingMessage, media_file: Option<String>) -> Result<(), InboxError> {
+        let record = serde_json::to_string(message).map_err(|e| InboxError::Io(e.into()))?;
+        let (session, id) = (message.session_id.clone(), message.message_id.clone());
+        self.with(move |conn| {
+            conn.prepare_cached(
+                "UPDATE incoming SET record = ?3, media_file = ?4 WHERE session_id = ?1 AND message_id = ?2",
+            )?
+            .execute(params![session, id, record, media_file])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The messages of `session` (of one `chat` if given), newest first, older than `before`.
+    pub async fn list(
+        &self,
+        session: &SessionId,
+        chat: Option<String>,
+        limit: usize,
+        before: Option<u64>,
+    ) -> Result<Page, InboxError> {
+        let session = session.as_str().to_owned();
+        let limit = limit.clamp(1, MAX_PAGE);
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, record FROM incoming WHERE session_id = ?1 AND (?2 IS NULL OR chat = ?2) \
+                 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
+            )?;
+            let before = before.map_or(i64::MAX, int);
+            let rows = stmt.query_map(params![session, chat, before, (limit + 1) as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut items = Vec::new();
+            let mut last_seq = None;
+            for row in rows {
+                let (seq, record) = row?;
+                if items.len() == limit {
+                    return Ok(Page { items, next: last_seq });
+                }
+                if let Ok(message) = serde_json::from_str(&record) {
+                    items.push(message);
+                }
+                last_seq = u64::try_from(seq).ok();
+            }
+            Ok(Page { items, next: None })
+        })
+        .await
+    }
+
+    /// A received message by id (the newest, should two sessions share an id).
+    pub async fn get(&self, message_id: &str) -> Result<Option<(IncomingMessage, Option<PathBuf>)>, InboxError> {
+        let id = message_id.to_owned();
+        let media_dir = self.media_dir.clone();
+        self.with(move |conn| {
+            let row: Option<(String, Option<String>)> = conn
+                .prepare_cached(
+                    "SELECT record, media_file FROM incoming WHERE message_id = ?1 ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            Ok(row.and_then(|(record, file)| {
+                let message = serde_json::from_str(&record).ok()?;
+                Some((message, file.map(|f| media_dir.join(f))))
+            }))
+        })
+        .await
+    }
+
+    /// Downloads, checks and keeps the file of a newly stored media message; records why not
+    /// when it cannot.
+    async fn fetch_media(&self, sessions: &SessionManager, inbound: &Inbound, message: &mut IncomingMessage) {
+        let Some(media) = &inbound.media else { return };
+        let Some(details) = message.media.as_mut() else { return };
+        if details.size.is_some_and(|size| size > self.max_media_bytes) {
+            details.error = Some(format!("over the size limit ({} bytes)", self.max_media_bytes));
+            return;
+        }
+        let Some(client) = sessions.connected_client(&inbound.session) else {
+            details.error = Some("the session disconnected before the file was downloaded".into());
+            return;
+        };
+        let bytes = match upstream::download(&client, media).await {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) => {
+                details.error = Some(format!("download failed: {e}"));
+                return;
+            }
+        };
+        if bytes.len() as u64 > self.max_media_bytes {
+            details.error = Some(format!("over the size limit ({} bytes)", self.max_media_bytes));
+            return;
+        }
+        let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let relative = format!("{}/{}", inbound.session, file_name_of(&message.message_id));
+        let path = self.media_dir.join(&relative);
+        let written = tokio::task::spawn_blocking({
+            let bytes = bytes.clone();
+            move || write_private(&path, &bytes)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {
+                details.size = Some(bytes.len() as u64);
+                details.sha256 = Some(sha256);
+                details.stored = true;
+                if let Err(e) = self.update(message, Some(relative)).await {
+                    tracing::error!(error = %e, "cannot record a downloaded file");
+                }
+            }
+            Ok(Err(e)) => details.error = Some(format!("cannot store the file: {e}")),
+            Err(_) => details.error = Some("cannot store the file".into()),
+        }
+    }
+}
+
+/// A message id as a file name: only `A-Z a-z 0-9 . _ -`, never starting with `.`.
+fn file_name_of(message_id: &str) -> String {
+    let clean: String =
+        message_id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-') { c } else { '_' }).collect();
+    if clean.is_empty() { "_".into() } else { clean }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        crate::files::private_dir(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Stores what the sessions receive and pushes it, until shutdown.
+pub(crate) async fn run(
+    inbox: Inbox,
+    mut inbound: mpsc::Receiver<Inbound>,
+    sessions: SessionManager,
+    bus: EventBus,
+    shutdown: Shutdown,
+) {
+    loop {
+        let item = tokio::select! {
+            () = shutdown.cancelled() => return,
+            item = inbound.recv() => item,
+        };
+        let Some(item) = item else { return };
+        let started = Instant::now();
+        let mut message = item.message.clone();
+        match inbox.insert(&message).await {
+            Ok(true) => {}
+            Ok(false) => continue, // a redelivery: stored once already
+            Err(e) => {
+                tracing::error!(session = %item.session, error = %e, "cannot store a received message");
+                continue;
+            }
+        }
+        if message.kind.has_media() {
+            inbox.fetch_media(&sessions, &item, &mut message).await;
+            if message.media.as_ref().is_some_and(|m| m.error.is_some())
+                && let Err(e) = inbox.update(&message, None).await
+            {
+                tracing::error!(error = %e, "cannot record why a file was not kept");
+            }
+        }
+        metrics::counter!(crate::metrics::INBOUND_STORED, "type" => message.kind.as_str()).increment(1);
+        tracing::info!(session = %item.session, message_id = %message.message_id, kind = message.kind.as_str(), "message received");
+        let data = serde_json::to_value(&message).unwrap_or_default();
+        bus.publish(EventKind::MessageReceived, &message.session_id, data);
+        metrics::histogram!(crate::metrics::INBOUND_LATENCY).record(started.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,189 @@
+//! What a linked number receives: stored once, listed newest first, pushed on `/ws/events`,
+//! media kept and served with its bytes intact; a LID sender carries its phone number.
+
+use futures_util::StreamExt as _;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+/// A 1×1 PNG.
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\xff\xff?\0\x05\xfe\x02\xfe\xa7\x35\x81\x84\0\0\0\0IEND\xaeB`\x82";
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next event frame of `/ws/events` for which `pick` says yes.
+async fn next_event(socket: &mut Socket, pick: impl Fn(&Value) -> bool) -> Value {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let event: Value = serde_json::from_str(&text).expect("json frame");
+                    if pick(&event) {
+                        return event;
+                    }
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("events socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the event in time")
+}
+
+/// `GET` of raw bytes: (status, content type, body).
+async fn get_bytes(app: &TestApp, path: &str) -> (u16, String, Vec<u8>) {
+    let url = format!("http://{}{}", app.addr, path);
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
+        let mut response = agent.get(&url).header("Authorization", format!("Bearer {TOKEN}")).call().expect("get");
+        let status = response.status().as_u16();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let body = response.body_mut().read_to_vec().unwrap_or_default();
+        (status, content_type, body)
+    })
+    .await
+    .expect("request task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_image_and_document_are_stored_listed_pushed_and_served() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let gateway_phone = "51900000070";
+    link(&app, &fake, "entrada", gateway_phone).await;
+    let url = format!("ws://{}/ws/events?token={TOKEN}&types=message.received&sessions=entrada", app.addr);
+    let (mut events, _) = tokio_tungstenite::connect_async(url).await.expect("events socket");
+
+    let customer = "51987000070";
+    let text_id = fake.admin().send_text(customer, gateway_phone, "Hola, ¿tienen stock?").await.expect("text");
+    let pushed = next_event(&mut events, |e| e["data"]["messageId"] == text_id.as_str()).await;
+    assert_eq!((pushed["event"].as_str(), pushed["sessionId"].as_str()), (Some("message.received"), Some("entrada")));
+    let data = &pushed["data"];
+    assert_eq!((data["type"].as_str(), data["text"].as_str()), (Some("text"), Some("Hola, ¿tienen stock?")));
+    assert_eq!(data["from"].as_str(), Some(customer), "the phone number, though the phone sends from its LID");
+    let lid = fake.admin().lid(customer).expect("the customer's LID");
+    assert_eq!(data["fromLid"].as_str().map(|l| format!("{l}@lid")), Some(lid));
+
+    let image_id = fake
+        .admin()
+        .send_image(customer, gateway_phone, "image/png", PNG.to_vec(), Some("la vitrina".into()))
+        .await
+        .expect("image");
+    let pushed = next_event(&mut events, |e| e["data"]["messageId"] == image_id.as_str()).await;
+    let media = &pushed["data"]["media"];
+    assert_eq!(
+        (pushed["data"]["type"].as_str(), pushed["data"]["caption"].as_str()),
+        (Some("image"), Some("la vitrina"))
+    );
+    assert_eq!((media["stored"].as_bool(), media["sha256"].as_str()), (Some(true), Some(sha256_hex(PNG).as_str())));
+    let (status, content_type, bytes) = get_bytes(&app, &format!("/api/messages/{image_id}/media")).await;
+    assert_eq!((status, content_type.as_str()), (200, "image/png"));
+    assert_eq!(sha256_hex(&bytes), sha256_hex(PNG), "the bytes as sent");
+
+    let pdf_bytes = pdf("pedido 42");
+    let doc_id = fake
+        .admin()
+        .send_document(customer, gateway_phone, "pedido-42.pdf", "application/pdf", pdf_bytes.clone(), None)
+        .await
+        .expect("document");
+    let pushed = next_event(&mut events, |e| e["data"]["messageId"] == doc_id.as_str()).await;
+    assert_eq!(pushed["data"]["media"]["fileName"].as_str(), Some("pedido-42.pdf"));
+    let (status, _, bytes) = get_bytes(&app, &format!("/api/messages/{doc_id}/media")).await;
+    assert_eq!((status, bytes), (200, pdf_bytes));
+
+    // Listed newest first, a page at a time.
+    let (status, page) = app.request("GET", "/api/sessions/entrada/messages?limit=2", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{page}");
+    let ids: Vec<&str> =
+        page["items"].as_array().expect("items").iter().filter_map(|m| m["messageId"].as_str()).collect();
+    assert_eq!(ids, [doc_id.as_str(), image_id.as_str()]);
+    let next = page["next"].as_u64().expect("a next page");
+    let (_, page) =
+        app.request("GET", &format!("/api/sessions/entrada/messages?limit=2&before={next}"), Some(TOKEN), None).await;
+    assert_eq!(page["items"][0]["messageId"].as_str(), Some(text_id.as_str()));
+    assert_eq!(page["next"], Value::Null);
+    let (status, page) = app.request("GET", "/api/sessions/entrada/messages?limit=0", Some(TOKEN), None).await;
+    assert_eq!((status, page["error"]["code"].as_str()), (400, Some("INVALID_QUERY")));
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_socket_checks_its_filter_and_token() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let bad_type = format!("ws://{}/ws/events?token={TOKEN}&types=message.nope", app.addr);
+    let err = tokio_tungstenite::connect_async(bad_type).await.expect_err("refused");
+    assert!(err.to_string().contains("400"), "{err}");
+    let no_token = format!("ws://{}/ws/events", app.addr);
+    let err = tokio_tungstenite::connect_async(no_token).await.expect_err("refused");
+    assert!(err.to_string().contains("401"), "{err}");
+    // Session events are pushed too: a new session's status.
+    let url = format!("ws://{}/ws/events?token={TOKEN}&types=session.status,session.qr", app.addr);
+    let (mut events, _) = tokio_tungstenite::connect_async(url).await.expect("events socket");
+    let _watch = app.ws("nueva").await;
+    let event = next_event(&mut events, |e| e["sessionId"] == "nueva").await;
+    assert!(matches!(event["event"].as_str(), Some("session.status" | "session.qr")), "{event}");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_while_the_gateway_was_stopped_arrive_once_after_it_restarts() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let gateway_phone = "51900000071";
+    link(&app, &fake, "ausente", gateway_phone).await;
+    app.stop().await;
+
+    // While the gateway is down, WhatsApp keeps the message for the device.
+    let customer = "51987000071";
+    let id = fake.admin().send_text(customer, gateway_phone, "¿Siguen abiertos?").await.expect("queued for the device");
+
+    let app = TestApp::spawn(&fake, &dir).await;
+    let url = format!("ws://{}/ws/events?token={TOKEN}&types=message.received", app.addr);
+    let (mut events, _) = tokio_tungstenite::connect_async(url).await.expect("events socket");
+    let listed = tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, page) = app.request("GET", "/api/sessions/ausente/messages", Some(TOKEN), None).await;
+            if let Some(items) = page["items"].as_array().filter(|items| !items.is_empty()) {
+                return items.clone();
+            }
+            // Bounded by the timeout; the offline queue is released when the session logs in.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the offline message is stored after the restart");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0]["messageId"].as_str(), listed[0]["text"].as_str()),
+        (Some(id.as_str()), Some("¿Siguen abiertos?"))
+    );
+    drop(events.close(None).await);
+
+    // Another restart (WhatsApp may redeliver what it is not sure we got): still once.
+    app.stop().await;
+    let app = TestApp::spawn(&fake, &dir).await;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, session) = app.request("GET", "/api/sessions/ausente", Some(TOKEN), None).await;
+            if session["status"] == "connected" {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("connected again");
+    let (_, page) = app.request("GET", "/api/sessions/ausente/messages", Some(TOKEN), None).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    app.stop().await;
+    fake.shutdown().await;
+}
