@@ -135,6 +135,7 @@ impl App {
             queue,
             journal,
             inbox,
+            contacts: Arc::new(crate::session::contacts::ContactBook::new(config.contact_checks_per_minute)),
             events,
             shutdown,
             limits: config.http,

@@ -64,6 +64,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("RATE_LIMIT_BURST", "200"),
     ("STARTUP_CONCURRENCY", "8"),
     ("INBOUND_MEDIA_MAX_BYTES", "16777216"),
+    ("CONTACT_CHECKS_PER_MINUTE", "60"),
     ("QR_LINK_WINDOW_SECS", "120"),
 ];
 
@@ -179,6 +180,8 @@ pub struct Config {
     pub startup_concurrency: usize,
     /// `INBOUND_MEDIA_MAX_BYTES` (16 MiB): larger received files are recorded without their bytes.
     pub inbound_media_max_bytes: u64,
+    /// `CONTACT_CHECKS_PER_MINUTE` (60; 0 = no limit): numbers each session may ask WhatsApp about.
+    pub contact_checks_per_minute: u32,
     /// `QR_LINK_WINDOW_SECS` (120): how long linking goes on after the last `GET …/qr`.
     pub qr_link_window: Duration,
 }
@@ -286,6 +289,7 @@ struct Raw {
     rate_limit_burst: String,
     startup_concurrency: String,
     inbound_media_max_bytes: String,
+    contact_checks_per_minute: String,
     qr_link_window_secs: String,
     api_tokens_file: Option<String>,
     cors_allowed_origins: Option<String>,
@@ -414,6 +418,9 @@ impl Config {
         let api_tokens_file = non_empty(raw.api_tokens_file).map(PathBuf::from);
 
         Ok(Config {
+            contact_checks_per_minute: raw.contact_checks_per_minute.trim().parse().map_err(|_| {
+                invalid("CONTACT_CHECKS_PER_MINUTE", &raw.contact_checks_per_minute, "is not a whole number")
+            })?,
             inbound_media_max_bytes: parse_positive(
                 "INBOUND_MEDIA_MAX_BYTES",
                 &raw.inbound_media_max_bytes,

@@ -60,6 +60,15 @@ pub enum ApiError {
     /// A message's content is refused (empty text, a type its bytes contradict, …).
     #[error(transparent)]
     InvalidContent(#[from] ContentError),
+    /// More numbers than one contacts check takes.
+    #[error("at most 50 phones per check")]
+    TooManyPhones,
+    /// The session must be connected for this.
+    #[error("the session is not connected to WhatsApp")]
+    SessionNotConnected,
+    /// WhatsApp did not answer a query.
+    #[error("WhatsApp did not answer: {0}")]
+    UpstreamFailed(String),
     /// A query parameter is malformed.
     #[error("invalid query: {0}")]
     InvalidQuery(&'static str),
@@ -179,6 +188,7 @@ impl ApiError {
             | ApiError::InvalidMessageType
             | ApiError::InvalidEventType
             | ApiError::InvalidQuery(_)
+            | ApiError::TooManyPhones
             | ApiError::InvalidMedia(_)
             | ApiError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
             ApiError::InvalidContent(ContentError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -200,7 +210,10 @@ impl ApiError {
             | ApiError::ShuttingDown
             | ApiError::SessionUnresponsive
             | ApiError::QrNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::SessionExists | ApiError::AlreadyConnected => StatusCode::CONFLICT,
+            ApiError::SessionExists | ApiError::AlreadyConnected | ApiError::SessionNotConnected => {
+                StatusCode::CONFLICT
+            }
+            ApiError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::Pairing(e) => match e {
                 PairingError::AlreadyLinked | PairingError::Outstanding { .. } => StatusCode::CONFLICT,
                 PairingError::InvalidPhone(_) => StatusCode::BAD_REQUEST,
@@ -228,6 +241,9 @@ impl ApiError {
             ApiError::InvalidMessageType => "INVALID_MESSAGE_TYPE",
             ApiError::InvalidEventType => "INVALID_EVENT_TYPE",
             ApiError::InvalidQuery(_) => "INVALID_QUERY",
+            ApiError::TooManyPhones => "TOO_MANY_PHONES",
+            ApiError::SessionNotConnected => "SESSION_NOT_CONNECTED",
+            ApiError::UpstreamFailed(_) => "UPSTREAM_FAILED",
             ApiError::InvalidMedia(_) => "INVALID_MEDIA",
             ApiError::InvalidContent(e) => match e {
                 ContentError::EmptyText => "EMPTY_TEXT",

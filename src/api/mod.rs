@@ -9,6 +9,7 @@
 
 pub mod auth;
 mod body;
+mod contacts;
 pub mod error;
 mod health;
 mod messages;
@@ -82,6 +83,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(send_pdf::router())
         .merge(messages::router())
         .merge(send_message::router())
+        .merge(contacts::router())
         .merge(sessions::router())
         .merge(ws::router())
         .merge(health::router())

@@ -8,6 +8,7 @@
 //! * `upstream`: the only module that imports whatsapp-rust.
 
 mod actor;
+pub mod contacts;
 mod manager;
 mod store;
 pub(crate) mod upstream;

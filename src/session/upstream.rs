@@ -608,6 +608,32 @@ pub(crate) async fn is_on_whatsapp(client: &Client, to: &PhoneNumber) -> Result<
     Ok(results.iter().any(|r| r.is_registered && r.jid.user == jid.user))
 }
 
+/// Asks WhatsApp which of `phones` have an account, with their JIDs and LIDs (one usync query).
+pub(crate) async fn check_numbers(
+    client: &Client,
+    phones: &[PhoneNumber],
+) -> Result<Vec<super::contacts::ContactCheck>, UpstreamError> {
+    let jids: Vec<Jid> = phones.iter().map(|p| Jid::pn(p.digits())).collect();
+    let results = client.contacts().is_on_whatsapp(&jids).await.map_err(|e| classify(&e.to_string(), client))?;
+    Ok(phones
+        .iter()
+        .map(|phone| {
+            let found = results.iter().find(|r| {
+                r.jid.user == phone.digits() || r.pn_jid.as_ref().is_some_and(|pn| pn.user == phone.digits())
+            });
+            let registered = found.is_some_and(|r| r.is_registered);
+            super::contacts::ContactCheck {
+                phone: phone.digits().to_owned(),
+                on_whatsapp: registered,
+                jid: registered.then(|| Jid::pn(phone.digits()).to_string()),
+                lid: found.filter(|_| registered).and_then(|r| {
+                    r.lid.clone().or_else(|| r.jid.is_lid().then(|| r.jid.clone())).map(|l| l.to_non_ad().to_string())
+                }),
+            }
+        })
+        .collect())
+}
+
 /// Sends `content` to `to` under the given WhatsApp message id: a text as is, media uploaded
 /// first (encrypted by the client) and sent as an image or a document message.
 pub(crate) async fn send_content(

@@ -5,6 +5,7 @@
 mod support;
 
 mod backlog;
+mod contacts;
 mod crash;
 mod durability;
 mod gateway;

@@ -331,6 +331,8 @@ async fn every_route_is_in_the_openapi_document() {
         ("get", "/api/sessions/{sessionId}/messages"),
         ("get", "/api/messages/{messageId}/media"),
         ("get", "/ws/events"),
+        ("get", "/api/sessions/{sessionId}/contacts/{phone}"),
+        ("post", "/api/sessions/{sessionId}/contacts/check"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is missing from the document");
