@@ -119,6 +119,9 @@ pub enum ApiError {
     /// No message with that id.
     #[error("message not found")]
     MessageNotFound,
+    /// No messages were received in that chat.
+    #[error("chat not found")]
+    ChatNotFound,
     /// A received message whose file is not kept (why).
     #[error("the file of this message is not kept: {0}")]
     MediaNotStored(String),
@@ -196,6 +199,7 @@ impl ApiError {
             ApiError::SessionNotFound
             | ApiError::NotFound
             | ApiError::MessageNotFound
+            | ApiError::ChatNotFound
             | ApiError::MediaNotStored(_) => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
@@ -265,6 +269,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ApiError::MessageNotFound => "MESSAGE_NOT_FOUND",
             ApiError::MediaNotStored(_) => "MEDIA_NOT_STORED",
+            ApiError::ChatNotFound => "CHAT_NOT_FOUND",
             ApiError::InsufficientStorage => "INSUFFICIENT_STORAGE",
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::RateLimited { .. } => "RATE_LIMITED",

@@ -80,6 +80,9 @@ pub struct MessageView {
     /// The id `202` answered with; also the WhatsApp message id.
     #[schema(example = "3EB0A1B2C3D4E5F60718")]
     pub message_id: String,
+    /// Always `out`: a message this gateway sends.
+    #[schema(example = "out")]
+    pub direction: &'static str,
     pub session_id: String,
     /// The recipient's digits.
     pub to: String,
@@ -109,6 +112,7 @@ impl From<MessageRecord> for MessageView {
     fn from(r: MessageRecord) -> Self {
         MessageView {
             message_id: r.message_id,
+            direction: "out",
             session_id: r.session_id,
             to: r.to,
             kind: r.kind,

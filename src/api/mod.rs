@@ -9,6 +9,7 @@
 
 pub mod auth;
 mod body;
+mod chats;
 mod contacts;
 pub mod error;
 mod health;
@@ -84,6 +85,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(messages::router())
         .merge(send_message::router())
         .merge(contacts::router())
+        .merge(chats::router())
         .merge(sessions::router())
         .merge(ws::router())
         .merge(health::router())

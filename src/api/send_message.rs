@@ -34,10 +34,10 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
-    /// `in` (received; the default).
-    #[param(pattern = "^in$")]
+    /// `in` (received; the default) or `out` (sent through this gateway).
+    #[param(pattern = "^(in|out)$")]
     direction: Option<String>,
-    /// Only this chat (a JID, e.g. `51987654321@s.whatsapp.net`).
+    /// Only this chat: a JID (`51987654321@s.whatsapp.net`, `…@lid`); for `out`, a phone number too.
     chat: Option<String>,
     /// 1–200, default 50.
     #[param(minimum = 1, maximum = 200)]
@@ -46,15 +46,24 @@ struct ListQuery {
     before: Option<u64>,
 }
 
+/// A message of either direction.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+enum HistoryItem {
+    In(Box<crate::domain::IncomingMessage>),
+    Out(Box<crate::api::messages::MessageView>),
+}
+
 /// A page of messages, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessagePage {
-    items: Vec<crate::domain::IncomingMessage>,
+    items: Vec<HistoryItem>,
     /// Pass as `before` for the next page; `null` on the last one.
     next: Option<u64>,
 }
 
-/// The messages a session received, newest first (needs `messages:read` on the session).
+/// The messages a session received (`direction=in`) or sent (`out`), newest first (needs
+/// `messages:read` on the session).
 #[utoipa::path(get, path = "/api/sessions/{sessionId}/messages", tag = "messages",
     params(SessionPath, ListQuery),
     security(("bearer" = [])),
@@ -77,9 +86,11 @@ async fn list_messages(
     let session = SessionId::parse(&raw)?;
     caller.require_session(Scope::MessagesRead, &session)?;
     let axum::extract::Query(query) = query.map_err(|_| ApiError::InvalidQuery("limit and before are numbers"))?;
-    if query.direction.as_deref().is_some_and(|d| d != "in") {
-        return Err(ApiError::InvalidQuery("direction must be \"in\" (sent messages: GET /api/messages/{id})"));
-    }
+    let outgoing = match query.direction.as_deref() {
+        None | Some("in") => false,
+        Some("out") => true,
+        Some(_) => return Err(ApiError::InvalidQuery("direction must be \"in\" or \"out\"")),
+    };
     let limit = query.limit.unwrap_or(50);
     if !(1..=crate::inbox::MAX_PAGE).contains(&limit) {
         return Err(ApiError::InvalidQuery("limit must be 1 to 200"));
@@ -87,8 +98,33 @@ async fn list_messages(
     if !state.sessions.contains(&session) {
         return Err(ApiError::SessionNotFound);
     }
+    if outgoing {
+        // Sent messages are addressed by phone number: a chat JID names its digits.
+        let recipient = match query.chat.as_deref() {
+            None => None,
+            Some(chat) => Some(
+                PhoneNumber::parse(chat)
+                    .map_err(|_| ApiError::InvalidQuery("chat must be a phone number or its JID for direction=out"))?
+                    .digits()
+                    .to_owned(),
+            ),
+        };
+        let rows = state
+            .journal
+            .by_session(session.as_str(), recipient, query.before, limit + 1)
+            .await
+            .map_err(ApiError::internal)?;
+        let next = (rows.len() > limit).then(|| rows[limit - 1].0);
+        let items = rows
+            .into_iter()
+            .take(limit)
+            .map(|(_, record)| HistoryItem::Out(Box::new(crate::api::messages::MessageView::from(record))))
+            .collect();
+        return Ok(json_response(StatusCode::OK, &MessagePage { items, next }));
+    }
     let page = state.inbox.list(&session, query.chat, limit, query.before).await.map_err(ApiError::internal)?;
-    Ok(json_response(StatusCode::OK, &MessagePage { items: page.items, next: page.next }))
+    let items = page.items.into_iter().map(|m| HistoryItem::In(Box::new(m))).collect();
+    Ok(json_response(StatusCode::OK, &MessagePage { items, next: page.next }))
 }
 
 /// The JSON body of `POST /api/sessions/{sessionId}/messages`.

@@ -76,7 +76,29 @@ CREATE TABLE IF NOT EXISTS incoming (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS incoming_by_chat ON incoming (session_id, chat, seq);
 CREATE INDEX IF NOT EXISTS incoming_by_id ON incoming (message_id);
+CREATE TABLE IF NOT EXISTS chat_reads (
+    session_id  TEXT    NOT NULL,
+    chat        TEXT    NOT NULL,
+    read_seq    INTEGER NOT NULL,
+    PRIMARY KEY (session_id, chat)
+) STRICT, WITHOUT ROWID;
 ";
+
+/// A chat as `GET /api/sessions/{id}/chats` lists it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatSummary {
+    /// The chat's JID.
+    pub chat: String,
+    /// The phone number of its latest sender, when known.
+    pub from: Option<String>,
+    /// The latest sender's WhatsApp name.
+    pub push_name: Option<String>,
+    /// When its latest message was sent, unix ms.
+    pub last_message_at: u64,
+    /// Messages received since the chat was last marked read.
+    pub unread_count: u64,
+}
 
 impl Inbox {
     /// Opens (creating) `dir/inbox.db` and `dir/media/`.
@@ -177,6 +199,66 @@ impl Inbox {
                 last_seq = u64::try_from(seq).ok();
             }
             Ok(Page { items, next: None })
+        })
+        .await
+    }
+
+    /// The chats of `session`, most recent first.
+    pub async fn chats(&self, session: &SessionId) -> Result<Vec<ChatSummary>, InboxError> {
+        let session = session.as_str().to_owned();
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT i.chat, MAX(i.seq), \
+                        SUM(CASE WHEN i.seq > COALESCE(r.read_seq, 0) THEN 1 ELSE 0 END) \
+                 FROM incoming i LEFT JOIN chat_reads r ON r.session_id = i.session_id AND r.chat = i.chat \
+                 WHERE i.session_id = ?1 GROUP BY i.chat ORDER BY MAX(i.seq) DESC",
+            )?;
+            let rows = stmt
+                .query_map([&session], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut chats = Vec::with_capacity(rows.len());
+            let mut latest = conn.prepare_cached("SELECT record FROM incoming WHERE seq = ?1")?;
+            for (chat, seq, unread) in rows {
+                let record: String = latest.query_row([seq], |r| r.get(0))?;
+                let last: Option<IncomingMessage> = serde_json::from_str(&record).ok();
+                chats.push(ChatSummary {
+                    chat,
+                    from: last.as_ref().and_then(|m| m.from.clone()),
+                    push_name: last.as_ref().and_then(|m| m.push_name.clone()),
+                    last_message_at: last.as_ref().map_or(0, |m| m.timestamp),
+                    unread_count: u64::try_from(unread).unwrap_or(0),
+                });
+            }
+            Ok(chats)
+        })
+        .await
+    }
+
+    /// Marks `chat` read up to its latest message; returns the ids (with their senders) that
+    /// were unread, for read receipts. `None` if the chat has no messages.
+    pub async fn mark_read(&self, session: &SessionId, chat: &str) -> Result<Option<Vec<IncomingMessage>>, InboxError> {
+        let (session, chat) = (session.as_str().to_owned(), chat.to_owned());
+        self.with(move |conn| {
+            let latest: Option<i64> = conn
+                .prepare_cached("SELECT MAX(seq) FROM incoming WHERE session_id = ?1 AND chat = ?2")?
+                .query_row(params![session, chat], |r| r.get(0))?;
+            let Some(latest) = latest else { return Ok(None) };
+            let read_seq: i64 = conn
+                .prepare_cached("SELECT read_seq FROM chat_reads WHERE session_id = ?1 AND chat = ?2")?
+                .query_row(params![session, chat], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            let unread = conn
+                .prepare_cached("SELECT record FROM incoming WHERE session_id = ?1 AND chat = ?2 AND seq > ?3")?
+                .query_map(params![session, chat, read_seq], |r| r.get::<_, String>(0))?
+                .filter_map(|r| r.ok().and_then(|record| serde_json::from_str(&record).ok()))
+                .collect();
+            conn.prepare_cached(
+                "INSERT INTO chat_reads (session_id, chat, read_seq) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (session_id, chat) DO UPDATE SET read_seq = MAX(read_seq, excluded.read_seq)",
+            )?
+            .execute(params![session, chat, latest])?;
+            Ok(Some(unread))
         })
         .await
     }

@@ -200,6 +200,24 @@ impl Journal {
         self.read(move |conn| store::get(conn, &message_id)).await
     }
 
+    /// The messages of `session` (to `recipient` if given) accepted before the cursor `before`,
+    /// newest first, at most `limit`, each with its cursor.
+    pub async fn by_session(
+        &self,
+        session: &str,
+        recipient: Option<String>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, MessageRecord)>, JournalError> {
+        let session = session.to_owned();
+        let before = before.map_or(i64::MAX, store::int);
+        self.read(move |conn| {
+            let rows = store::by_session(conn, &session, recipient.as_deref(), before, limit)?;
+            Ok(rows.into_iter().map(|(seq, record)| (u64::try_from(seq).unwrap_or(0), record)).collect())
+        })
+        .await
+    }
+
     /// Every `queued` or `sending` message in acceptance order: what to rebuild the queue from.
     /// Only the rows are loaded; each PDF stays on disk, checked to be there but not read (see
     /// [`Journal::read_payload`]). A message whose PDF has vanished is marked failed

@@ -69,6 +69,7 @@ CREATE INDEX IF NOT EXISTS messages_open ON messages (seq)
     WHERE status IN {open};
 CREATE INDEX IF NOT EXISTS messages_finished ON messages (updated_at)
     WHERE status IN {finished};
+CREATE INDEX IF NOT EXISTS messages_by_session ON messages (session_id, seq);
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key         TEXT    PRIMARY KEY,
     fingerprint BLOB    NOT NULL,
@@ -313,6 +314,27 @@ pub(super) fn get(conn: &Connection, message_id: &str) -> Result<Option<MessageR
         .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM messages WHERE message_id = ?1"))?
         .query_row([message_id], record_from_row)
         .optional()?)
+}
+
+/// The messages of `session` (to `recipient` if given) accepted before `before_seq`, newest
+/// first, with their `seq` (the cursor).
+pub(super) fn by_session(
+    conn: &Connection,
+    session: &str,
+    recipient: Option<&str>,
+    before_seq: i64,
+    limit: usize,
+) -> Result<Vec<(i64, MessageRecord)>, JournalError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS}, seq FROM messages WHERE session_id = ?1 AND (?2 IS NULL OR recipient = ?2) \
+         AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
+    ))?;
+    let rows = stmt
+        .query_map(params![session, recipient, before_seq, limit as i64], |row| {
+            Ok((row.get::<_, i64>(RECORD_COLUMN_COUNT)?, record_from_row(row)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 /// The `queued` and `sending` messages, oldest acceptance first, with where their PDFs are.

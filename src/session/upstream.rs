@@ -608,6 +608,12 @@ pub(crate) async fn is_on_whatsapp(client: &Client, to: &PhoneNumber) -> Result<
     Ok(results.iter().any(|r| r.is_registered && r.jid.user == jid.user))
 }
 
+/// Sends read receipts for `message_ids` of `chat` (a JID as the inbox stores it).
+pub(crate) async fn mark_read(client: &Client, chat: &str, message_ids: &[&str]) -> Result<(), UpstreamError> {
+    let chat: Jid = chat.parse().map_err(|_| UpstreamError::Send(format!("'{chat}' is not a JID")))?;
+    client.mark_as_read(&chat, None, message_ids).await.map_err(|e| classify(&e.to_string(), client))
+}
+
 /// Asks WhatsApp which of `phones` have an account, with their JIDs and LIDs (one usync query).
 pub(crate) async fn check_numbers(
     client: &Client,

@@ -108,6 +108,28 @@ async fn text_image_and_document_are_stored_listed_pushed_and_served() {
     assert_eq!(page["next"], Value::Null);
     let (status, page) = app.request("GET", "/api/sessions/entrada/messages?limit=0", Some(TOKEN), None).await;
     assert_eq!((status, page["error"]["code"].as_str()), (400, Some("INVALID_QUERY")));
+
+    // One chat, three unread; marking it read sends the customer read receipts.
+    let (status, chats) = app.request("GET", "/api/sessions/entrada/chats", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{chats}");
+    let chat = &chats["items"][0];
+    assert_eq!((chat["from"].as_str(), chat["unreadCount"].as_u64()), (Some(customer), Some(3)), "{chats}");
+    let jid = chat["chat"].as_str().expect("chat jid").to_owned();
+    let (status, read) =
+        app.request("POST", &format!("/api/sessions/entrada/chats/{jid}/read"), Some(TOKEN), None).await;
+    assert_eq!((status, read["marked"].as_u64(), read["receiptsSent"].as_bool()), (200, Some(3), Some(true)), "{read}");
+    let (_, chats) = app.request("GET", "/api/sessions/entrada/chats", Some(TOKEN), None).await;
+    assert_eq!(chats["items"][0]["unreadCount"].as_u64(), Some(0));
+    tokio::time::timeout(WAIT, async {
+        while !fake.admin().receipts(customer).iter().any(|r| r.id == text_id && r.kind == "read") {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the customer sees the read receipt");
+    let (status, answer) =
+        app.request("POST", "/api/sessions/entrada/chats/nadie@s.whatsapp.net/read", Some(TOKEN), None).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("CHAT_NOT_FOUND")));
     app.stop().await;
     fake.shutdown().await;
 }
@@ -184,6 +206,31 @@ async fn messages_sent_while_the_gateway_was_stopped_arrive_once_after_it_restar
     .expect("connected again");
     let (_, page) = app.request("GET", "/api/sessions/ausente/messages", Some(TOKEN), None).await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_the_limit_is_recorded_without_its_bytes() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("INBOUND_MEDIA_MAX_BYTES", "100")])).await;
+    let gateway_phone = "51900000072";
+    link(&app, &fake, "limite", gateway_phone).await;
+    let url = format!("ws://{}/ws/events?token={TOKEN}&types=message.received", app.addr);
+    let (mut events, _) = tokio_tungstenite::connect_async(url).await.expect("events socket");
+    let big = pdf(&"x".repeat(200));
+    let id = fake
+        .admin()
+        .send_document("51987000072", gateway_phone, "grande.pdf", "application/pdf", big.clone(), None)
+        .await
+        .expect("document");
+    let pushed = next_event(&mut events, |e| e["data"]["messageId"] == id.as_str()).await;
+    let media = &pushed["data"]["media"];
+    assert_eq!((media["stored"].as_bool(), media["fileName"].as_str()), (Some(false), Some("grande.pdf")));
+    assert!(media["error"].as_str().is_some_and(|e| e.contains("size limit")), "{media}");
+    let (status, answer) = app.request("GET", &format!("/api/messages/{id}/media"), Some(TOKEN), None).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("MEDIA_NOT_STORED")));
     app.stop().await;
     fake.shutdown().await;
 }

@@ -91,6 +91,18 @@ async fn text_image_and_document_reach_the_phone_intact() {
     let text_id = text["messageId"].as_str().expect("id");
     let (s, record) = app.request("GET", &format!("/api/messages/{text_id}"), Some(TOKEN), None).await;
     assert_eq!((s, record["type"].as_str(), &record["fileName"]), (200, Some("text"), &serde_json::Value::Null));
+
+    // The sent history, newest first, by chat too.
+    let (s, page) = app.request("GET", &format!("{path}?direction=out&limit=2"), Some(TOKEN), None).await;
+    assert_eq!(s, 200, "{page}");
+    let kinds: Vec<&str> = page["items"].as_array().expect("items").iter().filter_map(|m| m["type"].as_str()).collect();
+    assert_eq!(kinds, ["document", "image"]);
+    assert_eq!(page["items"][0]["direction"].as_str(), Some("out"));
+    let next = page["next"].as_u64().expect("a next page");
+    let (_, page) = app
+        .request("GET", &format!("{path}?direction=out&before={next}&chat={to}@s.whatsapp.net"), Some(TOKEN), None)
+        .await;
+    assert_eq!((page["items"][0]["messageId"].as_str(), &page["next"]), (Some(text_id), &serde_json::Value::Null));
     app.stop().await;
     fake.shutdown().await;
 }

@@ -333,6 +333,8 @@ async fn every_route_is_in_the_openapi_document() {
         ("get", "/ws/events"),
         ("get", "/api/sessions/{sessionId}/contacts/{phone}"),
         ("post", "/api/sessions/{sessionId}/contacts/check"),
+        ("get", "/api/sessions/{sessionId}/chats"),
+        ("post", "/api/sessions/{sessionId}/chats/{chat}/read"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is missing from the document");
