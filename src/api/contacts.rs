@@ -29,6 +29,23 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(check_one)).routes(routes!(check_many))
 }
 
+/// `{sessionId}` and `{phone}` in the path.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only documents the path; the handler parses it.
+struct ContactPath {
+    /// The session id.
+    #[param(rename = "sessionId", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", example = "tienda_lima")]
+    session_id: String,
+    /// The number with its country code (`+`, spaces, dashes, dots and parentheses ignored), or
+    /// its user JID.
+    #[param(
+        pattern = r"^(?:\+?(?:[ .()-]*[0-9]){7,15}[ .()-]*|[0-9]{7,15}@(?:s\.whatsapp\.net|c\.us))$",
+        example = "51987654321"
+    )]
+    phone: String,
+}
+
 /// `POST …/contacts/check` body.
 #[derive(ToSchema)]
 #[allow(dead_code)] // Only describes the JSON for the OpenAPI document; parsing is by hand.
@@ -46,7 +63,7 @@ struct CheckResults {
 
 /// Is this number on WhatsApp (needs `messages:send` on the session, which must be connected).
 #[utoipa::path(get, path = "/api/sessions/{sessionId}/contacts/{phone}", tag = "messages",
-    params(SessionPath, ("phone" = String, Path, description = "The number, with its country code")),
+    params(ContactPath),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The answer", body = ContactCheck),

@@ -43,7 +43,8 @@ struct ListQuery {
     #[param(minimum = 1, maximum = 200)]
     limit: Option<usize>,
     /// The `next` of the previous page.
-    before: Option<u64>,
+    #[param(minimum = 1)]
+    before: Option<i64>,
 }
 
 /// A message of either direction.
@@ -91,6 +92,11 @@ async fn list_messages(
         Some("out") => true,
         Some(_) => return Err(ApiError::InvalidQuery("direction must be \"in\" or \"out\"")),
     };
+    let before = match query.before {
+        None => None,
+        Some(before) if before >= 1 => Some(before.unsigned_abs()),
+        Some(_) => return Err(ApiError::InvalidQuery("before is a cursor from `next`")),
+    };
     let limit = query.limit.unwrap_or(50);
     if !(1..=crate::inbox::MAX_PAGE).contains(&limit) {
         return Err(ApiError::InvalidQuery("limit must be 1 to 200"));
@@ -99,19 +105,16 @@ async fn list_messages(
         return Err(ApiError::SessionNotFound);
     }
     if outgoing {
-        // Sent messages are addressed by phone number: a chat JID names its digits.
-        let recipient = match query.chat.as_deref() {
+        // Sent messages are addressed by phone number: a chat JID names its digits; a chat that
+        // names none (a group, a LID) has no sent messages.
+        let recipient = match query.chat.as_deref().map(PhoneNumber::parse) {
             None => None,
-            Some(chat) => Some(
-                PhoneNumber::parse(chat)
-                    .map_err(|_| ApiError::InvalidQuery("chat must be a phone number or its JID for direction=out"))?
-                    .digits()
-                    .to_owned(),
-            ),
+            Some(Ok(phone)) => Some(phone.digits().to_owned()),
+            Some(Err(_)) => return Ok(json_response(StatusCode::OK, &MessagePage { items: Vec::new(), next: None })),
         };
         let rows = state
             .journal
-            .by_session(session.as_str(), recipient, query.before, limit + 1)
+            .by_session(session.as_str(), recipient, before, limit + 1)
             .await
             .map_err(ApiError::internal)?;
         let next = (rows.len() > limit).then(|| rows[limit - 1].0);
@@ -122,44 +125,93 @@ async fn list_messages(
             .collect();
         return Ok(json_response(StatusCode::OK, &MessagePage { items, next }));
     }
-    let page = state.inbox.list(&session, query.chat, limit, query.before).await.map_err(ApiError::internal)?;
+    let page = state.inbox.list(&session, query.chat, limit, before).await.map_err(ApiError::internal)?;
     let items = page.items.into_iter().map(|m| HistoryItem::In(Box::new(m))).collect();
     Ok(json_response(StatusCode::OK, &MessagePage { items, next: page.next }))
 }
 
-/// The JSON body of `POST /api/sessions/{sessionId}/messages`.
-#[derive(ToSchema)]
+/// The JSON body of `POST /api/sessions/{sessionId}/messages`, by `type`.
+#[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Only describes the JSON for the OpenAPI document; parsing is by hand.
-struct SendMessageBody {
+#[serde(untagged)]
+enum SendMessageBody {
+    Text(TextBody),
+    Image(ImageBody),
+    Document(DocumentBody),
+}
+
+/// A text.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct TextBody {
     /// The recipient: a phone number with its country code, or its user JID.
     #[schema(value_type = PhoneField)]
     to: String,
-    /// What to send.
-    #[schema(rename = "type")]
-    kind: ContentKind,
-    /// The text (`type: text`): 1 to 65,536 characters.
-    #[schema(max_length = 65536)]
-    text: Option<String>,
-    /// A caption for an image or a document, at most 1,024 characters.
-    #[schema(max_length = 1024)]
-    caption: Option<String>,
-    /// The file (`type: image` or `document`), at most 16 MiB.
-    media: Option<MediaBody>,
+    #[serde(rename = "type")]
+    #[schema(pattern = "^text$")]
+    kind: String,
+    /// 1 to 65,536 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
+    text: String,
 }
 
-/// Inline media: `base64` or `dataUrl`.
-#[derive(ToSchema)]
+/// An image: JPEG, PNG or WebP (by its bytes).
+#[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
-#[schema(rename_all = "camelCase")]
-struct MediaBody {
-    /// Base64 (either alphabet, padding optional, line breaks allowed).
-    base64: Option<String>,
-    /// A base64 data URL, e.g. `data:image/png;base64,…`.
-    data_url: Option<String>,
-    /// The media type; sniffed from the bytes when absent. One that contradicts the bytes is 400.
+struct ImageBody {
+    #[schema(value_type = PhoneField)]
+    to: String,
+    #[serde(rename = "type")]
+    #[schema(pattern = "^image$")]
+    kind: String,
+    /// At most 1,024 characters.
+    #[schema(max_length = 1024)]
+    caption: Option<String>,
+    media: ImageMedia,
+}
+
+/// A document: any file.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct DocumentBody {
+    #[schema(value_type = PhoneField)]
+    to: String,
+    #[serde(rename = "type")]
+    #[schema(pattern = "^document$")]
+    kind: String,
+    /// At most 1,024 characters.
+    #[schema(max_length = 1024)]
+    caption: Option<String>,
+    media: DocumentMedia,
+}
+
+/// An image's bytes in base64 (either alphabet, padding optional, line breaks allowed), or as a
+/// data URL in `dataUrl`; at most 16 MiB decoded. JPEG, PNG and WebP are taken (the pattern
+/// shows PNG and JPEG).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct ImageMedia {
+    #[schema(pattern = "^(?:iVBORw0KGgo|/9j/)[A-Za-z0-9+/]*={0,2}$")]
+    base64: String,
+    /// The media type; sniffed from the bytes when absent, and one that contradicts them is 400.
+    #[schema(pattern = "^image/(?:png|jpeg|jpg)$")]
     mimetype: Option<String>,
-    /// The name a document shows (default `Comprobante.pdf` for a PDF, `archivo.<ext>` otherwise).
-    #[schema(max_length = 255)]
+}
+
+/// A document's bytes in base64 (either alphabet, padding optional, line breaks allowed), or as
+/// a data URL in `dataUrl` instead (`data:text/csv;base64,…`); at most 16 MiB decoded.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+struct DocumentMedia {
+    #[schema(pattern = "^(?:[A-Za-z0-9+/]{4})+$")]
+    base64: String,
+    /// The media type; sniffed from the bytes when they show one (a declared type that
+    /// contradicts them is 400), else this one, else `application/octet-stream`.
+    #[schema(pattern = "^[a-z]+/[a-z0-9.+-]+$")]
+    mimetype: Option<String>,
+    /// The name it shows (default `Comprobante.pdf` for a PDF, `archivo.<ext>` otherwise).
+    #[schema(max_length = 255, pattern = r"^[^/\\\x00-\x1f\x7f-\x9f]*$")]
     file_name: Option<String>,
 }
 
@@ -380,9 +432,10 @@ fn build(fields: Fields) -> Result<(PhoneNumber, OutgoingContent), ApiError> {
             match kind {
                 ContentKind::Image => OutgoingContent::image(media.bytes, declared.as_deref(), caption)?,
                 _ => {
-                    let file_name = match fields.file_name.or(media.declared_name).filter(|n| !n.trim().is_empty()) {
-                        Some(name) => Some(FileName::parse(&name)?),
-                        None => None,
+                    // No name, or one of only invisible characters: the default name.
+                    let file_name = match fields.file_name.or(media.declared_name).map(|n| FileName::parse(&n)) {
+                        None | Some(Err(crate::domain::InvalidFileName::Empty)) => None,
+                        Some(name) => Some(name?),
                     };
                     OutgoingContent::document(media.bytes, declared.as_deref(), file_name, caption)?
                 }
