@@ -69,6 +69,7 @@ pub enum StartError {
 /// A gateway that is bound and loaded, ready to run.
 pub struct App {
     delivery_rx: mpsc::Receiver<DeliveryEvent>,
+    inbound_retention: Option<std::time::Duration>,
     inbound_rx: mpsc::Receiver<crate::session::upstream::Inbound>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
@@ -147,6 +148,7 @@ impl App {
         };
         Ok(App {
             delivery_rx,
+            inbound_retention: config.inbound_retention,
             inbound_rx,
             listener,
             metrics_listener,
@@ -163,12 +165,25 @@ impl App {
 
     /// Serves until `signal` resolves, then shuts down cleanly.
     pub async fn run(self, signal: impl Future<Output = ()>) -> Result<(), StartError> {
-        let App { delivery_rx, inbound_rx, listener, metrics_listener, addr, state, cors_origins, limits } = self;
+        let App {
+            delivery_rx,
+            inbound_retention,
+            inbound_rx,
+            listener,
+            metrics_listener,
+            addr,
+            state,
+            cors_origins,
+            limits,
+        } = self;
         tracing::info!(%addr, "whatsapp-gateway listening");
         let shutdown = state.shutdown.clone();
         let sessions = state.sessions.clone();
         shutdown.spawn(state.queue.clone().track_deliveries(delivery_rx));
         shutdown.spawn(state.queue.clone().prune_periodically());
+        if let Some(retention) = inbound_retention {
+            shutdown.spawn(crate::inbox::prune_periodically(state.inbox.clone(), retention, shutdown.clone()));
+        }
         // Subscribed before any session starts, so no status is missed.
         shutdown.spawn(crate::events::forward_session_events(
             state.events.clone(),

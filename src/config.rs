@@ -64,6 +64,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("RATE_LIMIT_BURST", "200"),
     ("STARTUP_CONCURRENCY", "8"),
     ("INBOUND_MEDIA_MAX_BYTES", "16777216"),
+    ("INBOUND_RETENTION_DAYS", "30"),
     ("CONTACT_CHECKS_PER_MINUTE", "60"),
     ("QR_LINK_WINDOW_SECS", "120"),
 ];
@@ -180,6 +181,9 @@ pub struct Config {
     pub startup_concurrency: usize,
     /// `INBOUND_MEDIA_MAX_BYTES` (16 MiB): larger received files are recorded without their bytes.
     pub inbound_media_max_bytes: u64,
+    /// `INBOUND_RETENTION_DAYS` (30; 0 = keep forever): received messages and files older than this
+    /// are deleted.
+    pub inbound_retention: Option<Duration>,
     /// `CONTACT_CHECKS_PER_MINUTE` (60; 0 = no limit): numbers each session may ask WhatsApp about.
     pub contact_checks_per_minute: u32,
     /// `QR_LINK_WINDOW_SECS` (120): how long linking goes on after the last `GET …/qr`.
@@ -289,6 +293,7 @@ struct Raw {
     rate_limit_burst: String,
     startup_concurrency: String,
     inbound_media_max_bytes: String,
+    inbound_retention_days: String,
     contact_checks_per_minute: String,
     qr_link_window_secs: String,
     api_tokens_file: Option<String>,
@@ -417,7 +422,11 @@ impl Config {
             .transpose()?;
         let api_tokens_file = non_empty(raw.api_tokens_file).map(PathBuf::from);
 
+        let retention_days: u64 = raw.inbound_retention_days.trim().parse().map_err(|_| {
+            invalid("INBOUND_RETENTION_DAYS", &raw.inbound_retention_days, "is not a whole number of days")
+        })?;
         Ok(Config {
+            inbound_retention: (retention_days > 0).then(|| Duration::from_secs(retention_days.saturating_mul(86_400))),
             contact_checks_per_minute: raw.contact_checks_per_minute.trim().parse().map_err(|_| {
                 invalid("CONTACT_CHECKS_PER_MINUTE", &raw.contact_checks_per_minute, "is not a whole number")
             })?,

@@ -203,6 +203,28 @@ impl Inbox {
         .await
     }
 
+    /// Deletes the messages stored before `older_than` ago, and their files; returns how many.
+    pub async fn prune(&self, older_than: std::time::Duration) -> Result<usize, InboxError> {
+        let cutoff = crate::journal::now_ms().saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX));
+        let media_dir = self.media_dir.clone();
+        self.with(move |conn| {
+            let files: Vec<String> = conn
+                .prepare_cached("SELECT media_file FROM incoming WHERE stored_at < ?1 AND media_file IS NOT NULL")?
+                .query_map([int(cutoff)], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let deleted = conn.prepare_cached("DELETE FROM incoming WHERE stored_at < ?1")?.execute([int(cutoff)])?;
+            for file in files {
+                if let Err(e) = std::fs::remove_file(media_dir.join(&file))
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(file, error = %e, "could not delete an expired file");
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
     /// The chats of `session`, most recent first.
     pub async fn chats(&self, session: &SessionId) -> Result<Vec<ChatSummary>, InboxError> {
         let session = session.as_str().to_owned();
@@ -351,6 +373,22 @@ fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// Deletes what is older than `retention` every hour, until shutdown.
+pub(crate) async fn prune_periodically(inbox: Inbox, retention: std::time::Duration, shutdown: Shutdown) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match inbox.prune(retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "expired received messages deleted"),
+            Err(e) => tracing::warn!(error = %e, "inbox prune failed"),
+        }
+    }
+}
+
 /// Stores what the sessions receive and pushes it, until shutdown.
 pub(crate) async fn run(
     inbox: Inbox,
@@ -388,5 +426,64 @@ pub(crate) async fn run(
         let data = serde_json::to_value(&message).unwrap_or_default();
         bus.publish(EventKind::MessageReceived, &message.session_id, data);
         metrics::histogram!(crate::metrics::INBOUND_LATENCY).record(started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::IncomingKind;
+
+    fn message(id: &str, chat: &str) -> IncomingMessage {
+        IncomingMessage {
+            message_id: id.into(),
+            session_id: "tienda".into(),
+            direction: "in".into(),
+            chat: chat.into(),
+            from: Some("51987654321".into()),
+            from_lid: None,
+            push_name: None,
+            timestamp: 1,
+            kind: IncomingKind::Text,
+            text: Some("hola".into()),
+            caption: None,
+            media: None,
+            quoted_id: None,
+            location: None,
+            reaction: None,
+            contact: None,
+            summary: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn stored_once_counted_unread_and_expired() {
+        let dir = std::env::temp_dir().join(format!("wg-inbox-{}-{}", std::process::id(), crate::journal::now_ms()));
+        let inbox = Inbox::open(&dir, 1024).expect("open");
+        let session = SessionId::parse("tienda").expect("id");
+        assert!(inbox.insert(&message("a", "c1")).await.expect("insert"));
+        assert!(!inbox.insert(&message("a", "c1")).await.expect("again"), "a redelivery is stored once");
+        assert!(inbox.insert(&message("b", "c1")).await.expect("insert"));
+        assert!(inbox.insert(&message("c", "c2")).await.expect("insert"));
+        let chats = inbox.chats(&session).await.expect("chats");
+        let unread: Vec<(&str, u64)> = chats.iter().map(|c| (c.chat.as_str(), c.unread_count)).collect();
+        assert_eq!(unread, [("c2", 1), ("c1", 2)]);
+        assert_eq!(inbox.mark_read(&session, "c1").await.expect("read").map(|m| m.len()), Some(2));
+        assert_eq!(inbox.chats(&session).await.expect("chats")[1].unread_count, 0);
+        assert_eq!(inbox.mark_read(&session, "nobody").await.expect("read"), None);
+
+        // Age one message by two days: a one-day retention deletes it alone.
+        let day_ms = 86_400_000_u64;
+        let old = int(crate::journal::now_ms() - 2 * day_ms);
+        inbox
+            .conn
+            .lock()
+            .expect("lock")
+            .execute("UPDATE incoming SET stored_at = ?1 WHERE message_id = 'a'", [old])
+            .expect("age");
+        assert_eq!(inbox.prune(std::time::Duration::from_millis(day_ms)).await.expect("prune"), 1);
+        assert!(inbox.get("a").await.expect("get").is_none());
+        assert!(inbox.get("b").await.expect("get").is_some());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
