@@ -25,6 +25,9 @@ use crate::shutdown::Shutdown;
 /// Received messages waiting to be stored before new ones are dropped (and counted).
 pub(crate) const CHANNEL_CAPACITY: usize = 4096;
 
+/// Longest a received file may take to download before it is recorded without its bytes.
+const DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Most items one list call returns.
 pub const MAX_PAGE: usize = 200;
 
@@ -317,10 +320,15 @@ impl Inbox {
             details.error = Some("the session disconnected before the file was downloaded".into());
             return;
         };
-        let bytes = match upstream::download(&client, media).await {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(e) => {
+        // Messages are stored in order, one at a time: a stuck download must not hold the rest.
+        let bytes = match tokio::time::timeout(DOWNLOAD_TIMEOUT, upstream::download(&client, media)).await {
+            Ok(Ok(bytes)) => Bytes::from(bytes),
+            Ok(Err(e)) => {
                 details.error = Some(format!("download failed: {e}"));
+                return;
+            }
+            Err(_) => {
+                details.error = Some(format!("download took longer than {} s", DOWNLOAD_TIMEOUT.as_secs()));
                 return;
             }
         };
