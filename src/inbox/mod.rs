@@ -413,6 +413,13 @@ pub(crate) async fn run(
         let Some(item) = item else { return };
         let started = Instant::now();
         let mut message = item.message.clone();
+        // A sender known only by its LID: the client's LID↔phone mapping may know its number.
+        if message.from.is_none()
+            && let Some(lid) = message.from_lid.clone()
+            && let Some(client) = sessions.connected_client(&item.session)
+        {
+            message.from = upstream::phone_for_lid(&client, &lid).await;
+        }
         match inbox.insert(&message).await {
             Ok(true) => {}
             Ok(false) => continue, // a redelivery: stored once already

@@ -608,6 +608,17 @@ pub(crate) async fn is_on_whatsapp(client: &Client, to: &PhoneNumber) -> Result<
     Ok(results.iter().any(|r| r.is_registered && r.jid.user == jid.user))
 }
 
+/// The phone number the client's LID↔phone mapping knows for `lid` (the user part).
+pub(crate) async fn phone_for_lid(client: &Client, lid: &str) -> Option<String> {
+    match client.get_lid_pn_entry(&Jid::lid(lid)).await {
+        Ok(entry) => entry.map(|e| e.phone_number.to_string()),
+        Err(e) => {
+            tracing::debug!(error = %e, "LID mapping lookup failed");
+            None
+        }
+    }
+}
+
 /// Sends read receipts for `message_ids` of `chat` (a JID as the inbox stores it).
 pub(crate) async fn mark_read(client: &Client, chat: &str, message_ids: &[&str]) -> Result<(), UpstreamError> {
     let chat: Jid = chat.parse().map_err(|_| UpstreamError::Send(format!("'{chat}' is not a JID")))?;
