@@ -60,6 +60,8 @@ pub enum StartError {
     Restore(JournalError),
     #[error(transparent)]
     Tokens(#[from] TokensFileError),
+    #[error("webhooks in {}: {source}", dir.display())]
+    Webhooks { dir: std::path::PathBuf, source: crate::webhooks::StoreError },
     #[error("inbox in {}: {source}", dir.display())]
     Inbox { dir: std::path::PathBuf, source: crate::inbox::InboxError },
     #[error("cannot make {} private: {source}", dir.display())]
@@ -69,6 +71,7 @@ pub enum StartError {
 /// A gateway that is bound and loaded, ready to run.
 pub struct App {
     delivery_rx: mpsc::Receiver<DeliveryEvent>,
+    webhook_rx: mpsc::UnboundedReceiver<Arc<crate::events::GatewayEvent>>,
     inbound_retention: Option<std::time::Duration>,
     inbound_rx: mpsc::Receiver<crate::session::upstream::Inbound>,
     listener: TcpListener,
@@ -130,12 +133,17 @@ impl App {
         queue.restore().await.map_err(StartError::Restore)?;
         let events = EventBus::default();
         queue.publish_to(events.clone());
+        let webhooks = crate::webhooks::Webhooks::open(&config.data_dir, config.webhooks.clone())
+            .map_err(|source| StartError::Webhooks { dir: config.data_dir.clone(), source })?;
+        let (webhook_tx, webhook_rx) = mpsc::unbounded_channel();
+        events.attach_sink(webhook_tx);
         let state = AppState {
             auth: Arc::new(auth),
             sessions,
             queue,
             journal,
             inbox,
+            webhooks,
             contacts: Arc::new(crate::session::contacts::ContactBook::new(config.contact_checks_per_minute)),
             events,
             shutdown,
@@ -148,6 +156,7 @@ impl App {
         };
         Ok(App {
             delivery_rx,
+            webhook_rx,
             inbound_retention: config.inbound_retention,
             inbound_rx,
             listener,
@@ -167,6 +176,7 @@ impl App {
     pub async fn run(self, signal: impl Future<Output = ()>) -> Result<(), StartError> {
         let App {
             delivery_rx,
+            webhook_rx,
             inbound_retention,
             inbound_rx,
             listener,
@@ -181,6 +191,10 @@ impl App {
         let sessions = state.sessions.clone();
         shutdown.spawn(state.queue.clone().track_deliveries(delivery_rx));
         shutdown.spawn(state.queue.clone().prune_periodically());
+        shutdown.spawn(crate::webhooks::run_outbox(state.webhooks.clone(), webhook_rx, shutdown.clone()));
+        if let Err(e) = state.webhooks.start(&shutdown) {
+            tracing::error!(error = %e, "webhook workers did not start");
+        }
         if let Some(retention) = inbound_retention {
             shutdown.spawn(crate::inbox::prune_periodically(state.inbox.clone(), retention, shutdown.clone()));
         }
@@ -188,6 +202,7 @@ impl App {
         shutdown.spawn(crate::events::forward_session_events(
             state.events.clone(),
             sessions.events(),
+            sessions.clone(),
             shutdown.clone(),
         ));
         shutdown.spawn(crate::inbox::run(

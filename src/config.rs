@@ -65,6 +65,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("STARTUP_CONCURRENCY", "8"),
     ("INBOUND_MEDIA_MAX_BYTES", "16777216"),
     ("INBOUND_RETENTION_DAYS", "30"),
+    ("WEBHOOK_MAX_RETRY_SECS", "86400"),
+    ("WEBHOOK_RETRY_BASE_MS", "1000"),
+    ("WEBHOOK_OUTBOX_MAX", "100000"),
     ("CONTACT_CHECKS_PER_MINUTE", "60"),
     ("QR_LINK_WINDOW_SECS", "120"),
 ];
@@ -79,6 +82,9 @@ const OPTIONAL: &[&str] = &[
     "API_TOKENS_FILE",
     "CORS_ALLOWED_ORIGINS",
     "METRICS_LISTEN",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
+    "WEBHOOK_EVENTS",
 ];
 
 /// The static API token. `Debug` and `Display` print `[REDACTED]`; use
@@ -184,6 +190,9 @@ pub struct Config {
     /// `INBOUND_RETENTION_DAYS` (30; 0 = keep forever): received messages and files older than this
     /// are deleted.
     pub inbound_retention: Option<Duration>,
+    /// `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`, `WEBHOOK_MAX_RETRY_SECS`,
+    /// `WEBHOOK_RETRY_BASE_MS`, `WEBHOOK_OUTBOX_MAX`.
+    pub webhooks: crate::webhooks::WebhookSettings,
     /// `CONTACT_CHECKS_PER_MINUTE` (60; 0 = no limit): numbers each session may ask WhatsApp about.
     pub contact_checks_per_minute: u32,
     /// `QR_LINK_WINDOW_SECS` (120): how long linking goes on after the last `GET …/qr`.
@@ -294,6 +303,12 @@ struct Raw {
     startup_concurrency: String,
     inbound_media_max_bytes: String,
     inbound_retention_days: String,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
+    webhook_events: Option<String>,
+    webhook_max_retry_secs: String,
+    webhook_retry_base_ms: String,
+    webhook_outbox_max: String,
     contact_checks_per_minute: String,
     qr_link_window_secs: String,
     api_tokens_file: Option<String>,
@@ -356,6 +371,7 @@ impl Config {
             .build()?
             .try_deserialize()?;
 
+        let webhooks = webhook_settings(&raw)?;
         let retry_base_delay = parse_millis("RETRY_BASE_DELAY_MS", &raw.retry_base_delay_ms)?;
         let retry_max_delay = parse_millis("RETRY_MAX_DELAY_MS", &raw.retry_max_delay_ms)?;
         if retry_base_delay > retry_max_delay {
@@ -426,6 +442,7 @@ impl Config {
             invalid("INBOUND_RETENTION_DAYS", &raw.inbound_retention_days, "is not a whole number of days")
         })?;
         Ok(Config {
+            webhooks,
             inbound_retention: (retention_days > 0).then(|| Duration::from_secs(retention_days.saturating_mul(86_400))),
             contact_checks_per_minute: raw.contact_checks_per_minute.trim().parse().map_err(|_| {
                 invalid("CONTACT_CHECKS_PER_MINUTE", &raw.contact_checks_per_minute, "is not a whole number")
@@ -587,6 +604,48 @@ fn parse_origins(list: &str) -> Result<Vec<String>, ConfigError> {
 fn parse_ca_file(value: String) -> Result<PathBuf, ConfigError> {
     let path = PathBuf::from(&value);
     if path.is_file() { Ok(path) } else { Err(invalid("WHATSAPP_CA_FILE", &value, "is not a readable file")) }
+}
+
+/// The webhook settings: the environment's endpoint checked as the API checks endpoints.
+fn webhook_settings(raw: &Raw) -> Result<crate::webhooks::WebhookSettings, ConfigError> {
+    let number = |var: &'static str, value: &str| -> Result<u64, ConfigError> {
+        value.trim().parse().map_err(|_| invalid(var, value, "is not a whole number"))
+    };
+    let env_endpoint = match non_empty(raw.webhook_url.clone()) {
+        None => None,
+        Some(url) => {
+            if !crate::webhooks::is_http_url(&url) {
+                return Err(invalid("WEBHOOK_URL", &url, "is not an http(s) URL"));
+            }
+            let secret = match non_empty(raw.webhook_secret.clone()) {
+                None => None,
+                Some(secret) => Some(
+                    crate::webhooks::WebhookSecret::parse(&secret)
+                        .map_err(|e| invalid("WEBHOOK_SECRET", "(hidden)", e.to_string()))?,
+                ),
+            };
+            let events = match non_empty(raw.webhook_events.clone()) {
+                None => None,
+                Some(list) => Some(
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty())
+                        .map(|e| {
+                            crate::events::EventKind::parse(e)
+                                .ok_or_else(|| invalid("WEBHOOK_EVENTS", e, "is not an event name"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
+            Some(crate::webhooks::EnvEndpoint { url, secret, events })
+        }
+    };
+    Ok(crate::webhooks::WebhookSettings {
+        env_endpoint,
+        max_retry_age: Duration::from_secs(number("WEBHOOK_MAX_RETRY_SECS", &raw.webhook_max_retry_secs)?),
+        retry_base: Duration::from_millis(number("WEBHOOK_RETRY_BASE_MS", &raw.webhook_retry_base_ms)?.max(1)),
+        outbox_max: number("WEBHOOK_OUTBOX_MAX", &raw.webhook_outbox_max)?.max(1),
+    })
 }
 
 fn parse_positive<T>(var: &'static str, value: &str, reason: &str) -> Result<T, ConfigError>

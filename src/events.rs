@@ -4,18 +4,17 @@
 //! A bounded broadcast: a subscriber that falls behind loses the oldest events and learns how
 //! many (`lagged`), so a slow reader never costs unbounded memory.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// Events a subscriber may fall behind by before it is told it lagged.
 const CAPACITY: usize = 1024;
 
 /// The events we publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 pub enum EventKind {
     #[serde(rename = "session.status")]
     SessionStatus,
@@ -23,6 +22,8 @@ pub enum EventKind {
     SessionQr,
     #[serde(rename = "session.connected")]
     SessionConnected,
+    #[serde(rename = "session.logged_out")]
+    SessionLoggedOut,
     #[serde(rename = "message.received")]
     MessageReceived,
     #[serde(rename = "message.status")]
@@ -30,10 +31,11 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::SessionStatus,
         EventKind::SessionQr,
         EventKind::SessionConnected,
+        EventKind::SessionLoggedOut,
         EventKind::MessageReceived,
         EventKind::MessageStatus,
     ];
@@ -44,6 +46,7 @@ impl EventKind {
             EventKind::SessionStatus => "session.status",
             EventKind::SessionQr => "session.qr",
             EventKind::SessionConnected => "session.connected",
+            EventKind::SessionLoggedOut => "session.logged_out",
             EventKind::MessageReceived => "message.received",
             EventKind::MessageStatus => "message.status",
         }
@@ -58,8 +61,8 @@ impl EventKind {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayEvent {
-    /// Increasing within this process.
-    pub id: u64,
+    /// Unique (`evt_` and 32 hex digits): also the `webhook-id` of every delivery of it.
+    pub id: String,
     pub event: EventKind,
     pub session_id: String,
     /// Unix milliseconds.
@@ -71,26 +74,43 @@ pub struct GatewayEvent {
 #[derive(Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<Arc<GatewayEvent>>,
-    next_id: Arc<AtomicU64>,
+    /// Where every event also goes, losslessly: the webhook outbox.
+    sink: Arc<OnceLock<mpsc::UnboundedSender<Arc<GatewayEvent>>>>,
 }
 
 impl Default for EventBus {
     fn default() -> Self {
-        EventBus { sender: broadcast::channel(CAPACITY).0, next_id: Arc::new(AtomicU64::new(1)) }
+        EventBus { sender: broadcast::channel(CAPACITY).0, sink: Arc::default() }
     }
+}
+
+/// `evt_` and 32 random hex digits.
+fn new_event_id() -> String {
+    let raw: [u8; 16] = rand::random();
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    format!("evt_{hex}")
 }
 
 impl EventBus {
     /// Publishes an event (nobody listening is fine).
     pub fn publish(&self, event: EventKind, session_id: &str, data: Value) {
-        let event = GatewayEvent {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+        let event = Arc::new(GatewayEvent {
+            id: new_event_id(),
             event,
             session_id: session_id.to_owned(),
             timestamp: crate::journal::now_ms(),
             data,
-        };
-        let _ = self.sender.send(Arc::new(event));
+        });
+        if let Some(sink) = self.sink.get() {
+            let _ = sink.send(Arc::clone(&event));
+        }
+        let _ = self.sender.send(event);
+    }
+
+    /// Sends every event from now on to `sink` as well, without loss (not bounded: its reader
+    /// only writes them to disk).
+    pub fn attach_sink(&self, sink: mpsc::UnboundedSender<Arc<GatewayEvent>>) {
+        let _ = self.sink.set(sink);
     }
 
     /// Whether anybody listens (so that events costly to build can be skipped).
@@ -107,6 +127,7 @@ impl EventBus {
 pub async fn forward_session_events(
     bus: EventBus,
     mut events: broadcast::Receiver<crate::session::SessionEvent>,
+    sessions: crate::session::SessionManager,
     shutdown: crate::shutdown::Shutdown,
 ) {
     use crate::session::SessionEventKind as Kind;
@@ -128,15 +149,29 @@ pub async fn forward_session_events(
             Kind::Status { status, reason } => {
                 bus.publish(EventKind::SessionStatus, session, serde_json::json!({"status": status, "reason": reason}))
             }
-            Kind::Qr(qr) => bus.publish(EventKind::SessionQr, session, serde_json::json!({"qr": qr})),
-            Kind::Connected(account) => {
-                bus.publish(EventKind::SessionConnected, session, serde_json::json!({"me": account}))
+            Kind::Qr(qr) => {
+                use base64::Engine as _;
+                let png = crate::api::sessions::qr_png(&qr)
+                    .map(|png| {
+                        format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
+                    })
+                    .ok();
+                bus.publish(EventKind::SessionQr, session, serde_json::json!({"qr": qr, "qrPng": png}));
             }
-            Kind::LoggedOut => bus.publish(
-                EventKind::SessionStatus,
+            Kind::Connected(account) => bus.publish(
+                EventKind::SessionConnected,
                 session,
-                serde_json::json!({"status": crate::session::Status::LoggedOut, "reason": "logged out"}),
+                serde_json::json!({
+                    "me": account,
+                    "phone": account.phone,
+                    "jid": account.jid,
+                    "lid": account.lid,
+                    "pushName": account.push_name,
+                    "connectedAt": crate::journal::now_ms(),
+                    "metadata": sessions.get(&event.session).and_then(|s| s.metadata),
+                }),
             ),
+            Kind::LoggedOut => bus.publish(EventKind::SessionLoggedOut, session, serde_json::json!({})),
         }
     }
 }

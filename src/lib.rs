@@ -27,6 +27,7 @@ pub mod queue;
 pub mod session;
 pub mod shutdown;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use app::{App, StartError};
 pub use config::Config;

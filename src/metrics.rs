@@ -40,6 +40,12 @@ pub const JOURNAL_BATCH_SIZE: &str = "gateway_journal_commit_batch_size";
 pub const INBOUND_STORED: &str = "gateway_inbound_messages_total";
 /// Received messages lost because the inbox could not keep up.
 pub const INBOUND_DROPPED: &str = "gateway_inbound_dropped_total";
+/// Webhook deliveries by outcome (`delivered`, `retry`, `dead`, `gone`, `outbox_full`).
+pub const WEBHOOK_DELIVERIES: &str = "gateway_webhook_deliveries_total";
+/// Time to post one webhook delivery.
+pub const WEBHOOK_SECONDS: &str = "gateway_webhook_delivery_seconds";
+/// Pending webhook deliveries per endpoint.
+pub const WEBHOOK_OUTBOX: &str = "gateway_webhook_outbox_depth";
 /// Receive → stored → pushed, per received message.
 pub const INBOUND_LATENCY: &str = "gateway_inbound_store_seconds";
 

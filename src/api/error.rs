@@ -60,6 +60,15 @@ pub enum ApiError {
     /// A message's content is refused (empty text, a type its bytes contradict, …).
     #[error(transparent)]
     InvalidContent(#[from] ContentError),
+    /// A webhook URL that is not http(s).
+    #[error("url must be an http or https URL")]
+    InvalidUrl,
+    /// A webhook secret of the wrong form.
+    #[error("secret must be 'whsec_' followed by the base64 of 24 to 64 bytes")]
+    InvalidSecret,
+    /// No webhook endpoint with that id.
+    #[error("webhook not found")]
+    WebhookNotFound,
     /// More numbers than one contacts check takes.
     #[error("at most 50 phones per check")]
     TooManyPhones,
@@ -191,6 +200,8 @@ impl ApiError {
             | ApiError::InvalidMessageType
             | ApiError::InvalidEventType
             | ApiError::InvalidQuery(_)
+            | ApiError::InvalidUrl
+            | ApiError::InvalidSecret
             | ApiError::TooManyPhones
             | ApiError::InvalidMedia(_)
             | ApiError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
@@ -200,6 +211,7 @@ impl ApiError {
             | ApiError::NotFound
             | ApiError::MessageNotFound
             | ApiError::ChatNotFound
+            | ApiError::WebhookNotFound
             | ApiError::MediaNotStored(_) => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
@@ -246,6 +258,9 @@ impl ApiError {
             ApiError::InvalidEventType => "INVALID_EVENT_TYPE",
             ApiError::InvalidQuery(_) => "INVALID_QUERY",
             ApiError::TooManyPhones => "TOO_MANY_PHONES",
+            ApiError::InvalidUrl => "INVALID_URL",
+            ApiError::InvalidSecret => "INVALID_SECRET",
+            ApiError::WebhookNotFound => "WEBHOOK_NOT_FOUND",
             ApiError::SessionNotConnected => "SESSION_NOT_CONNECTED",
             ApiError::UpstreamFailed(_) => "UPSTREAM_FAILED",
             ApiError::InvalidMedia(_) => "INVALID_MEDIA",

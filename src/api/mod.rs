@@ -20,8 +20,9 @@ mod request_id;
 mod send_message;
 mod send_pdf;
 mod serve;
-mod sessions;
+pub(crate) mod sessions;
 pub mod state;
+mod webhooks;
 pub mod ws;
 
 use std::time::{Duration, Instant};
@@ -86,6 +87,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(send_message::router())
         .merge(contacts::router())
         .merge(chats::router())
+        .merge(webhooks::router())
         .merge(sessions::router())
         .merge(ws::router())
         .merge(health::router())

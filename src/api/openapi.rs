@@ -64,6 +64,7 @@ impl utoipa::ToSchema for PhoneField {}
     modifiers(&Security),
     tags(
         (name = "messages", description = "Send messages and follow their delivery"),
+        (name = "webhooks", description = "Events posted to your endpoints, signed (Standard Webhooks)"),
         (name = "sessions", description = "Link numbers"),
         (name = "health", description = "Probes, without a token"),
         (name = "operations", description = "Metrics and this document"),

@@ -462,7 +462,7 @@ fn dashed(code: &str) -> String {
 
 /// Why a QR could not be drawn.
 #[derive(Debug, thiserror::Error)]
-enum QrImageError {
+pub(crate) enum QrImageError {
     #[error("QR encoding: {0}")]
     Encode(#[from] qrcode::types::QrError),
     #[error("PNG encoding: {0}")]
@@ -474,7 +474,7 @@ const MODULE_PX: usize = 8;
 const QUIET_ZONE: usize = 4;
 
 /// The QR code of `text` as a greyscale PNG.
-fn qr_png(text: &str) -> Result<Vec<u8>, QrImageError> {
+pub(crate) fn qr_png(text: &str) -> Result<Vec<u8>, QrImageError> {
     let code = qrcode::QrCode::new(text.as_bytes())?;
     let width = code.width();
     let colors = code.to_colors();

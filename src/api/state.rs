@@ -21,6 +21,7 @@ pub struct AppState {
     pub(crate) queue: Queue,
     pub(crate) journal: Journal,
     pub(crate) inbox: crate::inbox::Inbox,
+    pub(crate) webhooks: crate::webhooks::Webhooks,
     pub(crate) contacts: Arc<crate::session::contacts::ContactBook>,
     pub(crate) events: crate::events::EventBus,
     pub(crate) shutdown: Shutdown,

@@ -3,6 +3,7 @@
 //! fake WhatsApp server and the gateway on port 0 and drives them with real clients.
 
 mod support;
+mod webhooks;
 
 mod backlog;
 mod contacts;

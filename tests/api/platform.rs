@@ -335,6 +335,12 @@ async fn every_route_is_in_the_openapi_document() {
         ("post", "/api/sessions/{sessionId}/contacts/check"),
         ("get", "/api/sessions/{sessionId}/chats"),
         ("post", "/api/sessions/{sessionId}/chats/{chat}/read"),
+        ("post", "/api/webhooks"),
+        ("get", "/api/webhooks"),
+        ("delete", "/api/webhooks/{id}"),
+        ("get", "/api/webhooks/{id}/deliveries"),
+        ("post", "/api/webhooks/{id}/deliveries/{deliveryId}/retry"),
+        ("post", "/api/webhooks/{id}/deliveries/retry"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is missing from the document");

@@ -1,0 +1,342 @@
+//! Webhooks: every event of the bus, posted to each endpoint that wants it, signed as the
+//! Standard Webhooks specification says, from a durable outbox.
+//!
+//! * `DATA_DIR/webhooks.db` (SQLite, WAL, `synchronous=FULL`) holds the endpoints and the
+//!   deliveries. The bus hands every event to [`run_outbox`] without loss; it writes a delivery
+//!   per matching endpoint, many events per transaction.
+//! * One worker per endpoint posts its deliveries in order, one at a time, with a 10 s timeout;
+//!   a slow or dead endpoint holds only its own queue.
+//! * A failed post is retried with exponential backoff and full jitter until
+//!   `WEBHOOK_MAX_RETRY_SECS` (24 h) after the event; then it is a dead letter (`failed`), which
+//!   the API lists and replays. A `410 Gone` disables the endpoint.
+//! * An endpoint holds at most `WEBHOOK_OUTBOX_MAX` pending deliveries; events beyond are
+//!   recorded as failed at once (`outbox full`), so they can still be replayed.
+
+mod sign;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rand::RngExt as _;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub use sign::{SecretError, WebhookSecret};
+pub use store::{Delivery, DeliveryStatus, Endpoint, StoreError};
+
+use crate::events::{EventKind, GatewayEvent};
+use crate::shutdown::Shutdown;
+use store::Store;
+
+/// Whether `url` is an absolute http or https URL with a host (other schemes are refused).
+pub fn is_http_url(url: &str) -> bool {
+    match url.parse::<axum::http::Uri>() {
+        Ok(uri) => matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some_and(|h| !h.is_empty()),
+        Err(_) => false,
+    }
+}
+
+/// Longest a receiver may take to answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The endpoint from the environment: `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`.
+#[derive(Debug, Clone)]
+pub struct EnvEndpoint {
+    pub url: String,
+    /// Generated (and kept) when absent.
+    pub secret: Option<WebhookSecret>,
+    /// `None`: every event.
+    pub events: Option<Vec<EventKind>>,
+}
+
+/// Settings from the configuration.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub env_endpoint: Option<EnvEndpoint>,
+    /// `WEBHOOK_MAX_RETRY_SECS` (86,400): how long after the event retries go on.
+    pub max_retry_age: Duration,
+    /// `WEBHOOK_RETRY_BASE_MS` (1,000): the first retry's ceiling; each doubles it, up to an hour.
+    pub retry_base: Duration,
+    /// `WEBHOOK_OUTBOX_MAX` (100,000): pending deliveries per endpoint.
+    pub outbox_max: u64,
+}
+
+/// The webhooks: cheap to clone.
+#[derive(Clone)]
+pub struct Webhooks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    settings: WebhookSettings,
+    /// A worker per enabled endpoint, with what wakes it and what stops it.
+    workers: Mutex<HashMap<String, (Arc<Notify>, CancellationToken)>>,
+    /// Whether workers may be started (set by [`Webhooks::start`]).
+    shutdown: Mutex<Option<Shutdown>>,
+}
+
+impl Webhooks {
+    /// Opens `DATA_DIR/webhooks.db` and brings the environment's endpoint up to date.
+    pub fn open(dir: &std::path::Path, settings: WebhookSettings) -> Result<Webhooks, StoreError> {
+        let store = Store::open(&dir.join("webhooks.db"))?;
+        store.sync_env_endpoint(settings.env_endpoint.as_ref())?;
+        Ok(Webhooks {
+            inner: Arc::new(Inner { store, settings, workers: Mutex::new(HashMap::new()), shutdown: Mutex::new(None) }),
+        })
+    }
+
+    /// Starts a worker for every enabled endpoint; later endpoints get theirs when created.
+    pub fn start(&self, shutdown: &Shutdown) -> Result<(), StoreError> {
+        *self.inner.shutdown.lock().unwrap_or_else(PoisonError::into_inner) = Some(shutdown.clone());
+        for endpoint in self.inner.store.endpoints()? {
+            if endpoint.disabled.is_none() {
+                self.spawn_worker(&endpoint.id);
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_worker(&self, id: &str) {
+        let Some(shutdown) = self.inner.shutdown.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
+            return;
+        };
+        let notify = Arc::new(Notify::new());
+        let cancel = shutdown.token().child_token();
+        self.inner
+            .workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_owned(), (Arc::clone(&notify), cancel.clone()));
+        shutdown.spawn(deliver(self.clone(), id.to_owned(), notify, cancel));
+    }
+
+    fn wake(&self, id: &str) {
+        if let Some((notify, _)) = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).get(id) {
+            notify.notify_one();
+        }
+    }
+
+    fn stop_worker(&self, id: &str) {
+        if let Some((_, cancel)) = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).remove(id) {
+            cancel.cancel();
+        }
+    }
+
+    /// Adds an endpoint (a secret is generated when none is given) and starts its worker.
+    pub async fn create(
+        &self,
+        url: String,
+        events: Option<Vec<EventKind>>,
+        sessions: Option<Vec<String>>,
+        secret: Option<WebhookSecret>,
+    ) -> Result<Endpoint, StoreError> {
+        let secret = secret.unwrap_or_else(WebhookSecret::generate);
+        let store = self.inner.store.clone();
+        let endpoint = tokio::task::spawn_blocking(move || store.create(url, events, sessions, secret))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        self.spawn_worker(&endpoint.id);
+        Ok(endpoint)
+    }
+
+    pub async fn list(&self) -> Result<Vec<(Endpoint, u64)>, StoreError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.endpoints_with_pending()).await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deletes an endpoint and its deliveries; `false` if unknown.
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        self.stop_worker(id);
+        let (store, id) = (self.inner.store.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || store.delete(&id)).await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn deliveries(
+        &self,
+        endpoint: &str,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> Result<Option<Vec<Delivery>>, StoreError> {
+        let (store, endpoint) = (self.inner.store.clone(), endpoint.to_owned());
+        tokio::task::spawn_blocking(move || store.deliveries(&endpoint, status, limit))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Makes failed deliveries of `endpoint` pending again (one, or all when `delivery` is
+    /// `None`); returns how many, `None` if the endpoint is unknown. A disabled endpoint is
+    /// enabled again: replaying is how an operator says it is back.
+    pub async fn retry(&self, endpoint: &str, delivery: Option<i64>) -> Result<Option<u64>, StoreError> {
+        let (store, id) = (self.inner.store.clone(), endpoint.to_owned());
+        let retried =
+            tokio::task::spawn_blocking(move || store.retry(&id, delivery)).await.map_err(|_| StoreError::Closed)??;
+        if retried.is_some() {
+            let running = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).contains_key(endpoint);
+            if running { self.wake(endpoint) } else { self.spawn_worker(endpoint) }
+        }
+        Ok(retried)
+    }
+}
+
+/// Writes a delivery per matching endpoint for every event of the bus, many per transaction,
+/// until shutdown (then what is already buffered is written too).
+pub async fn run_outbox(
+    webhooks: Webhooks,
+    mut events: mpsc::UnboundedReceiver<Arc<GatewayEvent>>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => match events.try_recv() {
+                Ok(event) => event,
+                Err(_) => return,
+            },
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        while let Ok(more) = events.try_recv() {
+            batch.push(more);
+            if batch.len() >= 512 {
+                break;
+            }
+        }
+        let store = webhooks.inner.store.clone();
+        let max = webhooks.inner.settings.outbox_max;
+        let written = tokio::task::spawn_blocking(move || store.enqueue(&batch, max)).await;
+        match written {
+            Ok(Ok(endpoints)) => {
+                for id in endpoints {
+                    webhooks.wake(&id);
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "webhook outbox write failed; events not queued"),
+            Err(_) => tracing::error!("webhook outbox task failed"),
+        }
+    }
+}
+
+/// What a post got.
+enum Posted {
+    Delivered,
+    Gone,
+    Failed(String),
+}
+
+/// Posts one endpoint's deliveries, in order, until cancelled.
+async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, cancel: CancellationToken) {
+    let store = webhooks.inner.store.clone();
+    let settings = webhooks.inner.settings.clone();
+    loop {
+        let next = {
+            let (store, id) = (store.clone(), endpoint_id.clone());
+            tokio::task::spawn_blocking(move || store.next_pending(&id)).await
+        };
+        let (endpoint, delivery) = match next {
+            Ok(Ok(Some(next))) => next,
+            Ok(Ok(None)) => {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = notify.notified() => continue,
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(endpoint = %endpoint_id, error = %e, "webhook outbox read failed");
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                }
+            }
+            Err(_) => return,
+        };
+        let wait = delivery.next_attempt_at.saturating_sub(crate::journal::now_ms());
+        if wait > 0 {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = notify.notified() => continue,
+                () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            }
+        }
+        let started = std::time::Instant::now();
+        let posted = tokio::select! {
+            () = cancel.cancelled() => return,
+            posted = post(&endpoint, &delivery) => posted,
+        };
+        metrics::histogram!(crate::metrics::WEBHOOK_SECONDS).record(started.elapsed().as_secs_f64());
+        let now = crate::journal::now_ms();
+        let update = match posted {
+            Posted::Delivered => {
+                metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "delivered").increment(1);
+                store::Update::Delivered
+            }
+            Posted::Gone => {
+                metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "gone").increment(1);
+                tracing::warn!(endpoint = %endpoint_id, "the endpoint answered 410 Gone: disabled");
+                store::Update::Gone
+            }
+            Posted::Failed(error) => {
+                let age = Duration::from_millis(now.saturating_sub(delivery.created_at));
+                let attempts = delivery.attempts + 1;
+                if age >= settings.max_retry_age {
+                    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "dead").increment(1);
+                    store::Update::Dead(error)
+                } else {
+                    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "retry").increment(1);
+                    let ceiling =
+                        settings.retry_base.saturating_mul(1 << attempts.min(20)).min(Duration::from_secs(3600));
+                    let delay = rand::rng().random_range(0..=u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX));
+                    store::Update::Retry { error, next_attempt_at: now + delay }
+                }
+            }
+        };
+        let gone = matches!(update, store::Update::Gone);
+        let (store2, id) = (store.clone(), delivery.id);
+        let endpoint_id2 = endpoint_id.clone();
+        let saved = tokio::task::spawn_blocking(move || store2.update(&endpoint_id2, id, update, now)).await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::error!(endpoint = %endpoint_id, "cannot record a webhook delivery's outcome");
+        }
+        if gone {
+            webhooks.stop_worker(&endpoint_id);
+            return;
+        }
+    }
+}
+
+/// One signed POST of a delivery.
+async fn post(endpoint: &Endpoint, delivery: &Delivery) -> Posted {
+    let timestamp = crate::journal::now_ms() / 1000;
+    let signature = endpoint.secret.sign(&delivery.event_id, timestamp, delivery.body.as_bytes());
+    let (url, id, body) = (endpoint.url.clone(), delivery.event_id.clone(), delivery.body.clone());
+    let sent = tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::new_with_config(
+            ureq::config::Config::builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(REQUEST_TIMEOUT))
+                .max_redirects(0)
+                .build(),
+        );
+        agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("user-agent", "whatsapp-gateway-webhooks")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .send(body.as_bytes())
+            .map(|response| response.status().as_u16())
+    })
+    .await;
+    match sent {
+        Ok(Ok(status)) if (200..300).contains(&status) => Posted::Delivered,
+        Ok(Ok(410)) => Posted::Gone,
+        Ok(Ok(status)) => Posted::Failed(format!("the endpoint answered {status}")),
+        Ok(Err(e)) => Posted::Failed(e.to_string()),
+        Err(_) => Posted::Failed("the request task failed".into()),
+    }
+}

@@ -1,0 +1,440 @@
+//! The webhooks' SQLite side: endpoints and their deliveries.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::sign::WebhookSecret;
+use crate::events::{EventKind, GatewayEvent};
+
+/// The id of the endpoint from `WEBHOOK_URL`.
+pub const ENV_ENDPOINT: &str = "env";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("webhook store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("webhook store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("webhook store closed")]
+    Closed,
+}
+
+/// Where a delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// A receiver of events.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: String,
+    pub secret: WebhookSecret,
+    /// `None`: every event.
+    pub events: Option<Vec<EventKind>>,
+    /// `None`: every session.
+    pub sessions: Option<Vec<String>>,
+    pub created_at: u64,
+    /// Why it no longer receives (a 410).
+    pub disabled: Option<String>,
+}
+
+impl Endpoint {
+    fn wants(&self, event: &GatewayEvent) -> bool {
+        self.disabled.is_none()
+            && self.events.as_ref().is_none_or(|events| events.contains(&event.event))
+            && self.sessions.as_ref().is_none_or(|sessions| sessions.contains(&event.session_id))
+    }
+}
+
+/// One event for one endpoint.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub id: i64,
+    /// The event's id: the `webhook-id` of every attempt.
+    pub event_id: String,
+    pub event: String,
+    pub session_id: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// Unix ms.
+    pub created_at: u64,
+    /// Unix ms of the next attempt (pending ones).
+    pub next_attempt_at: u64,
+    /// The JSON posted.
+    #[serde(skip)]
+    pub body: String,
+}
+
+/// What a post did to a delivery.
+pub(super) enum Update {
+    Delivered,
+    Gone,
+    Dead(String),
+    Retry { error: String, next_attempt_at: u64 },
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS endpoints (
+    id          TEXT    PRIMARY KEY,
+    url         TEXT    NOT NULL,
+    secret      TEXT    NOT NULL,
+    events      TEXT,
+    sessions    TEXT,
+    created_at  INTEGER NOT NULL,
+    disabled    TEXT
+) STRICT;
+CREATE TABLE IF NOT EXISTS deliveries (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint_id     TEXT    NOT NULL,
+    event_id        TEXT    NOT NULL,
+    event           TEXT    NOT NULL,
+    session_id      TEXT    NOT NULL,
+    body            TEXT    NOT NULL,
+    status          TEXT    NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    next_attempt_at INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (endpoint_id, id) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_by_endpoint ON deliveries (endpoint_id, status, id);
+";
+
+#[derive(Clone)]
+pub(super) struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl Store {
+    pub(super) fn open(path: &Path) -> Result<Store, StoreError> {
+        crate::files::private_file(path)?;
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Creates, updates or removes the endpoint of `WEBHOOK_URL`.
+    pub(super) fn sync_env_endpoint(&self, env: Option<&super::EnvEndpoint>) -> Result<(), StoreError> {
+        let conn = self.lock();
+        match env {
+            None => {
+                conn.execute("DELETE FROM deliveries WHERE endpoint_id = ?1", [ENV_ENDPOINT])?;
+                conn.execute("DELETE FROM endpoints WHERE id = ?1", [ENV_ENDPOINT])?;
+            }
+            Some(super::EnvEndpoint { url, secret, events }) => {
+                let existing: Option<String> = conn
+                    .query_row("SELECT secret FROM endpoints WHERE id = ?1", [ENV_ENDPOINT], |r| r.get(0))
+                    .optional()?;
+                // Without WEBHOOK_SECRET the secret generated the first time stays (it is logged
+                // nowhere; set WEBHOOK_SECRET to know it).
+                let secret = match (secret, existing) {
+                    (Some(secret), _) => secret.expose(),
+                    (None, Some(existing)) => existing,
+                    (None, None) => WebhookSecret::generate().expose(),
+                };
+                conn.execute(
+                    "INSERT INTO endpoints (id, url, secret, events, sessions, created_at) VALUES (?1, ?2, ?3, ?4, NULL, ?5) \
+                     ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret = excluded.secret, events = excluded.events, disabled = NULL",
+                    params![ENV_ENDPOINT, url, secret, events_json(events.as_ref()), int(crate::journal::now_ms())],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn create(
+        &self,
+        url: String,
+        events: Option<Vec<EventKind>>,
+        sessions: Option<Vec<String>>,
+        secret: WebhookSecret,
+    ) -> Result<Endpoint, StoreError> {
+        let raw: [u8; 8] = rand::random();
+        let id = format!("wh_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let created_at = crate::journal::now_ms();
+        self.lock().execute(
+            "INSERT INTO endpoints (id, url, secret, events, sessions, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                id,
+                url,
+                secret.expose(),
+                events_json(events.as_ref()),
+                sessions.as_ref().and_then(|s| serde_json::to_string(s).ok()),
+                int(created_at)
+            ],
+        )?;
+        Ok(Endpoint { id, url, secret, events, sessions, created_at, disabled: None })
+    }
+
+    pub(super) fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, url, secret, events, sessions, created_at, disabled FROM endpoints ORDER BY created_at",
+        )?;
+        let rows = stmt.query_map([], endpoint_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    pub(super) fn endpoints_with_pending(&self) -> Result<Vec<(Endpoint, u64)>, StoreError> {
+        let endpoints = self.endpoints()?;
+        let conn = self.lock();
+        let mut count =
+            conn.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE endpoint_id = ?1 AND status = 'pending'")?;
+        let mut out = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let pending: i64 = count.query_row([&endpoint.id], |r| r.get(0))?;
+            out.push((endpoint, to_u64(pending)));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM deliveries WHERE endpoint_id = ?1", [id])?;
+        let deleted = tx.execute("DELETE FROM endpoints WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(deleted == 1)
+    }
+
+    /// Writes a delivery of each event for each endpoint that wants it, in one transaction;
+    /// returns the endpoints that got new pending deliveries. Beyond `max` pending, a delivery
+    /// is written as failed (`outbox full`).
+    pub(super) fn enqueue(&self, events: &[Arc<GatewayEvent>], max: u64) -> Result<Vec<String>, StoreError> {
+        let endpoints = self.endpoints()?;
+        let mut conn = self.lock();
+        let tx = Transaction::new(&mut conn, TransactionBehavior::Immediate)?;
+        let now = int(crate::journal::now_ms());
+        let mut woken = Vec::new();
+        for endpoint in &endpoints {
+            let wanted: Vec<&Arc<GatewayEvent>> = events.iter().filter(|e| endpoint.wants(e)).collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let mut pending: u64 = to_u64(tx.query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE endpoint_id = ?1 AND status = 'pending'",
+                [&endpoint.id],
+                |r| r.get(0),
+            )?);
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO deliveries (endpoint_id, event_id, event, session_id, body, status, last_error, \
+                 next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
+            )?;
+            for event in wanted {
+                let body = serde_json::to_string(&**event).unwrap_or_default();
+                let (status, error) = if pending >= max {
+                    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "outbox_full").increment(1);
+                    ("failed", Some("outbox full"))
+                } else {
+                    pending += 1;
+                    ("pending", None)
+                };
+                insert.execute(params![
+                    endpoint.id,
+                    event.id,
+                    event.event.as_str(),
+                    event.session_id,
+                    body,
+                    status,
+                    error,
+                    now
+                ])?;
+            }
+            metrics::gauge!(crate::metrics::WEBHOOK_OUTBOX, "endpoint" => endpoint.id.clone()).set(pending as f64);
+            woken.push(endpoint.id.clone());
+        }
+        tx.commit()?;
+        Ok(woken)
+    }
+
+    /// The endpoint and its oldest pending delivery, if it is enabled and has one.
+    pub(super) fn next_pending(&self, endpoint_id: &str) -> Result<Option<(Endpoint, Delivery)>, StoreError> {
+        let conn = self.lock();
+        let endpoint = conn
+            .prepare_cached(
+                "SELECT id, url, secret, events, sessions, created_at, disabled FROM endpoints WHERE id = ?1",
+            )?
+            .query_row([endpoint_id], endpoint_from_row)
+            .optional()?
+            .flatten();
+        let Some(endpoint) = endpoint.filter(|e| e.disabled.is_none()) else { return Ok(None) };
+        let delivery = conn
+            .prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE endpoint_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1"
+            ))?
+            .query_row([endpoint_id], delivery_from_row)
+            .optional()?;
+        Ok(delivery.map(|d| (endpoint, d)))
+    }
+
+    pub(super) fn update(&self, endpoint_id: &str, delivery: i64, update: Update, now: u64) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let now = int(now);
+        match update {
+            Update::Delivered => {
+                tx.execute(
+                    "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
+                    params![delivery, now],
+                )?;
+            }
+            Update::Gone => {
+                tx.execute(
+                    "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = 'the endpoint answered 410 Gone', \
+                     updated_at = ?2 WHERE id = ?1",
+                    params![delivery, now],
+                )?;
+                tx.execute(
+                    "UPDATE endpoints SET disabled = 'the endpoint answered 410 Gone' WHERE id = ?1",
+                    [endpoint_id],
+                )?;
+            }
+            Update::Dead(error) => {
+                tx.execute(
+                    "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?3, updated_at = ?2 WHERE id = ?1",
+                    params![delivery, now, error],
+                )?;
+            }
+            Update::Retry { error, next_attempt_at } => {
+                tx.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4, updated_at = ?2 \
+                     WHERE id = ?1",
+                    params![delivery, now, error, int(next_attempt_at)],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn deliveries(
+        &self,
+        endpoint_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> Result<Option<Vec<Delivery>>, StoreError> {
+        let conn = self.lock();
+        let known: bool = conn.prepare_cached("SELECT 1 FROM endpoints WHERE id = ?1")?.exists([endpoint_id])?;
+        if !known {
+            return Ok(None);
+        }
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE endpoint_id = ?1 AND (?2 IS NULL OR status = ?2) \
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = stmt
+            .query_map(params![endpoint_id, status.map(DeliveryStatus::as_str), limit as i64], delivery_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(rows))
+    }
+
+    pub(super) fn retry(&self, endpoint_id: &str, delivery: Option<i64>) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let known: bool = tx.prepare_cached("SELECT 1 FROM endpoints WHERE id = ?1")?.exists([endpoint_id])?;
+        if !known {
+            return Ok(None);
+        }
+        let now = int(crate::journal::now_ms());
+        let retried = match delivery {
+            Some(id) => tx.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?3, created_at = ?3, updated_at = ?3 \
+                 WHERE endpoint_id = ?1 AND id = ?2 AND status = 'failed'",
+                params![endpoint_id, id, now],
+            )?,
+            None => tx.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, created_at = ?2, updated_at = ?2 \
+                 WHERE endpoint_id = ?1 AND status = 'failed'",
+                params![endpoint_id, now],
+            )?,
+        };
+        tx.execute("UPDATE endpoints SET disabled = NULL WHERE id = ?1", [endpoint_id])?;
+        tx.commit()?;
+        Ok(Some(retried as u64))
+    }
+}
+
+const DELIVERY_COLUMNS: &str =
+    "id, event_id, event, session_id, status, attempts, last_error, created_at, next_attempt_at, body";
+
+fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    let status: String = r.get(4)?;
+    Ok(Delivery {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        event: r.get(2)?,
+        session_id: r.get(3)?,
+        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Failed),
+        attempts: r.get(5)?,
+        last_error: r.get(6)?,
+        created_at: to_u64(r.get(7)?),
+        next_attempt_at: to_u64(r.get(8)?),
+        body: r.get(9)?,
+    })
+}
+
+/// `None` for a row whose secret no longer parses (never written by us).
+fn endpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Endpoint>> {
+    let secret: String = r.get(2)?;
+    let events: Option<String> = r.get(3)?;
+    let sessions: Option<String> = r.get(4)?;
+    let Ok(secret) = WebhookSecret::parse(&secret) else { return Ok(None) };
+    Ok(Some(Endpoint {
+        id: r.get(0)?,
+        url: r.get(1)?,
+        secret,
+        events: events
+            .and_then(|e| serde_json::from_str::<Vec<String>>(&e).ok())
+            .map(|names| names.iter().filter_map(|n| EventKind::parse(n)).collect()),
+        sessions: sessions.and_then(|s| serde_json::from_str(&s).ok()),
+        created_at: to_u64(r.get(5)?),
+        disabled: r.get(6)?,
+    }))
+}
+
+fn events_json(events: Option<&Vec<EventKind>>) -> Option<String> {
+    events
+        .map(|events| serde_json::to_string(&events.iter().map(|e| e.as_str()).collect::<Vec<_>>()).unwrap_or_default())
+}

@@ -1,0 +1,248 @@
+//! Webhooks end to end, with a real HTTP receiver: events arrive signed (checked with the
+//! independent `standardwebhooks` crate), failures are retried under the same id, a 410 disables
+//! the endpoint, dead letters are listed and replayed, and pending deliveries survive a restart.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::support::*;
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    headers: hyper::HeaderMap,
+    body: Vec<u8>,
+    status: u16,
+}
+
+/// A webhook receiver on loopback: answers with the queued statuses, then 200.
+struct Receiver {
+    addr: SocketAddr,
+    statuses: Arc<Mutex<VecDeque<u16>>>,
+    got: broadcast::Sender<Received>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let statuses: Arc<Mutex<VecDeque<u16>>> = Arc::default();
+        let (got, _) = broadcast::channel(1024);
+        let (statuses2, got2) = (Arc::clone(&statuses), got.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (statuses, got) = (Arc::clone(&statuses2), got2.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (statuses, got) = (Arc::clone(&statuses), got.clone());
+                        async move {
+                            let headers = req.headers().clone();
+                            let body =
+                                req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                            let status = statuses.lock().unwrap().pop_front().unwrap_or(200);
+                            let _ = got.send(Received { headers, body, status });
+                            Ok::<_, std::convert::Infallible>(
+                                Response::builder()
+                                    .status(status)
+                                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver { addr, statuses, got, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hooks", self.addr)
+    }
+
+    fn answer(&self, statuses: &[u16]) {
+        self.statuses.lock().unwrap().extend(statuses);
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The next request whose event `pick` wants.
+async fn next_post(rx: &mut broadcast::Receiver<Received>, pick: impl Fn(&Value) -> bool) -> (Received, Value) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let got = rx.recv().await.expect("receiver open");
+            let event: Value = serde_json::from_slice(&got.body).expect("json body");
+            if pick(&event) {
+                return (got, event);
+            }
+        }
+    })
+    .await
+    .expect("the webhook in time")
+}
+
+async fn create(app: &TestApp, body: Value) -> Value {
+    let (status, created) = app.request("POST", "/api/webhooks", Some(TOKEN), Some(body.to_string())).await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_signed_and_failures_are_retried_under_the_same_id() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let receiver = Receiver::start().await;
+    let mut posts = receiver.got.subscribe();
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("WEBHOOK_RETRY_BASE_MS", "50")])).await;
+    let created = create(&app, json!({"url": receiver.url()})).await;
+    let secret = created["secret"].as_str().expect("the secret, shown once").to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let verifier = standardwebhooks::Webhook::new(&secret).expect("secret");
+
+    // Linking posts the QR (with its PNG) and the connection, signed.
+    let gateway_phone = "51900000090";
+    link(&app, &fake, "ganchos", gateway_phone).await;
+    let (qr, event) = next_post(&mut posts, |e| e["event"] == "session.qr").await;
+    verifier.verify(&qr.body, &qr.headers).expect("a valid Standard Webhooks signature");
+    assert!(event["data"]["qrPng"].as_str().is_some_and(|p| p.starts_with("data:image/png;base64,")));
+    assert_eq!(qr.headers["webhook-id"], event["id"].as_str().expect("id"), "the event id is the webhook id");
+    let (_, connected) = next_post(&mut posts, |e| e["event"] == "session.connected").await;
+    assert_eq!(connected["data"]["phone"].as_str(), Some(gateway_phone));
+
+    // The receiver fails twice: the same event comes back under the same id until it is taken.
+    receiver.answer(&[500, 503]);
+    let id = fake.admin().send_text("51987000090", gateway_phone, "¿Hay delivery?").await.expect("text");
+    let mut attempts = Vec::new();
+    loop {
+        let (got, event) = next_post(&mut posts, |e| e["event"] == "message.received").await;
+        assert_eq!(event["data"]["messageId"].as_str(), Some(id.as_str()));
+        verifier.verify(&got.body, &got.headers).expect("signed on every attempt");
+        attempts.push((got.headers["webhook-id"].to_str().expect("ascii").to_owned(), got.status));
+        if got.status == 200 {
+            break;
+        }
+    }
+    assert_eq!(attempts.iter().map(|(_, s)| *s).collect::<Vec<_>>(), [500, 503, 200]);
+    assert!(attempts.iter().all(|(id, _)| *id == attempts[0].0), "one webhook-id for every retry: {attempts:?}");
+
+    // The list shows the endpoint without its secret.
+    let (_, list) = app.request("GET", "/api/webhooks", Some(TOKEN), None).await;
+    assert_eq!(list["items"][0]["id"], created["id"]);
+    assert!(list["items"][0].get("secret").is_none(), "{list}");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_replayed_and_410_disables() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let receiver = Receiver::start().await;
+    let mut posts = receiver.got.subscribe();
+    // Retries stop at once: a failure is a dead letter.
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("WEBHOOK_MAX_RETRY_SECS", "0")])).await;
+    let created = create(&app, json!({"url": receiver.url(), "events": ["session.status"]})).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    receiver.answer(&[500]);
+    let _watch = app.ws("muertos").await;
+    let (first, _) = next_post(&mut posts, |e| e["event"] == "session.status").await;
+    assert_eq!(first.status, 500);
+    let failed = tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, page) =
+                app.request("GET", &format!("/api/webhooks/{id}/deliveries?status=failed"), Some(TOKEN), None).await;
+            if let Some(items) = page["items"].as_array().filter(|items| !items.is_empty()) {
+                return items.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a dead letter");
+    assert_eq!(failed[0]["lastError"].as_str(), Some("the endpoint answered 500"));
+
+    // Replayed: the same event, same id, delivered now.
+    let delivery = failed[0]["id"].as_i64().expect("delivery id");
+    let (status, retried) =
+        app.request("POST", &format!("/api/webhooks/{id}/deliveries/{delivery}/retry"), Some(TOKEN), None).await;
+    assert_eq!((status, retried["retried"].as_u64()), (202, Some(1)));
+    let (again, _) = next_post(&mut posts, |e| e["event"] == "session.status").await;
+    assert_eq!((again.status, &again.headers["webhook-id"]), (200, &first.headers["webhook-id"]));
+
+    // 410 Gone disables the endpoint.
+    receiver.answer(&[410]);
+    let _other = app.ws("muertos_dos").await;
+    let (gone, _) = next_post(&mut posts, |e| e["sessionId"] == "muertos_dos").await;
+    assert_eq!(gone.status, 410);
+    let disabled = tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, list) = app.request("GET", "/api/webhooks", Some(TOKEN), None).await;
+            if let Some(reason) = list["items"][0]["disabled"].as_str() {
+                return reason.to_owned();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("disabled");
+    assert!(disabled.contains("410"), "{disabled}");
+
+    let (status, answer) =
+        app.request("POST", "/api/webhooks", Some(TOKEN), Some(json!({"url": "ftp://x/y"}).to_string())).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("INVALID_URL")));
+    let (status, answer) = app
+        .request(
+            "POST",
+            "/api/webhooks",
+            Some(TOKEN),
+            Some(json!({"url": receiver.url(), "secret": "nope"}).to_string()),
+        )
+        .await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("INVALID_SECRET")));
+    let (status, _) = app.request("DELETE", &format!("/api/webhooks/{id}"), Some(TOKEN), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = app.request("DELETE", &format!("/api/webhooks/{id}"), Some(TOKEN), None).await;
+    assert_eq!(status, 404);
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_deliveries_survive_a_restart() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let receiver = Receiver::start().await;
+    let mut posts = receiver.got.subscribe();
+    let extra = [("WEBHOOK_RETRY_BASE_MS", "50"), ("WEBHOOK_URL", receiver.url().leak() as &str)];
+    let app = TestApp::spawn_with(config(&fake, &dir, &extra)).await;
+    // The receiver is down for everything until the gateway restarts.
+    receiver.answer(&[503; 1000]);
+    let _watch = app.ws("reinicio").await;
+    let (first, event) = next_post(&mut posts, |e| e["sessionId"] == "reinicio").await;
+    assert_eq!(first.status, 503);
+    app.stop().await;
+
+    receiver.statuses.lock().unwrap().clear();
+    let app = TestApp::spawn_with(config(&fake, &dir, &extra)).await;
+    let (again, _) = next_post(&mut posts, |e| e["id"] == event["id"]).await;
+    assert_eq!(again.status, 200, "delivered after the restart, under the same id");
+    app.stop().await;
+    fake.shutdown().await;
+}
