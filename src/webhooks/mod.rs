@@ -232,12 +232,20 @@ enum Posted {
 async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, cancel: CancellationToken) {
     let store = webhooks.inner.store.clone();
     let settings = webhooks.inner.settings.clone();
+    // One agent per endpoint: its connections are kept alive between deliveries.
+    let agent = ureq::Agent::new_with_config(
+        ureq::config::Config::builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .max_redirects(0)
+            .build(),
+    );
     loop {
         let next = {
             let (store, id) = (store.clone(), endpoint_id.clone());
-            tokio::task::spawn_blocking(move || store.next_pending(&id)).await
+            tokio::task::spawn_blocking(move || store.next_pending(&id, BATCH)).await
         };
-        let (endpoint, delivery) = match next {
+        let (endpoint, batch) = match next {
             Ok(Ok(Some(next))) => next,
             Ok(Ok(None)) => {
                 tokio::select! {
@@ -254,7 +262,8 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
             }
             Err(_) => return,
         };
-        let wait = delivery.next_attempt_at.saturating_sub(crate::journal::now_ms());
+        // The head may be waiting for its retry; everything behind it waits too (order).
+        let wait = batch.first().map_or(0, |d| d.next_attempt_at.saturating_sub(crate::journal::now_ms()));
         if wait > 0 {
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -262,65 +271,83 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
                 () = tokio::time::sleep(Duration::from_millis(wait)) => {}
             }
         }
-        let started = std::time::Instant::now();
-        let posted = tokio::select! {
-            () = cancel.cancelled() => return,
-            posted = post(&endpoint, &delivery) => posted,
-        };
-        metrics::histogram!(crate::metrics::WEBHOOK_SECONDS).record(started.elapsed().as_secs_f64());
-        let now = crate::journal::now_ms();
-        let update = match posted {
-            Posted::Delivered => {
-                metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "delivered").increment(1);
-                store::Update::Delivered
+        // Posted one by one, in order; their outcomes recorded in one transaction (a crash
+        // before it posts them again: at least once, same webhook-id).
+        let mut delivered = Vec::new();
+        let mut stopped_at = None;
+        for delivery in &batch {
+            if delivery.next_attempt_at > crate::journal::now_ms() {
+                break;
             }
-            Posted::Gone => {
-                metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "gone").increment(1);
-                tracing::warn!(endpoint = %endpoint_id, "the endpoint answered 410 Gone: disabled");
-                store::Update::Gone
-            }
-            Posted::Failed(error) => {
-                let age = Duration::from_millis(now.saturating_sub(delivery.created_at));
-                let attempts = delivery.attempts + 1;
-                if age >= settings.max_retry_age {
-                    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "dead").increment(1);
-                    store::Update::Dead(error)
-                } else {
-                    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "retry").increment(1);
-                    let ceiling =
-                        settings.retry_base.saturating_mul(1 << attempts.min(20)).min(Duration::from_secs(3600));
-                    let delay = rand::rng().random_range(0..=u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX));
-                    store::Update::Retry { error, next_attempt_at: now + delay }
+            let started = std::time::Instant::now();
+            let posted = tokio::select! {
+                () = cancel.cancelled() => break,
+                posted = post(&agent, &endpoint, delivery) => posted,
+            };
+            metrics::histogram!(crate::metrics::WEBHOOK_SECONDS).record(started.elapsed().as_secs_f64());
+            match posted {
+                Posted::Delivered => {
+                    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "delivered").increment(1);
+                    delivered.push(delivery.id);
+                }
+                other => {
+                    stopped_at = Some((delivery.id, failure(other, delivery, &settings, &endpoint_id)));
+                    break;
                 }
             }
-        };
-        let gone = matches!(update, store::Update::Gone);
-        let (store2, id) = (store.clone(), delivery.id);
-        let endpoint_id2 = endpoint_id.clone();
-        let saved = tokio::task::spawn_blocking(move || store2.update(&endpoint_id2, id, update, now)).await;
+        }
+        let gone = matches!(stopped_at, Some((_, store::Update::Gone)));
+        let now = crate::journal::now_ms();
+        let (store2, endpoint_id2) = (store.clone(), endpoint_id.clone());
+        let saved =
+            tokio::task::spawn_blocking(move || store2.settle(&endpoint_id2, &delivered, stopped_at, now)).await;
         if !matches!(saved, Ok(Ok(()))) {
-            tracing::error!(endpoint = %endpoint_id, "cannot record a webhook delivery's outcome");
+            tracing::error!(endpoint = %endpoint_id, "cannot record webhook delivery outcomes");
         }
         if gone {
             webhooks.stop_worker(&endpoint_id);
             return;
         }
+        if cancel.is_cancelled() {
+            return;
+        }
     }
 }
 
+/// Deliveries posted between two writes of their outcomes.
+const BATCH: usize = 64;
+
+/// What a failed post does to its delivery: retried later, dead, or its endpoint gone.
+fn failure(posted: Posted, delivery: &Delivery, settings: &WebhookSettings, endpoint_id: &str) -> store::Update {
+    let error = match posted {
+        Posted::Gone => {
+            metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "gone").increment(1);
+            tracing::warn!(endpoint = %endpoint_id, "the endpoint answered 410 Gone: disabled");
+            return store::Update::Gone;
+        }
+        Posted::Failed(error) => error,
+        Posted::Delivered => String::new(),
+    };
+    let now = crate::journal::now_ms();
+    let age = Duration::from_millis(now.saturating_sub(delivery.created_at));
+    if age >= settings.max_retry_age {
+        metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "dead").increment(1);
+        return store::Update::Dead(error);
+    }
+    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "retry").increment(1);
+    let attempts = delivery.attempts + 1;
+    let ceiling = settings.retry_base.saturating_mul(1 << attempts.min(20)).min(Duration::from_secs(3600));
+    let delay = rand::rng().random_range(0..=u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX));
+    store::Update::Retry { error, next_attempt_at: now + delay }
+}
+
 /// One signed POST of a delivery.
-async fn post(endpoint: &Endpoint, delivery: &Delivery) -> Posted {
+async fn post(agent: &ureq::Agent, endpoint: &Endpoint, delivery: &Delivery) -> Posted {
     let timestamp = crate::journal::now_ms() / 1000;
     let signature = endpoint.secret.sign(&delivery.event_id, timestamp, delivery.body.as_bytes());
     let (url, id, body) = (endpoint.url.clone(), delivery.event_id.clone(), delivery.body.clone());
+    let agent = agent.clone();
     let sent = tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::new_with_config(
-            ureq::config::Config::builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(REQUEST_TIMEOUT))
-                .max_redirects(0)
-                .build(),
-        );
         agent
             .post(&url)
             .header("content-type", "application/json")

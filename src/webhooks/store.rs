@@ -91,9 +91,8 @@ pub struct Delivery {
     pub body: String,
 }
 
-/// What a post did to a delivery.
+/// What a failed post did to a delivery.
 pub(super) enum Update {
-    Delivered,
     Gone,
     Dead(String),
     Retry { error: String, next_attempt_at: u64 },
@@ -289,8 +288,13 @@ impl Store {
         Ok(woken)
     }
 
-    /// The endpoint and its oldest pending delivery, if it is enabled and has one.
-    pub(super) fn next_pending(&self, endpoint_id: &str) -> Result<Option<(Endpoint, Delivery)>, StoreError> {
+    /// The endpoint and its oldest pending deliveries (at most `limit`), if it is enabled and
+    /// has any.
+    pub(super) fn next_pending(
+        &self,
+        endpoint_id: &str,
+        limit: usize,
+    ) -> Result<Option<(Endpoint, Vec<Delivery>)>, StoreError> {
         let conn = self.lock();
         let endpoint = conn
             .prepare_cached(
@@ -300,52 +304,70 @@ impl Store {
             .optional()?
             .flatten();
         let Some(endpoint) = endpoint.filter(|e| e.disabled.is_none()) else { return Ok(None) };
-        let delivery = conn
+        let deliveries = conn
             .prepare_cached(&format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE endpoint_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1"
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE endpoint_id = ?1 AND status = 'pending' ORDER BY id LIMIT ?2"
             ))?
-            .query_row([endpoint_id], delivery_from_row)
-            .optional()?;
-        Ok(delivery.map(|d| (endpoint, d)))
+            .query_map(params![endpoint_id, limit as i64], delivery_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((!deliveries.is_empty()).then_some((endpoint, deliveries)))
     }
 
-    pub(super) fn update(&self, endpoint_id: &str, delivery: i64, update: Update, now: u64) -> Result<(), StoreError> {
+    /// Records a batch's outcomes in one transaction: `delivered`, then what stopped it.
+    pub(super) fn settle(
+        &self,
+        endpoint_id: &str,
+        delivered: &[i64],
+        stopped_at: Option<(i64, Update)>,
+        now: u64,
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let now = int(now);
-        match update {
-            Update::Delivered => {
-                tx.execute(
-                    "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
-                    params![delivery, now],
-                )?;
-            }
-            Update::Gone => {
-                tx.execute(
-                    "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = 'the endpoint answered 410 Gone', \
-                     updated_at = ?2 WHERE id = ?1",
-                    params![delivery, now],
-                )?;
-                tx.execute(
-                    "UPDATE endpoints SET disabled = 'the endpoint answered 410 Gone' WHERE id = ?1",
-                    [endpoint_id],
-                )?;
-            }
-            Update::Dead(error) => {
-                tx.execute(
-                    "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?3, updated_at = ?2 WHERE id = ?1",
-                    params![delivery, now, error],
-                )?;
-            }
-            Update::Retry { error, next_attempt_at } => {
-                tx.execute(
-                    "UPDATE deliveries SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4, updated_at = ?2 \
-                     WHERE id = ?1",
-                    params![delivery, now, error, int(next_attempt_at)],
-                )?;
+        {
+            let mut done = tx.prepare_cached(
+                "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
+            )?;
+            for id in delivered {
+                done.execute(params![id, now])?;
             }
         }
+        if let Some((delivery, update)) = stopped_at {
+            match update {
+                Update::Gone => {
+                    tx.execute(
+                        "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, \
+                         last_error = 'the endpoint answered 410 Gone', updated_at = ?2 WHERE id = ?1",
+                        params![delivery, now],
+                    )?;
+                    tx.execute(
+                        "UPDATE endpoints SET disabled = 'the endpoint answered 410 Gone' WHERE id = ?1",
+                        [endpoint_id],
+                    )?;
+                }
+                Update::Dead(error) => {
+                    tx.execute(
+                        "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?3, updated_at = ?2 \
+                         WHERE id = ?1",
+                        params![delivery, now, error],
+                    )?;
+                }
+                Update::Retry { error, next_attempt_at } => {
+                    tx.execute(
+                        "UPDATE deliveries SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4, updated_at = ?2 \
+                         WHERE id = ?1",
+                        params![delivery, now, error, int(next_attempt_at)],
+                    )?;
+                }
+            }
+        }
+        let pending: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE endpoint_id = ?1 AND status = 'pending'",
+            [endpoint_id],
+            |r| r.get(0),
+        )?;
         tx.commit()?;
+        metrics::gauge!(crate::metrics::WEBHOOK_OUTBOX, "endpoint" => endpoint_id.to_owned()).set(pending as f64);
         Ok(())
     }
 
