@@ -29,10 +29,19 @@ fn free_port() -> u16 {
 
 /// The real binary against `fake`, in `dir`, ready once `/health` answers.
 pub(crate) async fn start(fake: &FakeWhatsApp, dir: &Path) -> Gateway {
+    start_with(fake, dir, &[]).await
+}
+
+/// [`start`] with more environment variables.
+pub(crate) async fn start_with(fake: &FakeWhatsApp, dir: &Path, extra: &[(&str, String)]) -> Gateway {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"));
+    command.env_clear();
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    let child = command
         .current_dir(dir)
-        .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())

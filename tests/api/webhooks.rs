@@ -246,3 +246,159 @@ async fn pending_deliveries_survive_a_restart() {
     app.stop().await;
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_a_while_gets_every_event_in_order() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let receiver = Receiver::start().await;
+    let mut posts = receiver.got.subscribe();
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("WEBHOOK_RETRY_BASE_MS", "20")])).await;
+    create(&app, json!({"url": receiver.url(), "events": ["session.status"]})).await;
+    receiver.answer(&[503, 503, 503, 503, 503]);
+    let sessions = ["orden_a", "orden_b", "orden_c"];
+    let mut watchers = Vec::new();
+    for session in sessions {
+        watchers.push(app.ws(session).await);
+    }
+    // Every event is attempted in the order it happened, and delivered in that same order.
+    let mut first_seen: Vec<String> = Vec::new();
+    let mut delivered: Vec<String> = Vec::new();
+    let mut timestamps: std::collections::HashMap<String, Vec<u64>> = std::collections::HashMap::new();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (got, event) = next_post(&mut posts, |_| true).await;
+            let id = event["id"].as_str().expect("id").to_owned();
+            if !first_seen.contains(&id) {
+                first_seen.push(id.clone());
+            }
+            if got.status == 200 {
+                delivered.push(id);
+                let session = event["sessionId"].as_str().expect("session").to_owned();
+                timestamps.entry(session).or_default().push(event["timestamp"].as_u64().expect("timestamp"));
+            }
+            let every_session = sessions.iter().all(|s| timestamps.contains_key(*s));
+            if every_session && delivered.len() == first_seen.len() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("everything delivered once the receiver is back");
+    assert_eq!(delivered, first_seen, "delivered in the order they were first tried");
+    for (session, times) in &timestamps {
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{session} in order: {times:?}");
+    }
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_never_answers_holds_up_neither_qr_frames_nor_sends() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    // Accepts connections and reads nothing back: every post waits for its timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_url = format!("http://{}/hooks", silent.local_addr().expect("addr"));
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("WEBHOOK_URL", silent_url.leak() as &str)])).await;
+    let mut events = fake.subscribe();
+    link(&app, &fake, "sin_respuesta", "51900000091").await;
+    tokio::time::timeout(WAIT, accepted.recv()).await.expect("the webhook was posted").expect("open");
+    let bytes = pdf("no espera");
+    let (status, body) = app.send_pdf("sin_respuesta", "51987000091", &bytes, None).await;
+    assert_eq!(status, 202, "{body}");
+    let got = wait_message(&mut events, "51987000091").await;
+    assert_eq!(got.document.expect("a document").sha256, sha256_hex(&bytes));
+    // Linked and sent while the first post still hangs: the endpoint holds only its own queue.
+    let (_, list) = app.request("GET", "/api/webhooks", Some(TOKEN), None).await;
+    let pending = list["items"][0]["pending"].as_u64().expect("pending");
+    assert!(pending >= 2, "the events wait for the silent endpoint, nothing else does: {list}");
+    holder.abort();
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_pending_when_the_gateway_is_killed_arrive_after_it_restarts() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let receiver = Receiver::start().await;
+    let mut posts = receiver.got.subscribe();
+    receiver.answer(&[503; 10_000]);
+    let env = [
+        ("WEBHOOK_URL", receiver.url()),
+        ("WEBHOOK_EVENTS", "session.status".to_owned()),
+        ("WEBHOOK_RETRY_BASE_MS", "20".to_owned()),
+    ];
+    let gateway = crate::crash::start_with(&fake, &dir, &env).await;
+    let port = gateway.port;
+    let call = move |method: &'static str, path: String, body: Option<String>| {
+        tokio::task::spawn_blocking(move || {
+            let agent =
+                ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
+            let url = format!("http://127.0.0.1:{port}{path}");
+            let request = ureq::http::Request::builder()
+                .method(method)
+                .uri(url)
+                .header("Authorization", format!("Bearer {TOKEN}"))
+                .header("Content-Type", "application/json");
+            let response = match body {
+                Some(body) => agent.run(request.body(body).expect("request")),
+                None => agent.run(request.body(()).expect("request")),
+            }
+            .expect("round trip");
+            let text = response.into_body().read_to_string().unwrap_or_default();
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null)
+        })
+    };
+    let mut watchers = Vec::new();
+    for session in ["muerte_a", "muerte_b", "muerte_c"] {
+        let url = format!("ws://127.0.0.1:{port}/ws/session/{session}?token={TOKEN}");
+        watchers.push(tokio_tungstenite::connect_async(url).await.expect("websocket").0);
+    }
+    // Wait until they are in the outbox (and the receiver is failing the first), then SIGKILL.
+    let pending = tokio::time::timeout(WAIT, async {
+        loop {
+            let page = call("GET", "/api/webhooks/env/deliveries?status=pending".into(), None).await.expect("task");
+            let ids: Vec<String> = page["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d["eventId"].as_str().map(str::to_owned))
+                .collect();
+            if ids.len() >= 3 {
+                return ids;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("pending deliveries");
+    next_post(&mut posts, |_| true).await;
+    drop(watchers);
+    gateway.kill();
+
+    receiver.statuses.lock().unwrap().clear();
+    let gateway = crate::crash::start_with(&fake, &dir, &env).await;
+    let mut delivered = std::collections::HashSet::new();
+    tokio::time::timeout(WAIT, async {
+        while !pending.iter().all(|id| delivered.contains(id)) {
+            let (got, event) = next_post(&mut posts, |_| true).await;
+            if got.status == 200 {
+                delivered.insert(event["id"].as_str().expect("id").to_owned());
+            }
+        }
+    })
+    .await
+    .expect("every pending delivery arrives after the restart, under its id");
+    gateway.kill();
+    fake.shutdown().await;
+}
