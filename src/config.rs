@@ -68,6 +68,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("WEBHOOK_MAX_RETRY_SECS", "86400"),
     ("WEBHOOK_RETRY_BASE_MS", "1000"),
     ("WEBHOOK_OUTBOX_MAX", "100000"),
+    ("WEBHOOK_TIMEOUT_MS", "10000"),
     ("CONTACT_CHECKS_PER_MINUTE", "60"),
     ("QR_LINK_WINDOW_SECS", "120"),
 ];
@@ -309,6 +310,7 @@ struct Raw {
     webhook_max_retry_secs: String,
     webhook_retry_base_ms: String,
     webhook_outbox_max: String,
+    webhook_timeout_ms: String,
     contact_checks_per_minute: String,
     qr_link_window_secs: String,
     api_tokens_file: Option<String>,
@@ -645,6 +647,7 @@ fn webhook_settings(raw: &Raw) -> Result<crate::webhooks::WebhookSettings, Confi
         max_retry_age: Duration::from_secs(number("WEBHOOK_MAX_RETRY_SECS", &raw.webhook_max_retry_secs)?),
         retry_base: Duration::from_millis(number("WEBHOOK_RETRY_BASE_MS", &raw.webhook_retry_base_ms)?.max(1)),
         outbox_max: number("WEBHOOK_OUTBOX_MAX", &raw.webhook_outbox_max)?.max(1),
+        timeout: Duration::from_millis(number("WEBHOOK_TIMEOUT_MS", &raw.webhook_timeout_ms)?.max(1)),
     })
 }
 

@@ -257,6 +257,15 @@ impl Queue {
                 let kind = job.kind;
                 self.push(&lane, Job { accepted_at_ms: journal::now_ms(), ..job });
                 tracing::info!(session = %session, message_id = %id, %kind, "message queued");
+                if let Some(bus) = self.inner.events.get() {
+                    let data = serde_json::json!({
+                        "messageId": id.as_str(),
+                        "status": DeliveryStatus::Queued,
+                        "type": kind,
+                        "lastError": null,
+                    });
+                    bus.publish(EventKind::MessageStatus, session.as_str(), data);
+                }
                 Ok(Enqueued::New(id))
             }
             Ok(Accepted::Replay { message_id }) => Ok(Enqueued::Replay(MessageId::from_stored(message_id))),

@@ -4,7 +4,8 @@
 //! * `DATA_DIR/webhooks.db` (SQLite, WAL, `synchronous=FULL`) holds the endpoints and the
 //!   deliveries. The bus hands every event to [`run_outbox`] without loss; it writes a delivery
 //!   per matching endpoint, many events per transaction.
-//! * One worker per endpoint posts its deliveries in order, one at a time, with a 10 s timeout;
+//! * One worker per endpoint posts its deliveries in order, one at a time, with a timeout
+//!   (`WEBHOOK_TIMEOUT_MS`, 10 s);
 //!   a slow or dead endpoint holds only its own queue.
 //! * A failed post is retried with exponential backoff and full jitter until
 //!   `WEBHOOK_MAX_RETRY_SECS` (24 h) after the event; then it is a dead letter (`failed`), which
@@ -38,9 +39,6 @@ pub fn is_http_url(url: &str) -> bool {
     }
 }
 
-/// Longest a receiver may take to answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The endpoint from the environment: `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`.
 #[derive(Debug, Clone)]
 pub struct EnvEndpoint {
@@ -61,6 +59,8 @@ pub struct WebhookSettings {
     pub retry_base: Duration,
     /// `WEBHOOK_OUTBOX_MAX` (100,000): pending deliveries per endpoint.
     pub outbox_max: u64,
+    /// `WEBHOOK_TIMEOUT_MS` (10,000): how long a receiver may take to answer.
+    pub timeout: Duration,
 }
 
 /// The webhooks: cheap to clone.
@@ -236,7 +236,7 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
     let agent = ureq::Agent::new_with_config(
         ureq::config::Config::builder()
             .http_status_as_error(false)
-            .timeout_global(Some(REQUEST_TIMEOUT))
+            .timeout_global(Some(settings.timeout))
             .max_redirects(0)
             .build(),
     );

@@ -183,14 +183,20 @@ async fn dead_letters_are_listed_and_replayed_and_410_disables() {
     let (status, retried) =
         app.request("POST", &format!("/api/webhooks/{id}/deliveries/{delivery}/retry"), Some(TOKEN), None).await;
     assert_eq!((status, retried["retried"].as_u64()), (202, Some(1)));
-    let (again, _) = next_post(&mut posts, |e| e["event"] == "session.status").await;
-    assert_eq!((again.status, &again.headers["webhook-id"]), (200, &first.headers["webhook-id"]));
+    let first_id = first.headers["webhook-id"].to_str().expect("ascii").to_owned();
+    let (again, _) = next_post(&mut posts, |e| e["id"] == first_id.as_str()).await;
+    assert_eq!(again.status, 200, "the replayed event, under its id, delivered");
 
     // 410 Gone disables the endpoint.
     receiver.answer(&[410]);
     let _other = app.ws("muertos_dos").await;
-    let (gone, _) = next_post(&mut posts, |e| e["sessionId"] == "muertos_dos").await;
-    assert_eq!(gone.status, 410);
+    // The next post, whichever session's event it carries, gets the 410.
+    loop {
+        let (got, _) = next_post(&mut posts, |_| true).await;
+        if got.status == 410 {
+            break;
+        }
+    }
     let disabled = tokio::time::timeout(WAIT, async {
         loop {
             let (_, list) = app.request("GET", "/api/webhooks", Some(TOKEN), None).await;
@@ -400,5 +406,55 @@ async fn deliveries_pending_when_the_gateway_is_killed_arrive_after_it_restarts(
     .await
     .expect("every pending delivery arrives after the restart, under its id");
     gateway.kill();
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_that_times_out_is_retried_under_the_same_id() {
+    use tokio::io::AsyncReadExt as _;
+    let fake = fake().await;
+    let dir = temp_dir();
+    // The first connection gets its request read and no answer; later ones get 200.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
+    let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel::<(bool, String)>();
+    let server = tokio::spawn(async move {
+        let mut first = true;
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&head).to_lowercase();
+            let id = text.lines().find_map(|l| l.strip_prefix("webhook-id: ")).unwrap_or_default().trim().to_owned();
+            let _ = heads_tx.send((first, id));
+            if first {
+                first = false;
+                held.push(stream); // never answered
+            } else {
+                use tokio::io::AsyncWriteExt as _;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            }
+        }
+    });
+    let extra = [
+        ("WEBHOOK_URL", url.leak() as &str),
+        ("WEBHOOK_TIMEOUT_MS", "200"),
+        ("WEBHOOK_RETRY_BASE_MS", "20"),
+        ("WEBHOOK_EVENTS", "session.status"),
+    ];
+    let app = TestApp::spawn_with(config(&fake, &dir, &extra)).await;
+    let _watch = app.ws("lento").await;
+    let (first, timed_out_id) = tokio::time::timeout(WAIT, heads.recv()).await.expect("a post").expect("open");
+    assert!(first);
+    let (_, retried_id) = tokio::time::timeout(WAIT, heads.recv()).await.expect("a retry").expect("open");
+    assert_eq!(retried_id, timed_out_id, "the timed-out post comes again under its id");
+    server.abort();
+    app.stop().await;
     fake.shutdown().await;
 }
