@@ -132,7 +132,6 @@ impl App {
         let queue = Queue::new(sessions.clone(), journal.clone(), settings, shutdown.clone());
         queue.restore().await.map_err(StartError::Restore)?;
         let events = EventBus::default();
-        queue.publish_to(events.clone());
         let webhooks = crate::webhooks::Webhooks::open(&config.data_dir, config.webhooks.clone())
             .map_err(|source| StartError::Webhooks { dir: config.data_dir.clone(), source })?;
         let (webhook_tx, webhook_rx) = mpsc::unbounded_channel();
@@ -192,6 +191,12 @@ impl App {
         shutdown.spawn(state.queue.clone().track_deliveries(delivery_rx));
         shutdown.spawn(state.queue.clone().prune_periodically());
         shutdown.spawn(crate::webhooks::run_outbox(state.webhooks.clone(), webhook_rx, shutdown.clone()));
+        shutdown.spawn(crate::events::drain_status_events(
+            state.journal.clone(),
+            state.webhooks.clone(),
+            state.events.clone(),
+            shutdown.clone(),
+        ));
         if let Err(e) = state.webhooks.start(&shutdown) {
             tracing::error!(error = %e, "webhook workers did not start");
         }

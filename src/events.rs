@@ -107,6 +107,12 @@ impl EventBus {
         let _ = self.sender.send(event);
     }
 
+    /// Publishes an event to live subscribers only (`/ws/events`): for events already written to
+    /// the webhook outbox by their producer.
+    pub fn publish_live(&self, event: Arc<GatewayEvent>) {
+        let _ = self.sender.send(event);
+    }
+
     /// Sends every event from now on to `sink` as well, without loss (not bounded: its reader
     /// only writes them to disk).
     pub fn attach_sink(&self, sink: mpsc::UnboundedSender<Arc<GatewayEvent>>) {
@@ -172,6 +178,69 @@ pub async fn forward_session_events(
                 }),
             ),
             Kind::LoggedOut => bus.publish(EventKind::SessionLoggedOut, session, serde_json::json!({})),
+        }
+    }
+}
+
+/// Hands the journal's `message.status` events (written in the same transaction as the status
+/// they report) to the webhook outbox and to live subscribers, then deletes them from the
+/// journal. A crash between the two hands them over again: at least once, same event id (the
+/// outbox ignores an event it already has).
+pub async fn drain_status_events(
+    journal: crate::journal::Journal,
+    webhooks: crate::webhooks::Webhooks,
+    bus: EventBus,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    loop {
+        let recorded = match journal.status_events(0, 512).await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read message.status events");
+                Vec::new()
+            }
+        };
+        let Some(last) = recorded.last().map(|e| e.seq) else {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = journal.committed() => continue,
+                // A fallback should a wake-up be missed after an error.
+                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
+            }
+        };
+        let events: Vec<Arc<GatewayEvent>> = recorded
+            .into_iter()
+            .map(|e| {
+                Arc::new(GatewayEvent {
+                    id: e.event_id,
+                    event: EventKind::MessageStatus,
+                    session_id: e.session_id,
+                    timestamp: e.at,
+                    data: serde_json::json!({
+                        "messageId": e.message_id,
+                        "status": e.status,
+                        "type": e.kind,
+                        "lastError": e.last_error,
+                    }),
+                })
+            })
+            .collect();
+        if let Err(e) = webhooks.enqueue(events.clone()).await {
+            tracing::error!(error = %e, "cannot write message.status events to the webhook outbox");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+            }
+        }
+        for event in events {
+            bus.publish_live(event);
+        }
+        if let Err(e) = journal.delete_status_events(last).await {
+            tracing::warn!(error = %e, "cannot delete handed-over message.status events");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
         }
     }
 }

@@ -45,6 +45,7 @@ pub use error::JournalError;
 pub use model::{Accepted, DeliveryStatus, IdempotencyKey, JournalStats, MessageRecord, NewMessage, Pruned};
 use outbox::Outbox;
 use segments::Segments;
+pub use store::StatusEvent;
 use store::{NewRow, Stored};
 use writer::{Command, Counters, Files, Reply};
 
@@ -298,6 +299,21 @@ impl Journal {
         let keys_before = before(idempotency_older_than.max(IDEMPOTENCY_RETENTION));
         let finished_before = before(finished_older_than);
         self.request(|reply| Command::Prune { keys_before, finished_before, reply }).await
+    }
+
+    /// The `message.status` events recorded after `after_seq`, oldest first (at most `limit`).
+    pub async fn status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>, JournalError> {
+        self.read(move |conn| store::status_events(conn, after_seq, limit)).await
+    }
+
+    /// Deletes the `message.status` events up to `up_to_seq`, once they are handed over.
+    pub async fn delete_status_events(&self, up_to_seq: i64) -> Result<u64, JournalError> {
+        self.request(|reply| Command::DeleteStatusEvents { up_to_seq, reply }).await
+    }
+
+    /// Resolves after the next committed write (new `message.status` events may be there).
+    pub async fn committed(&self) {
+        self.inner.counters.committed.notified().await;
     }
 
     /// How much the writer has batched so far.

@@ -17,9 +17,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bumped when the schema changes; checked on open. Version 1 kept every PDF in a file of its
 /// own (`outbox/`); version 2 adds where a PDF sits in a segment (NULL: in the outbox); version
-/// 3 adds the kind of content (`text`, `image`, `document`), its media type and caption. Rows of
-/// earlier versions are PDFs: `document`, with a NULL media type that reads `application/pdf`.
-const SCHEMA_VERSION: i64 = 3;
+/// 3 adds the kind of content (`text`, `image`, `document`), its media type and caption (rows of
+/// earlier versions are PDFs: `document`, with a NULL media type that reads `application/pdf`);
+/// version 4 adds `status_events`, the outbox of `message.status` events, written in the same
+/// transaction as the status they report.
+const SCHEMA_VERSION: i64 = 4;
 
 /// Columns added to `messages` since version 1, with their declarations, in order.
 fn added_columns() -> [(&'static str, String); 6] {
@@ -77,6 +79,16 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_at  INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys (created_at);
+CREATE TABLE IF NOT EXISTS status_events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT    NOT NULL,
+    message_id  TEXT    NOT NULL,
+    session_id  TEXT    NOT NULL,
+    status      TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    last_error  TEXT,
+    at          INTEGER NOT NULL
+) STRICT;
 "
     )
 }
@@ -236,6 +248,7 @@ pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64) -> Result<Accept
         )?
         .execute(params![key.key, key.fingerprint, row.message_id, int(now)])?;
     }
+    record_status_event(conn, &row.message_id, now)?;
     Ok(Accepted::New)
 }
 
@@ -275,7 +288,61 @@ pub(super) fn set_status(
          WHERE message_id = ?1",
     )?
     .execute(params![message_id, next, last_error, int(now)])?;
+    record_status_event(conn, message_id, now)?;
     Ok(true)
+}
+
+/// Adds a `message.status` event for the message's current status (same transaction).
+fn record_status_event(conn: &Connection, message_id: &str, now: u64) -> Result<(), JournalError> {
+    let raw: [u8; 16] = rand::random();
+    let event_id: String = format!("evt_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    conn.prepare_cached(
+        "INSERT INTO status_events (event_id, message_id, session_id, status, kind, last_error, at) \
+         SELECT ?1, message_id, session_id, status, kind, last_error, ?2 FROM messages WHERE message_id = ?3",
+    )?
+    .execute(params![event_id, int(now), message_id])?;
+    Ok(())
+}
+
+/// The `message.status` events after `after_seq`, oldest first.
+pub(super) fn status_events(conn: &Connection, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>, JournalError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, event_id, message_id, session_id, status, kind, last_error, at FROM status_events \
+         WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![after_seq, limit as i64], |r| {
+            Ok(StatusEvent {
+                seq: r.get(0)?,
+                event_id: r.get(1)?,
+                message_id: r.get(2)?,
+                session_id: r.get(3)?,
+                status: r.get(4)?,
+                kind: r.get(5)?,
+                last_error: r.get(6)?,
+                at: get_u64(r, 7)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Deletes the `message.status` events up to `seq` (handed over).
+pub(super) fn delete_status_events(conn: &Connection, up_to_seq: i64) -> Result<u64, JournalError> {
+    Ok(conn.prepare_cached("DELETE FROM status_events WHERE seq <= ?1")?.execute([up_to_seq])? as u64)
+}
+
+/// A `message.status` event the journal recorded with the status it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusEvent {
+    pub seq: i64,
+    pub event_id: String,
+    pub message_id: String,
+    pub session_id: String,
+    pub status: String,
+    pub kind: String,
+    pub last_error: Option<String>,
+    pub at: u64,
 }
 
 /// Counts one more send attempt; returns the new count.

@@ -597,7 +597,7 @@ async fn a_journal_written_by_schema_version_1_delivers_its_pending_pdfs() {
         .expect("db")
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3, "migrated");
+    assert_eq!(version, 4, "migrated");
 }
 
 #[tokio::test]
@@ -779,4 +779,28 @@ async fn real_disk_full_leaves_nothing_behind_and_recovers() {
     let journal = Journal::open(dir.path()).expect("reopen");
     let pending = within(journal.pending()).await.expect("pending");
     assert_eq!(pending.len(), 1);
+}
+
+#[tokio::test]
+async fn every_status_is_recorded_with_its_event_in_the_same_write() {
+    let dir = TempDir::new("status-events");
+    let journal = Journal::open(dir.path()).expect("open");
+    accept(&journal, message("m", pdf(100, 1))).await.expect("accept");
+    assert!(within(journal.set_status(&mid("m"), DeliveryStatus::Sending, None)).await.expect("sending"));
+    assert!(!within(journal.set_status(&mid("m"), DeliveryStatus::Queued, None)).await.expect("backwards"));
+    assert!(within(journal.set_status(&mid("m"), DeliveryStatus::Failed, Some("no".into()))).await.expect("failed"));
+    let events = within(journal.status_events(0, 10)).await.expect("events");
+    let statuses: Vec<(&str, Option<&str>)> =
+        events.iter().map(|e| (e.status.as_str(), e.last_error.as_deref())).collect();
+    assert_eq!(
+        statuses,
+        [("queued", None), ("sending", None), ("failed", Some("no"))],
+        "a move that did not happen has none"
+    );
+    assert!(events.iter().all(|e| e.message_id == "m" && e.session_id == "tienda_lima" && e.kind == "document"));
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "unique event ids");
+    assert_eq!(within(journal.delete_status_events(events[1].seq)).await.expect("delete"), 2);
+    let left = within(journal.status_events(0, 10)).await.expect("events");
+    assert_eq!(left.iter().map(|e| e.status.as_str()).collect::<Vec<_>>(), ["failed"]);
 }

@@ -42,6 +42,8 @@ pub(super) enum Command {
     SetStatus { message_id: String, status: DeliveryStatus, last_error: Option<String>, reply: Reply<bool> },
     /// Count one more send attempt.
     RecordAttempt { message_id: String, error: Option<String>, reply: Reply<u32> },
+    /// Delete the `message.status` events up to this sequence number (handed over).
+    DeleteStatusEvents { up_to_seq: i64, reply: Reply<u64> },
     /// Delete old idempotency keys and finished messages (cut-offs in unix ms).
     Prune { keys_before: u64, finished_before: u64, reply: Reply<Pruned> },
     /// Run arbitrary SQL on the write connection (tests only: e.g. shrink `max_page_count`).
@@ -57,6 +59,8 @@ pub(super) struct Counters {
     pub largest_batch: AtomicU64,
     /// Set while the latest batch failed to commit (a full disk, an I/O error).
     pub failing: std::sync::atomic::AtomicBool,
+    /// Woken after every committed batch: new `message.status` events may be there.
+    pub committed: tokio::sync::Notify,
 }
 
 /// Where PDFs are: the writer frees them when their messages end.
@@ -190,6 +194,9 @@ fn commit_batch(conn: &Connection, files: &Files, commands: Vec<Command>, counte
     for settle in settles.into_iter().rev() {
         settle(files, outcome.as_ref().map(|_| ()));
     }
+    if outcome.is_ok() {
+        counters.committed.notify_one();
+    }
     tracing::trace!(size, elapsed_us = started.elapsed().as_micros() as u64, "journal batch");
 }
 
@@ -229,6 +236,10 @@ fn apply(batch: &mut Batch<'_>, sync_error: Option<&JournalError>, command: Comm
         }
         Command::RecordAttempt { message_id, error, reply } => {
             let result = batch.run(None, |c, now| store::record_attempt(c, &message_id, error.as_deref(), now));
+            answer_after_commit(result, reply)
+        }
+        Command::DeleteStatusEvents { up_to_seq, reply } => {
+            let result = batch.run(None, |c, _| store::delete_status_events(c, up_to_seq));
             answer_after_commit(result, reply)
         }
         Command::Prune { keys_before, finished_before, reply } => {

@@ -20,7 +20,6 @@ pub use retry::RetryPolicy;
 
 use crate::config::QueueLimits;
 use crate::domain::{ContentKind, FileName, MessageId, MimeType, OutgoingContent, PhoneNumber, SessionId};
-use crate::events::{EventBus, EventKind};
 use crate::journal::{
     self, Accepted, DeliveryStatus, IdempotencyKey, Journal, JournalError, MessageRecord, NewMessage,
 };
@@ -163,8 +162,6 @@ struct Inner {
     sent_at: DashMap<String, std::time::Instant>,
     /// Whether a number is on WhatsApp, asked once per number.
     on_whatsapp: Mutex<HashMap<String, bool>>,
-    /// Where status changes are published, once set.
-    events: std::sync::OnceLock<EventBus>,
 }
 
 /// Most acknowledged messages timed at once for the sent→delivered histogram.
@@ -186,7 +183,6 @@ impl Queue {
                 acks: DashMap::new(),
                 sent_at: DashMap::new(),
                 on_whatsapp: Mutex::new(HashMap::new()),
-                events: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -257,15 +253,6 @@ impl Queue {
                 let kind = job.kind;
                 self.push(&lane, Job { accepted_at_ms: journal::now_ms(), ..job });
                 tracing::info!(session = %session, message_id = %id, %kind, "message queued");
-                if let Some(bus) = self.inner.events.get() {
-                    let data = serde_json::json!({
-                        "messageId": id.as_str(),
-                        "status": DeliveryStatus::Queued,
-                        "type": kind,
-                        "lastError": null,
-                    });
-                    bus.publish(EventKind::MessageStatus, session.as_str(), data);
-                }
                 Ok(Enqueued::New(id))
             }
             Ok(Accepted::Replay { message_id }) => Ok(Enqueued::Replay(MessageId::from_stored(message_id))),
@@ -401,29 +388,10 @@ impl Queue {
 
     /// Best-effort status update: unknown ids (not ours) are ignored by the journal.
     pub(crate) async fn set_status(&self, id: &MessageId, status: DeliveryStatus, error: Option<String>) {
-        match self.inner.journal.set_status(id, status, error).await {
-            Ok(true) => self.publish_status(id).await,
-            Ok(false) => {}
-            Err(e) => tracing::error!(message_id = %id, error = %e, "cannot record a delivery status"),
-        }
-    }
-
-    /// Publishes status changes on `bus` (`message.status`) from now on.
-    pub fn publish_to(&self, bus: EventBus) {
-        let _ = self.inner.events.set(bus);
-    }
-
-    /// `message.status` for a message that just moved, if anyone listens.
-    async fn publish_status(&self, id: &MessageId) {
-        let Some(bus) = self.inner.events.get().filter(|bus| bus.has_subscribers()) else { return };
-        if let Ok(Some(record)) = self.inner.journal.get(id).await {
-            let data = serde_json::json!({
-                "messageId": record.message_id,
-                "status": record.status,
-                "type": record.kind,
-                "lastError": record.last_error,
-            });
-            bus.publish(EventKind::MessageStatus, &record.session_id, data);
+        // The journal records the `message.status` event in the same transaction
+        // (`events::drain_status_events` hands it on).
+        if let Err(e) = self.inner.journal.set_status(id, status, error).await {
+            tracing::error!(message_id = %id, error = %e, "cannot record a delivery status");
         }
     }
 

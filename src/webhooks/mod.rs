@@ -166,6 +166,20 @@ impl Webhooks {
             .map_err(|_| StoreError::Closed)?
     }
 
+    /// Writes `events` to the outbox of every endpoint that wants them, now (one transaction),
+    /// and wakes those endpoints. An event already there (same id) is not written twice.
+    pub async fn enqueue(&self, events: Vec<Arc<GatewayEvent>>) -> Result<(), StoreError> {
+        let store = self.inner.store.clone();
+        let max = self.inner.settings.outbox_max;
+        let woken = tokio::task::spawn_blocking(move || store.enqueue(&events, max))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        for id in woken {
+            self.wake(&id);
+        }
+        Ok(())
+    }
+
     /// Makes failed deliveries of `endpoint` pending again (one, or all when `delivery` is
     /// `None`); returns how many, `None` if the endpoint is unknown. A disabled endpoint is
     /// enabled again: replaying is how an operator says it is back.

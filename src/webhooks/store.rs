@@ -124,6 +124,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (endpoint_id, id) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_endpoint ON deliveries (endpoint_id, status, id);
+CREATE UNIQUE INDEX IF NOT EXISTS deliveries_once ON deliveries (endpoint_id, event_id);
 ";
 
 #[derive(Clone)]
@@ -258,7 +259,7 @@ impl Store {
                 |r| r.get(0),
             )?);
             let mut insert = tx.prepare_cached(
-                "INSERT INTO deliveries (endpoint_id, event_id, event, session_id, body, status, last_error, \
+                "INSERT OR IGNORE INTO deliveries (endpoint_id, event_id, event, session_id, body, status, last_error, \
                  next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
             )?;
             for event in wanted {
@@ -267,10 +268,9 @@ impl Store {
                     metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "outbox_full").increment(1);
                     ("failed", Some("outbox full"))
                 } else {
-                    pending += 1;
                     ("pending", None)
                 };
-                insert.execute(params![
+                let inserted = insert.execute(params![
                     endpoint.id,
                     event.id,
                     event.event.as_str(),
@@ -280,6 +280,9 @@ impl Store {
                     error,
                     now
                 ])?;
+                if inserted == 1 && status == "pending" {
+                    pending += 1;
+                }
             }
             metrics::gauge!(crate::metrics::WEBHOOK_OUTBOX, "endpoint" => endpoint.id.clone()).set(pending as f64);
             woken.push(endpoint.id.clone());

@@ -458,3 +458,30 @@ async fn a_post_that_times_out_is_retried_under_the_same_id() {
     app.stop().await;
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdf_send_posts_each_of_its_statuses_in_order() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let receiver = Receiver::start().await;
+    let mut posts = receiver.got.subscribe();
+    let app = TestApp::spawn(&fake, &dir).await;
+    create(&app, json!({"url": receiver.url(), "events": ["message.status"]})).await;
+    link(&app, &fake, "estados", "51900000092").await;
+    let (status, body) = app.send_pdf("estados", "51987000092", &pdf("estados"), None).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["messageId"].as_str().expect("id").to_owned();
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("delivered") {
+        let (_, event) = next_post(&mut posts, |e| e["data"]["messageId"] == id.as_str()).await;
+        assert_eq!((event["sessionId"].as_str(), event["data"]["type"].as_str()), (Some("estados"), Some("document")));
+        seen.push(event["data"]["status"].as_str().expect("status").to_owned());
+    }
+    // Each once, in order; `sent` may be passed over when the delivery receipt beats the ack.
+    let order = ["queued", "sending", "sent", "delivered"];
+    let ranks: Vec<usize> = seen.iter().map(|s| order.iter().position(|o| o == s).expect("a known status")).collect();
+    assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert_eq!((seen.first().map(String::as_str), seen.len() >= 3), (Some("queued"), true), "{seen:?}");
+    app.stop().await;
+    fake.shutdown().await;
+}
