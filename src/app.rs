@@ -132,7 +132,7 @@ impl App {
         let queue = Queue::new(sessions.clone(), journal.clone(), settings, shutdown.clone());
         queue.restore().await.map_err(StartError::Restore)?;
         let events = EventBus::default();
-        let webhooks = crate::webhooks::Webhooks::open(&config.data_dir, config.webhooks.clone())
+        let webhooks = crate::webhooks::Webhooks::open(&config.data_dir, config.webhooks.clone(), journal.clone())
             .map_err(|source| StartError::Webhooks { dir: config.data_dir.clone(), source })?;
         let (webhook_tx, webhook_rx) = mpsc::unbounded_channel();
         events.attach_sink(webhook_tx);

@@ -182,6 +182,9 @@ pub async fn forward_session_events(
     }
 }
 
+/// How long the status drain lets commits gather before handing their events over.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Hands the journal's `message.status` events (written in the same transaction as the status
 /// they report) to the webhook outbox and to live subscribers, then deletes them from the
 /// journal. A crash between the two hands them over again: at least once, same event id (the
@@ -203,7 +206,12 @@ pub async fn drain_status_events(
         let Some(last) = recorded.last().map(|e| e.seq) else {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = journal.committed() => continue,
+                () = journal.committed() => {
+                    // Let a few commits gather: one hand-over for many events, not one per
+                    // commit (at thousands of messages a second this is what keeps it cheap).
+                    tokio::time::sleep(COALESCE).await;
+                    continue;
+                }
                 // A fallback should a wake-up be missed after an error.
                 () = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
             }

@@ -311,6 +311,13 @@ impl Journal {
         self.request(|reply| Command::DeleteStatusEvents { up_to_seq, reply }).await
     }
 
+    /// While the guard lives, status moves record their `message.status` events (nobody
+    /// listening, none are written: they would cost every accept a row).
+    pub fn want_status_events(&self) -> StatusEventsGuard {
+        self.inner.counters.status_listeners.fetch_add(1, Ordering::AcqRel);
+        StatusEventsGuard { counters: Arc::clone(&self.inner.counters) }
+    }
+
     /// Resolves after the next committed write (new `message.status` events may be there).
     pub async fn committed(&self) {
         self.inner.counters.committed.notified().await;
@@ -384,6 +391,23 @@ impl Journal {
         op: impl FnOnce(&Connection) -> Result<(), JournalError> + Send + 'static,
     ) -> Result<(), JournalError> {
         self.request(|reply| Command::Exec { op: Box::new(op), reply }).await
+    }
+}
+
+/// Keeps `message.status` events recorded (see [`Journal::want_status_events`]).
+pub struct StatusEventsGuard {
+    counters: Arc<Counters>,
+}
+
+impl Drop for StatusEventsGuard {
+    fn drop(&mut self) {
+        self.counters.status_listeners.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl std::fmt::Debug for StatusEventsGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatusEventsGuard")
     }
 }
 

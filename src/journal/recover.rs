@@ -61,7 +61,7 @@ pub(super) fn recover(conn: &Connection, outbox: &Outbox, segments_dir: PathBuf)
             Stored::Segment(location) => segments.holds(location)?,
         };
         if !present {
-            store::set_status(&tx, &record.message_id, DeliveryStatus::Failed, Some(PDF_MISSING), now)?;
+            store::set_status(&tx, &record.message_id, DeliveryStatus::Failed, Some(PDF_MISSING), now, true)?;
             tracing::warn!(message_id = %record.message_id, "journal row without pdf: marked failed");
             failed.push(stored.segment());
         }

@@ -203,7 +203,8 @@ impl Stored {
 }
 
 /// Checks the idempotency key, then inserts the message (and the key) as `queued`.
-pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64) -> Result<Accepted, JournalError> {
+/// Inserts the message (see [`accept`]); `events` says whether to record its `message.status`.
+pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64, events: bool) -> Result<Accepted, JournalError> {
     if let Some(key) = &row.idempotency {
         let first: Option<(Vec<u8>, String)> = conn
             .prepare_cached("SELECT fingerprint, message_id FROM idempotency_keys WHERE key = ?1")?
@@ -248,7 +249,9 @@ pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64) -> Result<Accept
         )?
         .execute(params![key.key, key.fingerprint, row.message_id, int(now)])?;
     }
-    record_status_event(conn, &row.message_id, now)?;
+    if events {
+        record_status_event(conn, &row.message_id, now)?;
+    }
     Ok(Accepted::New)
 }
 
@@ -276,6 +279,7 @@ pub(super) fn set_status(
     next: DeliveryStatus,
     last_error: Option<&str>,
     now: u64,
+    events: bool,
 ) -> Result<bool, JournalError> {
     let Some(current) = status(conn, message_id)? else {
         return Ok(false);
@@ -288,7 +292,9 @@ pub(super) fn set_status(
          WHERE message_id = ?1",
     )?
     .execute(params![message_id, next, last_error, int(now)])?;
-    record_status_event(conn, message_id, now)?;
+    if events {
+        record_status_event(conn, message_id, now)?;
+    }
     Ok(true)
 }
 

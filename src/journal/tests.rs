@@ -785,6 +785,9 @@ async fn real_disk_full_leaves_nothing_behind_and_recovers() {
 async fn every_status_is_recorded_with_its_event_in_the_same_write() {
     let dir = TempDir::new("status-events");
     let journal = Journal::open(dir.path()).expect("open");
+    accept(&journal, message("before", pdf(100, 2))).await.expect("accept");
+    assert!(within(journal.status_events(0, 10)).await.expect("events").is_empty(), "nobody listened: none recorded");
+    let _listening = journal.want_status_events();
     accept(&journal, message("m", pdf(100, 1))).await.expect("accept");
     assert!(within(journal.set_status(&mid("m"), DeliveryStatus::Sending, None)).await.expect("sending"));
     assert!(!within(journal.set_status(&mid("m"), DeliveryStatus::Queued, None)).await.expect("backwards"));

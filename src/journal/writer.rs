@@ -61,6 +61,9 @@ pub(super) struct Counters {
     pub failing: std::sync::atomic::AtomicBool,
     /// Woken after every committed batch: new `message.status` events may be there.
     pub committed: tokio::sync::Notify,
+    /// Holders of a [`super::StatusEventsGuard`]: while there are any, status moves record
+    /// their `message.status` events.
+    pub status_listeners: std::sync::atomic::AtomicUsize,
 }
 
 /// Where PDFs are: the writer frees them when their messages end.
@@ -164,11 +167,12 @@ fn commit_batch(conn: &Connection, files: &Files, commands: Vec<Command>, counte
         if written.is_empty() { None } else { files.segments.sync(&written).err().map(JournalError::from) };
     drop(written);
     let mut batch = Batch { conn, now: now_ms(), broken: None };
+    let events = counters.status_listeners.load(Ordering::Acquire) > 0;
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         batch.break_with(error);
     }
     let settles: Vec<Settle> =
-        commands.into_iter().map(|command| apply(&mut batch, sync_error.as_ref(), command)).collect();
+        commands.into_iter().map(|command| apply(&mut batch, sync_error.as_ref(), events, command)).collect();
 
     let outcome = match batch.broken.take() {
         Some(error) => Err(error),
@@ -201,10 +205,10 @@ fn commit_batch(conn: &Connection, files: &Files, commands: Vec<Command>, counte
 }
 
 /// Applies one command inside the batch and returns how to settle it.
-fn apply(batch: &mut Batch<'_>, sync_error: Option<&JournalError>, command: Command) -> Settle {
+fn apply(batch: &mut Batch<'_>, sync_error: Option<&JournalError>, events: bool, command: Command) -> Settle {
     match command {
         Command::Accept { row, segment: _, reply } => {
-            let result = batch.run(sync_error, |c, now| store::accept(c, &row, now));
+            let result = batch.run(sync_error, |c, now| store::accept(c, &row, now, events));
             Box::new(move |files, committed| {
                 let result = settle(result, committed);
                 // Only a committed new message keeps its bytes: a replay, a conflict or any
@@ -223,7 +227,7 @@ fn apply(batch: &mut Batch<'_>, sync_error: Option<&JournalError>, command: Comm
                     Some((current, stored)) if status.is_final() && !current.is_final() => Some(stored),
                     _ => None,
                 };
-                let moved = store::set_status(c, &message_id, status, last_error.as_deref(), now)?;
+                let moved = store::set_status(c, &message_id, status, last_error.as_deref(), now, events)?;
                 Ok((moved, ending.filter(|_| moved).map(|stored| stored.segment())))
             });
             Box::new(move |files, committed| {

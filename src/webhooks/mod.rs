@@ -72,6 +72,10 @@ pub struct Webhooks {
 struct Inner {
     store: Store,
     settings: WebhookSettings,
+    /// Whose `message.status` events we may want.
+    journal: crate::journal::Journal,
+    /// Held while an enabled endpoint wants `message.status`: the journal then records them.
+    status_interest: Mutex<Option<crate::journal::StatusEventsGuard>>,
     /// A worker per enabled endpoint, with what wakes it and what stops it.
     workers: Mutex<HashMap<String, (Arc<Notify>, CancellationToken)>>,
     /// Whether workers may be started (set by [`Webhooks::start`]).
@@ -80,12 +84,43 @@ struct Inner {
 
 impl Webhooks {
     /// Opens `DATA_DIR/webhooks.db` and brings the environment's endpoint up to date.
-    pub fn open(dir: &std::path::Path, settings: WebhookSettings) -> Result<Webhooks, StoreError> {
+    pub fn open(
+        dir: &std::path::Path,
+        settings: WebhookSettings,
+        journal: crate::journal::Journal,
+    ) -> Result<Webhooks, StoreError> {
         let store = Store::open(&dir.join("webhooks.db"))?;
         store.sync_env_endpoint(settings.env_endpoint.as_ref())?;
-        Ok(Webhooks {
-            inner: Arc::new(Inner { store, settings, workers: Mutex::new(HashMap::new()), shutdown: Mutex::new(None) }),
-        })
+        let webhooks = Webhooks {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                journal,
+                status_interest: Mutex::new(None),
+                workers: Mutex::new(HashMap::new()),
+                shutdown: Mutex::new(None),
+            }),
+        };
+        webhooks.refresh_status_interest();
+        Ok(webhooks)
+    }
+
+    /// Asks the journal for `message.status` events while an enabled endpoint wants them.
+    fn refresh_status_interest(&self) {
+        let wanted = match self.inner.store.endpoints() {
+            Ok(endpoints) => endpoints.iter().any(|e| {
+                e.disabled.is_none()
+                    && e.events.as_ref().is_none_or(|events| events.contains(&EventKind::MessageStatus))
+            }),
+            // Unknown: keep recording rather than lose events.
+            Err(_) => true,
+        };
+        let mut interest = self.inner.status_interest.lock().unwrap_or_else(PoisonError::into_inner);
+        match (wanted, interest.is_some()) {
+            (true, false) => *interest = Some(self.inner.journal.want_status_events()),
+            (false, true) => *interest = None,
+            _ => {}
+        }
     }
 
     /// Starts a worker for every enabled endpoint; later endpoints get theirs when created.
@@ -138,6 +173,7 @@ impl Webhooks {
         let endpoint = tokio::task::spawn_blocking(move || store.create(url, events, sessions, secret))
             .await
             .map_err(|_| StoreError::Closed)??;
+        self.refresh_status_interest();
         self.spawn_worker(&endpoint.id);
         Ok(endpoint)
     }
@@ -151,7 +187,9 @@ impl Webhooks {
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         self.stop_worker(id);
         let (store, id) = (self.inner.store.clone(), id.to_owned());
-        tokio::task::spawn_blocking(move || store.delete(&id)).await.map_err(|_| StoreError::Closed)?
+        let deleted = tokio::task::spawn_blocking(move || store.delete(&id)).await.map_err(|_| StoreError::Closed)?;
+        self.refresh_status_interest();
+        deleted
     }
 
     pub async fn deliveries(
@@ -188,6 +226,7 @@ impl Webhooks {
         let retried =
             tokio::task::spawn_blocking(move || store.retry(&id, delivery)).await.map_err(|_| StoreError::Closed)??;
         if retried.is_some() {
+            self.refresh_status_interest();
             let running = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).contains_key(endpoint);
             if running { self.wake(endpoint) } else { self.spawn_worker(endpoint) }
         }
@@ -320,6 +359,7 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
         }
         if gone {
             webhooks.stop_worker(&endpoint_id);
+            webhooks.refresh_status_interest();
             return;
         }
         if cancel.is_cancelled() {

@@ -243,7 +243,12 @@ impl Store {
     /// returns the endpoints that got new pending deliveries. Beyond `max` pending, a delivery
     /// is written as failed (`outbox full`).
     pub(super) fn enqueue(&self, events: &[Arc<GatewayEvent>], max: u64) -> Result<Vec<String>, StoreError> {
-        let endpoints = self.endpoints()?;
+        let endpoints: Vec<Endpoint> =
+            self.endpoints()?.into_iter().filter(|endpoint| events.iter().any(|e| endpoint.wants(e))).collect();
+        if endpoints.is_empty() {
+            // Nobody wants them: no write, no sync.
+            return Ok(Vec::new());
+        }
         let mut conn = self.lock();
         let tx = Transaction::new(&mut conn, TransactionBehavior::Immediate)?;
         let now = int(crate::journal::now_ms());

@@ -57,6 +57,11 @@ impl Filter {
         Ok(filter)
     }
 
+    /// Whether it asks for `message.status` events.
+    pub(super) fn wants_statuses(&self) -> bool {
+        self.types.as_ref().is_none_or(|types| types.contains(&EventKind::MessageStatus))
+    }
+
     fn wants(&self, event: &GatewayEvent) -> bool {
         self.types.as_ref().is_none_or(|types| types.contains(&event.event))
             && self.sessions.as_ref().is_none_or(|sessions| sessions.contains(&event.session_id))

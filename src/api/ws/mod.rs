@@ -86,8 +86,10 @@ async fn events_socket(State(state): State<AppState>, mut req: Request) -> Resul
         Ok(info) => info,
         Err(rejection) => return Ok(rejection.into_response()),
     };
-    // Subscribed before the 101: nothing published after the answer is missed.
+    // Subscribed before the 101: nothing published after the answer is missed. While it is
+    // open, the journal records message.status events for it.
     let subscription = state.events.subscribe();
+    let statuses = filter.wants_statuses().then(|| state.journal.want_status_events());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let cancel = state.shutdown.token();
     let config = handshake::socket_config(state.limits.ws_max_message_bytes);
@@ -98,6 +100,7 @@ async fn events_socket(State(state): State<AppState>, mut req: Request) -> Resul
                     let socket =
                         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
                     events::serve(socket, subscription, filter, cancel).await;
+                    drop(statuses);
                 }
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
             }
