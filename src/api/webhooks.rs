@@ -34,16 +34,27 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[allow(dead_code)] // Only describes the JSON; parsing is by hand.
 struct CreateBody {
     /// Where events are posted: an http or https URL (a private address is allowed).
-    #[schema(pattern = "^https?://[^/?#\\s]+(?:[/?#]\\S*)?$", max_length = 2048)]
+    #[schema(
+        pattern = "^https?://(?:[A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(?:[/?][A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$",
+        max_length = 2048
+    )]
     url: String,
     /// The events to post (default: all).
-    events: Option<Vec<String>>,
+    events: Option<Vec<EventKind>>,
     /// Only these sessions (default, or `null`: all).
-    sessions: Option<Vec<String>>,
+    sessions: Option<Vec<SessionIdText>>,
     /// `whsec_` + base64 of 24 to 64 bytes; generated when absent.
-    #[schema(pattern = "^whsec_[A-Za-z0-9+/]{32,88}={0,2}$")]
+    #[schema(
+        pattern = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}==)?)$"
+    )]
     secret: Option<String>,
 }
+
+/// A session id, as a string.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(value_type = String, pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", example = "tienda_lima")]
+struct SessionIdText(String);
 
 /// An endpoint.
 #[derive(Debug, Serialize, ToSchema)]

@@ -31,12 +31,34 @@ use crate::events::{EventKind, GatewayEvent};
 use crate::shutdown::Shutdown;
 use store::Store;
 
-/// Whether `url` is an absolute http or https URL with a host (other schemes are refused).
+/// Whether `url` is an http or https URL we post to: a host name or IP (IPv6 in brackets), an
+/// optional port, and a path and query of URL characters (the OpenAPI pattern says the same).
 pub fn is_http_url(url: &str) -> bool {
-    match url.parse::<axum::http::Uri>() {
-        Ok(uri) => matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some_and(|h| !h.is_empty()),
-        Err(_) => false,
-    }
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else { return false };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, tail))
+                if !addr.is_empty()
+                    && addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+                    && (tail.is_empty() || tail.starts_with(':')) =>
+            {
+                (addr, tail.strip_prefix(':'))
+            }
+            _ => return false,
+        },
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    let port_ok = port.is_none_or(|p| !p.starts_with('0') && p.parse::<u16>().is_ok_and(|n| n > 0));
+    let path_ok = path.chars().all(|c| c.is_ascii_alphanumeric() || "._~!$&'()*+,;=:@%/?-".contains(c));
+    host_ok && port_ok && path_ok && url.parse::<axum::http::Uri>().is_ok()
 }
 
 /// The endpoint from the environment: `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`.
@@ -419,5 +441,32 @@ async fn post(agent: &ureq::Agent, endpoint: &Endpoint, delivery: &Delivery) -> 
         Ok(Ok(status)) => Posted::Failed(format!("the endpoint answered {status}")),
         Ok(Err(e)) => Posted::Failed(e.to_string()),
         Err(_) => Posted::Failed("the request task failed".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_http_url;
+
+    #[test]
+    fn only_http_urls_we_can_post_to() {
+        for ok in
+            ["http://127.0.0.1:8080/hooks", "https://api.example.com/w?x=1", "http://[::1]:9000/", "http://backend"]
+        {
+            assert!(is_http_url(ok), "{ok}");
+        }
+        for bad in [
+            "ftp://x/y",
+            "http://",
+            "http://jbAQX*",
+            "https://a:0/",
+            "https://a:99999/",
+            "http://a b/",
+            "//x",
+            "http://a/\u{ac}",
+            "http://[f7B4250.7D]*",
+        ] {
+            assert!(!is_http_url(bad), "{bad}");
+        }
     }
 }

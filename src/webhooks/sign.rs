@@ -33,7 +33,12 @@ impl WebhookSecret {
     /// `whsec_` + base64 of 24 to 64 bytes.
     pub fn parse(text: &str) -> Result<WebhookSecret, SecretError> {
         let encoded = text.trim().strip_prefix("whsec_").ok_or(SecretError)?;
-        let bytes = STANDARD.decode(encoded).map_err(|_| SecretError)?;
+        // Non-canonical trailing bits are taken, as most encoders' decoders do.
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+        );
+        let bytes = lenient.decode(encoded).map_err(|_| SecretError)?;
         if !(24..=64).contains(&bytes.len()) {
             return Err(SecretError);
         }
