@@ -17,12 +17,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fake_whatsapp::{FakeConfig, FakeWhatsApp};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
-use whatsapp_gateway::{App, Config};
 
-const TOKEN: &str = "bench-token-0123456789abcdef";
+mod support;
+
+use support::TOKEN;
 const GATEWAY_PHONE: &str = "51900000099";
 
 type Sent = Arc<Mutex<HashMap<String, Instant>>>;
@@ -84,45 +84,8 @@ async fn main() -> anyhow::Result<()> {
     whatsapp_gateway::telemetry::init(&std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn".into()));
     let dir = std::env::temp_dir().join(format!("wg-bench-inbound-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let fake = FakeWhatsApp::start(FakeConfig::default()).await?;
-    let env = [
-        ("HOST", "127.0.0.1".to_string()),
-        ("PORT", "0".into()),
-        ("API_STATIC_TOKEN", TOKEN.into()),
-        ("SESSIONS_DIR", dir.join("sessions").display().to_string()),
-        ("SESSIONS_CONFIG", dir.join("sessions.config.json").display().to_string()),
-        ("DATA_DIR", dir.join("data").display().to_string()),
-        ("WHATSAPP_URL", fake.ws_url()),
-        ("WHATSAPP_VERSION", "2.3000.1".into()),
-        ("WHATSAPP_CA_FILE", fake.ca_file().display().to_string()),
-        ("LOG_LEVEL", "warn".into()),
-        ("RATE_LIMIT_PER_SECOND", "0".into()),
-    ]
-    .map(|(k, v)| (k.to_string(), v));
-    let app = App::build(Config::from_sources(env, None)?).await?;
-    let addr = app.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(async {
-        let _ = stopped.await;
-    }));
-
-    // Link the session.
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/session/bench?token={TOKEN}")).await?;
-    let mut scanned = false;
-    loop {
-        let Some(Ok(Message::Text(text))) = tokio::time::timeout(Duration::from_secs(60), ws.next()).await? else {
-            continue;
-        };
-        let frame: serde_json::Value = serde_json::from_str(&text)?;
-        match (frame["event"].as_str(), frame["data"].as_str()) {
-            (Some("qr"), Some(qr)) if !scanned => {
-                fake.admin().scan(qr, GATEWAY_PHONE).await?;
-                scanned = true;
-            }
-            (Some("status"), Some("connected")) => break,
-            _ => {}
-        }
-    }
+    let linked = support::linked::start(&dir, GATEWAY_PHONE, &[]).await?;
+    let (fake, addr) = (&linked.fake, linked.addr);
     let url = format!("ws://{addr}/ws/events?token={TOKEN}&types=message.received");
     let (mut events, _) = tokio_tungstenite::connect_async(url).await?;
 
@@ -179,9 +142,7 @@ async fn main() -> anyhow::Result<()> {
         percentile(&flooded, 0.5),
         percentile(&flooded, 0.99),
     );
-    let _ = stop.send(());
-    server.await??;
-    fake.shutdown().await;
+    linked.stop().await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -11,14 +11,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fake_whatsapp::{FakeConfig, FakeWhatsApp};
-use futures_util::StreamExt;
 use http_body_util::BodyExt as _;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use whatsapp_gateway::{App, Config};
 
-const TOKEN: &str = "bench-token-0123456789abcdef";
+mod support;
 const GATEWAY_PHONE: &str = "51900000098";
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -69,46 +65,13 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("wg-bench-webhooks-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (url, mut received) = receiver().await;
-    let fake = FakeWhatsApp::start(FakeConfig::default()).await?;
-    let env = [
-        ("HOST", "127.0.0.1".to_string()),
-        ("PORT", "0".into()),
-        ("API_STATIC_TOKEN", TOKEN.into()),
-        ("SESSIONS_DIR", dir.join("sessions").display().to_string()),
-        ("SESSIONS_CONFIG", dir.join("sessions.config.json").display().to_string()),
-        ("DATA_DIR", dir.join("data").display().to_string()),
-        ("WHATSAPP_URL", fake.ws_url()),
-        ("WHATSAPP_VERSION", "2.3000.1".into()),
-        ("WHATSAPP_CA_FILE", fake.ca_file().display().to_string()),
-        ("LOG_LEVEL", "warn".into()),
-        ("RATE_LIMIT_PER_SECOND", "0".into()),
-        ("WEBHOOK_URL", url),
-        ("WEBHOOK_EVENTS", "message.received".into()),
-    ]
-    .map(|(k, v)| (k.to_string(), v));
-    let app = App::build(Config::from_sources(env, None)?).await?;
-    let addr = app.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(async {
-        let _ = stopped.await;
-    }));
-
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/session/bench?token={TOKEN}")).await?;
-    let mut scanned = false;
-    loop {
-        let Some(Ok(Message::Text(text))) = tokio::time::timeout(Duration::from_secs(60), ws.next()).await? else {
-            continue;
-        };
-        let frame: serde_json::Value = serde_json::from_str(&text)?;
-        match (frame["event"].as_str(), frame["data"].as_str()) {
-            (Some("qr"), Some(qr)) if !scanned => {
-                fake.admin().scan(qr, GATEWAY_PHONE).await?;
-                scanned = true;
-            }
-            (Some("status"), Some("connected")) => break,
-            _ => {}
-        }
-    }
+    let linked = support::linked::start(
+        &dir,
+        GATEWAY_PHONE,
+        &[("WEBHOOK_URL", url), ("WEBHOOK_EVENTS", "message.received".into())],
+    )
+    .await?;
+    let fake = &linked.fake;
 
     let window = Arc::new(tokio::sync::Semaphore::new(256));
     let started = Instant::now();
@@ -141,9 +104,7 @@ async fn main() -> anyhow::Result<()> {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
     );
-    let _ = stop.send(());
-    server.await??;
-    fake.shutdown().await;
+    linked.stop().await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

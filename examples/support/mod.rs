@@ -1,5 +1,9 @@
-//! What the intake benchmarks share: a gateway whose session is not linked (WhatsApp is a
-//! closed port), so every request measures durable intake and nothing is sent.
+//! What the benchmarks share. The intake ones: a gateway whose session is not linked (WhatsApp
+//! is a closed port), so every request measures durable intake and nothing is sent. The
+//! receiving ones: [`linked`], a session linked to an in-process fake server.
+#![allow(dead_code)] // Each example uses part of it.
+
+pub mod linked;
 
 use std::path::Path;
 
