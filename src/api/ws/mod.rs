@@ -90,23 +90,10 @@ async fn events_socket(State(state): State<AppState>, mut req: Request) -> Resul
     // open, the journal records message.status events for it.
     let subscription = state.events.subscribe();
     let statuses = filter.wants_statuses().then(|| state.journal.want_status_events());
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let cancel = state.shutdown.token();
-    let config = handshake::socket_config(state.limits.ws_max_message_bytes);
-    state.shutdown.spawn(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let socket =
-                        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                    events::serve(socket, subscription, filter, cancel).await;
-                    drop(statuses);
-                }
-                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-            }
-        }
-        .instrument(tracing::info_span!("ws_events")),
-    );
+    spawn_upgraded(&state, &mut req, tracing::info_span!("ws_events"), move |socket, cancel| async move {
+        events::serve(socket, subscription, filter, cancel).await;
+        drop(statuses);
+    });
     Ok(upgrade.switching_protocols(protocol.as_deref()))
 }
 
@@ -150,25 +137,40 @@ async fn session_socket(
         SessionError::ShuttingDown => ApiError::ShuttingDown,
         other => ApiError::internal(other),
     })?;
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    spawn_upgraded(&state, &mut req, tracing::info_span!("ws", session = %id), move |socket, cancel| async move {
+        let open = metrics::gauge!(crate::metrics::WS_OPEN);
+        open.increment(1.0);
+        pump::serve(socket, watcher, cancel).await;
+        open.decrement(1.0);
+    });
+    Ok(upgrade.switching_protocols(protocol.as_deref()))
+}
+
+/// The socket a successful upgrade hands over.
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Runs `serve` on the socket once hyper hands the upgraded connection over. The upgraded
+/// socket leaves hyper's tracking, so it runs on the shutdown tracker, with a token that fires
+/// when the gateway stops.
+fn spawn_upgraded<F, Fut>(state: &AppState, req: &mut Request, span: tracing::Span, serve: F)
+where
+    F: FnOnce(Socket, tokio_util::sync::CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let on_upgrade = hyper::upgrade::on(req);
     let cancel = state.shutdown.token();
     let config = handshake::socket_config(state.limits.ws_max_message_bytes);
-    let span = tracing::info_span!("ws", session = %id);
     state.shutdown.spawn(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let socket =
                         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                    let open = metrics::gauge!(crate::metrics::WS_OPEN);
-                    open.increment(1.0);
-                    pump::serve(socket, watcher, cancel).await;
-                    open.decrement(1.0);
+                    serve(socket, cancel).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
             }
         }
         .instrument(span),
     );
-    Ok(upgrade.switching_protocols(protocol.as_deref()))
 }
