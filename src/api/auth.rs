@@ -130,6 +130,12 @@ impl Caller {
         Caller { inner: Arc::new(CallerInner { name, scopes, sessions, limiter }) }
     }
 
+    /// An admin caller without a rate limit (tests of code that takes a caller).
+    #[cfg(test)]
+    pub(crate) fn admin_for_tests() -> Caller {
+        Caller::new("admin".into(), &[Scope::Admin], SessionAccess::All, None)
+    }
+
     /// The token's name (`admin` for `API_STATIC_TOKEN`): safe to log.
     pub fn name(&self) -> &str {
         &self.inner.name

@@ -144,6 +144,47 @@ pub(super) async fn serve<S>(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_is_told_how_many_it_missed() {
+        use tokio_tungstenite::WebSocketStream;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (sender, receiver) = broadcast::channel(2);
+        let event = |n: u64| {
+            Arc::new(GatewayEvent {
+                id: format!("evt_{n}"),
+                event: EventKind::SessionStatus,
+                session_id: "tienda".into(),
+                timestamp: n,
+                data: serde_json::json!({"n": n}),
+            })
+        };
+        // Five events while nobody reads a channel that keeps two: three are lost.
+        for n in 0..5 {
+            sender.send(event(n)).expect("a receiver");
+        }
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let cancel = CancellationToken::new();
+        let filter = Filter::from_query(Caller::admin_for_tests(), None).expect("filter");
+        let serving = tokio::spawn(serve(server, receiver, filter, cancel.clone()));
+        let mut frames = Vec::new();
+        while frames.len() < 3 {
+            let frame = tokio::time::timeout(Duration::from_secs(10), client.next()).await.expect("a frame in time");
+            if let Some(Ok(Message::Text(text))) = frame {
+                frames.push(serde_json::from_str::<serde_json::Value>(&text).expect("json"));
+            }
+        }
+        assert_eq!(frames[0], serde_json::json!({"event": "lagged", "data": {"missed": 3}}));
+        assert_eq!(
+            (frames[1]["id"].as_str(), frames[2]["id"].as_str()),
+            (Some("evt_3"), Some("evt_4")),
+            "then the newest"
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), serving).await.expect("stops").expect("task");
+    }
+
     #[test]
     fn query_pairs_are_decoded() {
         assert_eq!(
