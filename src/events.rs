@@ -84,8 +84,8 @@ impl Default for EventBus {
     }
 }
 
-/// `evt_` and 32 random hex digits.
-fn new_event_id() -> String {
+/// `evt_` and 32 random hex digits: the id of every event, wherever it is made.
+pub(crate) fn new_event_id() -> String {
     let raw: [u8; 16] = rand::random();
     let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     format!("evt_{hex}")
@@ -156,12 +156,7 @@ pub async fn forward_session_events(
                 bus.publish(EventKind::SessionStatus, session, serde_json::json!({"status": status, "reason": reason}))
             }
             Kind::Qr(qr) => {
-                use base64::Engine as _;
-                let png = crate::api::sessions::qr_png(&qr)
-                    .map(|png| {
-                        format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
-                    })
-                    .ok();
+                let png = crate::api::sessions::qr_data_url(&qr).ok();
                 bus.publish(EventKind::SessionQr, session, serde_json::json!({"qr": qr, "qrPng": png}));
             }
             Kind::Connected(account) => bus.publish(

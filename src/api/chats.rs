@@ -58,8 +58,7 @@ async fn list_chats(
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(raw) = path.map_err(|_| ApiError::InvalidSessionId(InvalidSessionId))?;
-    let session = SessionId::parse(&raw)?;
+    let session = crate::api::sessions::session_id(path)?;
     caller.require_session(Scope::MessagesRead, &session)?;
     if !state.sessions.contains(&session) {
         return Err(ApiError::SessionNotFound);

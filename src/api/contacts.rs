@@ -117,8 +117,7 @@ async fn check_many(
     path: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let Path(raw) = path.map_err(|_| ApiError::InvalidSessionId(InvalidSessionId))?;
-    let session = SessionId::parse(&raw)?;
+    let session = crate::api::sessions::session_id(path)?;
     caller.require_session(Scope::MessagesSend, &session)?;
     crate::api::send_pdf::check_content_type(req.headers())?;
     let body = RequestBody::<SmallLimit>::from_request(req, &state).await?.bytes;

@@ -23,7 +23,7 @@ use crate::api::send_pdf::{IdempotencyHeader, enqueue_error, idempotency_key, ph
 use crate::api::state::AppState;
 use crate::domain::{
     ContentKind, DeliveryStatus, FileName, InlineMedia, MAX_MEDIA_BYTES, MediaError, OutgoingContent, PhoneNumber,
-    SessionId, decode_inline,
+    decode_inline,
 };
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -83,8 +83,7 @@ async fn list_messages(
     path: Result<Path<String>, PathRejection>,
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(raw) = path.map_err(|_| ApiError::InvalidSessionId(crate::domain::InvalidSessionId))?;
-    let session = SessionId::parse(&raw)?;
+    let session = crate::api::sessions::session_id(path)?;
     caller.require_session(Scope::MessagesRead, &session)?;
     let axum::extract::Query(query) = query.map_err(|_| ApiError::InvalidQuery("limit and before are numbers"))?;
     let outgoing = match query.direction.as_deref() {
@@ -280,8 +279,7 @@ async fn send_message(
     path: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let Path(raw) = path.map_err(|_| ApiError::InvalidSessionId(crate::domain::InvalidSessionId))?;
-    let session = SessionId::parse(&raw)?;
+    let session = crate::api::sessions::session_id(path)?;
     caller.require_session(Scope::MessagesSend, &session)?;
     if !state.sessions.contains(&session) {
         return Err(ApiError::SessionNotFound);

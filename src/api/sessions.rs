@@ -136,7 +136,7 @@ fn view(state: &AppState, session: SessionSummary) -> SessionView {
 }
 
 /// The session id of the path: 400 `INVALID_SESSION_ID` when it breaks the rule.
-fn session_id(path: Result<Path<String>, PathRejection>) -> Result<SessionId, ApiError> {
+pub(crate) fn session_id(path: Result<Path<String>, PathRejection>) -> Result<SessionId, ApiError> {
     let Path(raw) = path.map_err(|_| ApiError::InvalidSessionId(InvalidSessionId))?;
     Ok(SessionId::parse(&raw)?)
 }
@@ -318,8 +318,7 @@ async fn session_qr(
     if wants_png {
         return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))], png).into_response());
     }
-    let data_url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png));
-    Ok(json_response(StatusCode::OK, &QrView { qr: data_url, qr_text: text, status: Status::QrReady }))
+    Ok(json_response(StatusCode::OK, &QrView { qr: png_data_url(&png), qr_text: text, status: Status::QrReady }))
 }
 
 /// Restart the session: a new client on the same credentials (needs `sessions:write`).
@@ -474,7 +473,17 @@ const MODULE_PX: usize = 8;
 const QUIET_ZONE: usize = 4;
 
 /// The QR code of `text` as a greyscale PNG.
-pub(crate) fn qr_png(text: &str) -> Result<Vec<u8>, QrImageError> {
+/// `data:image/png;base64,…` of a PNG.
+fn png_data_url(png: &[u8]) -> String {
+    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
+}
+
+/// The QR code of `text` as a PNG data URL.
+pub(crate) fn qr_data_url(text: &str) -> Result<String, QrImageError> {
+    qr_png(text).map(|png| png_data_url(&png))
+}
+
+fn qr_png(text: &str) -> Result<Vec<u8>, QrImageError> {
     let code = qrcode::QrCode::new(text.as_bytes())?;
     let width = code.width();
     let colors = code.to_colors();

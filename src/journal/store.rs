@@ -300,8 +300,7 @@ pub(super) fn set_status(
 
 /// Adds a `message.status` event for the message's current status (same transaction).
 fn record_status_event(conn: &Connection, message_id: &str, now: u64) -> Result<(), JournalError> {
-    let raw: [u8; 16] = rand::random();
-    let event_id: String = format!("evt_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let event_id = crate::events::new_event_id();
     conn.prepare_cached(
         "INSERT INTO status_events (event_id, message_id, session_id, status, kind, last_error, at) \
          SELECT ?1, message_id, session_id, status, kind, last_error, ?2 FROM messages WHERE message_id = ?3",

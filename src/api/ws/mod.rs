@@ -21,7 +21,6 @@ use crate::api::auth::Scope;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::openapi::SessionPath;
 use crate::api::state::AppState;
-use crate::domain::{InvalidSessionId, SessionId};
 use crate::session::SessionError;
 
 pub use pump::{Frame, StatusFrame};
@@ -126,8 +125,7 @@ async fn session_socket(
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let (caller, protocol) = state.auth.check_ws(req.headers(), req.uri().query())?;
-    let Path(raw) = path.map_err(|_| ApiError::InvalidSessionId(InvalidSessionId))?;
-    let id = SessionId::parse(&raw)?;
+    let id = crate::api::sessions::session_id(path)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
     let upgrade = match handshake::validate_upgrade(&req) {
         Ok(info) => info,
