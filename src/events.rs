@@ -156,8 +156,12 @@ pub async fn forward_session_events(
                 bus.publish(EventKind::SessionStatus, session, serde_json::json!({"status": status, "reason": reason}))
             }
             Kind::Qr(qr) => {
-                let png = crate::api::sessions::qr_data_url(&qr).ok();
-                bus.publish(EventKind::SessionQr, session, serde_json::json!({"qr": qr, "qrPng": png}));
+                let png = crate::api::sessions::qr_data_url(&qr.code).ok();
+                bus.publish(
+                    EventKind::SessionQr,
+                    session,
+                    serde_json::json!({"qr": qr.code, "qrPng": png, "expiresAt": qr.expires_at}),
+                );
             }
             Kind::Connected(account) => bus.publish(
                 EventKind::SessionConnected,

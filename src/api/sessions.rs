@@ -87,6 +87,8 @@ pub struct QrView {
     /// The text the QR encodes.
     #[schema(example = "2@…")]
     pub qr_text: String,
+    /// When the next code replaces this one, unix ms.
+    pub expires_at: u64,
     /// Always `qr_ready`.
     #[schema(example = "qr_ready")]
     pub status: Status,
@@ -291,7 +293,7 @@ async fn session_qr(
     }
     let mut watch = state.sessions.link_for(&id, state.qr_link_window)?;
     let deadline = tokio::time::Instant::now() + QR_WAIT;
-    let text = loop {
+    let qr = loop {
         let now = watch.borrow_and_update().clone();
         if now.status == Status::Connected {
             return Err(ApiError::AlreadyConnected);
@@ -310,7 +312,7 @@ async fn session_qr(
             }
         }
     };
-    let png = qr_png(&text).map_err(ApiError::internal)?;
+    let png = qr_png(&qr.code).map_err(ApiError::internal)?;
     let wants_png = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -318,7 +320,10 @@ async fn session_qr(
     if wants_png {
         return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("image/png"))], png).into_response());
     }
-    Ok(json_response(StatusCode::OK, &QrView { qr: png_data_url(&png), qr_text: text, status: Status::QrReady }))
+    Ok(json_response(
+        StatusCode::OK,
+        &QrView { qr: png_data_url(&png), qr_text: qr.code, expires_at: qr.expires_at, status: Status::QrReady },
+    ))
 }
 
 /// Restart the session: a new client on the same credentials (needs `sessions:write`).

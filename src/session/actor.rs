@@ -18,7 +18,7 @@ use whatsapp_rust::Client;
 use whatsapp_rust::bot::BotHandle;
 
 use super::upstream::{self, STORE_FILE, Upstream, UpstreamEvent};
-use super::{Account, PairingError, SessionEvent, SessionEventKind, SessionState, Status};
+use super::{Account, PairingError, Qr, SessionEvent, SessionEventKind, SessionState, Status};
 use crate::domain::{PhoneNumber, SessionId};
 
 /// How often the supervisor checks the client's own view of the connection: the library emits
@@ -491,16 +491,18 @@ impl Drive<'_> {
     fn on_event(&mut self, event: UpstreamEvent, backoff: &mut Duration) -> Option<Exit> {
         let shared = self.shared;
         match event {
-            UpstreamEvent::Qr(code) => {
+            UpstreamEvent::Qr { code, valid_for } => {
                 tracing::debug!(session = %shared.id, "new QR code");
                 self.upstream.show_qr(&shared.id, &code);
+                let valid_ms = u64::try_from(valid_for.as_millis()).unwrap_or(u64::MAX);
+                let qr = Qr { code, expires_at: crate::journal::now_ms().saturating_add(valid_ms) };
                 shared.publish(|s| {
                     s.status = Status::QrReady;
-                    s.qr = Some(code.clone());
+                    s.qr = Some(qr.clone());
                     s.reason = None;
                     s.error = None;
                 });
-                shared.announce(SessionEventKind::Qr(code));
+                shared.announce(SessionEventKind::Qr(qr));
             }
             UpstreamEvent::QrExhausted => {
                 // Its refs are dead: nobody may be shown them any more.

@@ -100,13 +100,21 @@ pub struct Account {
     pub push_name: Option<String>,
 }
 
+/// A QR code to show: its text and when the next one replaces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qr {
+    pub code: String,
+    /// Unix ms.
+    pub expires_at: u64,
+}
+
 /// What a session looks like right now: published on a `watch` channel, so watchers always
 /// see the latest value and a slow one never holds anyone up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionState {
     pub status: Status,
     /// The QR code to show, only while the client that made it runs.
-    pub qr: Option<String>,
+    pub qr: Option<Qr>,
     /// The pairing code to type on the phone, while one is live.
     pub pairing_code: Option<String>,
     /// A problem a person should act on (the seed's `error` frame): stable text, so it is shown
@@ -167,7 +175,7 @@ pub enum SessionEventKind {
     /// The status changed (with its reason).
     Status { status: Status, reason: Option<String> },
     /// A new QR code to show.
-    Qr(String),
+    Qr(Qr),
     /// Connected, as this account.
     Connected(Account),
     /// Logged out: the credentials are gone.

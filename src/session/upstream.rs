@@ -41,7 +41,11 @@ const STORE_CACHE_KIB: u32 = 32;
 /// What the session supervisor needs to know from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum UpstreamEvent {
-    Qr(String),
+    /// A QR code to show, and how long it stays valid before the next one rotates in.
+    Qr {
+        code: String,
+        valid_for: std::time::Duration,
+    },
     QrExhausted,
     /// A pairing code to type on the phone.
     PairingCode(String),
@@ -61,7 +65,7 @@ pub(crate) enum UpstreamEvent {
 
 fn translate(event: &Event) -> Option<UpstreamEvent> {
     Some(match event {
-        Event::PairingQrCode(qr) => UpstreamEvent::Qr(qr.code.clone()),
+        Event::PairingQrCode(qr) => UpstreamEvent::Qr { code: qr.code.clone(), valid_for: qr.timeout },
         Event::PairingQrCodesExhausted(_) => UpstreamEvent::QrExhausted,
         Event::PairingCode(code) => UpstreamEvent::PairingCode(code.code.clone()),
         Event::PairSuccess(_) => UpstreamEvent::PairSuccess,

@@ -183,6 +183,10 @@ async fn sessions_over_http_from_create_to_delete() {
     assert_eq!(qr["status"], "qr_ready");
     assert_eq!(qr["qrText"], text.as_str(), "the PNG and the JSON show the same code");
     assert!(qr["qr"].as_str().unwrap().starts_with("data:image/png;base64,"));
+    // When the next code replaces it: WhatsApp's first code lasts 60 s, the next ones 20 s.
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let expires_at = qr["expiresAt"].as_u64().expect("expiresAt");
+    assert!(expires_at > now_ms && expires_at <= now_ms + 61_000, "{qr}");
     let linked = fake.admin().scan(&text, "51900000081").await.expect("the decoded QR links");
     let session = wait_session(&app, "tienda_qr", "connected", |s| s["status"] == "connected").await;
     assert_eq!(session["me"]["phone"], "51900000081");

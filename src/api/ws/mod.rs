@@ -55,7 +55,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 /// Everything that happens, live: a WebSocket of `{"id","event","sessionId","timestamp","data"}`
 /// text frames (needs `messages:read`; only the token's sessions).
 ///
-/// Events: `session.status` (`{"status","reason"}`), `session.qr` (`{"qr"}`),
+/// Events: `session.status` (`{"status","reason"}`), `session.qr` (`{"qr","qrPng","expiresAt"}`),
 /// `session.connected` (`{"me"}`), `message.received` (the stored message, as
 /// `GET /api/sessions/{id}/messages` lists it), `message.status` (`{"messageId","status","type",
 /// "lastError"}`). A reader that falls behind gets `{"event":"lagged","data":{"missed":N}}`. The

@@ -180,9 +180,9 @@ where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
     if let Some(qr) = &now.qr
-        && shown.qr.as_ref() != Some(qr)
+        && shown.qr.as_ref() != Some(&qr.code)
     {
-        send(socket, &Frame::Qr(qr.clone())).await?;
+        send(socket, &Frame::Qr(qr.code.clone())).await?;
     }
     let status = status_frame(now.status);
     if status != shown.status {
@@ -196,7 +196,7 @@ where
     {
         send(socket, &Frame::Error(error.clone())).await?;
     }
-    *shown = Shown { status, qr: now.qr.clone(), error: now.error.clone() };
+    *shown = Shown { status, qr: now.qr.as_ref().map(|qr| qr.code.clone()), error: now.error.clone() };
     Ok(None)
 }
 
