@@ -7,6 +7,7 @@
 //! type (`error`). `serve` owns the accept loop: connection cap, header-read timeout, backoff on
 //! accept errors, and the graceful drain. `/openapi.json` is generated from the handlers.
 
+mod admin;
 pub mod auth;
 mod body;
 mod chats;
@@ -92,6 +93,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(ws::router())
         .merge(health::router())
         .merge(metrics::router())
+        .merge(admin::router())
 }
 
 /// The OpenAPI document, as `/openapi.json` serves it.

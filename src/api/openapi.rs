@@ -67,6 +67,7 @@ impl utoipa::ToSchema for PhoneField {}
         (name = "webhooks", description = "Events posted to your endpoints, signed (Standard Webhooks)"),
         (name = "sessions", description = "Link numbers"),
         (name = "health", description = "Probes, without a token"),
+        (name = "admin", description = "The built-in admin page, without a token (it asks for one)"),
         (name = "operations", description = "Metrics and this document"),
     )
 )]

@@ -341,6 +341,11 @@ async fn every_route_is_in_the_openapi_document() {
         ("get", "/api/webhooks/{id}/deliveries"),
         ("post", "/api/webhooks/{id}/deliveries/{deliveryId}/retry"),
         ("post", "/api/webhooks/{id}/deliveries/retry"),
+        ("get", "/"),
+        ("get", "/admin"),
+        ("get", "/admin/"),
+        ("get", "/admin/app.js"),
+        ("get", "/admin/app.css"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is missing from the document");
