@@ -5,6 +5,7 @@
 mod support;
 mod webhooks;
 
+mod admin;
 mod backlog;
 mod contacts;
 mod crash;

@@ -1,6 +1,8 @@
 //! A gateway and a fake WhatsApp server on port 0, driven by a real WebSocket and HTTP client.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

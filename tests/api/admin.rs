@@ -1,0 +1,278 @@
+//! The built-in admin page, driven in headless Chromium: log in, create a session, scan the QR
+//! it shows with a virtual phone, see it connected, send a PDF and see it delivered, log out.
+//! Screenshots land in `target/admin-page/` for a person to look at.
+
+use std::path::PathBuf;
+
+use crate::support::browser::Browser;
+use crate::support::*;
+
+fn shots_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("admin-page")
+}
+
+/// A CSS attribute selector's value, quoted.
+fn quoted(value: &str) -> String {
+    serde_json::to_string(value).expect("string")
+}
+
+/// Closes the notice, if one shows, as a person would before looking at the page.
+async fn dismiss_toast(browser: &Browser) {
+    if browser.script("return document.querySelector('#toast').hidden").await.as_bool() == Some(false) {
+        browser.click(&browser.find("#toast-close").await).await;
+        browser.wait_until("the notice to close", "document.querySelector('#toast').hidden").await;
+    }
+}
+
+async fn log_in(browser: &Browser, app: &TestApp) {
+    browser.goto(&app.url("/")).await;
+    let token = browser.wait_for("#token").await;
+    assert!(
+        browser.current_url().await.ends_with("/admin"),
+        "/ redirects to the page: {}",
+        browser.current_url().await
+    );
+
+    // A wrong token is refused with the API's own message and code.
+    browser.type_into(&token, "not-the-token").await;
+    browser.click(&browser.find("#login-submit").await).await;
+    browser
+        .wait_until("the refusal", "document.querySelector('#login-error').textContent.includes('INVALID_TOKEN')")
+        .await;
+
+    browser.clear(&token).await;
+    browser.type_into(&token, TOKEN).await;
+    browser.click(&browser.find("#login-submit").await).await;
+    browser.wait_for("#app:not([hidden])").await;
+    browser.wait_until("the live events socket", "document.querySelector('#live.is-on') !== null").await;
+    let stored = browser.script("return sessionStorage.getItem('whatsapp-gateway.token')").await;
+    assert_eq!(stored.as_str(), Some(TOKEN), "the token is kept in sessionStorage");
+}
+
+#[tokio::test]
+async fn the_admin_page_links_a_number_sends_a_pdf_and_logs_out() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let shots = shots_dir();
+    let browser = Browser::start("es-ES", &shots).await;
+    log_in(&browser, &app).await;
+    assert_eq!(browser.text(&browser.find("#sessions-title").await).await, "Sesiones", "Spanish, from the browser");
+
+    // A bad id gets the API's error, word for word, and creates nothing.
+    browser.type_into(&browser.find("#create-id").await, "no valido!").await;
+    browser.click(&browser.find("#create-submit").await).await;
+    browser
+        .wait_until(
+            "the invalid id error",
+            "document.querySelector('#create-error').textContent.includes('INVALID_SESSION_ID')",
+        )
+        .await;
+    let (_, list) = app.request("GET", "/api/sessions", Some(TOKEN), None).await;
+    assert_eq!(list["sessions"].as_array().map(Vec::len), Some(0), "{list}");
+
+    // Create: the page starts linking at once and shows a QR.
+    let id_field = browser.find("#create-id").await;
+    browser.clear(&id_field).await;
+    browser.type_into(&id_field, "caja_lima").await;
+    browser.type_into(&browser.find("#create-description").await, "Caja principal").await;
+    browser.click(&browser.find("#create-submit").await).await;
+    let qr = browser.wait_for("#qr-box:not([hidden]) #qr[data-qr^='2@']").await;
+    let qr_text = browser.attribute(&qr, "data-qr").await.expect("data-qr");
+    let src = browser.attribute(&qr, "src").await.unwrap_or_default();
+    assert!(src.starts_with("data:image/png;base64,"), "the QR is an image: {}", &src[..src.len().min(40)]);
+    let expiry = browser.text(&browser.find("#qr-expiry").await).await;
+    assert!(expiry.starts_with("Caduca en "), "the expiry is shown: {expiry:?}");
+    let (_, session) = app.request("GET", "/api/sessions/caja_lima", Some(TOKEN), None).await;
+    assert_eq!(session["description"], "Caja principal");
+    browser
+        .wait_until("the live status", "document.querySelector('#detail-status').textContent === 'Esperando escaneo'")
+        .await;
+    dismiss_toast(&browser).await;
+    browser.screenshot(&shots.join("qr.png")).await;
+
+    // The phone scans what the page shows: the page says so at once.
+    let linked = fake.admin().scan(&qr_text, "51900000001").await.expect("the page's QR scans");
+    browser.wait_until("connected", "document.querySelector('#link-state[data-phase=connected]') !== null").await;
+    let state = browser.text(&browser.find("#link-state").await).await;
+    assert!(state.contains("Conectado"), "{state:?}");
+    browser
+        .wait_until("the phone number", "document.querySelector('#link-state').textContent.includes('+51900000001')")
+        .await;
+    browser.wait_until("the account", "document.querySelector('#fact-phone').textContent === '+51900000001'").await;
+    assert_eq!(browser.text(&browser.find("#fact-jid").await).await, linked.jid);
+    let listed = browser.text(&browser.find("button.session[data-session=caja_lima] .badge").await).await;
+    assert_eq!(listed, "Conectado", "the list shows the live status");
+    dismiss_toast(&browser).await;
+    browser.screenshot(&shots.join("connected.png")).await;
+
+    // Send a test PDF: it is listed, then shown delivered.
+    let mut events = fake.subscribe();
+    let pdf_path = dir.join("factura-001.pdf");
+    let pdf_bytes = pdf("admin page");
+    std::fs::write(&pdf_path, &pdf_bytes).expect("pdf");
+    browser.type_into(&browser.find("#send-to").await, "+51 987 654 321").await;
+    browser.type_into(&browser.find("#send-text").await, "Su factura").await;
+    browser.type_into(&browser.find("#send-file").await, &pdf_path.display().to_string()).await;
+    browser.click(&browser.find("#send-submit").await).await;
+    let message_id =
+        browser.wait_until("the accepted message", "document.querySelector('#send-result').dataset.messageId").await;
+    let message_id = message_id.as_str().expect("message id").to_owned();
+    let received = wait_message(&mut events, "51987654321").await;
+    let document = received.document.as_ref().expect("a document");
+    assert_eq!(document.file_name.as_deref(), Some("factura-001.pdf"));
+    assert_eq!(document.sha256, sha256_hex(&pdf_bytes));
+    browser
+        .wait_until(
+            "the delivered status",
+            &format!(
+                "document.querySelector('#out-table tr[data-message-id={}][data-status=delivered]') !== null",
+                quoted(&message_id)
+            ),
+        )
+        .await;
+    let row =
+        browser.text(&browser.find(&format!("#out-table tr[data-message-id={}]", quoted(&message_id))).await).await;
+    assert!(row.contains("Entregado") && row.contains("factura-001.pdf"), "{row:?}");
+    dismiss_toast(&browser).await;
+    browser.screenshot(&shots.join("delivered.png")).await;
+
+    // The language switch.
+    browser
+        .script("const s = document.querySelector('#lang'); s.value = 'en'; s.dispatchEvent(new Event('change'));")
+        .await;
+    browser.wait_until("English", "document.querySelector('#sessions-title').textContent === 'Sessions'").await;
+    browser
+        .wait_until("English statuses", "document.querySelector('#detail-status').textContent === 'Connected'")
+        .await;
+
+    // Log out, behind a confirmation: cancelling changes nothing.
+    browser.click(&browser.find("#act-logout").await).await;
+    browser.wait_for("#confirm[open]").await;
+    browser.click(&browser.find("#confirm-cancel").await).await;
+    browser.wait_until("the dialog to close", "!document.querySelector('#confirm').open").await;
+    let (_, session) = app.request("GET", "/api/sessions/caja_lima", Some(TOKEN), None).await;
+    assert_eq!(session["status"], "connected", "{session}");
+    browser.click(&browser.find("#act-logout").await).await;
+    browser.wait_for("#confirm[open]").await;
+    browser.click(&browser.find("#confirm-ok").await).await;
+    browser.wait_for("#detail[data-status=logged_out]").await;
+    assert_eq!(browser.text(&browser.find("#detail-status").await).await, "Logged out");
+    assert!(fake.admin().devices().iter().any(|d| d.jid == linked.jid && d.removed), "unlinked on the phone");
+    let (_, session) = app.request("GET", "/api/sessions/caja_lima", Some(TOKEN), None).await;
+    assert_eq!(session["status"], "logged_out", "{session}");
+
+    // On a phone-sized screen.
+    browser.resize(390, 844).await;
+    browser.screenshot(&shots.join("phone.png")).await;
+    let overflow = browser.script("return document.documentElement.scrollWidth > window.innerWidth").await;
+    assert_eq!(overflow, serde_json::Value::Bool(false), "nothing is wider than a phone's screen");
+
+    browser.quit().await;
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_admin_page_links_by_pairing_code_replays_dead_letters_and_deletes() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    // Retries stop at once, so a refused delivery is a dead letter straight away.
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("WEBHOOK_MAX_RETRY_SECS", "0")])).await;
+    let (status, hook) = app
+        .request(
+            "POST",
+            "/api/webhooks",
+            Some(TOKEN),
+            Some(serde_json::json!({"url": "http://127.0.0.1:1/hooks", "events": ["session.status"]}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let hook_id = hook["id"].as_str().expect("webhook id").to_owned();
+    let browser = Browser::start("en-US", &shots_dir()).await;
+    log_in(&browser, &app).await;
+    assert_eq!(browser.text(&browser.find("#sessions-title").await).await, "Sessions", "English, from the browser");
+
+    // Linking with a pairing code instead of the QR.
+    browser.type_into(&browser.find("#create-id").await, "mostrador").await;
+    browser.click(&browser.find("#create-submit").await).await;
+    browser.wait_for("#qr[data-qr^='2@']").await;
+    browser.type_into(&browser.find("#pair-phone").await, "+51 900 000 002").await;
+    browser.click(&browser.find("#pair-submit").await).await;
+    let code =
+        browser.wait_until("the pairing code", "document.querySelector('#pair-code:not([hidden])')?.textContent").await;
+    let code = code.as_str().expect("code").to_owned();
+    fake.admin().pair_code("51900000002", &code).await.expect("the page's code is accepted");
+    browser.wait_until("connected", "document.querySelector('#link-state[data-phase=connected]') !== null").await;
+
+    // The endpoint refuses connections: its session.status events are dead letters.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, page) = app
+                .request("GET", &format!("/api/webhooks/{hook_id}/deliveries?status=failed"), Some(TOKEN), None)
+                .await;
+            if page["items"].as_array().is_some_and(|items| !items.is_empty()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a dead letter");
+    browser.click(&browser.find("#webhooks-refresh").await).await;
+    browser.wait_for("#webhooks-refresh:not([disabled])").await;
+    let show_dead = browser.wait_for(&format!("#webhook-list li[data-webhook={}] button", quoted(&hook_id))).await;
+    browser.click(&show_dead).await;
+    let dead = browser.wait_for("#dead-list li[data-delivery] button").await;
+    let listed = browser.text(&browser.find("#dead-list li[data-delivery]").await).await;
+    assert!(listed.contains("session.status") && listed.contains("mostrador"), "{listed:?}");
+    browser.click(&dead).await;
+    browser.wait_for("#confirm[open]").await;
+    browser.click(&browser.find("#confirm-ok").await).await;
+    browser
+        .wait_until("the replay", "document.querySelector('#toast-text').textContent.includes('queued again')")
+        .await;
+
+    // Delete, behind a confirmation: gone from the page and from the gateway.
+    browser.click(&browser.find("#act-delete").await).await;
+    browser.wait_for("#confirm[open]").await;
+    browser.click(&browser.find("#confirm-ok").await).await;
+    browser
+        .wait_until("the session to go", "document.querySelector('button.session[data-session=mostrador]') === null")
+        .await;
+    assert!(browser.script("return document.querySelector('#detail').hidden").await.as_bool().unwrap_or(false));
+    let (status, _) = app.request("GET", "/api/sessions/mostrador", Some(TOKEN), None).await;
+    assert_eq!(status, 404);
+
+    browser.quit().await;
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_admin_page_says_when_whatsapp_cannot_be_reached() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("WHATSAPP_URL", "ws://127.0.0.1:1/ws/chat")])).await;
+    let browser = Browser::start("es-PE", &shots_dir()).await;
+    log_in(&browser, &app).await;
+    browser.click(&browser.find("#create-submit").await).await;
+    // A generated id, selected at once; the page says in words what is wrong and that it retries.
+    browser
+        .wait_until(
+            "the unreachable hint",
+            "document.querySelector('#link-state').textContent.includes('No se puede llegar a WhatsApp')",
+        )
+        .await;
+    let generated = browser.attribute(&browser.find("#detail").await, "data-session").await.expect("an id");
+    let (status, session) = app.request("GET", &format!("/api/sessions/{generated}"), Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{session}");
+    assert!(
+        browser.script("return document.querySelector('#qr-box').hidden").await.as_bool().unwrap_or(false),
+        "no QR"
+    );
+
+    browser.quit().await;
+    app.stop().await;
+    fake.shutdown().await;
+}
