@@ -4,6 +4,10 @@
 // WebSockets send it as the `bearer.TOKEN` subprotocol, never in a URL. Live state comes from
 // `ws/events`; linking watches `ws/session/{id}` (the seed's socket), which keeps the QR codes
 // coming while the page shows them.
+//
+// The page does not subscribe to `message.status`: while any reader wants those events the
+// journal records one per status change, which costs intake about a fifth, and an admin page
+// may stay open all day. It polls the selected session's sent messages instead.
 'use strict';
 
 const TOKEN_KEY = 'whatsapp-gateway.token';
@@ -340,10 +344,14 @@ function signOut() {
 // ---------------------------------------------------------------------------------------------
 // Live events
 
+const LIVE_TYPES = 'session.status,session.qr,session.connected,session.logged_out,message.received';
+/** How often the selected session's sent messages and queue are read again, while the tab shows. */
+const POLL_MS = 2000;
+
 function connectEvents() {
   if (!state.token) return;
   let socket;
-  try { socket = openSocket('ws/events'); } catch (error) { toast(describe(error), true); return; }
+  try { socket = openSocket('ws/events?types=' + LIVE_TYPES); } catch (error) { toast(describe(error), true); return; }
   state.events = socket;
   socket.onopen = () => {
     state.eventsRetry = 1000;
@@ -380,10 +388,8 @@ function onEvent(event) {
     case 'session.logged_out':
       refreshSession(id);
       break;
-    case 'message.status':
     case 'message.received':
       if (id === state.selected) refreshMessages();
-      if (event.event === 'message.status') refreshSession(id);
       break;
     case 'lagged':
       refreshSessions();
@@ -431,6 +437,8 @@ function statusLabel(status) { return t('status.' + status); }
 
 function renderSessions() {
   const list = $('session-list');
+  // Re-rendering replaces the buttons: keep the keyboard focus on the same session.
+  const focused = list.contains(document.activeElement) ? document.activeElement.dataset.session : null;
   list.replaceChildren();
   const ids = [...state.sessions.keys()].sort();
   for (const id of ids) {
@@ -446,6 +454,10 @@ function renderSessions() {
     list.append(el('li', {}, button));
   }
   show($('sessions-empty'), ids.length === 0);
+  if (focused) {
+    const again = list.querySelector(`button[data-session="${CSS.escape(focused)}"]`);
+    if (again) again.focus();
+  }
   if (state.selected && !state.sessions.has(state.selected)) {
     state.selected = null;
     stopLinking();
@@ -487,7 +499,6 @@ function renderDetail() {
   setText('fact-connected-at', s.status === 'connected' ? when(s.connectedAt) : '—');
   setText('fact-queue', t('queue.value', { n: s.queue.pending, size: bytes(s.queue.bytes) }));
   $('fact-reason').classList.toggle('error', s.status === 'error' || s.status === 'logged_out');
-  $('act-link').disabled = s.status === 'connected';
   renderLinking();
   renderMessages();
 }
@@ -604,12 +615,13 @@ function showQr(text, png, expiresAt) {
 
 function renderLinking() {
   const linking = state.linking && state.linking.id === state.selected ? state.linking : null;
+  const selected = state.selected && state.sessions.get(state.selected);
+  $('act-link').disabled = !selected || selected.status === 'connected' || (!!linking && linking.phase === 'waiting');
   show($('linking'), !!linking);
   if (!linking) return;
   const s = state.sessions.get(linking.id);
   const img = $('qr');
   const waiting = linking.phase === 'waiting';
-  $('act-link').disabled = waiting || (s && s.status === 'connected');
   const showing = waiting && linking.qr && !linking.pairCode;
   show($('qr-box'), !!showing);
   show($('qr-help'), waiting && !linking.pairCode);
@@ -859,6 +871,11 @@ function start() {
   $('webhooks-refresh').addEventListener('click', loadWebhooks);
   $('dead-replay-all').addEventListener('click', (e) => state.dead && replay(e.currentTarget, state.dead.webhook, null));
   setInterval(renderExpiry, 1000);
+  setInterval(() => {
+    if (!state.token || !state.selected || document.visibilityState !== 'visible') return;
+    refreshSession(state.selected);
+    refreshMessages();
+  }, POLL_MS);
   applyLanguage();
 
   const saved = sessionStorage.getItem(TOKEN_KEY);
