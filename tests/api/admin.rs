@@ -40,9 +40,9 @@ async fn log_in(browser: &Browser, app: &TestApp) {
         .wait_until("the refusal", "document.querySelector('#login-error').textContent.includes('INVALID_TOKEN')")
         .await;
 
+    // From the keyboard: the token, then Enter.
     browser.clear(&token).await;
-    browser.type_into(&token, TOKEN).await;
-    browser.click(&browser.find("#login-submit").await).await;
+    browser.type_into(&token, &format!("{TOKEN}\u{E007}")).await;
     browser.wait_for("#app:not([hidden])").await;
     browser.wait_until("the live events socket", "document.querySelector('#live.is-on') !== null").await;
     let stored = browser.script("return sessionStorage.getItem('whatsapp-gateway.token')").await;
@@ -146,10 +146,12 @@ async fn the_admin_page_links_a_number_sends_a_pdf_and_logs_out() {
         .wait_until("English statuses", "document.querySelector('#detail-status').textContent === 'Connected'")
         .await;
 
-    // Log out, behind a confirmation: cancelling changes nothing.
+    // Log out, behind a confirmation: cancelling (Escape, from the keyboard) changes nothing.
     browser.click(&browser.find("#act-logout").await).await;
     browser.wait_for("#confirm[open]").await;
-    browser.click(&browser.find("#confirm-cancel").await).await;
+    let focused = browser.script("return document.activeElement.id").await;
+    assert_eq!(focused.as_str(), Some("confirm-cancel"), "the safe answer has the focus");
+    browser.type_into(&browser.find("#confirm-cancel").await, "\u{E00C}").await;
     browser.wait_until("the dialog to close", "!document.querySelector('#confirm').open").await;
     let (_, session) = app.request("GET", "/api/sessions/caja_lima", Some(TOKEN), None).await;
     assert_eq!(session["status"], "connected", "{session}");
@@ -197,6 +199,13 @@ async fn the_admin_page_links_by_pairing_code_replays_dead_letters_and_deletes()
     browser.type_into(&browser.find("#create-id").await, "mostrador").await;
     browser.click(&browser.find("#create-submit").await).await;
     browser.wait_for("#qr[data-qr^='2@']").await;
+    // Stopping and linking again shows a new code in place of the old one.
+    let first = browser.attribute(&browser.find("#qr").await, "data-qr").await.expect("data-qr");
+    browser.click(&browser.find("#link-stop").await).await;
+    browser.wait_for("#linking[hidden]").await;
+    browser.click(&browser.find("#act-link").await).await;
+    let again = format!("document.querySelector('#qr[data-qr^=\"2@\"]')?.dataset.qr !== {}", quoted(&first));
+    browser.wait_until("a new QR", &again).await;
     browser.type_into(&browser.find("#pair-phone").await, "+51 900 000 002").await;
     browser.click(&browser.find("#pair-submit").await).await;
     let code =
@@ -249,13 +258,68 @@ async fn the_admin_page_links_by_pairing_code_replays_dead_letters_and_deletes()
     fake.shutdown().await;
 }
 
+/// A reverse proxy that serves the gateway under `/gw/`, as nginx's
+/// `location /gw/ { proxy_pass http://gateway/; }` would: it strips the prefix from each
+/// request's path and passes everything else through, WebSocket upgrades included. Plain
+/// requests get `Connection: close`, so each connection carries one request and only its first
+/// line needs rewriting.
+async fn path_prefix_proxy(backend: std::net::SocketAddr) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match client.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let (line, rest) = head.split_once("\r\n").expect("request line");
+                let mut parts = line.splitn(3, ' ');
+                let (method, path, version) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+                let Some(stripped) = path.strip_prefix("/gw") else {
+                    let _ = client.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
+                    return;
+                };
+                let stripped = if stripped.is_empty() { "/" } else { stripped };
+                let upgrade = rest.to_ascii_lowercase().contains("upgrade: websocket");
+                let headers: String = rest
+                    .split("\r\n")
+                    .filter(|h| !h.is_empty() && (upgrade || !h.to_ascii_lowercase().starts_with("connection:")))
+                    .map(|h| format!("{h}\r\n"))
+                    .collect();
+                let close = if upgrade { "" } else { "Connection: close\r\n" };
+                let request = format!("{method} {stripped} {version}\r\n{headers}{close}\r\n");
+                let Ok(mut server) = tokio::net::TcpStream::connect(backend).await else { return };
+                if server.write_all(request.as_bytes()).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
 #[tokio::test]
-async fn the_admin_page_says_when_whatsapp_cannot_be_reached() {
+async fn the_admin_page_works_under_a_path_prefix_and_says_when_whatsapp_cannot_be_reached() {
     let fake = fake().await;
     let dir = temp_dir();
     let app = TestApp::spawn_with(config(&fake, &dir, &[("WHATSAPP_URL", "ws://127.0.0.1:1/ws/chat")])).await;
+    let (proxy, proxy_task) = path_prefix_proxy(app.addr).await;
     let browser = Browser::start("es-PE", &shots_dir()).await;
-    log_in(&browser, &app).await;
+    // Everything goes through the proxy: the redirect, the assets, the API and both sockets.
+    browser.goto(&format!("http://{proxy}/gw/")).await;
+    let token = browser.wait_for("#token").await;
+    assert_eq!(browser.current_url().await, format!("http://{proxy}/gw/admin"));
+    browser.type_into(&token, &format!("{TOKEN}\u{E007}")).await;
+    browser.wait_for("#app:not([hidden])").await;
+    browser.wait_until("the live events socket", "document.querySelector('#live.is-on') !== null").await;
+
     browser.click(&browser.find("#create-submit").await).await;
     // A generated id, selected at once; the page says in words what is wrong and that it retries.
     browser
@@ -267,12 +331,11 @@ async fn the_admin_page_says_when_whatsapp_cannot_be_reached() {
     let generated = browser.attribute(&browser.find("#detail").await, "data-session").await.expect("an id");
     let (status, session) = app.request("GET", &format!("/api/sessions/{generated}"), Some(TOKEN), None).await;
     assert_eq!(status, 200, "{session}");
-    assert!(
-        browser.script("return document.querySelector('#qr-box').hidden").await.as_bool().unwrap_or(false),
-        "no QR"
-    );
+    let no_qr = browser.script("return document.querySelector('#qr-box').hidden").await;
+    assert_eq!(no_qr.as_bool(), Some(true), "no QR without WhatsApp");
 
     browser.quit().await;
+    proxy_task.abort();
     app.stop().await;
     fake.shutdown().await;
 }

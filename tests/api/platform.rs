@@ -642,3 +642,34 @@ async fn out_of_descriptors_it_idles_logs_little_and_recovers() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_admin_page_needs_no_token_and_is_served_with_a_strict_policy() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    for (path, to) in [("/", "admin"), ("/admin/", "../admin")] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
+        let (status, headers, _) = raw(app.addr, request.as_bytes()).await;
+        assert_eq!((status, header(&headers, "location")), (302, Some(to)), "{path}");
+    }
+    let (status, headers, body) = raw(app.addr, b"GET /admin HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").await;
+    assert_eq!((status, header(&headers, "content-type")), (200, Some("text/html; charset=utf-8")));
+    let policy = header(&headers, "content-security-policy").expect("a CSP");
+    for part in ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+        assert!(policy.contains(part), "{policy}");
+    }
+    assert_eq!(header(&headers, "x-frame-options"), Some("DENY"));
+    assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
+    assert!(body.contains("id=\"qr\"") && !body.contains(TOKEN), "the page, with no secret in it");
+    for (path, kind) in
+        [("/admin/app.js", "text/javascript; charset=utf-8"), ("/admin/app.css", "text/css; charset=utf-8")]
+    {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
+        let (status, headers, body) = raw(app.addr, request.as_bytes()).await;
+        assert_eq!((status, header(&headers, "content-type")), (200, Some(kind)), "{path}");
+        assert!(body.len() > 1000, "{path}");
+    }
+    app.stop().await;
+    fake.shutdown().await;
+}
