@@ -7,6 +7,7 @@
 //! | Route | Body | Answer |
 //! |---|---|---|
 //! | `POST /admin/scan` | `{"qr","phone"}` | 200 `{"jid","lid"}`; 400 malformed, 404 unknown ref, 410 expired, 504 unconfirmed |
+//! | `POST /admin/passkey-request` | `{"qr"}` | 200 `{"ok":true}`: WhatsApp asks the companion showing this QR for a passkey (`passkey_prologue_request`), as for a passkey-protected account; the handshake that would follow is not modelled. 400 malformed, 404 unknown ref, 410 expired |
 //! | `POST /admin/pair-code` | `{"phone","code"}` (code with or without the dash, any case) | 200 `{"jid","lid"}`; 400 malformed body, phone or code; 404 no pending pairing-code request for the phone, or unknown code; 409 another code is being entered; 410 the requesting connection is gone; 502 the companion's keys are invalid; 504 the companion did not answer or confirm |
 //! | `GET /admin/devices` | | `[{"jid","lid","phone","connected","removed"}]` |
 //! | `POST /admin/devices/{jid}/logout`, `.../drop` | | `{"ok":true}`; 400, 404, 409 |
@@ -83,6 +84,13 @@ impl Admin {
     /// confirmed (`pair-device-sign`).
     pub async fn scan(&self, qr: &str, phone: &str) -> Result<Linked, ScanError> {
         pairing::scan(&self.shared, qr, phone).await
+    }
+
+    /// WhatsApp asks the companion that shows `qr` to prove a passkey before linking (a
+    /// `passkey_prologue_request` notification with WebAuthn request options), as it does when a
+    /// passkey-protected account scans the code. Only the request is modelled.
+    pub fn passkey_request(&self, qr: &str) -> Result<(), ScanError> {
+        pairing::passkey_request(&self.shared, qr)
     }
 
     /// The phone of `phone` types the pairing `code` (with or without its dash, any case) that a
@@ -289,6 +297,11 @@ struct ScanBody {
 }
 
 #[derive(Deserialize)]
+struct QrBody {
+    qr: String,
+}
+
+#[derive(Deserialize)]
 struct PairCodeBody {
     phone: String,
     code: String,
@@ -414,6 +427,16 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
             };
             match admin.scan(&body.qr, &body.phone).await {
                 Ok(linked) => json(StatusCode::OK, &linked),
+                Err(e) => error(scan_status(&e), &e.to_string()),
+            }
+        }
+        (&Method::POST, ["passkey-request"]) => {
+            let body: QrBody = match read_json(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            match admin.passkey_request(&body.qr) {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({"ok": true})),
                 Err(e) => error(scan_status(&e), &e.to_string()),
             }
         }

@@ -191,6 +191,44 @@ pub(crate) async fn scan(shared: &Shared, qr: &str, phone: &str) -> Result<Linke
     offer.confirmed().await.ok_or(ScanError::NoConfirmation)
 }
 
+/// WhatsApp asks the companion that shows `qr` to prove a passkey before it links (the
+/// SHORTCAKE flow, as when a passkey-protected account scans the code): a
+/// `passkey_prologue_request` notification carrying the WebAuthn request options. Only the
+/// request is modelled; the companion's prologue and the handshake that would follow are not
+/// answered, so the ref stays pending until it expires or is scanned.
+pub(crate) fn passkey_request(shared: &Shared, qr: &str) -> Result<(), ScanError> {
+    let qr = parse_qr(qr)?;
+    let mut reg = shared.lock();
+    let pending = reg.refs.get(&qr.reference).ok_or(ScanError::UnknownRef)?;
+    let conn_id = pending.conn;
+    if pending.expires <= Instant::now() || reg.pairs.contains_key(&conn_id) {
+        return Err(ScanError::Expired);
+    }
+    let unpaired = reg.conns.get(&conn_id).and_then(|c| c.unpaired.clone()).ok_or(ScanError::Expired)?;
+    if unpaired.noise_key != qr.noise || unpaired.registration.identity != qr.identity {
+        return Err(ScanError::KeyMismatch);
+    }
+    let challenge: [u8; 32] = rand::rng().random();
+    let options = serde_json::json!({
+        "challenge": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(challenge),
+        "rpId": "whatsapp.com",
+        "timeout": 60000,
+        "userVerification": "required",
+        "allowCredentials": [],
+    });
+    let notification = NodeBuilder::new("notification")
+        .attr("from", SERVER)
+        .attr("type", "passkey_prologue_request")
+        .attr("id", shared.next_stanza_id())
+        .attr("t", unix_secs().to_string())
+        .children([NodeBuilder::new("passkey_request_options").bytes(options.to_string().into_bytes()).build()])
+        .build();
+    if !reg.send_to_conn(conn_id, Outbound::Node(notification)) {
+        return Err(ScanError::Expired);
+    }
+    Ok(())
+}
+
 /// A companion the phone has accepted, by QR scan or by typed code: the phone knows its
 /// identity key (from the connection's registration) and shares an ADV secret with it.
 pub(crate) struct Accepted<'a> {

@@ -33,3 +33,26 @@ async fn qr_scan_links_and_connects_quickly() {
     client.handle.shutdown().await;
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_request_reaches_the_client_showing_the_qr() {
+    let fake = fake().await;
+    let mut client = start_client(&fake, memory_backend()).await;
+    let qr = client.next_qr().await;
+    fake.admin().passkey_request(&qr).expect("passkey request sent");
+    let options = client
+        .wait_for("PairPasskeyRequest", |e| match e {
+            Event::PairPasskeyRequest(r) => Some(r.request_options_json.clone()),
+            _ => None,
+        })
+        .await;
+    let options: serde_json::Value = serde_json::from_str(&options).expect("JSON request options");
+    assert!(options["challenge"].as_str().is_some_and(|c| c.len() == 43), "{options}");
+    assert_eq!(options["userVerification"], "required");
+    // Bad input changes nothing: a malformed QR is refused, an unknown ref is not found.
+    assert!(matches!(fake.admin().passkey_request("nope"), Err(fake_whatsapp::ScanError::Malformed(_))));
+    let unknown = format!("2@unknown,{}", qr.split_once(',').expect("fields").1);
+    assert!(matches!(fake.admin().passkey_request(&unknown), Err(fake_whatsapp::ScanError::UnknownRef)));
+    client.handle.shutdown().await;
+    fake.shutdown().await;
+}
