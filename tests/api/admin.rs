@@ -206,6 +206,17 @@ async fn the_admin_page_links_by_pairing_code_replays_dead_letters_and_deletes()
     browser.click(&browser.find("#act-link").await).await;
     let again = format!("document.querySelector('#qr[data-qr^=\"2@\"]')?.dataset.qr !== {}", quoted(&first));
     browser.wait_until("a new QR", &again).await;
+    // A passkey-protected account scans it: WhatsApp asks for the passkey, and the page says
+    // what to do on the phone.
+    let current = browser.attribute(&browser.find("#qr").await, "data-qr").await.expect("data-qr");
+    fake.admin().passkey_request(&current).expect("passkey request");
+    browser
+        .wait_until(
+            "the passkey words",
+            "document.querySelector('#link-state').textContent.includes('confirm with the passkey (screen lock) on the phone')",
+        )
+        .await;
+    browser.screenshot(&shots_dir().join("passkey.png")).await;
     browser.type_into(&browser.find("#pair-phone").await, "+51 900 000 002").await;
     browser.click(&browser.find("#pair-submit").await).await;
     let code =

@@ -666,7 +666,8 @@ function renderLinking() {
   }
   const hint = hintFor(s, linking.note);
   if (hint && linking.phase === 'waiting') {
-    words += ' ' + hint;
+    // After a passkey request the phone has scanned already: say only what to do now.
+    words = hint.passkey ? hint.text : words + ' ' + hint.text;
     state_.classList.add('is-error');
   }
   state_.dataset.phase = linking.phase;
@@ -675,12 +676,15 @@ function renderLinking() {
 
 /** Words a person can act on, for the problems the server reports in English. */
 function hintFor(session, note) {
+  const original = (session && session.reason) || note || '';
   const reason = [session && session.reason, note].filter(Boolean).join(' ').toLowerCase();
-  if (!reason) return '';
-  if (reason.includes('passkey linking failed')) return t('link.passkeyFailed');
-  if (reason.includes('passkey')) return t('link.passkey');
-  if (reason.includes('cannot reach whatsapp')) return t('link.unreachable') + (lang === 'en' ? '' : ` (${session.reason || note})`);
-  return note || '';
+  if (!reason) return null;
+  if (reason.includes('passkey linking failed')) return { passkey: true, text: t('link.passkeyFailed') };
+  if (reason.includes('passkey')) return { passkey: true, text: t('link.passkey') };
+  if (reason.includes('cannot reach whatsapp')) {
+    return { passkey: false, text: t('link.unreachable') + (lang === 'en' ? '' : ` (${original})`) };
+  }
+  return note ? { passkey: false, text: note } : null;
 }
 
 function renderExpiry() {
