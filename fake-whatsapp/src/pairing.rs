@@ -173,15 +173,7 @@ pub(crate) async fn scan(shared: &Shared, qr: &str, phone: &str) -> Result<Linke
     shared.ensure_phone(phone);
     let offer = {
         let mut reg = shared.lock();
-        let pending = reg.refs.get(&qr.reference).ok_or(ScanError::UnknownRef)?;
-        let conn_id = pending.conn;
-        if pending.expires <= Instant::now() || reg.pairs.contains_key(&conn_id) {
-            return Err(ScanError::Expired);
-        }
-        let unpaired = reg.conns.get(&conn_id).and_then(|c| c.unpaired.clone()).ok_or(ScanError::Expired)?;
-        if unpaired.noise_key != qr.noise || unpaired.registration.identity != qr.identity {
-            return Err(ScanError::KeyMismatch);
-        }
+        let (conn_id, unpaired) = showing(&reg, &qr)?;
         let accepted = Accepted { conn: conn_id, unpaired, phone, adv_secret: &qr.adv_secret };
         offer_pair_success(shared, &mut reg, accepted).map_err(|e| match e {
             OfferError::Gone => ScanError::Expired,
@@ -189,6 +181,20 @@ pub(crate) async fn scan(shared: &Shared, qr: &str, phone: &str) -> Result<Linke
         })?
     };
     offer.confirmed().await.ok_or(ScanError::NoConfirmation)
+}
+
+/// The unpaired connection that shows `qr`, while its ref is live and its keys match.
+fn showing(reg: &Registry, qr: &Qr) -> Result<(ConnId, Unpaired), ScanError> {
+    let pending = reg.refs.get(&qr.reference).ok_or(ScanError::UnknownRef)?;
+    let conn_id = pending.conn;
+    if pending.expires <= Instant::now() || reg.pairs.contains_key(&conn_id) {
+        return Err(ScanError::Expired);
+    }
+    let unpaired = reg.conns.get(&conn_id).and_then(|c| c.unpaired.clone()).ok_or(ScanError::Expired)?;
+    if unpaired.noise_key != qr.noise || unpaired.registration.identity != qr.identity {
+        return Err(ScanError::KeyMismatch);
+    }
+    Ok((conn_id, unpaired))
 }
 
 /// WhatsApp asks the companion that shows `qr` to prove a passkey before it links (the
@@ -199,15 +205,7 @@ pub(crate) async fn scan(shared: &Shared, qr: &str, phone: &str) -> Result<Linke
 pub(crate) fn passkey_request(shared: &Shared, qr: &str) -> Result<(), ScanError> {
     let qr = parse_qr(qr)?;
     let mut reg = shared.lock();
-    let pending = reg.refs.get(&qr.reference).ok_or(ScanError::UnknownRef)?;
-    let conn_id = pending.conn;
-    if pending.expires <= Instant::now() || reg.pairs.contains_key(&conn_id) {
-        return Err(ScanError::Expired);
-    }
-    let unpaired = reg.conns.get(&conn_id).and_then(|c| c.unpaired.clone()).ok_or(ScanError::Expired)?;
-    if unpaired.noise_key != qr.noise || unpaired.registration.identity != qr.identity {
-        return Err(ScanError::KeyMismatch);
-    }
+    let (conn_id, _) = showing(&reg, &qr)?;
     let challenge: [u8; 32] = rand::rng().random();
     let options = serde_json::json!({
         "challenge": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(challenge),
