@@ -204,7 +204,7 @@ fn showing(reg: &Registry, qr: &Qr) -> Result<(ConnId, Unpaired), ScanError> {
 /// answered, so the ref stays pending until it expires or is scanned.
 pub(crate) fn passkey_request(shared: &Shared, qr: &str) -> Result<(), ScanError> {
     let qr = parse_qr(qr)?;
-    let mut reg = shared.lock();
+    let reg = shared.lock();
     let (conn_id, _) = showing(&reg, &qr)?;
     let challenge: [u8; 32] = rand::rng().random();
     let options = serde_json::json!({
