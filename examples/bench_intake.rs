@@ -3,8 +3,12 @@
 //! percentiles. The session exists but is not linked, so nothing is sent: this measures intake.
 //!
 //! ```text
-//! cargo run --release --example bench_intake -- [requests] [concurrency]
+//! cargo run --release --example bench_intake -- [requests] [concurrency] [none|page|all]
 //! ```
+//!
+//! The third argument keeps a `/ws/events` reader open during the run: `page` subscribes as the
+//! admin page does (every event but `message.status`), `all` to every event, which makes the
+//! journal record each status change for it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A command-line example: failing loudly is its error handling.
 
 #[path = "support/mod.rs"]
@@ -25,6 +29,13 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let total: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let concurrency: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(32);
+    let reader = args.next().unwrap_or_else(|| "none".into());
+    let types = match reader.as_str() {
+        "none" => None,
+        "page" => Some("?types=session.status,session.qr,session.connected,session.logged_out,message.received"),
+        "all" => Some(""),
+        other => anyhow::bail!("unknown reader {other:?}: none, page or all"),
+    };
     let dir = std::env::current_dir()?.join(format!("target/bench-intake-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("sessions.config.json"), r#"[{"sessionId":"bench"}]"#)?;
@@ -35,6 +46,24 @@ async fn main() -> anyhow::Result<()> {
     let server = tokio::spawn(app.run(async {
         let _ = stopped.await;
     }));
+
+    let events_seen = Arc::new(AtomicUsize::new(0));
+    let _reader = match types {
+        None => None,
+        Some(query) => {
+            use futures_util::StreamExt as _;
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+            let mut request = format!("ws://{addr}/ws/events{query}").into_client_request()?;
+            request.headers_mut().insert("Authorization", format!("Bearer {TOKEN}").parse()?);
+            let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+            let seen = events_seen.clone();
+            Some(tokio::spawn(async move {
+                while let Some(Ok(_)) = socket.next().await {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+            }))
+        }
+    };
 
     let mut pdf = b"%PDF-1.4\n".to_vec();
     pdf.resize(100 * 1024, b'x');
@@ -96,6 +125,9 @@ async fn main() -> anyhow::Result<()> {
         elapsed
     );
     println!("latency: p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  max {:.1?}", pct(0.5), pct(0.9), pct(0.99), pct(1.0));
+    if types.is_some() {
+        println!("/ws/events reader ({reader}): {} frames", events_seen.load(Ordering::Relaxed));
+    }
     let _ = stop.send(());
     server.await??;
     let _ = std::fs::remove_dir_all(&dir);
