@@ -5,9 +5,10 @@
 // `ws/events`; linking watches `ws/session/{id}` (the seed's socket), which keeps the QR codes
 // coming while the page shows them.
 //
-// The page does not subscribe to `message.status`: while any reader wants those events the
-// journal records one per status change, which costs intake about a fifth, and an admin page
-// may stay open all day. It polls the selected session's sent messages instead.
+// The page does not subscribe to `message.status`: a busy gateway makes several of those a
+// second per message, for every session, and the page shows only the selected session's last
+// twenty. It reads those every 2 s while the tab is visible instead, so its work stays the same
+// however busy the gateway is.
 'use strict';
 
 const TOKEN_KEY = 'whatsapp-gateway.token';
@@ -297,7 +298,8 @@ async function busy(button, errorId, action) {
     const text = describe(error);
     if (errorId) setText(errorId, text);
     else toast(text, true);
-    if (error instanceof ApiError && error.status === 401) signOut();
+    // The token stopped working (removed from the tokens file): back to the login, saying why.
+    if (error instanceof ApiError && (error.status === 401 || error.code === 'INVALID_TOKEN') && state.token) signOut(text);
     return undefined;
   } finally {
     if (button) button.disabled = false;
@@ -326,7 +328,7 @@ async function signIn(token) {
   loadWebhooks();
 }
 
-function signOut() {
+function signOut(why) {
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
   stopLinking();
@@ -338,6 +340,7 @@ function signOut() {
   show($('login'), true);
   setText('live', '');
   $('token').value = '';
+  setText('login-error', typeof why === 'string' ? why : '');
   $('token').focus();
 }
 
@@ -862,7 +865,7 @@ function start() {
     if (!PROTOCOL_TOKEN.test(token)) { setText('login-error', t('login.badProtocol')); return; }
     await busy($('login-submit'), 'login-error', () => signIn(token));
   });
-  $('signout').addEventListener('click', signOut);
+  $('signout').addEventListener('click', () => signOut());
   $('sessions-refresh').addEventListener('click', refreshSessions);
   $('create-form').addEventListener('submit', createSession);
   $('act-link').addEventListener('click', () => state.selected && startLinking(state.selected));
