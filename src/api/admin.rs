@@ -105,7 +105,9 @@ mod tests {
         // Relative links keep the page working under a reverse proxy's path prefix.
         assert!(INDEX_HTML.contains(r#"src="admin/app.js""#));
         assert!(INDEX_HTML.contains(r#"href="admin/app.css""#));
-        assert!(!APP_JS.contains("fetch('/") && !APP_JS.contains("fetch(\"/"));
+        for absolute in ["'/api", "'/ws", "'/admin", "\"/api", "\"/ws", "`/api", "`/ws"] {
+            assert!(!APP_JS.contains(absolute), "an absolute link in app.js: {absolute}");
+        }
     }
 
     #[test]
