@@ -137,6 +137,17 @@ async fn the_admin_page_links_a_number_sends_a_pdf_and_logs_out() {
     dismiss_toast(&browser).await;
     browser.screenshot(&shots.join("delivered.png")).await;
 
+    // The customer answers: the page lists it, live.
+    let reply = fake.admin().send_text("51987654321", "51900000001", "Gracias, recibida").await.expect("reply");
+    browser
+        .wait_until(
+            "the received message",
+            &format!("document.querySelector('#in-table tr[data-message-id={}]')?.textContent", quoted(&reply)),
+        )
+        .await;
+    let row = browser.text(&browser.find(&format!("#in-table tr[data-message-id={}]", quoted(&reply))).await).await;
+    assert!(row.contains("+51987654321") && row.contains("Gracias, recibida"), "{row:?}");
+
     // The language switch.
     browser
         .script("const s = document.querySelector('#lang'); s.value = 'en'; s.dispatchEvent(new Event('change'));")
@@ -224,6 +235,20 @@ async fn the_admin_page_links_by_pairing_code_replays_dead_letters_and_deletes()
     let code = code.as_str().expect("code").to_owned();
     fake.admin().pair_code("51900000002", &code).await.expect("the page's code is accepted");
     browser.wait_until("connected", "document.querySelector('#link-state[data-phase=connected]') !== null").await;
+
+    // Restart, behind a confirmation: it reconnects on the same credentials, no scan.
+    let mut fake_events = fake.subscribe();
+    browser.click(&browser.find("#act-restart").await).await;
+    browser.wait_for("#confirm[open]").await;
+    browser.click(&browser.find("#confirm-ok").await).await;
+    wait_event(&mut fake_events, |e| matches!(e, fake_whatsapp::FakeEvent::DeviceLoggedIn { .. }).then_some(())).await;
+    browser
+        .wait_until(
+            "the notice",
+            "document.querySelector('#toast-text').textContent === 'Session mostrador restarted.'",
+        )
+        .await;
+    browser.wait_for("#detail[data-status=connected]").await;
 
     // The endpoint refuses connections: its session.status events are dead letters.
     tokio::time::timeout(WAIT, async {
