@@ -248,7 +248,7 @@ const state = {
   token: null,
   sessions: new Map(), // id → the API's session object
   selected: null,
-  linking: null, // { id, socket, qr: {text, png, expiresAt}, phase, phone }
+  linking: null, // { id, socket, qr: {text, png, expiresAt}, phase, pairCode, note }
   events: null,
   eventsRetry: 1000,
   out: [], incoming: [],
@@ -490,7 +490,6 @@ function renderDetail() {
   $('detail').dataset.session = s.sessionId;
   $('detail').dataset.status = s.status;
   setText('detail-title', s.sessionId);
-  $('detail-title').tabIndex = -1;
   const badge = $('detail-status');
   badge.className = 'badge status-' + s.status;
   badge.textContent = statusLabel(s.status);
@@ -556,7 +555,7 @@ function startLinking(id) {
     setText('detail-error', describe(error));
     return;
   }
-  const linking = { id, socket, qr: null, phase: 'waiting', phone: null, pairCode: null, note: null };
+  const linking = { id, socket, qr: null, phase: 'waiting', pairCode: null, note: null };
   state.linking = linking;
   socket.onmessage = (message) => {
     let frame;
