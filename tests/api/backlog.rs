@@ -137,8 +137,10 @@ async fn a_queued_pdf_damaged_on_disk_fails_and_the_others_are_sent() {
     fake.shutdown().await;
 }
 
-/// Copies the fixture journal written by the release before segments into `dir/data`.
-fn install_v1_journal(dir: &Path) -> serde_json::Value {
+/// Copies the fixture journal written by the release before segments into `dir/data`, with its
+/// timestamps moved so that its newest message was accepted `age` ago. The fixture was written on
+/// one day; without the move it expires under `RETRY_MAX_AGE_SECS` a day later.
+fn install_v1_journal(dir: &Path, age: Duration) -> serde_json::Value {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v1");
     let data = dir.join("data");
     std::fs::create_dir_all(data.join("outbox")).expect("data dir");
@@ -146,6 +148,14 @@ fn install_v1_journal(dir: &Path) -> serde_json::Value {
     for entry in std::fs::read_dir(fixture.join("outbox")).expect("fixture outbox").flatten() {
         std::fs::copy(entry.path(), data.join("outbox").join(entry.file_name())).expect("copy pdf");
     }
+    let db = rusqlite::Connection::open(data.join("journal.db")).expect("open the fixture");
+    let newest: i64 = db.query_row("SELECT MAX(created_at) FROM messages", [], |row| row.get(0)).expect("newest");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let shift = now - age.as_millis() as i64 - newest;
+    db.execute("UPDATE messages SET created_at = created_at + ?1, updated_at = updated_at + ?1", [shift])
+        .expect("move the messages");
+    db.execute("UPDATE idempotency_keys SET created_at = created_at + ?1", [shift]).expect("move the keys");
+    drop(db);
     serde_json::from_slice(&std::fs::read(fixture.join("manifest.json")).expect("manifest")).expect("json")
 }
 
@@ -153,7 +163,7 @@ fn install_v1_journal(dir: &Path) -> serde_json::Value {
 async fn a_data_directory_from_the_previous_release_delivers_its_pending_pdfs() {
     let fake = fake().await;
     let dir = temp_dir();
-    let manifest = install_v1_journal(&dir);
+    let manifest = install_v1_journal(&dir, Duration::from_secs(60));
     let session = manifest["session"].as_str().expect("session");
     let to = manifest["to"].as_str().expect("to");
     std::fs::write(dir.join("sessions.config.json"), format!(r#"[{{"sessionId":"{session}"}}]"#)).expect("config");
@@ -186,6 +196,28 @@ async fn a_data_directory_from_the_previous_release_delivers_its_pending_pdfs() 
         )
         .await;
     assert_eq!(status, 422, "the key is taken by the old message, with another body: {body}");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pdfs_from_the_previous_release_older_than_the_retry_age_fail_as_expired() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    // A day and an hour old, under the default RETRY_MAX_AGE_SECS of a day.
+    let manifest = install_v1_journal(&dir, Duration::from_secs(25 * 3600));
+    let session = manifest["session"].as_str().expect("session");
+    std::fs::write(dir.join("sessions.config.json"), format!(r#"[{{"sessionId":"{session}"}}]"#)).expect("config");
+    let app = TestApp::spawn(&fake, &dir).await;
+    for want in manifest["messages"].as_array().expect("messages") {
+        let id = want["messageId"].as_str().expect("id");
+        let failed = app.wait_status(id, "failed").await;
+        assert_eq!(failed["lastError"], "expired: not delivered within 86400 s", "{failed}");
+        assert_eq!(failed["attempts"], 0, "never tried: {failed}");
+    }
+    assert_eq!(depth(&app, session).await, (0, 0), "nothing waits");
+    let outbox = std::fs::read_dir(dir.join("data").join("outbox")).map_or(0, |files| files.count());
+    assert_eq!(outbox, 0, "the expired PDFs' old files are freed");
     app.stop().await;
     fake.shutdown().await;
 }
