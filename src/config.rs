@@ -57,9 +57,13 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("HTTP_BODY_TIMEOUT_SECS", "30"),
     ("HTTP_REQUEST_TIMEOUT_SECS", "30"),
     ("HTTP_MAX_CONNECTIONS", "1024"),
+    ("HTTP_MAX_CONNECTIONS_PER_IP", "256"),
     ("HTTP_MAX_HEADER_BYTES", "16384"),
     ("HTTP_MAX_JSON_BYTES", "65536"),
     ("WS_MAX_MESSAGE_BYTES", "65536"),
+    ("WS_PING_SECS", "25"),
+    ("WS_MAX_PER_TOKEN", "64"),
+    ("AUTH_FAILURES_PER_MINUTE", "60"),
     ("RATE_LIMIT_PER_SECOND", "100"),
     ("RATE_LIMIT_BURST", "200"),
     ("STARTUP_CONCURRENCY", "8"),
@@ -204,7 +208,8 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
     /// `HTTP_HEADER_TIMEOUT_SECS` (10): time to receive a request's headers. The clock starts as
-    /// soon as the connection waits for a request, so it is also the keep-alive idle timeout.
+    /// soon as the connection waits for a request (at accept, and after each response), so it is
+    /// also the deadline for a first byte and the keep-alive idle timeout.
     pub header_timeout: Duration,
     /// `HTTP_BODY_TIMEOUT_SECS` (30): time to receive a whole request body (408 after it).
     pub body_timeout: Duration,
@@ -212,10 +217,21 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// `HTTP_MAX_CONNECTIONS` (1024): open connections, WebSockets included; more wait in the backlog.
     pub max_connections: usize,
+    /// `HTTP_MAX_CONNECTIONS_PER_IP` (256): open connections from one client address (an IPv6
+    /// client by its /64); more are answered 503 and closed at once.
+    pub max_connections_per_ip: usize,
     /// `HTTP_MAX_HEADER_BYTES` (16384): the request line and headers; 431 above.
     pub max_header_bytes: usize,
     /// `WS_MAX_MESSAGE_BYTES` (65536): largest message a WebSocket client may send (closed with 1009).
     pub ws_max_message_bytes: usize,
+    /// `WS_PING_SECS` (25): every WebSocket is pinged this often, and closed (1011) when the
+    /// previous ping got no pong by the next.
+    pub ws_ping: Duration,
+    /// `WS_MAX_PER_TOKEN` (64): WebSockets one token may hold open; more are refused with 429.
+    pub ws_max_per_token: usize,
+    /// `AUTH_FAILURES_PER_MINUTE` (60; 0 = no limit): requests with a missing or unknown token
+    /// one client address may make; more are answered 429 until the minute's share refills.
+    pub auth_failures_per_minute: u32,
     /// `HTTP_MAX_JSON_BYTES` (65536): body limit of every route but `POST /api/send-pdf`.
     pub max_json_bytes: usize,
 }
@@ -296,9 +312,13 @@ struct Raw {
     http_body_timeout_secs: String,
     http_request_timeout_secs: String,
     http_max_connections: String,
+    http_max_connections_per_ip: String,
     http_max_header_bytes: String,
     http_max_json_bytes: String,
     ws_max_message_bytes: String,
+    ws_ping_secs: String,
+    ws_max_per_token: String,
+    auth_failures_per_minute: String,
     rate_limit_per_second: String,
     rate_limit_burst: String,
     startup_concurrency: String,
@@ -403,6 +423,11 @@ impl Config {
                 &raw.http_max_connections,
                 "is not a positive whole number",
             )?,
+            max_connections_per_ip: parse_positive(
+                "HTTP_MAX_CONNECTIONS_PER_IP",
+                &raw.http_max_connections_per_ip,
+                "is not a positive whole number",
+            )?,
             max_header_bytes: match raw.http_max_header_bytes.trim().parse::<usize>() {
                 // hyper's read buffer cannot be smaller than 8 KiB.
                 Ok(n) if n >= 8192 => n,
@@ -413,6 +438,15 @@ impl Config {
                 &raw.ws_max_message_bytes,
                 "is not a positive number of bytes",
             )?,
+            ws_ping: secs("WS_PING_SECS", &raw.ws_ping_secs)?,
+            ws_max_per_token: parse_positive(
+                "WS_MAX_PER_TOKEN",
+                &raw.ws_max_per_token,
+                "is not a positive whole number",
+            )?,
+            auth_failures_per_minute: raw.auth_failures_per_minute.trim().parse().map_err(|_| {
+                invalid("AUTH_FAILURES_PER_MINUTE", &raw.auth_failures_per_minute, "is not a whole number")
+            })?,
             max_json_bytes: parse_positive(
                 "HTTP_MAX_JSON_BYTES",
                 &raw.http_max_json_bytes,
@@ -844,6 +878,10 @@ mod tests {
         assert_eq!(config.http.max_header_bytes, 16384);
         assert_eq!(config.http.ws_max_message_bytes, 65536);
         assert_eq!(config.http.max_json_bytes, 65536);
+        assert_eq!(config.http.max_connections_per_ip, 256);
+        assert_eq!(config.http.ws_ping, Duration::from_secs(25));
+        assert_eq!(config.http.ws_max_per_token, 64);
+        assert_eq!(config.http.auth_failures_per_minute, 60);
         assert_eq!(config.rate_limit, Some(RateLimit { per_second: 100, burst: 200 }));
         assert!(config.cors_allowed_origins.is_empty());
         assert_eq!(config.metrics_listen, None);
@@ -870,6 +908,10 @@ mod tests {
         assert!(error_of(with_token(&[("HTTP_MAX_HEADER_BYTES", "100")])).starts_with("invalid HTTP_MAX_HEADER"));
         assert!(error_of(with_token(&[("HTTP_HEADER_TIMEOUT_SECS", "0")])).starts_with("invalid HTTP_HEADER"));
         assert!(error_of(with_token(&[("RATE_LIMIT_BURST", "0")])).starts_with("invalid RATE_LIMIT_BURST"));
+        assert!(error_of(with_token(&[("HTTP_MAX_CONNECTIONS_PER_IP", "0")])).starts_with("invalid HTTP_MAX_CONN"));
+        assert!(error_of(with_token(&[("WS_PING_SECS", "0")])).starts_with("invalid WS_PING_SECS"));
+        assert!(error_of(with_token(&[("WS_MAX_PER_TOKEN", "x")])).starts_with("invalid WS_MAX_PER_TOKEN"));
+        assert!(error_of(with_token(&[("AUTH_FAILURES_PER_MINUTE", "-1")])).starts_with("invalid AUTH_FAILURES"));
     }
 
     #[test]

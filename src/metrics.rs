@@ -48,6 +48,10 @@ pub const WEBHOOK_SECONDS: &str = "gateway_webhook_delivery_seconds";
 pub const WEBHOOK_OUTBOX: &str = "gateway_webhook_outbox_depth";
 /// Receive → stored → pushed, per received message.
 pub const INBOUND_LATENCY: &str = "gateway_inbound_store_seconds";
+/// Connections refused at once, by `reason`: `per_ip` (over `HTTP_MAX_CONNECTIONS_PER_IP`).
+pub const CONNECTIONS_REFUSED: &str = "gateway_connections_refused_total";
+/// WebSockets closed by the gateway because their pongs stopped.
+pub const WS_PING_TIMEOUTS: &str = "gateway_ws_ping_timeouts_total";
 
 const SECONDS_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -87,6 +91,8 @@ fn describe() {
     metrics::describe_histogram!(HTTP_DURATION, metrics::Unit::Seconds, "HTTP request duration");
     metrics::describe_gauge!(SESSIONS, "Sessions by status");
     metrics::describe_gauge!(WS_OPEN, "Open /ws/session sockets");
+    metrics::describe_counter!(CONNECTIONS_REFUSED, "Connections refused at once, by reason");
+    metrics::describe_counter!(WS_PING_TIMEOUTS, "WebSockets closed because their pongs stopped");
     metrics::describe_gauge!(QUEUE_DEPTH, "Messages waiting to be sent, per session");
     metrics::describe_gauge!(QUEUE_BYTES, metrics::Unit::Bytes, "Bytes waiting to be sent, per session");
     metrics::describe_counter!(SENDS, "Send attempts by outcome (sent, retry, failed)");

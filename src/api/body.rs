@@ -10,6 +10,7 @@ use axum::http::header::CONTENT_LENGTH;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use crate::api::deadline::RequestClock;
 use crate::api::error::ApiError;
 use crate::api::state::AppState;
 
@@ -53,9 +54,17 @@ impl<L: BodyLimit> FromRequest<AppState> for RequestBody<L> {
         if declared.is_some_and(|len| len > limit as u64) {
             return Err(ApiError::PayloadTooLarge { limit });
         }
+        // The request's own clock waits while the body comes, under its own limit.
+        let clock = req.extensions().get::<RequestClock>().cloned();
+        if let Some(clock) = &clock {
+            clock.pause();
+        }
         let read = Limited::new(req.into_body(), limit).collect();
         let collected =
             tokio::time::timeout(state.limits.body_timeout, read).await.map_err(|_| ApiError::BodyTimeout)?;
+        if let Some(clock) = &clock {
+            clock.restart();
+        }
         let bytes = collected
             .map_err(|e| {
                 if e.is::<LengthLimitError>() {

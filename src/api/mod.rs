@@ -2,16 +2,18 @@
 //! under the cross-cutting layers.
 //!
 //! Layers, outermost first: request id (`request_id`), a log span per request, CORS, metrics by
-//! route template, and a timeout on every route. Bodies are read by an extractor (`body`) with a
-//! per-route size limit and a time limit, after the token is checked (`auth`). Errors are one
-//! type (`error`). `serve` owns the accept loop: connection cap, header-read timeout, backoff on
-//! accept errors, and the graceful drain. `/openapi.json` is generated from the handlers.
+//! route template, and a timeout on every route (`deadline`, paused while a body is read). Bodies
+//! are read by an extractor (`body`) with a per-route size limit and a time limit, after the
+//! token is checked (`auth`). Errors are one type (`error`). `serve` owns the accept loop:
+//! connection cap and per-address share, idle and header-read deadlines, backoff on accept
+//! errors, and the graceful drain. `/openapi.json` is generated from the handlers.
 
 mod admin;
 pub mod auth;
 mod body;
 mod chats;
 mod contacts;
+mod deadline;
 pub mod error;
 mod health;
 mod messages;
@@ -20,7 +22,7 @@ mod openapi;
 mod request_id;
 mod send_message;
 mod send_pdf;
-mod serve;
+pub(crate) mod serve;
 pub(crate) mod sessions;
 pub mod state;
 mod webhooks;
@@ -30,14 +32,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tower::ServiceBuilder;
-use tower::timeout::TimeoutLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
@@ -65,11 +64,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         })
         // Bodies are limited per route by `body::RequestBody`.
         .layer(DefaultBodyLimit::disable())
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::Timeout }))
-                .layer(TimeoutLayer::new(timeout)),
-        )
+        .layer(middleware::from_fn_with_state(timeout, deadline::middleware))
         .layer(middleware::from_fn(record_metrics))
         .layer(cors(cors_origins))
         // 5xx are logged once, with their cause, by `ApiError`; an expected 503 (no QR yet, no
