@@ -97,7 +97,7 @@ impl App {
         };
         let auth = match &config.api_tokens_file {
             Some(path) => Authenticator::with_tokens_file(&config.api_token, path, config.rate_limit)?,
-            None => Authenticator::new(&config.api_token, config.rate_limit),
+            None => Authenticator::new(&config.api_token),
         };
         // Credentials and the journal are private even in folders that already existed open.
         for dir in [&config.sessions_dir, &config.data_dir] {
@@ -137,7 +137,7 @@ impl App {
         let (webhook_tx, webhook_rx) = mpsc::unbounded_channel();
         events.attach_sink(webhook_tx);
         let state = AppState {
-            auth: Arc::new(auth),
+            auth: Arc::new(auth.with_failure_limit(config.http.auth_failures_per_minute)),
             sessions,
             queue,
             journal,

@@ -1,16 +1,23 @@
 //! Who is calling: one extractor turns a bearer token into a typed [`Caller`] with scopes and
 //! sessions, and applies the token's rate limit.
 //!
-//! `API_STATIC_TOKEN` is the admin token: every scope, every session. `API_TOKENS_FILE` adds
-//! scoped tokens. Tokens are kept only as SHA-256 digests and a candidate is compared with every
+//! `API_STATIC_TOKEN` is the admin token: every scope, every session, no request rate (the
+//! queue's bounds answer 429 `QUEUE_FULL` when the gateway is really full, as the Node service's
+//! callers expect nothing else). `API_TOKENS_FILE` adds scoped tokens, each with its own rate.
+//! Requests with a missing or unknown token are counted per client address: past
+//! `AUTH_FAILURES_PER_MINUTE`, that address's unauthenticated requests get 429. Tokens are kept only as SHA-256 digests and a candidate is compared with every
 //! one of them in constant time ([`subtle::ConstantTimeEq`], no early exit), so neither timing nor
 //! a memory dump reveals them. Rejection reasons are logged at debug; tokens are never logged.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
@@ -117,6 +124,17 @@ struct CallerInner {
     scopes: u8,
     sessions: SessionAccess,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// WebSockets open with this token.
+    sockets: AtomicUsize,
+}
+
+/// One open WebSocket of a token, counted until dropped.
+pub(crate) struct SocketSlot(Caller);
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0.inner.sockets.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Caller {
@@ -127,7 +145,7 @@ impl Caller {
             let burst = NonZeroU32::new(rate.burst).unwrap_or(per_second);
             Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
         });
-        Caller { inner: Arc::new(CallerInner { name, scopes, sessions, limiter }) }
+        Caller { inner: Arc::new(CallerInner { name, scopes, sessions, limiter, sockets: AtomicUsize::new(0) }) }
     }
 
     /// An admin caller without a rate limit (tests of code that takes a caller).
@@ -172,6 +190,22 @@ impl Caller {
         } else {
             tracing::debug!(caller = self.name(), %session, "session not allowed for this token");
             Err(ApiError::Forbidden("act on this session"))
+        }
+    }
+
+    /// A place for one more open WebSocket, or 429 `TOO_MANY_WEBSOCKETS` when the token holds
+    /// `limit` already.
+    pub(crate) fn open_socket(&self, limit: usize) -> Result<SocketSlot, ApiError> {
+        let taken = self
+            .inner
+            .sockets
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < limit).then_some(open + 1));
+        match taken {
+            Ok(_) => Ok(SocketSlot(self.clone())),
+            Err(_) => {
+                tracing::debug!(caller = self.name(), limit, "websocket cap reached");
+                Err(ApiError::TooManyWebSockets { limit })
+            }
         }
     }
 
@@ -224,13 +258,21 @@ pub enum TokensFileError {
 /// Checks request credentials against the admin token and the scoped tokens.
 pub struct Authenticator {
     tokens: Vec<([u8; 32], Caller)>,
+    failures: FailedAuth,
 }
 
 impl Authenticator {
-    /// Only the admin token, rate-limited by `rate`.
-    pub fn new(admin: &ApiToken, rate: Option<RateLimit>) -> Authenticator {
-        let caller = Caller::new("admin".into(), &[Scope::Admin], SessionAccess::All, rate);
-        Authenticator { tokens: vec![(sha256(admin.expose().as_bytes()), caller)] }
+    /// Only the admin token, which has no request rate.
+    pub fn new(admin: &ApiToken) -> Authenticator {
+        let caller = Caller::new("admin".into(), &[Scope::Admin], SessionAccess::All, None);
+        Authenticator { tokens: vec![(sha256(admin.expose().as_bytes()), caller)], failures: FailedAuth::new(0) }
+    }
+
+    /// Counts failed authentications per client address: past `per_minute` (0: no limit), that
+    /// address's unauthenticated requests get 429 `TOO_MANY_AUTH_FAILURES`.
+    pub fn with_failure_limit(mut self, per_minute: u32) -> Authenticator {
+        self.failures = FailedAuth::new(per_minute);
+        self
     }
 
     /// The admin token plus the scoped tokens of `path`, each with its own bucket of `rate`.
@@ -239,7 +281,7 @@ impl Authenticator {
         path: &Path,
         rate: Option<RateLimit>,
     ) -> Result<Authenticator, TokensFileError> {
-        let mut auth = Authenticator::new(admin, rate);
+        let mut auth = Authenticator::new(admin);
         let text =
             std::fs::read_to_string(path).map_err(|source| TokensFileError::Read { path: path.into(), source })?;
         warn_if_readable_by_others(path);
@@ -272,6 +314,10 @@ impl Authenticator {
                         .collect::<Result<_, _>>()?,
                 ),
             };
+            // Idempotency keys are kept per token name: two tokens may not share one.
+            if entry.name == "admin" || auth.tokens.iter().any(|(_, known)| known.name() == entry.name) {
+                return Err(invalid("the name is used twice (or is 'admin')".into()));
+            }
             let digest = sha256(token.as_bytes());
             if auth.tokens.iter().any(|(known, _)| bool::from(known.ct_eq(&digest))) {
                 return Err(invalid("the token is used twice (or is the admin token)".into()));
@@ -301,20 +347,41 @@ impl Authenticator {
     /// REST check: `Authorization: Bearer <token>`, then the token's rate limit.
     ///
     /// No header, or another scheme → [`ApiError::MissingToken`] (401); an unknown token →
-    /// [`ApiError::InvalidToken`] (403), as in the Node service.
-    pub fn check_bearer(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let caller = match bearer_token(headers) {
+    /// [`ApiError::InvalidToken`] (403), as in the Node service; either becomes 429
+    /// `TOO_MANY_AUTH_FAILURES` once `client` has failed too often.
+    pub fn check_bearer(&self, headers: &HeaderMap, client: Option<IpAddr>) -> Result<Caller, ApiError> {
+        let found = match bearer_token(headers) {
             None => {
                 tracing::debug!(reason = "no bearer token", "request not authenticated");
-                return Err(ApiError::MissingToken);
+                Err(ApiError::MissingToken)
             }
             Some(candidate) => self.find(candidate).ok_or_else(|| {
                 tracing::debug!(reason = "unknown bearer token", "request not authenticated");
                 ApiError::InvalidToken
-            })?,
+            }),
         };
+        let caller = self.count_failure(found, client)?;
         caller.check_rate()?;
         Ok(caller.clone())
+    }
+
+    /// Counts a failed authentication against the client's address; its error, or 429 once the
+    /// address has failed more than its share.
+    fn count_failure<'a>(
+        &self,
+        found: Result<&'a Caller, ApiError>,
+        client: Option<IpAddr>,
+    ) -> Result<&'a Caller, ApiError> {
+        match (found, client) {
+            (Err(error), Some(client)) => match self.failures.record(client, Instant::now()) {
+                Some(wait) => {
+                    tracing::debug!(%client, "too many failed authentications");
+                    Err(ApiError::TooManyAuthFailures { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 })
+                }
+                None => Err(error),
+            },
+            (found, _) => found,
+        }
     }
 
     /// WebSocket check. Browsers cannot set headers on a WebSocket, so besides
@@ -324,8 +391,15 @@ impl Authenticator {
     /// Returns the caller and the offered protocol that carried the token, which the 101 response
     /// must echo (a browser fails the connection if the server selects none of the protocols it
     /// offered), or `None` when the token came from the header or the query.
-    pub fn check_ws(&self, headers: &HeaderMap, query: Option<&str>) -> Result<(Caller, Option<String>), ApiError> {
-        let (caller, protocol) = self.find_ws(headers, query)?;
+    pub fn check_ws(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<(Caller, Option<String>), ApiError> {
+        let found = self.find_ws(headers, query);
+        let protocol = found.as_ref().ok().and_then(|(_, protocol)| protocol.clone());
+        let caller = self.count_failure(found.map(|(caller, _)| caller), client)?;
         caller.check_rate()?;
         Ok((caller.clone(), protocol))
     }
@@ -381,9 +455,57 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        let caller = state.auth.check_bearer(&parts.headers)?;
+        let client = parts.extensions.get::<crate::api::serve::ClientAddr>().map(|addr| addr.0);
+        let caller = state.auth.check_bearer(&parts.headers, client)?;
         tracing::Span::current().record("caller", caller.name());
         Ok(caller)
+    }
+}
+
+/// Failed authentications per client address: a bucket of `per_minute` that refills evenly over
+/// a minute. Only failures take from it; an empty bucket turns the address's failures into 429.
+struct FailedAuth {
+    per_minute: u32,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    left: f64,
+    at: Instant,
+}
+
+/// Addresses remembered before full buckets are forgotten.
+const FAILED_AUTH_ADDRESSES: usize = 10_000;
+
+impl FailedAuth {
+    fn new(per_minute: u32) -> FailedAuth {
+        FailedAuth { per_minute, buckets: Mutex::default() }
+    }
+
+    /// Records a failure of `client` at `now`: `Some(wait)` if its bucket was empty.
+    fn record(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        if self.per_minute == 0 {
+            return None;
+        }
+        let capacity = f64::from(self.per_minute);
+        let per_sec = capacity / 60.0;
+        let refilled = |bucket: &Bucket| {
+            (bucket.left + now.saturating_duration_since(bucket.at).as_secs_f64() * per_sec).min(capacity)
+        };
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= FAILED_AUTH_ADDRESSES {
+            buckets.retain(|_, bucket| refilled(bucket) < capacity);
+        }
+        let key = crate::api::serve::client_key(client);
+        let bucket = buckets.entry(key).or_insert(Bucket { left: capacity, at: now });
+        let left = refilled(bucket);
+        if left < 1.0 {
+            *bucket = Bucket { left, at: now };
+            return Some(Duration::from_secs_f64((1.0 - left) / per_sec));
+        }
+        *bucket = Bucket { left: left - 1.0, at: now };
+        None
     }
 }
 
@@ -466,7 +588,7 @@ mod tests {
     const TOKEN: &str = "s3cret+token/with=chars";
 
     fn auth() -> Authenticator {
-        Authenticator::new(&ApiToken::new(TOKEN), None)
+        Authenticator::new(&ApiToken::new(TOKEN))
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -480,9 +602,9 @@ mod tests {
     #[test]
     fn bearer_ok() {
         let h = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
-        assert!(auth().check_bearer(&h).is_ok());
+        assert!(auth().check_bearer(&h, None).is_ok());
         let h = headers(&[("authorization", &format!("bearer   {TOKEN} "))]);
-        assert!(auth().check_bearer(&h).is_ok());
+        assert!(auth().check_bearer(&h, None).is_ok());
     }
 
     #[test]
@@ -495,7 +617,7 @@ mod tests {
             headers(&[("authorization", &format!("Bearer{TOKEN}"))]),
             headers(&[("authorization", TOKEN)]),
         ] {
-            assert!(matches!(auth().check_bearer(&h), Err(ApiError::MissingToken)), "{h:?}");
+            assert!(matches!(auth().check_bearer(&h, None), Err(ApiError::MissingToken)), "{h:?}");
         }
     }
 
@@ -503,63 +625,63 @@ mod tests {
     fn bearer_wrong_token_is_403() {
         for wrong in ["nope", "s3cret+token/with=char", "S3CRET+TOKEN/WITH=CHARS"] {
             let h = headers(&[("authorization", &format!("Bearer {wrong}"))]);
-            assert!(matches!(auth().check_bearer(&h), Err(ApiError::InvalidToken)));
+            assert!(matches!(auth().check_bearer(&h, None), Err(ApiError::InvalidToken)));
         }
     }
 
     #[test]
     fn ws_header_and_query() {
         let h = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
-        assert_eq!(auth().check_ws(&h, None).unwrap().1, None);
+        assert_eq!(auth().check_ws(&h, None, None).unwrap().1, None);
 
         let encoded = "s3cret%2Btoken%2Fwith%3Dchars";
         let query = format!("foo=1&token={encoded}");
-        assert_eq!(auth().check_ws(&headers(&[]), Some(&query)).unwrap().1, None);
+        assert_eq!(auth().check_ws(&headers(&[]), Some(&query), None).unwrap().1, None);
         // Unencoded reserved characters are literal too ('+' is not a space).
         let query = format!("token={TOKEN}");
-        assert_eq!(auth().check_ws(&headers(&[]), Some(&query)).unwrap().1, None);
+        assert_eq!(auth().check_ws(&headers(&[]), Some(&query), None).unwrap().1, None);
     }
 
     #[test]
     fn ws_query_errors() {
         let empty = headers(&[]);
-        assert!(matches!(auth().check_ws(&empty, None), Err(ApiError::MissingToken)));
-        assert!(matches!(auth().check_ws(&empty, Some("a=b")), Err(ApiError::MissingToken)));
-        assert!(matches!(auth().check_ws(&empty, Some("token=wrong")), Err(ApiError::InvalidToken)));
-        assert!(matches!(auth().check_ws(&empty, Some("token=%zz")), Err(ApiError::InvalidToken)));
-        assert!(matches!(auth().check_ws(&empty, Some("token=")), Err(ApiError::InvalidToken)));
+        assert!(matches!(auth().check_ws(&empty, None, None), Err(ApiError::MissingToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("a=b"), None), Err(ApiError::MissingToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("token=wrong"), None), Err(ApiError::InvalidToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("token=%zz"), None), Err(ApiError::InvalidToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("token="), None), Err(ApiError::InvalidToken)));
         let h = headers(&[("authorization", "Bearer wrong")]);
-        assert!(matches!(auth().check_ws(&h, None), Err(ApiError::InvalidToken)));
+        assert!(matches!(auth().check_ws(&h, None, None), Err(ApiError::InvalidToken)));
     }
 
     #[test]
     fn ws_subprotocol_is_echoed() {
         let hex = "0123456789abcdef0123456789abcdef";
-        let a = Authenticator::new(&ApiToken::new(hex), None);
+        let a = Authenticator::new(&ApiToken::new(hex));
 
         let h = headers(&[("sec-websocket-protocol", &format!("json, bearer.{hex}"))]);
-        assert_eq!(a.check_ws(&h, None).unwrap().1.as_deref(), Some(format!("bearer.{hex}").as_str()));
+        assert_eq!(a.check_ws(&h, None, None).unwrap().1.as_deref(), Some(format!("bearer.{hex}").as_str()));
 
         let h = headers(&[("sec-websocket-protocol", "json"), ("sec-websocket-protocol", hex)]);
-        assert_eq!(a.check_ws(&h, None).unwrap().1.as_deref(), Some(hex));
+        assert_eq!(a.check_ws(&h, None, None).unwrap().1.as_deref(), Some(hex));
 
         // Token also in the query: still echo the protocol that carried it.
         let h = headers(&[("sec-websocket-protocol", &format!("Bearer.{hex}"))]);
         let query = format!("token={hex}");
-        assert_eq!(a.check_ws(&h, Some(&query)).unwrap().1.as_deref(), Some(format!("Bearer.{hex}").as_str()));
+        assert_eq!(a.check_ws(&h, Some(&query), None).unwrap().1.as_deref(), Some(format!("Bearer.{hex}").as_str()));
     }
 
     #[test]
     fn ws_subprotocol_errors() {
         let a = auth();
         let h = headers(&[("sec-websocket-protocol", "bearer.wrong")]);
-        assert!(matches!(a.check_ws(&h, None), Err(ApiError::InvalidToken)));
+        assert!(matches!(a.check_ws(&h, None, None), Err(ApiError::InvalidToken)));
         // A plain application protocol is not a token attempt.
         let h = headers(&[("sec-websocket-protocol", "json")]);
-        assert!(matches!(a.check_ws(&h, None), Err(ApiError::MissingToken)));
+        assert!(matches!(a.check_ws(&h, None, None), Err(ApiError::MissingToken)));
         // ...but a valid token elsewhere still authenticates, with nothing to echo.
         let h = headers(&[("sec-websocket-protocol", "json"), ("authorization", &format!("Bearer {TOKEN}"))]);
-        assert_eq!(a.check_ws(&h, None).unwrap().1, None);
+        assert_eq!(a.check_ws(&h, None, None).unwrap().1, None);
     }
 
     #[test]
@@ -599,23 +721,23 @@ mod tests {
         let lima = SessionId::parse("tienda_lima").unwrap();
         let cusco = SessionId::parse("cusco").unwrap();
 
-        let ventas = a.check_bearer(&bearer("ventas-token-0123456789")).unwrap();
+        let ventas = a.check_bearer(&bearer("ventas-token-0123456789"), None).unwrap();
         assert_eq!(ventas.name(), "ventas");
         assert!(ventas.require_session(Scope::MessagesSend, &lima).is_ok());
         assert!(matches!(ventas.require_session(Scope::MessagesSend, &cusco), Err(ApiError::Forbidden(_))));
         assert!(matches!(ventas.require(Scope::SessionsWrite), Err(ApiError::Forbidden(_))));
         assert!(matches!(ventas.require(Scope::MetricsRead), Err(ApiError::Forbidden(_))));
 
-        let linker = a.check_bearer(&bearer("linker-token-0123456789")).unwrap();
+        let linker = a.check_bearer(&bearer("linker-token-0123456789"), None).unwrap();
         assert!(linker.require_session(Scope::SessionsWrite, &cusco).is_ok());
         assert!(linker.require(Scope::MessagesSend).is_err());
 
-        let admin = a.check_bearer(&bearer(TOKEN)).unwrap();
+        let admin = a.check_bearer(&bearer(TOKEN), None).unwrap();
         assert_eq!(admin.name(), "admin");
         for scope in Scope::ALL {
             assert!(admin.require_session(scope, &cusco).is_ok());
         }
-        assert!(matches!(a.check_bearer(&bearer("nobody-token-0123456789")), Err(ApiError::InvalidToken)));
+        assert!(matches!(a.check_bearer(&bearer("nobody-token-0123456789"), None), Err(ApiError::InvalidToken)));
     }
 
     #[test]
@@ -637,19 +759,73 @@ mod tests {
         );
         assert!(err(&format!(r#"[{{"name":"a","token":"{TOKEN}","scopes":[]}}]"#)).contains("used twice"));
         assert!(
+            err(r#"[{"name":"a","token":"aaaaaaaaaaaaaaaaaaaa","scopes":[]},{"name":"a","token":"bbbbbbbbbbbbbbbbbbbb","scopes":[]}]"#)
+                .contains("name is used twice")
+        );
+        assert!(err(r#"[{"name":"admin","token":"aaaaaaaaaaaaaaaaaaaa","scopes":[]}]"#).contains("name is used twice"));
+        assert!(
             err(r#"[{"name":"a","token":"aaaaaaaaaaaaaaaaaaaa","scopes":[],"extra":1}]"#).contains("not a JSON list")
         );
     }
 
     #[test]
-    fn rate_limit_answers_429_with_retry_after() {
-        let a = Authenticator::new(&ApiToken::new(TOKEN), Some(RateLimit { per_second: 1, burst: 2 }));
-        assert!(a.check_bearer(&bearer(TOKEN)).is_ok());
-        assert!(a.check_bearer(&bearer(TOKEN)).is_ok());
-        match a.check_bearer(&bearer(TOKEN)) {
-            Err(ApiError::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 1),
+    fn a_scoped_tokens_rate_limit_answers_429_with_retry_after_and_the_admin_has_none() {
+        let path =
+            std::env::temp_dir().join(format!("wg-tokens-{}-{}.json", std::process::id(), rand::random::<u64>()));
+        std::fs::write(&path, r#"[{"name":"ventas","token":"ventas-token-0123456789","scopes":["messages:send"]}]"#)
+            .unwrap();
+        let rate = Some(RateLimit { per_second: 1, burst: 2 });
+        let a = Authenticator::with_tokens_file(&ApiToken::new(TOKEN), &path, rate).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let ventas = bearer("ventas-token-0123456789");
+        assert!(a.check_bearer(&ventas, None).is_ok());
+        assert!(a.check_bearer(&ventas, None).is_ok());
+        match a.check_bearer(&ventas, None) {
+            Err(e @ ApiError::RateLimited { retry_after_secs: 1 }) => {
+                assert!(e.to_string().contains("RATE_LIMIT_PER_SECOND"), "names the limit: {e}");
+            }
             other => panic!("{other:?}"),
         }
+        for _ in 0..1000 {
+            assert!(a.check_bearer(&bearer(TOKEN), None).is_ok(), "the admin token has no request rate");
+        }
+    }
+
+    #[test]
+    fn failed_authentications_are_limited_per_address_and_refill() {
+        let a = auth().with_failure_limit(3);
+        let from = |last: u8| Some(IpAddr::from([127, 0, 0, last]));
+        for _ in 0..3 {
+            assert!(matches!(a.check_bearer(&bearer("wrong-token-0123456789"), from(7)), Err(ApiError::InvalidToken)));
+        }
+        assert!(matches!(a.check_bearer(&HeaderMap::new(), from(7)), Err(ApiError::TooManyAuthFailures { .. })));
+        match a.check_ws(&HeaderMap::new(), Some("token=nope"), from(7)) {
+            Err(ApiError::TooManyAuthFailures { retry_after_secs }) => assert_eq!(retry_after_secs, 20),
+            other => panic!("{other:?}"),
+        }
+        assert!(a.check_bearer(&bearer(TOKEN), from(7)).is_ok(), "a valid token still passes");
+        assert!(matches!(a.check_bearer(&HeaderMap::new(), from(8)), Err(ApiError::MissingToken)), "another address");
+
+        // The bucket refills evenly over the minute.
+        let failures = FailedAuth::new(3);
+        let start = Instant::now();
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        assert!((0..3).all(|_| failures.record(ip, start).is_none()));
+        assert_eq!(failures.record(ip, start), Some(Duration::from_secs(20)));
+        assert_eq!(failures.record(ip, start + Duration::from_secs(20)), None, "one failure's worth came back");
+        assert!(failures.record(ip, start + Duration::from_secs(20)).is_some());
+        assert!(FailedAuth::new(0).record(ip, start).is_none(), "0 means no limit");
+    }
+
+    #[test]
+    fn a_token_holds_at_most_its_share_of_websockets() {
+        let a = auth();
+        let caller = a.check_bearer(&bearer(TOKEN), None).unwrap();
+        let first = caller.open_socket(2).unwrap();
+        let _second = caller.open_socket(2).unwrap();
+        assert!(matches!(caller.open_socket(2), Err(ApiError::TooManyWebSockets { limit: 2 })));
+        drop(first);
+        assert!(caller.open_socket(2).is_ok(), "a closed socket gives its place back");
     }
 
     #[test]

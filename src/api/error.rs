@@ -141,10 +141,22 @@ pub enum ApiError {
     #[error("this token may not {0}")]
     Forbidden(&'static str),
     /// The token sent more requests than its rate allows.
-    #[error("too many requests for this token, retry later")]
+    #[error("too many requests for this token (RATE_LIMIT_PER_SECOND, RATE_LIMIT_BURST); retry later")]
     RateLimited {
         /// Value of the `Retry-After` header, in seconds.
         retry_after_secs: u64,
+    },
+    /// Too many requests with a missing or unknown token came from this address.
+    #[error("too many failed authentications from this address (AUTH_FAILURES_PER_MINUTE); retry later")]
+    TooManyAuthFailures {
+        /// Value of the `Retry-After` header, in seconds.
+        retry_after_secs: u64,
+    },
+    /// The token holds as many open WebSockets as it may.
+    #[error("this token holds {limit} open WebSockets already (WS_MAX_PER_TOKEN); close one first")]
+    TooManyWebSockets {
+        /// `WS_MAX_PER_TOKEN`.
+        limit: usize,
     },
     /// The client did not send the whole body in time.
     #[error("the request body was not received in time")]
@@ -158,6 +170,9 @@ pub enum ApiError {
     /// A QR was asked for a session that is linked and connected.
     #[error("the session is already linked and connected; log it out to link another phone")]
     AlreadyConnected,
+    /// A QR was asked for while the session links by a pairing code.
+    #[error("a pairing code is outstanding for this session: type it on the phone, or restart the session for a QR")]
+    PairingCodeOutstanding,
     /// No QR code came in time; `reason` says what the session is doing.
     #[error("no QR code yet: {reason}")]
     QrNotReady {
@@ -220,7 +235,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::PairingCodeOutstanding => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. }
+            | ApiError::TooManyAuthFailures { .. }
+            | ApiError::TooManyWebSockets { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Timeout
             | ApiError::ShuttingDown
@@ -288,6 +306,9 @@ impl ApiError {
             ApiError::InsufficientStorage => "INSUFFICIENT_STORAGE",
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
+            ApiError::TooManyAuthFailures { .. } => "TOO_MANY_AUTH_FAILURES",
+            ApiError::PairingCodeOutstanding => "PAIRING_CODE_OUTSTANDING",
+            ApiError::TooManyWebSockets { .. } => "TOO_MANY_WEBSOCKETS",
             ApiError::BodyTimeout => "BODY_TIMEOUT",
             ApiError::Timeout => "TIMEOUT",
             ApiError::ShuttingDown => "SHUTTING_DOWN",
@@ -327,7 +348,9 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::QueueFull { retry_after_secs } | ApiError::RateLimited { retry_after_secs } => {
+            ApiError::QueueFull { retry_after_secs }
+            | ApiError::RateLimited { retry_after_secs }
+            | ApiError::TooManyAuthFailures { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             ApiError::QrNotReady { .. } | ApiError::SessionUnresponsive => {
@@ -403,7 +426,7 @@ pub(crate) enum SessionPathErrors {
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // Only describes responses.
 pub(crate) enum RateLimited {
-    #[response(status = 429, description = "Rate limited (RATE_LIMITED); see Retry-After",
+    #[response(status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES); see Retry-After",
         headers(("Retry-After" = u64, description = "Seconds to wait")))]
     Limited(ErrorBody),
 }
@@ -411,7 +434,8 @@ pub(crate) enum RateLimited {
 /// What went wrong.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// A stable code to branch on: MISSING_TOKEN, INVALID_TOKEN, FORBIDDEN, RATE_LIMITED, BAD_JSON,
+    /// A stable code to branch on: MISSING_TOKEN, INVALID_TOKEN, FORBIDDEN, RATE_LIMITED,
+    /// TOO_MANY_AUTH_FAILURES, TOO_MANY_WEBSOCKETS, TOO_MANY_CONNECTIONS, BAD_JSON,
     /// MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, INVALID_BASE64,
     /// NOT_A_PDF, INVALID_FILE_NAME, INVALID_IDEMPOTENCY_KEY, SESSION_NOT_FOUND, MESSAGE_NOT_FOUND,
     /// NOT_FOUND, METHOD_NOT_ALLOWED, BODY_TIMEOUT, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE,
@@ -519,6 +543,9 @@ mod tests {
             (ApiError::UnsupportedMediaType, 415, "UNSUPPORTED_MEDIA_TYPE"),
             (ApiError::Forbidden("send on this session"), 403, "FORBIDDEN"),
             (ApiError::RateLimited { retry_after_secs: 1 }, 429, "RATE_LIMITED"),
+            (ApiError::TooManyAuthFailures { retry_after_secs: 1 }, 429, "TOO_MANY_AUTH_FAILURES"),
+            (ApiError::TooManyWebSockets { limit: 2 }, 429, "TOO_MANY_WEBSOCKETS"),
+            (ApiError::PairingCodeOutstanding, 409, "PAIRING_CODE_OUTSTANDING"),
             (ApiError::BodyTimeout, 408, "BODY_TIMEOUT"),
             (ApiError::Timeout, 503, "TIMEOUT"),
         ];

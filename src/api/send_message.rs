@@ -73,7 +73,7 @@ pub struct MessagePage {
         (status = 400, description = "Invalid session id or query (INVALID_SESSION_ID, INVALID_QUERY)", body = ErrorBody),
         AuthErrors,
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
     ))]
@@ -267,7 +267,7 @@ pub struct MessageAccepted {
         (status = 413, description = "Body or media too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),
         (status = 415, description = "Neither JSON nor multipart/form-data (UNSUPPORTED_MEDIA_TYPE)", body = ErrorBody),
         (status = 422, description = "Idempotency-Key reused with another body (IDEMPOTENCY_KEY_REUSED)", body = ErrorBody),
-        (status = 429, description = "Queue full (QUEUE_FULL) or rate limited (RATE_LIMITED); see Retry-After", body = ErrorBody,
+        (status = 429, description = "Queue full (QUEUE_FULL), rate limited (RATE_LIMITED), or too many failed authentications (TOO_MANY_AUTH_FAILURES); see Retry-After", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),

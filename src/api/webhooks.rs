@@ -132,7 +132,7 @@ fn view(endpoint: Endpoint, pending: u64) -> WebhookView {
         (status = 408, description = "Body not received in time (BODY_TIMEOUT)", body = ErrorBody),
         (status = 413, description = "Body too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),
         (status = 415, description = "Not application/json (UNSUPPORTED_MEDIA_TYPE)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
     ))]
@@ -192,7 +192,7 @@ async fn create_webhook(State(state): State<AppState>, caller: Caller, req: Requ
     responses(
         (status = 200, description = "The endpoints", body = WebhookList),
         AuthErrors,
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
     ))]
@@ -211,7 +211,7 @@ async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> Result<
         (status = 204, description = "Deleted"),
         AuthErrors,
         (status = 404, description = "No such endpoint (WEBHOOK_NOT_FOUND)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
     ))]
@@ -238,7 +238,7 @@ async fn delete_webhook(
         (status = 400, description = "Invalid query (INVALID_QUERY)", body = ErrorBody),
         AuthErrors,
         (status = 404, description = "No such endpoint (WEBHOOK_NOT_FOUND)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
     ))]
@@ -278,7 +278,7 @@ async fn list_deliveries(
         (status = 400, description = "Invalid delivery id (INVALID_QUERY)", body = ErrorBody),
         AuthErrors,
         (status = 404, description = "No such endpoint (WEBHOOK_NOT_FOUND)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
     ))]
@@ -306,7 +306,7 @@ async fn retry_delivery(
         (status = 202, description = "Pending again", body = Retried),
         AuthErrors,
         (status = 404, description = "No such endpoint (WEBHOOK_NOT_FOUND)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
     ))]

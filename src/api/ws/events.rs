@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
+use super::{Keepalive, answer_close, close_for};
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::domain::SessionId;
@@ -102,20 +103,43 @@ pub(super) async fn serve<S>(
     mut socket: S,
     mut events: broadcast::Receiver<Arc<GatewayEvent>>,
     filter: Filter,
+    ping: Duration,
     cancel: CancellationToken,
 ) where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
         + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
         + Unpin,
 {
+    let mut keepalive = Keepalive::new(ping);
     let close = loop {
         tokio::select! {
             () = cancel.cancelled() => break Some((CloseCode::Away, "shutting down")),
             incoming = socket.next() => match incoming {
+                None => break None,
+                Some(Ok(Message::Close(_))) => {
+                    answer_close(&mut socket).await;
+                    return;
+                }
+                Some(Err(e)) => match close_for(&e) {
+                    Some(close) => {
+                        tracing::debug!(error = %e, code = u16::from(close.0), "closing a websocket that broke the protocol");
+                        break Some(close);
+                    }
+                    None => break None,
+                },
                 // Pings are answered by tungstenite; text from the reader is ignored.
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
-                Some(Ok(_)) => continue,
+                Some(Ok(_)) => keepalive.heard(),
             },
+            alive = keepalive.due() => {
+                if !alive {
+                    break Some(super::NO_PONG);
+                }
+                match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Ping(Default::default()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break None,
+                    Err(_) => break Some((CloseCode::Again, "reader too slow")),
+                }
+            }
             event = events.recv() => {
                 let text = match event {
                     Ok(event) if filter.wants(&event) => serde_json::to_string(&*event).unwrap_or_default(),
@@ -167,7 +191,7 @@ mod tests {
         let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         let cancel = CancellationToken::new();
         let filter = Filter::from_query(Caller::admin_for_tests(), None).expect("filter");
-        let serving = tokio::spawn(serve(server, receiver, filter, cancel.clone()));
+        let serving = tokio::spawn(serve(server, receiver, filter, Duration::from_secs(25), cancel.clone()));
         let mut frames = Vec::new();
         while frames.len() < 3 {
             let frame = tokio::time::timeout(Duration::from_secs(10), client.next()).await.expect("a frame in time");

@@ -10,9 +10,14 @@ mod pump;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
+use std::time::Duration;
+
+use futures_util::SinkExt as _;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,6 +29,66 @@ use crate::api::state::AppState;
 use crate::session::SessionError;
 
 pub use pump::{Frame, StatusFrame};
+
+/// How long a close reply may take to leave.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The close a socket gets when its pongs stopped.
+const NO_PONG: (CloseCode, &str) = (CloseCode::Policy, "no pong");
+
+/// The close code for a read error the peer caused, if the socket can still carry it: 1002 for
+/// an invalid frame (unmasked, reserved bits, a bad close code), 1007 for invalid UTF-8, 1009
+/// for a message over `WS_MAX_MESSAGE_BYTES`.
+fn close_for(error: &tokio_tungstenite::tungstenite::Error) -> Option<(CloseCode, &'static str)> {
+    use tokio_tungstenite::tungstenite::Error;
+    match error {
+        Error::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+        Error::Utf8(_) => Some((CloseCode::Invalid, "invalid utf-8")),
+        Error::Capacity(_) => Some((CloseCode::Size, "message too big")),
+        _ => None,
+    }
+}
+
+/// Answers the peer's Close (RFC 6455 §5.5.1). tungstenite queued the reply when it read the
+/// Close: the peer's code echoed, or 1002 when that code is not one a peer may send. Flushing
+/// sends it.
+async fn answer_close<S>(socket: &mut S)
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
+}
+
+/// A ping every `WS_PING_SECS`; a peer that let the previous ping go unanswered by the next one
+/// (and sent nothing else meanwhile) is gone.
+struct Keepalive {
+    tick: tokio::time::Interval,
+    heard: bool,
+}
+
+impl Keepalive {
+    fn new(every: Duration) -> Keepalive {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Keepalive { tick, heard: true }
+    }
+
+    /// The peer sent something: a pong, or any frame.
+    fn heard(&mut self) {
+        self.heard = true;
+    }
+
+    /// Waits for the next ping's turn: `true` to send it, `false` if the last one went unanswered.
+    async fn due(&mut self) -> bool {
+        self.tick.tick().await;
+        if !self.heard {
+            metrics::counter!(crate::metrics::WS_PING_TIMEOUTS).increment(1);
+            return false;
+        }
+        self.heard = false;
+        true
+    }
+}
 
 /// The headers of a WebSocket opening handshake (RFC 6455 §4.1); browsers send them.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
@@ -73,25 +138,28 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         (status = 401, description = "No token (MISSING_TOKEN)", body = ErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
         (status = 426, description = "Not a WebSocket upgrade (UPGRADE_REQUIRED, UNSUPPORTED_WEBSOCKET_VERSION)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED), too many failed authentications from this address (TOO_MANY_AUTH_FAILURES), or the token holds WS_MAX_PER_TOKEN sockets already (TOO_MANY_WEBSOCKETS)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Shutting down (SHUTTING_DOWN)", body = ErrorBody),
     ))]
 async fn events_socket(State(state): State<AppState>, mut req: Request) -> Result<Response, ApiError> {
-    let (caller, protocol) = state.auth.check_ws(req.headers(), req.uri().query())?;
+    let (caller, protocol) = state.auth.check_ws(req.headers(), req.uri().query(), client(&req))?;
     caller.require(Scope::MessagesRead)?;
-    let filter = events::Filter::from_query(caller, req.uri().query())?;
+    let filter = events::Filter::from_query(caller.clone(), req.uri().query())?;
     let upgrade = match handshake::validate_upgrade(&req) {
         Ok(info) => info,
         Err(rejection) => return Ok(rejection.into_response()),
     };
+    let slot = caller.open_socket(state.limits.ws_max_per_token)?;
+    let ping = state.limits.ws_ping;
     // Subscribed before the 101: nothing published after the answer is missed. While it is
     // open, the journal records message.status events for it.
     let subscription = state.events.subscribe();
     let statuses = filter.wants_statuses().then(|| state.journal.want_status_events());
     spawn_upgraded(&state, &mut req, tracing::info_span!("ws_events"), move |socket, cancel| async move {
-        events::serve(socket, subscription, filter, cancel).await;
+        events::serve(socket, subscription, filter, ping, cancel).await;
         drop(statuses);
+        drop(slot);
     });
     Ok(upgrade.switching_protocols(protocol.as_deref()))
 }
@@ -115,7 +183,7 @@ async fn events_socket(State(state): State<AppState>, mut req: Request) -> Resul
         (status = 401, description = "No token (MISSING_TOKEN)", body = ErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
         (status = 426, description = "Not a WebSocket upgrade (UPGRADE_REQUIRED, UNSUPPORTED_WEBSOCKET_VERSION)", body = ErrorBody),
-        (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
+        (status = 429, description = "Rate limited (RATE_LIMITED), too many failed authentications from this address (TOO_MANY_AUTH_FAILURES), or the token holds WS_MAX_PER_TOKEN sockets already (TOO_MANY_WEBSOCKETS)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Shutting down (SHUTTING_DOWN)", body = ErrorBody),
     ))]
@@ -124,13 +192,15 @@ async fn session_socket(
     path: Result<Path<String>, PathRejection>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
-    let (caller, protocol) = state.auth.check_ws(req.headers(), req.uri().query())?;
+    let (caller, protocol) = state.auth.check_ws(req.headers(), req.uri().query(), client(&req))?;
     let id = crate::api::sessions::session_id(path)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
     let upgrade = match handshake::validate_upgrade(&req) {
         Ok(info) => info,
         Err(rejection) => return Ok(rejection.into_response()),
     };
+    let slot = caller.open_socket(state.limits.ws_max_per_token)?;
+    let ping = state.limits.ws_ping;
     let watcher = state.sessions.watch(&id).await.map_err(|e| match e {
         SessionError::ShuttingDown => ApiError::ShuttingDown,
         other => ApiError::internal(other),
@@ -138,10 +208,16 @@ async fn session_socket(
     spawn_upgraded(&state, &mut req, tracing::info_span!("ws", session = %id), move |socket, cancel| async move {
         let open = metrics::gauge!(crate::metrics::WS_OPEN);
         open.increment(1.0);
-        pump::serve(socket, watcher, cancel).await;
+        pump::serve(socket, watcher, ping, cancel).await;
         open.decrement(1.0);
+        drop(slot);
     });
     Ok(upgrade.switching_protocols(protocol.as_deref()))
+}
+
+/// The client's address, as the accept loop tagged the request.
+fn client(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions().get::<crate::api::serve::ClientAddr>().map(|addr| addr.0)
 }
 
 /// The socket a successful upgrade hands over.

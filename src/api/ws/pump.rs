@@ -3,7 +3,8 @@
 //!
 //! Generic over any `Sink + Stream` of tungstenite messages, so it is tested with channels. A
 //! client that breaks the protocol is answered with the close code RFC 6455 asks for: 1002 for
-//! an invalid frame, 1007 for invalid UTF-8, 1009 for a message over the size limit.
+//! an invalid frame, 1007 for invalid UTF-8, 1009 for a message over the size limit; a client's
+//! own Close is answered with a Close (see [`super::answer_close`]).
 
 use std::time::Duration;
 
@@ -14,9 +15,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
+use super::{Keepalive, answer_close, close_for};
 use crate::session::{SessionState, Status, Watcher};
 
-const PING_EVERY: Duration = Duration::from_secs(25);
 /// A watcher that cannot take a frame within this time is hopeless: it is closed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,22 +45,25 @@ enum SocketError {
     Ws(#[from] tokio_tungstenite::tungstenite::Error),
     #[error("peer too slow")]
     Slow,
+    #[error("the peer closed")]
+    ClosedByPeer,
 }
 
 /// Serves one upgraded socket.
-pub async fn serve<S>(mut socket: S, mut watcher: Watcher, cancel: CancellationToken)
+pub async fn serve<S>(mut socket: S, mut watcher: Watcher, ping: Duration, cancel: CancellationToken)
 where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
         + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
         + Unpin,
 {
-    match pump(&mut socket, &mut watcher, &cancel).await {
+    match pump(&mut socket, &mut watcher, ping, &cancel).await {
         Ok(Some((code, reason))) => {
             let frame = CloseFrame { code, reason: reason.into() };
             let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
             let _ = tokio::time::timeout(SEND_TIMEOUT, socket.close()).await;
         }
         Ok(None) => {}
+        Err(SocketError::ClosedByPeer) => answer_close(&mut socket).await,
         Err(SocketError::Ws(e)) => match close_for(&e) {
             Some((code, reason)) => {
                 tracing::debug!(error = %e, code = u16::from(code), "closing a websocket that broke the protocol");
@@ -70,17 +74,6 @@ where
             None => tracing::debug!(error = %e, "watcher socket ended"),
         },
         Err(e) => tracing::debug!(error = %e, "watcher socket ended"),
-    }
-}
-
-/// The close code for a read error the peer caused, if the socket can still carry it.
-fn close_for(error: &tokio_tungstenite::tungstenite::Error) -> Option<(CloseCode, &'static str)> {
-    use tokio_tungstenite::tungstenite::Error;
-    match error {
-        Error::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
-        Error::Utf8(_) => Some((CloseCode::Invalid, "invalid utf-8")),
-        Error::Capacity(_) => Some((CloseCode::Size, "message too big")),
-        _ => None,
     }
 }
 
@@ -99,6 +92,7 @@ where
 async fn pump<S>(
     socket: &mut S,
     watcher: &mut Watcher,
+    ping: Duration,
     cancel: &CancellationToken,
 ) -> Result<Option<(CloseCode, &'static str)>, SocketError>
 where
@@ -113,9 +107,7 @@ where
     }
     send(socket, &Frame::Status(StatusFrame::Initializing)).await?;
     let mut shown = Shown { status: StatusFrame::Initializing, qr: None, error: None };
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.tick().await;
-    let mut awaiting_pong = false;
+    let mut keepalive = Keepalive::new(ping);
     let mut current = first;
     let deleted = watcher.deleted();
     loop {
@@ -135,16 +127,15 @@ where
                 current = watcher.state().borrow_and_update().clone();
             }
             incoming = socket.next() => match incoming {
-                None | Some(Ok(Message::Close(_))) => return Ok(None),
+                None => return Ok(None),
+                Some(Ok(Message::Close(_))) => return Err(SocketError::ClosedByPeer),
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => keepalive.heard(),
             },
-            _ = ping.tick() => {
-                if awaiting_pong {
-                    return Ok(Some((CloseCode::Policy, "no pong")));
+            alive = keepalive.due() => {
+                if !alive {
+                    return Ok(Some(super::NO_PONG));
                 }
-                awaiting_pong = true;
                 match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Ping(Default::default()))).await {
                     Ok(result) => result?,
                     Err(_) => return Err(SocketError::Slow),
