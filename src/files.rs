@@ -26,6 +26,14 @@ pub fn private_file(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Tightens an existing file to 0600; nothing happens if it does not exist.
+pub fn tighten_file(path: &Path) -> io::Result<()> {
+    match tighten(path, 0o600) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// Tightens an existing folder tree: `dir` and every folder in it to 0700, every file to 0600.
 /// Nothing happens to a `dir` that does not exist.
 pub fn tighten_tree(dir: &Path) -> io::Result<()> {

@@ -2,6 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::http::header::{self, HeaderValue};
 use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -21,6 +22,10 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 
 /// The file of a received message, with its content type and file name (needs `messages:read`
 /// on its session).
+///
+/// The bytes and their type come from whoever sent the message, and this route shares its
+/// origin with the admin page, so the answer can never run as a page: `nosniff`, a sandboxing
+/// CSP, and `attachment` for every type but plain images, audio, video, PDF and plain text.
 #[utoipa::path(get, path = "/api/messages/{messageId}/media", tag = "messages",
     params(("messageId" = String, Path, description = "The id of a received message")),
     security(("bearer" = [])),
@@ -39,38 +44,66 @@ async fn message_media(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::MessagesRead)?;
     let (message, file) = state.inbox.get(&id).await.map_err(ApiError::internal)?.ok_or(ApiError::MessageNotFound)?;
-    if let Ok(session) = SessionId::parse(&message.session_id) {
-        caller.require_session(Scope::MessagesRead, &session)?;
-    }
+    require_visible(&caller, &message.session_id)?;
     let media = message.media.unwrap_or_default();
     let Some(path) = file.filter(|_| media.stored) else {
         return Err(ApiError::MediaNotStored(media.error.unwrap_or_else(|| "the message has no file".into())));
     };
     let bytes = tokio::fs::read(&path).await.map_err(|_| ApiError::MediaNotStored("the file is gone".into()))?;
-    let content_type = media.mimetype.as_deref().and_then(|m| axum::http::HeaderValue::from_str(m).ok());
+    let essence = media.mimetype.as_deref().and_then(media_type_essence);
     let mut response = Response::new(axum::body::Body::from(bytes));
     let headers = response.headers_mut();
-    headers.insert(
-        axum::http::header::CONTENT_TYPE,
-        content_type.unwrap_or(axum::http::HeaderValue::from_static("application/octet-stream")),
-    );
-    if let Some(name) = media.file_name.as_deref() {
+    let content_type = essence.as_deref().and_then(|m| HeaderValue::from_str(m).ok());
+    headers.insert(header::CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
+    let inline = essence.as_deref().is_some_and(renders_harmlessly);
+    let disposition = match media.file_name.as_deref() {
         // RFC 6266 with RFC 5987 encoding: any name, no header injection.
-        let encoded: String = name
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        if let Ok(value) = axum::http::HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{encoded}")) {
-            headers.insert(axum::http::header::CONTENT_DISPOSITION, value);
+        Some(name) => {
+            let encoded: String = name
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{encoded}")).ok()
         }
+        None if !inline => Some(HeaderValue::from_static("attachment")),
+        None => None,
+    };
+    if let Some(value) = disposition {
+        headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// `type/subtype` of a media type, lowercase and without parameters; `None` if it is not one.
+fn media_type_essence(mimetype: &str) -> Option<String> {
+    let essence = mimetype.split(';').next()?.trim().to_ascii_lowercase();
+    let (kind, subtype) = essence.split_once('/')?;
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
+    (token(kind) && token(subtype)).then_some(essence)
+}
+
+/// Types a browser shows as a picture, a player, a PDF viewer or plain text: never a page that
+/// runs script. Everything else (html, svg, xml, javascript, …) is sent as an attachment.
+fn renders_harmlessly(essence: &str) -> bool {
+    matches!(essence, "image/jpeg" | "image/png" | "image/gif" | "image/webp" | "application/pdf" | "text/plain")
+        || (essence.starts_with("audio/") || essence.starts_with("video/"))
+}
+
+/// A message of a session the caller may not read is answered as if it did not exist, so that
+/// ids cannot be probed.
+fn require_visible(caller: &Caller, session_id: &str) -> Result<(), ApiError> {
+    match SessionId::parse(session_id) {
+        Ok(session) if caller.may_use(&session) => Ok(()),
+        _ => Err(ApiError::MessageNotFound),
+    }
 }
 
 /// A message and its delivery status.
@@ -136,7 +169,7 @@ impl From<MessageRecord> for MessageView {
     responses(
         (status = 200, description = "The message", body = MessageView),
         AuthErrors,
-        (status = 404, description = "No such message (MESSAGE_NOT_FOUND)", body = ErrorBody),
+        (status = 404, description = "No such message, or one of a session this token may not read (MESSAGE_NOT_FOUND)", body = ErrorBody),
         RateLimited,
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
@@ -153,9 +186,27 @@ async fn message_status(
         .await
         .map_err(ApiError::internal)?
         .ok_or(ApiError::MessageNotFound)?;
-    // A record's session id was validated when it was accepted.
-    if let Ok(session) = SessionId::parse(&record.session_id) {
-        caller.require_session(Scope::MessagesRead, &session)?;
-    }
+    require_visible(&caller, &record.session_id)?;
     Ok(json_response(StatusCode::OK, &MessageView::from(record)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_harmless_types_are_shown_inline() {
+        assert_eq!(media_type_essence("Text/HTML; charset=utf-8").as_deref(), Some("text/html"));
+        assert_eq!(media_type_essence("image/svg+xml").as_deref(), Some("image/svg+xml"));
+        assert_eq!(media_type_essence("nonsense"), None);
+        assert_eq!(media_type_essence("text/html\r\nX: y"), None);
+        for active in
+            ["text/html", "image/svg+xml", "text/xml", "application/xml", "application/xhtml+xml", "text/javascript"]
+        {
+            assert!(!renders_harmlessly(active), "{active}");
+        }
+        for passive in ["image/jpeg", "image/png", "audio/ogg", "video/mp4", "application/pdf", "text/plain"] {
+            assert!(renders_harmlessly(passive), "{passive}");
+        }
+    }
 }

@@ -89,7 +89,7 @@ pub(crate) struct IdempotencyHeader {
         (status = 413, description = "Body or PDF too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),
         (status = 415, description = "Not application/json (UNSUPPORTED_MEDIA_TYPE)", body = ErrorBody),
         (status = 422, description = "Idempotency-Key reused with another body (IDEMPOTENCY_KEY_REUSED)", body = ErrorBody),
-        (status = 429, description = "Queue full (QUEUE_FULL) or rate limited (RATE_LIMITED); see Retry-After", body = ErrorBody,
+        (status = 429, description = "Queue full (QUEUE_FULL), rate limited (RATE_LIMITED), or too many failed authentications (TOO_MANY_AUTH_FAILURES); see Retry-After", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
@@ -128,10 +128,13 @@ pub(crate) fn enqueue_error(error: EnqueueError) -> ApiError {
 
 /// The idempotency key of a request by `caller` with this `body`. Keys are per token: two
 /// systems that both number their invoices from 1 never collide. The admin token keeps bare
-/// keys, as before scoped tokens existed.
+/// keys, as before scoped tokens existed; a scoped token's are `"{name} {key}"`. A key is
+/// visible ASCII without spaces, so no key one caller can choose equals another's: an admin key
+/// never holds a space, and a scoped one splits at its last space into one token name and one
+/// key. (Before, scoped keys were `name:key`, which the admin could also send.)
 pub(crate) fn scoped_idempotency(caller: &Caller, key: Option<String>, body: &[u8]) -> Option<IdempotencyKey> {
     key.map(|key| IdempotencyKey {
-        key: if caller.has(Scope::Admin) { key } else { format!("{}:{key}", caller.name()) },
+        key: if caller.has(Scope::Admin) { key } else { format!("{} {key}", caller.name()) },
         fingerprint: Sha256::digest(body).into(),
     })
 }

@@ -176,7 +176,10 @@ fn parse_create(body: &[u8]) -> Result<NewSession, ApiError> {
     };
     let description = match object.remove("description") {
         None | Some(Value::Null) => None,
-        Some(Value::String(text)) if text.chars().count() <= MAX_DESCRIPTION_CHARS => Some(text),
+        // Bidi overrides and zero-width characters could make one name look like another.
+        Some(Value::String(text)) if text.chars().count() <= MAX_DESCRIPTION_CHARS => {
+            Some(crate::domain::visible_text(&text)).filter(|text| !text.is_empty())
+        }
         Some(Value::String(_)) => {
             return Err(ApiError::WrongFieldType { field: "description", expected: "at most 256 characters" });
         }
@@ -274,7 +277,7 @@ async fn get_session(
             content((QrView = "application/json"), (PngImage = "image/png"))),
         SessionPathErrors,
         AuthErrors,
-        (status = 409, description = "Already linked and connected (ALREADY_CONNECTED)", body = ErrorBody),
+        (status = 409, description = "Already linked and connected (ALREADY_CONNECTED), or linking by a pairing code that is still outstanding (PAIRING_CODE_OUTSTANDING)", body = ErrorBody),
         RateLimited,
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "No QR within 10 s (QR_NOT_READY; see reason and Retry-After) or timed out", body = ErrorBody,
@@ -288,15 +291,20 @@ async fn session_qr(
 ) -> Result<Response, ApiError> {
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
-    if state.sessions.get(&id).is_some_and(|s| s.state.status == Status::Connected) {
-        return Err(ApiError::AlreadyConnected);
+    match state.sessions.get(&id).map(|s| s.state.status) {
+        Some(Status::Connected) => return Err(ApiError::AlreadyConnected),
+        // Linking by code: a QR would be a second way in, and WhatsApp sends none meanwhile.
+        Some(Status::PairingCode) => return Err(ApiError::PairingCodeOutstanding),
+        _ => {}
     }
     let mut watch = state.sessions.link_for(&id, state.qr_link_window)?;
     let deadline = tokio::time::Instant::now() + QR_WAIT;
     let qr = loop {
         let now = watch.borrow_and_update().clone();
-        if now.status == Status::Connected {
-            return Err(ApiError::AlreadyConnected);
+        match now.status {
+            Status::Connected => return Err(ApiError::AlreadyConnected),
+            Status::PairingCode => return Err(ApiError::PairingCodeOutstanding),
+            _ => {}
         }
         if let Some(qr) = now.qr {
             break qr;
@@ -430,7 +438,7 @@ pub struct PairingCodeView {
         (status = 413, description = "Body too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),
         (status = 415, description = "Not application/json (UNSUPPORTED_MEDIA_TYPE)", body = ErrorBody),
         (status = 422, description = "WhatsApp refused it (PAIRING_REJECTED)", body = ErrorBody),
-        (status = 429, description = "Rate limited, by us (RATE_LIMITED) or by WhatsApp (PAIRING_RATE_LIMITED); see Retry-After", body = ErrorBody,
+        (status = 429, description = "Rate limited, by us (RATE_LIMITED) or by WhatsApp (PAIRING_RATE_LIMITED), or too many failed authentications (TOO_MANY_AUTH_FAILURES); see Retry-After", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "WhatsApp not reachable (PAIRING_UNAVAILABLE), busy or timed out", body = ErrorBody),

@@ -20,5 +20,5 @@ pub use media::{InlineMedia, MediaError, decode_inline};
 pub use status::DeliveryStatus;
 pub use values::{
     DEFAULT_FILE_NAME, FileName, InvalidFileName, InvalidPhone, MAX_FILE_NAME_CHARS, MAX_PDF_BYTES, PdfDocument,
-    PdfError, PhoneNumber,
+    PdfError, PhoneNumber, visible_text,
 };

@@ -55,7 +55,8 @@ impl PhoneNumber {
             .unwrap_or(trimmed);
         let rest = user.strip_prefix('+').unwrap_or(user);
         let digits: String = rest.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')')).collect();
-        let valid = (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+        let valid =
+            (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && has_country_code(&digits);
         if valid { Ok(PhoneNumber(digits)) } else { Err(InvalidPhone) }
     }
 
@@ -63,6 +64,72 @@ impl PhoneNumber {
     pub fn digits(&self) -> &str {
         &self.0
     }
+}
+
+/// Country codes of two digits (ITU-T E.164 assignments); zones 1 and 7 take one digit.
+const COUNTRY_CODES_2: &[&str] = &[
+    "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46", "47", "48", "49", "51",
+    "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63", "64", "65", "66", "81", "82", "84", "86", "90",
+    "91", "92", "93", "94", "95", "98",
+];
+
+/// Country codes of three digits, as ranges (first, last) of assigned codes.
+const COUNTRY_CODES_3: &[(u16, u16)] = &[
+    (211, 213),
+    (216, 216),
+    (218, 218),
+    (220, 258),
+    (260, 269),
+    (290, 291),
+    (297, 299),
+    (350, 359),
+    (370, 383),
+    (385, 387),
+    (389, 389),
+    (420, 421),
+    (423, 423),
+    (500, 509),
+    (590, 599),
+    (670, 670),
+    (672, 683),
+    (685, 692),
+    (800, 800),
+    (808, 808),
+    (850, 850),
+    (852, 853),
+    (855, 856),
+    (870, 870),
+    (878, 878),
+    (880, 883),
+    (886, 886),
+    (888, 888),
+    (960, 968),
+    (970, 977),
+    (979, 979),
+    (992, 996),
+    (998, 998),
+];
+
+/// Whether `digits` start with a country code: `0000000` or `295…` name no country, so no
+/// WhatsApp account can have them.
+fn has_country_code(digits: &str) -> bool {
+    if digits.starts_with(['1', '7']) {
+        return true;
+    }
+    if digits.get(..2).is_some_and(|two| COUNTRY_CODES_2.contains(&two)) {
+        return true;
+    }
+    digits
+        .get(..3)
+        .and_then(|three| three.parse::<u16>().ok())
+        .is_some_and(|code| COUNTRY_CODES_3.iter().any(|(first, last)| (*first..=*last).contains(&code)))
+}
+
+/// `raw` without bidirectional-control, zero-width and control characters, trimmed: what a
+/// person-facing label (a session's description) may hold, as file names already are.
+pub fn visible_text(raw: &str) -> String {
+    let visible: String = raw.chars().filter(|c| !is_invisible_format(*c) && !c.is_control()).collect();
+    visible.trim().to_owned()
 }
 
 impl fmt::Display for PhoneNumber {
@@ -309,6 +376,33 @@ mod tests {
         ] {
             assert_eq!(PhoneNumber::parse(raw).map(|p| p.digits().to_owned()), Ok("51987654321".into()), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn phone_needs_a_country_code() {
+        for raw in ["0000000", "0051987654321", "2959999999", "28012345678", "42212345678", "99912345678", "8091234567"]
+        {
+            assert_eq!(PhoneNumber::parse(raw), Err(InvalidPhone), "{raw:?}");
+        }
+        for raw in [
+            "15551234567",   // NANP
+            "79161234567",   // Russia
+            "447911123456",  // UK
+            "5511987654321", // Brazil
+            "59171234567",   // Bolivia (3 digits)
+            "22507123456",   // Côte d'Ivoire
+            "8613800138000", // China
+            "97150123456",   // UAE
+            "998901234567",  // Uzbekistan
+        ] {
+            assert!(PhoneNumber::parse(raw).is_ok(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn visible_text_drops_invisible_and_control_characters() {
+        assert_eq!(visible_text(" Tienda\u{202e}lima\u{200b} \u{7}"), "Tiendalima");
+        assert_eq!(visible_text("Caja 2 — Lima"), "Caja 2 — Lima");
     }
 
     #[test]

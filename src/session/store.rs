@@ -51,8 +51,11 @@ impl SessionsFile {
         &self.path
     }
 
-    /// Reads the entries; a missing file is an empty list. Duplicate ids keep the first.
+    /// Reads the entries; a missing file is an empty list. Duplicate ids keep the first. A file
+    /// that others may read (the Node service wrote it 0644) is made 0600.
     pub fn load(&self) -> Result<Vec<SessionEntry>, StoreError> {
+        crate::files::tighten_file(&self.path)
+            .map_err(|source| StoreError::Read { path: self.path.clone(), source })?;
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -101,7 +104,17 @@ impl SessionsFile {
         json.push(b'\n');
         let tmp = dir
             .join(format!(".{}.tmp", self.path.file_name().and_then(|n| n.to_str()).unwrap_or("sessions.config.json")));
-        let mut file = std::fs::File::create(&tmp).map_err(write_err)?;
+        // It names the numbers the business runs: private, as the credentials are.
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)
+        }
+        .map_err(write_err)?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            // A leftover temporary file keeps the mode it was created with.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(write_err)?;
+        }
         file.write_all(&json).map_err(write_err)?;
         file.sync_all().map_err(write_err)?;
         drop(file);
@@ -145,6 +158,24 @@ mod tests {
                 })
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn the_file_is_private_whether_written_or_found() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempdir();
+        let written = dir.join("written.json");
+        let file = SessionsFile::new(&written);
+        file.append(SessionEntry { session_id: id("a"), description: None, metadata: None, extra: Map::new() })
+            .unwrap();
+        assert_eq!(mode(&written), 0o600);
+
+        let found = dir.join("found.json");
+        std::fs::write(&found, r#"[{"sessionId":"a"}]"#).unwrap();
+        std::fs::set_permissions(&found, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(SessionsFile::new(&found).load().unwrap().len(), 1);
+        assert_eq!(mode(&found), 0o600, "the Node service's 0644 file is tightened when read");
     }
 
     #[test]
