@@ -15,4 +15,5 @@ mod inbound;
 mod linking;
 mod messages;
 mod platform;
+mod probes;
 mod sessions;

@@ -15,7 +15,7 @@ use crate::support::*;
 const SHORT: Duration = Duration::from_secs(5);
 
 /// A raw HTTP/1.1 exchange: writes `request` and reads the answer until the server closes.
-async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, Vec<(String, String)>, String) {
+pub(crate) async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, Vec<(String, String)>, String) {
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
     tcp.write_all(request).await.expect("write");
     let mut response = Vec::new();
@@ -23,7 +23,7 @@ async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, Vec<(String, String)>, S
     parse_response(&response)
 }
 
-fn parse_response(bytes: &[u8]) -> (u16, Vec<(String, String)>, String) {
+pub(crate) fn parse_response(bytes: &[u8]) -> (u16, Vec<(String, String)>, String) {
     let text = String::from_utf8_lossy(bytes);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
@@ -35,12 +35,12 @@ fn parse_response(bytes: &[u8]) -> (u16, Vec<(String, String)>, String) {
     (status, headers, body.to_owned())
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// Waits for the server to close `tcp` (EOF or reset), within `wait`.
-async fn closed_within(tcp: &mut TcpStream, wait: Duration) -> bool {
+pub(crate) async fn closed_within(tcp: &mut TcpStream, wait: Duration) -> bool {
     let mut buf = [0u8; 1024];
     tokio::time::timeout(wait, async {
         loop {
@@ -146,7 +146,7 @@ async fn a_huge_header_gets_431() {
     fake.shutdown().await;
 }
 
-fn write_tokens_file(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn write_tokens_file(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("tokens.json");
     std::fs::write(
         &path,
@@ -210,24 +210,38 @@ async fn scoped_tokens_reach_only_their_scopes_and_sessions() {
 }
 
 #[tokio::test]
-async fn a_token_over_its_rate_gets_429_with_retry_after() {
+async fn a_scoped_token_over_its_rate_gets_429_naming_the_limit_and_the_admin_has_no_rate() {
     let fake = fake().await;
     let dir = temp_dir();
-    let app =
-        TestApp::spawn_with(config(&fake, &dir, &[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "2")])).await;
+    let tokens = write_tokens_file(&dir);
+    let app = TestApp::spawn_with(config(
+        &fake,
+        &dir,
+        &[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "2"), ("API_TOKENS_FILE", tokens.to_str().unwrap())],
+    ))
+    .await;
+    // The bucket refills one a second, so 50 requests run it dry unless each takes a second.
     let mut limited = None;
-    for _ in 0..6 {
-        let (status, headers, body) = app.request_with("GET", "/api/messages/3EB0NOPE", Some(TOKEN), None, &[]).await;
+    for _ in 0..50 {
+        let (status, headers, body) =
+            app.request_with("GET", "/api/messages/3EB0NOPE", Some("ventas-token-0123456789"), None, &[]).await;
         if status == 429 {
             limited = Some((headers, body));
             break;
         }
         assert_eq!(status, 404);
     }
-    let (headers, body) = limited.expect("the burst of 2 runs out within 6 quick requests");
+    let (headers, body) = limited.expect("the burst of 2 runs out");
     assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("RATE_LIMIT_PER_SECOND"), "the body names the limit: {message}");
     let retry_after: u64 = header(&headers, "retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
     assert!((1..=2).contains(&retry_after), "{retry_after}");
+    // The admin token (a sales system's end-of-day run) is bounded by the queue, not by a rate.
+    for _ in 0..50 {
+        let (status, _) = app.request("GET", "/api/messages/3EB0NOPE", Some(TOKEN), None).await;
+        assert_eq!(status, 404, "the admin token is never rate limited");
+    }
     // Health probes carry no token and are never limited.
     let (status, _) = app.request("GET", "/health", None, None).await;
     assert_eq!(status, 200);
@@ -442,10 +456,15 @@ async fn health_probes() {
 }
 
 /// Opens `/ws/session/{session}` by hand and returns the socket after the 101.
-async fn raw_ws(addr: SocketAddr, session: &str) -> TcpStream {
+pub(crate) async fn raw_ws(addr: SocketAddr, session: &str) -> TcpStream {
+    raw_ws_at(addr, &format!("/ws/session/{session}")).await
+}
+
+/// Opens the WebSocket at `path` by hand and returns the socket after the 101.
+pub(crate) async fn raw_ws_at(addr: SocketAddr, path: &str) -> TcpStream {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let request = format!(
-        "GET /ws/session/{session} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
@@ -460,7 +479,7 @@ async fn raw_ws(addr: SocketAddr, session: &str) -> TcpStream {
 }
 
 /// A masked client frame.
-fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [1u8, 2, 3, 4];
     let mut out = vec![first];
     match payload.len() {
@@ -480,7 +499,7 @@ fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads server frames until a close frame, and returns its code.
-async fn close_code(tcp: &mut TcpStream) -> u16 {
+pub(crate) async fn close_code(tcp: &mut TcpStream) -> u16 {
     tokio::time::timeout(SHORT, async {
         loop {
             let mut head = [0u8; 2];

@@ -483,6 +483,9 @@ async fn a_session_links_by_pairing_code() {
     // A second request while this code is live is refused, not silently replaced.
     let (status, error) = app.request("POST", path, Some(TOKEN), Some(format!(r#"{{"phone":"{phone}"}}"#))).await;
     assert_eq!((status, code(&error)), (409, "PAIRING_CODE_OUTSTANDING"), "{error}");
+    // So is a QR: the session waits for the code, nothing is unavailable.
+    let (status, error) = app.request("GET", "/api/sessions/codigo/qr", Some(TOKEN), None).await;
+    assert_eq!((status, code(&error)), (409, "PAIRING_CODE_OUTSTANDING"), "{error}");
 
     // The person types the code on the phone.
     let linked = fake.admin().pair_code(phone, &pairing).await.expect("the code links");
