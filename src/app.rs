@@ -171,6 +171,11 @@ impl App {
         self.addr
     }
 
+    /// The address of the token-free metrics listener (`METRICS_LISTEN`), if one was asked for.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `signal` resolves, then shuts down cleanly.
     pub async fn run(self, signal: impl Future<Output = ()>) -> Result<(), StartError> {
         let App {

@@ -24,13 +24,13 @@ pub const WS_OPEN: &str = "gateway_ws_session_sockets_open";
 pub const QUEUE_DEPTH: &str = "gateway_queue_depth_messages";
 /// Bytes waiting to be sent, by `session`.
 pub const QUEUE_BYTES: &str = "gateway_queue_depth_bytes";
-/// Send attempts by `outcome`: `sent`, `retry`, `failed`.
+/// Send attempts by `outcome` (`sent`, `retry`, `failed`) and `session`.
 pub const SENDS: &str = "gateway_sends_total";
 /// From accepted (202) to acknowledged by WhatsApp's server.
 pub const ACCEPTED_TO_SENT: &str = "gateway_message_accepted_to_sent_seconds";
 /// From acknowledged by the server to delivered to the recipient's phone.
 pub const SENT_TO_DELIVERED: &str = "gateway_message_sent_to_delivered_seconds";
-/// Connections of a linked session that came back after a drop.
+/// Connections of a linked session that came back after a drop, by `session`.
 pub const RECONNECTS: &str = "gateway_session_reconnects_total";
 /// Duration of one journal transaction (the fsync included).
 pub const JOURNAL_COMMIT_SECONDS: &str = "gateway_journal_commit_duration_seconds";
@@ -95,7 +95,7 @@ fn describe() {
     metrics::describe_counter!(WS_PING_TIMEOUTS, "WebSockets closed because their pongs stopped");
     metrics::describe_gauge!(QUEUE_DEPTH, "Messages waiting to be sent, per session");
     metrics::describe_gauge!(QUEUE_BYTES, metrics::Unit::Bytes, "Bytes waiting to be sent, per session");
-    metrics::describe_counter!(SENDS, "Send attempts by outcome (sent, retry, failed)");
+    metrics::describe_counter!(SENDS, "Send attempts by outcome (sent, retry, failed) and session");
     metrics::describe_histogram!(ACCEPTED_TO_SENT, metrics::Unit::Seconds, "Accepted to acknowledged by WhatsApp");
     metrics::describe_histogram!(SENT_TO_DELIVERED, metrics::Unit::Seconds, "Acknowledged to delivered");
     metrics::describe_counter!(RECONNECTS, "Reconnections of linked sessions");

@@ -89,7 +89,7 @@ impl Worker {
             match outcome {
                 Outcome::Sent => {
                     self.queue.set_status(&job.id, DeliveryStatus::Sent, None).await;
-                    metrics::counter!(crate::metrics::SENDS, "outcome" => "sent").increment(1);
+                    metrics::counter!(crate::metrics::SENDS, "outcome" => "sent", "session" => self.session.as_str().to_owned()).increment(1);
                     let waited = journal::now_ms().saturating_sub(job.accepted_at_ms);
                     metrics::histogram!(crate::metrics::ACCEPTED_TO_SENT).record(waited as f64 / 1000.0);
                     tracing::info!(session = %self.session, message_id = %job.id, kind = %job.kind, "message accepted by WhatsApp");
@@ -105,7 +105,7 @@ impl Worker {
                     attempts = 0;
                 }
                 Outcome::Retry(reason) => {
-                    metrics::counter!(crate::metrics::SENDS, "outcome" => "retry").increment(1);
+                    metrics::counter!(crate::metrics::SENDS, "outcome" => "retry", "session" => self.session.as_str().to_owned()).increment(1);
                     attempts = match self.queue.journal().record_attempt(&job.id, Some(reason.clone())).await {
                         Ok(n) => n,
                         Err(e) => {
@@ -156,7 +156,8 @@ impl Worker {
     }
 
     async fn fail(&self, job: &Job, reason: String) {
-        metrics::counter!(crate::metrics::SENDS, "outcome" => "failed").increment(1);
+        metrics::counter!(crate::metrics::SENDS, "outcome" => "failed", "session" => self.session.as_str().to_owned())
+            .increment(1);
         tracing::error!(session = %self.session, message_id = %job.id, %reason, "PDF failed");
         self.queue.set_status(&job.id, DeliveryStatus::Failed, Some(reason)).await;
         self.queue.finish_front(&self.lane);

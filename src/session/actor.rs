@@ -563,7 +563,7 @@ impl Drive<'_> {
             return;
         }
         if shared.state.borrow().connected_at.is_some() {
-            metrics::counter!(crate::metrics::RECONNECTS).increment(1);
+            metrics::counter!(crate::metrics::RECONNECTS, "session" => shared.id.as_str().to_owned()).increment(1);
         }
         self.slot = None;
         shared.close_link_window();

@@ -382,60 +382,114 @@ async fn every_route_is_in_the_openapi_document() {
     fake.shutdown().await;
 }
 
+/// The value of the series `name` whose labels include every one of `labels`, from Prometheus
+/// text; `None` when no such series is there.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (head, value) = line.rsplit_once(' ')?;
+        let (series_name, label_text) = match head.split_once('{') {
+            Some((n, rest)) => (n, rest.strip_suffix('}')?),
+            None => (head, ""),
+        };
+        let have: Vec<(&str, &str)> = label_text
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        (series_name == name && labels.iter().all(|label| have.contains(label))).then(|| value.parse().ok())?
+    })
+}
+
+/// `/metrics` with the admin token.
+async fn scrape(app: &TestApp) -> String {
+    let url = app.url("/metrics");
+    tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .call()
+            .expect("metrics")
+            .into_body()
+            .read_to_string()
+            .expect("text")
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
-async fn metrics_show_the_series_after_a_pdf_is_sent() {
+async fn metrics_count_what_this_session_did() {
     let fake = fake().await;
     let dir = temp_dir();
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let app = TestApp::spawn_with(config(&fake, &dir, &[("METRICS_LISTEN", &metrics_addr)])).await;
+    // The recorder is shared by every gateway in this process: assertions are on this test's
+    // session's series, or on deltas of a global one.
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("METRICS_LISTEN", "127.0.0.1:0")])).await;
     let session = "metricas";
-    let _jid = link(&app, &fake, session, "51900000071").await;
-    let (status, accepted) = app.send_pdf(session, "51987000071", &pdf("metrics"), None).await;
+    let (status, _) =
+        app.request("POST", "/api/sessions", Some(TOKEN), Some(format!(r#"{{"sessionId":"{session}"}}"#))).await;
+    assert_eq!(status, 201);
+    let before = scrape(&app).await;
+    let pdf_bytes = pdf("metrics");
+    let (status, accepted) = app.send_pdf(session, "51987000071", &pdf_bytes, None).await;
     assert_eq!(status, 202);
     let id = accepted["messageId"].as_str().unwrap().to_owned();
-    app.wait_status(&id, "delivered").await;
 
-    let (status, headers, _) = app.request_with("GET", "/metrics", None, None, &[]).await;
-    assert_eq!(status, 401, "{headers:?}");
-    let text = tokio::task::spawn_blocking({
-        let url = app.url("/metrics");
-        move || {
-            ureq::get(&url)
-                .header("Authorization", format!("Bearer {TOKEN}"))
-                .call()
-                .expect("metrics")
-                .into_body()
-                .read_to_string()
-                .expect("text")
+    // Not linked yet: it waits, counted with its bytes.
+    let waiting = scrape(&app).await;
+    let on = [("session", session)];
+    assert_eq!(series(&waiting, "gateway_queue_depth_messages", &on), Some(1.0), "{waiting}");
+    assert_eq!(series(&waiting, "gateway_queue_depth_bytes", &on), Some(pdf_bytes.len() as f64));
+    let accepted_202 = |text: &str| {
+        series(text, "gateway_http_requests_total", &[("route", "/api/send-pdf"), ("status", "202")]).unwrap_or(0.0)
+    };
+    assert!(accepted_202(&waiting) >= accepted_202(&before) + 1.0, "the 202 is counted");
+
+    let jid = link(&app, &fake, session, "51900000071").await;
+    app.wait_status(&id, "delivered").await;
+    let sent = scrape(&app).await;
+    assert_eq!(series(&sent, "gateway_queue_depth_messages", &on), Some(0.0));
+    assert_eq!(series(&sent, "gateway_queue_depth_bytes", &on), Some(0.0));
+    assert_eq!(series(&sent, "gateway_sends_total", &[("session", session), ("outcome", "sent")]), Some(1.0));
+    assert_eq!(series(&sent, "gateway_sends_total", &[("session", session), ("outcome", "retry")]), None);
+    let count = |text: &str, name: &str| series(text, name, &[]).unwrap_or(0.0);
+    for histogram in
+        ["gateway_message_accepted_to_sent_seconds_count", "gateway_message_sent_to_delivered_seconds_count"]
+    {
+        assert!(count(&sent, histogram) >= count(&before, histogram) + 1.0, "{histogram} recorded the PDF");
+    }
+    assert!(series(&sent, "gateway_sessions", &[("status", "connected")]).is_some_and(|n| n >= 1.0));
+    assert_eq!(series(&sent, "gateway_session_reconnects_total", &on), None, "no reconnect yet");
+
+    // The connection drops and comes back: one reconnect, on this session.
+    let mut events = fake.subscribe();
+    fake.admin().drop_connection(&jid).expect("drop");
+    wait_event(&mut events, |e| {
+        matches!(e, fake_whatsapp::FakeEvent::DeviceDisconnected { jid: j } if *j == jid).then_some(())
+    })
+    .await;
+    let reconnected = tokio::time::timeout(WAIT, async {
+        loop {
+            let text = scrape(&app).await;
+            if let Some(n) = series(&text, "gateway_session_reconnects_total", &on) {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
-    .unwrap();
-    for series in [
-        "gateway_http_requests_total{method=\"POST\",route=\"/api/send-pdf\",status=\"202\"}",
-        "gateway_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/send-pdf\"",
-        "gateway_sessions{status=\"connected\"}",
-        "gateway_ws_session_sockets_open",
-        "gateway_queue_depth_messages{session=\"metricas\"}",
-        "gateway_queue_depth_bytes{session=\"metricas\"}",
-        "gateway_sends_total{outcome=\"sent\"}",
-        "gateway_message_accepted_to_sent_seconds_bucket",
-        "gateway_message_sent_to_delivered_seconds_bucket",
-        "gateway_session_reconnects_total",
-        "gateway_journal_commit_duration_seconds_bucket",
-        "gateway_journal_commit_batch_size_bucket",
-    ] {
-        assert!(text.contains(series), "missing {series} in:\n{text}");
-    }
-    // The private metrics address answers without a token.
+    .expect("the reconnect is counted");
+    assert_eq!(reconnected, 1.0);
+
+    // The unauthenticated /metrics is refused; the private listener answers without a token.
+    let (status, headers, _) = app.request_with("GET", "/metrics", None, None, &[]).await;
+    assert_eq!(status, 401, "{headers:?}");
+    let metrics_addr = app.metrics_addr.expect("METRICS_LISTEN is bound");
     let open = tokio::task::spawn_blocking(move || {
         ureq::get(&format!("http://{metrics_addr}/metrics")).call().expect("open metrics").into_body().read_to_string()
     })
     .await
     .unwrap()
     .unwrap();
-    assert!(open.contains("gateway_sends_total"));
+    assert_eq!(series(&open, "gateway_sends_total", &[("session", session), ("outcome", "sent")]), Some(1.0));
     app.stop().await;
     fake.shutdown().await;
 }
@@ -547,20 +601,28 @@ async fn websocket_protocol_errors_close_with_the_right_code() {
     fake.shutdown().await;
 }
 
-/// CPU seconds (user + system) the process has used, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
+/// The address a gateway child process says it listens on, from its log.
+async fn listening_addr(log: &Path) -> SocketAddr {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let found = text
+                .lines()
+                .filter(|line| line.contains("whatsapp-gateway listening"))
+                .find_map(|line| line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok());
+            if let Some(addr) = found {
+                return addr;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the gateway says where it listens")
 }
 
 #[tokio::test]
-async fn out_of_descriptors_it_idles_logs_little_and_recovers() {
+async fn out_of_descriptors_it_keeps_its_logs_and_recovers() {
     let dir = temp_dir();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = dir.join("gateway.log");
     let bin = env!("CARGO_BIN_EXE_whatsapp-gateway");
     let mut child = Command::new("sh")
@@ -570,16 +632,17 @@ async fn out_of_descriptors_it_idles_logs_little_and_recovers() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
+        .env("PORT", "0")
         .env("API_STATIC_TOKEN", TOKEN)
         .env("SESSIONS_DIR", dir.join("sessions"))
         .env("SESSIONS_CONFIG", dir.join("sessions.config.json"))
         .env("DATA_DIR", dir.join("data"))
         .env("HTTP_HEADER_TIMEOUT_SECS", "60")
-        .env("LOG_LEVEL", "warn,whatsapp_gateway::api=debug")
+        .env("LOG_LEVEL", "warn,whatsapp_gateway::api=debug,whatsapp_gateway::app=info")
         .spawn()
         .expect("the gateway binary starts");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // It binds port 0 and says where: no free port is guessed (and raced for) beforehand.
+    let addr = listening_addr(&log).await;
     let health = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     tokio::time::timeout(WAIT, async {
         loop {
@@ -625,15 +688,9 @@ async fn out_of_descriptors_it_idles_logs_little_and_recovers() {
     })
     .await
     .unwrap_or_else(|_| panic!("descriptors never ran out with {} connections", held.len()));
-    let lines_before = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
-    let cpu_before = cpu_seconds(child.id());
-    tokio::time::sleep(Duration::from_secs(3)).await; // the measurement window itself
-    let cpu = cpu_seconds(child.id()) - cpu_before;
+    // How fast it backs off and how little it logs are measured by the unit test of
+    // `AcceptErrors` (with injected time), not here on the wall clock.
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let window: Vec<&str> = text.lines().skip(lines_before).collect();
-    let warnings = window.iter().filter(|l| l.contains("accept failed")).count();
-    assert!(cpu < 0.3, "{cpu:.2} CPU-seconds in 3 s while out of descriptors");
-    assert!(warnings <= 4, "{warnings} accept warnings in 3 s:\n{}", window.join("\n"));
     assert!(
         text.lines().any(|l| l.contains("trace-me-42") && l.contains("not authenticated")),
         "the request id is in the request's log lines:\n{text}"

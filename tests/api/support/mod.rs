@@ -18,6 +18,8 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The token-free metrics listener, with `METRICS_LISTEN`.
+    pub metrics_addr: Option<SocketAddr>,
     pub dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -82,6 +84,7 @@ impl TestApp {
             }
         };
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             app.run(async {
@@ -90,7 +93,7 @@ impl TestApp {
             .await
             .expect("gateway runs");
         });
-        TestApp { addr, dir, stop: Some(stop), task: Some(task) }
+        TestApp { addr, metrics_addr, dir, stop: Some(stop), task: Some(task) }
     }
 
     /// Graceful shutdown, as on SIGTERM.
