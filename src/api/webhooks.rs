@@ -18,7 +18,7 @@ use crate::api::json_response;
 use crate::api::state::AppState;
 use crate::domain::SessionId;
 use crate::events::EventKind;
-use crate::webhooks::{Delivery, DeliveryStatus, Endpoint, WebhookSecret};
+use crate::webhooks::{Delivery, Endpoint, WebhookDeliveryStatus, WebhookSecret};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -252,9 +252,10 @@ async fn list_deliveries(
     let Query(query) = query.map_err(|_| ApiError::InvalidQuery("limit is a number"))?;
     let status = match query.status.as_deref() {
         None => None,
-        Some(text) => {
-            Some(DeliveryStatus::parse(text).ok_or(ApiError::InvalidQuery("status is pending, delivered or failed"))?)
-        }
+        Some(text) => Some(
+            WebhookDeliveryStatus::parse(text)
+                .ok_or(ApiError::InvalidQuery("status is pending, delivered or failed"))?,
+        ),
     };
     let limit = query.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {

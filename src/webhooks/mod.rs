@@ -25,7 +25,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use sign::{SecretError, WebhookSecret};
-pub use store::{Delivery, DeliveryStatus, Endpoint, StoreError};
+pub use store::{Delivery, Endpoint, StoreError, WebhookDeliveryStatus};
 
 use crate::events::{EventKind, GatewayEvent};
 use crate::shutdown::Shutdown;
@@ -217,7 +217,7 @@ impl Webhooks {
     pub async fn deliveries(
         &self,
         endpoint: &str,
-        status: Option<DeliveryStatus>,
+        status: Option<WebhookDeliveryStatus>,
         limit: usize,
     ) -> Result<Option<Vec<Delivery>>, StoreError> {
         let (store, endpoint) = (self.inner.store.clone(), endpoint.to_owned());

@@ -22,28 +22,33 @@ pub enum StoreError {
     Closed,
 }
 
-/// Where a delivery is.
+/// Where a webhook delivery is. Not a message's [`crate::domain::DeliveryStatus`]: the two
+/// have their own names so the OpenAPI document can describe both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum DeliveryStatus {
+pub enum WebhookDeliveryStatus {
     Pending,
     Delivered,
     Failed,
 }
 
-impl DeliveryStatus {
+impl WebhookDeliveryStatus {
+    /// Every status, in the order a delivery goes through them.
+    pub const ALL: [WebhookDeliveryStatus; 3] =
+        [WebhookDeliveryStatus::Pending, WebhookDeliveryStatus::Delivered, WebhookDeliveryStatus::Failed];
+
+    /// The name in JSON, SQL and `?status=`.
     pub fn as_str(self) -> &'static str {
         match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Failed => "failed",
+            WebhookDeliveryStatus::Pending => "pending",
+            WebhookDeliveryStatus::Delivered => "delivered",
+            WebhookDeliveryStatus::Failed => "failed",
         }
     }
 
-    pub fn parse(text: &str) -> Option<DeliveryStatus> {
-        [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+    /// The status named `text`, if any.
+    pub fn parse(text: &str) -> Option<WebhookDeliveryStatus> {
+        WebhookDeliveryStatus::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 
@@ -79,7 +84,7 @@ pub struct Delivery {
     pub event_id: String,
     pub event: String,
     pub session_id: String,
-    pub status: DeliveryStatus,
+    pub status: WebhookDeliveryStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
     /// Unix ms.
@@ -382,7 +387,7 @@ impl Store {
     pub(super) fn deliveries(
         &self,
         endpoint_id: &str,
-        status: Option<DeliveryStatus>,
+        status: Option<WebhookDeliveryStatus>,
         limit: usize,
     ) -> Result<Option<Vec<Delivery>>, StoreError> {
         let conn = self.lock();
@@ -395,7 +400,10 @@ impl Store {
              ORDER BY id DESC LIMIT ?3"
         ))?;
         let rows = stmt
-            .query_map(params![endpoint_id, status.map(DeliveryStatus::as_str), limit as i64], delivery_from_row)?
+            .query_map(
+                params![endpoint_id, status.map(WebhookDeliveryStatus::as_str), limit as i64],
+                delivery_from_row,
+            )?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(rows))
     }
@@ -436,7 +444,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
         event_id: r.get(1)?,
         event: r.get(2)?,
         session_id: r.get(3)?,
-        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Failed),
+        status: WebhookDeliveryStatus::parse(&status).unwrap_or(WebhookDeliveryStatus::Failed),
         attempts: r.get(5)?,
         last_error: r.get(6)?,
         created_at: to_u64(r.get(7)?),

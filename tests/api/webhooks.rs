@@ -485,3 +485,29 @@ async fn a_pdf_send_posts_each_of_its_statuses_in_order() {
     app.stop().await;
     fake.shutdown().await;
 }
+
+/// The schema `value` points to, following a `$ref` into `components/schemas`.
+fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+    match value["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")) {
+        Some(name) => &doc["components"]["schemas"][name],
+        None => value,
+    }
+}
+
+#[tokio::test]
+async fn the_document_describes_delivery_statuses_apart_from_message_statuses() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let (status, doc) = app.request("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    let schemas = &doc["components"]["schemas"];
+    let delivery_status = resolve(&doc, &schemas["Delivery"]["properties"]["status"]);
+    assert_eq!(delivery_status["enum"], json!(["pending", "delivered", "failed"]), "{delivery_status}");
+    // The message statuses keep their own schema, under another name.
+    let message_statuses = schemas["DeliveryStatus"]["enum"].as_array().expect("the message statuses");
+    assert!(message_statuses.contains(&json!("queued")), "{message_statuses:?}");
+    assert!(!message_statuses.contains(&json!("pending")), "{message_statuses:?}");
+    app.stop().await;
+    fake.shutdown().await;
+}
