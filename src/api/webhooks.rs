@@ -1,5 +1,9 @@
 //! `/api/webhooks`: register, list and delete endpoints; list, and replay, their deliveries.
 //! Every route needs `webhooks:write`.
+//!
+//! The admin sees and manages every endpoint. Any other token sees and manages only the
+//! endpoints it registered: another's id answers 404 as an unknown one does. A token limited to
+//! some sessions registers endpoints for those sessions only (no filter means all of them).
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -11,14 +15,14 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::auth::{Caller, Scope};
+use crate::api::auth::{Caller, Scope, SessionAccess};
 use crate::api::body::{RequestBody, SmallLimit};
 use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 use crate::api::json_response;
 use crate::api::state::AppState;
 use crate::domain::SessionId;
 use crate::events::EventKind;
-use crate::webhooks::{Delivery, Endpoint, WebhookDeliveryStatus, WebhookSecret};
+use crate::webhooks::{Delivery, Endpoint, NewEndpoint, Owner, Viewer, WebhookDeliveryStatus, WebhookSecret};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -41,7 +45,8 @@ struct CreateBody {
     url: String,
     /// The events to post (default: all).
     events: Option<Vec<EventKind>>,
-    /// Only these sessions (default, or `null`: all).
+    /// Only these sessions (default, or `null`: all). A token limited to some sessions may name
+    /// only those (403 otherwise), and its default is all of them.
     sessions: Option<Vec<SessionIdText>>,
     /// `whsec_` + base64 of 24 to 64 bytes; generated when absent.
     #[schema(
@@ -71,6 +76,8 @@ struct WebhookView {
     disabled: Option<String>,
     /// Deliveries waiting.
     pending: u64,
+    /// The name of the token that registered it (`admin` for the admin token and `WEBHOOK_URL`).
+    owner: String,
 }
 
 /// The answer to a creation: the endpoint and its secret, shown this once.
@@ -118,6 +125,32 @@ fn view(endpoint: Endpoint, pending: u64) -> WebhookView {
         created_at: endpoint.created_at,
         disabled: endpoint.disabled,
         pending,
+        owner: endpoint.owner.name,
+    }
+}
+
+/// Whose endpoints `caller` sees and manages.
+fn viewer(caller: &Caller) -> Viewer {
+    if caller.is_admin() { Viewer::Admin } else { Viewer::Token(caller.name().to_owned()) }
+}
+
+/// The sessions an endpoint of `caller` listens to: what it asked for, within the caller's
+/// sessions; all of them when it asked for none.
+fn confined_sessions(caller: &Caller, asked: Option<Vec<SessionId>>) -> Result<Option<Vec<String>>, ApiError> {
+    match (caller.sessions(), asked) {
+        (SessionAccess::All, asked) => Ok(asked.map(|ids| ids.iter().map(|id| id.as_str().to_owned()).collect())),
+        (SessionAccess::Only(allowed), None) => {
+            let mut ids: Vec<String> = allowed.iter().map(|id| id.as_str().to_owned()).collect();
+            ids.sort();
+            Ok(Some(ids))
+        }
+        (SessionAccess::Only(_), Some(asked)) => {
+            if let Some(outside) = asked.iter().find(|id| !caller.may_use(id)) {
+                tracing::debug!(caller = caller.name(), session = %outside, "webhook for a session not allowed");
+                return Err(ApiError::Forbidden("register a webhook for this session"));
+            }
+            Ok(Some(asked.iter().map(|id| id.as_str().to_owned()).collect()))
+        }
     }
 }
 
@@ -170,7 +203,7 @@ async fn create_webhook(State(state): State<AppState>, caller: Caller, req: Requ
                     let text = item
                         .as_str()
                         .ok_or(ApiError::WrongFieldType { field: "sessions", expected: "an array of session ids" })?;
-                    Ok(SessionId::parse(text)?.as_str().to_owned())
+                    Ok(SessionId::parse(text)?)
                 })
                 .collect::<Result<Vec<_>, ApiError>>()?,
         ),
@@ -181,12 +214,19 @@ async fn create_webhook(State(state): State<AppState>, caller: Caller, req: Requ
         Some(Value::String(secret)) => Some(WebhookSecret::parse(&secret).map_err(|_| ApiError::InvalidSecret)?),
         Some(_) => return Err(ApiError::WrongFieldType { field: "secret", expected: "a string" }),
     };
-    let endpoint = state.webhooks.create(url, events, sessions, secret).await.map_err(ApiError::internal)?;
+    let sessions = confined_sessions(&caller, sessions)?;
+    let owner = Owner { name: caller.name().to_owned(), admin: caller.is_admin() };
+    let endpoint = state
+        .webhooks
+        .create(NewEndpoint { url, events, sessions, secret, owner })
+        .await
+        .map_err(ApiError::internal)?;
     let secret = endpoint.secret.expose();
     Ok(json_response(StatusCode::CREATED, &CreatedWebhook { webhook: view(endpoint, 0), secret }))
 }
 
-/// The endpoints, without their secrets (needs `webhooks:write`).
+/// The endpoints, without their secrets (needs `webhooks:write`): every one for the admin, the
+/// token's own for any other token.
 #[utoipa::path(get, path = "/api/webhooks", tag = "webhooks",
     security(("bearer" = [])),
     responses(
@@ -198,7 +238,7 @@ async fn create_webhook(State(state): State<AppState>, caller: Caller, req: Requ
     ))]
 async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
-    let items = state.webhooks.list().await.map_err(ApiError::internal)?;
+    let items = state.webhooks.list(&viewer(&caller)).await.map_err(ApiError::internal)?;
     let items = items.into_iter().map(|(endpoint, pending)| view(endpoint, pending)).collect();
     Ok(json_response(StatusCode::OK, &WebhookList { items }))
 }
@@ -210,7 +250,7 @@ async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> Result<
     responses(
         (status = 204, description = "Deleted"),
         AuthErrors,
-        (status = 404, description = "No such endpoint (WEBHOOK_NOT_FOUND)", body = ErrorBody),
+        (status = 404, description = "No such endpoint, or not this token's (WEBHOOK_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
@@ -221,7 +261,7 @@ async fn delete_webhook(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
-    if state.webhooks.delete(&id).await.map_err(ApiError::internal)? {
+    if state.webhooks.delete(&id, &viewer(&caller)).await.map_err(ApiError::internal)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::WebhookNotFound)
@@ -237,7 +277,7 @@ async fn delete_webhook(
         (status = 200, description = "The deliveries", body = DeliveryList),
         (status = 400, description = "Invalid query (INVALID_QUERY)", body = ErrorBody),
         AuthErrors,
-        (status = 404, description = "No such endpoint (WEBHOOK_NOT_FOUND)", body = ErrorBody),
+        (status = 404, description = "No such endpoint, or not this token's (WEBHOOK_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
@@ -263,7 +303,7 @@ async fn list_deliveries(
     }
     let items = state
         .webhooks
-        .deliveries(&id, status, limit)
+        .deliveries(&id, &viewer(&caller), status, limit)
         .await
         .map_err(ApiError::internal)?
         .ok_or(ApiError::WebhookNotFound)?;
@@ -278,7 +318,7 @@ async fn list_deliveries(
         (status = 202, description = "Pending again (0 if it was not failed)", body = Retried),
         (status = 400, description = "Invalid delivery id (INVALID_QUERY)", body = ErrorBody),
         AuthErrors,
-        (status = 404, description = "No such endpoint (WEBHOOK_NOT_FOUND)", body = ErrorBody),
+        (status = 404, description = "No such endpoint, or not this token's (WEBHOOK_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
@@ -292,7 +332,7 @@ async fn retry_delivery(
     let Path((id, delivery)) = path.map_err(|_| ApiError::InvalidQuery("the delivery id is a number"))?;
     let retried = state
         .webhooks
-        .retry(&id, Some(delivery))
+        .retry(&id, &viewer(&caller), Some(delivery))
         .await
         .map_err(ApiError::internal)?
         .ok_or(ApiError::WebhookNotFound)?;
@@ -306,7 +346,7 @@ async fn retry_delivery(
     responses(
         (status = 202, description = "Pending again", body = Retried),
         AuthErrors,
-        (status = 404, description = "No such endpoint (WEBHOOK_NOT_FOUND)", body = ErrorBody),
+        (status = 404, description = "No such endpoint, or not this token's (WEBHOOK_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
@@ -317,7 +357,11 @@ async fn retry_failed(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
-    let retried =
-        state.webhooks.retry(&id, None).await.map_err(ApiError::internal)?.ok_or(ApiError::WebhookNotFound)?;
+    let retried = state
+        .webhooks
+        .retry(&id, &viewer(&caller), None)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or(ApiError::WebhookNotFound)?;
     Ok(json_response(StatusCode::ACCEPTED, &Retried { retried }))
 }

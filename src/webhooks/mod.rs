@@ -12,6 +12,8 @@
 //!   the API lists and replays. A `410 Gone` disables the endpoint.
 //! * An endpoint holds at most `WEBHOOK_OUTBOX_MAX` pending deliveries; events beyond are
 //!   recorded as failed at once (`outbox full`), so they can still be replayed.
+//! * An endpoint belongs to the token that registered it, which alone (with the admin) sees
+//!   and manages it.
 
 mod sign;
 mod store;
@@ -25,7 +27,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use sign::{SecretError, WebhookSecret};
-pub use store::{Delivery, Endpoint, StoreError, WebhookDeliveryStatus};
+pub use store::{Delivery, Endpoint, Owner, StoreError, Viewer, WebhookDeliveryStatus};
 
 use crate::events::{EventKind, GatewayEvent};
 use crate::shutdown::Shutdown;
@@ -59,6 +61,19 @@ pub fn is_http_url(url: &str) -> bool {
     let port_ok = port.is_none_or(|p| !p.starts_with('0') && p.parse::<u16>().is_ok_and(|n| n > 0));
     let path_ok = path.chars().all(|c| c.is_ascii_alphanumeric() || "._~!$&'()*+,;=:@%/?-".contains(c));
     host_ok && port_ok && path_ok && url.parse::<axum::http::Uri>().is_ok()
+}
+
+/// What `POST /api/webhooks` registers.
+#[derive(Debug, Clone)]
+pub struct NewEndpoint {
+    pub url: String,
+    /// `None`: every event.
+    pub events: Option<Vec<EventKind>>,
+    /// `None`: every session.
+    pub sessions: Option<Vec<String>>,
+    /// Generated when absent.
+    pub secret: Option<WebhookSecret>,
+    pub owner: Owner,
 }
 
 /// The endpoint from the environment: `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`.
@@ -183,16 +198,11 @@ impl Webhooks {
     }
 
     /// Adds an endpoint (a secret is generated when none is given) and starts its worker.
-    pub async fn create(
-        &self,
-        url: String,
-        events: Option<Vec<EventKind>>,
-        sessions: Option<Vec<String>>,
-        secret: Option<WebhookSecret>,
-    ) -> Result<Endpoint, StoreError> {
+    pub async fn create(&self, new: NewEndpoint) -> Result<Endpoint, StoreError> {
+        let NewEndpoint { url, events, sessions, secret, owner } = new;
         let secret = secret.unwrap_or_else(WebhookSecret::generate);
         let store = self.inner.store.clone();
-        let endpoint = tokio::task::spawn_blocking(move || store.create(url, events, sessions, secret))
+        let endpoint = tokio::task::spawn_blocking(move || store.create(url, events, sessions, secret, owner))
             .await
             .map_err(|_| StoreError::Closed)??;
         self.refresh_status_interest();
@@ -200,28 +210,38 @@ impl Webhooks {
         Ok(endpoint)
     }
 
-    pub async fn list(&self) -> Result<Vec<(Endpoint, u64)>, StoreError> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.endpoints_with_pending()).await.map_err(|_| StoreError::Closed)?
+    /// The endpoints `viewer` sees, each with its count of pending deliveries.
+    pub async fn list(&self, viewer: &Viewer) -> Result<Vec<(Endpoint, u64)>, StoreError> {
+        let (store, viewer) = (self.inner.store.clone(), viewer.clone());
+        tokio::task::spawn_blocking(move || store.endpoints_with_pending(&viewer))
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
-    /// Deletes an endpoint and its deliveries; `false` if unknown.
-    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        self.stop_worker(id);
-        let (store, id) = (self.inner.store.clone(), id.to_owned());
-        let deleted = tokio::task::spawn_blocking(move || store.delete(&id)).await.map_err(|_| StoreError::Closed)?;
-        self.refresh_status_interest();
-        deleted
+    /// Deletes an endpoint and its deliveries; `false` if unknown or not `viewer`'s.
+    pub async fn delete(&self, id: &str, viewer: &Viewer) -> Result<bool, StoreError> {
+        let (store, owned_id, viewer) = (self.inner.store.clone(), id.to_owned(), viewer.clone());
+        let deleted = tokio::task::spawn_blocking(move || store.delete(&owned_id, &viewer))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        // Stopped only once it is gone: a refused delete leaves its owner's worker alone.
+        if deleted {
+            self.stop_worker(id);
+            self.refresh_status_interest();
+        }
+        Ok(deleted)
     }
 
+    /// An endpoint's deliveries, newest first; `None` if unknown or not `viewer`'s.
     pub async fn deliveries(
         &self,
         endpoint: &str,
+        viewer: &Viewer,
         status: Option<WebhookDeliveryStatus>,
         limit: usize,
     ) -> Result<Option<Vec<Delivery>>, StoreError> {
-        let (store, endpoint) = (self.inner.store.clone(), endpoint.to_owned());
-        tokio::task::spawn_blocking(move || store.deliveries(&endpoint, status, limit))
+        let (store, endpoint, viewer) = (self.inner.store.clone(), endpoint.to_owned(), viewer.clone());
+        tokio::task::spawn_blocking(move || store.deliveries(&endpoint, &viewer, status, limit))
             .await
             .map_err(|_| StoreError::Closed)?
     }
@@ -241,12 +261,18 @@ impl Webhooks {
     }
 
     /// Makes failed deliveries of `endpoint` pending again (one, or all when `delivery` is
-    /// `None`); returns how many, `None` if the endpoint is unknown. A disabled endpoint is
-    /// enabled again: replaying is how an operator says it is back.
-    pub async fn retry(&self, endpoint: &str, delivery: Option<i64>) -> Result<Option<u64>, StoreError> {
-        let (store, id) = (self.inner.store.clone(), endpoint.to_owned());
-        let retried =
-            tokio::task::spawn_blocking(move || store.retry(&id, delivery)).await.map_err(|_| StoreError::Closed)??;
+    /// `None`); returns how many, `None` if the endpoint is unknown or not `viewer`'s. A disabled
+    /// endpoint is enabled again: replaying is how an operator says it is back.
+    pub async fn retry(
+        &self,
+        endpoint: &str,
+        viewer: &Viewer,
+        delivery: Option<i64>,
+    ) -> Result<Option<u64>, StoreError> {
+        let (store, id, viewer) = (self.inner.store.clone(), endpoint.to_owned(), viewer.clone());
+        let retried = tokio::task::spawn_blocking(move || store.retry(&id, &viewer, delivery))
+            .await
+            .map_err(|_| StoreError::Closed)??;
         if retried.is_some() {
             self.refresh_status_interest();
             let running = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).contains_key(endpoint);
