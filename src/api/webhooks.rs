@@ -37,7 +37,9 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[derive(ToSchema)]
 #[allow(dead_code)] // Only describes the JSON; parsing is by hand.
 struct CreateBody {
-    /// Where events are posted: an http or https URL (a private address is allowed).
+    /// Where events are posted: an http or https URL. The admin's may be a private address;
+    /// other tokens' must resolve to public addresses only, unless `WEBHOOK_ALLOW_PRIVATE=true`
+    /// (400 `WEBHOOK_URL_NOT_ALLOWED`).
     #[schema(
         pattern = "^https?://(?:[A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(?:[/?][A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$",
         max_length = 2048
@@ -160,7 +162,7 @@ fn confined_sessions(caller: &Caller, asked: Option<Vec<SessionId>>) -> Result<O
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Registered; the secret is shown only here", body = CreatedWebhook),
-        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_URL, INVALID_EVENT_TYPE, INVALID_SESSION_ID, INVALID_SECRET)", body = ErrorBody),
+        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_URL, INVALID_EVENT_TYPE, INVALID_SESSION_ID, INVALID_SECRET), or a url that does not resolve to public addresses only, for a token other than the admin (WEBHOOK_URL_NOT_ALLOWED)", body = ErrorBody),
         AuthErrors,
         (status = 408, description = "Body not received in time (BODY_TIMEOUT)", body = ErrorBody),
         (status = 413, description = "Body too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),
@@ -216,6 +218,10 @@ async fn create_webhook(State(state): State<AppState>, caller: Caller, req: Requ
     };
     let sessions = confined_sessions(&caller, sessions)?;
     let owner = Owner { name: caller.name().to_owned(), admin: caller.is_admin() };
+    state.webhooks.check_destination(&owner, &url).await.map_err(|_| {
+        tracing::debug!(caller = caller.name(), "webhook url refused: not a public address");
+        ApiError::WebhookUrlNotAllowed
+    })?;
     let endpoint = state
         .webhooks
         .create(NewEndpoint { url, events, sessions, secret, owner })

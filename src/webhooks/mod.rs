@@ -12,9 +12,11 @@
 //!   the API lists and replays. A `410 Gone` disables the endpoint.
 //! * An endpoint holds at most `WEBHOOK_OUTBOX_MAX` pending deliveries; events beyond are
 //!   recorded as failed at once (`outbox full`), so they can still be replayed.
-//! * An endpoint belongs to the token that registered it, which alone (with the admin) sees
-//!   and manages it.
+//! * An endpoint belongs to the token that registered it. The admin's post anywhere; other
+//!   tokens' post only to public addresses, checked at registration and at every connection
+//!   (`destination.rs`).
 
+mod destination;
 mod sign;
 mod store;
 
@@ -26,6 +28,7 @@ use rand::RngExt as _;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub use destination::{Destinations, NotAllowed, is_public};
 pub use sign::{SecretError, WebhookSecret};
 pub use store::{Delivery, Endpoint, Owner, StoreError, Viewer, WebhookDeliveryStatus};
 
@@ -98,6 +101,9 @@ pub struct WebhookSettings {
     pub outbox_max: u64,
     /// `WEBHOOK_TIMEOUT_MS` (10,000): how long a receiver may take to answer.
     pub timeout: Duration,
+    /// `WEBHOOK_ALLOW_PRIVATE` (false): endpoints of tokens other than the admin may post to
+    /// private addresses too.
+    pub allow_private: bool,
 }
 
 /// The webhooks: cheap to clone.
@@ -195,6 +201,17 @@ impl Webhooks {
         if let Some((_, cancel)) = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).remove(id) {
             cancel.cancel();
         }
+    }
+
+    /// Where the endpoints of `owner` may post.
+    pub fn destinations(&self, owner: &Owner) -> Destinations {
+        destinations(&self.inner.settings, owner)
+    }
+
+    /// `Ok` if an endpoint of `owner` may post to `url`: for other tokens than the admin, its
+    /// host resolves (within `WEBHOOK_TIMEOUT_MS`) to public addresses only.
+    pub async fn check_destination(&self, owner: &Owner, url: &str) -> Result<(), NotAllowed> {
+        destination::check_url(self.destinations(owner), url, self.inner.settings.timeout).await
     }
 
     /// Adds an endpoint (a secret is generated when none is given) and starts its worker.
@@ -322,6 +339,29 @@ pub async fn run_outbox(
     }
 }
 
+fn destinations(settings: &WebhookSettings, owner: &Owner) -> Destinations {
+    if owner.admin || settings.allow_private { Destinations::Any } else { Destinations::PublicOnly }
+}
+
+/// The HTTP client of one endpoint; its connections are kept alive between deliveries. No
+/// redirects: a receiver cannot send a post on somewhere else.
+fn http_client(settings: &WebhookSettings, destinations: Destinations) -> ureq::Agent {
+    let config = ureq::config::Config::builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(settings.timeout))
+        .max_redirects(0);
+    match destinations {
+        Destinations::Any => ureq::Agent::new_with_config(config.build()),
+        // Direct connections only: through an `HTTP(S)_PROXY` the proxy would resolve the host,
+        // and the check would see the proxy's address instead of the receiver's.
+        Destinations::PublicOnly => ureq::Agent::with_parts(
+            config.proxy(None).build(),
+            ureq::unversioned::transport::DefaultConnector::new(),
+            destination::CheckedResolver::new(ureq::unversioned::resolver::DefaultResolver::default()),
+        ),
+    }
+}
+
 /// What a post got.
 enum Posted {
     Delivered,
@@ -333,14 +373,8 @@ enum Posted {
 async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, cancel: CancellationToken) {
     let store = webhooks.inner.store.clone();
     let settings = webhooks.inner.settings.clone();
-    // One agent per endpoint: its connections are kept alive between deliveries.
-    let agent = ureq::Agent::new_with_config(
-        ureq::config::Config::builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(settings.timeout))
-            .max_redirects(0)
-            .build(),
-    );
+    // Made with the first batch, once the endpoint's owner is known; it never changes.
+    let mut client: Option<ureq::Agent> = None;
     loop {
         let next = {
             let (store, id) = (store.clone(), endpoint_id.clone());
@@ -372,6 +406,7 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
                 () = tokio::time::sleep(Duration::from_millis(wait)) => {}
             }
         }
+        let agent = client.get_or_insert_with(|| http_client(&settings, destinations(&settings, &endpoint.owner)));
         // Posted one by one, in order; their outcomes recorded in one transaction (a crash
         // before it posts them again: at least once, same webhook-id).
         let mut delivered = Vec::new();
@@ -383,7 +418,7 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
             let started = std::time::Instant::now();
             let posted = tokio::select! {
                 () = cancel.cancelled() => break,
-                posted = post(&agent, &endpoint, delivery) => posted,
+                posted = post(agent, &endpoint, delivery) => posted,
             };
             metrics::histogram!(crate::metrics::WEBHOOK_SECONDS).record(started.elapsed().as_secs_f64());
             match posted {
@@ -465,6 +500,8 @@ async fn post(agent: &ureq::Agent, endpoint: &Endpoint, delivery: &Delivery) -> 
         Ok(Ok(status)) if (200..300).contains(&status) => Posted::Delivered,
         Ok(Ok(410)) => Posted::Gone,
         Ok(Ok(status)) => Posted::Failed(format!("the endpoint answered {status}")),
+        // The refusal alone: which address the name resolved to is not the token's to learn.
+        Ok(Err(e)) if destination::is_refusal(&e) => Posted::Failed(NotAllowed.to_string()),
         Ok(Err(e)) => Posted::Failed(e.to_string()),
         Err(_) => Posted::Failed("the request task failed".into()),
     }

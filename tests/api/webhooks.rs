@@ -1,10 +1,12 @@
 //! Webhooks end to end, with a real HTTP receiver: events arrive signed (checked with the
 //! independent `standardwebhooks` crate), failures are retried under the same id, a 410 disables
 //! the endpoint, dead letters are listed and replayed, and pending deliveries survive a restart.
-//! A token other than the admin manages only its own endpoints, for its own sessions.
+//! A token other than the admin manages only its own endpoints, for its own sessions, posting to
+//! public addresses only.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http_body_util::BodyExt as _;
@@ -29,6 +31,8 @@ struct Receiver {
     addr: SocketAddr,
     statuses: Arc<Mutex<VecDeque<u16>>>,
     got: broadcast::Sender<Received>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -38,9 +42,11 @@ impl Receiver {
         let addr = listener.local_addr().expect("addr");
         let statuses: Arc<Mutex<VecDeque<u16>>> = Arc::default();
         let (got, _) = broadcast::channel(1024);
-        let (statuses2, got2) = (Arc::clone(&statuses), got.clone());
+        let accepted: Arc<AtomicUsize> = Arc::default();
+        let (statuses2, got2, accepted2) = (Arc::clone(&statuses), got.clone(), Arc::clone(&accepted));
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                accepted2.fetch_add(1, Ordering::SeqCst);
                 let (statuses, got) = (Arc::clone(&statuses2), got2.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -65,7 +71,7 @@ impl Receiver {
                 });
             }
         });
-        Receiver { addr, statuses, got, task }
+        Receiver { addr, statuses, got, accepted, task }
     }
 
     fn url(&self) -> String {
@@ -726,6 +732,103 @@ async fn scoped_tokens_see_and_manage_only_their_own_endpoints() {
     let (status, _) = app.request("DELETE", &format!("/api/webhooks/{b}"), Some(TOKEN), None).await;
     assert_eq!(status, 204);
     assert_eq!(listed(&app, TOKEN).await, [admin]);
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+/// URLs a token other than the admin may not register: loopback, the metadata address and the
+/// rest of link-local, private, shared (CGNAT), unspecified, unique-local, IPv4-mapped forms, and
+/// names or numeric forms that resolve to them.
+const PRIVATE_URLS: [&str; 17] = [
+    "http://127.0.0.1:3000/hooks",
+    "http://localhost:8080/hooks",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://10.0.0.1/hooks",
+    "http://172.16.5.4:8443/hooks",
+    "https://192.168.1.10/hooks",
+    "http://100.64.0.1/hooks",
+    "http://0.0.0.0:3000/hooks",
+    "http://[::1]:3000/hooks",
+    "http://[::]/hooks",
+    "http://[fd00::1]/hooks",
+    "http://[fe80::1]/hooks",
+    "http://[::ffff:127.0.0.1]:3000/hooks",
+    "http://[::ffff:a9fe:a9fe]/latest",
+    "http://2130706433/hooks",
+    "http://127.1/hooks",
+    "http://does-not-resolve.invalid/hooks",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_admin_registers_private_addresses() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let tokens = hooks_tokens(&dir);
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("API_TOKENS_FILE", tokens.as_str())])).await;
+    for url in PRIVATE_URLS {
+        let body = json!({"url": url, "events": ["session.qr"]}).to_string();
+        let (status, answer) = app.request("POST", "/api/webhooks", Some(HOOKS_A), Some(body)).await;
+        assert_eq!((status, code(&answer)), (400, "WEBHOOK_URL_NOT_ALLOWED"), "{url}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.contains("127.") && !message.contains("169.254"), "names no address: {message}");
+    }
+    assert!(listed(&app, TOKEN).await.is_empty(), "nothing registered");
+    // A public address is fine (nothing is ever posted: no session has events here).
+    let public =
+        create_as(&app, HOOKS_A, json!({"url": "http://192.0.2.10:8080/hooks", "events": ["session.qr"]})).await;
+    assert_eq!(public["owner"], "hooks_a");
+    // The admin's backend on the same host or network is the common case.
+    for url in ["http://127.0.0.1:3000/hooks", "http://localhost:8080/hooks", "http://[fd00::1]/hooks"] {
+        create(&app, json!({"url": url, "events": ["session.qr"]})).await;
+    }
+    app.stop().await;
+
+    // WEBHOOK_ALLOW_PRIVATE lets every token register them (a host that does not resolve stays refused).
+    let extra = [("API_TOKENS_FILE", tokens.as_str()), ("WEBHOOK_ALLOW_PRIVATE", "true")];
+    let app = TestApp::spawn_with(config(&fake, &dir, &extra)).await;
+    for url in PRIVATE_URLS.iter().filter(|url| !url.contains(".invalid")) {
+        create_as(&app, HOOKS_A, json!({"url": url, "events": ["session.qr"]})).await;
+    }
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_resolves_to_a_private_address_is_refused_again_at_connect() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let scoped_receiver = Receiver::start().await;
+    let mut scoped_posts = scoped_receiver.got.subscribe();
+    let admin_receiver = Receiver::start().await;
+    let tokens = hooks_tokens(&dir);
+    // Registered while private addresses are allowed, by name: `localhost` resolves to loopback.
+    let allowed = [("API_TOKENS_FILE", tokens.as_str()), ("WEBHOOK_ALLOW_PRIVATE", "true")];
+    let app = TestApp::spawn_with(config(&fake, &dir, &allowed)).await;
+    let url = format!("http://localhost:{}/hooks", scoped_receiver.addr.port());
+    let scoped = create_as(&app, HOOKS_A, json!({"url": url, "events": ["session.status"]})).await;
+    let scoped = scoped["id"].as_str().unwrap().to_owned();
+    create(&app, json!({"url": admin_receiver.url(), "events": ["session.status"]})).await;
+    let watch = app.ws("tienda_a").await;
+    let (first, _) = next_post(&mut scoped_posts, |e| e["sessionId"] == "tienda_a").await;
+    assert_eq!(first.status, 200, "delivered while allowed");
+    drop(watch);
+    app.stop().await;
+
+    // Now they are not: the name still resolves to loopback, and the worker does not connect.
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("API_TOKENS_FILE", tokens.as_str())])).await;
+    let connections = scoped_receiver.accepted.load(Ordering::SeqCst);
+    let mut admin_posts = admin_receiver.got.subscribe();
+    let _watch = app.ws("tienda_a").await;
+    let refused = wait_delivery(&app, HOOKS_A, &scoped, "pending", |d| d["lastError"].is_string()).await;
+    assert_eq!(
+        refused["lastError"].as_str(),
+        Some("the address is not allowed: this endpoint may post only to public addresses"),
+        "{refused}"
+    );
+    assert_eq!(scoped_receiver.accepted.load(Ordering::SeqCst), connections, "no connection was made");
+    // The admin's endpoint on the same host still gets the same events.
+    let (got, _) = next_post(&mut admin_posts, |e| e["sessionId"] == "tienda_a").await;
+    assert_eq!(got.status, 200);
     app.stop().await;
     fake.shutdown().await;
 }
