@@ -73,6 +73,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("WEBHOOK_RETRY_BASE_MS", "1000"),
     ("WEBHOOK_OUTBOX_MAX", "100000"),
     ("WEBHOOK_TIMEOUT_MS", "10000"),
+    ("WEBHOOK_ALLOW_PRIVATE", "false"),
     ("CONTACT_CHECKS_PER_MINUTE", "60"),
     ("QR_LINK_WINDOW_SECS", "120"),
 ];
@@ -196,7 +197,7 @@ pub struct Config {
     /// are deleted.
     pub inbound_retention: Option<Duration>,
     /// `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`, `WEBHOOK_MAX_RETRY_SECS`,
-    /// `WEBHOOK_RETRY_BASE_MS`, `WEBHOOK_OUTBOX_MAX`.
+    /// `WEBHOOK_RETRY_BASE_MS`, `WEBHOOK_OUTBOX_MAX`, `WEBHOOK_TIMEOUT_MS`, `WEBHOOK_ALLOW_PRIVATE`.
     pub webhooks: crate::webhooks::WebhookSettings,
     /// `CONTACT_CHECKS_PER_MINUTE` (60; 0 = no limit): numbers each session may ask WhatsApp about.
     pub contact_checks_per_minute: u32,
@@ -331,6 +332,7 @@ struct Raw {
     webhook_retry_base_ms: String,
     webhook_outbox_max: String,
     webhook_timeout_ms: String,
+    webhook_allow_private: String,
     contact_checks_per_minute: String,
     qr_link_window_secs: String,
     api_tokens_file: Option<String>,
@@ -682,6 +684,7 @@ fn webhook_settings(raw: &Raw) -> Result<crate::webhooks::WebhookSettings, Confi
         retry_base: Duration::from_millis(number("WEBHOOK_RETRY_BASE_MS", &raw.webhook_retry_base_ms)?.max(1)),
         outbox_max: number("WEBHOOK_OUTBOX_MAX", &raw.webhook_outbox_max)?.max(1),
         timeout: Duration::from_millis(number("WEBHOOK_TIMEOUT_MS", &raw.webhook_timeout_ms)?.max(1)),
+        allow_private: parse_bool("WEBHOOK_ALLOW_PRIVATE", &raw.webhook_allow_private)?,
     })
 }
 
@@ -826,6 +829,7 @@ mod tests {
         assert_eq!(config.retry_base_delay, Duration::from_secs(1));
         assert_eq!(config.retry_max_delay, Duration::from_secs(300));
         assert!(!config.qr_terminal);
+        assert!(!config.webhooks.allow_private, "only the admin's webhooks reach private addresses by default");
         assert_eq!(config.api_token_file, PathBuf::from("./.api-token"));
         assert_eq!(config.token_origin, TokenOrigin::Configured);
         assert_eq!(config.api_token.expose(), "0123456789abcdef0123");
@@ -940,6 +944,9 @@ mod tests {
         assert!(error_of(with_token(&[("MAX_BODY_BYTES", "0")])).starts_with("invalid MAX_BODY_BYTES:"));
         assert!(error_of(with_token(&[("RETRY_MAX_ATTEMPTS", "-1")])).starts_with("invalid RETRY_MAX_ATTEMPTS:"));
         assert!(error_of(with_token(&[("QR_TERMINAL", "maybe")])).starts_with("invalid QR_TERMINAL:"));
+        assert!(
+            error_of(with_token(&[("WEBHOOK_ALLOW_PRIVATE", "maybe")])).starts_with("invalid WEBHOOK_ALLOW_PRIVATE:")
+        );
         assert!(error_of(with_token(&[("LOG_LEVEL", "[[[")])).starts_with("invalid LOG_LEVEL:"));
         assert_eq!(
             error_of(with_token(&[("RETRY_BASE_DELAY_MS", "5000"), ("RETRY_MAX_DELAY_MS", "1000")])),

@@ -174,6 +174,18 @@ impl Caller {
         }
     }
 
+    /// The sessions the token may act on.
+    pub fn sessions(&self) -> &SessionAccess {
+        &self.inner.sessions
+    }
+
+    /// True for the admin: the `admin` scope and every session (`API_STATIC_TOKEN`, or a file
+    /// token given both). Only the admin sees every caller's webhooks and may post to private
+    /// addresses.
+    pub fn is_admin(&self) -> bool {
+        self.inner.scopes & Scope::Admin.bit() != 0 && self.inner.sessions == SessionAccess::All
+    }
+
     /// `Ok` if the token may act on `session`.
     pub fn may_use(&self, session: &SessionId) -> bool {
         match &self.inner.sessions {
@@ -294,6 +306,11 @@ impl Authenticator {
             if entry.name.trim().is_empty() {
                 return Err(invalid("the name is empty".into()));
             }
+            // A name owns webhook endpoints and idempotency keys, so it names one token only;
+            // `admin` is `API_STATIC_TOKEN`'s.
+            if auth.tokens.iter().any(|(_, caller)| caller.name() == entry.name) {
+                return Err(invalid("the name is used twice (or is 'admin', the admin token's)".into()));
+            }
             if token.len() < crate::config::MIN_TOKEN_LEN {
                 return Err(invalid(format!("the token is shorter than {} characters", crate::config::MIN_TOKEN_LEN)));
             }
@@ -314,10 +331,6 @@ impl Authenticator {
                         .collect::<Result<_, _>>()?,
                 ),
             };
-            // Idempotency keys are kept per token name: two tokens may not share one.
-            if entry.name == "admin" || auth.tokens.iter().any(|(_, known)| known.name() == entry.name) {
-                return Err(invalid("the name is used twice (or is 'admin')".into()));
-            }
             let digest = sha256(token.as_bytes());
             if auth.tokens.iter().any(|(known, _)| bool::from(known.ct_eq(&digest))) {
                 return Err(invalid("the token is used twice (or is the admin token)".into()));
@@ -732,12 +745,27 @@ mod tests {
         assert!(linker.require_session(Scope::SessionsWrite, &cusco).is_ok());
         assert!(linker.require(Scope::MessagesSend).is_err());
 
+        assert!(!ventas.is_admin() && !linker.is_admin());
         let admin = a.check_bearer(&bearer(TOKEN), None).unwrap();
         assert_eq!(admin.name(), "admin");
+        assert!(admin.is_admin());
         for scope in Scope::ALL {
             assert!(admin.require_session(scope, &cusco).is_ok());
         }
         assert!(matches!(a.check_bearer(&bearer("nobody-token-0123456789"), None), Err(ApiError::InvalidToken)));
+    }
+
+    #[test]
+    fn only_the_admin_scope_with_every_session_is_the_admin() {
+        let a = tokens_file(
+            r#"[{"name":"ops","token":"ops-token-0123456789","scopes":["admin"]},
+                {"name":"shop","token":"shop-token-0123456789","scopes":["admin"],"sessions":["tienda_lima"]},
+                {"name":"hooks","token":"hooks-token-0123456789","scopes":["webhooks:write"],"sessions":"*"}]"#,
+        )
+        .unwrap();
+        assert!(a.check_bearer(&bearer("ops-token-0123456789"), None).unwrap().is_admin());
+        assert!(!a.check_bearer(&bearer("shop-token-0123456789"), None).unwrap().is_admin());
+        assert!(!a.check_bearer(&bearer("hooks-token-0123456789"), None).unwrap().is_admin());
     }
 
     #[test]
@@ -762,7 +790,10 @@ mod tests {
             err(r#"[{"name":"a","token":"aaaaaaaaaaaaaaaaaaaa","scopes":[]},{"name":"a","token":"bbbbbbbbbbbbbbbbbbbb","scopes":[]}]"#)
                 .contains("name is used twice")
         );
-        assert!(err(r#"[{"name":"admin","token":"aaaaaaaaaaaaaaaaaaaa","scopes":[]}]"#).contains("name is used twice"));
+        assert!(
+            err(r#"[{"name":"admin","token":"aaaaaaaaaaaaaaaaaaaa","scopes":["webhooks:write"],"sessions":["a"]}]"#)
+                .contains("name is used twice")
+        );
         assert!(
             err(r#"[{"name":"a","token":"aaaaaaaaaaaaaaaaaaaa","scopes":[],"extra":1}]"#).contains("not a JSON list")
         );

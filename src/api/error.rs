@@ -66,6 +66,13 @@ pub enum ApiError {
     /// A webhook secret of the wrong form.
     #[error("secret must be 'whsec_' followed by the base64 of 24 to 64 bytes")]
     InvalidSecret,
+    /// A webhook URL this token may not post to: its host resolves to a private, loopback or
+    /// link-local address (or does not resolve). Which address is not said.
+    #[error(
+        "url must resolve to public addresses only: this token may not post to private, loopback or link-local \
+         addresses"
+    )]
+    WebhookUrlNotAllowed,
     /// No webhook endpoint with that id.
     #[error("webhook not found")]
     WebhookNotFound,
@@ -217,6 +224,7 @@ impl ApiError {
             | ApiError::InvalidQuery(_)
             | ApiError::InvalidUrl
             | ApiError::InvalidSecret
+            | ApiError::WebhookUrlNotAllowed
             | ApiError::TooManyPhones
             | ApiError::InvalidMedia(_)
             | ApiError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
@@ -278,6 +286,7 @@ impl ApiError {
             ApiError::TooManyPhones => "TOO_MANY_PHONES",
             ApiError::InvalidUrl => "INVALID_URL",
             ApiError::InvalidSecret => "INVALID_SECRET",
+            ApiError::WebhookUrlNotAllowed => "WEBHOOK_URL_NOT_ALLOWED",
             ApiError::WebhookNotFound => "WEBHOOK_NOT_FOUND",
             ApiError::SessionNotConnected => "SESSION_NOT_CONNECTED",
             ApiError::UpstreamFailed(_) => "UPSTREAM_FAILED",
@@ -442,7 +451,7 @@ pub struct ErrorDetail {
     /// IDEMPOTENCY_KEY_REUSED, QUEUE_FULL, UPGRADE_REQUIRED, UNSUPPORTED_WEBSOCKET_VERSION,
     /// BAD_WEBSOCKET_KEY, SESSION_EXISTS, ALREADY_CONNECTED, QR_NOT_READY, SESSION_UNRESPONSIVE,
     /// PAIRING_CODE_OUTSTANDING, PAIRING_RATE_LIMITED, PAIRING_REJECTED, PAIRING_UNAVAILABLE,
-    /// TIMEOUT, SHUTTING_DOWN, INSUFFICIENT_STORAGE, INTERNAL.
+    /// TIMEOUT, SHUTTING_DOWN, INSUFFICIENT_STORAGE, WEBHOOK_URL_NOT_ALLOWED, INTERNAL.
     pub code: String,
     /// A sentence for people; it may change.
     pub message: String,
@@ -548,6 +557,7 @@ mod tests {
             (ApiError::PairingCodeOutstanding, 409, "PAIRING_CODE_OUTSTANDING"),
             (ApiError::BodyTimeout, 408, "BODY_TIMEOUT"),
             (ApiError::Timeout, 503, "TIMEOUT"),
+            (ApiError::WebhookUrlNotAllowed, 400, "WEBHOOK_URL_NOT_ALLOWED"),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status().as_u16(), status, "{err:?}");

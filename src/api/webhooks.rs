@@ -1,5 +1,9 @@
 //! `/api/webhooks`: register, list and delete endpoints; list, and replay, their deliveries.
 //! Every route needs `webhooks:write`.
+//!
+//! The admin sees and manages every endpoint. Any other token sees and manages only the
+//! endpoints it registered: another's id answers 404 as an unknown one does. A token limited to
+//! some sessions registers endpoints for those sessions only (no filter means all of them).
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -11,14 +15,14 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::auth::{Caller, Scope};
+use crate::api::auth::{Caller, Scope, SessionAccess};
 use crate::api::body::{RequestBody, SmallLimit};
 use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 use crate::api::json_response;
 use crate::api::state::AppState;
 use crate::domain::SessionId;
 use crate::events::EventKind;
-use crate::webhooks::{Delivery, DeliveryStatus, Endpoint, WebhookSecret};
+use crate::webhooks::{Delivery, Endpoint, NewEndpoint, Owner, Viewer, WebhookDeliveryStatus, WebhookSecret};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -33,7 +37,9 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[derive(ToSchema)]
 #[allow(dead_code)] // Only describes the JSON; parsing is by hand.
 struct CreateBody {
-    /// Where events are posted: an http or https URL (a private address is allowed).
+    /// Where events are posted: an http or https URL. The admin's may be a private address;
+    /// other tokens' must resolve to public addresses only, unless `WEBHOOK_ALLOW_PRIVATE=true`
+    /// (400 `WEBHOOK_URL_NOT_ALLOWED`).
     #[schema(
         pattern = "^https?://(?:[A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(?:[/?][A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$",
         max_length = 2048
@@ -41,7 +47,8 @@ struct CreateBody {
     url: String,
     /// The events to post (default: all).
     events: Option<Vec<EventKind>>,
-    /// Only these sessions (default, or `null`: all).
+    /// Only these sessions (default, or `null`: all). A token limited to some sessions may name
+    /// only those (403 otherwise), and its default is all of them.
     sessions: Option<Vec<SessionIdText>>,
     /// `whsec_` + base64 of 24 to 64 bytes; generated when absent.
     #[schema(
@@ -71,6 +78,8 @@ struct WebhookView {
     disabled: Option<String>,
     /// Deliveries waiting.
     pending: u64,
+    /// The name of the token that registered it (`admin` for the admin token and `WEBHOOK_URL`).
+    owner: String,
 }
 
 /// The answer to a creation: the endpoint and its secret, shown this once.
@@ -118,6 +127,32 @@ fn view(endpoint: Endpoint, pending: u64) -> WebhookView {
         created_at: endpoint.created_at,
         disabled: endpoint.disabled,
         pending,
+        owner: endpoint.owner.name,
+    }
+}
+
+/// Whose endpoints `caller` sees and manages.
+fn viewer(caller: &Caller) -> Viewer {
+    if caller.is_admin() { Viewer::Admin } else { Viewer::Token(caller.name().to_owned()) }
+}
+
+/// The sessions an endpoint of `caller` listens to: what it asked for, within the caller's
+/// sessions; all of them when it asked for none.
+fn confined_sessions(caller: &Caller, asked: Option<Vec<SessionId>>) -> Result<Option<Vec<String>>, ApiError> {
+    match (caller.sessions(), asked) {
+        (SessionAccess::All, asked) => Ok(asked.map(|ids| ids.iter().map(|id| id.as_str().to_owned()).collect())),
+        (SessionAccess::Only(allowed), None) => {
+            let mut ids: Vec<String> = allowed.iter().map(|id| id.as_str().to_owned()).collect();
+            ids.sort();
+            Ok(Some(ids))
+        }
+        (SessionAccess::Only(_), Some(asked)) => {
+            if let Some(outside) = asked.iter().find(|id| !caller.may_use(id)) {
+                tracing::debug!(caller = caller.name(), session = %outside, "webhook for a session not allowed");
+                return Err(ApiError::Forbidden("register a webhook for this session"));
+            }
+            Ok(Some(asked.iter().map(|id| id.as_str().to_owned()).collect()))
+        }
     }
 }
 
@@ -127,7 +162,7 @@ fn view(endpoint: Endpoint, pending: u64) -> WebhookView {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Registered; the secret is shown only here", body = CreatedWebhook),
-        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_URL, INVALID_EVENT_TYPE, INVALID_SESSION_ID, INVALID_SECRET)", body = ErrorBody),
+        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_URL, INVALID_EVENT_TYPE, INVALID_SESSION_ID, INVALID_SECRET), or a url that does not resolve to public addresses only, for a token other than the admin (WEBHOOK_URL_NOT_ALLOWED)", body = ErrorBody),
         AuthErrors,
         (status = 408, description = "Body not received in time (BODY_TIMEOUT)", body = ErrorBody),
         (status = 413, description = "Body too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),
@@ -170,7 +205,7 @@ async fn create_webhook(State(state): State<AppState>, caller: Caller, req: Requ
                     let text = item
                         .as_str()
                         .ok_or(ApiError::WrongFieldType { field: "sessions", expected: "an array of session ids" })?;
-                    Ok(SessionId::parse(text)?.as_str().to_owned())
+                    Ok(SessionId::parse(text)?)
                 })
                 .collect::<Result<Vec<_>, ApiError>>()?,
         ),
@@ -181,12 +216,23 @@ async fn create_webhook(State(state): State<AppState>, caller: Caller, req: Requ
         Some(Value::String(secret)) => Some(WebhookSecret::parse(&secret).map_err(|_| ApiError::InvalidSecret)?),
         Some(_) => return Err(ApiError::WrongFieldType { field: "secret", expected: "a string" }),
     };
-    let endpoint = state.webhooks.create(url, events, sessions, secret).await.map_err(ApiError::internal)?;
+    let sessions = confined_sessions(&caller, sessions)?;
+    let owner = Owner { name: caller.name().to_owned(), admin: caller.is_admin() };
+    state.webhooks.check_destination(&owner, &url).await.map_err(|_| {
+        tracing::debug!(caller = caller.name(), "webhook url refused: not a public address");
+        ApiError::WebhookUrlNotAllowed
+    })?;
+    let endpoint = state
+        .webhooks
+        .create(NewEndpoint { url, events, sessions, secret, owner })
+        .await
+        .map_err(ApiError::internal)?;
     let secret = endpoint.secret.expose();
     Ok(json_response(StatusCode::CREATED, &CreatedWebhook { webhook: view(endpoint, 0), secret }))
 }
 
-/// The endpoints, without their secrets (needs `webhooks:write`).
+/// The endpoints, without their secrets (needs `webhooks:write`): every one for the admin, the
+/// token's own for any other token.
 #[utoipa::path(get, path = "/api/webhooks", tag = "webhooks",
     security(("bearer" = [])),
     responses(
@@ -198,7 +244,7 @@ async fn create_webhook(State(state): State<AppState>, caller: Caller, req: Requ
     ))]
 async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
-    let items = state.webhooks.list().await.map_err(ApiError::internal)?;
+    let items = state.webhooks.list(&viewer(&caller)).await.map_err(ApiError::internal)?;
     let items = items.into_iter().map(|(endpoint, pending)| view(endpoint, pending)).collect();
     Ok(json_response(StatusCode::OK, &WebhookList { items }))
 }
@@ -210,7 +256,7 @@ async fn list_webhooks(State(state): State<AppState>, caller: Caller) -> Result<
     responses(
         (status = 204, description = "Deleted"),
         AuthErrors,
-        (status = 404, description = "No such endpoint (WEBHOOK_NOT_FOUND)", body = ErrorBody),
+        (status = 404, description = "No such endpoint, or not this token's (WEBHOOK_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
@@ -221,7 +267,7 @@ async fn delete_webhook(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
-    if state.webhooks.delete(&id).await.map_err(ApiError::internal)? {
+    if state.webhooks.delete(&id, &viewer(&caller)).await.map_err(ApiError::internal)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::WebhookNotFound)
@@ -237,7 +283,7 @@ async fn delete_webhook(
         (status = 200, description = "The deliveries", body = DeliveryList),
         (status = 400, description = "Invalid query (INVALID_QUERY)", body = ErrorBody),
         AuthErrors,
-        (status = 404, description = "No such endpoint (WEBHOOK_NOT_FOUND)", body = ErrorBody),
+        (status = 404, description = "No such endpoint, or not this token's (WEBHOOK_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
@@ -252,9 +298,10 @@ async fn list_deliveries(
     let Query(query) = query.map_err(|_| ApiError::InvalidQuery("limit is a number"))?;
     let status = match query.status.as_deref() {
         None => None,
-        Some(text) => {
-            Some(DeliveryStatus::parse(text).ok_or(ApiError::InvalidQuery("status is pending, delivered or failed"))?)
-        }
+        Some(text) => Some(
+            WebhookDeliveryStatus::parse(text)
+                .ok_or(ApiError::InvalidQuery("status is pending, delivered or failed"))?,
+        ),
     };
     let limit = query.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
@@ -262,7 +309,7 @@ async fn list_deliveries(
     }
     let items = state
         .webhooks
-        .deliveries(&id, status, limit)
+        .deliveries(&id, &viewer(&caller), status, limit)
         .await
         .map_err(ApiError::internal)?
         .ok_or(ApiError::WebhookNotFound)?;
@@ -277,7 +324,7 @@ async fn list_deliveries(
         (status = 202, description = "Pending again (0 if it was not failed)", body = Retried),
         (status = 400, description = "Invalid delivery id (INVALID_QUERY)", body = ErrorBody),
         AuthErrors,
-        (status = 404, description = "No such endpoint (WEBHOOK_NOT_FOUND)", body = ErrorBody),
+        (status = 404, description = "No such endpoint, or not this token's (WEBHOOK_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
@@ -291,7 +338,7 @@ async fn retry_delivery(
     let Path((id, delivery)) = path.map_err(|_| ApiError::InvalidQuery("the delivery id is a number"))?;
     let retried = state
         .webhooks
-        .retry(&id, Some(delivery))
+        .retry(&id, &viewer(&caller), Some(delivery))
         .await
         .map_err(ApiError::internal)?
         .ok_or(ApiError::WebhookNotFound)?;
@@ -305,7 +352,7 @@ async fn retry_delivery(
     responses(
         (status = 202, description = "Pending again", body = Retried),
         AuthErrors,
-        (status = 404, description = "No such endpoint (WEBHOOK_NOT_FOUND)", body = ErrorBody),
+        (status = 404, description = "No such endpoint, or not this token's (WEBHOOK_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
         (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
@@ -316,7 +363,11 @@ async fn retry_failed(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
-    let retried =
-        state.webhooks.retry(&id, None).await.map_err(ApiError::internal)?.ok_or(ApiError::WebhookNotFound)?;
+    let retried = state
+        .webhooks
+        .retry(&id, &viewer(&caller), None)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or(ApiError::WebhookNotFound)?;
     Ok(json_response(StatusCode::ACCEPTED, &Retried { retried }))
 }

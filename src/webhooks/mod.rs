@@ -12,7 +12,11 @@
 //!   the API lists and replays. A `410 Gone` disables the endpoint.
 //! * An endpoint holds at most `WEBHOOK_OUTBOX_MAX` pending deliveries; events beyond are
 //!   recorded as failed at once (`outbox full`), so they can still be replayed.
+//! * An endpoint belongs to the token that registered it. The admin's post anywhere; other
+//!   tokens' post only to public addresses, checked at registration and at every connection
+//!   (`destination.rs`).
 
+mod destination;
 mod sign;
 mod store;
 
@@ -24,8 +28,9 @@ use rand::RngExt as _;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub use destination::{Destinations, NotAllowed, is_public};
 pub use sign::{SecretError, WebhookSecret};
-pub use store::{Delivery, DeliveryStatus, Endpoint, StoreError};
+pub use store::{Delivery, Endpoint, Owner, StoreError, Viewer, WebhookDeliveryStatus};
 
 use crate::events::{EventKind, GatewayEvent};
 use crate::shutdown::Shutdown;
@@ -61,6 +66,19 @@ pub fn is_http_url(url: &str) -> bool {
     host_ok && port_ok && path_ok && url.parse::<axum::http::Uri>().is_ok()
 }
 
+/// What `POST /api/webhooks` registers.
+#[derive(Debug, Clone)]
+pub struct NewEndpoint {
+    pub url: String,
+    /// `None`: every event.
+    pub events: Option<Vec<EventKind>>,
+    /// `None`: every session.
+    pub sessions: Option<Vec<String>>,
+    /// Generated when absent.
+    pub secret: Option<WebhookSecret>,
+    pub owner: Owner,
+}
+
 /// The endpoint from the environment: `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`.
 #[derive(Debug, Clone)]
 pub struct EnvEndpoint {
@@ -83,6 +101,9 @@ pub struct WebhookSettings {
     pub outbox_max: u64,
     /// `WEBHOOK_TIMEOUT_MS` (10,000): how long a receiver may take to answer.
     pub timeout: Duration,
+    /// `WEBHOOK_ALLOW_PRIVATE` (false): endpoints of tokens other than the admin may post to
+    /// private addresses too.
+    pub allow_private: bool,
 }
 
 /// The webhooks: cheap to clone.
@@ -182,17 +203,23 @@ impl Webhooks {
         }
     }
 
+    /// Where the endpoints of `owner` may post.
+    pub fn destinations(&self, owner: &Owner) -> Destinations {
+        destinations(&self.inner.settings, owner)
+    }
+
+    /// `Ok` if an endpoint of `owner` may post to `url`: for other tokens than the admin, its
+    /// host resolves (within `WEBHOOK_TIMEOUT_MS`) to public addresses only.
+    pub async fn check_destination(&self, owner: &Owner, url: &str) -> Result<(), NotAllowed> {
+        destination::check_url(self.destinations(owner), url, self.inner.settings.timeout).await
+    }
+
     /// Adds an endpoint (a secret is generated when none is given) and starts its worker.
-    pub async fn create(
-        &self,
-        url: String,
-        events: Option<Vec<EventKind>>,
-        sessions: Option<Vec<String>>,
-        secret: Option<WebhookSecret>,
-    ) -> Result<Endpoint, StoreError> {
+    pub async fn create(&self, new: NewEndpoint) -> Result<Endpoint, StoreError> {
+        let NewEndpoint { url, events, sessions, secret, owner } = new;
         let secret = secret.unwrap_or_else(WebhookSecret::generate);
         let store = self.inner.store.clone();
-        let endpoint = tokio::task::spawn_blocking(move || store.create(url, events, sessions, secret))
+        let endpoint = tokio::task::spawn_blocking(move || store.create(url, events, sessions, secret, owner))
             .await
             .map_err(|_| StoreError::Closed)??;
         self.refresh_status_interest();
@@ -200,28 +227,38 @@ impl Webhooks {
         Ok(endpoint)
     }
 
-    pub async fn list(&self) -> Result<Vec<(Endpoint, u64)>, StoreError> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.endpoints_with_pending()).await.map_err(|_| StoreError::Closed)?
+    /// The endpoints `viewer` sees, each with its count of pending deliveries.
+    pub async fn list(&self, viewer: &Viewer) -> Result<Vec<(Endpoint, u64)>, StoreError> {
+        let (store, viewer) = (self.inner.store.clone(), viewer.clone());
+        tokio::task::spawn_blocking(move || store.endpoints_with_pending(&viewer))
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
-    /// Deletes an endpoint and its deliveries; `false` if unknown.
-    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        self.stop_worker(id);
-        let (store, id) = (self.inner.store.clone(), id.to_owned());
-        let deleted = tokio::task::spawn_blocking(move || store.delete(&id)).await.map_err(|_| StoreError::Closed)?;
-        self.refresh_status_interest();
-        deleted
+    /// Deletes an endpoint and its deliveries; `false` if unknown or not `viewer`'s.
+    pub async fn delete(&self, id: &str, viewer: &Viewer) -> Result<bool, StoreError> {
+        let (store, owned_id, viewer) = (self.inner.store.clone(), id.to_owned(), viewer.clone());
+        let deleted = tokio::task::spawn_blocking(move || store.delete(&owned_id, &viewer))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        // Stopped only once it is gone: a refused delete leaves its owner's worker alone.
+        if deleted {
+            self.stop_worker(id);
+            self.refresh_status_interest();
+        }
+        Ok(deleted)
     }
 
+    /// An endpoint's deliveries, newest first; `None` if unknown or not `viewer`'s.
     pub async fn deliveries(
         &self,
         endpoint: &str,
-        status: Option<DeliveryStatus>,
+        viewer: &Viewer,
+        status: Option<WebhookDeliveryStatus>,
         limit: usize,
     ) -> Result<Option<Vec<Delivery>>, StoreError> {
-        let (store, endpoint) = (self.inner.store.clone(), endpoint.to_owned());
-        tokio::task::spawn_blocking(move || store.deliveries(&endpoint, status, limit))
+        let (store, endpoint, viewer) = (self.inner.store.clone(), endpoint.to_owned(), viewer.clone());
+        tokio::task::spawn_blocking(move || store.deliveries(&endpoint, &viewer, status, limit))
             .await
             .map_err(|_| StoreError::Closed)?
     }
@@ -241,12 +278,18 @@ impl Webhooks {
     }
 
     /// Makes failed deliveries of `endpoint` pending again (one, or all when `delivery` is
-    /// `None`); returns how many, `None` if the endpoint is unknown. A disabled endpoint is
-    /// enabled again: replaying is how an operator says it is back.
-    pub async fn retry(&self, endpoint: &str, delivery: Option<i64>) -> Result<Option<u64>, StoreError> {
-        let (store, id) = (self.inner.store.clone(), endpoint.to_owned());
-        let retried =
-            tokio::task::spawn_blocking(move || store.retry(&id, delivery)).await.map_err(|_| StoreError::Closed)??;
+    /// `None`); returns how many, `None` if the endpoint is unknown or not `viewer`'s. A disabled
+    /// endpoint is enabled again: replaying is how an operator says it is back.
+    pub async fn retry(
+        &self,
+        endpoint: &str,
+        viewer: &Viewer,
+        delivery: Option<i64>,
+    ) -> Result<Option<u64>, StoreError> {
+        let (store, id, viewer) = (self.inner.store.clone(), endpoint.to_owned(), viewer.clone());
+        let retried = tokio::task::spawn_blocking(move || store.retry(&id, &viewer, delivery))
+            .await
+            .map_err(|_| StoreError::Closed)??;
         if retried.is_some() {
             self.refresh_status_interest();
             let running = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).contains_key(endpoint);
@@ -296,6 +339,29 @@ pub async fn run_outbox(
     }
 }
 
+fn destinations(settings: &WebhookSettings, owner: &Owner) -> Destinations {
+    if owner.admin || settings.allow_private { Destinations::Any } else { Destinations::PublicOnly }
+}
+
+/// The HTTP client of one endpoint; its connections are kept alive between deliveries. No
+/// redirects: a receiver cannot send a post on somewhere else.
+fn http_client(settings: &WebhookSettings, destinations: Destinations) -> ureq::Agent {
+    let config = ureq::config::Config::builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(settings.timeout))
+        .max_redirects(0);
+    match destinations {
+        Destinations::Any => ureq::Agent::new_with_config(config.build()),
+        // Direct connections only: through an `HTTP(S)_PROXY` the proxy would resolve the host,
+        // and the check would see the proxy's address instead of the receiver's.
+        Destinations::PublicOnly => ureq::Agent::with_parts(
+            config.proxy(None).build(),
+            ureq::unversioned::transport::DefaultConnector::new(),
+            destination::CheckedResolver::new(ureq::unversioned::resolver::DefaultResolver::default()),
+        ),
+    }
+}
+
 /// What a post got.
 enum Posted {
     Delivered,
@@ -307,14 +373,8 @@ enum Posted {
 async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, cancel: CancellationToken) {
     let store = webhooks.inner.store.clone();
     let settings = webhooks.inner.settings.clone();
-    // One agent per endpoint: its connections are kept alive between deliveries.
-    let agent = ureq::Agent::new_with_config(
-        ureq::config::Config::builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(settings.timeout))
-            .max_redirects(0)
-            .build(),
-    );
+    // Made with the first batch, once the endpoint's owner is known; it never changes.
+    let mut client: Option<ureq::Agent> = None;
     loop {
         let next = {
             let (store, id) = (store.clone(), endpoint_id.clone());
@@ -346,6 +406,7 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
                 () = tokio::time::sleep(Duration::from_millis(wait)) => {}
             }
         }
+        let agent = client.get_or_insert_with(|| http_client(&settings, destinations(&settings, &endpoint.owner)));
         // Posted one by one, in order; their outcomes recorded in one transaction (a crash
         // before it posts them again: at least once, same webhook-id).
         let mut delivered = Vec::new();
@@ -357,7 +418,7 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
             let started = std::time::Instant::now();
             let posted = tokio::select! {
                 () = cancel.cancelled() => break,
-                posted = post(&agent, &endpoint, delivery) => posted,
+                posted = post(agent, &endpoint, delivery) => posted,
             };
             metrics::histogram!(crate::metrics::WEBHOOK_SECONDS).record(started.elapsed().as_secs_f64());
             match posted {
@@ -439,6 +500,8 @@ async fn post(agent: &ureq::Agent, endpoint: &Endpoint, delivery: &Delivery) -> 
         Ok(Ok(status)) if (200..300).contains(&status) => Posted::Delivered,
         Ok(Ok(410)) => Posted::Gone,
         Ok(Ok(status)) => Posted::Failed(format!("the endpoint answered {status}")),
+        // The refusal alone: which address the name resolved to is not the token's to learn.
+        Ok(Err(e)) if destination::is_refusal(&e) => Posted::Failed(NotAllowed.to_string()),
         Ok(Err(e)) => Posted::Failed(e.to_string()),
         Err(_) => Posted::Failed("the request task failed".into()),
     }

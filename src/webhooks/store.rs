@@ -20,30 +20,77 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("webhook store closed")]
     Closed,
+    #[error("webhook store: {0}")]
+    Incompatible(String),
 }
 
-/// Where a delivery is.
+/// Where a webhook delivery is. Not a message's [`crate::domain::DeliveryStatus`]: the two
+/// have their own names so the OpenAPI document can describe both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum DeliveryStatus {
+pub enum WebhookDeliveryStatus {
     Pending,
     Delivered,
     Failed,
 }
 
-impl DeliveryStatus {
+impl WebhookDeliveryStatus {
+    /// Every status, in the order a delivery goes through them.
+    pub const ALL: [WebhookDeliveryStatus; 3] =
+        [WebhookDeliveryStatus::Pending, WebhookDeliveryStatus::Delivered, WebhookDeliveryStatus::Failed];
+
+    /// The name in JSON, SQL and `?status=`.
     pub fn as_str(self) -> &'static str {
         match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Failed => "failed",
+            WebhookDeliveryStatus::Pending => "pending",
+            WebhookDeliveryStatus::Delivered => "delivered",
+            WebhookDeliveryStatus::Failed => "failed",
         }
     }
 
-    pub fn parse(text: &str) -> Option<DeliveryStatus> {
-        [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+    /// The status named `text`, if any.
+    pub fn parse(text: &str) -> Option<WebhookDeliveryStatus> {
+        WebhookDeliveryStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// The token that registered an endpoint: it sees and manages it (and the admin does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The token's name (`admin` for `API_STATIC_TOKEN`, `WEBHOOK_URL` and endpoints from before
+    /// owners were recorded).
+    pub name: String,
+    /// Whether it was the admin then: its endpoint may post to private addresses.
+    pub admin: bool,
+}
+
+impl Owner {
+    /// `API_STATIC_TOKEN`.
+    pub fn admin() -> Owner {
+        Owner { name: ADMIN.to_owned(), admin: true }
+    }
+}
+
+/// The admin token's name, and the owner of endpoints that predate owners.
+const ADMIN: &str = "admin";
+
+/// Whose endpoints a caller sees and manages. Another caller's endpoint is treated as unknown
+/// (404), so ids cannot be probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    /// The admin: every endpoint.
+    Admin,
+    /// Any other token, by name: the endpoints it registered.
+    Token(String),
+}
+
+impl Viewer {
+    /// The owner name to filter on, `None` for every endpoint (an SQL `?n IS NULL OR owner = ?n`).
+    fn owner(&self) -> Option<&str> {
+        match self {
+            Viewer::Admin => None,
+            Viewer::Token(name) => Some(name),
+        }
     }
 }
 
@@ -60,6 +107,8 @@ pub struct Endpoint {
     pub created_at: u64,
     /// Why it no longer receives (a 410).
     pub disabled: Option<String>,
+    /// Who registered it.
+    pub owner: Owner,
 }
 
 impl Endpoint {
@@ -79,7 +128,7 @@ pub struct Delivery {
     pub event_id: String,
     pub event: String,
     pub session_id: String,
-    pub status: DeliveryStatus,
+    pub status: WebhookDeliveryStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
     /// Unix ms.
@@ -98,6 +147,16 @@ pub(super) enum Update {
     Retry { error: String, next_attempt_at: u64 },
 }
 
+/// Bumped when the schema changes; checked on open. Version 0 (no `user_version` set) had no
+/// owners; version 2 adds `owner` and `owner_admin` to endpoints. Endpoints already there belong
+/// to the admin: who registered them is not known, and that is the safe side (a scoped token
+/// sees none of them, and they post where they posted before).
+const SCHEMA_VERSION: i64 = 2;
+
+/// Columns added to `endpoints` since version 0, with their declarations.
+const ADDED_ENDPOINT_COLUMNS: [(&str, &str); 2] =
+    [("owner", "TEXT NOT NULL DEFAULT 'admin'"), ("owner_admin", "INTEGER NOT NULL DEFAULT 1")];
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS endpoints (
     id          TEXT    PRIMARY KEY,
@@ -106,7 +165,9 @@ CREATE TABLE IF NOT EXISTS endpoints (
     events      TEXT,
     sessions    TEXT,
     created_at  INTEGER NOT NULL,
-    disabled    TEXT
+    disabled    TEXT,
+    owner       TEXT    NOT NULL DEFAULT 'admin',
+    owner_admin INTEGER NOT NULL DEFAULT 1
 ) STRICT;
 CREATE TABLE IF NOT EXISTS deliveries (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -147,7 +208,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
+        init_schema(&conn)?;
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -190,35 +251,45 @@ impl Store {
         events: Option<Vec<EventKind>>,
         sessions: Option<Vec<String>>,
         secret: WebhookSecret,
+        owner: Owner,
     ) -> Result<Endpoint, StoreError> {
         let raw: [u8; 8] = rand::random();
         let id = format!("wh_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
         let created_at = crate::journal::now_ms();
         self.lock().execute(
-            "INSERT INTO endpoints (id, url, secret, events, sessions, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO endpoints (id, url, secret, events, sessions, created_at, owner, owner_admin) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 id,
                 url,
                 secret.expose(),
                 events_json(events.as_ref()),
                 sessions.as_ref().and_then(|s| serde_json::to_string(s).ok()),
-                int(created_at)
+                int(created_at),
+                owner.name,
+                owner.admin,
             ],
         )?;
-        Ok(Endpoint { id, url, secret, events, sessions, created_at, disabled: None })
+        Ok(Endpoint { id, url, secret, events, sessions, created_at, disabled: None, owner })
     }
 
+    /// Every endpoint, oldest first.
     pub(super) fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
+        self.visible_endpoints(&Viewer::Admin)
+    }
+
+    /// The endpoints `viewer` sees, oldest first.
+    fn visible_endpoints(&self, viewer: &Viewer) -> Result<Vec<Endpoint>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, url, secret, events, sessions, created_at, disabled FROM endpoints ORDER BY created_at",
-        )?;
-        let rows = stmt.query_map([], endpoint_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE ?1 IS NULL OR owner = ?1 ORDER BY created_at"
+        ))?;
+        let rows = stmt.query_map([viewer.owner()], endpoint_from_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows.into_iter().flatten().collect())
     }
 
-    pub(super) fn endpoints_with_pending(&self) -> Result<Vec<(Endpoint, u64)>, StoreError> {
-        let endpoints = self.endpoints()?;
+    pub(super) fn endpoints_with_pending(&self, viewer: &Viewer) -> Result<Vec<(Endpoint, u64)>, StoreError> {
+        let endpoints = self.visible_endpoints(viewer)?;
         let conn = self.lock();
         let mut count =
             conn.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE endpoint_id = ?1 AND status = 'pending'")?;
@@ -230,9 +301,13 @@ impl Store {
         Ok(out)
     }
 
-    pub(super) fn delete(&self, id: &str) -> Result<bool, StoreError> {
+    /// Deletes the endpoint `id` if `viewer` sees it; `false` otherwise.
+    pub(super) fn delete(&self, id: &str, viewer: &Viewer) -> Result<bool, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        if !visible(&tx, id, viewer)? {
+            return Ok(false);
+        }
         tx.execute("DELETE FROM deliveries WHERE endpoint_id = ?1", [id])?;
         let deleted = tx.execute("DELETE FROM endpoints WHERE id = ?1", [id])?;
         tx.commit()?;
@@ -305,9 +380,7 @@ impl Store {
     ) -> Result<Option<(Endpoint, Vec<Delivery>)>, StoreError> {
         let conn = self.lock();
         let endpoint = conn
-            .prepare_cached(
-                "SELECT id, url, secret, events, sessions, created_at, disabled FROM endpoints WHERE id = ?1",
-            )?
+            .prepare_cached(&format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ?1"))?
             .query_row([endpoint_id], endpoint_from_row)
             .optional()?
             .flatten();
@@ -379,15 +452,16 @@ impl Store {
         Ok(())
     }
 
+    /// The deliveries of `endpoint_id`, newest first; `None` if `viewer` does not see it.
     pub(super) fn deliveries(
         &self,
         endpoint_id: &str,
-        status: Option<DeliveryStatus>,
+        viewer: &Viewer,
+        status: Option<WebhookDeliveryStatus>,
         limit: usize,
     ) -> Result<Option<Vec<Delivery>>, StoreError> {
         let conn = self.lock();
-        let known: bool = conn.prepare_cached("SELECT 1 FROM endpoints WHERE id = ?1")?.exists([endpoint_id])?;
-        if !known {
+        if !visible(&conn, endpoint_id, viewer)? {
             return Ok(None);
         }
         let mut stmt = conn.prepare_cached(&format!(
@@ -395,16 +469,24 @@ impl Store {
              ORDER BY id DESC LIMIT ?3"
         ))?;
         let rows = stmt
-            .query_map(params![endpoint_id, status.map(DeliveryStatus::as_str), limit as i64], delivery_from_row)?
+            .query_map(
+                params![endpoint_id, status.map(WebhookDeliveryStatus::as_str), limit as i64],
+                delivery_from_row,
+            )?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(rows))
     }
 
-    pub(super) fn retry(&self, endpoint_id: &str, delivery: Option<i64>) -> Result<Option<u64>, StoreError> {
+    /// Makes failed deliveries of `endpoint_id` pending again; `None` if `viewer` does not see it.
+    pub(super) fn retry(
+        &self,
+        endpoint_id: &str,
+        viewer: &Viewer,
+        delivery: Option<i64>,
+    ) -> Result<Option<u64>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let known: bool = tx.prepare_cached("SELECT 1 FROM endpoints WHERE id = ?1")?.exists([endpoint_id])?;
-        if !known {
+        if !visible(&tx, endpoint_id, viewer)? {
             return Ok(None);
         }
         let now = int(crate::journal::now_ms());
@@ -426,6 +508,40 @@ impl Store {
     }
 }
 
+/// Creates the tables if missing, adds the columns of later versions, and checks the version.
+fn init_schema(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Incompatible(format!(
+            "schema version {version} is newer than this build's ({SCHEMA_VERSION})"
+        )));
+    }
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    let mut columns = Vec::new();
+    tx.pragma(None, "table_info", "endpoints", |row| {
+        columns.push(row.get::<_, String>(1)?);
+        Ok(())
+    })?;
+    for (name, decl) in ADDED_ENDPOINT_COLUMNS {
+        if !columns.iter().any(|c| c == name) {
+            tx.execute_batch(&format!("ALTER TABLE endpoints ADD COLUMN {name} {decl}"))?;
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Whether the endpoint `id` exists and `viewer` sees it.
+fn visible(conn: &Connection, id: &str, viewer: &Viewer) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM endpoints WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)")?
+        .exists(params![id, viewer.owner()])?)
+}
+
+const ENDPOINT_COLUMNS: &str = "id, url, secret, events, sessions, created_at, disabled, owner, owner_admin";
+
 const DELIVERY_COLUMNS: &str =
     "id, event_id, event, session_id, status, attempts, last_error, created_at, next_attempt_at, body";
 
@@ -436,7 +552,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
         event_id: r.get(1)?,
         event: r.get(2)?,
         session_id: r.get(3)?,
-        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Failed),
+        status: WebhookDeliveryStatus::parse(&status).unwrap_or(WebhookDeliveryStatus::Failed),
         attempts: r.get(5)?,
         last_error: r.get(6)?,
         created_at: to_u64(r.get(7)?),
@@ -461,10 +577,83 @@ fn endpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Endpoint>
         sessions: sessions.and_then(|s| serde_json::from_str(&s).ok()),
         created_at: to_u64(r.get(5)?),
         disabled: r.get(6)?,
+        owner: Owner { name: r.get(7)?, admin: r.get(8)? },
     }))
 }
 
 fn events_json(events: Option<&Vec<EventKind>>) -> Option<String> {
     events
         .map(|events| serde_json::to_string(&events.iter().map(|e| e.as_str()).collect::<Vec<_>>()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("wg-webhooks-{}-{}", std::process::id(), rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("webhooks.db")
+    }
+
+    #[test]
+    fn endpoints_from_before_owners_belong_to_the_admin() {
+        let path = temp_db();
+        let secret = WebhookSecret::generate().expose();
+        {
+            // The first schema: no owner, no user_version.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE endpoints (id TEXT PRIMARY KEY, url TEXT NOT NULL, secret TEXT NOT NULL, events TEXT, \
+                 sessions TEXT, created_at INTEGER NOT NULL, disabled TEXT) STRICT;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO endpoints (id, url, secret, created_at) VALUES ('wh_old', 'http://10.0.0.5/h', ?1, 1)",
+                [&secret],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store.lock().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let all = store.endpoints().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].owner, Owner::admin());
+
+        // A scoped token sees nothing of it and can touch nothing.
+        let scoped = Viewer::Token("ventas".into());
+        assert!(store.endpoints_with_pending(&scoped).unwrap().is_empty());
+        assert!(store.deliveries("wh_old", &scoped, None, 10).unwrap().is_none());
+        assert!(store.retry("wh_old", &scoped, None).unwrap().is_none());
+        assert!(!store.delete("wh_old", &scoped).unwrap());
+        assert_eq!(store.endpoints().unwrap().len(), 1);
+
+        // Opening again is a no-op; the admin still manages it.
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert!(store.delete("wh_old", &Viewer::Admin).unwrap());
+    }
+
+    #[test]
+    fn a_token_sees_the_endpoints_it_registered() {
+        let store = Store::open(&temp_db()).unwrap();
+        let mine = Owner { name: "ventas".into(), admin: false };
+        let created = store.create("http://x/h".into(), None, None, WebhookSecret::generate(), mine.clone()).unwrap();
+        store.create("http://y/h".into(), None, None, WebhookSecret::generate(), Owner::admin()).unwrap();
+        let seen = store.endpoints_with_pending(&Viewer::Token("ventas".into())).unwrap();
+        assert_eq!(seen.iter().map(|(e, _)| (&e.id, &e.owner)).collect::<Vec<_>>(), [(&created.id, &mine)]);
+        assert_eq!(store.endpoints_with_pending(&Viewer::Admin).unwrap().len(), 2);
+        assert!(store.endpoints_with_pending(&Viewer::Token("otro".into())).unwrap().is_empty());
+        assert!(store.deliveries(&created.id, &Viewer::Token("otro".into()), None, 10).unwrap().is_none());
+        let own = store.deliveries(&created.id, &Viewer::Token("ventas".into()), None, 10).unwrap();
+        assert_eq!(own.map(|d| d.len()), Some(0));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let path = temp_db();
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        assert!(matches!(Store::open(&path), Err(StoreError::Incompatible(_))));
+    }
 }

@@ -1,9 +1,12 @@
 //! Webhooks end to end, with a real HTTP receiver: events arrive signed (checked with the
 //! independent `standardwebhooks` crate), failures are retried under the same id, a 410 disables
 //! the endpoint, dead letters are listed and replayed, and pending deliveries survive a restart.
+//! A token other than the admin manages only its own endpoints, for its own sessions, posting to
+//! public addresses only.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http_body_util::BodyExt as _;
@@ -28,6 +31,8 @@ struct Receiver {
     addr: SocketAddr,
     statuses: Arc<Mutex<VecDeque<u16>>>,
     got: broadcast::Sender<Received>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -37,9 +42,11 @@ impl Receiver {
         let addr = listener.local_addr().expect("addr");
         let statuses: Arc<Mutex<VecDeque<u16>>> = Arc::default();
         let (got, _) = broadcast::channel(1024);
-        let (statuses2, got2) = (Arc::clone(&statuses), got.clone());
+        let accepted: Arc<AtomicUsize> = Arc::default();
+        let (statuses2, got2, accepted2) = (Arc::clone(&statuses), got.clone(), Arc::clone(&accepted));
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                accepted2.fetch_add(1, Ordering::SeqCst);
                 let (statuses, got) = (Arc::clone(&statuses2), got2.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -64,7 +71,7 @@ impl Receiver {
                 });
             }
         });
-        Receiver { addr, statuses, got, task }
+        Receiver { addr, statuses, got, accepted, task }
     }
 
     fn url(&self) -> String {
@@ -482,6 +489,346 @@ async fn a_pdf_send_posts_each_of_its_statuses_in_order() {
     let ranks: Vec<usize> = seen.iter().map(|s| order.iter().position(|o| o == s).expect("a known status")).collect();
     assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
     assert_eq!((seen.first().map(String::as_str), seen.len() >= 3), (Some("queued"), true), "{seen:?}");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+/// The schema `value` points to, following a `$ref` into `components/schemas`.
+fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+    match value["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")) {
+        Some(name) => &doc["components"]["schemas"][name],
+        None => value,
+    }
+}
+
+#[tokio::test]
+async fn the_document_describes_delivery_statuses_apart_from_message_statuses() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    let (status, doc) = app.request("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    let schemas = &doc["components"]["schemas"];
+    let delivery_status = resolve(&doc, &schemas["Delivery"]["properties"]["status"]);
+    assert_eq!(delivery_status["enum"], json!(["pending", "delivered", "failed"]), "{delivery_status}");
+    // The message statuses keep their own schema, under another name.
+    let message_statuses = schemas["DeliveryStatus"]["enum"].as_array().expect("the message statuses");
+    assert!(message_statuses.contains(&json!("queued")), "{message_statuses:?}");
+    assert!(!message_statuses.contains(&json!("pending")), "{message_statuses:?}");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+/// `webhooks:write` limited to `tienda_a`.
+const HOOKS_A: &str = "hooks-a-token-0123456789";
+/// `webhooks:write` limited to `tienda_b`.
+const HOOKS_B: &str = "hooks-b-token-0123456789";
+
+/// An `API_TOKENS_FILE` with [`HOOKS_A`] and [`HOOKS_B`].
+fn hooks_tokens(dir: &std::path::Path) -> String {
+    let path = dir.join("tokens.json");
+    let tokens = json!([
+        {"name": "hooks_a", "token": HOOKS_A, "scopes": ["webhooks:write"], "sessions": ["tienda_a"]},
+        {"name": "hooks_b", "token": HOOKS_B, "scopes": ["webhooks:write"], "sessions": ["tienda_b"]},
+    ]);
+    std::fs::write(&path, tokens.to_string()).unwrap();
+    path.display().to_string()
+}
+
+fn code(answer: &Value) -> &str {
+    answer["error"]["code"].as_str().unwrap_or_default()
+}
+
+async fn create_as(app: &TestApp, token: &str, body: Value) -> Value {
+    let (status, created) = app.request("POST", "/api/webhooks", Some(token), Some(body.to_string())).await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+/// The ids `token` lists, sorted.
+async fn listed(app: &TestApp, token: &str) -> Vec<String> {
+    let (status, list) = app.request("GET", "/api/webhooks", Some(token), None).await;
+    assert_eq!(status, 200, "{list}");
+    let mut ids: Vec<String> =
+        list["items"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+fn sorted<const N: usize>(ids: [&String; N]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.into_iter().cloned().collect();
+    ids.sort();
+    ids
+}
+
+/// Polls `GET /api/webhooks/{id}/deliveries?status=` as `token` until `pick` finds a delivery.
+async fn wait_delivery(app: &TestApp, token: &str, id: &str, status: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let path = format!("/api/webhooks/{id}/deliveries?status={status}");
+            let (code, page) = app.request("GET", &path, Some(token), None).await;
+            assert_eq!(code, 200, "{page}");
+            if let Some(found) = page["items"].as_array().and_then(|items| items.iter().find(|d| pick(d))) {
+                return found.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("a {status} delivery of {id} in time"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_scoped_endpoint_never_receives_another_sessions_events() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let admin_receiver = Receiver::start().await;
+    let mut admin_posts = admin_receiver.got.subscribe();
+    let scoped_receiver = Receiver::start().await;
+    let mut scoped_posts = scoped_receiver.got.subscribe();
+    let tokens = hooks_tokens(&dir);
+    // Receivers are on loopback: tokens other than the admin may post there only with this.
+    let extra = [("API_TOKENS_FILE", tokens.as_str()), ("WEBHOOK_ALLOW_PRIVATE", "true")];
+    let app = TestApp::spawn_with(config(&fake, &dir, &extra)).await;
+
+    // Sessions outside the token's are refused, alone or with its own; nothing is registered.
+    for sessions in [json!(["tienda_b"]), json!(["tienda_a", "tienda_b"])] {
+        let body = json!({"url": scoped_receiver.url(), "sessions": sessions});
+        let (status, answer) = app.request("POST", "/api/webhooks", Some(HOOKS_A), Some(body.to_string())).await;
+        assert_eq!((status, code(&answer)), (403, "FORBIDDEN"), "{sessions}: {answer}");
+    }
+    assert!(listed(&app, TOKEN).await.is_empty());
+    // No filter: the token's sessions.
+    let scoped = create_as(&app, HOOKS_A, json!({"url": scoped_receiver.url()})).await;
+    assert_eq!((scoped["sessions"].clone(), scoped["owner"].as_str()), (json!(["tienda_a"]), Some("hooks_a")));
+    let own = create_as(&app, HOOKS_A, json!({"url": scoped_receiver.url(), "sessions": ["tienda_a"]})).await;
+    assert_eq!(own["sessions"], json!(["tienda_a"]));
+    let (status, _) =
+        app.request("DELETE", &format!("/api/webhooks/{}", own["id"].as_str().unwrap()), Some(HOOKS_A), None).await;
+    assert_eq!(status, 204);
+    let admin = create(&app, json!({"url": admin_receiver.url()})).await;
+    assert_eq!((admin["sessions"].clone(), admin["owner"].as_str()), (Value::Null, Some("admin")));
+
+    let (phone_a, phone_b) = ("51900000180", "51900000181");
+    link(&app, &fake, "tienda_b", phone_b).await;
+    link(&app, &fake, "tienda_a", phone_a).await;
+
+    // B's events: a customer's text, then every status of a PDF sent. The admin gets them.
+    fake.admin().send_text("51987000180", phone_b, "solo para la tienda B").await.expect("text");
+    let (_, received) = next_post(&mut admin_posts, |e| e["event"] == "message.received").await;
+    assert_eq!(
+        (received["sessionId"].as_str(), received["data"]["text"].as_str()),
+        (Some("tienda_b"), Some("solo para la tienda B"))
+    );
+    let (status, sent) = app.send_pdf("tienda_b", "51987000181", &pdf("solo B"), None).await;
+    assert_eq!(status, 202, "{sent}");
+    let message = sent["messageId"].as_str().unwrap().to_owned();
+    next_post(&mut admin_posts, |e| e["data"]["messageId"] == message.as_str() && e["data"]["status"] == "delivered")
+        .await;
+
+    // Then A's: everything the scoped endpoint got until it is A's, with nothing of B before it.
+    // Deliveries go in event order, so anything of B it had been given would have come first.
+    fake.admin().send_text("51987000182", phone_a, "para la tienda A").await.expect("text");
+    let mut sessions_seen = Vec::new();
+    loop {
+        let (_, event) = next_post(&mut scoped_posts, |_| true).await;
+        sessions_seen.push(event["sessionId"].as_str().unwrap().to_owned());
+        if event["event"] == "message.received" {
+            assert_eq!(event["data"]["text"], "para la tienda A");
+            break;
+        }
+    }
+    assert!(sessions_seen.iter().all(|s| s == "tienda_a"), "{sessions_seen:?}");
+    let (_, page) = app
+        .request("GET", &format!("/api/webhooks/{}/deliveries", scoped["id"].as_str().unwrap()), Some(HOOKS_A), None)
+        .await;
+    let items = page["items"].as_array().unwrap();
+    assert!(!items.is_empty() && items.iter().all(|d| d["sessionId"] == "tienda_a"), "{page}");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_tokens_see_and_manage_only_their_own_endpoints() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let receivers = [Receiver::start().await, Receiver::start().await, Receiver::start().await];
+    for receiver in &receivers {
+        receiver.answer(&[500]);
+    }
+    let tokens = hooks_tokens(&dir);
+    // Retries stop at once: the first failure of each endpoint is a dead letter.
+    let extra =
+        [("API_TOKENS_FILE", tokens.as_str()), ("WEBHOOK_ALLOW_PRIVATE", "true"), ("WEBHOOK_MAX_RETRY_SECS", "0")];
+    let app = TestApp::spawn_with(config(&fake, &dir, &extra)).await;
+    let only_status = |receiver: &Receiver| json!({"url": receiver.url(), "events": ["session.status"]});
+    let admin = create(&app, only_status(&receivers[0])).await["id"].as_str().unwrap().to_owned();
+    let a = create_as(&app, HOOKS_A, only_status(&receivers[1])).await["id"].as_str().unwrap().to_owned();
+    let b = create_as(&app, HOOKS_B, only_status(&receivers[2])).await["id"].as_str().unwrap().to_owned();
+
+    let _a = app.ws("tienda_a").await;
+    let _b = app.ws("tienda_b").await;
+    let admin_failed = wait_delivery(&app, TOKEN, &admin, "failed", |_| true).await;
+    let a_failed = wait_delivery(&app, HOOKS_A, &a, "failed", |_| true).await;
+    assert_eq!(a_failed["sessionId"], "tienda_a");
+    wait_delivery(&app, HOOKS_B, &b, "failed", |_| true).await;
+
+    // Lists: each token its own, the admin every one, with who registered it.
+    assert_eq!(listed(&app, HOOKS_A).await, sorted([&a]));
+    assert_eq!(listed(&app, HOOKS_B).await, sorted([&b]));
+    let (_, all) = app.request("GET", "/api/webhooks", Some(TOKEN), None).await;
+    let mut owners: Vec<(&str, &str)> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["owner"].as_str().unwrap(), e["id"].as_str().unwrap()))
+        .collect();
+    owners.sort();
+    assert_eq!(owners, [("admin", admin.as_str()), ("hooks_a", a.as_str()), ("hooks_b", b.as_str())]);
+
+    // Another's endpoint, on every route, answers exactly as an unknown one.
+    let admin_delivery = admin_failed["id"].as_i64().unwrap();
+    for other in [admin.as_str(), b.as_str(), "wh_00000000000000ff"] {
+        for (method, path) in [
+            ("GET", format!("/api/webhooks/{other}/deliveries")),
+            ("GET", format!("/api/webhooks/{other}/deliveries?status=failed")),
+            ("POST", format!("/api/webhooks/{other}/deliveries/{admin_delivery}/retry")),
+            ("POST", format!("/api/webhooks/{other}/deliveries/retry")),
+            ("DELETE", format!("/api/webhooks/{other}")),
+        ] {
+            let (status, answer) = app.request(method, &path, Some(HOOKS_A), None).await;
+            assert_eq!((status, code(&answer)), (404, "WEBHOOK_NOT_FOUND"), "{method} {path}: {answer}");
+        }
+    }
+    // Through its own endpoint's path, another endpoint's delivery is not there to replay.
+    let (status, retried) =
+        app.request("POST", &format!("/api/webhooks/{a}/deliveries/{admin_delivery}/retry"), Some(HOOKS_A), None).await;
+    assert_eq!((status, retried["retried"].as_u64()), (202, Some(0)));
+    // So nothing of the others changed: their endpoints are there, their dead letters still dead.
+    assert_eq!(listed(&app, TOKEN).await, sorted([&admin, &a, &b]));
+    let still = wait_delivery(&app, TOKEN, &admin, "failed", |d| d["id"] == admin_failed["id"]).await;
+    assert_eq!(still["attempts"], admin_failed["attempts"]);
+
+    // Its own: listed, replayed one by one and all at once, deleted.
+    let page = app.request("GET", &format!("/api/webhooks/{a}/deliveries"), Some(HOOKS_A), None).await.1;
+    assert!(page["items"].as_array().unwrap().iter().all(|d| d["sessionId"] == "tienda_a"), "{page}");
+    let delivery = a_failed["id"].as_i64().unwrap();
+    let mut a_posts = receivers[1].got.subscribe();
+    let (status, retried) =
+        app.request("POST", &format!("/api/webhooks/{a}/deliveries/{delivery}/retry"), Some(HOOKS_A), None).await;
+    assert_eq!((status, retried["retried"].as_u64()), (202, Some(1)));
+    let event_id = a_failed["eventId"].as_str().unwrap().to_owned();
+    let (again, _) = next_post(&mut a_posts, |e| e["id"] == event_id.as_str()).await;
+    assert_eq!(again.status, 200, "the replayed event, delivered");
+    let (status, _) = app.request("POST", &format!("/api/webhooks/{a}/deliveries/retry"), Some(HOOKS_A), None).await;
+    assert_eq!(status, 202);
+    let (status, _) = app.request("DELETE", &format!("/api/webhooks/{a}"), Some(HOOKS_A), None).await;
+    assert_eq!(status, 204);
+    assert!(listed(&app, HOOKS_A).await.is_empty());
+
+    // The admin manages everyone's.
+    let (status, _) = app.request("GET", &format!("/api/webhooks/{b}/deliveries"), Some(TOKEN), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = app.request("DELETE", &format!("/api/webhooks/{b}"), Some(TOKEN), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(listed(&app, TOKEN).await, [admin]);
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+/// URLs a token other than the admin may not register: loopback, the metadata address and the
+/// rest of link-local, private, shared (CGNAT), unspecified, unique-local, IPv4-mapped forms, and
+/// names or numeric forms that resolve to them.
+const PRIVATE_URLS: [&str; 17] = [
+    "http://127.0.0.1:3000/hooks",
+    "http://localhost:8080/hooks",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://10.0.0.1/hooks",
+    "http://172.16.5.4:8443/hooks",
+    "https://192.168.1.10/hooks",
+    "http://100.64.0.1/hooks",
+    "http://0.0.0.0:3000/hooks",
+    "http://[::1]:3000/hooks",
+    "http://[::]/hooks",
+    "http://[fd00::1]/hooks",
+    "http://[fe80::1]/hooks",
+    "http://[::ffff:127.0.0.1]:3000/hooks",
+    "http://[::ffff:a9fe:a9fe]/latest",
+    "http://2130706433/hooks",
+    "http://127.1/hooks",
+    "http://does-not-resolve.invalid/hooks",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_admin_registers_private_addresses() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let tokens = hooks_tokens(&dir);
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("API_TOKENS_FILE", tokens.as_str())])).await;
+    for url in PRIVATE_URLS {
+        let body = json!({"url": url, "events": ["session.qr"]}).to_string();
+        let (status, answer) = app.request("POST", "/api/webhooks", Some(HOOKS_A), Some(body)).await;
+        assert_eq!((status, code(&answer)), (400, "WEBHOOK_URL_NOT_ALLOWED"), "{url}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.contains("127.") && !message.contains("169.254"), "names no address: {message}");
+    }
+    assert!(listed(&app, TOKEN).await.is_empty(), "nothing registered");
+    // A public address is fine (nothing is ever posted: no session has events here).
+    let public =
+        create_as(&app, HOOKS_A, json!({"url": "http://192.0.2.10:8080/hooks", "events": ["session.qr"]})).await;
+    assert_eq!(public["owner"], "hooks_a");
+    // The admin's backend on the same host or network is the common case.
+    for url in ["http://127.0.0.1:3000/hooks", "http://localhost:8080/hooks", "http://[fd00::1]/hooks"] {
+        create(&app, json!({"url": url, "events": ["session.qr"]})).await;
+    }
+    app.stop().await;
+
+    // WEBHOOK_ALLOW_PRIVATE lets every token register them (a host that does not resolve stays refused).
+    let extra = [("API_TOKENS_FILE", tokens.as_str()), ("WEBHOOK_ALLOW_PRIVATE", "true")];
+    let app = TestApp::spawn_with(config(&fake, &dir, &extra)).await;
+    for url in PRIVATE_URLS.iter().filter(|url| !url.contains(".invalid")) {
+        create_as(&app, HOOKS_A, json!({"url": url, "events": ["session.qr"]})).await;
+    }
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_resolves_to_a_private_address_is_refused_again_at_connect() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let scoped_receiver = Receiver::start().await;
+    let mut scoped_posts = scoped_receiver.got.subscribe();
+    let admin_receiver = Receiver::start().await;
+    let tokens = hooks_tokens(&dir);
+    // Registered while private addresses are allowed, by name: `localhost` resolves to loopback.
+    let allowed = [("API_TOKENS_FILE", tokens.as_str()), ("WEBHOOK_ALLOW_PRIVATE", "true")];
+    let app = TestApp::spawn_with(config(&fake, &dir, &allowed)).await;
+    let url = format!("http://localhost:{}/hooks", scoped_receiver.addr.port());
+    let scoped = create_as(&app, HOOKS_A, json!({"url": url, "events": ["session.status"]})).await;
+    let scoped = scoped["id"].as_str().unwrap().to_owned();
+    create(&app, json!({"url": admin_receiver.url(), "events": ["session.status"]})).await;
+    let watch = app.ws("tienda_a").await;
+    let (first, _) = next_post(&mut scoped_posts, |e| e["sessionId"] == "tienda_a").await;
+    assert_eq!(first.status, 200, "delivered while allowed");
+    drop(watch);
+    app.stop().await;
+
+    // Now they are not: the name still resolves to loopback, and the worker does not connect.
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("API_TOKENS_FILE", tokens.as_str())])).await;
+    let connections = scoped_receiver.accepted.load(Ordering::SeqCst);
+    let mut admin_posts = admin_receiver.got.subscribe();
+    let _watch = app.ws("tienda_a").await;
+    let refused = wait_delivery(&app, HOOKS_A, &scoped, "pending", |d| d["lastError"].is_string()).await;
+    assert_eq!(
+        refused["lastError"].as_str(),
+        Some("the address is not allowed: this endpoint may post only to public addresses"),
+        "{refused}"
+    );
+    assert_eq!(scoped_receiver.accepted.load(Ordering::SeqCst), connections, "no connection was made");
+    // The admin's endpoint on the same host still gets the same events.
+    let (got, _) = next_post(&mut admin_posts, |e| e["sessionId"] == "tienda_a").await;
+    assert_eq!(got.status, 200);
     app.stop().await;
     fake.shutdown().await;
 }
