@@ -315,6 +315,7 @@ pub(crate) async fn on_receipt(conn: &mut Conn, node: &Node) -> Result<(), ConnE
             device.needs_key_share = false;
             device.key_share_id = None;
             tracing::debug!(device = %me.jid(), "the device confirmed the app-state key share");
+            conn.shared.emit(FakeEvent::KeyShareConfirmed { jid: me.jid().to_string() });
         }
         match reg.device_key_of(&to) {
             Some(target) if target.device == 0 => {

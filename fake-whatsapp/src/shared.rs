@@ -30,6 +30,9 @@ pub enum FakeEvent {
     DeviceDisconnected { jid: String },
     /// A connection that never logged in as a device (a client showing QR codes) ended.
     UnlinkedDisconnected,
+    /// A newly linked device confirmed (by its receipt) the phone's app-state key share: it can
+    /// now sync contacts and chats, as a real companion can after linking.
+    KeyShareConfirmed { jid: String },
 }
 
 /// State shared by every connection and the admin API.

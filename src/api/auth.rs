@@ -154,6 +154,13 @@ impl Caller {
         Caller::new("admin".into(), &[Scope::Admin], SessionAccess::All, None)
     }
 
+    /// A caller limited to `sessions`, with `messages:read` (tests of code that takes a caller).
+    #[cfg(test)]
+    pub(crate) fn scoped_for_tests(sessions: &[&str]) -> Caller {
+        let ids = sessions.iter().filter_map(|id| SessionId::parse(id).ok()).collect();
+        Caller::new("scoped".into(), &[Scope::MessagesRead], SessionAccess::Only(ids), None)
+    }
+
     /// The token's name (`admin` for `API_STATIC_TOKEN`): safe to log.
     pub fn name(&self) -> &str {
         &self.inner.name

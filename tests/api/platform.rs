@@ -210,6 +210,45 @@ async fn scoped_tokens_reach_only_their_scopes_and_sessions() {
 }
 
 #[tokio::test]
+async fn a_scoped_tokens_event_socket_carries_only_its_sessions() {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let fake = fake().await;
+    let dir = temp_dir();
+    std::fs::write(dir.join("sessions.config.json"), r#"[{"sessionId":"tienda_a"},{"sessionId":"tienda_b"}]"#).unwrap();
+    let tokens = write_tokens_file(&dir);
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("API_TOKENS_FILE", tokens.to_str().unwrap())])).await;
+    // No filter asked for: the token's sessions are the filter.
+    let url = format!("ws://{}/ws/events?token=ventas-token-0123456789", app.addr);
+    let (mut events, _) = tokio_tungstenite::connect_async(url).await.expect("events socket");
+    // B's PDF is queued first, so its event would come first if it leaked.
+    let (status, b) = app.send_pdf("tienda_b", "51987654321", &pdf("b"), None).await;
+    assert_eq!(status, 202, "{b}");
+    let (status, a) = app.send_pdf("tienda_a", "51987654321", &pdf("a"), None).await;
+    assert_eq!(status, 202, "{a}");
+    let a_id = a["messageId"].as_str().unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    assert_eq!(event["sessionId"], "tienda_a", "only the token's session: {event}");
+                    if event["data"]["messageId"] == a_id {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("A's queued status arrives");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_scoped_token_over_its_rate_gets_429_naming_the_limit_and_the_admin_has_no_rate() {
     let fake = fake().await;
     let dir = temp_dir();

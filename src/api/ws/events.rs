@@ -192,11 +192,14 @@ mod tests {
         let cancel = CancellationToken::new();
         let filter = Filter::from_query(Caller::admin_for_tests(), None).expect("filter");
         let serving = tokio::spawn(serve(server, receiver, filter, Duration::from_secs(25), cancel.clone()));
-        let mut frames = Vec::new();
+        let mut frames: Vec<serde_json::Value> = Vec::new();
         while frames.len() < 3 {
             let frame = tokio::time::timeout(Duration::from_secs(10), client.next()).await.expect("a frame in time");
-            if let Some(Ok(Message::Text(text))) = frame {
-                frames.push(serde_json::from_str::<serde_json::Value>(&text).expect("json"));
+            match frame {
+                Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).expect("json")),
+                Some(Ok(_)) => continue,
+                // A closed stream would answer None at once, for ever: fail instead.
+                other => panic!("the socket ended after {} frames: {other:?}", frames.len()),
             }
         }
         assert_eq!(frames[0], serde_json::json!({"event": "lagged", "data": {"missed": 3}}));
@@ -207,6 +210,47 @@ mod tests {
         );
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(10), serving).await.expect("stops").expect("task");
+    }
+
+    fn event(kind: EventKind, session: &str) -> GatewayEvent {
+        GatewayEvent {
+            id: "evt_1".into(),
+            event: kind,
+            session_id: session.into(),
+            timestamp: 1,
+            data: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_filter_lets_through_what_it_names_and_nothing_else() {
+        use EventKind::{MessageReceived, MessageStatus, SessionStatus};
+        let admin = || Caller::admin_for_tests();
+        let everything = Filter::from_query(admin(), None).unwrap();
+        assert!(everything.wants(&event(SessionStatus, "a")) && everything.wants(&event(MessageStatus, "b")));
+
+        let types = Filter::from_query(admin(), Some("types=message.received,session.status")).unwrap();
+        assert!(types.wants(&event(MessageReceived, "a")) && types.wants(&event(SessionStatus, "b")));
+        assert!(!types.wants(&event(MessageStatus, "a")), "a type not asked for");
+        assert!(!types.wants_statuses());
+
+        let sessions = Filter::from_query(admin(), Some("sessions=a%2Cc")).unwrap();
+        assert!(sessions.wants(&event(MessageStatus, "a")) && sessions.wants(&event(MessageStatus, "c")));
+        assert!(!sessions.wants(&event(MessageStatus, "b")), "a session not asked for");
+
+        let both = Filter::from_query(admin(), Some("sessions=a&types=message.received")).unwrap();
+        assert!(both.wants(&event(MessageReceived, "a")));
+        assert!(!both.wants(&event(MessageReceived, "b")) && !both.wants(&event(SessionStatus, "a")));
+
+        // A token limited to some sessions sees only those, whatever it asks for.
+        let scoped = Filter::from_query(Caller::scoped_for_tests(&["a"]), None).unwrap();
+        assert!(scoped.wants(&event(MessageReceived, "a")));
+        assert!(!scoped.wants(&event(MessageReceived, "b")), "not the token's session");
+        let asks_more = Filter::from_query(Caller::scoped_for_tests(&["a"]), Some("sessions=a,b")).unwrap();
+        assert!(!asks_more.wants(&event(MessageReceived, "b")), "asking does not widen the token");
+
+        assert!(Filter::from_query(admin(), Some("types=message.nope")).is_err());
+        assert!(Filter::from_query(admin(), Some("sessions=../x")).is_err());
     }
 
     #[test]
