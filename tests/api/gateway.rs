@@ -125,42 +125,43 @@ async fn every_error_has_its_code_and_changes_nothing() {
     };
     let code = |v: &serde_json::Value| v["error"]["code"].as_str().unwrap_or("").to_owned();
 
-    let (s, b) = app.request("POST", "/api/send-pdf", None, Some(valid("x").to_string())).await;
-    assert_eq!((s, b["success"].clone()), (401, serde_json::Value::Bool(false)));
-    let (s, _) = app.request("POST", "/api/send-pdf", Some("wrong-token-xxxxxxxx"), Some(valid("x").to_string())).await;
-    assert_eq!(s, 403);
-    let (s, b) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(valid("nobody").to_string())).await;
-    assert_eq!(s, 404, "{b}");
-    let (s, b) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some("{not json".into())).await;
-    assert_eq!(s, 400, "{b}");
-    let (s, b) =
-        app.request("POST", "/api/send-pdf", Some(TOKEN), Some(r#"{"sessionId":"a","to":"519"}"#.into())).await;
-    assert_eq!(s, 400, "{b}");
-    let mut bad = valid("tienda");
-    bad["to"] = "12-34".into();
-    let (s, b) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(bad.to_string())).await;
-    assert_eq!((s, code(&b).is_empty()), (400, false), "{b}");
-    let mut bad = valid("tienda");
-    bad["pdfBase64"] = "@@@".into();
-    let (s, _) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(bad.to_string())).await;
-    assert_eq!(s, 400);
-    let mut bad = valid("tienda");
-    bad["pdfBase64"] = "aGVsbG8=".into(); // "hello": not a PDF
-    let (s, b) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(bad.to_string())).await;
-    assert_eq!(s, 400, "{b}");
-    let mut bad = valid("../etc");
-    bad["sessionId"] = "../etc".into();
-    let (s, _) = app.request("POST", "/api/send-pdf", Some(TOKEN), Some(bad.to_string())).await;
-    assert_eq!(s, 400);
-    let (s, _) = app.request("GET", "/api/send-pdf", Some(TOKEN), None).await;
-    assert_eq!(s, 405);
-    let (s, _) = app.request("GET", "/nothing/here", Some(TOKEN), None).await;
-    assert_eq!(s, 404);
+    // Every answer is (status, the stable code), checked together.
+    let send = |token: Option<&'static str>, body: String| {
+        let app = &app;
+        async move {
+            let (s, b) = app.request("POST", "/api/send-pdf", token, Some(body)).await;
+            assert_eq!(b["success"], serde_json::Value::Bool(false), "{b}");
+            (s, code(&b))
+        }
+    };
+    let with = |field: &str, value: &str| {
+        let mut body = valid("tienda");
+        body[field] = value.into();
+        body.to_string()
+    };
+    for (what, token, body, expected) in [
+        ("no token", None, valid("x").to_string(), (401, "MISSING_TOKEN")),
+        ("a wrong token", Some("wrong-token-xxxxxxxx"), valid("x").to_string(), (403, "INVALID_TOKEN")),
+        ("an unknown session", Some(TOKEN), valid("nobody").to_string(), (404, "SESSION_NOT_FOUND")),
+        ("not JSON", Some(TOKEN), "{not json".to_owned(), (400, "BAD_JSON")),
+        ("no pdfBase64", Some(TOKEN), r#"{"sessionId":"a","to":"51987654321"}"#.to_owned(), (400, "MISSING_FIELD")),
+        ("a bad phone", Some(TOKEN), with("to", "12-34"), (400, "INVALID_PHONE")),
+        ("bad base64", Some(TOKEN), with("pdfBase64", "@@@"), (400, "INVALID_BASE64")),
+        ("not a PDF", Some(TOKEN), with("pdfBase64", "aGVsbG8="), (400, "NOT_A_PDF")),
+        ("a bad session id", Some(TOKEN), with("sessionId", "../etc"), (400, "INVALID_SESSION_ID")),
+    ] {
+        let (s, c) = send(token, body).await;
+        assert_eq!((s, c.as_str()), expected, "{what}");
+    }
+    let (s, b) = app.request("GET", "/api/send-pdf", Some(TOKEN), None).await;
+    assert_eq!((s, code(&b).as_str()), (405, "METHOD_NOT_ALLOWED"));
+    let (s, b) = app.request("GET", "/nothing/here", Some(TOKEN), None).await;
+    assert_eq!((s, code(&b).as_str()), (404, "NOT_FOUND"));
 
     let small = TestApp::spawn_with(config(&fake, &temp_dir(), &[("MAX_BODY_BYTES", "1024")])).await;
     let big = valid("tienda").to_string() + &" ".repeat(2048);
     let (s, b) = small.request("POST", "/api/send-pdf", Some(TOKEN), Some(big)).await;
-    assert_eq!(s, 413, "{b}");
+    assert_eq!((s, code(&b).as_str()), (413, "PAYLOAD_TOO_LARGE"), "{b}");
     small.stop().await;
 
     // WebSocket: no token, a wrong one, or a bad session id never upgrade nor create anything.
