@@ -166,8 +166,9 @@ impl OutgoingContent {
         Ok(OutgoingContent::Image { bytes, mimetype, caption: caption_of(caption)? })
     }
 
-    /// Any file. Its type is the one its bytes show, or the declared one when the bytes show
-    /// none we know (`text/csv`), or `application/octet-stream`; a declared type that
+    /// Any file. Its type is the one its bytes show (a PDF header anywhere in the first KiB
+    /// counts, see [`has_pdf_header`](super::has_pdf_header)), or the declared one when the bytes
+    /// show none we know (`text/csv`), or `application/octet-stream`; a declared type that
     /// contradicts the bytes is refused. Without a name it is `Comprobante.pdf` for a PDF,
     /// `archivo.<ext>` otherwise.
     pub fn document(
@@ -186,6 +187,9 @@ impl OutgoingContent {
             // The declared one may be the more precise (an .xlsx is also a zip).
             (Some(declared), _) => declared,
             (None, Some(sniffed)) => sniffed,
+            // A PDF whose header is not at byte 0 (a byte order mark, whitespace first): readers
+            // open it, and so does the recipient's WhatsApp when it is typed as one.
+            (None, None) if super::has_pdf_header(&bytes) => MimeType("application/pdf".to_owned()),
             (None, None) => MimeType("application/octet-stream".to_owned()),
         };
         let file_name = file_name.unwrap_or_else(|| default_name(&mimetype, &bytes));
@@ -375,6 +379,12 @@ mod tests {
         assert_eq!(pdf.file_name().map(FileName::as_str), Some("Comprobante.pdf"));
         let csv = OutgoingContent::document(bytes(b"a,b\n1,2\n"), Some("text/csv"), None, None).unwrap();
         assert_eq!(csv.mimetype().map(MimeType::as_str), Some("text/csv"), "unknown bytes: the declared type");
+        for late_header in [&b"\xef\xbb\xbf%PDF-1.7\n"[..], b"\r\n%PDF-1.4\n", b"application/octet-stream"] {
+            let bom = OutgoingContent::document(bytes(late_header), Some("application/octet-stream"), None, None);
+            let found = bom.unwrap().mimetype().map(MimeType::to_string);
+            let pdf = late_header.windows(5).any(|w| w == b"%PDF-");
+            assert_eq!(found.as_deref(), Some(if pdf { "application/pdf" } else { "application/octet-stream" }));
+        }
         let unknown = OutgoingContent::document(bytes(b"\x00\x01"), None, None, None).unwrap();
         assert_eq!(unknown.mimetype().map(MimeType::as_str), Some("application/octet-stream"));
         assert_eq!(unknown.file_name().map(FileName::as_str), Some("archivo"));

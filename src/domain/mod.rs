@@ -19,6 +19,6 @@ pub use incoming::{IncomingContact, IncomingKind, IncomingLocation, IncomingMedi
 pub use media::{InlineMedia, MediaError, decode_inline};
 pub use status::DeliveryStatus;
 pub use values::{
-    DEFAULT_FILE_NAME, FileName, InvalidFileName, InvalidPhone, MAX_FILE_NAME_CHARS, MAX_PDF_BYTES, PdfDocument,
-    PdfError, PhoneNumber,
+    DEFAULT_FILE_NAME, FileName, InvalidFileName, InvalidPhone, MAX_FILE_NAME_CHARS, MAX_PDF_BYTES, PDF_HEADER_WINDOW,
+    PdfDocument, PdfError, PhoneNumber, has_pdf_header,
 };
