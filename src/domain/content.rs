@@ -13,6 +13,8 @@ use super::{FileName, MAX_PDF_BYTES};
 pub const MAX_TEXT_CHARS: usize = 65_536;
 /// Longest caption of an image or a document, in characters (WhatsApp cuts longer ones).
 pub const MAX_CAPTION_CHARS: usize = 1024;
+/// Longest [`OutgoingContent::preview`] of a text, in characters (`…` included).
+pub const PREVIEW_CHARS: usize = 100;
 /// Largest image or document, in bytes: the same as a PDF of `POST /api/send-pdf`.
 pub const MAX_MEDIA_BYTES: usize = MAX_PDF_BYTES;
 
@@ -260,6 +262,20 @@ impl OutgoingContent {
         }
     }
 
+    /// The start of a text, on one line, for lists: at most [`PREVIEW_CHARS`] characters, ending
+    /// in `…` when cut. `None` for images and documents (their file name and caption say it).
+    pub fn preview(&self) -> Option<String> {
+        let OutgoingContent::Text { body } = self else { return None };
+        let line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        if line.chars().count() <= PREVIEW_CHARS {
+            return Some(line);
+        }
+        let mut cut: String = line.chars().take(PREVIEW_CHARS - 1).collect();
+        cut.truncate(cut.trim_end().len());
+        cut.push('…');
+        Some(cut)
+    }
+
     pub fn caption(&self) -> Option<&str> {
         match self {
             OutgoingContent::Text { .. } => None,
@@ -370,6 +386,19 @@ mod tests {
         );
         let long = "x".repeat(MAX_CAPTION_CHARS + 1);
         assert_eq!(OutgoingContent::image(bytes(PNG), None, Some(&long)), Err(ContentError::CaptionTooLong));
+    }
+
+    #[test]
+    fn a_preview_is_the_start_of_a_text_on_one_line() {
+        let preview = |text: &str| OutgoingContent::text(text).unwrap().preview().unwrap();
+        assert_eq!(preview("  Hola,\n\n  ¿llegó?\t"), "Hola, ¿llegó?");
+        let exact = "ñ".repeat(PREVIEW_CHARS);
+        assert_eq!(preview(&exact), exact, "not cut when it fits");
+        let cut = preview(&format!("{} más", "a".repeat(PREVIEW_CHARS - 2)));
+        assert_eq!(cut.chars().count(), PREVIEW_CHARS - 1, "no space before the ellipsis: {cut:?}");
+        assert!(cut.ends_with("a…"), "{cut:?}");
+        assert_eq!(preview(&"x".repeat(500)).chars().count(), PREVIEW_CHARS);
+        assert_eq!(OutgoingContent::document(bytes(PDF), None, None, None).unwrap().preview(), None);
     }
 
     #[test]
