@@ -346,6 +346,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("get", "/admin/"),
         ("get", "/admin/app.js"),
         ("get", "/admin/app.css"),
+        ("get", "/admin/favicon.svg"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is missing from the document");
@@ -662,14 +663,21 @@ async fn the_admin_page_needs_no_token_and_is_served_with_a_strict_policy() {
     assert_eq!(header(&headers, "x-frame-options"), Some("DENY"));
     assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
     assert!(body.contains("id=\"qr\"") && !body.contains(TOKEN), "the page, with no secret in it");
-    for (path, kind) in
-        [("/admin/app.js", "text/javascript; charset=utf-8"), ("/admin/app.css", "text/css; charset=utf-8")]
-    {
+    for (path, kind, size) in [
+        ("/admin/app.js", "text/javascript; charset=utf-8", 1000),
+        ("/admin/app.css", "text/css; charset=utf-8", 1000),
+        ("/admin/favicon.svg", "image/svg+xml", 100),
+    ] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
         let (status, headers, body) = raw(app.addr, request.as_bytes()).await;
         assert_eq!((status, header(&headers, "content-type")), (200, Some(kind)), "{path}");
-        assert!(body.len() > 1000, "{path}");
+        assert!(body.len() > size, "{path}");
+        // The page's own headers on every asset.
+        assert_eq!(header(&headers, "content-security-policy"), Some(policy), "{path}");
+        assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(header(&headers, "x-frame-options"), Some("DENY"), "{path}");
     }
+    assert!(body.contains(r#"<link rel="icon" href="admin/favicon.svg""#), "the page names its icon");
     app.stop().await;
     fake.shutdown().await;
 }
