@@ -1,6 +1,10 @@
 //! The built-in admin page, driven in headless Chromium: log in, create a session, scan the QR
 //! it shows with a virtual phone, see it connected, send a PDF and see it delivered, log out.
 //! Screenshots land in `target/admin-page/` for a person to look at.
+//!
+//! Every wait reads what it waits for in the same look (see `support::browser`), and waits on
+//! states the page cannot leave again, so that a loaded machine, where the next render may come
+//! between two WebDriver calls, sees the same thing as an idle one.
 
 use std::path::PathBuf;
 
@@ -11,17 +15,23 @@ fn shots_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("admin-page")
 }
 
-/// A CSS attribute selector's value, quoted.
+/// A CSS attribute selector's value, quoted (also a JavaScript string literal).
 fn quoted(value: &str) -> String {
     serde_json::to_string(value).expect("string")
 }
 
-/// Closes the notice, if one shows, as a person would before looking at the page.
+/// Closes the notice, if one shows, as a person would before looking at the page. One script:
+/// a notice that goes by itself between a look and a click cannot make the click miss.
 async fn dismiss_toast(browser: &Browser) {
-    if browser.script("return document.querySelector('#toast').hidden").await.as_bool() == Some(false) {
-        browser.click(&browser.find("#toast-close").await).await;
-        browser.wait_until("the notice to close", "document.querySelector('#toast').hidden").await;
-    }
+    browser.script("document.querySelector('#toast-close').click()").await;
+    browser.wait_until("the notice to close", "document.querySelector('#toast').hidden").await;
+}
+
+/// The text of the first element `css` matches, once `ready` (a JavaScript condition on it,
+/// `e`) holds; read in the same look.
+async fn text_when(browser: &Browser, what: &str, css: &str, ready: &str) -> String {
+    let predicate = format!("(e => e && ({ready}) && e.textContent)(document.querySelector({}))", quoted(css));
+    browser.wait_until(what, &predicate).await.as_str().expect("text").to_owned()
 }
 
 async fn log_in(browser: &Browser, app: &TestApp) {
@@ -77,12 +87,19 @@ async fn the_admin_page_links_a_number_sends_a_pdf_and_logs_out() {
     browser.type_into(&id_field, "caja_lima").await;
     browser.type_into(&browser.find("#create-description").await, "Caja principal").await;
     browser.click(&browser.find("#create-submit").await).await;
-    let qr = browser.wait_for("#qr-box:not([hidden]) #qr[data-qr^='2@']").await;
-    let qr_text = browser.attribute(&qr, "data-qr").await.expect("data-qr");
-    let src = browser.attribute(&qr, "src").await.unwrap_or_default();
+    let shown = browser
+        .wait_until(
+            "a QR",
+            "(q => q && q.dataset.qr.startsWith('2@') && {
+                qr: q.dataset.qr, src: q.getAttribute('src'),
+                expiry: document.querySelector('#qr-expiry').textContent,
+            })(document.querySelector('#qr-box:not([hidden]) #qr'))",
+        )
+        .await;
+    let qr_text = shown["qr"].as_str().expect("data-qr").to_owned();
+    let src = shown["src"].as_str().unwrap_or_default();
     assert!(src.starts_with("data:image/png;base64,"), "the QR is an image: {}", &src[..src.len().min(40)]);
-    let expiry = browser.text(&browser.find("#qr-expiry").await).await;
-    assert!(expiry.starts_with("Caduca en "), "the expiry is shown: {expiry:?}");
+    assert!(shown["expiry"].as_str().is_some_and(|e| e.starts_with("Caduca en ")), "the expiry is shown: {shown}");
     let (_, session) = app.request("GET", "/api/sessions/caja_lima", Some(TOKEN), None).await;
     assert_eq!(session["description"], "Caja principal");
     browser
@@ -93,16 +110,22 @@ async fn the_admin_page_links_a_number_sends_a_pdf_and_logs_out() {
 
     // The phone scans what the page shows: the page says so at once.
     let linked = fake.admin().scan(&qr_text, "51900000001").await.expect("the page's QR scans");
-    browser.wait_until("connected", "document.querySelector('#link-state[data-phase=connected]') !== null").await;
-    let state = browser.text(&browser.find("#link-state").await).await;
+    let state = text_when(&browser, "connected", "#link-state", "e.dataset.phase === 'connected'").await;
     assert!(state.contains("Conectado"), "{state:?}");
     browser
         .wait_until("the phone number", "document.querySelector('#link-state').textContent.includes('+51900000001')")
         .await;
-    browser.wait_until("the account", "document.querySelector('#fact-phone').textContent === '+51900000001'").await;
-    assert_eq!(browser.text(&browser.find("#fact-jid").await).await, linked.jid);
-    let listed = browser.text(&browser.find("button.session[data-session=caja_lima] .badge").await).await;
-    assert_eq!(listed, "Conectado", "the list shows the live status");
+    let account = browser
+        .wait_until(
+            "the account",
+            "document.querySelector('#fact-phone').textContent === '+51900000001' && {
+                jid: document.querySelector('#fact-jid').textContent,
+                listed: document.querySelector('button.session[data-session=caja_lima] .badge').textContent,
+            }",
+        )
+        .await;
+    assert_eq!(account["jid"].as_str(), Some(linked.jid.as_str()));
+    assert_eq!(account["listed"], "Conectado", "the list shows the live status");
     dismiss_toast(&browser).await;
     browser.screenshot(&shots.join("connected.png")).await;
 
@@ -122,30 +145,16 @@ async fn the_admin_page_links_a_number_sends_a_pdf_and_logs_out() {
     let document = received.document.as_ref().expect("a document");
     assert_eq!(document.file_name.as_deref(), Some("factura-001.pdf"));
     assert_eq!(document.sha256, sha256_hex(&pdf_bytes));
-    browser
-        .wait_until(
-            "the delivered status",
-            &format!(
-                "document.querySelector('#out-table tr[data-message-id={}][data-status=delivered]') !== null",
-                quoted(&message_id)
-            ),
-        )
-        .await;
-    let row =
-        browser.text(&browser.find(&format!("#out-table tr[data-message-id={}]", quoted(&message_id))).await).await;
+    let pdf_row = format!("#out-table tr[data-message-id={}]", quoted(&message_id));
+    let row = text_when(&browser, "the delivered status", &pdf_row, "e.dataset.status === 'delivered'").await;
     assert!(row.contains("Entregado") && row.contains("factura-001.pdf"), "{row:?}");
     dismiss_toast(&browser).await;
     browser.screenshot(&shots.join("delivered.png")).await;
 
     // The customer answers: the page lists it, live.
     let reply = fake.admin().send_text("51987654321", "51900000001", "Gracias, recibida").await.expect("reply");
-    browser
-        .wait_until(
-            "the received message",
-            &format!("document.querySelector('#in-table tr[data-message-id={}]')?.textContent", quoted(&reply)),
-        )
-        .await;
-    let row = browser.text(&browser.find(&format!("#in-table tr[data-message-id={}]", quoted(&reply))).await).await;
+    let reply_row = format!("#in-table tr[data-message-id={}]", quoted(&reply));
+    let row = text_when(&browser, "the received message", &reply_row, "true").await;
     assert!(row.contains("+51987654321") && row.contains("Gracias, recibida"), "{row:?}");
 
     // The language switch.
@@ -169,8 +178,8 @@ async fn the_admin_page_links_a_number_sends_a_pdf_and_logs_out() {
     browser.click(&browser.find("#act-logout").await).await;
     browser.wait_for("#confirm[open]").await;
     browser.click(&browser.find("#confirm-ok").await).await;
-    browser.wait_for("#detail[data-status=logged_out]").await;
-    assert_eq!(browser.text(&browser.find("#detail-status").await).await, "Logged out");
+    let badge = text_when(&browser, "logged out", "#detail[data-status=logged_out] #detail-status", "true").await;
+    assert_eq!(badge, "Logged out");
     assert!(fake.admin().devices().iter().any(|d| d.jid == linked.jid && d.removed), "unlinked on the phone");
     let (_, session) = app.request("GET", "/api/sessions/caja_lima", Some(TOKEN), None).await;
     assert_eq!(session["status"], "logged_out", "{session}");
@@ -184,6 +193,22 @@ async fn the_admin_page_links_a_number_sends_a_pdf_and_logs_out() {
     browser.quit().await;
     app.stop().await;
     fake.shutdown().await;
+}
+
+/// The session's `connectedAt` as the API has it, once it is connected and differs from
+/// `before`.
+async fn connected_again(app: &TestApp, session: &str, before: &serde_json::Value) -> serde_json::Value {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, now) = app.request("GET", &format!("/api/sessions/{session}"), Some(TOKEN), None).await;
+            if now["status"] == "connected" && now["connectedAt"] != *before {
+                return now["connectedAt"].clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the session connects again")
 }
 
 #[tokio::test]
@@ -209,18 +234,22 @@ async fn the_admin_page_links_by_pairing_code_replays_dead_letters_and_deletes()
     // Linking with a pairing code instead of the QR.
     browser.type_into(&browser.find("#create-id").await, "mostrador").await;
     browser.click(&browser.find("#create-submit").await).await;
-    browser.wait_for("#qr[data-qr^='2@']").await;
-    // Stopping and linking again shows a new code in place of the old one.
-    let first = browser.attribute(&browser.find("#qr").await, "data-qr").await.expect("data-qr");
+    let first = browser
+        .wait_until("a QR", "document.querySelector('#qr-box:not([hidden]) #qr[data-qr^=\"2@\"]')?.dataset.qr")
+        .await;
+    let first = first.as_str().expect("data-qr").to_owned();
+    // Stopping and linking again shows a new code in place of the old one (not "no code yet").
     browser.click(&browser.find("#link-stop").await).await;
     browser.wait_for("#linking[hidden]").await;
     browser.click(&browser.find("#act-link").await).await;
-    let again = format!("document.querySelector('#qr[data-qr^=\"2@\"]')?.dataset.qr !== {}", quoted(&first));
-    browser.wait_until("a new QR", &again).await;
+    let again = format!(
+        "(qr => qr && qr !== {} && qr)(document.querySelector('#qr-box:not([hidden]) #qr[data-qr^=\"2@\"]')?.dataset.qr)",
+        quoted(&first)
+    );
+    let current = browser.wait_until("a new QR", &again).await;
     // A passkey-protected account scans it: WhatsApp asks for the passkey, and the page says
     // what to do on the phone.
-    let current = browser.attribute(&browser.find("#qr").await, "data-qr").await.expect("data-qr");
-    fake.admin().passkey_request(&current).expect("passkey request");
+    fake.admin().passkey_request(current.as_str().expect("data-qr")).expect("passkey request");
     browser
         .wait_until(
             "the passkey words",
@@ -236,7 +265,9 @@ async fn the_admin_page_links_by_pairing_code_replays_dead_letters_and_deletes()
     fake.admin().pair_code("51900000002", &code).await.expect("the page's code is accepted");
     browser.wait_until("connected", "document.querySelector('#link-state[data-phase=connected]') !== null").await;
 
-    // Restart, behind a confirmation: it reconnects on the same credentials, no scan.
+    // Restart, behind a confirmation: it reconnects on the same credentials, no scan, and the
+    // page shows that new connection (not the one before the restart, which its answer shows).
+    let before = connected_again(&app, "mostrador", &serde_json::Value::Null).await;
     let mut fake_events = fake.subscribe();
     browser.click(&browser.find("#act-restart").await).await;
     browser.wait_for("#confirm[open]").await;
@@ -248,7 +279,16 @@ async fn the_admin_page_links_by_pairing_code_replays_dead_letters_and_deletes()
             "document.querySelector('#toast-text').textContent === 'Session mostrador restarted.'",
         )
         .await;
-    browser.wait_for("#detail[data-status=connected]").await;
+    let after = connected_again(&app, "mostrador", &before).await;
+    browser
+        .wait_until(
+            "the new connection",
+            &format!(
+                "document.querySelector('#detail[data-status=connected][data-connected-at=\"{}\"]') !== null",
+                after.as_u64().expect("connectedAt")
+            ),
+        )
+        .await;
 
     // The endpoint refuses connections: its session.status events are dead letters.
     tokio::time::timeout(WAIT, async {
@@ -268,10 +308,10 @@ async fn the_admin_page_links_by_pairing_code_replays_dead_letters_and_deletes()
     browser.wait_for("#webhooks-refresh:not([disabled])").await;
     let show_dead = browser.wait_for(&format!("#webhook-list li[data-webhook={}] button", quoted(&hook_id))).await;
     browser.click(&show_dead).await;
-    let dead = browser.wait_for("#dead-list li[data-delivery] button").await;
-    let listed = browser.text(&browser.find("#dead-list li[data-delivery]").await).await;
+    let listed =
+        text_when(&browser, "a dead letter", "#dead-list li[data-delivery]", "e.querySelector('button')").await;
     assert!(listed.contains("session.status") && listed.contains("mostrador"), "{listed:?}");
-    browser.click(&dead).await;
+    browser.click(&browser.find("#dead-list li[data-delivery] button").await).await;
     browser.wait_for("#confirm[open]").await;
     browser.click(&browser.find("#confirm-ok").await).await;
     browser
@@ -283,9 +323,11 @@ async fn the_admin_page_links_by_pairing_code_replays_dead_letters_and_deletes()
     browser.wait_for("#confirm[open]").await;
     browser.click(&browser.find("#confirm-ok").await).await;
     browser
-        .wait_until("the session to go", "document.querySelector('button.session[data-session=mostrador]') === null")
+        .wait_until(
+            "the session to go",
+            "document.querySelector('button.session[data-session=mostrador]') === null && document.querySelector('#detail').hidden",
+        )
         .await;
-    assert!(browser.script("return document.querySelector('#detail').hidden").await.as_bool().unwrap_or(false));
     let (status, _) = app.request("GET", "/api/sessions/mostrador", Some(TOKEN), None).await;
     assert_eq!(status, 404);
 

@@ -322,7 +322,7 @@ async function signIn(token) {
   show($('login'), false);
   show($('app'), true);
   show($('signout'), true);
-  state.sessions = new Map(list.sessions.map((s) => [s.sessionId, s]));
+  keepSessions(list.sessions);
   renderSessions();
   connectEvents();
   loadWebhooks();
@@ -406,14 +406,30 @@ function onEvent(event) {
 // ---------------------------------------------------------------------------------------------
 // Sessions
 
+/** Keeps `session` unless the page holds a newer snapshot of it (by `updatedAt`): answers to
+ * requests made at different times (a restart's answer, a refresh, the list) arrive in any
+ * order, and the page must never step back to an older state. */
+function keepSession(session) {
+  const held = state.sessions.get(session.sessionId);
+  if (held && held.updatedAt > session.updatedAt) return false;
+  state.sessions.set(session.sessionId, session);
+  return true;
+}
+
+/** The sessions of a full list: new ones and newer snapshots are kept, unlisted ones go. */
+function keepSessions(list) {
+  const listed = new Set(list.map((s) => s.sessionId));
+  for (const id of [...state.sessions.keys()]) if (!listed.has(id)) state.sessions.delete(id);
+  for (const session of list) keepSession(session);
+}
+
 const pendingRefresh = new Set();
 const flushRefresh = debounce(async () => {
   const ids = [...pendingRefresh];
   pendingRefresh.clear();
   for (const id of ids) {
     try {
-      const session = await api('GET', 'api/sessions/' + encodeURIComponent(id));
-      state.sessions.set(id, session);
+      keepSession(await api('GET', 'api/sessions/' + encodeURIComponent(id)));
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) state.sessions.delete(id);
       else continue;
@@ -431,7 +447,7 @@ function refreshSession(id) {
 async function refreshSessions() {
   await busy($('sessions-refresh'), 'sessions-error', async () => {
     const list = await api('GET', 'api/sessions');
-    state.sessions = new Map(list.sessions.map((s) => [s.sessionId, s]));
+    keepSessions(list.sessions);
     renderSessions();
   });
 }
@@ -489,6 +505,7 @@ function renderDetail() {
   if (!s) return;
   $('detail').dataset.session = s.sessionId;
   $('detail').dataset.status = s.status;
+  $('detail').dataset.connectedAt = s.connectedAt || '';
   setText('detail-title', s.sessionId);
   const badge = $('detail-status');
   badge.className = 'badge status-' + s.status;
@@ -514,7 +531,7 @@ async function createSession(event) {
   if (description) body.description = description;
   await busy($('create-submit'), 'create-error', async () => {
     const session = await api('POST', 'api/sessions', body);
-    state.sessions.set(session.sessionId, session);
+    keepSession(session);
     $('create-id').value = '';
     $('create-description').value = '';
     toast(t('create.done', { id: session.sessionId }));
@@ -537,8 +554,10 @@ async function sessionAction(kind) {
       renderSessions();
     } else {
       if (kind === 'logout') stopLinking();
+      // A restart answers before the session has restarted: an older snapshot than the live
+      // events may already have brought, and then it is not kept.
       const session = await api('POST', path + '/' + kind);
-      if (session && session.sessionId) state.sessions.set(id, session);
+      if (session && session.sessionId) keepSession(session);
       renderSessions();
     }
     toast(t('done.' + kind, { id }));
