@@ -139,6 +139,7 @@ pub(super) fn phrase(english: &str) -> &str {
         "do this (needs admin)" => "hacer esto (necesita admin)",
         "act on this session" => "actuar sobre esta sesión",
         "send on this session" => "enviar por esta sesión",
+        "register a webhook for this session" => "registrar un webhook para esta sesión",
         // Why a query is wrong (`InvalidQuery`).
         "limit and before are numbers" => "limit y before son números",
         "direction must be \"in\" or \"out\"" => "direction debe ser \"in\" u \"out\"",
