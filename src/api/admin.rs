@@ -1,5 +1,5 @@
-//! The built-in admin page: `/admin` serves one HTML page, its script and its style sheet, all
-//! compiled into the binary from `web/admin/` (no CDN, no build step). The page itself holds no
+//! The built-in admin page: `/admin` serves one HTML page, its script, its style sheet and its
+//! icon, all compiled into the binary from `web/admin/` (no CDN, no build step). The page itself holds no
 //! secret and needs no token; everything it shows comes from the token-checked API, which it
 //! calls with the token a person types in.
 //!
@@ -16,6 +16,7 @@ use crate::api::state::AppState;
 const INDEX_HTML: &str = include_str!("../../web/admin/index.html");
 const APP_JS: &str = include_str!("../../web/admin/app.js");
 const APP_CSS: &str = include_str!("../../web/admin/app.css");
+const FAVICON_SVG: &str = include_str!("../../web/admin/favicon.svg");
 
 /// Scripts and styles only from the gateway, images also as `data:` (QR codes), connections only
 /// back to the gateway (HTTP and WebSocket); the page may not be framed (clickjacking).
@@ -29,6 +30,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(page_slash))
         .routes(routes!(script))
         .routes(routes!(style))
+        .routes(routes!(icon))
 }
 
 /// A page, script or style sheet, as text.
@@ -75,6 +77,13 @@ async fn style() -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
 }
 
+/// The admin page's icon (the page links it, so browsers do not ask for `/favicon.ico`).
+#[utoipa::path(get, path = "/admin/favicon.svg", tag = "admin",
+    responses((status = 200, description = "The icon", content_type = "image/svg+xml", body = Text)))]
+async fn icon() -> Response {
+    asset("image/svg+xml", FAVICON_SVG)
+}
+
 fn redirect(to: &'static str) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, HeaderValue::from_static(to))]).into_response()
 }
@@ -105,6 +114,7 @@ mod tests {
         // Relative links keep the page working under a reverse proxy's path prefix.
         assert!(INDEX_HTML.contains(r#"src="admin/app.js""#));
         assert!(INDEX_HTML.contains(r#"href="admin/app.css""#));
+        assert!(INDEX_HTML.contains(r#"<link rel="icon" href="admin/favicon.svg""#));
         for absolute in ["'/api", "'/ws", "'/admin", "\"/api", "\"/ws", "`/api", "`/ws"] {
             assert!(!APP_JS.contains(absolute), "an absolute link in app.js: {absolute}");
         }

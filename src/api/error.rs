@@ -3,10 +3,16 @@
 //! Bodies are always `{"success":false,"error":{"code":"...","message":"..."},"requestId":"..."}`.
 //! Codes are part of the API contract (clients branch on them): never rename one. A 5xx is logged
 //! here, once, with its source; its body says only "internal error".
+//!
+//! `message` is English (`Display`) or Spanish ([`es`]): the response carries both, and
+//! [`language::middleware`](super::language::middleware) answers the one the request prefers.
+
+mod es;
 
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -90,7 +96,8 @@ pub enum ApiError {
     InvalidQuery(&'static str),
     /// `types=` of `/ws/events` names an event we do not publish.
     #[error(
-        "unknown event type; known: session.status, session.qr, session.connected, message.received, message.status"
+        "unknown event type; known: session.status, session.qr, session.connected, session.logged_out, \
+         message.received, message.status"
     )]
     InvalidEventType,
     /// `type` is not `text`, `image` or `document`.
@@ -345,7 +352,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %source, error.debug = ?source, "internal error");
         }
         // `Display` of Internal is "internal error": the source never reaches the body.
-        let mut response = error_response(self.status(), self.code(), &self.to_string());
+        let mut response = localized_error_response(self.status(), self.code(), &self.to_string(), &self.spanish());
         let headers = response.headers_mut();
         match &self {
             ApiError::MissingToken => {
@@ -453,20 +460,44 @@ pub struct ErrorDetail {
     /// PAIRING_CODE_OUTSTANDING, PAIRING_RATE_LIMITED, PAIRING_REJECTED, PAIRING_UNAVAILABLE,
     /// TIMEOUT, SHUTTING_DOWN, INSUFFICIENT_STORAGE, WEBHOOK_URL_NOT_ALLOWED, INTERNAL.
     pub code: String,
-    /// A sentence for people; it may change.
+    /// A sentence for people, in English, or in Spanish when `Accept-Language` prefers `es`;
+    /// it may change.
     pub message: String,
 }
 
 /// Builds the error body with `status`; shared with the WebSocket handshake rejections so every
 /// error body has one shape. The request id comes from the request's scope.
 pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = ErrorBody {
+    super::json_response(status, &error_body(code, message))
+}
+
+/// [`error_response`] in English, carrying the same body in Spanish (`spanish` as its
+/// `message`) for [`language::middleware`](super::language::middleware).
+pub(crate) fn localized_error_response(status: StatusCode, code: &str, english: &str, spanish: &str) -> Response {
+    let mut response = error_response(status, code, english);
+    // Our bodies are plain structs of strings: this does not fail, and if it did the English
+    // one stands.
+    if let Ok(body) = serde_json::to_vec(&error_body(code, spanish)) {
+        response.extensions_mut().insert(Spanish(body.into()));
+    }
+    response
+}
+
+/// The Spanish body of an error response, carried as a response extension until
+/// [`language::middleware`](super::language::middleware) answers one of the two.
+#[derive(Debug, Clone)]
+pub(crate) struct Spanish(pub(crate) Bytes);
+
+fn error_body(code: &str, message: &str) -> ErrorBody {
+    ErrorBody {
         success: false,
         error: ErrorDetail { code: code.to_owned(), message: message.to_owned() },
         request_id: request_id::current().unwrap_or_default(),
-    };
-    super::json_response(status, &body)
+    }
 }
+
+/// The Spanish `message` of axum's own 405 (no [`ApiError`] is built for it).
+pub(crate) use es::METHOD_NOT_ALLOWED as METHOD_NOT_ALLOWED_ES;
 
 #[cfg(test)]
 mod tests {
@@ -563,6 +594,191 @@ mod tests {
             assert_eq!(err.status().as_u16(), status, "{err:?}");
             assert_eq!(err.code(), code);
         }
+    }
+
+    /// One error of every variant, and of every kind of the errors they wrap.
+    fn one_of_each() -> Vec<ApiError> {
+        use crate::session::PairingError as P;
+        vec![
+            ApiError::MissingToken,
+            ApiError::InvalidToken,
+            ApiError::BadJson,
+            ApiError::MissingField("to"),
+            ApiError::WrongFieldType { field: "to", expected: "a string" },
+            InvalidSessionId.into(),
+            InvalidPhone.into(),
+            ApiError::InvalidBase64,
+            ApiError::NotAPdf,
+            InvalidFileName::Empty.into(),
+            InvalidFileName::PathSeparator.into(),
+            InvalidFileName::ControlChar.into(),
+            InvalidFileName::TooLong.into(),
+            ContentError::EmptyText.into(),
+            ContentError::TextTooLong.into(),
+            ContentError::CaptionTooLong.into(),
+            ContentError::EmptyMedia.into(),
+            ContentError::TooLarge.into(),
+            ContentError::InvalidMimeType("x".into()).into(),
+            ContentError::NotAnImage { found: "application/pdf".into() }.into(),
+            ContentError::TypeMismatch { declared: "image/png".into(), found: "application/pdf".into() }.into(),
+            ApiError::InvalidUrl,
+            ApiError::InvalidSecret,
+            ApiError::WebhookNotFound,
+            ApiError::TooManyPhones,
+            ApiError::SessionNotConnected,
+            ApiError::UpstreamFailed("timeout".into()),
+            ApiError::InvalidQuery("limit must be 1 to 200"),
+            ApiError::InvalidEventType,
+            ApiError::InvalidMessageType,
+            ApiError::InvalidMedia("malformed multipart body"),
+            ApiError::SessionNotFound,
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed { allow: "POST" },
+            ApiError::PayloadTooLarge { limit: 10 },
+            ApiError::UnsupportedMediaType,
+            ApiError::QueueFull { retry_after_secs: 1 },
+            ApiError::InvalidIdempotencyKey,
+            ApiError::IdempotencyKeyReused,
+            ApiError::MessageNotFound,
+            ApiError::ChatNotFound,
+            ApiError::MediaNotStored("the file is gone".into()),
+            ApiError::InsufficientStorage,
+            ApiError::Forbidden("act on this session"),
+            ApiError::RateLimited { retry_after_secs: 1 },
+            ApiError::TooManyAuthFailures { retry_after_secs: 1 },
+            ApiError::TooManyWebSockets { limit: 2 },
+            ApiError::PairingCodeOutstanding,
+            ApiError::WebhookUrlNotAllowed,
+            ApiError::BodyTimeout,
+            ApiError::Timeout,
+            ApiError::SessionExists,
+            ApiError::AlreadyConnected,
+            ApiError::QrNotReady { reason: "connecting".into() },
+            P::AlreadyLinked.into(),
+            P::InvalidPhone("too short".into()).into(),
+            P::RateLimited { retry_after: None }.into(),
+            P::Outstanding { remaining_secs: 30 }.into(),
+            P::Rejected("bad request".into()).into(),
+            P::Unavailable("offline".into()).into(),
+            ApiError::SessionUnresponsive,
+            ApiError::ShuttingDown,
+            ApiError::internal(std::io::Error::other("disk")),
+        ]
+    }
+
+    /// How many variants [`ApiError`] has.
+    const VARIANTS: usize = 48;
+
+    /// The variant of `e`, numbered. Exhaustive on purpose: a new variant does not compile until
+    /// it gets the next number here (raise `VARIANTS`) and a sample in [`one_of_each`].
+    fn variant(e: &ApiError) -> usize {
+        match e {
+            ApiError::MissingToken => 0,
+            ApiError::InvalidToken => 1,
+            ApiError::BadJson => 2,
+            ApiError::MissingField(_) => 3,
+            ApiError::WrongFieldType { .. } => 4,
+            ApiError::InvalidSessionId(_) => 5,
+            ApiError::InvalidPhone(_) => 6,
+            ApiError::InvalidBase64 => 7,
+            ApiError::NotAPdf => 8,
+            ApiError::InvalidFileName(_) => 9,
+            ApiError::InvalidContent(_) => 10,
+            ApiError::InvalidUrl => 11,
+            ApiError::InvalidSecret => 12,
+            ApiError::WebhookNotFound => 13,
+            ApiError::TooManyPhones => 14,
+            ApiError::SessionNotConnected => 15,
+            ApiError::UpstreamFailed(_) => 16,
+            ApiError::InvalidQuery(_) => 17,
+            ApiError::InvalidEventType => 18,
+            ApiError::InvalidMessageType => 19,
+            ApiError::InvalidMedia(_) => 20,
+            ApiError::SessionNotFound => 21,
+            ApiError::NotFound => 22,
+            ApiError::MethodNotAllowed { .. } => 23,
+            ApiError::PayloadTooLarge { .. } => 24,
+            ApiError::UnsupportedMediaType => 25,
+            ApiError::QueueFull { .. } => 26,
+            ApiError::InvalidIdempotencyKey => 27,
+            ApiError::IdempotencyKeyReused => 28,
+            ApiError::MessageNotFound => 29,
+            ApiError::ChatNotFound => 30,
+            ApiError::MediaNotStored(_) => 31,
+            ApiError::InsufficientStorage => 32,
+            ApiError::Forbidden(_) => 33,
+            ApiError::RateLimited { .. } => 34,
+            ApiError::BodyTimeout => 35,
+            ApiError::Timeout => 36,
+            ApiError::SessionExists => 37,
+            ApiError::AlreadyConnected => 38,
+            ApiError::QrNotReady { .. } => 39,
+            ApiError::Pairing(_) => 40,
+            ApiError::SessionUnresponsive => 41,
+            ApiError::ShuttingDown => 42,
+            ApiError::Internal(_) => 43,
+            ApiError::TooManyAuthFailures { .. } => 44,
+            ApiError::TooManyWebSockets { .. } => 45,
+            ApiError::PairingCodeOutstanding => 46,
+            ApiError::WebhookUrlNotAllowed => 47,
+        }
+    }
+
+    #[test]
+    fn every_error_has_an_english_and_a_spanish_message() {
+        let all = one_of_each();
+        let variants: std::collections::BTreeSet<usize> = all.iter().map(variant).collect();
+        assert_eq!(variants, (0..VARIANTS).collect(), "one_of_each has a sample of every variant");
+        let mut codes = std::collections::BTreeSet::new();
+        for error in &all {
+            let (english, spanish) = (error.to_string(), error.spanish());
+            assert!(!english.trim().is_empty() && !spanish.trim().is_empty(), "{}", error.code());
+            assert_ne!(english, spanish, "{}: the Spanish is not the English", error.code());
+            codes.insert(error.code());
+        }
+        // Every code the document lists for ApiError (the WebSocket handshake's own are not
+        // ApiErrors).
+        for code in [
+            "MISSING_TOKEN",
+            "INVALID_TOKEN",
+            "FORBIDDEN",
+            "RATE_LIMITED",
+            "NOT_A_PDF",
+            "PAIRING_UNAVAILABLE",
+            "INTERNAL",
+        ] {
+            assert!(codes.contains(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn fragments_from_callers_are_translated() {
+        for english in [
+            "a string",
+            "an array of session ids",
+            "act on this session",
+            "send messages (needs messages:send)",
+            "manage webhooks (needs webhooks:write)",
+            "limit must be 1 to 200",
+            "malformed multipart body",
+            "the file is gone",
+        ] {
+            assert_ne!(es::phrase(english), english);
+        }
+        // One we do not know stays as it is, inside a Spanish sentence.
+        assert_eq!(ApiError::InvalidQuery("zzz").spanish(), "consulta no válida: zzz");
+    }
+
+    #[test]
+    fn the_response_carries_its_spanish_body_and_the_same_code() {
+        let mut response = ApiError::SessionNotFound.into_response();
+        let Spanish(spanish) = response.extensions_mut().remove::<Spanish>().expect("the Spanish body");
+        let spanish: serde_json::Value = serde_json::from_slice(&spanish).unwrap();
+        let english = body_json(response);
+        assert_eq!(english["error"]["message"], "session not found");
+        assert_eq!(spanish["error"]["message"], "no existe esa sesión");
+        assert_eq!(spanish["error"]["code"], english["error"]["code"]);
+        assert_eq!(spanish["success"], false);
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub struct MessageView {
     pub mimetype: Option<String>,
     /// The caption, if any.
     pub caption: Option<String>,
+    /// The start of a text, on one line, at most 100 characters (ending in `…` when cut); `null`
+    /// for images and documents, and for texts accepted before the gateway kept it.
+    pub preview: Option<String>,
     pub status: DeliveryStatus,
     /// Failed send attempts so far.
     pub attempts: u32,
@@ -152,6 +155,7 @@ impl From<MessageRecord> for MessageView {
             file_name: r.file_name,
             mimetype: r.mimetype,
             caption: r.caption,
+            preview: r.preview,
             status: r.status,
             attempts: r.attempts,
             last_error: r.last_error,

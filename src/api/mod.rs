@@ -1,12 +1,13 @@
 //! The HTTP surface, on axum: one file per resource, each with its own `router()`, merged here
 //! under the cross-cutting layers.
 //!
-//! Layers, outermost first: request id (`request_id`), a log span per request, CORS, metrics by
-//! route template, and a timeout on every route (`deadline`, paused while a body is read). Bodies
-//! are read by an extractor (`body`) with a per-route size limit and a time limit, after the
-//! token is checked (`auth`). Errors are one type (`error`). `serve` owns the accept loop:
-//! connection cap and per-address share, idle and header-read deadlines, backoff on accept
-//! errors, and the graceful drain. `/openapi.json` is generated from the handlers.
+//! Layers, outermost first: request id (`request_id`), the language of error messages
+//! (`language`), a log span per request, CORS, metrics by route template, and a timeout on every
+//! route (`deadline`, paused while a body is read). Bodies are read by an extractor (`body`) with
+//! a per-route size limit and a time limit, after the token is checked (`auth`). Errors are one
+//! type (`error`). `serve` owns the accept loop: connection cap and per-address share, idle and
+//! header-read deadlines, backoff on accept errors, and the graceful drain. `/openapi.json` is
+//! generated from the handlers.
 
 mod admin;
 pub mod auth;
@@ -16,6 +17,7 @@ mod contacts;
 mod deadline;
 pub mod error;
 mod health;
+mod language;
 mod messages;
 mod metrics;
 mod openapi;
@@ -60,7 +62,12 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
             // axum adds the `Allow` header listing the route's methods.
-            error::error_response(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed")
+            error::localized_error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "method not allowed",
+                error::METHOD_NOT_ALLOWED_ES,
+            )
         })
         // Bodies are limited per route by `body::RequestBody`.
         .layer(DefaultBodyLimit::disable())
@@ -70,6 +77,8 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         // 5xx are logged once, with their cause, by `ApiError`; an expected 503 (no QR yet, no
         // WhatsApp) is not an error of ours.
         .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
+        // Inside the request id's scope: a Spanish body carries the same id.
+        .layer(middleware::from_fn(language::middleware))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
 }

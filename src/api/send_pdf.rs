@@ -47,10 +47,12 @@ struct SendPdfBody {
     /// The PDF (at most 16 MiB) as base64: the standard or the URL-safe alphabet, padded or
     /// not, line breaks allowed, optionally as a base64 data URL (`data:application/pdf;base64,`,
     /// `data:;base64,`, `data:application/octet-stream;name=x.pdf;base64,`, …). It must decode to
-    /// a file starting with `%PDF-`, and a data URL's type must not name another kind of file.
+    /// a PDF as readers take one, `%PDF-` within its first 1,024 bytes (a byte order mark or
+    /// whitespace may come first; the bytes are sent unchanged), and a data URL's type must not
+    /// name another kind of file.
     #[schema(
         example = "JVBERi0xLjQKJSVFT0YK",
-        pattern = "^(?:data:(?:application/(?:pdf|x-pdf|octet-stream))?(?:;name=[A-Za-z0-9._%-]+)?;base64,)?JVBERi0[A-Za-z0-9+/_-](?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{2}(?:==)?|[A-Za-z0-9+/_-]{3}=?)?$",
+        pattern = "^(?:data:(?:application/(?:pdf|x-pdf|octet-stream))?(?:;name=[A-Za-z0-9._%-]+)?;base64,)?(?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{4}|[A-Za-z0-9+/_-]{2}(?:==)?|[A-Za-z0-9+/_-]{3}=?)$",
         max_length = 22369652
     )]
     pdf_base64: String,

@@ -13,6 +13,8 @@ use super::{FileName, MAX_PDF_BYTES};
 pub const MAX_TEXT_CHARS: usize = 65_536;
 /// Longest caption of an image or a document, in characters (WhatsApp cuts longer ones).
 pub const MAX_CAPTION_CHARS: usize = 1024;
+/// Longest [`OutgoingContent::preview`] of a text, in characters (`…` included).
+pub const PREVIEW_CHARS: usize = 100;
 /// Largest image or document, in bytes: the same as a PDF of `POST /api/send-pdf`.
 pub const MAX_MEDIA_BYTES: usize = MAX_PDF_BYTES;
 
@@ -166,8 +168,9 @@ impl OutgoingContent {
         Ok(OutgoingContent::Image { bytes, mimetype, caption: caption_of(caption)? })
     }
 
-    /// Any file. Its type is the one its bytes show, or the declared one when the bytes show
-    /// none we know (`text/csv`), or `application/octet-stream`; a declared type that
+    /// Any file. Its type is the one its bytes show (a PDF header anywhere in the first KiB
+    /// counts, see [`has_pdf_header`](super::has_pdf_header)), or the declared one when the bytes
+    /// show none we know (`text/csv`), or `application/octet-stream`; a declared type that
     /// contradicts the bytes is refused. Without a name it is `Comprobante.pdf` for a PDF,
     /// `archivo.<ext>` otherwise.
     pub fn document(
@@ -186,6 +189,9 @@ impl OutgoingContent {
             // The declared one may be the more precise (an .xlsx is also a zip).
             (Some(declared), _) => declared,
             (None, Some(sniffed)) => sniffed,
+            // A PDF whose header is not at byte 0 (a byte order mark, whitespace first): readers
+            // open it, and so does the recipient's WhatsApp when it is typed as one.
+            (None, None) if super::has_pdf_header(&bytes) => MimeType("application/pdf".to_owned()),
             (None, None) => MimeType("application/octet-stream".to_owned()),
         };
         let file_name = file_name.unwrap_or_else(|| default_name(&mimetype, &bytes));
@@ -254,6 +260,20 @@ impl OutgoingContent {
             OutgoingContent::Document { file_name, .. } => Some(file_name),
             _ => None,
         }
+    }
+
+    /// The start of a text, on one line, for lists: at most [`PREVIEW_CHARS`] characters, ending
+    /// in `…` when cut. `None` for images and documents (their file name and caption say it).
+    pub fn preview(&self) -> Option<String> {
+        let OutgoingContent::Text { body } = self else { return None };
+        let line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        if line.chars().count() <= PREVIEW_CHARS {
+            return Some(line);
+        }
+        let mut cut: String = line.chars().take(PREVIEW_CHARS - 1).collect();
+        cut.truncate(cut.trim_end().len());
+        cut.push('…');
+        Some(cut)
     }
 
     pub fn caption(&self) -> Option<&str> {
@@ -369,12 +389,31 @@ mod tests {
     }
 
     #[test]
+    fn a_preview_is_the_start_of_a_text_on_one_line() {
+        let preview = |text: &str| OutgoingContent::text(text).unwrap().preview().unwrap();
+        assert_eq!(preview("  Hola,\n\n  ¿llegó?\t"), "Hola, ¿llegó?");
+        let exact = "ñ".repeat(PREVIEW_CHARS);
+        assert_eq!(preview(&exact), exact, "not cut when it fits");
+        let cut = preview(&format!("{} más", "a".repeat(PREVIEW_CHARS - 2)));
+        assert_eq!(cut.chars().count(), PREVIEW_CHARS - 1, "no space before the ellipsis: {cut:?}");
+        assert!(cut.ends_with("a…"), "{cut:?}");
+        assert_eq!(preview(&"x".repeat(500)).chars().count(), PREVIEW_CHARS);
+        assert_eq!(OutgoingContent::document(bytes(PDF), None, None, None).unwrap().preview(), None);
+    }
+
+    #[test]
     fn documents_take_any_file_but_not_a_lie_about_it() {
         let pdf = OutgoingContent::document(bytes(PDF), None, None, None).unwrap();
         assert_eq!(pdf.mimetype().map(MimeType::as_str), Some("application/pdf"));
         assert_eq!(pdf.file_name().map(FileName::as_str), Some("Comprobante.pdf"));
         let csv = OutgoingContent::document(bytes(b"a,b\n1,2\n"), Some("text/csv"), None, None).unwrap();
         assert_eq!(csv.mimetype().map(MimeType::as_str), Some("text/csv"), "unknown bytes: the declared type");
+        for late_header in [&b"\xef\xbb\xbf%PDF-1.7\n"[..], b"\r\n%PDF-1.4\n", b"application/octet-stream"] {
+            let bom = OutgoingContent::document(bytes(late_header), Some("application/octet-stream"), None, None);
+            let found = bom.unwrap().mimetype().map(MimeType::to_string);
+            let pdf = late_header.windows(5).any(|w| w == b"%PDF-");
+            assert_eq!(found.as_deref(), Some(if pdf { "application/pdf" } else { "application/octet-stream" }));
+        }
         let unknown = OutgoingContent::document(bytes(b"\x00\x01"), None, None, None).unwrap();
         assert_eq!(unknown.mimetype().map(MimeType::as_str), Some("application/octet-stream"));
         assert_eq!(unknown.file_name().map(FileName::as_str), Some("archivo"));

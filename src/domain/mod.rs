@@ -13,12 +13,13 @@ mod values;
 
 pub use content::{
     ContentError, ContentKind, MAX_CAPTION_CHARS, MAX_MEDIA_BYTES, MAX_TEXT_CHARS, MimeType, OutgoingContent,
+    PREVIEW_CHARS,
 };
 pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId};
 pub use incoming::{IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction};
 pub use media::{InlineMedia, MediaError, decode_inline};
 pub use status::DeliveryStatus;
 pub use values::{
-    DEFAULT_FILE_NAME, FileName, InvalidFileName, InvalidPhone, MAX_FILE_NAME_CHARS, MAX_PDF_BYTES, PdfDocument,
-    PdfError, PhoneNumber, visible_text,
+    DEFAULT_FILE_NAME, FileName, InvalidFileName, InvalidPhone, MAX_FILE_NAME_CHARS, MAX_PDF_BYTES, PDF_HEADER_WINDOW,
+    PdfDocument, PdfError, PhoneNumber, has_pdf_header, visible_text,
 };

@@ -168,7 +168,8 @@ pub enum PdfError {
     /// Not base64 (see [`decode_inline`](super::media::decode_inline)).
     #[error("the PDF is not valid base64")]
     InvalidBase64,
-    /// Decodes, but does not start with `%PDF-`, or its data URL says it is another type.
+    /// Decodes, but has no `%PDF-` in its first [`PDF_HEADER_WINDOW`] bytes, or its data URL
+    /// says it is another type.
     #[error("the document is not a PDF")]
     NotAPdf,
     /// Would decode to more than `limit` bytes.
@@ -180,6 +181,18 @@ pub enum PdfError {
 }
 
 const PDF_MAGIC: &[u8] = b"%PDF-";
+
+/// How far into a file PDF readers look for the `%PDF-` header: some generators write a byte
+/// order mark, whitespace or a few other bytes first, and readers open those files all the same.
+pub const PDF_HEADER_WINDOW: usize = 1024;
+
+/// Whether `bytes` are a PDF as readers see it: `%PDF-` lies within the first
+/// [`PDF_HEADER_WINDOW`] bytes. The bytes are never changed: what comes before the header is
+/// sent as it came.
+pub fn has_pdf_header(bytes: &[u8]) -> bool {
+    let window = bytes.get(..PDF_HEADER_WINDOW).unwrap_or(bytes);
+    window.windows(PDF_MAGIC.len()).any(|w| w == PDF_MAGIC)
+}
 
 /// Data URL types that may carry a PDF: the PDF types, and the generic ones a browser or an HTTP
 /// library gives a file it did not type.
@@ -205,8 +218,8 @@ impl PdfDocument {
     }
 
     /// Decodes base64 as [`decode_inline`](super::media::decode_inline) does (either alphabet,
-    /// padding optional, whitespace ignored, any base64 data URL); the bytes must start with
-    /// `%PDF-`, and a data URL's type must not say it is something else (`image/png`).
+    /// padding optional, whitespace ignored, any base64 data URL); the bytes must be a PDF
+    /// ([`has_pdf_header`]), and a data URL's type must not say it is something else (`image/png`).
     pub fn from_base64_with_limit(encoded: &str, limit: usize) -> Result<PdfDocument, PdfError> {
         let media = super::media::decode_inline(encoded, limit).map_err(|e| match e {
             MediaError::Empty => PdfError::Empty,
@@ -225,7 +238,7 @@ impl PdfDocument {
         if bytes.is_empty() {
             return Err(PdfError::Empty);
         }
-        if !bytes.starts_with(PDF_MAGIC) {
+        if !has_pdf_header(&bytes) {
             return Err(PdfError::NotAPdf);
         }
         Ok(PdfDocument { bytes })
@@ -489,6 +502,24 @@ mod tests {
         assert_eq!(PdfDocument::from_base64(""), Err(PdfError::Empty));
         assert_eq!(PdfDocument::from_base64("  \n "), Err(PdfError::Empty));
         assert_eq!(PdfDocument::from_base64("data:application/pdf;base64,"), Err(PdfError::Empty));
+    }
+
+    #[test]
+    fn a_pdf_header_anywhere_in_the_first_kib_is_a_pdf_and_kept_as_it_came() {
+        let with = |prefix: &[u8]| [prefix, PDF].concat();
+        for prefix in [&b"\xef\xbb\xbf"[..], b"\r\n  \t", b"\0\0\0\0", &[b'x'; PDF_HEADER_WINDOW - 5]] {
+            let bytes = with(prefix);
+            let doc =
+                PdfDocument::from_base64(&b64(&bytes)).unwrap_or_else(|e| panic!("{} bytes first: {e}", prefix.len()));
+            assert_eq!(doc.bytes().as_ref(), bytes.as_slice(), "unchanged");
+        }
+        // The header must lie within the window, all five bytes of it.
+        for late in [PDF_HEADER_WINDOW - 4, PDF_HEADER_WINDOW, 4096] {
+            assert_eq!(PdfDocument::from_base64(&b64(&with(&vec![b' '; late]))), Err(PdfError::NotAPdf), "{late}");
+        }
+        assert!(has_pdf_header(b"%PDF-"));
+        assert!(!has_pdf_header(b"%PDF"));
+        assert!(!has_pdf_header(b""));
     }
 
     #[test]

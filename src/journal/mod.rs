@@ -153,6 +153,7 @@ impl Journal {
                 file_name: content.file_name().map(|f| f.as_str().to_owned()).unwrap_or_default(),
                 mimetype: content.mimetype().map(|m| m.as_str().to_owned()),
                 caption: content.caption().map(str::to_owned),
+                preview: content.preview(),
                 size: location.len,
                 idempotency: message.idempotency,
                 location,

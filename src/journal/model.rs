@@ -76,6 +76,8 @@ pub struct MessageRecord {
     pub mimetype: Option<String>,
     /// The caption (images and documents).
     pub caption: Option<String>,
+    /// The start of a text, for lists (texts accepted by schema version 5 on).
+    pub preview: Option<String>,
     /// Where it is now.
     pub status: DeliveryStatus,
     /// Send attempts so far.

@@ -20,11 +20,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// 3 adds the kind of content (`text`, `image`, `document`), its media type and caption (rows of
 /// earlier versions are PDFs: `document`, with a NULL media type that reads `application/pdf`);
 /// version 4 adds `status_events`, the outbox of `message.status` events, written in the same
-/// transaction as the status they report.
-const SCHEMA_VERSION: i64 = 4;
+/// transaction as the status they report; version 5 adds the start of a text (`preview`), kept
+/// after its segment is gone so that lists can show what was sent (NULL for earlier rows).
+const SCHEMA_VERSION: i64 = 5;
 
 /// Columns added to `messages` since version 1, with their declarations, in order.
-fn added_columns() -> [(&'static str, String); 6] {
+fn added_columns() -> [(&'static str, String); 7] {
     let kinds = kind_list();
     [
         ("segment", "INTEGER".to_owned()),
@@ -33,6 +34,7 @@ fn added_columns() -> [(&'static str, String); 6] {
         ("kind", format!("TEXT NOT NULL DEFAULT 'document' CHECK (kind IN {kinds})")),
         ("mimetype", "TEXT".to_owned()),
         ("caption", "TEXT".to_owned()),
+        ("preview", "TEXT".to_owned()),
     ]
 }
 
@@ -106,10 +108,10 @@ fn status_list(pick: impl Fn(DeliveryStatus) -> bool) -> String {
 }
 
 const RECORD_COLUMNS: &str = "message_id, session_id, recipient, file_name, status, attempts, \
-                              last_error, created_at, updated_at, size, kind, mimetype, caption";
+                              last_error, created_at, updated_at, size, kind, mimetype, caption, preview";
 
 /// How many columns [`RECORD_COLUMNS`] has.
-const RECORD_COLUMN_COUNT: usize = 13;
+const RECORD_COLUMN_COUNT: usize = 14;
 
 impl ToSql for DeliveryStatus {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -177,6 +179,8 @@ pub(super) struct NewRow {
     pub file_name: String,
     pub mimetype: Option<String>,
     pub caption: Option<String>,
+    /// The start of a text ([`OutgoingContent::preview`](crate::domain::OutgoingContent::preview)).
+    pub preview: Option<String>,
     pub size: u64,
     pub idempotency: Option<IdempotencyKey>,
     /// Where its PDF was written.
@@ -224,8 +228,8 @@ pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64, events: bool) ->
     }
     conn.prepare_cached(
         "INSERT INTO messages (message_id, session_id, recipient, file_name, size, status, \
-         created_at, updated_at, segment, seg_offset, crc32, kind, mimetype, caption) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         created_at, updated_at, segment, seg_offset, crc32, kind, mimetype, caption, preview) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         row.message_id,
@@ -241,6 +245,7 @@ pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64, events: bool) ->
         row.kind.as_str(),
         row.mimetype,
         row.caption,
+        row.preview,
     ])?;
     if let Some(key) = &row.idempotency {
         conn.prepare_cached(
@@ -450,6 +455,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         file_name: (!file_name.is_empty()).then_some(file_name),
         mimetype: mimetype.or_else(|| (kind == ContentKind::Document).then(|| LEGACY_MIMETYPE.to_owned())),
         caption: row.get(12)?,
+        preview: row.get(13)?,
         status: row.get(4)?,
         attempts: row.get(5)?,
         last_error: row.get(6)?,

@@ -186,6 +186,19 @@ async fn texts_and_images_are_kept_with_their_kind_type_and_caption() {
         (ContentKind::Image, Some("image/png"), Some("la foto"))
     );
     assert_eq!(within(journal.read_payload(&mid("i"))).await.expect("read"), Some(png));
+    assert_eq!((t.preview.as_deref(), i.preview.as_deref()), (Some("¿Llegó la factura?"), None));
+}
+
+#[tokio::test]
+async fn the_start_of_a_text_outlives_its_bytes() {
+    let dir = TempDir::new("preview");
+    let journal = Journal::open(dir.path()).expect("open");
+    let text = OutgoingContent::text("Su factura\nF001-123 está lista").expect("text");
+    accept(&journal, with_content("t", text)).await.expect("accept");
+    assert!(within(journal.set_status(&mid("t"), DeliveryStatus::Sent, None)).await.expect("sent"));
+    assert_eq!(within(journal.read_payload(&mid("t"))).await.expect("read"), None, "the bytes are gone");
+    let record = within(journal.get(&mid("t"))).await.expect("get").expect("kept");
+    assert_eq!(record.preview.as_deref(), Some("Su factura F001-123 está lista"), "on one line");
 }
 
 #[tokio::test]
@@ -597,7 +610,7 @@ async fn a_journal_written_by_schema_version_1_delivers_its_pending_pdfs() {
         .expect("db")
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 4, "migrated");
+    assert_eq!(version, 5, "migrated");
 }
 
 #[tokio::test]

@@ -271,3 +271,33 @@ async fn send_pdf_takes_what_the_node_service_takes() {
     app.stop().await;
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdf_with_bytes_before_its_header_is_sent_unchanged() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    link(&app, &fake, "tienda_lima", "51900000010").await;
+    let mut events = fake.subscribe();
+
+    // What PDF readers open: the header anywhere in the first 1,024 bytes.
+    let late = |prefix: &[u8]| [prefix, pdf("generado en Windows").as_slice()].concat();
+    for prefix in [&b"\xef\xbb\xbf"[..], b"\r\n \t\n", &[b' '; 1019]] {
+        let bytes = late(prefix);
+        let (status, answer) = app.send_pdf("tienda_lima", "51987654321", &bytes, Some("F003.pdf")).await;
+        assert_eq!(status, 202, "{} bytes before the header: {answer}", prefix.len());
+        let got = wait_message(&mut events, "51987654321").await;
+        assert_eq!(got.id, answer["messageId"].as_str().expect("id"));
+        let document = got.document.expect("a document");
+        assert_eq!(document.sha256, sha256_hex(&bytes), "{} bytes first: sent byte for byte", prefix.len());
+        assert_eq!(document.mimetype.as_deref(), Some("application/pdf"));
+    }
+
+    // Past the first 1,024 bytes it is not a PDF to a reader, nor to us; nothing is queued.
+    let (status, answer) = app.send_pdf("tienda_lima", "51987654321", &late(&[b' '; 1024]), None).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("NOT_A_PDF")), "{answer}");
+    let (_, sent) = app.request("GET", "/api/sessions/tienda_lima/messages?direction=out", Some(TOKEN), None).await;
+    assert_eq!(sent["items"].as_array().map(Vec::len), Some(3), "{sent}");
+    app.stop().await;
+    fake.shutdown().await;
+}

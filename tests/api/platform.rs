@@ -399,6 +399,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("get", "/admin/"),
         ("get", "/admin/app.js"),
         ("get", "/admin/app.css"),
+        ("get", "/admin/favicon.svg"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is missing from the document");
@@ -777,14 +778,77 @@ async fn the_admin_page_needs_no_token_and_is_served_with_a_strict_policy() {
     assert_eq!(header(&headers, "x-frame-options"), Some("DENY"));
     assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
     assert!(body.contains("id=\"qr\"") && !body.contains(TOKEN), "the page, with no secret in it");
-    for (path, kind) in
-        [("/admin/app.js", "text/javascript; charset=utf-8"), ("/admin/app.css", "text/css; charset=utf-8")]
-    {
+    for (path, kind, size) in [
+        ("/admin/app.js", "text/javascript; charset=utf-8", 1000),
+        ("/admin/app.css", "text/css; charset=utf-8", 1000),
+        ("/admin/favicon.svg", "image/svg+xml", 100),
+    ] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
         let (status, headers, body) = raw(app.addr, request.as_bytes()).await;
         assert_eq!((status, header(&headers, "content-type")), (200, Some(kind)), "{path}");
-        assert!(body.len() > 1000, "{path}");
+        assert!(body.len() > size, "{path}");
+        // The page's own headers on every asset.
+        assert_eq!(header(&headers, "content-security-policy"), Some(policy), "{path}");
+        assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(header(&headers, "x-frame-options"), Some("DENY"), "{path}");
     }
+    assert!(body.contains(r#"<link rel="icon" href="admin/favicon.svg""#), "the page names its icon");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test]
+async fn error_messages_follow_accept_language_and_codes_stay() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let app = TestApp::spawn(&fake, &dir).await;
+    // (Accept-Language, the language of the answer)
+    let cases = [
+        (None, "en"),
+        (Some("es"), "es"),
+        (Some("es-PE,es;q=0.9,en;q=0.8"), "es"),
+        (Some("en-US,en;q=0.9"), "en"),
+        (Some("en;q=0.5, es;q=0.8"), "es"),
+        (Some("es;q=0.2, en"), "en"),
+        (Some("es;q=0"), "en"),
+        (Some("fr-FR, es;q=0.3"), "es"),
+        (Some("fr-FR"), "en"),
+    ];
+    for (accept, language) in cases {
+        let extra: Vec<(&str, &str)> = accept.iter().map(|v| ("Accept-Language", *v)).collect();
+        // An unknown session (a handler), no token (an extractor), an unknown path (the router's
+        // fallback) and a wrong method (axum's own 405).
+        let probes = [
+            (
+                "GET",
+                "/api/sessions/nadie",
+                Some(TOKEN),
+                "SESSION_NOT_FOUND",
+                "session not found",
+                "no existe esa sesión",
+            ),
+            ("GET", "/api/sessions", None, "MISSING_TOKEN", "missing bearer token", "falta el token"),
+            ("GET", "/nada/aqui", None, "NOT_FOUND", "not found", "no encontrado"),
+            ("PUT", "/api/send-pdf", Some(TOKEN), "METHOD_NOT_ALLOWED", "method not allowed", "método no permitido"),
+        ];
+        for (method, path, token, code, english, spanish) in probes {
+            let (_, headers, body) = app.request_with(method, path, token, None, &extra).await;
+            assert_eq!(body["error"]["code"], code, "{accept:?} {path}: the code does not change: {body}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            let expected = if language == "es" { spanish } else { english };
+            assert!(message.starts_with(expected), "{accept:?} {method} {path}: {message:?}");
+            assert_eq!(header(&headers, "content-language"), Some(language), "{accept:?} {path}");
+            assert!(
+                headers.iter().any(|(k, v)| k == "vary" && v.to_ascii_lowercase().contains("accept-language")),
+                "{accept:?} {path}: caches keep the two apart"
+            );
+            assert!(body["requestId"].as_str().is_some_and(|id| !id.is_empty()), "{body}");
+        }
+    }
+    // Successes are not touched.
+    let (status, headers, _) =
+        app.request_with("GET", "/api/sessions", Some(TOKEN), None, &[("Accept-Language", "es")]).await;
+    assert_eq!((status, header(&headers, "content-language")), (200, None));
     app.stop().await;
     fake.shutdown().await;
 }

@@ -63,9 +63,21 @@ const WORDS = {
     'col.time': 'Hora', 'col.to': 'Para', 'col.from': 'De', 'col.content': 'Contenido', 'col.status': 'Estado',
     'msg.queued': 'En cola', 'msg.sending': 'Enviando', 'msg.sent': 'Enviado', 'msg.delivered': 'Entregado',
     'msg.read': 'Leído', 'msg.failed': 'Falló',
-    'webhooks.title': 'Webhooks', 'webhooks.empty': 'No hay webhooks registrados (POST /api/webhooks o WEBHOOK_URL).',
-    'webhooks.all': 'todos', 'webhooks.events': 'Eventos: {e}', 'webhooks.pending': '{n} pendientes',
-    'webhooks.disabled': 'Desactivado: {why}', 'webhooks.dead': 'Entregas fallidas',
+    'kind.image': 'imagen', 'kind.video': 'vídeo', 'kind.audio': 'audio', 'kind.document': 'documento',
+    'kind.sticker': 'sticker', 'kind.location': 'ubicación', 'kind.contact': 'contacto', 'kind.reaction': 'reacción',
+    'kind.other': 'otro',
+    'webhooks.title': 'Webhooks',
+    'webhooks.empty': 'No hay webhooks registrados. Registre uno aquí (o con POST /api/webhooks o WEBHOOK_URL).',
+    'webhooks.all': 'todos', 'webhooks.allSessions': 'todas', 'webhooks.events': 'Eventos: {e}',
+    'webhooks.sessions': 'Sesiones: {s}', 'webhooks.pending': '{n} pendientes',
+    'webhooks.disabled': 'Desactivado: {why}', 'webhooks.dead': 'Entregas fallidas', 'webhooks.delete': 'Eliminar',
+    'hook.title': 'Nuevo webhook', 'hook.url': 'URL que recibe los eventos (http o https)',
+    'hook.events': 'Eventos (ninguno marcado: todos)', 'hook.sessions': 'Sesiones (ninguna marcada: todas)',
+    'hook.submit': 'Registrar', 'hook.needUrl': 'Escriba la URL.',
+    'hook.secretOnce': 'Guarde el secreto de este webhook ahora: no se vuelve a mostrar. Con él se comprueba la firma de cada entrega.',
+    'hook.secretDone': 'Ya lo guardé',
+    'ask.hookDelete': '¿Eliminar el webhook {url}? Deja de recibir eventos y se borran sus entregas pendientes y fallidas.',
+    'done.hookCreate': 'Webhook {url} registrado.', 'done.hookDelete': 'Webhook {url} eliminado.',
     'dead.title': 'Entregas fallidas de {url}', 'dead.replay': 'Reintentar', 'dead.replayAll': 'Reintentar todas',
     'dead.empty': 'Ninguna entrega fallida.', 'dead.attempts': '{n} intentos',
     'live.on': 'En vivo', 'live.off': 'Reconectando…',
@@ -115,9 +127,21 @@ const WORDS = {
     'col.time': 'Time', 'col.to': 'To', 'col.from': 'From', 'col.content': 'Content', 'col.status': 'Status',
     'msg.queued': 'Queued', 'msg.sending': 'Sending', 'msg.sent': 'Sent', 'msg.delivered': 'Delivered',
     'msg.read': 'Read', 'msg.failed': 'Failed',
-    'webhooks.title': 'Webhooks', 'webhooks.empty': 'No webhooks registered (POST /api/webhooks or WEBHOOK_URL).',
-    'webhooks.all': 'all', 'webhooks.events': 'Events: {e}', 'webhooks.pending': '{n} pending',
-    'webhooks.disabled': 'Disabled: {why}', 'webhooks.dead': 'Failed deliveries',
+    'kind.image': 'image', 'kind.video': 'video', 'kind.audio': 'audio', 'kind.document': 'document',
+    'kind.sticker': 'sticker', 'kind.location': 'location', 'kind.contact': 'contact', 'kind.reaction': 'reaction',
+    'kind.other': 'other',
+    'webhooks.title': 'Webhooks',
+    'webhooks.empty': 'No webhooks registered. Register one here (or with POST /api/webhooks or WEBHOOK_URL).',
+    'webhooks.all': 'all', 'webhooks.allSessions': 'all', 'webhooks.events': 'Events: {e}',
+    'webhooks.sessions': 'Sessions: {s}', 'webhooks.pending': '{n} pending',
+    'webhooks.disabled': 'Disabled: {why}', 'webhooks.dead': 'Failed deliveries', 'webhooks.delete': 'Delete',
+    'hook.title': 'New webhook', 'hook.url': 'URL that receives the events (http or https)',
+    'hook.events': 'Events (none checked: all)', 'hook.sessions': 'Sessions (none checked: all)',
+    'hook.submit': 'Register', 'hook.needUrl': 'Type the URL.',
+    'hook.secretOnce': 'Keep this webhook’s secret now: it is not shown again. It checks the signature of every delivery.',
+    'hook.secretDone': 'I have kept it',
+    'ask.hookDelete': 'Delete the webhook {url}? It stops receiving events, and its pending and failed deliveries are erased.',
+    'done.hookCreate': 'Webhook {url} registered.', 'done.hookDelete': 'Webhook {url} deleted.',
     'dead.title': 'Failed deliveries to {url}', 'dead.replay': 'Retry', 'dead.replayAll': 'Retry all',
     'dead.empty': 'No failed deliveries.', 'dead.attempts': '{n} attempts',
     'live.on': 'Live', 'live.off': 'Reconnecting…',
@@ -144,11 +168,24 @@ function t(key, vars) {
   return text;
 }
 
+/** The page's own words for a message shown outside a render (a notice, a result, an error of
+ * the page's): a key and its values, spelled again when the language changes. */
+class Words {
+  constructor(key, vars) { this.key = key; this.vars = vars; }
+  toString() { return t(this.key, this.vars); }
+}
+
+function words(key, vars) { return new Words(key, vars); }
+
+/** Element id → the Words it shows now. */
+const spoken = new Map();
+
 function applyLanguage() {
   document.documentElement.lang = lang;
   $('lang').value = lang;
   for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
   for (const el of document.querySelectorAll('[data-i18n-label]')) el.setAttribute('aria-label', t(el.dataset.i18nLabel));
+  for (const [id, shown] of spoken) $(id).textContent = String(shown);
   renderAll();
 }
 
@@ -172,7 +209,12 @@ function el(tag, attrs, ...children) {
 
 function show(node, visible) { node.hidden = !visible; }
 
-function setText(id, text) { $(id).textContent = text || ''; }
+/** Shows `text` in element `id`: a string as it is, or Words that follow the language. */
+function setText(id, text) {
+  if (text instanceof Words) spoken.set(id, text);
+  else spoken.delete(id);
+  $(id).textContent = text ? String(text) : '';
+}
 
 function when(ms) {
   if (!ms) return '—';
@@ -202,14 +244,17 @@ class ApiError extends Error {
   describe() { return this.code ? `${this.message} (${this.code})` : this.message; }
 }
 
+/** An error in words: the API's own message (in the page's language, see `api`) and code, or
+ * the page's words for a network failure. */
 function describe(error) {
   if (error instanceof ApiError) return error.describe();
-  return t('err.network', { why: error && error.message ? error.message : String(error) });
+  return words('err.network', { why: error && error.message ? error.message : String(error) });
 }
 
-/** Calls the API: `body` is JSON unless it is a FormData. Resolves to the parsed JSON (or null). */
+/** Calls the API: `body` is JSON unless it is a FormData. Resolves to the parsed JSON (or null).
+ * Error messages come in the page's language. */
 async function api(method, path, body) {
-  const headers = { Authorization: 'Bearer ' + state.token, Accept: 'application/json' };
+  const headers = { Authorization: 'Bearer ' + state.token, Accept: 'application/json', 'Accept-Language': lang };
   const init = { method, headers, cache: 'no-store' };
   if (body instanceof FormData) init.body = body;
   else if (body !== undefined) {
@@ -253,10 +298,14 @@ const state = {
   eventsRetry: 1000,
   out: [], incoming: [],
   webhooks: [], dead: null, // { webhook, items }
+  secret: null, // { id, url, value }: a new endpoint's secret, shown until the person has kept it
 };
 
 // ---------------------------------------------------------------------------------------------
 // Toasts and confirmations
+
+/** How long a notice stays on screen. An error stays until it is closed. */
+const NOTICE_MS = 5000;
 
 let toastTimer = null;
 function toast(message, isError) {
@@ -264,7 +313,13 @@ function toast(message, isError) {
   $('toast').classList.toggle('is-error', !!isError);
   show($('toast'), true);
   clearTimeout(toastTimer);
-  if (!isError) toastTimer = setTimeout(() => show($('toast'), false), 6000);
+  toastTimer = isError ? null : setTimeout(hideToast, NOTICE_MS);
+}
+
+function hideToast() {
+  clearTimeout(toastTimer);
+  toastTimer = null;
+  show($('toast'), false);
 }
 
 function confirmAction(question) {
@@ -322,7 +377,7 @@ async function signIn(token) {
   show($('login'), false);
   show($('app'), true);
   show($('signout'), true);
-  state.sessions = new Map(list.sessions.map((s) => [s.sessionId, s]));
+  keepSessions(list.sessions);
   renderSessions();
   connectEvents();
   loadWebhooks();
@@ -335,12 +390,14 @@ function signOut(why) {
   if (state.events) { state.events.onclose = null; state.events.close(); state.events = null; }
   state.sessions.clear();
   state.selected = null;
+  state.secret = null;
+  renderSecret();
   show($('app'), false);
   show($('signout'), false);
   show($('login'), true);
   setText('live', '');
   $('token').value = '';
-  setText('login-error', typeof why === 'string' ? why : '');
+  setText('login-error', typeof why === 'string' || why instanceof Words ? why : '');
   $('token').focus();
 }
 
@@ -358,7 +415,7 @@ function connectEvents() {
   state.events = socket;
   socket.onopen = () => {
     state.eventsRetry = 1000;
-    setText('live', t('live.on'));
+    setText('live', words('live.on'));
     $('live').classList.add('is-on');
   };
   socket.onmessage = (message) => {
@@ -368,7 +425,7 @@ function connectEvents() {
   };
   socket.onclose = () => {
     if (state.events !== socket) return;
-    setText('live', t('live.off'));
+    setText('live', words('live.off'));
     $('live').classList.remove('is-on');
     state.events = null;
     const wait = state.eventsRetry;
@@ -406,14 +463,30 @@ function onEvent(event) {
 // ---------------------------------------------------------------------------------------------
 // Sessions
 
+/** Keeps `session` unless the page holds a newer snapshot of it (by `updatedAt`): answers to
+ * requests made at different times (a restart's answer, a refresh, the list) arrive in any
+ * order, and the page must never step back to an older state. */
+function keepSession(session) {
+  const held = state.sessions.get(session.sessionId);
+  if (held && held.updatedAt > session.updatedAt) return false;
+  state.sessions.set(session.sessionId, session);
+  return true;
+}
+
+/** The sessions of a full list: new ones and newer snapshots are kept, unlisted ones go. */
+function keepSessions(list) {
+  const listed = new Set(list.map((s) => s.sessionId));
+  for (const id of [...state.sessions.keys()]) if (!listed.has(id)) state.sessions.delete(id);
+  for (const session of list) keepSession(session);
+}
+
 const pendingRefresh = new Set();
 const flushRefresh = debounce(async () => {
   const ids = [...pendingRefresh];
   pendingRefresh.clear();
   for (const id of ids) {
     try {
-      const session = await api('GET', 'api/sessions/' + encodeURIComponent(id));
-      state.sessions.set(id, session);
+      keepSession(await api('GET', 'api/sessions/' + encodeURIComponent(id)));
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) state.sessions.delete(id);
       else continue;
@@ -431,7 +504,7 @@ function refreshSession(id) {
 async function refreshSessions() {
   await busy($('sessions-refresh'), 'sessions-error', async () => {
     const list = await api('GET', 'api/sessions');
-    state.sessions = new Map(list.sessions.map((s) => [s.sessionId, s]));
+    keepSessions(list.sessions);
     renderSessions();
   });
 }
@@ -457,6 +530,7 @@ function renderSessions() {
     list.append(el('li', {}, button));
   }
   show($('sessions-empty'), ids.length === 0);
+  renderChoices($('hook-sessions'), 'sessions', ids);
   if (focused) {
     const again = list.querySelector(`button[data-session="${CSS.escape(focused)}"]`);
     if (again) again.focus();
@@ -489,6 +563,7 @@ function renderDetail() {
   if (!s) return;
   $('detail').dataset.session = s.sessionId;
   $('detail').dataset.status = s.status;
+  $('detail').dataset.connectedAt = s.connectedAt || '';
   setText('detail-title', s.sessionId);
   const badge = $('detail-status');
   badge.className = 'badge status-' + s.status;
@@ -514,10 +589,10 @@ async function createSession(event) {
   if (description) body.description = description;
   await busy($('create-submit'), 'create-error', async () => {
     const session = await api('POST', 'api/sessions', body);
-    state.sessions.set(session.sessionId, session);
+    keepSession(session);
     $('create-id').value = '';
     $('create-description').value = '';
-    toast(t('create.done', { id: session.sessionId }));
+    toast(words('create.done', { id: session.sessionId }));
     select(session.sessionId);
     startLinking(session.sessionId);
   });
@@ -526,7 +601,7 @@ async function createSession(event) {
 async function sessionAction(kind) {
   const id = state.selected;
   if (!id) return;
-  if (!(await confirmAction(t('ask.' + kind, { id })))) return;
+  if (!(await confirmAction(words('ask.' + kind, { id })))) return;
   const path = 'api/sessions/' + encodeURIComponent(id);
   await busy($('act-' + kind), 'detail-error', async () => {
     if (kind === 'delete') {
@@ -537,11 +612,13 @@ async function sessionAction(kind) {
       renderSessions();
     } else {
       if (kind === 'logout') stopLinking();
+      // A restart answers before the session has restarted: an older snapshot than the live
+      // events may already have brought, and then it is not kept.
       const session = await api('POST', path + '/' + kind);
-      if (session && session.sessionId) state.sessions.set(id, session);
+      if (session && session.sessionId) keepSession(session);
       renderSessions();
     }
-    toast(t('done.' + kind, { id }));
+    toast(words('done.' + kind, { id }));
   });
 }
 
@@ -592,7 +669,10 @@ async function fetchQr(linking, text) {
   if (state.linking !== linking || (linking.qr && linking.qr.text === text) || linking.phase !== 'waiting') return;
   try {
     const qr = await api('GET', 'api/sessions/' + encodeURIComponent(linking.id) + '/qr');
-    if (state.linking === linking && linking.phase === 'waiting') showQr(qr.qrText, qr.qr, qr.expiresAt);
+    if (state.linking === linking && linking.phase === 'waiting') {
+      showQr(qr.qrText, qr.qr, qr.expiresAt);
+      refreshSession(linking.id);
+    }
   } catch (_) {
     // The live event or the next rotation will bring one.
   }
@@ -624,7 +704,9 @@ function renderLinking() {
   const s = state.sessions.get(linking.id);
   const img = $('qr');
   const waiting = linking.phase === 'waiting';
-  const showing = waiting && linking.qr && !linking.pairCode;
+  // The QR shows with the session's own word for it, qr_ready, from the same snapshot as the
+  // badge: the page never shows a QR under "Connecting…", nor one the session has moved past.
+  const showing = waiting && linking.qr && !linking.pairCode && !!s && s.status === 'qr_ready';
   show($('qr-box'), !!showing);
   show($('qr-help'), waiting && !linking.pairCode);
   show($('pair-form'), waiting && !linking.pairCode);
@@ -645,10 +727,10 @@ function renderLinking() {
 
   const state_ = $('link-state');
   state_.classList.remove('is-ok', 'is-error');
-  let words;
+  let said;
   if (linking.phase === 'connected' || linking.phase === 'already' || (s && s.status === 'connected')) {
     const phone = s && s.me ? '+' + s.me.phone : '';
-    words = linking.phase === 'already' ? t('link.already') : t('link.connected', { phone });
+    said = linking.phase === 'already' ? t('link.already') : t('link.connected', { phone });
     state_.classList.add('is-ok');
     show($('qr-box'), false);
     show($('qr-help'), false);
@@ -656,24 +738,24 @@ function renderLinking() {
     show($('pair-code'), false);
     show($('link-stop'), false);
   } else if (linking.phase === 'disconnected') {
-    words = t('link.disconnected');
+    said = t('link.disconnected');
     state_.classList.add('is-error');
   } else if (linking.phase === 'closed') {
-    words = t('link.closed') + (linking.note ? ' ' + linking.note : '');
+    said = t('link.closed') + (linking.note ? ' ' + linking.note : '');
     state_.classList.add('is-error');
   } else if (linking.pairCode) {
-    words = t('link.pairCode');
+    said = t('link.pairCode');
   } else {
-    words = linking.qr ? t('link.scan') : t('link.waiting');
+    said = showing ? t('link.scan') : t('link.waiting');
   }
   const hint = hintFor(s, linking.note);
   if (hint && linking.phase === 'waiting') {
     // After a passkey request the phone has scanned already: say only what to do now.
-    words = hint.passkey ? hint.text : words + ' ' + hint.text;
+    said = hint.passkey ? hint.text : said + ' ' + hint.text;
     state_.classList.add('is-error');
   }
   state_.dataset.phase = linking.phase;
-  state_.textContent = words;
+  state_.textContent = said;
 }
 
 /** Words a person can act on, for the problems the server reports in English. */
@@ -728,14 +810,24 @@ const refreshMessages = debounce(async () => {
   renderMessages();
 }, 150);
 
+/** Longest text shown in a table cell, in characters. */
+const CELL_CHARS = 100;
+
+/** What a message carries, in a few words: its text (a sent one's `preview`), or its kind, file
+ * name and caption; cut to fit a table cell. */
 function content(m) {
   const parts = [];
-  if (m.type && m.type !== 'text') parts.push('[' + m.type + ']');
+  if (m.type && m.type !== 'text') parts.push('[' + t('kind.' + m.type) + ']');
   if (m.fileName) parts.push(m.fileName);
-  if (m.text) parts.push(m.text);
-  if (m.caption) parts.push(m.caption);
-  if (!m.text && !m.caption && m.summary) parts.push(m.summary);
-  return parts.join(' ');
+  const gist = m.text || m.preview || m.caption || m.summary;
+  if (gist) parts.push(gist);
+  return shorten(parts.join(' '), CELL_CHARS);
+}
+
+function shorten(text, chars) {
+  const line = text.replace(/\s+/g, ' ').trim();
+  const letters = [...line];
+  return letters.length <= chars ? line : letters.slice(0, chars - 1).join('').trimEnd() + '…';
 }
 
 function renderMessages() {
@@ -764,8 +856,8 @@ async function sendTest(event) {
   const to = $('send-to').value.trim();
   const text = $('send-text').value;
   const file = $('send-file').files[0];
-  if (!to) { setText('send-error', t('send.needTo')); $('send-to').focus(); return; }
-  if (!file && !text.trim()) { setText('send-error', t('send.needSomething')); $('send-text').focus(); return; }
+  if (!to) { setText('send-error', words('send.needTo')); $('send-to').focus(); return; }
+  if (!file && !text.trim()) { setText('send-error', words('send.needSomething')); $('send-text').focus(); return; }
   let body;
   if (file) {
     body = new FormData();
@@ -778,7 +870,7 @@ async function sendTest(event) {
   }
   await busy($('send-submit'), 'send-error', async () => {
     const accepted = await api('POST', 'api/sessions/' + encodeURIComponent(id) + '/messages', body);
-    setText('send-result', t('send.accepted', { id: accepted.messageId }));
+    setText('send-result', words('send.accepted', { id: accepted.messageId }));
     $('send-result').dataset.messageId = accepted.messageId;
     $('send-file').value = '';
     refreshMessages();
@@ -802,11 +894,72 @@ function renderWebhooks() {
   list.replaceChildren(...state.webhooks.map((w) => el('li', { 'data-webhook': w.id },
     el('span', { class: 'mono', text: w.url }),
     el('span', { class: 'hint', text: t('webhooks.events', { e: w.events ? w.events.join(', ') : t('webhooks.all') }) }),
+    el('span', { class: 'hint', text: t('webhooks.sessions', { s: w.sessions ? w.sessions.join(', ') : t('webhooks.allSessions') }) }),
     el('span', { class: 'hint', text: t('webhooks.pending', { n: w.pending }) }),
     w.disabled ? el('span', { class: 'error', text: t('webhooks.disabled', { why: w.disabled }) }) : null,
-    el('button', { type: 'button', class: 'quiet', text: t('webhooks.dead'), onclick: (e) => busy(e.currentTarget, 'webhooks-error', () => loadDead(w)) }))));
+    el('span', { class: 'row-actions' },
+      el('button', { type: 'button', class: 'quiet', 'data-action': 'dead', text: t('webhooks.dead'), onclick: (e) => busy(e.currentTarget, 'webhooks-error', () => loadDead(w)) }),
+      el('button', { type: 'button', class: 'danger', 'data-action': 'delete', text: t('webhooks.delete'), onclick: (e) => deleteWebhook(e.currentTarget, w) })))));
   show($('webhooks-empty'), state.webhooks.length === 0);
+  renderSecret();
   renderDead();
+}
+
+/** The event types a webhook can ask for (the API's names). */
+const EVENT_TYPES = ['session.status', 'session.qr', 'session.connected', 'session.logged_out', 'message.received', 'message.status'];
+
+/** One checkbox per value in `fieldset`, keeping the ones that were checked. Rebuilt only when
+ * the values change, so that a render never takes a checkbox from under the focus or a click. */
+function renderChoices(fieldset, name, values) {
+  show(fieldset, values.length > 0);
+  const now = [...fieldset.querySelectorAll('input')].map((input) => input.value);
+  if (now.length === values.length && now.every((value, i) => value === values[i])) return;
+  const checked = new Set(checkedValues(fieldset));
+  fieldset.replaceChildren(fieldset.querySelector('legend'), ...values.map((value) => {
+    const box = el('input', { type: 'checkbox', name, value });
+    box.checked = checked.has(value); // the state, not the default a form reset returns to
+    return el('label', { class: 'choice' }, box, ' ' + value);
+  }));
+}
+
+function checkedValues(fieldset) { return [...fieldset.querySelectorAll('input:checked')].map((input) => input.value); }
+
+function renderSecret() {
+  show($('hook-secret'), !!state.secret);
+  setText('hook-secret-url', state.secret ? state.secret.url : '');
+  setText('hook-secret-value', state.secret ? state.secret.value : '');
+}
+
+async function createWebhook(event) {
+  event.preventDefault();
+  const url = $('hook-url').value.trim();
+  if (!url) { setText('hook-error', words('hook.needUrl')); $('hook-url').focus(); return; }
+  const body = { url };
+  const events = checkedValues($('hook-events'));
+  const sessions = checkedValues($('hook-sessions'));
+  if (events.length) body.events = events;
+  if (sessions.length) body.sessions = sessions;
+  await busy($('hook-submit'), 'hook-error', async () => {
+    const created = await api('POST', 'api/webhooks', body);
+    // The API shows the secret this once: it stays on screen until the person says it is kept.
+    state.secret = { id: created.id, url: created.url, value: created.secret };
+    renderSecret();
+    $('hook-form').reset();
+    toast(words('done.hookCreate', { url: created.url }));
+    await loadWebhooks();
+    $('hook-secret').focus();
+  });
+}
+
+async function deleteWebhook(button, webhook) {
+  if (!(await confirmAction(words('ask.hookDelete', { url: webhook.url })))) return;
+  await busy(button, 'webhooks-error', async () => {
+    await api('DELETE', 'api/webhooks/' + encodeURIComponent(webhook.id));
+    if (state.dead && state.dead.webhook.id === webhook.id) state.dead = null;
+    if (state.secret && state.secret.id === webhook.id) state.secret = null;
+    toast(words('done.hookDelete', { url: webhook.url }));
+    await loadWebhooks();
+  });
 }
 
 async function loadDead(webhook) {
@@ -832,11 +985,11 @@ function renderDead() {
 
 async function replay(button, webhook, delivery) {
   const all = !delivery;
-  if (!(await confirmAction(all ? t('ask.replayAll', { url: webhook.url }) : t('ask.replay')))) return;
+  if (!(await confirmAction(all ? words('ask.replayAll', { url: webhook.url }) : words('ask.replay')))) return;
   const base = 'api/webhooks/' + encodeURIComponent(webhook.id) + '/deliveries';
   await busy(button, 'webhooks-error', async () => {
     const answer = await api('POST', all ? base + '/retry' : base + '/' + delivery.id + '/retry');
-    toast(t('done.replay', { n: answer && typeof answer.retried === 'number' ? answer.retried : 1 }));
+    toast(words('done.replay', { n: answer && typeof answer.retried === 'number' ? answer.retried : 1 }));
     await loadWebhooks();
   });
 }
@@ -856,12 +1009,12 @@ function start() {
     localStorage.setItem(LANG_KEY, lang);
     applyLanguage();
   });
-  $('toast-close').addEventListener('click', () => show($('toast'), false));
+  $('toast-close').addEventListener('click', hideToast);
   $('login-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     const token = $('token').value.trim();
-    if (!token) { setText('login-error', t('login.empty')); return; }
-    if (!PROTOCOL_TOKEN.test(token)) { setText('login-error', t('login.badProtocol')); return; }
+    if (!token) { setText('login-error', words('login.empty')); return; }
+    if (!PROTOCOL_TOKEN.test(token)) { setText('login-error', words('login.badProtocol')); return; }
     await busy($('login-submit'), 'login-error', () => signIn(token));
   });
   $('signout').addEventListener('click', () => signOut());
@@ -875,6 +1028,9 @@ function start() {
   $('pair-form').addEventListener('submit', requestPairingCode);
   $('send-form').addEventListener('submit', sendTest);
   $('webhooks-refresh').addEventListener('click', loadWebhooks);
+  $('hook-form').addEventListener('submit', createWebhook);
+  $('hook-secret-done').addEventListener('click', () => { state.secret = null; renderSecret(); });
+  renderChoices($('hook-events'), 'events', EVENT_TYPES);
   $('dead-replay-all').addEventListener('click', (e) => state.dead && replay(e.currentTarget, state.dead.webhook, null));
   setInterval(renderExpiry, 1000);
   setInterval(() => {

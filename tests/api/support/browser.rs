@@ -3,7 +3,9 @@
 //! The protocol is JSON over HTTP, so this is a thin client on the tests' own HTTP client
 //! (`ureq`) rather than a WebDriver crate and its forty dependencies. Waits are event-driven:
 //! [`Browser::wait_for`] runs an async script that resolves from a `MutationObserver` as soon as
-//! the page matches, bounded by the script timeout, never a sleep-and-poll loop.
+//! the page matches, bounded by the script timeout, never a sleep-and-poll loop. A wait returns
+//! what it saw (the element, the text), never a second look that a later render may have
+//! changed: pages re-render, and a second look on a loaded machine can see the next state.
 //!
 //! `chromium` and `chromium-driver` must be installed (`.ci/run` installs them). Without them the
 //! test fails and says so: it never skips.
@@ -180,11 +182,14 @@ impl Browser {
         }
     }
 
-    /// Waits for an element matching `css` and returns it.
+    /// Waits for an element matching `css` and returns the one that matched (from the same
+    /// look, not a second query that a re-render could answer differently).
     pub async fn wait_for(&self, css: &str) -> Element {
         let selector = serde_json::to_string(css).expect("selector");
-        self.wait_until(css, &format!("document.querySelector({selector}) !== null")).await;
-        self.find(css).await
+        let found = self.wait_until(css, &format!("document.querySelector({selector})")).await;
+        Element(
+            found[ELEMENT_KEY].as_str().unwrap_or_else(|| panic!("no element reference for {css}: {found}")).to_owned(),
+        )
     }
 
     pub async fn click(&self, element: &Element) {
