@@ -12,11 +12,16 @@
 //! | `GET /admin/devices` | | `[{"jid","lid","phone","connected","removed"}]` |
 //! | `POST /admin/devices/{jid}/logout`, `.../drop` | | `{"ok":true}`; 400, 404, 409 |
 //! | `POST /admin/refuse` | `{"seconds"}` | `{"ok":true}` |
-//! | `GET /admin/phones/{phone}/messages`, `.../receipts`, `.../duplicates` | | records (a message: `{"id","from","from_lid"?,"type","text"?,"document"?,"media"?,"location"?,"reaction"?,"received_at"}`, see [`ReceivedMessage`]) |
+//! | `GET /admin/phones/{phone}/messages`, `.../receipts`, `.../duplicates` | | records (a message: `{"id","from","from_lid"?,"type","text"?,"document"?,"media"?,"location"?,"reaction"?,"received_at","repeats"?}`, see [`ReceivedMessage`]; `repeats`, when not 0, counts how often it arrived again under its id) |
+//! | `POST /admin/phones/{phone}/redeliver` | `{"id"}` | 200 `{"devices"}`: the message `id` a virtual phone sent to `{phone}` goes again, encrypted anew under the same id, to each of its linked devices (now, or at their next login); 404 no such message for `{phone}`, or no linked device |
 //! | `POST /admin/phones/{phone}/messages/{id}/read` | | `{"ok":true}`; 404 |
 //! | `POST /admin/phones/{phone}/registered` | `{"registered"}` | `{"ok":true}` |
 //! | `GET /admin/phones/{phone}/lid` | | `{"phone","lid"}`; 404 not on WhatsApp |
 //! | `POST /admin/phones/{phone}/send` | `{"to"}` and exactly one of `"text"`, `"document":{"file_name","mimetype","base64","caption"}`, `"image":{"mimetype","base64","caption"}`, `"location":{"latitude","longitude","name","address"}`, `"reaction":{"message_id","emoji"}` | `{"id"}`; 400, 404, 500 |
+//!
+//! A message handed to a linked device waits for the device's receipt (or `<ack>`); each new
+//! login gets again what an earlier connection never acknowledged, as on WhatsApp. Every such
+//! repeat, and each `redeliver`, is a [`FakeEvent::MessageRedelivered`](crate::FakeEvent).
 //!
 //! `POST /admin/scan` takes the QR string as a client shows it (`ref,noise,identity,adv[,platform]`)
 //! or as a link (`https://wa.me/settings/linked_devices#ref,noise,identity,adv,platform`).
@@ -112,6 +117,13 @@ impl Admin {
     /// How many messages reached the phone again with an id it had already shown.
     pub fn duplicates(&self, phone: &str) -> u64 {
         self.shared.lock().phones.get(phone).map_or(0, |p| p.duplicates)
+    }
+
+    /// WhatsApp delivers the message `id` that a virtual phone sent to `to` again, encrypted
+    /// anew under the same id, to each linked device of `to` (now if connected, else at its
+    /// next login), as when its sender resends it. Returns how many devices it went to.
+    pub async fn redeliver(&self, to: &str, id: &str) -> Result<usize, SendError> {
+        routing::redeliver(&self.shared, to, id).await
     }
 
     /// Receipts linked devices sent for messages this phone had sent them.
@@ -243,6 +255,7 @@ impl Admin {
         let device = reg.devices.get_mut(&key).ok_or(DeviceOpError::Unknown)?;
         device.removed = true;
         device.offline.clear();
+        device.acks.clear();
         if let Some(conn) = device.conn {
             reg.send_to_conn(conn, Outbound::NodeThenClose(stanza::stream_error_conflict("device_removed")));
         }
@@ -357,6 +370,11 @@ struct DocumentBody {
 
 fn default_mimetype() -> String {
     "application/pdf".into()
+}
+
+#[derive(Deserialize)]
+struct RedeliverBody {
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -478,6 +496,20 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
                     json(StatusCode::OK, &serde_json::json!({"ok": true}))
                 }
                 Err(resp) => resp,
+            }
+        }
+        (&Method::POST, ["phones", phone, "redeliver"]) => {
+            let phone = (*phone).to_owned();
+            let body: RedeliverBody = match read_json(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            match admin.redeliver(&phone, &body.id).await {
+                Ok(devices) => json(StatusCode::OK, &serde_json::json!({ "devices": devices })),
+                Err(e @ (SendError::NoDevices(_) | SendError::UnknownMessage(_))) => {
+                    error(StatusCode::NOT_FOUND, &e.to_string())
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }
         (&Method::POST, ["phones", phone, "send"]) => {

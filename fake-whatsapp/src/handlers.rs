@@ -12,6 +12,10 @@ pub(crate) async fn dispatch(conn: &mut Conn, node: Node) -> Result<(), ConnErro
         "iq" => iq(conn, &node).await,
         "message" if matches!(conn.role, Role::Device(_)) => routing::on_message(conn, &node).await,
         "receipt" if matches!(conn.role, Role::Device(_)) => routing::on_receipt(conn, &node).await,
+        "ack" if matches!(conn.role, Role::Device(_)) => {
+            routing::on_ack(conn, &node);
+            Ok(())
+        }
         "ack" | "presence" | "ib" | "chatstate" | "notification" | "call" | "receipt" | "message" => Ok(()),
         other => {
             tracing::debug!(conn = conn.id, tag = other, "ignoring stanza");

@@ -1,5 +1,6 @@
 //! A registered device logs in: `<success>` or `<failure reason="401">`, then the `active` IQ
-//! that releases its offline queue and the `<ib><offline>` marker the client waits for.
+//! that releases its offline queue (with every message an earlier connection never acknowledged)
+//! and the `<ib><offline>` marker the client waits for.
 
 use rand::RngExt as _;
 use wacore_binary::builder::NodeBuilder;
@@ -71,14 +72,17 @@ pub(crate) async fn on_active(conn: &mut Conn, id: &str) -> Result<(), ConnError
     let (queued, share) = {
         let mut reg = conn.shared.lock();
         match reg.devices.get_mut(&key) {
-            Some(d) => (std::mem::take(&mut d.offline), d.needs_key_share),
+            Some(d) => (d.take_login_backlog(), d.needs_key_share),
             None => return Ok(()),
         }
     };
     let count = queued.len();
-    for mut node in queued {
+    for (mut node, again) in queued {
         node.attrs.insert("offline", "1");
         conn.send(&node).await?;
+        if again && let Some(id) = stanza::attr(&node, "id") {
+            conn.shared.announce_redelivery(&key, id.into_owned());
+        }
     }
     let marker = NodeBuilder::new("ib")
         .attr("from", SERVER)

@@ -380,6 +380,7 @@ pub(crate) async fn on_iq_answer(conn: &mut Conn, node: &Node) -> Result<bool, C
                 removed: false,
                 conn: None,
                 offline: VecDeque::new(),
+                acks: Default::default(),
                 needs_key_share: true,
                 key_share_id: None,
             },

@@ -18,7 +18,7 @@ use crate::phone::{self, PhoneError};
 use crate::shared::{FakeEvent, Shared};
 use crate::stanza;
 use crate::state::{
-    DeviceKey, DocumentRecord, LocationRecord, MediaRecord, MessageKind, ReactionRecord, ReceiptRecord,
+    DeviceKey, DocumentRecord, LocationRecord, MediaRecord, MessageKind, PhoneSent, ReactionRecord, ReceiptRecord,
     ReceivedMessage, Registry, unix_millis, unix_secs,
 };
 
@@ -31,6 +31,8 @@ pub enum SendError {
     Phone(#[from] PhoneError),
     #[error("media: {0}")]
     Media(String),
+    #[error("no virtual phone sent message {0} to this number")]
+    UnknownMessage(String),
 }
 
 /// A `<message>` from a linked device.
@@ -73,7 +75,7 @@ pub(crate) async fn on_message(conn: &mut Conn, node: &Node) -> Result<(), ConnE
             let recorded = phone_receives(&conn.shared, &key.phone, &sender, &id, &enc_type, ciphertext).await;
             reached_phone |= recorded;
         } else {
-            let mut reg = conn.shared.lock();
+            let reg = conn.shared.lock();
             let from = reg.jid_like(&sender, &target);
             let mut builder = NodeBuilder::new("message")
                 .attr("from", from)
@@ -86,11 +88,12 @@ pub(crate) async fn on_message(conn: &mut Conn, node: &Node) -> Result<(), ConnE
             } else {
                 builder = with_sender_alt(builder, &reg, &sender.phone, &target);
             }
+            drop(reg);
             let mut children = vec![enc.clone()];
             if let Some(identity) = &identity {
                 children.push(NodeBuilder::new("device-identity").bytes(identity.clone()).build());
             }
-            reg.deliver(&key, builder.children(children).build());
+            conn.shared.deliver(&key, builder.children(children).build());
         }
     }
 
@@ -158,9 +161,10 @@ async fn phone_receives(
         // A phone shows a message id from one sender once, however often it is resent.
         let seen = stored
             .messages
-            .iter()
-            .any(|m| m.id == record.id && m.from.split([':', '@']).next() == Some(sender.phone.as_str()));
-        if seen {
+            .iter_mut()
+            .find(|m| m.id == record.id && m.from.split([':', '@']).next() == Some(sender.phone.as_str()));
+        if let Some(shown) = seen {
+            shown.repeats += 1;
             stored.duplicates += 1;
             tracing::info!(phone, from = %sender.jid(), id, "virtual phone ignored a resent message");
             return true;
@@ -185,6 +189,7 @@ fn describe(shared: &Shared, message: &wa::Message, id: &str, sender: &Jid) -> R
         location: None,
         reaction: None,
         received_at: unix_millis(),
+        repeats: 0,
     };
     let message = message
         .document_with_caption_message
@@ -309,13 +314,17 @@ pub(crate) async fn on_receipt(conn: &mut Conn, node: &Node) -> Result<(), ConnE
     let kind = stanza::attr(node, "type").map(|s| s.into_owned());
     {
         let mut reg = conn.shared.lock();
-        if let Some(device) = reg.devices.get_mut(&me)
-            && device.key_share_id.as_deref() == Some(id.as_str())
-        {
-            device.needs_key_share = false;
-            device.key_share_id = None;
-            tracing::debug!(device = %me.jid(), "the device confirmed the app-state key share");
-            conn.shared.emit(FakeEvent::KeyShareConfirmed { jid: me.jid().to_string() });
+        if let Some(device) = reg.devices.get_mut(&me) {
+            if device.key_share_id.as_deref() == Some(id.as_str()) {
+                device.needs_key_share = false;
+                device.key_share_id = None;
+                tracing::debug!(device = %me.jid(), "the device confirmed the app-state key share");
+                conn.shared.emit(FakeEvent::KeyShareConfirmed { jid: me.jid().to_string() });
+            }
+            // Any receipt but a retry request says the device has the messages it names.
+            if kind.as_deref() != Some("retry") {
+                device.acks.acknowledge(&receipt_ids(node, &id));
+            }
         }
         match reg.device_key_of(&to) {
             Some(target) if target.device == 0 => {
@@ -345,6 +354,31 @@ pub(crate) async fn on_receipt(conn: &mut Conn, node: &Node) -> Result<(), ConnE
         ack = ack.attr("type", kind);
     }
     conn.send(&ack.build()).await
+}
+
+/// The ids a receipt names: its `id`, and the `<list><item id>` of an aggregate receipt (the
+/// client sends one for a batch of messages drained from the offline queue).
+fn receipt_ids(node: &Node, id: &str) -> Vec<String> {
+    let mut ids = vec![id.to_owned()];
+    if let Some(list) = node.get_optional_child("list") {
+        ids.extend(
+            list.get_children_by_tag("item").filter_map(|item| stanza::attr(item, "id").map(|s| s.into_owned())),
+        );
+    }
+    ids
+}
+
+/// An `<ack class="message">` from a linked device: it has the message (the client acks this
+/// way what it will not receipt, e.g. a duplicate or an undecryptable message).
+pub(crate) fn on_ack(conn: &mut Conn, node: &Node) {
+    let Some(me) = conn.device().cloned() else { return };
+    if stanza::attr(node, "class").as_deref() != Some("message") {
+        return;
+    }
+    let Some(id) = stanza::attr(node, "id").map(|s| s.into_owned()) else { return };
+    if let Some(device) = conn.shared.lock().devices.get_mut(&me) {
+        device.acks.acknowledge(&[id]);
+    }
 }
 
 /// What a virtual phone sends. Media is encrypted and uploaded to the fake's media server first,
@@ -479,10 +513,32 @@ pub(crate) async fn phone_send(shared: &Shared, from: &str, to: &str, outgoing: 
     }
     let message = message_of(shared, from, to, outgoing)?;
     let id = shared.next_message_id();
+    shared
+        .lock()
+        .phone_sent
+        .insert(id.clone(), PhoneSent { from: from.to_owned(), to: to.to_owned(), message: message.clone() });
     for target in &targets {
         phone_to_device(shared, from, target, &message, &id).await?;
     }
     Ok(id)
+}
+
+/// WhatsApp delivers the message `id` that a virtual phone sent to `to` again, to each linked
+/// device of `to`: now if connected, else at its next login. It is encrypted anew under the
+/// same id, as when the sender resends it, so the client decrypts and reports it again and only
+/// the client's own bookkeeping can tell it is a repeat. Returns the number of devices.
+pub(crate) async fn redeliver(shared: &Shared, to: &str, id: &str) -> Result<usize, SendError> {
+    let sent = shared.lock().phone_sent.get(id).filter(|s| s.to == to).cloned();
+    let Some(sent) = sent else { return Err(SendError::UnknownMessage(id.to_owned())) };
+    let targets: Vec<DeviceKey> = shared.lock().companions(to).iter().map(|d| d.key.clone()).collect();
+    if targets.is_empty() {
+        return Err(SendError::NoDevices(to.to_owned()));
+    }
+    for target in &targets {
+        phone_to_device(shared, &sent.from, target, &sent.message, id).await?;
+    }
+    tracing::info!(to, id, devices = targets.len(), "message redelivered");
+    Ok(targets.len())
 }
 
 /// Encrypts `message` from `from`'s phone to one companion device and delivers it. The stanza's
@@ -530,6 +586,6 @@ pub(crate) async fn phone_to_device(
         builder = builder.attr("category", "peer");
     }
     let node = builder.children([enc.bytes(ciphertext).build()]).build();
-    shared.lock().deliver(target, node);
+    shared.deliver(target, node);
     Ok(())
 }

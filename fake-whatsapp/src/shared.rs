@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::media::MediaStore;
 use crate::noise::ServerIdentity;
-use crate::state::{ReceivedMessage, Registry};
+use crate::state::{Delivery, DeviceKey, ReceivedMessage, Registry};
 
 /// Something that happened, for tests that wait on events instead of polling.
 // A few events per test: boxing the message would only change the pattern tests match on.
@@ -33,6 +33,10 @@ pub enum FakeEvent {
     /// A newly linked device confirmed (by its receipt) the phone's app-state key share: it can
     /// now sync contacts and chats, as a real companion can after linking.
     KeyShareConfirmed { jid: String },
+    /// A message went to a linked device's connection again, under an id the device had already
+    /// been handed: after a login that had not acknowledged it, or redelivered through the admin
+    /// API.
+    MessageRedelivered { jid: String, id: String },
 }
 
 /// State shared by every connection and the admin API.
@@ -92,6 +96,21 @@ impl Shared {
         }
         let device = crate::phone::VirtualDevice::new();
         self.lock().insert_phone(number, device);
+    }
+
+    /// [`Registry::deliver`], announcing a redelivery to a live connection.
+    pub(crate) fn deliver(&self, key: &DeviceKey, node: wacore_binary::Node) -> Delivery {
+        let id = crate::stanza::attr(&node, "id").map(|id| id.into_owned()).unwrap_or_default();
+        let delivery = self.lock().deliver(key, node);
+        if delivery == (Delivery::Sent { again: true }) {
+            self.announce_redelivery(key, id);
+        }
+        delivery
+    }
+
+    pub(crate) fn announce_redelivery(&self, key: &DeviceKey, id: String) {
+        tracing::info!(device = %key.jid(), id, "message delivered again");
+        self.emit(FakeEvent::MessageRedelivered { jid: key.jid().to_string(), id });
     }
 
     pub(crate) fn emit(&self, event: FakeEvent) {

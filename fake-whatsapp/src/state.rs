@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use wacore_binary::{Jid, Node};
 use wacore_libsignal::protocol::KeyPair;
+use waproto::whatsapp as wa;
 
 use crate::phone::{PreKeyBundleData, VirtualDevice};
 
@@ -28,6 +29,18 @@ pub(crate) enum Outbound {
     NodeThenClose(Node),
     /// Drop the TCP connection without a goodbye (a network failure as the client sees it).
     Drop,
+}
+
+/// What became of a stanza for a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Handed to its live connection; `again` when the device had been handed this message id
+    /// before (a redelivery).
+    Sent { again: bool },
+    /// Kept for its next login.
+    Queued,
+    /// No such device (or nothing that could be sent).
+    NoDevice,
 }
 
 /// A linked device's address: phone number digits plus device id (0 is the phone itself).
@@ -70,6 +83,8 @@ pub(crate) struct Device {
     pub(crate) removed: bool,
     pub(crate) conn: Option<ConnId>,
     pub(crate) offline: VecDeque<Node>,
+    /// The messages handed to its connections and not yet acknowledged.
+    pub(crate) acks: AckTracker,
     /// True until the device has confirmed (with its `peer_msg` receipt) the app-state keys the
     /// phone shares after its first login. A share sent on a connection the client drops
     /// before reading it is sent again on the next login, as WhatsApp keeps a message until the
@@ -80,6 +95,23 @@ pub(crate) struct Device {
 }
 
 impl Device {
+    /// What a new login receives before the offline marker: first the messages handed to an
+    /// earlier connection that the device never acknowledged (WhatsApp keeps a message until
+    /// the device acks it, and delivers it again on every login until then), then what queued
+    /// while it was away. Each comes with whether this device had been handed its id before.
+    pub(crate) fn take_login_backlog(&mut self) -> Vec<(Node, bool)> {
+        let mut out: Vec<(Node, bool)> =
+            std::mem::take(&mut self.acks.waiting).into_iter().map(|n| (n, true)).collect();
+        for node in std::mem::take(&mut self.offline) {
+            let again = self.acks.handed_before(&node);
+            out.push((node, again));
+        }
+        for (node, _) in &out {
+            self.acks.handed(node);
+        }
+        out
+    }
+
     pub(crate) fn bundle(&mut self) -> PreKeyBundleData {
         let r = &self.registration;
         PreKeyBundleData {
@@ -91,6 +123,75 @@ impl Device {
             one_time_prekey: self.prekeys.pop_front(),
         }
     }
+}
+
+/// The messages a device has been handed and has not acknowledged, and the ids it was ever
+/// handed (to tell a redelivery from a first delivery).
+#[derive(Default)]
+pub(crate) struct AckTracker {
+    /// Handed to a connection, waiting for the device's receipt or `<ack class="message">`.
+    waiting: VecDeque<Node>,
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+/// How many message ids a device remembers having been handed; a test sends far fewer.
+const HANDED_IDS: usize = 4096;
+/// How many unacknowledged messages a device keeps for redelivery.
+const WAITING: usize = 1024;
+
+impl AckTracker {
+    /// Whether the device was handed this message's id before.
+    pub(crate) fn handed_before(&self, node: &Node) -> bool {
+        awaits_ack(node) && message_id(node).is_some_and(|id| self.ids.contains(id.as_ref()))
+    }
+
+    /// The message goes to the device's connection now: it waits for the ack.
+    pub(crate) fn handed(&mut self, node: &Node) {
+        if !awaits_ack(node) {
+            return;
+        }
+        let Some(id) = message_id(node).map(|id| id.into_owned()) else { return };
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > HANDED_IDS
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.ids.remove(&oldest);
+            }
+        }
+        self.waiting.push_back(node.clone());
+        if self.waiting.len() > WAITING {
+            self.waiting.pop_front();
+        }
+    }
+
+    /// The device acknowledged these message ids (a delivery or read receipt, or an ack).
+    pub(crate) fn acknowledge(&mut self, ids: &[String]) {
+        self.waiting.retain(|node| message_id(node).is_none_or(|id| !ids.iter().any(|a| *a == id)));
+    }
+
+    /// The phone removed the device: nothing waits for it any more.
+    pub(crate) fn clear(&mut self) {
+        self.waiting.clear();
+    }
+
+    /// How many messages wait for the device's ack.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+/// Whether WhatsApp keeps this stanza until the device acknowledges it: a `<message>`. The
+/// primary's app-state key share (`category="peer"`) is left out: it has its own resend, a
+/// fresh share on each login until its receipt (`needs_key_share`).
+fn awaits_ack(node: &Node) -> bool {
+    node.tag == "message" && crate::stanza::attr(node, "category").as_deref() != Some("peer")
+}
+
+fn message_id(node: &Node) -> Option<std::borrow::Cow<'_, str>> {
+    crate::stanza::attr(node, "id")
 }
 
 /// A document as the virtual phone decrypted it.
@@ -158,6 +259,14 @@ pub struct ReceivedMessage {
     pub reaction: Option<ReactionRecord>,
     /// Unix milliseconds.
     pub received_at: u64,
+    /// How often the message arrived again under this id after the phone showed it (resends
+    /// the phone ignored, as WhatsApp shows a message id once). Left out while 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repeats: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What kind of content a recorded message carried.
@@ -196,6 +305,14 @@ pub(crate) struct Phone {
     pub(crate) receipts: Vec<ReceiptRecord>,
     /// Messages that arrived again with an id already shown (resends).
     pub(crate) duplicates: u64,
+}
+
+/// A message a virtual phone sent: who to, and its content, to encrypt again on a redelivery.
+#[derive(Clone)]
+pub(crate) struct PhoneSent {
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) message: wa::Message,
 }
 
 /// A QR ref handed to an unregistered connection, waiting for a scan.
@@ -260,6 +377,8 @@ pub(crate) struct Registry {
     pub(crate) conns: HashMap<ConnId, ConnEntry>,
     pub(crate) unregistered: HashSet<String>,
     pub(crate) refuse_until: Option<Instant>,
+    /// What virtual phones sent linked devices, by message id, so it can be delivered again.
+    pub(crate) phone_sent: HashMap<String, PhoneSent>,
     /// LID user → phone number, for every phone that has one (every phone does).
     lids: HashMap<String, String>,
     next_lid: u64,
@@ -341,28 +460,35 @@ impl Registry {
         out
     }
 
-    /// Sends to a device now if it is connected, else queues it for its next login.
-    pub(crate) fn deliver(&mut self, key: &DeviceKey, node: Node) {
-        let Some(device) = self.devices.get_mut(key) else { return };
+    /// Sends to a device now if it is connected, else queues it for its next login. A message
+    /// handed to the connection waits for the device's ack (see [`Device::take_login_backlog`]).
+    pub(crate) fn deliver(&mut self, key: &DeviceKey, node: Node) -> Delivery {
+        let Some(device) = self.devices.get_mut(key) else { return Delivery::NoDevice };
         if let Some(conn) = device.conn
             && let Some(entry) = self.conns.get(&conn)
         {
+            let again = device.acks.handed_before(&node);
+            let copy = node.clone();
             match entry.tx.try_send(Outbound::Node(node)) {
-                Ok(()) => return,
+                Ok(()) => {
+                    device.acks.handed(&copy);
+                    return Delivery::Sent { again };
+                }
                 Err(mpsc::error::TrySendError::Full(Outbound::Node(node))) => {
                     tracing::warn!(device = %key.jid(), "outbox full, queueing for next login");
                     device.offline.push_back(node);
-                    return;
+                    return Delivery::Queued;
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => return Delivery::NoDevice,
                 Err(mpsc::error::TrySendError::Closed(Outbound::Node(node))) => {
                     device.offline.push_back(node);
-                    return;
+                    return Delivery::Queued;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Delivery::NoDevice,
             }
         }
         device.offline.push_back(node);
+        Delivery::Queued
     }
 
     pub(crate) fn send_to_conn(&self, conn: ConnId, out: Outbound) -> bool {
@@ -412,6 +538,76 @@ fn new_phone(next_lid: &mut u64, lids: &mut HashMap<String, String>, number: &st
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use wacore_binary::builder::NodeBuilder;
+
+    fn message(id: &str) -> Node {
+        NodeBuilder::new("message").attr("id", id).attr("from", "100000000000001@lid").build()
+    }
+
+    fn device() -> Device {
+        Device {
+            key: DeviceKey { phone: "15550001".into(), device: 3 },
+            lid: Jid::lid_device("100000000000001".to_owned(), 3),
+            noise_key: [0; 32],
+            registration: Registration {
+                registration_id: 1,
+                identity: [0; 32],
+                signed_prekey_id: 1,
+                signed_prekey: [0; 32],
+                signed_prekey_signature: [0; 64],
+            },
+            prekeys: VecDeque::new(),
+            adv_identity: Vec::new(),
+            key_index: 1,
+            removed: false,
+            conn: None,
+            offline: VecDeque::new(),
+            acks: AckTracker::default(),
+            needs_key_share: false,
+            key_share_id: None,
+        }
+    }
+
+    fn ids(backlog: &[(Node, bool)]) -> Vec<(String, bool)> {
+        backlog.iter().map(|(n, again)| (crate::stanza::attr(n, "id").unwrap().into_owned(), *again)).collect()
+    }
+
+    #[test]
+    fn a_message_comes_again_on_every_login_until_the_device_acks_it() {
+        let mut device = device();
+        device.offline.push_back(message("A"));
+        device.offline.push_back(message("B"));
+        let first = device.take_login_backlog();
+        assert_eq!(ids(&first), [("A".into(), false), ("B".into(), false)], "first delivery");
+        assert_eq!(device.acks.waiting(), 2);
+
+        // The device receipts A only, then logs in again: B comes again, marked as a repeat,
+        // before what queued meanwhile.
+        device.acks.acknowledge(&["A".into()]);
+        device.offline.push_back(message("C"));
+        let second = device.take_login_backlog();
+        assert_eq!(ids(&second), [("B".into(), true), ("C".into(), false)]);
+
+        device.acks.acknowledge(&["B".into(), "C".into()]);
+        assert!(device.take_login_backlog().is_empty(), "nothing once everything is acknowledged");
+        // A message queued under an id the device had (a resend) is a repeat.
+        device.offline.push_back(message("A"));
+        assert_eq!(ids(&device.take_login_backlog()), [("A".into(), true)]);
+    }
+
+    #[test]
+    fn only_messages_wait_for_an_ack_and_the_key_share_has_its_own_resend() {
+        let mut acks = AckTracker::default();
+        acks.handed(&NodeBuilder::new("receipt").attr("id", "R").build());
+        let share = NodeBuilder::new("message").attr("id", "K").attr("category", "peer").build();
+        acks.handed(&share);
+        assert_eq!(acks.waiting(), 0);
+        assert!(!acks.handed_before(&share));
+        acks.handed(&message("M"));
+        assert!(acks.handed_before(&message("M")));
+        acks.clear();
+        assert_eq!(acks.waiting(), 0);
+    }
 
     #[test]
     fn a_device_is_found_by_phone_number_or_by_lid() {

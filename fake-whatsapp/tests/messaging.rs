@@ -344,3 +344,63 @@ async fn what_a_phone_receives_is_recorded_with_its_type_and_media_details() {
     assert_eq!(lid["lid"].as_str(), fake.admin().lid("15550003").as_deref());
     fake.shutdown().await;
 }
+
+/// Waits (bounded) for the client to report a message with this id; returns its text.
+async fn received_id(client: &mut TestClient, what: &str, id: &str) -> Option<String> {
+    client
+        .wait_for(what, |e| match e {
+            Event::Messages(batch) => {
+                batch.messages.iter().find(|m| m.info.id == id).map(|m| m.message.conversation.clone())
+            }
+            _ => None,
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_kept_until_receipted_and_can_be_redelivered_under_its_id() {
+    let fake = fake().await;
+    let (mut client, linked) = linked_client(&fake, "15550001").await;
+    let mut events = fake.subscribe();
+    let id = fake.admin().send_text("15550009", "15550001", "¿llegó?").await.expect("phone sends");
+    assert_eq!(received_id(&mut client, "the message", &id).await.as_deref(), Some("¿llegó?"));
+    // The client's delivery receipt reaches the phone (bounded wait)...
+    tokio::time::timeout(WAIT, async {
+        while !fake.admin().receipts("15550009").iter().any(|r| r.id == id) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the client receipts the message");
+    // ...so a new login does not get it again: anything redelivered goes before the offline
+    // marker, which the client waits for before `Connected`.
+    fake.admin().drop_connection(&linked.jid).expect("drop");
+    client.wait_for("Disconnected", |e| matches!(e, Event::Disconnected(_)).then_some(())).await;
+    client.connected().await;
+    while let Ok(event) = events.try_recv() {
+        assert!(!matches!(event, fake_whatsapp::FakeEvent::MessageRedelivered { .. }), "{event:?}");
+    }
+
+    // Redelivered on demand: encrypted anew under the same id, the client reports it again.
+    let (status, answer) = admin_post(&fake, "/admin/phones/15550001/redeliver", serde_json::json!({"id": id})).await;
+    assert_eq!((status, answer["devices"].as_u64()), (200, Some(1)), "{answer}");
+    let again = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(fake_whatsapp::FakeEvent::MessageRedelivered { jid, id }) = events.recv().await {
+                return (jid, id);
+            }
+        }
+    })
+    .await
+    .expect("the fake announces the redelivery");
+    assert_eq!(again, (linked.jid.clone(), id.clone()));
+    assert_eq!(received_id(&mut client, "the message again", &id).await.as_deref(), Some("¿llegó?"));
+
+    // Unknown ids, and messages that were for another number, are 404.
+    let (status, _) =
+        admin_post(&fake, "/admin/phones/15550001/redeliver", serde_json::json!({"id": "3EB0NOPE"})).await;
+    assert_eq!(status, 404);
+    let (status, _) = admin_post(&fake, "/admin/phones/15550002/redeliver", serde_json::json!({"id": id})).await;
+    assert_eq!(status, 404);
+    fake.shutdown().await;
+}

@@ -760,10 +760,25 @@ async fn bench_1000_accepts_of_100_kib_with_32_tasks() {
 
 /// Real ENOSPC: `JOURNAL_SMALL_FS=/mnt/small cargo test -p whatsapp-gateway --lib
 /// journal::tests::real_disk_full -- --ignored`, with e.g. a 1 MiB tmpfs mounted there.
+/// `.ci/run` mounts one and runs it on every CI run.
 #[tokio::test]
 #[ignore = "needs JOURNAL_SMALL_FS: a directory on a small, otherwise empty file system"]
 async fn real_disk_full_leaves_nothing_behind_and_recovers() {
-    let root = PathBuf::from(std::env::var("JOURNAL_SMALL_FS").expect("JOURNAL_SMALL_FS"));
+    let root = std::env::var("JOURNAL_SMALL_FS").map(PathBuf::from).unwrap_or_else(|_| {
+        panic!(
+            "JOURNAL_SMALL_FS is not set: it names a directory on a small, otherwise empty file system \
+             (.ci/run mounts a 1 MiB tmpfs for it, which needs root)"
+        )
+    });
+    let small =
+        std::process::Command::new("df").args(["--output=size", "-k"]).arg(&root).output().ok().and_then(|out| {
+            String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse::<u64>().ok())
+        });
+    assert!(
+        small.is_some_and(|kib| kib <= 16 * 1024),
+        "JOURNAL_SMALL_FS={} is not on a small file system ({small:?} KiB): the test would fill a real disk",
+        root.display()
+    );
     let dir = TempDir(root.join(format!("journal-{}", std::process::id())));
     let journal = Journal::open(dir.path()).expect("open");
     let mut accepted = Vec::new();

@@ -3,12 +3,14 @@
 //! banned, so the limit is on the linked number doing the asking, whoever the caller is.
 
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
+// Tokio's clock, so tests can pause and advance it past the TTLs.
+use tokio::time::Instant;
 
 use crate::domain::{PhoneNumber, SessionId};
 
@@ -76,14 +78,35 @@ impl ContactBook {
 mod tests {
     use super::*;
 
-    #[test]
-    fn answers_expire_and_quotas_are_per_session() {
+    #[tokio::test(start_paused = true)]
+    async fn answers_expire_a_no_after_an_hour_and_a_yes_after_a_day() {
         let book = ContactBook::new(50);
-        let phone = PhoneNumber::parse("51987654321").unwrap();
-        assert_eq!(book.cached(&phone), None);
-        let check = ContactCheck { phone: phone.digits().into(), on_whatsapp: true, jid: None, lid: None };
-        book.remember(&check);
-        assert_eq!(book.cached(&phone), Some(check));
+        let yes = PhoneNumber::parse("51987654321").unwrap();
+        let no = PhoneNumber::parse("51987654322").unwrap();
+        assert_eq!(book.cached(&yes), None);
+        let on = ContactCheck { phone: yes.digits().into(), on_whatsapp: true, jid: None, lid: None };
+        let off = ContactCheck { phone: no.digits().into(), on_whatsapp: false, jid: None, lid: None };
+        book.remember(&on);
+        book.remember(&off);
+
+        tokio::time::advance(NEGATIVE_TTL - Duration::from_secs(1)).await;
+        assert_eq!((book.cached(&yes), book.cached(&no)), (Some(on.clone()), Some(off.clone())), "both still fresh");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(book.cached(&no), None, "a no is asked again after an hour (people join WhatsApp)");
+        assert_eq!(book.cached(&yes), Some(on.clone()));
+
+        tokio::time::advance(POSITIVE_TTL - NEGATIVE_TTL - Duration::from_secs(2)).await;
+        assert_eq!(book.cached(&yes), Some(on.clone()), "a yes holds for a day");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(book.cached(&yes), None, "and then is asked again");
+        // Remembering again starts a fresh day.
+        book.remember(&on);
+        assert_eq!(book.cached(&yes), Some(on));
+    }
+
+    #[test]
+    fn quotas_are_per_session() {
+        let book = ContactBook::new(50);
         let a = SessionId::parse("a").unwrap();
         let b = SessionId::parse("b").unwrap();
         assert!(book.take(&a, 50).is_ok(), "one full batch");

@@ -17,22 +17,6 @@ fn big_pdf(tag: &str) -> Vec<u8> {
     bytes
 }
 
-/// The segment files of the journal, oldest first.
-fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("data").join("segments"))
-        .map(|entries| {
-            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "seg")).collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
-
-/// The bytes the journal keeps on disk for waiting PDFs.
-fn stored_bytes(dir: &Path) -> u64 {
-    segments(dir).iter().map(|p| std::fs::metadata(p).map_or(0, |m| m.len())).sum()
-}
-
 /// (waiting messages, waiting bytes) of a session, from `GET /api/sessions/{id}`.
 async fn depth(app: &TestApp, session: &str) -> (u64, u64) {
     let (status, view) = app.request("GET", &format!("/api/sessions/{session}"), Some(TOKEN), None).await;

@@ -3,7 +3,6 @@
 //! nothing that was refused.
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -23,28 +22,26 @@ pub(crate) struct Gateway {
     pub(crate) port: u16,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
 /// The real binary against `fake`, in `dir`, ready once `/health` answers.
 pub(crate) async fn start(fake: &FakeWhatsApp, dir: &Path) -> Gateway {
     start_with(fake, dir, &[]).await
 }
 
 /// [`start`] with more environment variables.
+///
+/// The child binds port 0 itself and the test reads the address it logs: a port found free
+/// beforehand could be taken by anyone before the child binds it.
 pub(crate) async fn start_with(fake: &FakeWhatsApp, dir: &Path, extra: &[(&str, String)]) -> Gateway {
-    let port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"));
     command.env_clear();
     for (key, value) in extra {
         command.env(key, value);
     }
-    let child = command
+    let mut child = command
         .current_dir(dir)
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
+        .env("PORT", "0")
         .env("API_STATIC_TOKEN", TOKEN)
         .env("SESSIONS_DIR", dir.join("sessions"))
         .env("SESSIONS_CONFIG", dir.join("sessions.config.json"))
@@ -55,11 +52,31 @@ pub(crate) async fn start_with(fake: &FakeWhatsApp, dir: &Path, extra: &[(&str, 
         .env("SEND_MIN_INTERVAL_MS", "0")
         .env("RETRY_BASE_DELAY_MS", "100")
         .env("RETRY_MAX_DELAY_MS", "1000")
-        .env("LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
+        // Warnings, and the line that names the bound address.
+        .env("LOG_LEVEL", "warn,whatsapp_gateway::app=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("the gateway binary starts");
+    let stdout = child.stdout.take().expect("the child's stdout");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Reads the log until the child exits, so a full pipe never blocks it.
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(port) = listening_port(&line)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    let port = tokio::time::timeout(WAIT, rx)
+        .await
+        .expect("the gateway logs its address in time")
+        .expect("the gateway exited before it listened");
     // Ready when /health answers.
     let url = format!("http://127.0.0.1:{port}/health");
     tokio::time::timeout(WAIT, async {
@@ -75,6 +92,16 @@ pub(crate) async fn start_with(fake: &FakeWhatsApp, dir: &Path, extra: &[(&str, 
     .await
     .expect("the gateway answers /health");
     Gateway { child, port }
+}
+
+/// The port in the gateway's `whatsapp-gateway listening addr=127.0.0.1:PORT` log line.
+fn listening_port(line: &str) -> Option<u16> {
+    if !line.contains("whatsapp-gateway listening") {
+        return None;
+    }
+    let addr = line.split("addr=").nth(1)?;
+    let addr: String = addr.chars().take_while(|c| !c.is_whitespace()).collect();
+    addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
 }
 
 impl Gateway {
@@ -130,6 +157,24 @@ async fn post(app: TestAppRef, body: String, key: String) -> Answer {
     })
     .await
     .unwrap_or(Answer::Unanswered)
+}
+
+/// How many messages wait in the session's queue (`GET /api/sessions/{id}`).
+async fn waiting(app: TestAppRef) -> Option<u64> {
+    let url = format!("http://127.0.0.1:{}/api/sessions/{SESSION}", app.port);
+    tokio::task::spawn_blocking(move || {
+        let text = ureq::get(&url)
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .call()
+            .ok()?
+            .into_body()
+            .read_to_string()
+            .ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()?["queue"]["pending"].as_u64()
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 #[derive(Default)]
@@ -205,7 +250,7 @@ async fn burst_with_kill(
     let restarted = start(fake, dir).await;
     *gateway.lock().await = Some(restarted);
     for sender in senders {
-        let _ = sender.await;
+        sender.await.expect("a sender panicked");
     }
     let restarted = gateway.lock().await.take();
     restarted.expect("the restarted gateway")
@@ -228,42 +273,77 @@ async fn sigkill_during_bursts_loses_and_duplicates_nothing() {
 
     // Round 1: connected.
     let gateway = burst_with_kill(&fake, &dir, gateway, 1, ledger.clone()).await;
-    // Round 2: WhatsApp unreachable while the burst arrives and the gateway dies.
+    // Round 2: WhatsApp unreachable while the burst arrives and the gateway dies. The restarted
+    // gateway has logged in again (bounded wait), so there is a connection to drop.
+    tokio::time::timeout(WAIT, async {
+        while !fake.admin().devices().iter().any(|d| d.jid == linked.jid && d.connected) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the restarted gateway logs in again");
     fake.admin().refuse_for(Duration::from_secs(3));
-    let _ = fake.admin().drop_connection(&linked.jid);
+    fake.admin().drop_connection(&linked.jid).expect("the gateway's connection drops");
     let gateway = burst_with_kill(&fake, &dir, gateway, 2, ledger.clone()).await;
 
     let ledger = ledger.lock().await;
     assert_eq!(ledger.accepted.len() + ledger.refused.len(), 2 * PER_ROUND, "every request got an answer");
     assert_eq!(ledger.accepted.len(), 2 * PER_ROUND, "nothing was refused: {} refused", ledger.refused.len());
     // Everything accepted arrives.
-    let shown = tokio::time::timeout(Duration::from_secs(120), async {
+    tokio::time::timeout(Duration::from_secs(120), async {
         loop {
             let shown = fake.admin().messages(RECIPIENT);
             let ids: HashSet<&str> = shown.iter().map(|m| m.id.as_str()).collect();
             if ledger.accepted.keys().all(|id| ids.contains(id.as_str())) {
-                return shown;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await
     .expect("every accepted PDF arrives after the restarts");
-    let mut seen_ids = HashSet::new();
-    for message in &shown {
-        assert!(seen_ids.insert(message.id.clone()), "{} shown twice", message.id);
-        let sha = &message.document.as_ref().expect("a document").sha256;
-        if let Some(expected) = ledger.accepted.get(&message.id) {
-            assert_eq!(sha, expected, "message {} carries its own PDF", message.id);
+    // Then the gateway's queue runs dry (bounded): nothing it might still send is missed below.
+    tokio::time::timeout(WAIT, async {
+        while waiting(gateway.app()).await != Some(0) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    })
+    .await
+    .expect("the gateway's queue empties");
+    let shown = fake.admin().messages(RECIPIENT);
+    // Nothing but what was accepted, each under its own id: a PDF resent under a new id would
+    // show up here as an id the ledger does not have, and twice by its hash.
+    let shown_ids: Vec<&str> = shown.iter().map(|m| m.id.as_str()).collect();
+    let shown_set: HashSet<&str> = shown_ids.iter().copied().collect();
+    let accepted_set: HashSet<&str> = ledger.accepted.keys().map(String::as_str).collect();
+    assert_eq!(shown_ids.len(), shown_set.len(), "an id shown twice: {shown_ids:?}");
+    let unknown: Vec<&&str> = shown_set.difference(&accepted_set).collect();
+    assert!(unknown.is_empty(), "the phone shows messages nobody was told about: {unknown:?}");
+    assert_eq!(shown_set, accepted_set, "the phone shows exactly the accepted messages");
+    let mut by_sha: HashMap<&str, Vec<&str>> = HashMap::new();
+    for message in &shown {
+        let sha = message.document.as_ref().expect("a document").sha256.as_str();
+        by_sha.entry(sha).or_default().push(message.id.as_str());
+        assert_eq!(
+            Some(&sha.to_owned()),
+            ledger.accepted.get(&message.id),
+            "message {} carries its own PDF",
+            message.id
+        );
         assert!(!ledger.refused.contains(sha), "a refused PDF was delivered");
     }
+    for sha in ledger.accepted.values() {
+        let ids = by_sha.get(sha.as_str()).map_or(&[][..], Vec::as_slice);
+        assert_eq!(ids.len(), 1, "PDF {sha} arrived {} times, under {ids:?}", ids.len());
+    }
+    // Resent under the same id is allowed (at least once toward WhatsApp); the phone counts it.
+    let repeats: u64 = shown.iter().map(|m| m.repeats).sum();
+    assert_eq!(repeats, fake.admin().duplicates(RECIPIENT), "every resend is counted on its message");
     eprintln!(
-        "accepted {}, refused {}, shown {}, resends the phone ignored {}",
+        "accepted {}, refused {}, shown {}, resent under the same id {repeats}",
         ledger.accepted.len(),
         ledger.refused.len(),
         shown.len(),
-        fake.admin().duplicates(RECIPIENT)
     );
     gateway.kill();
     fake.shutdown().await;

@@ -66,21 +66,19 @@ async fn status_goes_queued_sent_delivered_read_and_not_on_whatsapp_fails_at_onc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_queue_is_429_and_an_expired_message_is_dead_lettered() {
+async fn a_full_queue_is_429_with_retry_after() {
     let fake = fake().await;
     let dir = temp_dir();
-    let cfg = config(&fake, &dir, &[("QUEUE_MAX_PER_SESSION", "2"), ("RETRY_MAX_AGE_SECS", "1")]);
-    let app = TestApp::spawn_with(cfg).await;
+    // The default maximum age (a day): nothing expires while the test runs, however slow.
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("QUEUE_MAX_PER_SESSION", "2")])).await;
     // A session that exists but was never linked: nothing can leave its lane.
     let mut ws = app.ws("sur").await;
     ws.expect("status", "initializing").await;
     drop(ws);
 
-    let mut ids = Vec::new();
     for n in 0..2 {
         let (s, body) = app.send_pdf("sur", "51987000032", &pdf(&format!("n{n}")), None).await;
         assert_eq!(s, 202, "{body}");
-        ids.push(body["messageId"].as_str().unwrap_or_default().to_owned());
     }
     let body = TestApp::send_pdf_body("sur", "51987000032", &pdf("n2"), None);
     let (s, headers, err) = app.request_with("POST", "/api/send-pdf", Some(TOKEN), Some(body), &[]).await;
@@ -90,14 +88,41 @@ async fn full_queue_is_429_and_an_expired_message_is_dead_lettered() {
         headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("retry-after") && v.parse::<u64>().is_ok()),
         "{headers:?}"
     );
+    app.stop().await;
+    fake.shutdown().await;
+}
 
-    // Older than RETRY_MAX_AGE_SECS: failed as expired, kept for inspection, room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_older_than_the_max_age_is_dead_lettered_and_frees_its_place() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    // Queued under the default maximum age (a day), on a session that is never linked.
+    std::fs::write(dir.join("sessions.config.json"), r#"[{"sessionId":"sur"}]"#).expect("sessions config");
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("QUEUE_MAX_PER_SESSION", "2")])).await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let (s, body) = app.send_pdf("sur", "51987000032", &pdf(&format!("n{n}")), None).await;
+        assert_eq!(s, 202, "{body}");
+        ids.push(body["messageId"].as_str().unwrap_or_default().to_owned());
+    }
+    for id in &ids {
+        let (s, record) = app.request("GET", &format!("/api/messages/{id}"), Some(TOKEN), None).await;
+        assert_eq!((s, record["status"].as_str()), (200, Some("queued")), "a day's age keeps it: {record}");
+    }
+    app.stop().await;
+
+    // Restarted with a maximum age of 1 s: both expire (bounded wait on their status), are kept
+    // for inspection as failed, and leave room in the queue.
+    let app =
+        TestApp::spawn_with(config(&fake, &dir, &[("QUEUE_MAX_PER_SESSION", "2"), ("RETRY_MAX_AGE_SECS", "1")])).await;
     for id in &ids {
         let record = app.wait_status(id, "failed").await;
-        assert!(record["lastError"].as_str().unwrap_or_default().contains("expired"), "{record}");
+        assert_eq!(record["lastError"], "expired: not delivered within 1 s", "{record}");
     }
-    let (s, _) = app.send_pdf("sur", "51987000032", &pdf("n3"), None).await;
-    assert_eq!(s, 202);
+    for n in 3..5 {
+        let (s, body) = app.send_pdf("sur", "51987000032", &pdf(&format!("n{n}")), None).await;
+        assert_eq!(s, 202, "room again: {body}");
+    }
     app.stop().await;
     fake.shutdown().await;
 }
@@ -141,11 +166,14 @@ async fn a_full_disk_is_507_writes_nothing_and_recovers() {
     }
     let refused = refused.expect("the disk fills up");
     assert_eq!(refused["error"]["code"], "INSUFFICIENT_STORAGE");
-    let leftovers: Vec<_> = walk(&data)
-        .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains("tmp")))
-        .collect();
-    assert!(leftovers.is_empty(), "half-written files left: {leftovers:?}");
+    // The refused PDF left nothing behind: the segments hold exactly the accepted ones.
+    assert_eq!(
+        stored_bytes(&dir),
+        big.len() as u64 * accepted.len() as u64,
+        "segments hold the {} accepted PDFs and nothing of the refused one: {:?}",
+        accepted.len(),
+        segments(&dir)
+    );
     for id in &accepted {
         let (s, record) = app.request("GET", &format!("/api/messages/{id}"), Some(TOKEN), None).await;
         assert_eq!((s, record["status"].as_str()), (200, Some("queued")), "accepted ones are intact");
@@ -201,21 +229,6 @@ async fn readiness_says_when_the_journal_cannot_be_written_and_recovers_by_itsel
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
     app.stop().await;
     fake.shutdown().await;
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
 }
 
 /// Unmounts the test's tmpfs even when an assertion fails.

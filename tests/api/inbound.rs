@@ -156,7 +156,7 @@ async fn the_events_socket_checks_its_filter_and_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_sent_while_the_gateway_was_stopped_arrive_once_after_it_restarts() {
+async fn messages_sent_while_the_gateway_was_stopped_arrive_and_a_redelivery_is_stored_once() {
     let fake = fake().await;
     let dir = temp_dir();
     let app = TestApp::spawn(&fake, &dir).await;
@@ -190,22 +190,33 @@ async fn messages_sent_while_the_gateway_was_stopped_arrive_once_after_it_restar
     );
     drop(events.close(None).await);
 
-    // Another restart (WhatsApp may redeliver what it is not sure we got): still once.
+    // While it is down again, WhatsApp delivers the message once more (as when the phone resends
+    // it): the next login gets it, encrypted anew under the same id, so the client reports it
+    // again. A later message from the same customer follows it on the same connection and in
+    // the same chat: once that one is stored, the repeat has been handled.
     app.stop().await;
+    let mut fake_events = fake.subscribe();
+    assert_eq!(fake.admin().redeliver(gateway_phone, &id).await.expect("redelivered"), 1, "one linked device");
+    let later = fake.admin().send_text(customer, gateway_phone, "¿Y mañana?").await.expect("queued for the device");
     let app = TestApp::spawn(&fake, &dir).await;
-    tokio::time::timeout(WAIT, async {
+    wait_event(&mut fake_events, |e| {
+        matches!(e, fake_whatsapp::FakeEvent::MessageRedelivered { id: again, .. } if *again == id).then_some(())
+    })
+    .await;
+    let listed = tokio::time::timeout(WAIT, async {
         loop {
-            let (_, session) = app.request("GET", "/api/sessions/ausente", Some(TOKEN), None).await;
-            if session["status"] == "connected" {
-                return;
+            let (_, page) = app.request("GET", "/api/sessions/ausente/messages", Some(TOKEN), None).await;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            if items.iter().any(|m| m["messageId"] == later.as_str()) {
+                return items;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     })
     .await
-    .expect("connected again");
-    let (_, page) = app.request("GET", "/api/sessions/ausente/messages", Some(TOKEN), None).await;
-    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    .expect("the later message is stored");
+    let ids: Vec<&str> = listed.iter().filter_map(|m| m["messageId"].as_str()).collect();
+    assert_eq!(ids, [later.as_str(), id.as_str()], "the redelivered message is stored once");
     app.stop().await;
     fake.shutdown().await;
 }

@@ -331,6 +331,22 @@ pub async fn wait_message(
     .await
 }
 
+/// The segment files of the journal in `dir/data`, oldest first.
+pub fn segments(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("data").join("segments"))
+        .map(|entries| {
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "seg")).collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The bytes the journal keeps on disk for waiting PDFs.
+pub fn stored_bytes(dir: &std::path::Path) -> u64 {
+    segments(dir).iter().map(|p| std::fs::metadata(p).map_or(0, |m| m.len())).sum()
+}
+
 pub fn pdf(tag: &str) -> Vec<u8> {
     format!("%PDF-1.4\n% {tag}\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n").into_bytes()
 }
