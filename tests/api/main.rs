@@ -17,3 +17,4 @@ mod messages;
 mod platform;
 mod probes;
 mod sessions;
+mod settings;
