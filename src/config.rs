@@ -81,6 +81,7 @@ const DEFAULTS: &[(&str, &str)] = &[
 /// Variables without a default (absent means "not set").
 const OPTIONAL: &[&str] = &[
     "API_STATIC_TOKEN",
+    "RUST_LOG",
     "WHATSAPP_URL",
     "WHATSAPP_VERSION",
     "WHATSAPP_CA_FILE",
@@ -150,7 +151,8 @@ pub struct Config {
     pub sessions_dir: PathBuf,
     /// `SESSIONS_CONFIG` (./sessions.config.json): the list of sessions to start.
     pub sessions_config: PathBuf,
-    /// `LOG_LEVEL` (info): an `EnvFilter` directive; `RUST_LOG` overrides it.
+    /// `LOG_LEVEL` (info): an `EnvFilter` directive; `RUST_LOG` (from the environment or `.env`)
+    /// overrides it when it is a valid filter.
     pub log_level: String,
     /// `WHATSAPP_URL`: upstream WebSocket; `None` means the real `wss://web.whatsapp.com/ws/chat`.
     pub whatsapp_url: Option<String>,
@@ -297,6 +299,7 @@ struct Raw {
     sessions_dir: String,
     sessions_config: String,
     log_level: String,
+    rust_log: Option<String>,
     retry_max_attempts: String,
     retry_base_delay_ms: String,
     retry_max_delay_ms: String,
@@ -508,7 +511,12 @@ impl Config {
             api_token_file,
             sessions_dir: parse_path("SESSIONS_DIR", &raw.sessions_dir)?,
             sessions_config: parse_path("SESSIONS_CONFIG", &raw.sessions_config)?,
-            log_level: parse_log_level(&raw.log_level)?,
+            log_level: match non_empty(raw.rust_log)
+                .filter(|d| tracing_subscriber::EnvFilter::try_new(d.trim()).is_ok())
+            {
+                Some(directives) => directives.trim().to_owned(),
+                None => parse_log_level(&raw.log_level)?,
+            },
             whatsapp_url: non_empty(raw.whatsapp_url).map(parse_ws_url).transpose()?,
             whatsapp_version: non_empty(raw.whatsapp_version).map(|v| parse_version(&v)).transpose()?,
             whatsapp_ca_file: non_empty(raw.whatsapp_ca_file).map(parse_ca_file).transpose()?,
@@ -916,6 +924,14 @@ mod tests {
         assert!(error_of(with_token(&[("WS_PING_SECS", "0")])).starts_with("invalid WS_PING_SECS"));
         assert!(error_of(with_token(&[("WS_MAX_PER_TOKEN", "x")])).starts_with("invalid WS_MAX_PER_TOKEN"));
         assert!(error_of(with_token(&[("AUTH_FAILURES_PER_MINUTE", "-1")])).starts_with("invalid AUTH_FAILURES"));
+    }
+
+    #[test]
+    fn rust_log_overrides_log_level_when_it_is_a_filter() {
+        let level = |vars: &[(&str, &str)]| Config::from_sources(with_token(vars), None).unwrap().log_level;
+        assert_eq!(level(&[("LOG_LEVEL", "error"), ("RUST_LOG", "whatsapp_gateway=debug")]), "whatsapp_gateway=debug");
+        assert_eq!(level(&[("LOG_LEVEL", "error"), ("RUST_LOG", "[[[")]), "error", "an invalid one is ignored");
+        assert_eq!(level(&[("LOG_LEVEL", "error"), ("RUST_LOG", " ")]), "error");
     }
 
     #[test]

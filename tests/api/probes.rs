@@ -405,6 +405,27 @@ async fn a_stalled_body_gets_408_even_when_the_request_timeout_is_shorter() {
 }
 
 #[tokio::test]
+async fn a_route_that_takes_longer_than_the_request_timeout_gets_503_timeout() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    // Nothing listens on port 1: no QR comes, and GET …/qr would wait its 10 s for one.
+    let app = TestApp::spawn_with(config(
+        &fake,
+        &dir,
+        &[("WHATSAPP_URL", "ws://127.0.0.1:1/ws/chat"), ("HTTP_REQUEST_TIMEOUT_SECS", "1")],
+    ))
+    .await;
+    let (status, _) = app.request("POST", "/api/sessions", Some(TOKEN), Some(r#"{"sessionId":"lenta"}"#.into())).await;
+    assert_eq!(status, 201);
+    let (status, body) = tokio::time::timeout(SHORT, app.request("GET", "/api/sessions/lenta/qr", Some(TOKEN), None))
+        .await
+        .expect("answered by the request timeout, not by the QR wait");
+    assert_eq!((status, code(&body)), (503, "TIMEOUT"), "{body}");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_smaller_points() {
     let fake = fake().await;
     let dir = temp_dir();

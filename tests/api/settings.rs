@@ -592,4 +592,16 @@ async fn rust_log_overrides_log_level() {
     assert!(gateway.log().contains("DEBUG"), "{}", gateway.log());
     drop(gateway);
     let _ = std::fs::remove_dir_all(&dir);
+
+    // The README says every variable may come from `.env`: RUST_LOG too.
+    let dir = temp_dir();
+    std::fs::write(dir.join(".env"), "RUST_LOG=whatsapp_gateway=debug\n").unwrap();
+    let env = [("HOST", "127.0.0.1"), ("PORT", "0"), ("API_STATIC_TOKEN", TOKEN), ("LOG_LEVEL", "error")];
+    let mut gateway = Gateway::start(&dir, &env);
+    let addr = gateway.addr().await;
+    let (status, _) = call(addr, "GET", "/api/sessions", "wrong-token-0123456789", None).await;
+    assert!(status == 401 || status == 403, "{status}");
+    until(SOON, "a debug line in the log", || async { gateway.log().contains("not authenticated") }).await;
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&dir);
 }
