@@ -12,13 +12,29 @@ const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// The next event frame of `/ws/events` for which `pick` says yes.
-async fn next_event(socket: &mut Socket, pick: impl Fn(&Value) -> bool) -> Value {
+/// What a subscription asked for: these event types, of this session if one is named. Every
+/// frame it delivers is checked against it, so a filter that lets others through fails.
+struct Asked {
+    types: &'static [&'static str],
+    session: Option<&'static str>,
+}
+
+impl Asked {
+    fn allows(&self, event: &Value) -> bool {
+        let kind = event["event"].as_str().unwrap_or_default();
+        self.types.contains(&kind) && self.session.is_none_or(|session| event["sessionId"] == session)
+    }
+}
+
+/// The next event frame of `/ws/events` for which `pick` says yes; every frame on the way must be
+/// one the subscription `asked` for.
+async fn next_event(socket: &mut Socket, asked: &Asked, pick: impl Fn(&Value) -> bool) -> Value {
     tokio::time::timeout(WAIT, async {
         loop {
             match socket.next().await {
                 Some(Ok(Message::Text(text))) => {
                     let event: Value = serde_json::from_str(&text).expect("json frame");
+                    assert!(asked.allows(&event), "a frame the filter should have held back: {event}");
                     if pick(&event) {
                         return event;
                     }
@@ -56,11 +72,12 @@ async fn text_image_and_document_are_stored_listed_pushed_and_served() {
     let gateway_phone = "51900000070";
     link(&app, &fake, "entrada", gateway_phone).await;
     let url = format!("ws://{}/ws/events?token={TOKEN}&types=message.received&sessions=entrada", app.addr);
+    let asked = Asked { types: &["message.received"], session: Some("entrada") };
     let (mut events, _) = tokio_tungstenite::connect_async(url).await.expect("events socket");
 
     let customer = "51987000070";
     let text_id = fake.admin().send_text(customer, gateway_phone, "Hola, ¿tienen stock?").await.expect("text");
-    let pushed = next_event(&mut events, |e| e["data"]["messageId"] == text_id.as_str()).await;
+    let pushed = next_event(&mut events, &asked, |e| e["data"]["messageId"] == text_id.as_str()).await;
     assert_eq!((pushed["event"].as_str(), pushed["sessionId"].as_str()), (Some("message.received"), Some("entrada")));
     let data = &pushed["data"];
     assert_eq!((data["type"].as_str(), data["text"].as_str()), (Some("text"), Some("Hola, ¿tienen stock?")));
@@ -73,7 +90,7 @@ async fn text_image_and_document_are_stored_listed_pushed_and_served() {
         .send_image(customer, gateway_phone, "image/png", PNG.to_vec(), Some("la vitrina".into()))
         .await
         .expect("image");
-    let pushed = next_event(&mut events, |e| e["data"]["messageId"] == image_id.as_str()).await;
+    let pushed = next_event(&mut events, &asked, |e| e["data"]["messageId"] == image_id.as_str()).await;
     let media = &pushed["data"]["media"];
     assert_eq!(
         (pushed["data"]["type"].as_str(), pushed["data"]["caption"].as_str()),
@@ -90,7 +107,7 @@ async fn text_image_and_document_are_stored_listed_pushed_and_served() {
         .send_document(customer, gateway_phone, "pedido-42.pdf", "application/pdf", pdf_bytes.clone(), None)
         .await
         .expect("document");
-    let pushed = next_event(&mut events, |e| e["data"]["messageId"] == doc_id.as_str()).await;
+    let pushed = next_event(&mut events, &asked, |e| e["data"]["messageId"] == doc_id.as_str()).await;
     assert_eq!(pushed["data"]["media"]["fileName"].as_str(), Some("pedido-42.pdf"));
     let (status, _, bytes) = get_bytes(&app, &format!("/api/messages/{doc_id}/media")).await;
     assert_eq!((status, bytes), (200, pdf_bytes));
@@ -149,7 +166,8 @@ async fn the_events_socket_checks_its_filter_and_token() {
     let url = format!("ws://{}/ws/events?token={TOKEN}&types=session.status,session.qr", app.addr);
     let (mut events, _) = tokio_tungstenite::connect_async(url).await.expect("events socket");
     let _watch = app.ws("nueva").await;
-    let event = next_event(&mut events, |e| e["sessionId"] == "nueva").await;
+    let asked = Asked { types: &["session.status", "session.qr"], session: None };
+    let event = next_event(&mut events, &asked, |e| e["sessionId"] == "nueva").await;
     assert!(matches!(event["event"].as_str(), Some("session.status" | "session.qr")), "{event}");
     app.stop().await;
     fake.shutdown().await;
@@ -236,7 +254,8 @@ async fn a_file_over_the_limit_is_recorded_without_its_bytes() {
         .send_document("51987000072", gateway_phone, "grande.pdf", "application/pdf", big.clone(), None)
         .await
         .expect("document");
-    let pushed = next_event(&mut events, |e| e["data"]["messageId"] == id.as_str()).await;
+    let asked = Asked { types: &["message.received"], session: None };
+    let pushed = next_event(&mut events, &asked, |e| e["data"]["messageId"] == id.as_str()).await;
     let media = &pushed["data"]["media"];
     assert_eq!((media["stored"].as_bool(), media["fileName"].as_str()), (Some(false), Some("grande.pdf")));
     assert!(media["error"].as_str().is_some_and(|e| e.contains("size limit")), "{media}");

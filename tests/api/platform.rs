@@ -592,28 +592,33 @@ pub(crate) fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// One server frame: (opcode, payload).
+pub(crate) async fn read_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    tcp.read_exact(&mut head).await.expect("a frame");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut n = [0u8; 2];
+            tcp.read_exact(&mut n).await.unwrap();
+            u16::from_be_bytes(n) as usize
+        }
+        127 => {
+            let mut n = [0u8; 8];
+            tcp.read_exact(&mut n).await.unwrap();
+            u64::from_be_bytes(n) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.unwrap();
+    (head[0] & 0x0f, payload)
+}
+
 /// Reads server frames until a close frame, and returns its code.
 pub(crate) async fn close_code(tcp: &mut TcpStream) -> u16 {
     tokio::time::timeout(SHORT, async {
         loop {
-            let mut head = [0u8; 2];
-            tcp.read_exact(&mut head).await.expect("a frame");
-            let len = match head[1] & 0x7f {
-                126 => {
-                    let mut n = [0u8; 2];
-                    tcp.read_exact(&mut n).await.unwrap();
-                    u16::from_be_bytes(n) as usize
-                }
-                127 => {
-                    let mut n = [0u8; 8];
-                    tcp.read_exact(&mut n).await.unwrap();
-                    u64::from_be_bytes(n) as usize
-                }
-                n => n as usize,
-            };
-            let mut payload = vec![0u8; len];
-            tcp.read_exact(&mut payload).await.unwrap();
-            if head[0] & 0x0f == 0x8 {
+            if let (0x8, payload) = read_frame(tcp).await {
                 return u16::from_be_bytes([payload[0], payload[1]]);
             }
         }

@@ -11,7 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::platform::{close_code, closed_within, frame, header, parse_response, raw, raw_ws_at, write_tokens_file};
+use crate::platform::{
+    close_code, closed_within, frame, header, parse_response, raw, raw_ws_at, read_frame, write_tokens_file,
+};
 use crate::support::*;
 
 const SHORT: Duration = Duration::from_secs(5);
@@ -31,28 +33,6 @@ async fn hold(tcp: &mut TcpStream) {
     let mut head = [0u8; 12];
     tokio::time::timeout(SHORT, tcp.read_exact(&mut head)).await.expect("served").unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
-}
-
-/// One server frame: (opcode, payload).
-async fn read_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut head = [0u8; 2];
-    tcp.read_exact(&mut head).await.expect("a frame");
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut n = [0u8; 2];
-            tcp.read_exact(&mut n).await.unwrap();
-            u16::from_be_bytes(n) as usize
-        }
-        127 => {
-            let mut n = [0u8; 8];
-            tcp.read_exact(&mut n).await.unwrap();
-            u64::from_be_bytes(n) as usize
-        }
-        n => n as usize,
-    };
-    let mut payload = vec![0u8; len];
-    tcp.read_exact(&mut payload).await.unwrap();
-    (head[0] & 0x0f, payload)
 }
 
 fn code(body: &serde_json::Value) -> &str {
