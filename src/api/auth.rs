@@ -34,6 +34,9 @@ use crate::api::state::AppState;
 use crate::config::{ApiToken, RateLimit};
 use crate::domain::SessionId;
 
+/// The name of `API_STATIC_TOKEN`'s caller; the tokens file may not use it.
+const ADMIN_NAME: &str = "admin";
+
 /// Prefix of a WebSocket subprotocol that carries the token: `bearer.<token>`.
 const PROTOCOL_PREFIX: &str = "bearer.";
 
@@ -151,7 +154,7 @@ impl Caller {
     /// An admin caller without a rate limit (tests of code that takes a caller).
     #[cfg(test)]
     pub(crate) fn admin_for_tests() -> Caller {
-        Caller::new("admin".into(), &[Scope::Admin], SessionAccess::All, None)
+        Caller::new(ADMIN_NAME.into(), &[Scope::Admin], SessionAccess::All, None)
     }
 
     /// A caller limited to `sessions`, with `messages:read` (tests of code that takes a caller).
@@ -179,6 +182,12 @@ impl Caller {
             tracing::debug!(caller = self.name(), scope = scope.as_str(), "scope missing");
             Err(ApiError::Forbidden(scope.action()))
         }
+    }
+
+    /// True for `API_STATIC_TOKEN` alone (its name is reserved), not for a file token that has
+    /// the `admin` scope too.
+    pub(crate) fn is_static_admin(&self) -> bool {
+        self.inner.name == ADMIN_NAME
     }
 
     /// The sessions the token may act on.
@@ -283,7 +292,7 @@ pub struct Authenticator {
 impl Authenticator {
     /// Only the admin token, which has no request rate.
     pub fn new(admin: &ApiToken) -> Authenticator {
-        let caller = Caller::new("admin".into(), &[Scope::Admin], SessionAccess::All, None);
+        let caller = Caller::new(ADMIN_NAME.into(), &[Scope::Admin], SessionAccess::All, None);
         Authenticator { tokens: vec![(sha256(admin.expose().as_bytes()), caller)], failures: FailedAuth::new(0) }
     }
 
@@ -475,7 +484,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        let client = parts.extensions.get::<crate::api::serve::ClientAddr>().map(|addr| addr.0);
+        let client = crate::api::serve::ClientAddr::of(&parts.extensions);
         let caller = state.auth.check_bearer(&parts.headers, client)?;
         tracing::Span::current().record("caller", caller.name());
         Ok(caller)

@@ -136,8 +136,7 @@ pub(crate) fn enqueue_error(error: EnqueueError) -> ApiError {
 /// key. (Before, scoped keys were `name:key`, which the admin could also send.)
 pub(crate) fn scoped_idempotency(caller: &Caller, key: Option<String>, body: &[u8]) -> Option<IdempotencyKey> {
     key.map(|key| IdempotencyKey {
-        // `admin` names `API_STATIC_TOKEN` alone (the tokens file may not use it).
-        key: if caller.name() == "admin" { key } else { format!("{} {key}", caller.name()) },
+        key: if caller.is_static_admin() { key } else { format!("{} {key}", caller.name()) },
         fingerprint: Sha256::digest(body).into(),
     })
 }

@@ -51,6 +51,13 @@ const OVER_SHARE_BODY: &str = r#"{"success":false,"error":{"code":"TOO_MANY_CONN
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ClientAddr(pub(crate) IpAddr);
 
+impl ClientAddr {
+    /// The client's address, from a request's extensions (absent outside `serve`, in tests).
+    pub(crate) fn of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+        extensions.get::<ClientAddr>().map(|addr| addr.0)
+    }
+}
+
 /// Accepts connections until `cancel`, then lets in-flight requests finish.
 ///
 /// At most `limits.max_connections` connections are open at once, WebSockets included (the

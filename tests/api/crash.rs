@@ -66,7 +66,7 @@ pub(crate) async fn start_with(fake: &FakeWhatsApp, dir: &Path, extra: &[(&str, 
         use std::io::BufRead as _;
         let mut tx = Some(tx);
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(port) = listening_port(&line)
+            if let Some(port) = listening_addr(&line).map(|addr| addr.port())
                 && let Some(tx) = tx.take()
             {
                 let _ = tx.send(port);
@@ -92,16 +92,6 @@ pub(crate) async fn start_with(fake: &FakeWhatsApp, dir: &Path, extra: &[(&str, 
     .await
     .expect("the gateway answers /health");
     Gateway { child, port }
-}
-
-/// The port in the gateway's `whatsapp-gateway listening addr=127.0.0.1:PORT` log line.
-fn listening_port(line: &str) -> Option<u16> {
-    if !line.contains("whatsapp-gateway listening") {
-        return None;
-    }
-    let addr = line.split("addr=").nth(1)?;
-    let addr: String = addr.chars().take_while(|c| !c.is_whitespace()).collect();
-    addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
 }
 
 impl Gateway {

@@ -647,15 +647,10 @@ async fn websocket_protocol_errors_close_with_the_right_code() {
 }
 
 /// The address a gateway child process says it listens on, from its log.
-async fn listening_addr(log: &Path) -> SocketAddr {
+async fn wait_for_listening_addr(log: &Path) -> SocketAddr {
     tokio::time::timeout(WAIT, async {
         loop {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let found = text
-                .lines()
-                .filter(|line| line.contains("whatsapp-gateway listening"))
-                .find_map(|line| line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok());
-            if let Some(addr) = found {
+            if let Some(addr) = crate::support::listening_addr(&std::fs::read_to_string(log).unwrap_or_default()) {
                 return addr;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -687,7 +682,7 @@ async fn out_of_descriptors_it_keeps_its_logs_and_recovers() {
         .spawn()
         .expect("the gateway binary starts");
     // It binds port 0 and says where: no free port is guessed (and raced for) beforehand.
-    let addr = listening_addr(&log).await;
+    let addr = wait_for_listening_addr(&log).await;
     let health = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     tokio::time::timeout(WAIT, async {
         loop {

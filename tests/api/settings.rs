@@ -472,12 +472,7 @@ impl Gateway {
     async fn addr(&mut self) -> SocketAddr {
         let found = tokio::time::timeout(SOON, async {
             loop {
-                let found = self
-                    .log()
-                    .lines()
-                    .filter(|line| line.contains("whatsapp-gateway listening"))
-                    .find_map(|line| line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok());
-                if let Some(addr) = found {
+                if let Some(addr) = listening_addr(&self.log()) {
                     return addr;
                 }
                 if let Ok(Some(exit)) = self.child.try_wait() {

@@ -217,7 +217,7 @@ async fn session_socket(
 
 /// The client's address, as the accept loop tagged the request.
 fn client(req: &Request) -> Option<std::net::IpAddr> {
-    req.extensions().get::<crate::api::serve::ClientAddr>().map(|addr| addr.0)
+    crate::api::serve::ClientAddr::of(req.extensions())
 }
 
 /// The socket a successful upgrade hands over.

@@ -25,6 +25,14 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The address in a gateway's `whatsapp-gateway listening addr=…` log line, found in `log` (one
+/// line or a whole log), as child gateways started with `PORT=0` say where they listen.
+pub fn listening_addr(log: &str) -> Option<SocketAddr> {
+    log.lines()
+        .filter(|line| line.contains("whatsapp-gateway listening"))
+        .find_map(|line| line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok())
+}
+
 pub fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wg-test-{}-{}", std::process::id(), rand::random::<u64>()));
     std::fs::create_dir_all(&dir).expect("temp dir");
