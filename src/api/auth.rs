@@ -202,6 +202,16 @@ impl Caller {
         self.inner.scopes & Scope::Admin.bit() != 0 && self.inner.sessions == SessionAccess::All
     }
 
+    /// The one session this caller is bound to, for the sibling services' routes that name no
+    /// session (seeds 003 and 004 give each user one number): a token limited to exactly one
+    /// session. `None` for a caller that may act on several.
+    pub fn home_session(&self) -> Option<SessionId> {
+        match &self.inner.sessions {
+            SessionAccess::Only(ids) if ids.len() == 1 => ids.iter().next().cloned(),
+            _ => None,
+        }
+    }
+
     /// `Ok` if the token may act on `session`.
     pub fn may_use(&self, session: &SessionId) -> bool {
         match &self.inner.sessions {
@@ -359,6 +369,19 @@ impl Authenticator {
     /// How many tokens are known, the admin one included.
     pub fn token_count(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// Checks a token given outside any header (a Socket.IO handshake's `auth.token`, or an
+    /// event's `token` field): the caller, or [`ApiError::InvalidToken`], counted like any failed
+    /// authentication; then the token's rate limit.
+    pub fn check_token(&self, token: &str, client: Option<IpAddr>) -> Result<Caller, ApiError> {
+        let found = self.find(token.as_bytes()).ok_or_else(|| {
+            tracing::debug!(reason = "unknown token", "token not authenticated");
+            ApiError::InvalidToken
+        });
+        let caller = self.count_failure(found, client)?;
+        caller.check_rate()?;
+        Ok(caller.clone())
     }
 
     /// The caller `candidate` belongs to, comparing it with every token.
