@@ -63,7 +63,7 @@ pub enum StartError {
     #[error("webhooks in {}: {source}", dir.display())]
     Webhooks { dir: std::path::PathBuf, source: crate::webhooks::StoreError },
     #[error("inbox in {}: {source}", dir.display())]
-    Inbox { dir: std::path::PathBuf, source: crate::inbox::InboxError },
+    Inbox { dir: std::path::PathBuf, source: crate::storage::sqlite::OpenError },
     #[error("cannot make {} private: {source}", dir.display())]
     Permissions { dir: std::path::PathBuf, source: std::io::Error },
 }
@@ -106,8 +106,9 @@ impl App {
         let shutdown = Shutdown::new();
         let journal = Journal::open(&config.data_dir)
             .map_err(|source| StartError::Journal { dir: config.data_dir.clone(), source })?;
-        let inbox = Inbox::open(&config.data_dir, config.inbound_media_max_bytes)
+        let inbox_store = crate::storage::sqlite::SqliteInbox::open(&config.data_dir)
             .map_err(|source| StartError::Inbox { dir: config.data_dir.clone(), source })?;
+        let inbox = Inbox::new(Arc::new(inbox_store), config.inbound_media_max_bytes);
         let (delivery_tx, delivery_rx) = mpsc::channel(DELIVERY_EVENTS);
         let (inbound_tx, inbound_rx) = mpsc::channel(crate::inbox::CHANNEL_CAPACITY);
         let upstream = Upstream::from_config(&config, delivery_tx, inbound_tx)?;

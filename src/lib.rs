@@ -9,6 +9,8 @@
 //! * [`queue`]: per-session lanes that deliver PDFs in order, retrying with backoff.
 //! * [`journal`]: the durable record of accepted messages (SQLite, group commit).
 //! * [`domain`]: validated values (ids, phone numbers, PDFs, file names, delivery statuses).
+//! * [`storage`]: the bottom floor: one trait per kind of state, SQLite (the default) and
+//!   Postgres (the shared store) behind them.
 //! * [`files`]: private (0700/0600) folders and files for credentials and the journal.
 //! * [`metrics`]: Prometheus series names and the recorder.
 //! * [`shutdown`]: the cancellation token and task tracker every long-lived task uses.
@@ -26,6 +28,7 @@ pub mod metrics;
 pub mod queue;
 pub mod session;
 pub mod shutdown;
+pub mod storage;
 pub mod telemetry;
 pub mod webhooks;
 

@@ -43,13 +43,18 @@ async fn message_media(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::MessagesRead)?;
-    let (message, file) = state.inbox.get(&id).await.map_err(ApiError::internal)?.ok_or(ApiError::MessageNotFound)?;
+    let message = state.inbox.get(&id).await.map_err(ApiError::internal)?.ok_or(ApiError::MessageNotFound)?;
     require_visible(&caller, &message.session_id)?;
     let media = message.media.unwrap_or_default();
-    let Some(path) = file.filter(|_| media.stored) else {
+    if !media.stored {
         return Err(ApiError::MediaNotStored(media.error.unwrap_or_else(|| "the message has no file".into())));
-    };
-    let bytes = tokio::fs::read(&path).await.map_err(|_| ApiError::MediaNotStored("the file is gone".into()))?;
+    }
+    let bytes = state
+        .inbox
+        .file(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::MediaNotStored("the file is gone".into()))?;
     let essence = media.mimetype.as_deref().and_then(media_type_essence);
     let mut response = Response::new(axum::body::Body::from(bytes));
     let headers = response.headers_mut();

@@ -142,3 +142,19 @@ pub struct IncomingMessage {
     /// For kinds we do not model: what it was (e.g. `pollCreationMessage`).
     pub summary: Option<String>,
 }
+
+/// A chat as `GET /api/sessions/{id}/chats` lists it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatSummary {
+    /// The chat's JID.
+    pub chat: String,
+    /// The phone number of its latest sender, when known.
+    pub from: Option<String>,
+    /// The latest sender's WhatsApp name.
+    pub push_name: Option<String>,
+    /// When its latest message was sent, unix ms.
+    pub last_message_at: u64,
+    /// Messages received since the chat was last marked read.
+    pub unread_count: u64,
+}

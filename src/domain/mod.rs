@@ -16,7 +16,9 @@ pub use content::{
     PREVIEW_CHARS,
 };
 pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId};
-pub use incoming::{IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction};
+pub use incoming::{
+    ChatSummary, IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction,
+};
 pub use media::{InlineMedia, MediaError, decode_inline};
 pub use status::DeliveryStatus;
 pub use values::{

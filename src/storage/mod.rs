@@ -1,0 +1,35 @@
+//! The bottom floor: every piece of state the gateway keeps, behind one trait per kind, named for
+//! what it holds. Callers see the traits and domain types only; SQL lives in one folder per
+//! backend, and no `rusqlite` or `sqlx` appears above this module.
+//!
+//! * [`InboxStore`]: what the linked numbers receive (stored once per session and message id),
+//!   their chats and read marks, and the bytes of received files.
+//! * [`sqlite`]: the embedded default, today's files under `DATA_DIR`.
+//! * [`postgres`]: the shared store, chosen by `DATABASE_URL=postgres://…`: one bounded pool,
+//!   embedded migrations run under an advisory lock.
+//!
+//! Every backend passes the same conformance suite (`conformance`), run against SQLite and
+//! against a real Postgres in its own schema.
+
+mod error;
+mod inbox;
+pub mod postgres;
+pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
+
+pub use error::StorageError;
+pub use inbox::{InboxStore, MAX_PAGE, Page};
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A count or time as the signed 64-bit integer both databases store.
+pub(crate) fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
