@@ -84,12 +84,7 @@ impl Default for EventBus {
     }
 }
 
-/// `evt_` and 32 random hex digits: the id of every event, wherever it is made.
-pub(crate) fn new_event_id() -> String {
-    let raw: [u8; 16] = rand::random();
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    format!("evt_{hex}")
-}
+pub(crate) use crate::domain::new_event_id;
 
 impl EventBus {
     /// Publishes an event (nobody listening is fine).

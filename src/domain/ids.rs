@@ -178,3 +178,10 @@ mod tests {
         assert_eq!("b".parse::<SessionId>().unwrap(), b);
     }
 }
+
+/// A new event id, `evt_` and 32 hex digits: the `webhook-id` of its deliveries.
+pub fn new_event_id() -> String {
+    let raw: [u8; 16] = rand::random();
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    format!("evt_{hex}")
+}

@@ -15,7 +15,7 @@ pub use content::{
     ContentError, ContentKind, MAX_CAPTION_CHARS, MAX_MEDIA_BYTES, MAX_TEXT_CHARS, MimeType, OutgoingContent,
     PREVIEW_CHARS,
 };
-pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId};
+pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId, new_event_id};
 pub use incoming::{
     ChatSummary, IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction,
 };

@@ -19,8 +19,6 @@
 //! a crash can leave: PDFs and segments without a row are deleted, rows whose PDF is missing are
 //! failed.
 
-mod error;
-mod model;
 mod outbox;
 mod recover;
 mod segments;
@@ -41,23 +39,17 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::MessageId;
-pub use error::JournalError;
-pub use model::{Accepted, DeliveryStatus, IdempotencyKey, JournalStats, MessageRecord, NewMessage, Pruned};
+pub use crate::storage::journal::{
+    Accepted, DeliveryStatus, IDEMPOTENCY_RETENTION, IdempotencyKey, JournalError, JournalStats, JournalStore,
+    MessageRecord, NewMessage, PDF_MISSING, Pruned, StatusEvent, StatusEventsGuard,
+};
 use outbox::Outbox;
 use segments::Segments;
-pub use store::StatusEvent;
 use store::{NewRow, Stored};
 use writer::{Command, Counters, Files, Reply};
 
-/// Idempotency keys are kept at least this long; [`Journal::prune`] never removes younger ones.
-pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
-
 /// Size of the write that tells whether a journal that failed can be written again: a small PDF.
 pub const PROBE_BYTES: usize = 64 * 1024;
-
-/// The `last_error` of a pending message whose PDF was gone (found by [`Journal::open`] or
-/// [`Journal::pending`], or by the queue when [`Journal::read_payload`] finds nothing).
-pub const PDF_MISSING: &str = "pdf missing";
 
 /// Handle to the journal: cheap to clone, all clones share one writer thread and one read
 /// connection. Dropping the last clone stops the writer once its queue is empty (and waits for
@@ -315,8 +307,7 @@ impl Journal {
     /// While the guard lives, status moves record their `message.status` events (nobody
     /// listening, none are written: they would cost every accept a row).
     pub fn want_status_events(&self) -> StatusEventsGuard {
-        self.inner.counters.status_listeners.fetch_add(1, Ordering::AcqRel);
-        StatusEventsGuard { counters: Arc::clone(&self.inner.counters) }
+        StatusEventsGuard::new(&self.inner.counters.status_listeners)
     }
 
     /// Resolves after the next committed write (new `message.status` events may be there).
@@ -395,20 +386,74 @@ impl Journal {
     }
 }
 
-/// Keeps `message.status` events recorded (see [`Journal::want_status_events`]).
-pub struct StatusEventsGuard {
-    counters: Arc<Counters>,
-}
-
-impl Drop for StatusEventsGuard {
-    fn drop(&mut self) {
-        self.counters.status_listeners.fetch_sub(1, Ordering::AcqRel);
+/// The SQLite journal behind the storage trait: the same calls, the same guarantees.
+#[async_trait::async_trait]
+impl JournalStore for Journal {
+    async fn accept(&self, message: NewMessage) -> Result<Accepted, JournalError> {
+        Journal::accept(self, message).await
     }
-}
 
-impl std::fmt::Debug for StatusEventsGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StatusEventsGuard")
+    async fn set_status(
+        &self,
+        message_id: &MessageId,
+        status: DeliveryStatus,
+        last_error: Option<String>,
+    ) -> Result<bool, JournalError> {
+        Journal::set_status(self, message_id, status, last_error).await
+    }
+
+    async fn record_attempt(&self, message_id: &MessageId, error: Option<String>) -> Result<u32, JournalError> {
+        Journal::record_attempt(self, message_id, error).await
+    }
+
+    async fn get(&self, message_id: &MessageId) -> Result<Option<MessageRecord>, JournalError> {
+        Journal::get(self, message_id).await
+    }
+
+    async fn by_session(
+        &self,
+        session: &str,
+        recipient: Option<String>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, MessageRecord)>, JournalError> {
+        Journal::by_session(self, session, recipient, before, limit).await
+    }
+
+    async fn pending(&self) -> Result<Vec<MessageRecord>, JournalError> {
+        Journal::pending(self).await
+    }
+
+    async fn read_payload(&self, message_id: &MessageId) -> Result<Option<Bytes>, JournalError> {
+        Journal::read_payload(self, message_id).await
+    }
+
+    async fn prune(
+        &self,
+        idempotency_older_than: Duration,
+        finished_older_than: Duration,
+    ) -> Result<Pruned, JournalError> {
+        Journal::prune(self, idempotency_older_than, finished_older_than).await
+    }
+
+    async fn status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>, JournalError> {
+        Journal::status_events(self, after_seq, limit).await
+    }
+
+    async fn delete_status_events(&self, up_to_seq: i64) -> Result<u64, JournalError> {
+        Journal::delete_status_events(self, up_to_seq).await
+    }
+
+    fn want_status_events(&self) -> StatusEventsGuard {
+        Journal::want_status_events(self)
+    }
+
+    async fn committed(&self) {
+        Journal::committed(self).await;
+    }
+
+    async fn is_writable(&self) -> bool {
+        Journal::is_writable(self).await
     }
 }
 

@@ -11,20 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-/// Longest accepted message id, in bytes.
-pub(super) const MAX_MESSAGE_ID_LEN: usize = 128;
-
 /// Distinguishes temp files written concurrently by this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A message id is used as a file name: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.`
-/// (so it is never `..`, never hidden, and never looks like one of our temp files).
-pub(super) fn is_valid_message_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_MESSAGE_ID_LEN
-        && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
+pub(super) use crate::storage::journal::is_valid_message_id;
 
 /// What a directory entry of the outbox is, judged by its name.
 #[derive(Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::segments::Location;
-use super::{Accepted, DeliveryStatus, IdempotencyKey, JournalError, MessageRecord, Pruned};
+use super::{Accepted, DeliveryStatus, IdempotencyKey, JournalError, MessageRecord, Pruned, StatusEvent};
 use crate::domain::ContentKind;
 
 /// How long a statement waits for a lock held by another connection before failing `BUSY`.
@@ -305,7 +305,7 @@ pub(super) fn set_status(
 
 /// Adds a `message.status` event for the message's current status (same transaction).
 fn record_status_event(conn: &Connection, message_id: &str, now: u64) -> Result<(), JournalError> {
-    let event_id = crate::events::new_event_id();
+    let event_id = crate::domain::new_event_id();
     conn.prepare_cached(
         "INSERT INTO status_events (event_id, message_id, session_id, status, kind, last_error, at) \
          SELECT ?1, message_id, session_id, status, kind, last_error, ?2 FROM messages WHERE message_id = ?3",
@@ -340,19 +340,6 @@ pub(super) fn status_events(conn: &Connection, after_seq: i64, limit: usize) -> 
 /// Deletes the `message.status` events up to `seq` (handed over).
 pub(super) fn delete_status_events(conn: &Connection, up_to_seq: i64) -> Result<u64, JournalError> {
     Ok(conn.prepare_cached("DELETE FROM status_events WHERE seq <= ?1")?.execute([up_to_seq])? as u64)
-}
-
-/// A `message.status` event the journal recorded with the status it reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusEvent {
-    pub seq: i64,
-    pub event_id: String,
-    pub message_id: String,
-    pub session_id: String,
-    pub status: String,
-    pub kind: String,
-    pub last_error: Option<String>,
-    pub at: u64,
 }
 
 /// Counts one more send attempt; returns the new count.

@@ -63,7 +63,7 @@ pub(super) struct Counters {
     pub committed: tokio::sync::Notify,
     /// Holders of a [`super::StatusEventsGuard`]: while there are any, status moves record
     /// their `message.status` events.
-    pub status_listeners: std::sync::atomic::AtomicUsize,
+    pub status_listeners: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Where PDFs are: the writer frees them when their messages end.

@@ -5,8 +5,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use std::time::Duration;
+
+use super::journal::{Accepted, DeliveryStatus, IdempotencyKey, JournalError, JournalStore, NewMessage, PDF_MISSING};
 use super::{InboxStore, now_ms};
-use crate::domain::{IncomingKind, IncomingMedia, IncomingMessage, SessionId};
+use crate::domain::{
+    FileName, IncomingKind, IncomingMedia, IncomingMessage, MessageId, OutgoingContent, PdfDocument, PhoneNumber,
+    SessionId,
+};
 
 fn message(session: &str, id: &str, chat: &str, timestamp: u64) -> IncomingMessage {
     IncomingMessage {
@@ -123,4 +129,161 @@ async fn inbox_on_sqlite() {
 async fn inbox_on_postgres() {
     let test = super::postgres::testing::fresh(4).await;
     inbox_suite(Arc::new(test.db.inbox())).await;
+}
+
+fn pdf(len: usize, seed: u8) -> Bytes {
+    let mut bytes = b"%PDF-1.4\n".to_vec();
+    bytes.extend((0..len.saturating_sub(bytes.len())).map(|i| (i as u8).wrapping_mul(31) ^ seed));
+    Bytes::from(bytes)
+}
+
+fn new_message(id: &str, session: &str, to: &str, content: OutgoingContent) -> NewMessage {
+    NewMessage {
+        message_id: id.to_owned(),
+        session_id: SessionId::parse(session).expect("session id"),
+        to: PhoneNumber::parse(to).expect("phone"),
+        content,
+        idempotency: None,
+    }
+}
+
+fn document(id: &str, seed: u8) -> NewMessage {
+    let file_name = FileName::parse("factura.pdf").expect("file name");
+    let content = OutgoingContent::pdf(PdfDocument::from_bytes(pdf(100 * 1024, seed)).expect("a pdf"), file_name);
+    new_message(id, "tienda", "+51 987 654 321", content)
+}
+
+fn keyed(id: &str, key: &str, fingerprint: u8) -> NewMessage {
+    NewMessage {
+        idempotency: Some(IdempotencyKey { key: key.to_owned(), fingerprint: [fingerprint; 32] }),
+        ..document(id, fingerprint)
+    }
+}
+
+fn id(raw: &str) -> MessageId {
+    MessageId::from_stored(raw)
+}
+
+/// Fails the test instead of hanging when something never answers.
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), future).await.expect("timed out")
+}
+
+async fn journal_suite(journal: Arc<dyn JournalStore>) {
+    // A committed write wakes whoever waits for one.
+    let woken = {
+        let journal = Arc::clone(&journal);
+        tokio::spawn(async move { within(journal.committed()).await })
+    };
+    tokio::task::yield_now().await;
+
+    // Accepting: new, replayed, reused with another body, a taken id, an id that cannot be a
+    // file name. Only the first stores anything.
+    assert_eq!(journal.accept(keyed("m1", "k1", 1)).await.expect("accept"), Accepted::New);
+    within(woken).await.expect("woken by the commit");
+    assert_eq!(
+        journal.accept(keyed("m1-again", "k1", 1)).await.expect("replay"),
+        Accepted::Replay { message_id: "m1".into() }
+    );
+    assert_eq!(journal.accept(keyed("m1-other", "k1", 2)).await.expect("reuse"), Accepted::KeyReusedWithOtherBody);
+    assert!(matches!(journal.accept(document("m1", 3)).await, Err(JournalError::DuplicateMessageId)));
+    assert!(matches!(journal.accept(document("../x", 3)).await, Err(JournalError::InvalidMessageId)));
+    for nothing in ["m1-again", "m1-other", "../x"] {
+        assert_eq!(journal.get(&id(nothing)).await.expect("get"), None, "{nothing} stored nothing");
+    }
+
+    // What was accepted comes back: the row, and the bytes until the message is final.
+    let record = journal.get(&id("m1")).await.expect("get").expect("stored");
+    assert_eq!(
+        (record.session_id.as_str(), record.to.as_str(), record.status, record.attempts, record.size),
+        ("tienda", "51987654321", DeliveryStatus::Queued, 0, 100 * 1024)
+    );
+    assert_eq!(record.file_name.as_deref(), Some("factura.pdf"));
+    assert_eq!(record.mimetype.as_deref(), Some("application/pdf"));
+    assert_eq!(journal.read_payload(&id("m1")).await.expect("read"), Some(pdf(100 * 1024, 1)));
+    assert_eq!(journal.read_payload(&id("nobody")).await.expect("read"), None);
+
+    // Texts too, with their preview.
+    let text = OutgoingContent::text("hola, su pedido está listo").expect("text");
+    let accepted = journal.accept(new_message("t1", "tienda", "+51 911 111 111", text)).await.expect("text");
+    assert_eq!(accepted, Accepted::New);
+    let record = journal.get(&id("t1")).await.expect("get").expect("stored");
+    assert_eq!(record.preview.as_deref(), Some("hola, su pedido está listo"));
+    assert_eq!(
+        journal.read_payload(&id("t1")).await.expect("read").as_deref(),
+        Some("hola, su pedido está listo".as_bytes())
+    );
+
+    // Attempts count up and keep the latest error.
+    assert_eq!(journal.record_attempt(&id("m1"), Some("timeout".into())).await.expect("attempt"), 1);
+    assert_eq!(journal.record_attempt(&id("m1"), None).await.expect("attempt"), 2);
+    assert_eq!(journal.get(&id("m1")).await.expect("get").expect("row").last_error.as_deref(), Some("timeout"));
+    assert!(matches!(journal.record_attempt(&id("nobody"), None).await, Err(JournalError::NotFound)));
+
+    // Statuses move forward only; events are written only while someone listens.
+    assert!(journal.set_status(&id("m1"), DeliveryStatus::Sending, None).await.expect("sending"));
+    assert!(!journal.set_status(&id("m1"), DeliveryStatus::Queued, None).await.expect("back"), "never backwards");
+    assert!(!journal.set_status(&id("nobody"), DeliveryStatus::Sent, None).await.expect("unknown"));
+    assert!(journal.status_events(0, 100).await.expect("events").is_empty(), "nobody listened");
+    let guard = journal.want_status_events();
+    assert!(journal.set_status(&id("m1"), DeliveryStatus::Sent, None).await.expect("sent"));
+    assert_eq!(journal.read_payload(&id("m1")).await.expect("read"), None, "a final message keeps no bytes");
+    assert_eq!(journal.accept(document("m2", 4)).await.expect("m2"), Accepted::New);
+    drop(guard);
+    assert!(journal.set_status(&id("m2"), DeliveryStatus::Sending, None).await.expect("unheard"));
+    let events = journal.status_events(0, 100).await.expect("events");
+    let seen: Vec<(&str, &str)> = events.iter().map(|e| (e.message_id.as_str(), e.status.as_str())).collect();
+    assert_eq!(seen, [("m1", "sent"), ("m2", "queued")]);
+    assert!(events.iter().all(|e| e.event_id.starts_with("evt_") && e.session_id == "tienda"));
+    assert_eq!(journal.status_events(events[0].seq, 100).await.expect("after").len(), 1);
+    assert_eq!(journal.delete_status_events(events[0].seq).await.expect("delete"), 1);
+    assert_eq!(journal.status_events(0, 100).await.expect("rest").len(), 1);
+
+    // Pending: every open message in acceptance order, without the final ones.
+    let pending = journal.pending().await.expect("pending");
+    let open: Vec<&str> = pending.iter().map(|r| r.message_id.as_str()).collect();
+    assert_eq!(open, ["t1", "m2"]);
+
+    // Per session, newest first, by recipient, in pages.
+    assert_eq!(
+        journal
+            .accept(new_message("o1", "otra", "+51 922 222 222", OutgoingContent::text("x").expect("text")))
+            .await
+            .expect("o1"),
+        Accepted::New
+    );
+    let listed = journal.by_session("tienda", None, None, 2).await.expect("list");
+    let names: Vec<&str> = listed.iter().map(|(_, r)| r.message_id.as_str()).collect();
+    assert_eq!(names, ["m2", "t1"]);
+    let rest = journal.by_session("tienda", None, Some(listed[1].0), 10).await.expect("page 2");
+    assert_eq!(rest.iter().map(|(_, r)| r.message_id.as_str()).collect::<Vec<_>>(), ["m1"]);
+    let to_one = journal.by_session("tienda", Some("51911111111".into()), None, 10).await.expect("by recipient");
+    assert_eq!(to_one.iter().map(|(_, r)| r.message_id.as_str()).collect::<Vec<_>>(), ["t1"]);
+
+    // Pruning: finished messages past their age go; keys stay for at least a day, whatever asked.
+    let t = now_ms();
+    past(t).await;
+    let pruned = journal.prune(Duration::ZERO, Duration::ZERO).await.expect("prune");
+    assert_eq!((pruned.messages, pruned.idempotency_keys), (1, 0));
+    assert_eq!(journal.get(&id("m1")).await.expect("get"), None);
+    assert!(journal.get(&id("m2")).await.expect("get").is_some(), "open messages are never pruned");
+    assert_eq!(
+        journal.accept(keyed("m1-late", "k1", 1)).await.expect("replay"),
+        Accepted::Replay { message_id: "m1".into() },
+        "the key outlives its message"
+    );
+}
+
+#[tokio::test]
+async fn journal_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("wg-storage-journal-{}-{}", std::process::id(), now_ms()));
+    let journal = crate::journal::Journal::open(&dir).expect("open");
+    journal_suite(Arc::new(journal)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn journal_on_postgres() {
+    let test = super::postgres::testing::fresh(4).await;
+    journal_suite(Arc::new(test.db.journal())).await;
 }

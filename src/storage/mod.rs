@@ -2,6 +2,8 @@
 //! what it holds. Callers see the traits and domain types only; SQL lives in one folder per
 //! backend, and no `rusqlite` or `sqlx` appears above this module.
 //!
+//! * [`JournalStore`]: every accepted message with its bytes until it is final, the idempotency
+//!   keys, and the `message.status` events written with their statuses.
 //! * [`InboxStore`]: what the linked numbers receive (stored once per session and message id),
 //!   their chats and read marks, and the bytes of received files.
 //! * [`sqlite`]: the embedded default, today's files under `DATA_DIR`.
@@ -13,6 +15,7 @@
 
 mod error;
 mod inbox;
+pub mod journal;
 pub mod postgres;
 pub mod sqlite;
 
@@ -21,6 +24,7 @@ mod conformance;
 
 pub use error::StorageError;
 pub use inbox::{InboxStore, MAX_PAGE, Page};
+pub use journal::JournalStore;
 
 /// Unix time in milliseconds.
 pub(crate) fn now_ms() -> u64 {

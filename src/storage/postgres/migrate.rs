@@ -7,7 +7,10 @@ use sqlx::{Connection, PgPool};
 use crate::storage::StorageError;
 
 /// Every migration, in order. A released migration is never edited: a change is a new one.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "inbox", include_str!("migrations/0001_inbox.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "inbox", include_str!("migrations/0001_inbox.sql")),
+    (2, "journal", include_str!("migrations/0002_journal.sql")),
+];
 
 /// First key of the advisory lock (the second is the schema's hash): "wagw".
 const LOCK_CLASS: i32 = 0x7761_6777;

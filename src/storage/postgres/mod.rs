@@ -6,6 +6,7 @@
 //! in the URL: `postgres://host/db?options[search_path]=tenant_a`.
 
 mod inbox;
+mod journal;
 mod migrate;
 
 use std::str::FromStr;
@@ -15,6 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 pub use inbox::PgInbox;
+pub use journal::PgJournal;
 pub use migrate::MIGRATIONS;
 
 use super::StorageError;
@@ -56,6 +58,11 @@ impl Database {
     /// The inbox on this database.
     pub fn inbox(&self) -> PgInbox {
         PgInbox::new(self.pool.clone())
+    }
+
+    /// The message journal on this database.
+    pub fn journal(&self) -> PgJournal {
+        PgJournal::new(self.pool.clone())
     }
 
     /// Connections open now (idle or in use); never more than the bound.

@@ -35,7 +35,7 @@ pub enum JournalError {
     /// A message with this id was accepted before.
     #[error("message id already in the journal")]
     DuplicateMessageId,
-    /// No message with this id (never accepted, or pruned): from [`super::Journal::record_attempt`].
+    /// No message with this id (never accepted, or pruned): from [`super::JournalStore::record_attempt`].
     #[error("unknown message id")]
     NotFound,
     /// A stored PDF failed its checksum: the bytes on disk are not the ones accepted.
@@ -47,6 +47,13 @@ pub enum JournalError {
     /// The writer thread is gone (the journal is shutting down, or the thread panicked).
     #[error("journal writer stopped")]
     Closed,
+    /// The shared database cannot be reached now (Postgres restarting, the network cut, every
+    /// connection busy): nothing was changed, and the same call may succeed later.
+    #[error("journal database unavailable: {0}")]
+    Unavailable(String),
+    /// The shared database failed otherwise.
+    #[error("journal database failed: {0}")]
+    Database(String),
 }
 
 impl JournalError {
@@ -54,6 +61,20 @@ impl JournalError {
     /// "insufficient storage" rather than as an internal error.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, JournalError::DiskFull)
+    }
+
+    /// True when the store cannot be reached now and the same call may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, JournalError::Unavailable(_))
+    }
+}
+
+impl From<crate::storage::StorageError> for JournalError {
+    fn from(error: crate::storage::StorageError) -> Self {
+        match error {
+            crate::storage::StorageError::Unavailable(e) => JournalError::Unavailable(e),
+            crate::storage::StorageError::Failed(e) => JournalError::Database(e),
+        }
     }
 }
 
@@ -77,7 +98,7 @@ impl From<rusqlite::Error> for JournalError {
 
 /// Whether an I/O error means "no space left": `StorageFull` / `QuotaExceeded`, or a raw
 /// `ENOSPC` whatever kind it was given.
-pub(super) fn is_storage_full(error: &io::Error) -> bool {
+fn is_storage_full(error: &io::Error) -> bool {
     matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
         || error.raw_os_error() == Some(ENOSPC)
 }

@@ -43,7 +43,7 @@ impl std::fmt::Debug for NewMessage {
     }
 }
 
-/// The outcome of [`super::Journal::accept`].
+/// The outcome of [`super::JournalStore::accept`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
     /// Stored durably as a new `queued` message.
@@ -92,7 +92,7 @@ pub struct MessageRecord {
     pub size: u64,
 }
 
-/// What [`super::Journal::prune`] removed.
+/// What [`super::JournalStore::prune`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
     /// Idempotency keys removed.
@@ -110,4 +110,17 @@ pub struct JournalStats {
     pub commands: u64,
     /// The most commands one transaction carried.
     pub largest_batch: u64,
+}
+
+/// A `message.status` event the journal recorded with the status it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusEvent {
+    pub seq: i64,
+    pub event_id: String,
+    pub message_id: String,
+    pub session_id: String,
+    pub status: String,
+    pub kind: String,
+    pub last_error: Option<String>,
+    pub at: u64,
 }
