@@ -113,13 +113,14 @@ impl App {
         let (inbound_tx, inbound_rx) = mpsc::channel(crate::inbox::CHANNEL_CAPACITY);
         let upstream = Upstream::from_config(&config, delivery_tx, inbound_tx)?;
         let sessions = SessionManager::load(
-            SessionsFile::new(&config.sessions_config),
+            Arc::new(SessionsFile::new(&config.sessions_config)),
             config.sessions_dir.clone(),
             upstream,
             shutdown.token(),
             tokio_util::task::TaskTracker::new(),
             config.startup_concurrency,
-        )?;
+        )
+        .await?;
         let settings = QueueSettings {
             retry: RetryPolicy {
                 base: config.retry_base_delay,

@@ -13,10 +13,11 @@ use tokio_util::task::TaskTracker;
 use whatsapp_rust::Client;
 
 use super::actor::{self, Command, Labels, SessionShared};
-use super::store::{SessionEntry, SessionsFile, StoreError};
 use super::upstream::{Upstream, UpstreamError};
 use super::{SessionEvent, SessionState, Status};
+use crate::domain::SessionEntry;
 use crate::domain::SessionId;
+use crate::storage::{SessionRegistry, StorageError};
 
 /// How long a command waits for the supervisor's answer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
@@ -26,7 +27,7 @@ const EVENT_BUFFER: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StorageError),
     #[error("WhatsApp client settings: {0}")]
     Upstream(#[from] UpstreamError),
     /// A blocking file task panicked or was cancelled.
@@ -61,7 +62,7 @@ pub struct SessionManager {
 
 struct Inner {
     sessions: DashMap<SessionId, Arc<SessionShared>>,
-    file: SessionsFile,
+    registry: Arc<dyn SessionRegistry>,
     /// Serialises rewrites of `sessions.config.json` and the creation and removal of sessions.
     file_lock: tokio::sync::Mutex<()>,
     dir: PathBuf,
@@ -98,18 +99,19 @@ impl Drop for Watcher {
 }
 
 impl SessionManager {
-    /// Reads `sessions.config.json` (an invalid file is a start-up error) and prepares every
+    /// Reads the registry (`sessions.config.json` by default; an invalid file is a start-up
+    /// error) and prepares every
     /// listed session. Nothing runs until [`SessionManager::start_all`]. At most
     /// `startup_concurrency` linked sessions connect at once at boot.
-    pub(crate) fn load(
-        file: SessionsFile,
+    pub(crate) async fn load(
+        registry: Arc<dyn SessionRegistry>,
         dir: PathBuf,
         upstream: Upstream,
         cancel: CancellationToken,
         tasks: TaskTracker,
         startup_concurrency: usize,
     ) -> Result<Self, SessionError> {
-        let entries = file.load()?;
+        let entries = registry.load().await?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let sessions = DashMap::new();
         for entry in entries {
@@ -121,7 +123,7 @@ impl SessionManager {
         Ok(Self {
             inner: Arc::new(Inner {
                 sessions,
-                file,
+                registry,
                 file_lock: tokio::sync::Mutex::new(()),
                 dir,
                 upstream,
@@ -218,14 +220,11 @@ impl SessionManager {
             metadata: labels.metadata.clone(),
             extra: Map::new(),
         };
-        // A blocking fsync: keep it off the async workers.
-        let path = self.inner.file.path().to_path_buf();
-        let appended = tokio::task::spawn_blocking(move || SessionsFile::new(path).append(entry)).await;
-        appended.map_err(|e| CreateRace::Failed(e.into()))?.map_err(|e| CreateRace::Failed(e.into()))?;
+        self.inner.registry.add(entry).await.map_err(|e| CreateRace::Failed(e.into()))?;
         let dir = self.inner.dir.join(id.as_str());
         let shared = Arc::new(SessionShared::new(id.clone(), dir, labels, self.inner.events.clone()));
         self.inner.sessions.insert(id.clone(), shared.clone());
-        tracing::info!(session = %id, "new session added to {}", self.inner.file.path().display());
+        tracing::info!(session = %id, "new session added to {}", self.inner.registry.describe());
         self.spawn(shared.clone());
         Ok(shared)
     }
@@ -301,9 +300,7 @@ impl SessionManager {
         let (reply, done) = oneshot::channel();
         ask(&shared, Command::Stop(reply), done).await?;
         self.inner.sessions.remove(id);
-        let path = self.inner.file.path().to_path_buf();
-        let removed = id.clone();
-        tokio::task::spawn_blocking(move || SessionsFile::new(path).remove(&removed)).await??;
+        self.inner.registry.remove(id).await?;
         let dir = shared.dir.clone();
         match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await? {
             Ok(()) => {}

@@ -4,19 +4,18 @@
 //! * `manager`: the registry of sessions ([`SessionManager`]), creation and shutdown.
 //! * `actor`: the per-session supervisor that runs whatsapp-rust clients, restarts them, keeps
 //!   the status true, and hands out fresh QR codes while someone watches.
-//! * `store`: `sessions.config.json`, rewritten atomically.
 //! * `upstream`: the only module that imports whatsapp-rust.
 
 mod actor;
 pub mod contacts;
 mod manager;
-mod store;
 pub(crate) mod upstream;
 
 use crate::domain::SessionId;
 
+pub use crate::domain::SessionEntry;
+pub use crate::storage::sqlite::{SessionsFile, StoreError};
 pub use manager::{SessionError, SessionManager, SessionSummary, Watcher};
-pub use store::{SessionEntry, SessionsFile, StoreError};
 
 /// What WhatsApp said about a message we sent: the server's ack (or nack), or a receipt from
 /// the recipient.

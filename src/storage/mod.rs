@@ -6,6 +6,7 @@
 //!   keys, and the `message.status` events written with their statuses.
 //! * [`InboxStore`]: what the linked numbers receive (stored once per session and message id),
 //!   their chats and read marks, and the bytes of received files.
+//! * [`SessionRegistry`]: which sessions exist, with their description and metadata.
 //! * [`sqlite`]: the embedded default, today's files under `DATA_DIR`.
 //! * [`postgres`]: the shared store, chosen by `DATABASE_URL=postgres://…`: one bounded pool,
 //!   embedded migrations run under an advisory lock.
@@ -17,6 +18,7 @@ mod error;
 mod inbox;
 pub mod journal;
 pub mod postgres;
+mod registry;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -25,6 +27,7 @@ mod conformance;
 pub use error::StorageError;
 pub use inbox::{InboxStore, MAX_PAGE, Page};
 pub use journal::JournalStore;
+pub use registry::SessionRegistry;
 
 /// Unix time in milliseconds.
 pub(crate) fn now_ms() -> u64 {

@@ -8,6 +8,7 @@
 mod inbox;
 mod journal;
 mod migrate;
+mod registry;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use sqlx::{PgPool, Postgres};
 pub use inbox::PgInbox;
 pub use journal::PgJournal;
 pub use migrate::MIGRATIONS;
+pub use registry::PgRegistry;
 
 use super::StorageError;
 
@@ -63,6 +65,11 @@ impl Database {
     /// The message journal on this database.
     pub fn journal(&self) -> PgJournal {
         PgJournal::new(self.pool.clone())
+    }
+
+    /// The session registry on this database.
+    pub fn registry(&self) -> PgRegistry {
+        PgRegistry::new(self.pool.clone())
     }
 
     /// Connections open now (idle or in use); never more than the bound.

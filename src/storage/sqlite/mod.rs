@@ -1,7 +1,8 @@
 //! The embedded default: SQLite files under `DATA_DIR`, opened by one helper with the settings
-//! every store needs.
+//! every store needs, and the Node service's `sessions.config.json` as the registry.
 
 mod inbox;
+mod registry;
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 pub use inbox::SqliteInbox;
+pub use registry::{SessionsFile, StoreError};
 
 use super::StorageError;
 
