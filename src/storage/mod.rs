@@ -22,6 +22,8 @@ mod registry;
 pub mod sqlite;
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod conformance;
 
 pub use error::StorageError;
