@@ -713,6 +713,78 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_and_deliveries_from_before_formats_stay_standard() {
+        let path = temp_db();
+        let secret = WebhookSecret::generate().expose();
+        {
+            // Version 2: owners, no formats, no delivery paths.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE endpoints (id TEXT PRIMARY KEY, url TEXT NOT NULL, secret TEXT NOT NULL, events TEXT, \
+                 sessions TEXT, created_at INTEGER NOT NULL, disabled TEXT, owner TEXT NOT NULL DEFAULT 'admin', \
+                 owner_admin INTEGER NOT NULL DEFAULT 1) STRICT;
+                 CREATE TABLE deliveries (id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint_id TEXT NOT NULL, \
+                 event_id TEXT NOT NULL, event TEXT NOT NULL, session_id TEXT NOT NULL, body TEXT NOT NULL, \
+                 status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, \
+                 next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) STRICT;
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO endpoints (id, url, secret, created_at) VALUES ('wh_old', 'http://10.0.0.5/h', ?1, 1)",
+                [&secret],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO deliveries (endpoint_id, event_id, event, session_id, body, status, next_attempt_at, \
+                 created_at, updated_at) VALUES ('wh_old', 'evt_1', 'session.qr', 'a', '{}', 'pending', 0, 0, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store.lock().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(store.endpoints().unwrap()[0].format, WebhookFormat::Standard);
+        let (_, pending) = store.next_pending("wh_old", 10).unwrap().unwrap();
+        assert_eq!((pending.len(), pending[0].path.as_str()), (1, ""), "posted to the endpoint's URL, as before");
+    }
+
+    #[test]
+    fn a_seed_format_writes_only_its_callbacks_with_their_paths() {
+        let store = Store::open(&temp_db()).unwrap();
+        let seed = store
+            .create(
+                "http://b:3000".into(),
+                None,
+                None,
+                WebhookSecret::generate(),
+                Owner::admin(),
+                WebhookFormat::Seed000,
+            )
+            .unwrap();
+        let event = |kind: EventKind, data: serde_json::Value| {
+            Arc::new(GatewayEvent {
+                id: crate::events::new_event_id(),
+                event: kind,
+                session_id: "a".into(),
+                timestamp: 1,
+                data,
+            })
+        };
+        let events = [
+            event(EventKind::MessageStatus, serde_json::json!({"messageId":"x","status":"sent"})),
+            event(EventKind::SessionStatus, serde_json::json!({"status":"qr_ready","reason":null})),
+            event(EventKind::SessionStatus, serde_json::json!({"status":"logged_out","reason":"x"})),
+        ];
+        assert_eq!(store.enqueue(&events, 10, &|_| SessionFacts::default()).unwrap(), vec![seed.id.clone()]);
+        let (_, pending) = store.next_pending(&seed.id, 10).unwrap().unwrap();
+        assert_eq!(pending.len(), 1, "only the log-out has a seed 000 callback");
+        assert_eq!((pending[0].path.as_str(), pending[0].event.as_str()), ("/whatsapp-qr/webhook", "session.status"));
+        assert!(store.enqueue(&events[..2], 10, &|_| SessionFacts::default()).unwrap().is_empty(), "nothing to wake");
+    }
+
+    #[test]
     fn a_newer_schema_is_refused() {
         let path = temp_db();
         Connection::open(&path).unwrap().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
