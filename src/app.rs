@@ -45,6 +45,18 @@ pub fn tune_sqlite_for_many_stores() {
     });
 }
 
+/// What the seeds' callbacks say about a session beyond its events: its number and its
+/// credentials folder.
+fn session_facts(sessions: SessionManager) -> crate::webhooks::FactsLookup {
+    Arc::new(move |id: &str| {
+        let Ok(id) = crate::domain::SessionId::parse(id) else { return crate::webhooks::SessionFacts::default() };
+        crate::webhooks::SessionFacts {
+            phone: sessions.get(&id).and_then(|s| s.state.me).map(|me| me.phone),
+            folder: sessions.folder(&id).display().to_string(),
+        }
+    })
+}
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -80,6 +92,7 @@ pub struct App {
     state: AppState,
     cors_origins: Vec<String>,
     limits: HttpLimits,
+    compat: crate::config::CompatDialects,
 }
 
 impl App {
@@ -136,6 +149,7 @@ impl App {
         let events = EventBus::default();
         let webhooks = crate::webhooks::Webhooks::open(&config.data_dir, config.webhooks.clone(), journal.clone())
             .map_err(|source| StartError::Webhooks { dir: config.data_dir.clone(), source })?;
+        webhooks.set_session_facts(session_facts(sessions.clone()));
         let (webhook_tx, webhook_rx) = mpsc::unbounded_channel();
         events.attach_sink(webhook_tx);
         let state = AppState {
@@ -166,6 +180,7 @@ impl App {
             state,
             cors_origins: config.cors_allowed_origins,
             limits: config.http,
+            compat: config.compat_api,
         })
     }
 
@@ -191,6 +206,7 @@ impl App {
             state,
             cors_origins,
             limits,
+            compat,
         } = self;
         tracing::info!(%addr, "whatsapp-gateway listening");
         let shutdown = state.shutdown.clone();
@@ -225,7 +241,7 @@ impl App {
             shutdown.clone(),
         ));
         sessions.start_all();
-        let router = crate::api::router(state.clone(), &cors_origins);
+        let router = crate::api::router(state.clone(), &cors_origins, compat);
         let server = tokio::spawn(crate::api::serve(listener, router, limits, shutdown.token()));
         let metrics_server = metrics_listener.map(|listener| {
             if let Ok(addr) = listener.local_addr() {

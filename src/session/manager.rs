@@ -238,6 +238,11 @@ impl SessionManager {
         self.get_shared(id).map(|shared| summary(&shared))
     }
 
+    /// The session's credentials folder (whether or not it exists yet).
+    pub fn folder(&self, id: &SessionId) -> PathBuf {
+        self.inner.dir.join(id.as_str())
+    }
+
     /// Every session, by id.
     pub fn list(&self) -> Vec<SessionSummary> {
         let mut all: Vec<SessionSummary> = self.inner.sessions.iter().map(|s| summary(s.value())).collect();

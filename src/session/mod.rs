@@ -175,8 +175,9 @@ pub enum SessionEventKind {
     Status { status: Status, reason: Option<String> },
     /// A new QR code to show.
     Qr(Qr),
-    /// Connected, as this account.
-    Connected(Account),
+    /// Connected, as this account; `new_link` when a phone has just linked it (a QR scanned or a
+    /// pairing code typed), not for a reconnection of a linked session.
+    Connected { account: Account, new_link: bool },
     /// Logged out: the credentials are gone.
     LoggedOut,
 }
