@@ -72,6 +72,8 @@ pub enum StartError {
     Restore(JournalError),
     #[error(transparent)]
     Tokens(#[from] TokensFileError),
+    #[error(transparent)]
+    Jwt(#[from] crate::api::jwt::JwtSetupError),
     #[error("webhooks in {}: {source}", dir.display())]
     Webhooks { dir: std::path::PathBuf, source: crate::webhooks::StoreError },
     #[error("inbox in {}: {source}", dir.display())]
@@ -111,6 +113,10 @@ impl App {
         let auth = match &config.api_tokens_file {
             Some(path) => Authenticator::with_tokens_file(&config.api_token, path, config.rate_limit)?,
             None => Authenticator::new(&config.api_token),
+        };
+        let auth = match &config.jwt {
+            Some(jwt) => auth.with_jwt(jwt, config.rate_limit)?,
+            None => auth,
         };
         // Credentials and the journal are private even in folders that already existed open.
         for dir in [&config.sessions_dir, &config.data_dir] {

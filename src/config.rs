@@ -76,7 +76,19 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("WEBHOOK_ALLOW_PRIVATE", "false"),
     ("CONTACT_CHECKS_PER_MINUTE", "60"),
     ("QR_LINK_WINDOW_SECS", "120"),
+    ("JWT_SESSION_CLAIM", "sub"),
+    ("JWT_SCOPES", DEFAULT_JWT_SCOPES),
+    ("JWT_JWKS_REFRESH_SECS", "600"),
+    ("JWT_JWKS_MIN_REFRESH_SECS", "30"),
 ];
+
+/// What a user's JWT may do unless `JWT_SCOPES` says otherwise: see, link and drive its own
+/// session, never the admin's business.
+pub const DEFAULT_JWT_SCOPES: &str = "sessions:read,sessions:write,messages:send,messages:read";
+
+/// Shortest `JWT_SECRET`: RFC 7518 §3.2 wants an HMAC key at least as long as its hash (32
+/// bytes for HS256).
+pub const MIN_JWT_SECRET_LEN: usize = 32;
 
 /// Variables without a default (absent means "not set").
 const OPTIONAL: &[&str] = &[
@@ -95,6 +107,11 @@ const OPTIONAL: &[&str] = &[
     "COMPAT_API",
     "BACKEND_URL",
     "BACKEND_BASE_URL",
+    "JWT_SECRET",
+    "JWT_PUBLIC_KEY_FILE",
+    "JWT_JWKS_URL",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
 ];
 
 /// The static API token. `Debug` and `Display` print `[REDACTED]`; use
@@ -124,6 +141,54 @@ impl fmt::Display for ApiToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[REDACTED]")
     }
+}
+
+/// `JWT_SECRET`, the HMAC key of the users' JWTs. `Debug` prints `[REDACTED]`.
+#[derive(Clone)]
+pub struct JwtSecret(String);
+
+impl JwtSecret {
+    /// Wraps a secret (its length is checked where the settings are loaded).
+    pub fn new(secret: impl Into<String>) -> JwtSecret {
+        JwtSecret(secret.into())
+    }
+
+    /// The secret value. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// How the users' own JWTs are verified (seeds 003 and 004: each app user drives the one
+/// number of their own). Present when at least one key is configured.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// `JWT_SECRET`: HS256/384/512 tokens (Supabase's legacy JWT secret, used as its bytes).
+    pub secret: Option<JwtSecret>,
+    /// `JWT_PUBLIC_KEY_FILE`: an RSA or EC (P-256/P-384) public key, PEM, for RS*/PS*/ES* tokens.
+    pub public_key_file: Option<PathBuf>,
+    /// `JWT_JWKS_URL`: an http(s) URL serving the RSA/EC keys as a JWK set (e.g. Supabase's
+    /// `https://<project>.supabase.co/auth/v1/.well-known/jwks.json`).
+    pub jwks_url: Option<String>,
+    /// `JWT_JWKS_REFRESH_SECS` (600): the fetched keys are fetched again once this old.
+    pub jwks_refresh: Duration,
+    /// `JWT_JWKS_MIN_REFRESH_SECS` (30; 0 = no floor): least time between two fetches, however
+    /// many tokens name an unknown `kid`.
+    pub jwks_min_refresh: Duration,
+    /// `JWT_ISSUER`: accepted `iss` values (comma list); empty = not checked.
+    pub issuers: Vec<String>,
+    /// `JWT_AUDIENCE`: accepted `aud` values (comma list); empty = not checked.
+    pub audiences: Vec<String>,
+    /// `JWT_SESSION_CLAIM` (sub): the claim that names the user's session.
+    pub session_claim: String,
+    /// `JWT_SCOPES` (see [`DEFAULT_JWT_SCOPES`]): scope names, checked at start-up.
+    pub scopes: Vec<String>,
 }
 
 /// Where [`Config::api_token`] came from.
@@ -211,6 +276,8 @@ pub struct Config {
     pub qr_link_window: Duration,
     /// `COMPAT_API` (none): the sibling services' HTTP dialects served besides our own API.
     pub compat_api: CompatDialects,
+    /// `JWT_*`: the users' own JWTs; `None` when no JWT key is configured.
+    pub jwt: Option<JwtSettings>,
 }
 
 /// A sibling Node.js service whose HTTP dialect the gateway can speak (`COMPAT_API`): the
@@ -405,6 +472,15 @@ struct Raw {
     webhook_allow_private: String,
     contact_checks_per_minute: String,
     qr_link_window_secs: String,
+    jwt_session_claim: String,
+    jwt_scopes: String,
+    jwt_jwks_refresh_secs: String,
+    jwt_jwks_min_refresh_secs: String,
+    jwt_secret: Option<String>,
+    jwt_public_key_file: Option<String>,
+    jwt_jwks_url: Option<String>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
     api_tokens_file: Option<String>,
     cors_allowed_origins: Option<String>,
     metrics_listen: Option<String>,
@@ -470,6 +546,7 @@ impl Config {
 
         let compat_api = parse_compat_api(raw.compat_api.as_deref())?;
         let webhooks = webhook_settings(&raw, compat_api)?;
+        let jwt = jwt_settings(&raw)?;
         let retry_base_delay = parse_millis("RETRY_BASE_DELAY_MS", &raw.retry_base_delay_ms)?;
         let retry_max_delay = parse_millis("RETRY_MAX_DELAY_MS", &raw.retry_max_delay_ms)?;
         if retry_base_delay > retry_max_delay {
@@ -556,6 +633,7 @@ impl Config {
         Ok(Config {
             compat_api,
             webhooks,
+            jwt,
             inbound_retention: (retention_days > 0).then(|| Duration::from_secs(retention_days.saturating_mul(86_400))),
             contact_checks_per_minute: raw.contact_checks_per_minute.trim().parse().map_err(|_| {
                 invalid("CONTACT_CHECKS_PER_MINUTE", &raw.contact_checks_per_minute, "is not a whole number")
@@ -814,6 +892,86 @@ fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::webhooks
     })
 }
 
+/// A comma list, trimmed, without empty entries.
+fn comma_list(value: Option<String>) -> Vec<String> {
+    non_empty(value)
+        .map(|list| list.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The JWT settings, or `None` when no key is configured (then `JWT_ISSUER`/`JWT_AUDIENCE` are
+/// a mistake: they would check nothing).
+fn jwt_settings(raw: &Raw) -> Result<Option<JwtSettings>, ConfigError> {
+    let secret = match non_empty(raw.jwt_secret.clone()) {
+        Some(secret) if secret.len() < MIN_JWT_SECRET_LEN => {
+            return Err(invalid(
+                "JWT_SECRET",
+                "(hidden)",
+                format!("must be at least {MIN_JWT_SECRET_LEN} characters (an HMAC key as long as its hash)"),
+            ));
+        }
+        secret => secret.map(JwtSecret),
+    };
+    let public_key_file = non_empty(raw.jwt_public_key_file.clone())
+        .map(|value| {
+            let path = PathBuf::from(&value);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(invalid("JWT_PUBLIC_KEY_FILE", &value, "is not a readable file"))
+            }
+        })
+        .transpose()?;
+    let jwks_url = non_empty(raw.jwt_jwks_url.clone())
+        .map(|url| {
+            if crate::webhooks::is_http_url(&url) {
+                Ok(url)
+            } else {
+                Err(invalid("JWT_JWKS_URL", &url, "is not an http(s) URL"))
+            }
+        })
+        .transpose()?;
+    let issuers = comma_list(raw.jwt_issuer.clone());
+    let audiences = comma_list(raw.jwt_audience.clone());
+    if secret.is_none() && public_key_file.is_none() && jwks_url.is_none() {
+        if let Some((var, value)) =
+            [("JWT_ISSUER", &issuers), ("JWT_AUDIENCE", &audiences)].into_iter().find(|(_, values)| !values.is_empty())
+        {
+            return Err(invalid(
+                var,
+                &value.join(","),
+                "is set but no JWT key is (JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL)",
+            ));
+        }
+        return Ok(None);
+    }
+    let session_claim = raw.jwt_session_claim.trim();
+    if session_claim.is_empty() {
+        return Err(invalid("JWT_SESSION_CLAIM", &raw.jwt_session_claim, "must name a claim"));
+    }
+    let scopes = comma_list(Some(raw.jwt_scopes.clone()));
+    if scopes.is_empty() {
+        return Err(invalid("JWT_SCOPES", &raw.jwt_scopes, "must name at least one scope"));
+    }
+    Ok(Some(JwtSettings {
+        secret,
+        public_key_file,
+        jwks_url,
+        jwks_refresh: Duration::from_secs(parse_positive(
+            "JWT_JWKS_REFRESH_SECS",
+            &raw.jwt_jwks_refresh_secs,
+            "is not a positive number of seconds",
+        )?),
+        jwks_min_refresh: Duration::from_secs(raw.jwt_jwks_min_refresh_secs.trim().parse().map_err(|_| {
+            invalid("JWT_JWKS_MIN_REFRESH_SECS", &raw.jwt_jwks_min_refresh_secs, "is not a whole number of seconds")
+        })?),
+        issuers,
+        audiences,
+        session_claim: session_claim.to_owned(),
+        scopes,
+    }))
+}
+
 fn parse_positive<T>(var: &'static str, value: &str, reason: &str) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + Default,
@@ -1042,6 +1200,62 @@ mod tests {
         assert!(error_of(with_token(&[("WS_PING_SECS", "0")])).starts_with("invalid WS_PING_SECS"));
         assert!(error_of(with_token(&[("WS_MAX_PER_TOKEN", "x")])).starts_with("invalid WS_MAX_PER_TOKEN"));
         assert!(error_of(with_token(&[("AUTH_FAILURES_PER_MINUTE", "-1")])).starts_with("invalid AUTH_FAILURES"));
+    }
+
+    #[test]
+    fn jwt_settings() {
+        let config = Config::from_sources(with_token(&[]), None).unwrap();
+        assert!(config.jwt.is_none(), "no JWT key, no JWTs");
+
+        let secret = "s".repeat(MIN_JWT_SECRET_LEN);
+        let config = Config::from_sources(
+            with_token(&[
+                ("JWT_SECRET", &secret),
+                ("JWT_ISSUER", "https://x.supabase.co/auth/v1"),
+                ("JWT_AUDIENCE", "authenticated, app"),
+            ]),
+            None,
+        )
+        .unwrap();
+        let jwt = config.jwt.unwrap();
+        assert_eq!(jwt.secret.as_ref().map(JwtSecret::expose), Some(secret.as_str()));
+        assert!(!format!("{jwt:?}").contains(&secret), "the secret is redacted");
+        assert_eq!(jwt.issuers, ["https://x.supabase.co/auth/v1"]);
+        assert_eq!(jwt.audiences, ["authenticated", "app"]);
+        assert_eq!(jwt.session_claim, "sub");
+        assert_eq!(jwt.scopes, ["sessions:read", "sessions:write", "messages:send", "messages:read"]);
+        assert_eq!((jwt.jwks_refresh, jwt.jwks_min_refresh), (Duration::from_secs(600), Duration::from_secs(30)));
+
+        let config = Config::from_sources(
+            with_token(&[
+                ("JWT_JWKS_URL", "http://127.0.0.1:9/jwks.json"),
+                ("JWT_SESSION_CLAIM", "user_id"),
+                ("JWT_SCOPES", "messages:send"),
+                ("JWT_JWKS_MIN_REFRESH_SECS", "0"),
+            ]),
+            None,
+        )
+        .unwrap();
+        let jwt = config.jwt.unwrap();
+        assert_eq!((jwt.jwks_url.as_deref(), jwt.secret.is_none()), (Some("http://127.0.0.1:9/jwks.json"), true));
+        assert_eq!(
+            (jwt.session_claim.as_str(), jwt.scopes.as_slice()),
+            ("user_id", ["messages:send".to_owned()].as_slice())
+        );
+        assert_eq!(jwt.jwks_min_refresh, Duration::ZERO);
+
+        let short = error_of(with_token(&[("JWT_SECRET", "short")]));
+        assert!(short.starts_with("invalid JWT_SECRET") && !short.contains("short'"), "{short}");
+        assert!(error_of(with_token(&[("JWT_JWKS_URL", "ftp://x")])).starts_with("invalid JWT_JWKS_URL"));
+        assert!(error_of(with_token(&[("JWT_PUBLIC_KEY_FILE", "/nonexistent.pem")])).starts_with("invalid JWT_PUBLIC"));
+        assert!(error_of(with_token(&[("JWT_ISSUER", "https://x")])).contains("no JWT key is"));
+        assert!(
+            error_of(with_token(&[("JWT_SECRET", &secret), ("JWT_SCOPES", " , ")])).starts_with("invalid JWT_SCOPES")
+        );
+        assert!(
+            error_of(with_token(&[("JWT_SECRET", &secret), ("JWT_JWKS_REFRESH_SECS", "0")]))
+                .starts_with("invalid JWT_JWKS_REFRESH_SECS")
+        );
     }
 
     #[test]

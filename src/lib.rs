@@ -3,8 +3,9 @@
 //! * [`app`]: start-up and shutdown ([`App::build`], [`App::run`]).
 //! * [`config`]: settings from defaults, an optional file, the environment and `.env`.
 //! * [`api`]: the HTTP surface on axum: one file per resource, auth ([`api::auth::Caller`] with
-//!   scopes and rate limits), one [`api::error::ApiError`], request ids, CORS, timeouts, the accept
-//!   loop, OpenAPI, `/metrics`, and the seed's `/ws/session/:sessionId` WebSocket.
+//!   scopes and rate limits; the users' own JWTs in [`api::jwt`]), one [`api::error::ApiError`],
+//!   request ids, CORS, timeouts, the accept loop, OpenAPI, `/metrics`, and the seed's
+//!   `/ws/session/:sessionId` WebSocket.
 //! * [`session`]: one supervised whatsapp-rust client per session, `sessions.config.json`.
 //! * [`queue`]: per-session lanes that deliver PDFs in order, retrying with backoff.
 //! * [`journal`]: the durable record of accepted messages (SQLite, group commit).

@@ -4,6 +4,10 @@
 //! `API_STATIC_TOKEN` is the admin token: every scope, every session, no request rate (the
 //! queue's bounds answer 429 `QUEUE_FULL` when the gateway is really full, as the Node service's
 //! callers expect nothing else). `API_TOKENS_FILE` adds scoped tokens, each with its own rate.
+//! With `JWT_*` set, a token shaped like a JWT that is none of those is a user's own JWT
+//! ([`jwt`](super::jwt)): a caller named `jwt:<session>` bound to that one session, with
+//! `JWT_SCOPES` and a rate of its own; a refused one is a 401 with its reason's code, counted as
+//! a failed authentication.
 //! Requests with a missing or unknown token are counted per client address: past
 //! `AUTH_FAILURES_PER_MINUTE`, that address's unauthenticated requests get 429. Tokens are kept only as SHA-256 digests and a candidate is compared with every
 //! one of them in constant time ([`subtle::ConstantTimeEq`], no early exit), so neither timing nor
@@ -30,8 +34,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::api::error::ApiError;
+use crate::api::jwt::{JwtSetupError, JwtVerifier, looks_like_jwt};
 use crate::api::state::AppState;
-use crate::config::{ApiToken, RateLimit};
+use crate::config::{ApiToken, JwtSettings, RateLimit};
 use crate::domain::SessionId;
 
 /// The name of `API_STATIC_TOKEN`'s caller; the tokens file may not use it.
@@ -39,6 +44,13 @@ const ADMIN_NAME: &str = "admin";
 
 /// Prefix of a WebSocket subprotocol that carries the token: `bearer.<token>`.
 const PROTOCOL_PREFIX: &str = "bearer.";
+
+/// Prefix of a JWT user's caller name, `jwt:<session>`; the tokens file may not use it.
+const JWT_NAME_PREFIX: &str = "jwt:";
+
+/// JWT users' callers remembered (for their rate and their WebSocket count) before idle ones
+/// are forgotten.
+const JWT_CALLERS: usize = 10_000;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,6 +141,8 @@ struct CallerInner {
     limiter: Option<DefaultDirectRateLimiter>,
     /// WebSockets open with this token.
     sockets: AtomicUsize,
+    /// A user's own JWT, bound to its session, which is created on first use.
+    jwt_user: bool,
 }
 
 /// One open WebSocket of a token, counted until dropped.
@@ -148,7 +162,30 @@ impl Caller {
             let burst = NonZeroU32::new(rate.burst).unwrap_or(per_second);
             Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
         });
-        Caller { inner: Arc::new(CallerInner { name, scopes, sessions, limiter, sockets: AtomicUsize::new(0) }) }
+        Caller {
+            inner: Arc::new(CallerInner {
+                name,
+                scopes,
+                sessions,
+                limiter,
+                sockets: AtomicUsize::new(0),
+                jwt_user: false,
+            }),
+        }
+    }
+
+    /// The caller of a user's own JWT naming `session`.
+    fn jwt_user(session: SessionId, scopes: &[Scope], rate: Option<RateLimit>) -> Caller {
+        let mut caller = Caller::new(
+            format!("{JWT_NAME_PREFIX}{session}"),
+            scopes,
+            SessionAccess::Only(HashSet::from([session])),
+            rate,
+        );
+        if let Some(inner) = Arc::get_mut(&mut caller.inner) {
+            inner.jwt_user = true;
+        }
+        caller
     }
 
     /// An admin caller without a rate limit (tests of code that takes a caller).
@@ -164,7 +201,14 @@ impl Caller {
         Caller::new("scoped".into(), &[Scope::MessagesRead], SessionAccess::Only(ids), None)
     }
 
-    /// The token's name (`admin` for `API_STATIC_TOKEN`): safe to log.
+    /// True for a user's own JWT: its one session ([`Caller::home_session`]) is created on first
+    /// use ([`crate::api::home_session`]).
+    pub fn is_jwt_user(&self) -> bool {
+        self.inner.jwt_user
+    }
+
+    /// The token's name (`admin` for `API_STATIC_TOKEN`, `jwt:<session>` for a user's JWT):
+    /// safe to log.
     pub fn name(&self) -> &str {
         &self.inner.name
     }
@@ -293,17 +337,61 @@ pub enum TokensFileError {
     Invalid { path: PathBuf, name: String, reason: String },
 }
 
-/// Checks request credentials against the admin token and the scoped tokens.
+/// Checks request credentials against the admin token, the scoped tokens and, when configured,
+/// the users' own JWTs.
 pub struct Authenticator {
     tokens: Vec<([u8; 32], Caller)>,
     failures: FailedAuth,
+    jwt: Option<JwtUsers>,
+}
+
+/// The users' own JWTs: how they are verified, what they may do, and their callers.
+struct JwtUsers {
+    verifier: JwtVerifier,
+    scopes: Vec<Scope>,
+    rate: Option<RateLimit>,
+    /// One caller per session, so a user's rate and open WebSockets are counted across requests.
+    callers: Mutex<HashMap<SessionId, Caller>>,
+}
+
+impl JwtUsers {
+    fn caller(&self, session: SessionId) -> Caller {
+        let mut callers = self.callers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(caller) = callers.get(&session) {
+            return caller.clone();
+        }
+        if callers.len() >= JWT_CALLERS {
+            // Forget the idle ones: no request or WebSocket holds them.
+            callers.retain(|_, caller| Arc::strong_count(&caller.inner) > 1);
+        }
+        let caller = Caller::jwt_user(session.clone(), &self.scopes, self.rate);
+        callers.insert(session, caller.clone());
+        caller
+    }
 }
 
 impl Authenticator {
     /// Only the admin token, which has no request rate.
     pub fn new(admin: &ApiToken) -> Authenticator {
         let caller = Caller::new(ADMIN_NAME.into(), &[Scope::Admin], SessionAccess::All, None);
-        Authenticator { tokens: vec![(sha256(admin.expose().as_bytes()), caller)], failures: FailedAuth::new(0) }
+        Authenticator {
+            tokens: vec![(sha256(admin.expose().as_bytes()), caller)],
+            failures: FailedAuth::new(0),
+            jwt: None,
+        }
+    }
+
+    /// Also takes the users' own JWTs, verified as `settings` say, each user with its own
+    /// bucket of `rate`. Reads `JWT_PUBLIC_KEY_FILE`; an unknown scope in `JWT_SCOPES` is an error.
+    pub fn with_jwt(mut self, settings: &JwtSettings, rate: Option<RateLimit>) -> Result<Authenticator, JwtSetupError> {
+        let scopes = settings
+            .scopes
+            .iter()
+            .map(|name| Scope::parse(name).ok_or_else(|| JwtSetupError::UnknownScope(name.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let verifier = JwtVerifier::from_settings(settings)?;
+        self.jwt = Some(JwtUsers { verifier, scopes, rate, callers: Mutex::default() });
+        Ok(self)
     }
 
     /// Counts failed authentications per client address: past `per_minute` (0: no limit), that
@@ -336,6 +424,9 @@ impl Authenticator {
             // `admin` is `API_STATIC_TOKEN`'s.
             if auth.tokens.iter().any(|(_, caller)| caller.name() == entry.name) {
                 return Err(invalid("the name is used twice (or is 'admin', the admin token's)".into()));
+            }
+            if entry.name.starts_with(JWT_NAME_PREFIX) {
+                return Err(invalid(format!("names starting with '{JWT_NAME_PREFIX}' are the users' JWTs'")));
             }
             if token.len() < crate::config::MIN_TOKEN_LEN {
                 return Err(invalid(format!("the token is shorter than {} characters", crate::config::MIN_TOKEN_LEN)));
@@ -372,16 +463,18 @@ impl Authenticator {
     }
 
     /// Checks a token given outside any header (a Socket.IO handshake's `auth.token`, or an
-    /// event's `token` field): the caller, or [`ApiError::InvalidToken`], counted like any failed
-    /// authentication; then the token's rate limit.
-    pub fn check_token(&self, token: &str, client: Option<IpAddr>) -> Result<Caller, ApiError> {
-        let found = self.find(token.as_bytes()).ok_or_else(|| {
-            tracing::debug!(reason = "unknown token", "token not authenticated");
-            ApiError::InvalidToken
+    /// event's `token` field): the caller, or [`ApiError::InvalidToken`] (a refused JWT: its
+    /// 401), counted like any failed authentication; then the token's rate limit.
+    pub async fn check_token(&self, token: &str, client: Option<IpAddr>) -> Result<Caller, ApiError> {
+        let found = self.identify(token.as_bytes()).await.and_then(|caller| {
+            caller.ok_or_else(|| {
+                tracing::debug!(reason = "unknown token", "token not authenticated");
+                ApiError::InvalidToken
+            })
         });
         let caller = self.count_failure(found, client)?;
         caller.check_rate()?;
-        Ok(caller.clone())
+        Ok(caller)
     }
 
     /// The caller `candidate` belongs to, comparing it with every token.
@@ -396,35 +489,49 @@ impl Authenticator {
         found
     }
 
+    /// The caller of `candidate`: a known token first, else, if it is shaped like one, a user's
+    /// JWT (its 401 when refused). `Ok(None)` when it is neither.
+    async fn identify(&self, candidate: &[u8]) -> Result<Option<Caller>, ApiError> {
+        if let Some(caller) = self.find(candidate) {
+            return Ok(Some(caller.clone()));
+        }
+        let Some(jwt) = &self.jwt else { return Ok(None) };
+        let Some(token) = std::str::from_utf8(candidate).ok().filter(|t| looks_like_jwt(t.as_bytes())) else {
+            return Ok(None);
+        };
+        let session = jwt.verifier.verify(token).await?;
+        Ok(Some(jwt.caller(session)))
+    }
+
     /// REST check: `Authorization: Bearer <token>`, then the token's rate limit.
     ///
     /// No header, or another scheme → [`ApiError::MissingToken`] (401); an unknown token →
-    /// [`ApiError::InvalidToken`] (403), as in the Node service; either becomes 429
-    /// `TOO_MANY_AUTH_FAILURES` once `client` has failed too often.
-    pub fn check_bearer(&self, headers: &HeaderMap, client: Option<IpAddr>) -> Result<Caller, ApiError> {
+    /// [`ApiError::InvalidToken`] (403), as in the Node service; a refused JWT → its 401; each
+    /// becomes 429 `TOO_MANY_AUTH_FAILURES` once `client` has failed too often.
+    pub async fn check_bearer(&self, headers: &HeaderMap, client: Option<IpAddr>) -> Result<Caller, ApiError> {
         let found = match bearer_token(headers) {
             None => {
                 tracing::debug!(reason = "no bearer token", "request not authenticated");
                 Err(ApiError::MissingToken)
             }
-            Some(candidate) => self.find(candidate).ok_or_else(|| {
-                tracing::debug!(reason = "unknown bearer token", "request not authenticated");
-                ApiError::InvalidToken
+            Some(candidate) => self.identify(candidate).await.and_then(|caller| {
+                caller.ok_or_else(|| {
+                    tracing::debug!(reason = "unknown bearer token", "request not authenticated");
+                    ApiError::InvalidToken
+                })
             }),
         };
         let caller = self.count_failure(found, client)?;
         caller.check_rate()?;
-        Ok(caller.clone())
+        Ok(caller)
     }
 
     /// Counts a failed authentication against the client's address; its error, or 429 once the
-    /// address has failed more than its share.
-    fn count_failure<'a>(
-        &self,
-        found: Result<&'a Caller, ApiError>,
-        client: Option<IpAddr>,
-    ) -> Result<&'a Caller, ApiError> {
+    /// address has failed more than its share. Keys we cannot fetch are our failure, not the
+    /// client's: not counted.
+    fn count_failure(&self, found: Result<Caller, ApiError>, client: Option<IpAddr>) -> Result<Caller, ApiError> {
         match (found, client) {
+            (Err(error @ ApiError::TokenKeysUnavailable), _) => Err(error),
             (Err(error), Some(client)) => match self.failures.record(client, Instant::now()) {
                 Some(wait) => {
                     tracing::debug!(%client, "too many failed authentications");
@@ -443,21 +550,23 @@ impl Authenticator {
     /// Returns the caller and the offered protocol that carried the token, which the 101 response
     /// must echo (a browser fails the connection if the server selects none of the protocols it
     /// offered), or `None` when the token came from the header or the query.
-    pub fn check_ws(
+    pub async fn check_ws(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
         client: Option<IpAddr>,
     ) -> Result<(Caller, Option<String>), ApiError> {
-        let found = self.find_ws(headers, query);
+        let found = self.find_ws(headers, query).await;
         let protocol = found.as_ref().ok().and_then(|(_, protocol)| protocol.clone());
         let caller = self.count_failure(found.map(|(caller, _)| caller), client)?;
         caller.check_rate()?;
-        Ok((caller.clone(), protocol))
+        Ok((caller, protocol))
     }
 
-    fn find_ws(&self, headers: &HeaderMap, query: Option<&str>) -> Result<(&Caller, Option<String>), ApiError> {
+    async fn find_ws(&self, headers: &HeaderMap, query: Option<&str>) -> Result<(Caller, Option<String>), ApiError> {
         let mut offered = false;
+        // The first refused JWT's reason, if no other candidate authenticates.
+        let mut refused = None;
 
         // Protocols first: if the token is among them, that protocol must be echoed even when
         // the header or query also carried it.
@@ -468,26 +577,43 @@ impl Authenticator {
             };
             // A bare protocol may be an ordinary application protocol, not a token attempt.
             offered |= prefixed;
-            if let Some(caller) = self.find(candidate.as_bytes()) {
-                return Ok((caller, Some(protocol.to_owned())));
+            match self.identify(candidate.as_bytes()).await {
+                Ok(Some(caller)) => return Ok((caller, Some(protocol.to_owned()))),
+                Ok(None) => {}
+                Err(error) => {
+                    offered = true;
+                    refused.get_or_insert(error);
+                }
             }
         }
 
         if let Some(candidate) = bearer_token(headers) {
             offered = true;
-            if let Some(caller) = self.find(candidate) {
-                return Ok((caller, None));
+            match self.identify(candidate).await {
+                Ok(Some(caller)) => return Ok((caller, None)),
+                Ok(None) => {}
+                Err(error) => {
+                    refused.get_or_insert(error);
+                }
             }
         }
 
         if let Some(raw) = query.and_then(|q| query_param(q, "token")) {
             offered = true;
-            if let Some(caller) = percent_decode(raw).and_then(|candidate| self.find(&candidate)) {
-                return Ok((caller, None));
+            if let Some(candidate) = percent_decode(raw) {
+                match self.identify(&candidate).await {
+                    Ok(Some(caller)) => return Ok((caller, None)),
+                    Ok(None) => {}
+                    Err(error) => {
+                        refused.get_or_insert(error);
+                    }
+                }
             }
         }
 
-        if offered {
+        if let Some(error) = refused {
+            Err(error)
+        } else if offered {
             tracing::debug!(reason = "wrong token", "websocket not authenticated");
             Err(ApiError::InvalidToken)
         } else {
@@ -508,7 +634,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         let client = crate::api::serve::ClientAddr::of(&parts.extensions);
-        let caller = state.auth.check_bearer(&parts.headers, client)?;
+        let caller = state.auth.check_bearer(&parts.headers, client).await?;
         tracing::Span::current().record("caller", caller.name());
         Ok(caller)
     }
@@ -651,16 +777,16 @@ mod tests {
         map
     }
 
-    #[test]
-    fn bearer_ok() {
+    #[tokio::test]
+    async fn bearer_ok() {
         let h = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
-        assert!(auth().check_bearer(&h, None).is_ok());
+        assert!(auth().check_bearer(&h, None).await.is_ok());
         let h = headers(&[("authorization", &format!("bearer   {TOKEN} "))]);
-        assert!(auth().check_bearer(&h, None).is_ok());
+        assert!(auth().check_bearer(&h, None).await.is_ok());
     }
 
-    #[test]
-    fn bearer_missing_or_other_scheme_is_401() {
+    #[tokio::test]
+    async fn bearer_missing_or_other_scheme_is_401() {
         for h in [
             headers(&[]),
             headers(&[("authorization", "Basic dXNlcjpwYXNz")]),
@@ -669,71 +795,74 @@ mod tests {
             headers(&[("authorization", &format!("Bearer{TOKEN}"))]),
             headers(&[("authorization", TOKEN)]),
         ] {
-            assert!(matches!(auth().check_bearer(&h, None), Err(ApiError::MissingToken)), "{h:?}");
+            assert!(matches!(auth().check_bearer(&h, None).await, Err(ApiError::MissingToken)), "{h:?}");
         }
     }
 
-    #[test]
-    fn bearer_wrong_token_is_403() {
+    #[tokio::test]
+    async fn bearer_wrong_token_is_403() {
         for wrong in ["nope", "s3cret+token/with=char", "S3CRET+TOKEN/WITH=CHARS"] {
             let h = headers(&[("authorization", &format!("Bearer {wrong}"))]);
-            assert!(matches!(auth().check_bearer(&h, None), Err(ApiError::InvalidToken)));
+            assert!(matches!(auth().check_bearer(&h, None).await, Err(ApiError::InvalidToken)));
         }
     }
 
-    #[test]
-    fn ws_header_and_query() {
+    #[tokio::test]
+    async fn ws_header_and_query() {
         let h = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
-        assert_eq!(auth().check_ws(&h, None, None).unwrap().1, None);
+        assert_eq!(auth().check_ws(&h, None, None).await.unwrap().1, None);
 
         let encoded = "s3cret%2Btoken%2Fwith%3Dchars";
         let query = format!("foo=1&token={encoded}");
-        assert_eq!(auth().check_ws(&headers(&[]), Some(&query), None).unwrap().1, None);
+        assert_eq!(auth().check_ws(&headers(&[]), Some(&query), None).await.unwrap().1, None);
         // Unencoded reserved characters are literal too ('+' is not a space).
         let query = format!("token={TOKEN}");
-        assert_eq!(auth().check_ws(&headers(&[]), Some(&query), None).unwrap().1, None);
+        assert_eq!(auth().check_ws(&headers(&[]), Some(&query), None).await.unwrap().1, None);
     }
 
-    #[test]
-    fn ws_query_errors() {
+    #[tokio::test]
+    async fn ws_query_errors() {
         let empty = headers(&[]);
-        assert!(matches!(auth().check_ws(&empty, None, None), Err(ApiError::MissingToken)));
-        assert!(matches!(auth().check_ws(&empty, Some("a=b"), None), Err(ApiError::MissingToken)));
-        assert!(matches!(auth().check_ws(&empty, Some("token=wrong"), None), Err(ApiError::InvalidToken)));
-        assert!(matches!(auth().check_ws(&empty, Some("token=%zz"), None), Err(ApiError::InvalidToken)));
-        assert!(matches!(auth().check_ws(&empty, Some("token="), None), Err(ApiError::InvalidToken)));
+        assert!(matches!(auth().check_ws(&empty, None, None).await, Err(ApiError::MissingToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("a=b"), None).await, Err(ApiError::MissingToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("token=wrong"), None).await, Err(ApiError::InvalidToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("token=%zz"), None).await, Err(ApiError::InvalidToken)));
+        assert!(matches!(auth().check_ws(&empty, Some("token="), None).await, Err(ApiError::InvalidToken)));
         let h = headers(&[("authorization", "Bearer wrong")]);
-        assert!(matches!(auth().check_ws(&h, None, None), Err(ApiError::InvalidToken)));
+        assert!(matches!(auth().check_ws(&h, None, None).await, Err(ApiError::InvalidToken)));
     }
 
-    #[test]
-    fn ws_subprotocol_is_echoed() {
+    #[tokio::test]
+    async fn ws_subprotocol_is_echoed() {
         let hex = "0123456789abcdef0123456789abcdef";
         let a = Authenticator::new(&ApiToken::new(hex));
 
         let h = headers(&[("sec-websocket-protocol", &format!("json, bearer.{hex}"))]);
-        assert_eq!(a.check_ws(&h, None, None).unwrap().1.as_deref(), Some(format!("bearer.{hex}").as_str()));
+        assert_eq!(a.check_ws(&h, None, None).await.unwrap().1.as_deref(), Some(format!("bearer.{hex}").as_str()));
 
         let h = headers(&[("sec-websocket-protocol", "json"), ("sec-websocket-protocol", hex)]);
-        assert_eq!(a.check_ws(&h, None, None).unwrap().1.as_deref(), Some(hex));
+        assert_eq!(a.check_ws(&h, None, None).await.unwrap().1.as_deref(), Some(hex));
 
         // Token also in the query: still echo the protocol that carried it.
         let h = headers(&[("sec-websocket-protocol", &format!("Bearer.{hex}"))]);
         let query = format!("token={hex}");
-        assert_eq!(a.check_ws(&h, Some(&query), None).unwrap().1.as_deref(), Some(format!("Bearer.{hex}").as_str()));
+        assert_eq!(
+            a.check_ws(&h, Some(&query), None).await.unwrap().1.as_deref(),
+            Some(format!("Bearer.{hex}").as_str())
+        );
     }
 
-    #[test]
-    fn ws_subprotocol_errors() {
+    #[tokio::test]
+    async fn ws_subprotocol_errors() {
         let a = auth();
         let h = headers(&[("sec-websocket-protocol", "bearer.wrong")]);
-        assert!(matches!(a.check_ws(&h, None, None), Err(ApiError::InvalidToken)));
+        assert!(matches!(a.check_ws(&h, None, None).await, Err(ApiError::InvalidToken)));
         // A plain application protocol is not a token attempt.
         let h = headers(&[("sec-websocket-protocol", "json")]);
-        assert!(matches!(a.check_ws(&h, None, None), Err(ApiError::MissingToken)));
+        assert!(matches!(a.check_ws(&h, None, None).await, Err(ApiError::MissingToken)));
         // ...but a valid token elsewhere still authenticates, with nothing to echo.
         let h = headers(&[("sec-websocket-protocol", "json"), ("authorization", &format!("Bearer {TOKEN}"))]);
-        assert_eq!(a.check_ws(&h, None, None).unwrap().1, None);
+        assert_eq!(a.check_ws(&h, None, None).await.unwrap().1, None);
     }
 
     #[test]
@@ -762,8 +891,8 @@ mod tests {
         headers(&[("authorization", &format!("Bearer {token}"))])
     }
 
-    #[test]
-    fn scoped_tokens_have_their_scopes_and_sessions() {
+    #[tokio::test]
+    async fn scoped_tokens_have_their_scopes_and_sessions() {
         let a = tokens_file(
             r#"[{"name":"ventas","token":"ventas-token-0123456789","scopes":["messages:send","messages:read"],"sessions":["tienda_lima"]},
                 {"name":"linker","token":"linker-token-0123456789","scopes":["sessions:write"],"sessions":"*"}]"#,
@@ -773,38 +902,38 @@ mod tests {
         let lima = SessionId::parse("tienda_lima").unwrap();
         let cusco = SessionId::parse("cusco").unwrap();
 
-        let ventas = a.check_bearer(&bearer("ventas-token-0123456789"), None).unwrap();
+        let ventas = a.check_bearer(&bearer("ventas-token-0123456789"), None).await.unwrap();
         assert_eq!(ventas.name(), "ventas");
         assert!(ventas.require_session(Scope::MessagesSend, &lima).is_ok());
         assert!(matches!(ventas.require_session(Scope::MessagesSend, &cusco), Err(ApiError::Forbidden(_))));
         assert!(matches!(ventas.require(Scope::SessionsWrite), Err(ApiError::Forbidden(_))));
         assert!(matches!(ventas.require(Scope::MetricsRead), Err(ApiError::Forbidden(_))));
 
-        let linker = a.check_bearer(&bearer("linker-token-0123456789"), None).unwrap();
+        let linker = a.check_bearer(&bearer("linker-token-0123456789"), None).await.unwrap();
         assert!(linker.require_session(Scope::SessionsWrite, &cusco).is_ok());
         assert!(linker.require(Scope::MessagesSend).is_err());
 
         assert!(!ventas.is_admin() && !linker.is_admin());
-        let admin = a.check_bearer(&bearer(TOKEN), None).unwrap();
+        let admin = a.check_bearer(&bearer(TOKEN), None).await.unwrap();
         assert_eq!(admin.name(), "admin");
         assert!(admin.is_admin());
         for scope in Scope::ALL {
             assert!(admin.require_session(scope, &cusco).is_ok());
         }
-        assert!(matches!(a.check_bearer(&bearer("nobody-token-0123456789"), None), Err(ApiError::InvalidToken)));
+        assert!(matches!(a.check_bearer(&bearer("nobody-token-0123456789"), None).await, Err(ApiError::InvalidToken)));
     }
 
-    #[test]
-    fn only_the_admin_scope_with_every_session_is_the_admin() {
+    #[tokio::test]
+    async fn only_the_admin_scope_with_every_session_is_the_admin() {
         let a = tokens_file(
             r#"[{"name":"ops","token":"ops-token-0123456789","scopes":["admin"]},
                 {"name":"shop","token":"shop-token-0123456789","scopes":["admin"],"sessions":["tienda_lima"]},
                 {"name":"hooks","token":"hooks-token-0123456789","scopes":["webhooks:write"],"sessions":"*"}]"#,
         )
         .unwrap();
-        assert!(a.check_bearer(&bearer("ops-token-0123456789"), None).unwrap().is_admin());
-        assert!(!a.check_bearer(&bearer("shop-token-0123456789"), None).unwrap().is_admin());
-        assert!(!a.check_bearer(&bearer("hooks-token-0123456789"), None).unwrap().is_admin());
+        assert!(a.check_bearer(&bearer("ops-token-0123456789"), None).await.unwrap().is_admin());
+        assert!(!a.check_bearer(&bearer("shop-token-0123456789"), None).await.unwrap().is_admin());
+        assert!(!a.check_bearer(&bearer("hooks-token-0123456789"), None).await.unwrap().is_admin());
     }
 
     #[test]
@@ -838,8 +967,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_scoped_tokens_rate_limit_answers_429_with_retry_after_and_the_admin_has_none() {
+    #[tokio::test]
+    async fn a_scoped_tokens_rate_limit_answers_429_with_retry_after_and_the_admin_has_none() {
         let path =
             std::env::temp_dir().join(format!("wg-tokens-{}-{}.json", std::process::id(), rand::random::<u64>()));
         std::fs::write(&path, r#"[{"name":"ventas","token":"ventas-token-0123456789","scopes":["messages:send"]}]"#)
@@ -848,33 +977,39 @@ mod tests {
         let a = Authenticator::with_tokens_file(&ApiToken::new(TOKEN), &path, rate).unwrap();
         let _ = std::fs::remove_file(&path);
         let ventas = bearer("ventas-token-0123456789");
-        assert!(a.check_bearer(&ventas, None).is_ok());
-        assert!(a.check_bearer(&ventas, None).is_ok());
-        match a.check_bearer(&ventas, None) {
+        assert!(a.check_bearer(&ventas, None).await.is_ok());
+        assert!(a.check_bearer(&ventas, None).await.is_ok());
+        match a.check_bearer(&ventas, None).await {
             Err(e @ ApiError::RateLimited { retry_after_secs: 1 }) => {
                 assert!(e.to_string().contains("RATE_LIMIT_PER_SECOND"), "names the limit: {e}");
             }
             other => panic!("{other:?}"),
         }
         for _ in 0..1000 {
-            assert!(a.check_bearer(&bearer(TOKEN), None).is_ok(), "the admin token has no request rate");
+            assert!(a.check_bearer(&bearer(TOKEN), None).await.is_ok(), "the admin token has no request rate");
         }
     }
 
-    #[test]
-    fn failed_authentications_are_limited_per_address_and_refill() {
+    #[tokio::test]
+    async fn failed_authentications_are_limited_per_address_and_refill() {
         let a = auth().with_failure_limit(3);
         let from = |last: u8| Some(IpAddr::from([127, 0, 0, last]));
         for _ in 0..3 {
-            assert!(matches!(a.check_bearer(&bearer("wrong-token-0123456789"), from(7)), Err(ApiError::InvalidToken)));
+            assert!(matches!(
+                a.check_bearer(&bearer("wrong-token-0123456789"), from(7)).await,
+                Err(ApiError::InvalidToken)
+            ));
         }
-        assert!(matches!(a.check_bearer(&HeaderMap::new(), from(7)), Err(ApiError::TooManyAuthFailures { .. })));
-        match a.check_ws(&HeaderMap::new(), Some("token=nope"), from(7)) {
+        assert!(matches!(a.check_bearer(&HeaderMap::new(), from(7)).await, Err(ApiError::TooManyAuthFailures { .. })));
+        match a.check_ws(&HeaderMap::new(), Some("token=nope"), from(7)).await {
             Err(ApiError::TooManyAuthFailures { retry_after_secs }) => assert_eq!(retry_after_secs, 20),
             other => panic!("{other:?}"),
         }
-        assert!(a.check_bearer(&bearer(TOKEN), from(7)).is_ok(), "a valid token still passes");
-        assert!(matches!(a.check_bearer(&HeaderMap::new(), from(8)), Err(ApiError::MissingToken)), "another address");
+        assert!(a.check_bearer(&bearer(TOKEN), from(7)).await.is_ok(), "a valid token still passes");
+        assert!(
+            matches!(a.check_bearer(&HeaderMap::new(), from(8)).await, Err(ApiError::MissingToken)),
+            "another address"
+        );
 
         // The bucket refills evenly over the minute.
         let failures = FailedAuth::new(3);
@@ -887,15 +1022,110 @@ mod tests {
         assert!(FailedAuth::new(0).record(ip, start).is_none(), "0 means no limit");
     }
 
-    #[test]
-    fn a_token_holds_at_most_its_share_of_websockets() {
+    #[tokio::test]
+    async fn a_token_holds_at_most_its_share_of_websockets() {
         let a = auth();
-        let caller = a.check_bearer(&bearer(TOKEN), None).unwrap();
+        let caller = a.check_bearer(&bearer(TOKEN), None).await.unwrap();
         let first = caller.open_socket(2).unwrap();
         let _second = caller.open_socket(2).unwrap();
         assert!(matches!(caller.open_socket(2), Err(ApiError::TooManyWebSockets { limit: 2 })));
         drop(first);
         assert!(caller.open_socket(2).is_ok(), "a closed socket gives its place back");
+    }
+
+    const JWT_SECRET: &str = "a-supabase-jwt-secret-of-32-chars-at-least";
+
+    fn with_users(rate: Option<RateLimit>) -> Authenticator {
+        let settings = JwtSettings {
+            secret: Some(crate::config::JwtSecret::new(JWT_SECRET)),
+            public_key_file: None,
+            jwks_url: None,
+            jwks_refresh: Duration::from_secs(600),
+            jwks_min_refresh: Duration::from_secs(30),
+            issuers: vec![],
+            audiences: vec![],
+            session_claim: "sub".into(),
+            scopes: crate::config::DEFAULT_JWT_SCOPES.split(',').map(str::to_owned).collect(),
+        };
+        auth().with_jwt(&settings, rate).unwrap()
+    }
+
+    fn user_jwt(sub: &str, secret: &str, exp_from_now: i64) -> String {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let claims = serde_json::json!({"sub": sub, "exp": now + exp_from_now, "aud": "authenticated"});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_users_jwt_is_a_caller_of_its_one_session_with_the_user_scopes() {
+        let a = with_users(Some(RateLimit { per_second: 1, burst: 2 }));
+        let token = user_jwt("ana@example.com", JWT_SECRET, 600);
+        let caller = a.check_bearer(&bearer(&token), None).await.unwrap();
+        let home = caller.home_session().expect("one session");
+        assert_eq!(Some(home.clone()), SessionId::from_identity("ana@example.com"));
+        assert_eq!(caller.name(), format!("jwt:{home}"));
+        assert!(caller.is_jwt_user() && !caller.is_admin());
+        for scope in [Scope::SessionsRead, Scope::SessionsWrite, Scope::MessagesSend, Scope::MessagesRead] {
+            assert!(caller.require_session(scope, &home).is_ok());
+        }
+        assert!(caller.require(Scope::WebhooksWrite).is_err() && caller.require(Scope::MetricsRead).is_err());
+        assert!(!caller.may_use(&SessionId::parse("otra").unwrap()));
+        assert!(!format!("{caller:?}").contains(&token), "the token is never in the caller");
+
+        // The same user is one caller across requests and ways in: one bucket, one socket count.
+        let (again, protocol) = a.check_ws(&headers(&[]), Some(&format!("token={token}")), None).await.unwrap();
+        assert_eq!((again.name(), protocol), (caller.name(), None));
+        let _slot = caller.open_socket(1).unwrap();
+        assert!(again.open_socket(1).is_err());
+        assert!(matches!(a.check_token(&token, None).await, Err(ApiError::RateLimited { .. })));
+
+        // A static token still wins, and an unknown one that is no JWT is still 403.
+        assert!(a.check_bearer(&bearer(TOKEN), None).await.unwrap().is_admin());
+        assert!(matches!(a.check_bearer(&bearer("nope"), None).await, Err(ApiError::InvalidToken)));
+    }
+
+    #[tokio::test]
+    async fn refused_jwts_are_401s_counted_as_failed_authentications() {
+        let a = with_users(None).with_failure_limit(2);
+        let from = Some(IpAddr::from([127, 0, 0, 9]));
+        let expired = user_jwt("ana", JWT_SECRET, -3600);
+        assert!(matches!(a.check_bearer(&bearer(&expired), from).await, Err(ApiError::TokenExpired)));
+        let forged = user_jwt("ana", "another-secret-of-at-least-32-chars!!", 600);
+        let h = headers(&[("sec-websocket-protocol", &format!("bearer.{forged}"))]);
+        assert!(matches!(a.check_ws(&h, None, from).await, Err(ApiError::TokenSignature)));
+        assert!(matches!(a.check_token(&expired, from).await, Err(ApiError::TooManyAuthFailures { .. })));
+
+        // Without JWT settings a JWT is just an unknown token.
+        let good = user_jwt("ana", JWT_SECRET, 600);
+        assert!(matches!(auth().check_bearer(&bearer(&good), None).await, Err(ApiError::InvalidToken)));
+    }
+
+    #[test]
+    fn the_tokens_file_may_not_take_a_jwt_users_name() {
+        let err = tokens_file(r#"[{"name":"jwt:ana","token":"aaaaaaaaaaaaaaaaaaaa","scopes":[]}]"#).err().unwrap();
+        assert!(err.to_string().contains("users' JWTs"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_jwt_scope_stops_the_start() {
+        let settings = JwtSettings {
+            secret: None,
+            public_key_file: None,
+            jwks_url: Some("http://127.0.0.1:9/jwks".into()),
+            jwks_refresh: Duration::from_secs(600),
+            jwks_min_refresh: Duration::ZERO,
+            issuers: vec![],
+            audiences: vec![],
+            session_claim: "sub".into(),
+            scopes: vec!["messages:send".into(), "messages:sned".into()],
+        };
+        let err = auth().with_jwt(&settings, None).err().unwrap();
+        assert_eq!(err.to_string(), "invalid JWT_SCOPES: unknown scope 'messages:sned'");
     }
 
     #[test]

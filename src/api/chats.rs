@@ -60,9 +60,7 @@ async fn list_chats(
 ) -> Result<Response, ApiError> {
     let session = crate::api::sessions::session_id(path)?;
     caller.require_session(Scope::MessagesRead, &session)?;
-    if !state.sessions.contains(&session) {
-        return Err(ApiError::SessionNotFound);
-    }
+    crate::api::home_session::existing_session(&state, &caller, &session).await?;
     let items = state.inbox.chats(&session).await.map_err(ApiError::internal)?;
     Ok(json_response(StatusCode::OK, &ChatList { items }))
 }
@@ -88,9 +86,7 @@ async fn mark_read(
     let Path((raw, chat)) = path.map_err(|_| ApiError::InvalidSessionId(InvalidSessionId))?;
     let session = SessionId::parse(&raw)?;
     caller.require_session(Scope::MessagesSend, &session)?;
-    if !state.sessions.contains(&session) {
-        return Err(ApiError::SessionNotFound);
-    }
+    crate::api::home_session::existing_session(&state, &caller, &session).await?;
     let unread =
         state.inbox.mark_read(&session, &chat).await.map_err(ApiError::internal)?.ok_or(ApiError::ChatNotFound)?;
     let mut receipts_sent = false;

@@ -85,6 +85,7 @@ async fn check_one(
     let Path((raw_session, raw_phone)) = path.map_err(|_| ApiError::InvalidSessionId(InvalidSessionId))?;
     let session = SessionId::parse(&raw_session)?;
     caller.require_session(Scope::MessagesSend, &session)?;
+    crate::api::home_session::existing_session(&state, &caller, &session).await?;
     let phone = PhoneNumber::parse(&raw_phone)?;
     let mut results = check(&state, &session, vec![phone]).await?;
     let result = results.pop().ok_or_else(|| ApiError::internal("no answer"))?;
@@ -119,6 +120,7 @@ async fn check_many(
 ) -> Result<Response, ApiError> {
     let session = crate::api::sessions::session_id(path)?;
     caller.require_session(Scope::MessagesSend, &session)?;
+    crate::api::home_session::existing_session(&state, &caller, &session).await?;
     crate::api::send_pdf::check_content_type(req.headers())?;
     let body = RequestBody::<SmallLimit>::from_request(req, &state).await?.bytes;
     let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&body) else {

@@ -34,6 +34,37 @@ pub enum ApiError {
     /// A token was given but is not the configured one.
     #[error("invalid token")]
     InvalidToken,
+    /// A JWT (three base64url parts) whose header or claims cannot be read.
+    #[error("the token looks like a JWT but cannot be read")]
+    TokenMalformed,
+    /// A JWT signed with an algorithm we take no key for (`none`, or HS256 when only RSA/EC
+    /// keys are configured).
+    #[error("the token's signing algorithm is not accepted here")]
+    TokenAlgorithm,
+    /// A JWT whose signature no key of ours verifies.
+    #[error("the token's signature does not verify")]
+    TokenSignature,
+    /// A JWT past its `exp`.
+    #[error("the token has expired; sign in again")]
+    TokenExpired,
+    /// A JWT before its `nbf`.
+    #[error("the token is not valid yet (nbf)")]
+    TokenNotYetValid,
+    /// A JWT whose `iss` is not `JWT_ISSUER`.
+    #[error("the token's issuer is not accepted here (JWT_ISSUER)")]
+    TokenIssuer,
+    /// A JWT whose `aud` is not `JWT_AUDIENCE`.
+    #[error("the token is meant for another audience (JWT_AUDIENCE)")]
+    TokenAudience,
+    /// A JWT without a usable claim we need: the session claim (`JWT_SESSION_CLAIM`) or `exp`.
+    #[error("the token's '{claim}' claim is missing or not usable")]
+    TokenClaimMissing {
+        /// The claim, e.g. `sub`.
+        claim: String,
+    },
+    /// The keys of `JWT_JWKS_URL` have never been fetched, and cannot be now.
+    #[error("the keys that verify tokens cannot be fetched right now; retry later")]
+    TokenKeysUnavailable,
     /// The body is not a JSON object.
     #[error("request body is not a valid JSON object")]
     BadJson,
@@ -222,6 +253,15 @@ impl ApiError {
         match self {
             ApiError::MissingToken => StatusCode::UNAUTHORIZED,
             ApiError::InvalidToken => StatusCode::FORBIDDEN,
+            ApiError::TokenMalformed
+            | ApiError::TokenAlgorithm
+            | ApiError::TokenSignature
+            | ApiError::TokenExpired
+            | ApiError::TokenNotYetValid
+            | ApiError::TokenIssuer
+            | ApiError::TokenAudience
+            | ApiError::TokenClaimMissing { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::TokenKeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadJson
             | ApiError::MissingField(_)
             | ApiError::WrongFieldType { .. }
@@ -284,6 +324,15 @@ impl ApiError {
         match self {
             ApiError::MissingToken => "MISSING_TOKEN",
             ApiError::InvalidToken => "INVALID_TOKEN",
+            ApiError::TokenMalformed => "TOKEN_MALFORMED",
+            ApiError::TokenAlgorithm => "TOKEN_ALGORITHM",
+            ApiError::TokenSignature => "TOKEN_SIGNATURE",
+            ApiError::TokenExpired => "TOKEN_EXPIRED",
+            ApiError::TokenNotYetValid => "TOKEN_NOT_YET_VALID",
+            ApiError::TokenIssuer => "TOKEN_ISSUER",
+            ApiError::TokenAudience => "TOKEN_AUDIENCE",
+            ApiError::TokenClaimMissing { .. } => "TOKEN_CLAIM_MISSING",
+            ApiError::TokenKeysUnavailable => "TOKEN_KEYS_UNAVAILABLE",
             ApiError::BadJson => "BAD_JSON",
             ApiError::MissingField(_) => "MISSING_FIELD",
             ApiError::WrongFieldType { .. } => "INVALID_FIELD_TYPE",
@@ -364,8 +413,19 @@ impl IntoResponse for ApiError {
             ApiError::MissingToken => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::InvalidToken => {
+            ApiError::InvalidToken
+            | ApiError::TokenMalformed
+            | ApiError::TokenAlgorithm
+            | ApiError::TokenSignature
+            | ApiError::TokenExpired
+            | ApiError::TokenNotYetValid
+            | ApiError::TokenIssuer
+            | ApiError::TokenAudience
+            | ApiError::TokenClaimMissing { .. } => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            }
+            ApiError::TokenKeysUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(5u64));
             }
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -428,7 +488,10 @@ pub struct ErrorBody {
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // Only describes responses.
 pub(crate) enum AuthErrors {
-    #[response(status = 401, description = "No bearer token (MISSING_TOKEN)")]
+    #[response(
+        status = 401,
+        description = "No bearer token (MISSING_TOKEN), or a user's JWT refused (TOKEN_MALFORMED, TOKEN_ALGORITHM, TOKEN_SIGNATURE, TOKEN_EXPIRED, TOKEN_NOT_YET_VALID, TOKEN_ISSUER, TOKEN_AUDIENCE, TOKEN_CLAIM_MISSING)"
+    )]
     Missing(ErrorBody),
     #[response(status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)")]
     Forbidden(ErrorBody),
@@ -456,7 +519,9 @@ pub(crate) enum RateLimited {
 /// What went wrong.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// A stable code to branch on: MISSING_TOKEN, INVALID_TOKEN, FORBIDDEN, RATE_LIMITED,
+    /// A stable code to branch on: MISSING_TOKEN, INVALID_TOKEN, TOKEN_MALFORMED, TOKEN_ALGORITHM,
+    /// TOKEN_SIGNATURE, TOKEN_EXPIRED, TOKEN_NOT_YET_VALID, TOKEN_ISSUER, TOKEN_AUDIENCE,
+    /// TOKEN_CLAIM_MISSING, TOKEN_KEYS_UNAVAILABLE, FORBIDDEN, RATE_LIMITED,
     /// TOO_MANY_AUTH_FAILURES, TOO_MANY_WEBSOCKETS, TOO_MANY_CONNECTIONS, BAD_JSON,
     /// MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, INVALID_BASE64,
     /// NOT_A_PDF, INVALID_FILE_NAME, INVALID_IDEMPOTENCY_KEY, SESSION_NOT_FOUND, MESSAGE_NOT_FOUND,
@@ -548,6 +613,19 @@ mod tests {
     }
 
     #[test]
+    fn refused_jwts_are_401_with_the_bearer_challenge() {
+        for error in
+            [ApiError::TokenExpired, ApiError::TokenSignature, ApiError::TokenClaimMissing { claim: "sub".into() }]
+        {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer error=\"invalid_token\"");
+        }
+        let response = ApiError::TokenKeysUnavailable.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+    }
+
+    #[test]
     fn method_not_allowed_has_allow() {
         let response = ApiError::MethodNotAllowed { allow: "POST" }.into_response();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -595,6 +673,15 @@ mod tests {
             (ApiError::BodyTimeout, 408, "BODY_TIMEOUT"),
             (ApiError::Timeout, 503, "TIMEOUT"),
             (ApiError::WebhookUrlNotAllowed, 400, "WEBHOOK_URL_NOT_ALLOWED"),
+            (ApiError::TokenMalformed, 401, "TOKEN_MALFORMED"),
+            (ApiError::TokenAlgorithm, 401, "TOKEN_ALGORITHM"),
+            (ApiError::TokenSignature, 401, "TOKEN_SIGNATURE"),
+            (ApiError::TokenExpired, 401, "TOKEN_EXPIRED"),
+            (ApiError::TokenNotYetValid, 401, "TOKEN_NOT_YET_VALID"),
+            (ApiError::TokenIssuer, 401, "TOKEN_ISSUER"),
+            (ApiError::TokenAudience, 401, "TOKEN_AUDIENCE"),
+            (ApiError::TokenClaimMissing { claim: "sub".into() }, 401, "TOKEN_CLAIM_MISSING"),
+            (ApiError::TokenKeysUnavailable, 503, "TOKEN_KEYS_UNAVAILABLE"),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status().as_u16(), status, "{err:?}");
@@ -608,6 +695,15 @@ mod tests {
         vec![
             ApiError::MissingToken,
             ApiError::InvalidToken,
+            ApiError::TokenMalformed,
+            ApiError::TokenAlgorithm,
+            ApiError::TokenSignature,
+            ApiError::TokenExpired,
+            ApiError::TokenNotYetValid,
+            ApiError::TokenIssuer,
+            ApiError::TokenAudience,
+            ApiError::TokenClaimMissing { claim: "sub".into() },
+            ApiError::TokenKeysUnavailable,
             ApiError::BadJson,
             ApiError::MissingField("to"),
             ApiError::WrongFieldType { field: "to", expected: "a string" },
@@ -674,7 +770,7 @@ mod tests {
     }
 
     /// How many variants [`ApiError`] has.
-    const VARIANTS: usize = 49;
+    const VARIANTS: usize = 58;
 
     /// The variant of `e`, numbered. Exhaustive on purpose: a new variant does not compile until
     /// it gets the next number here (raise `VARIANTS`) and a sample in [`one_of_each`].
@@ -729,6 +825,15 @@ mod tests {
             ApiError::PairingCodeOutstanding => 46,
             ApiError::WebhookUrlNotAllowed => 47,
             ApiError::SettingFixed(_) => 48,
+            ApiError::TokenMalformed => 49,
+            ApiError::TokenAlgorithm => 50,
+            ApiError::TokenSignature => 51,
+            ApiError::TokenExpired => 52,
+            ApiError::TokenNotYetValid => 53,
+            ApiError::TokenIssuer => 54,
+            ApiError::TokenAudience => 55,
+            ApiError::TokenClaimMissing { .. } => 56,
+            ApiError::TokenKeysUnavailable => 57,
         }
     }
 
@@ -749,6 +854,15 @@ mod tests {
         for code in [
             "MISSING_TOKEN",
             "INVALID_TOKEN",
+            "TOKEN_MALFORMED",
+            "TOKEN_ALGORITHM",
+            "TOKEN_SIGNATURE",
+            "TOKEN_EXPIRED",
+            "TOKEN_NOT_YET_VALID",
+            "TOKEN_ISSUER",
+            "TOKEN_AUDIENCE",
+            "TOKEN_CLAIM_MISSING",
+            "TOKEN_KEYS_UNAVAILABLE",
             "FORBIDDEN",
             "RATE_LIMITED",
             "NOT_A_PDF",
@@ -765,6 +879,7 @@ mod tests {
             "a string",
             "an array of session ids",
             "act on this session",
+            "act without naming a session (this token is not bound to one)",
             "send messages (needs messages:send)",
             "manage webhooks (needs webhooks:write)",
             "limit must be 1 to 200",

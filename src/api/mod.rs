@@ -20,6 +20,8 @@ mod contacts;
 mod deadline;
 pub mod error;
 mod health;
+pub(crate) mod home_session;
+pub mod jwt;
 mod language;
 mod messages;
 mod metrics;

@@ -84,8 +84,13 @@ impl Modify for Security {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "API_STATIC_TOKEN (admin) or a scoped token from API_TOKENS_FILE. Scopes: sessions:read, \
-                         sessions:write, messages:send, messages:read, webhooks:write, metrics:read, admin.",
+                        "API_STATIC_TOKEN (admin), a scoped token from API_TOKENS_FILE, or (with JWT_* set) a \
+                         user's own JWT, bound to the one session its JWT_SESSION_CLAIM names (created on first \
+                         use) with JWT_SCOPES; a refused JWT is 401 with its reason (TOKEN_MALFORMED, \
+                         TOKEN_ALGORITHM, TOKEN_SIGNATURE, TOKEN_EXPIRED, TOKEN_NOT_YET_VALID, TOKEN_ISSUER, \
+                         TOKEN_AUDIENCE, TOKEN_CLAIM_MISSING), or 503 TOKEN_KEYS_UNAVAILABLE while JWT_JWKS_URL \
+                         cannot be fetched. Scopes: sessions:read, sessions:write, messages:send, messages:read, \
+                         webhooks:write, metrics:read, admin.",
                     ))
                     .build(),
             ),

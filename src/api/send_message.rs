@@ -100,9 +100,7 @@ async fn list_messages(
     if !(1..=crate::inbox::MAX_PAGE).contains(&limit) {
         return Err(ApiError::InvalidQuery("limit must be 1 to 200"));
     }
-    if !state.sessions.contains(&session) {
-        return Err(ApiError::SessionNotFound);
-    }
+    crate::api::home_session::existing_session(&state, &caller, &session).await?;
     if outgoing {
         // Sent messages are addressed by phone number: a chat JID names its digits; a chat that
         // names none (a group, a LID) has no sent messages.
@@ -281,9 +279,7 @@ async fn send_message(
 ) -> Result<Response, ApiError> {
     let session = crate::api::sessions::session_id(path)?;
     caller.require_session(Scope::MessagesSend, &session)?;
-    if !state.sessions.contains(&session) {
-        return Err(ApiError::SessionNotFound);
-    }
+    crate::api::home_session::existing_session(&state, &caller, &session).await?;
     let form = body_form(req.headers())?;
     let idempotency = idempotency_key(req.headers())?;
     let body = RequestBody::<PdfLimit>::from_request(req, &state).await?.bytes;

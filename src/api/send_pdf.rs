@@ -104,9 +104,7 @@ async fn send_pdf(State(state): State<AppState>, caller: Caller, req: Request) -
     let body = RequestBody::<PdfLimit>::from_request(req, &state).await?.bytes;
     let request = SendPdfRequest::parse(&body)?;
     caller.require_session(Scope::MessagesSend, &request.session_id)?;
-    if !state.sessions.contains(&request.session_id) {
-        return Err(ApiError::SessionNotFound);
-    }
+    crate::api::home_session::existing_session(&state, &caller, &request.session_id).await?;
     let idempotency = scoped_idempotency(&caller, idempotency, &body);
     let enqueued = state
         .queue

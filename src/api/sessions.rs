@@ -218,9 +218,11 @@ async fn create_session(State(state): State<AppState>, caller: Caller, req: Requ
     crate::api::send_pdf::check_content_type(req.headers())?;
     let body = RequestBody::<SmallLimit>::from_request(req, &state).await?.bytes;
     let NewSession { id, description, metadata } = parse_create(&body)?;
-    let id = match id {
-        Some(id) => id,
-        None => generate_id()?,
+    let id = match (id, caller.is_jwt_user().then(|| caller.home_session()).flatten()) {
+        (Some(id), _) => id,
+        // A user's JWT names its one session.
+        (None, Some(home)) => home,
+        (None, None) => generate_id()?,
     };
     caller.require_session(Scope::SessionsWrite, &id)?;
     let created = state.sessions.add(id, description, metadata).await?;
@@ -238,6 +240,9 @@ async fn create_session(State(state): State<AppState>, caller: Caller, req: Requ
     ))]
 async fn list_sessions(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Scope::SessionsRead)?;
+    if caller.is_jwt_user() {
+        crate::api::home_session::ensure_home_session(&state, &caller).await?;
+    }
     let sessions =
         state.sessions.list().into_iter().filter(|s| caller.may_use(&s.id)).map(|s| view(&state, s)).collect();
     Ok(json_response(StatusCode::OK, &SessionList { sessions }))
@@ -261,6 +266,7 @@ async fn get_session(
 ) -> Result<Response, ApiError> {
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsRead, &id)?;
+    crate::api::home_session::existing_session(&state, &caller, &id).await?;
     current(&state, &id)
 }
 
@@ -291,6 +297,7 @@ async fn session_qr(
 ) -> Result<Response, ApiError> {
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
+    crate::api::home_session::existing_session(&state, &caller, &id).await?;
     let qr = wait_for_qr(&state, &id).await?;
     let png = qr_png(&qr.code).map_err(ApiError::internal)?;
     let wants_png = headers
@@ -464,9 +471,7 @@ async fn pairing_code(
 ) -> Result<Response, ApiError> {
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
-    if !state.sessions.contains(&id) {
-        return Err(ApiError::SessionNotFound);
-    }
+    crate::api::home_session::existing_session(&state, &caller, &id).await?;
     crate::api::send_pdf::check_content_type(req.headers())?;
     let body = RequestBody::<SmallLimit>::from_request(req, &state).await?.bytes;
     let phone = match serde_json::from_slice::<Value>(&body) {

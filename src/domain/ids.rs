@@ -43,6 +43,34 @@ impl SessionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The session of an identity named elsewhere (a JWT's `sub`, an e-mail address), as a
+    /// valid id, deterministically and without two identities ever sharing one:
+    ///
+    /// * a value that is already a valid id and has no `--` in it is used as it is (a UUID
+    ///   `sub` such as `3f1c2b9e-…` names its session directly);
+    /// * any other value becomes up to 16 of its characters (ASCII letters and digits kept,
+    ///   everything else `_`, leading `_` dropped, `u` if nothing is left), then `--`, then the
+    ///   first 32 hex digits of its SHA-256: `ana@example.com` → `ana_example_com--<hash>`.
+    ///
+    /// The two forms never meet, since only the second has `--`; two values of the second form
+    /// differ in their hashes. `None` for an empty value.
+    pub fn from_identity(raw: &str) -> Option<SessionId> {
+        if raw.is_empty() {
+            return None;
+        }
+        if !raw.contains("--")
+            && let Ok(id) = SessionId::parse(raw)
+        {
+            return Some(id);
+        }
+        let readable: String = raw.chars().take(16).map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let readable = readable.trim_start_matches('_');
+        let readable = if readable.is_empty() { "u" } else { readable };
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(raw.as_bytes());
+        let hash: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        Some(SessionId(format!("{readable}--{hash}")))
+    }
 }
 
 impl fmt::Display for SessionId {
@@ -167,6 +195,35 @@ mod tests {
         assert_eq!(back, id);
         assert!(serde_json::from_str::<SessionId>("\"../etc\"").is_err());
         assert!(serde_json::from_str::<SessionId>("42").is_err());
+    }
+
+    #[test]
+    fn identities_that_are_ids_name_their_session_directly() {
+        for id in ["3f1c2b9e-7d4a-4e1b-9c55-0a1b2c3d4e5f", "user_42", "A", "9"] {
+            assert_eq!(SessionId::from_identity(id).unwrap().as_str(), id);
+        }
+        assert_eq!(SessionId::from_identity(""), None);
+    }
+
+    #[test]
+    fn other_identities_are_mapped_deterministically_to_valid_distinct_ids() {
+        let mapped = |raw: &str| SessionId::from_identity(raw).unwrap().as_str().to_owned();
+        let ana = mapped("ana@example.com");
+        assert!(ana.starts_with("ana_example_com--"), "{ana}");
+        assert_eq!(ana.len(), "ana_example_com--".len() + 32);
+        assert_eq!(mapped("ana@example.com"), ana, "the same identity, the same session");
+        // Same readable part, different identities: different sessions.
+        assert_ne!(mapped("ana.example.com"), ana);
+        assert_ne!(mapped("ana#example#com"), ana);
+        // A valid id that looks like a mapped one is mapped too, so it cannot take another's session.
+        assert_ne!(mapped(&ana), ana);
+        for raw in ["_lead", "--", "a--b", "ñandú", "../etc/passwd", "x".repeat(65).as_str(), "🙂", "a b", "\0"] {
+            let id = mapped(raw);
+            assert!(SessionId::parse(&id).is_ok(), "{raw:?} → {id:?}");
+            assert!(id.len() <= MAX_LEN);
+        }
+        assert!(mapped("🙂").starts_with("u--"));
+        assert!(mapped("_lead").starts_with("lead--"));
     }
 
     #[test]

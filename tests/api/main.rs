@@ -13,6 +13,7 @@ mod crash;
 mod durability;
 mod gateway;
 mod inbound;
+mod jwt;
 mod linking;
 mod messages;
 mod platform;

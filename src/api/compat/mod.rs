@@ -142,7 +142,7 @@ impl FromRequestParts<AppState> for PageCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<PageCaller, ApiError> {
         let client = crate::api::serve::ClientAddr::of(&parts.extensions);
-        let (caller, _) = state.auth.check_ws(&parts.headers, parts.uri.query(), client)?;
+        let (caller, _) = state.auth.check_ws(&parts.headers, parts.uri.query(), client).await?;
         tracing::Span::current().record("caller", caller.name());
         Ok(PageCaller(caller))
     }

@@ -17,6 +17,19 @@ impl ApiError {
         match self {
             ApiError::MissingToken => "falta el token (Authorization: Bearer …)".into(),
             ApiError::InvalidToken => "token no válido".into(),
+            ApiError::TokenMalformed => "el token parece un JWT pero no se puede leer".into(),
+            ApiError::TokenAlgorithm => "aquí no se acepta el algoritmo con que se firmó el token".into(),
+            ApiError::TokenSignature => "la firma del token no es válida".into(),
+            ApiError::TokenExpired => "el token ha caducado; vuelva a iniciar sesión".into(),
+            ApiError::TokenNotYetValid => "el token aún no es válido (nbf)".into(),
+            ApiError::TokenIssuer => "aquí no se acepta el emisor del token (JWT_ISSUER)".into(),
+            ApiError::TokenAudience => "el token es para otra audiencia (JWT_AUDIENCE)".into(),
+            ApiError::TokenClaimMissing { claim } => {
+                format!("falta el claim '{claim}' del token, o no se puede usar")
+            }
+            ApiError::TokenKeysUnavailable => {
+                "ahora no se pueden obtener las claves que verifican los tokens; reintente más tarde".into()
+            }
             ApiError::BadJson => "el cuerpo de la petición no es un objeto JSON válido".into(),
             ApiError::MissingField(field) => format!("falta el campo obligatorio '{field}'"),
             ApiError::WrongFieldType { field, expected } => {
@@ -160,6 +173,9 @@ pub(super) fn phrase(english: &str) -> &str {
         "act on this session" => "actuar sobre esta sesión",
         "send on this session" => "enviar por esta sesión",
         "register a webhook for this session" => "registrar un webhook para esta sesión",
+        "act without naming a session (this token is not bound to one)" => {
+            "actuar sin nombrar una sesión (este token no está ligado a una)"
+        }
         // What the gateway does instead of a setting a sibling service had (`SettingFixed`).
         "received files are always downloaded, up to INBOUND_MEDIA_MAX_BYTES" => {
             "los archivos recibidos se descargan siempre, hasta INBOUND_MEDIA_MAX_BYTES"

@@ -135,15 +135,16 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Invalid filter (INVALID_SESSION_ID, INVALID_EVENT_TYPE) or Sec-WebSocket-Key (BAD_WEBSOCKET_KEY)", body = ErrorBody),
-        (status = 401, description = "No token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 401, description = "No token (MISSING_TOKEN), or a user's JWT refused (TOKEN_MALFORMED, TOKEN_ALGORITHM, TOKEN_SIGNATURE, TOKEN_EXPIRED, TOKEN_NOT_YET_VALID, TOKEN_ISSUER, TOKEN_AUDIENCE, TOKEN_CLAIM_MISSING)", body = ErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
         (status = 426, description = "Not a WebSocket upgrade (UPGRADE_REQUIRED, UNSUPPORTED_WEBSOCKET_VERSION)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED), too many failed authentications from this address (TOO_MANY_AUTH_FAILURES), or the token holds WS_MAX_PER_TOKEN sockets already (TOO_MANY_WEBSOCKETS)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
-        (status = 503, description = "Shutting down (SHUTTING_DOWN)", body = ErrorBody),
+        (status = 503, description = "Shutting down (SHUTTING_DOWN), or the JWT keys cannot be fetched (TOKEN_KEYS_UNAVAILABLE)", body = ErrorBody),
     ))]
 async fn events_socket(State(state): State<AppState>, mut req: Request) -> Result<Response, ApiError> {
-    let (caller, protocol) = state.auth.check_ws(req.headers(), req.uri().query(), client(&req))?;
+    let (headers, query, from) = credentials(&req);
+    let (caller, protocol) = state.auth.check_ws(&headers, query.as_deref(), from).await?;
     caller.require(Scope::MessagesRead)?;
     let filter = events::Filter::from_query(caller.clone(), req.uri().query())?;
     let upgrade = match handshake::validate_upgrade(&req) {
@@ -180,19 +181,20 @@ async fn events_socket(State(state): State<AppState>, mut req: Request) -> Resul
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Invalid session id (INVALID_SESSION_ID) or Sec-WebSocket-Key (BAD_WEBSOCKET_KEY)", body = ErrorBody),
-        (status = 401, description = "No token (MISSING_TOKEN)", body = ErrorBody),
+        (status = 401, description = "No token (MISSING_TOKEN), or a user's JWT refused (TOKEN_MALFORMED, TOKEN_ALGORITHM, TOKEN_SIGNATURE, TOKEN_EXPIRED, TOKEN_NOT_YET_VALID, TOKEN_ISSUER, TOKEN_AUDIENCE, TOKEN_CLAIM_MISSING)", body = ErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = ErrorBody),
         (status = 426, description = "Not a WebSocket upgrade (UPGRADE_REQUIRED, UNSUPPORTED_WEBSOCKET_VERSION)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED), too many failed authentications from this address (TOO_MANY_AUTH_FAILURES), or the token holds WS_MAX_PER_TOKEN sockets already (TOO_MANY_WEBSOCKETS)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
-        (status = 503, description = "Shutting down (SHUTTING_DOWN)", body = ErrorBody),
+        (status = 503, description = "Shutting down (SHUTTING_DOWN), or the JWT keys cannot be fetched (TOKEN_KEYS_UNAVAILABLE)", body = ErrorBody),
     ))]
 async fn session_socket(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
-    let (caller, protocol) = state.auth.check_ws(req.headers(), req.uri().query(), client(&req))?;
+    let (headers, query, from) = credentials(&req);
+    let (caller, protocol) = state.auth.check_ws(&headers, query.as_deref(), from).await?;
     let id = crate::api::sessions::session_id(path)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
     let upgrade = match handshake::validate_upgrade(&req) {
@@ -213,6 +215,12 @@ async fn session_socket(
         drop(slot);
     });
     Ok(upgrade.switching_protocols(protocol.as_deref()))
+}
+
+/// What the WebSocket check reads, copied out of the request: its body is not `Sync`, so the
+/// check's future may not hold a reference into it.
+fn credentials(req: &Request) -> (axum::http::HeaderMap, Option<String>, Option<std::net::IpAddr>) {
+    (req.headers().clone(), req.uri().query().map(str::to_owned), client(req))
 }
 
 /// The client's address, as the accept loop tagged the request.
