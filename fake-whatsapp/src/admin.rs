@@ -12,7 +12,7 @@
 //! | `GET /admin/devices` | | `[{"jid","lid","phone","connected","removed"}]` |
 //! | `POST /admin/devices/{jid}/logout`, `.../drop` | | `{"ok":true}`; 400, 404, 409 |
 //! | `POST /admin/refuse` | `{"seconds"}` | `{"ok":true}` |
-//! | `GET /admin/phones/{phone}/messages`, `.../receipts`, `.../duplicates` | | records (a message: `{"id","from","from_lid"?,"type","text"?,"document"?,"media"?,"location"?,"reaction"?,"received_at","repeats"?}`, see [`ReceivedMessage`]; `repeats`, when not 0, counts how often it arrived again under its id) |
+//! | `GET /admin/phones/{phone}/messages`, `.../receipts`, `.../duplicates` | | records (a message: `{"id","from","from_lid"?,"type","text"?,"document"?,"media"?,"location"?,"reaction"?,"received_at","repeats"?}`, see [`ReceivedMessage`]; `repeats`, when not 0, counts how often it arrived again under its id; `type` is `text`, `image`, `video`, `audio`, `document`, …; `media` is `{"sha256","size","mimetype","file_name","caption","ptt"?,"seconds"?}` of the decrypted file, with `ptt` (a voice note or a plain audio) on audio and the declared `seconds` on audio and video) |
 //! | `POST /admin/phones/{phone}/redeliver` | `{"id"}` | 200 `{"devices"}`: the message `id` a virtual phone sent to `{phone}` goes again, encrypted anew under the same id, to each of its linked devices (now, or at their next login); 404 no such message for `{phone}`, or no linked device |
 //! | `POST /admin/phones/{phone}/messages/{id}/read` | | `{"ok":true}`; 404 |
 //! | `POST /admin/phones/{phone}/registered` | `{"registered"}` | `{"ok":true}` |

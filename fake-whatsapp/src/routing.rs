@@ -211,11 +211,19 @@ fn describe(shared: &Shared, message: &wa::Message, id: &str, sender: &Jid) -> R
         let file = MediaFile::of(MediaType::Video, &m.direct_path, &m.media_key, &m.file_enc_sha256, &m.file_sha256);
         record.kind = MessageKind::Video;
         record.text = m.caption.clone();
-        record.media = Some(file.record(shared, m.mimetype.clone(), None, m.caption.clone()));
+        record.media = Some(MediaRecord {
+            seconds: m.seconds,
+            ..file.record(shared, m.mimetype.clone(), None, m.caption.clone())
+        });
     } else if let Some(m) = message.audio_message.as_option() {
         let file = MediaFile::of(MediaType::Audio, &m.direct_path, &m.media_key, &m.file_enc_sha256, &m.file_sha256);
         record.kind = MessageKind::Audio;
-        record.media = Some(file.record(shared, m.mimetype.clone(), None, None));
+        // A voice note is an audio message with `ptt` set, as WhatsApp sends it.
+        record.media = Some(MediaRecord {
+            ptt: Some(m.ptt.unwrap_or(false)),
+            seconds: m.seconds,
+            ..file.record(shared, m.mimetype.clone(), None, None)
+        });
     } else if let Some(m) = message.document_message.as_option() {
         let file = MediaFile::of(MediaType::Document, &m.direct_path, &m.media_key, &m.file_enc_sha256, &m.file_sha256);
         let media = file.record(shared, m.mimetype.clone(), m.file_name.clone(), m.caption.clone());
@@ -300,7 +308,7 @@ impl<'a> MediaFile<'a> {
                 (String::new(), 0)
             }
         };
-        MediaRecord { sha256, size, mimetype, file_name, caption }
+        MediaRecord { sha256, size, mimetype, file_name, caption, ptt: None, seconds: None }
     }
 }
 

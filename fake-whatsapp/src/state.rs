@@ -215,6 +215,12 @@ pub struct MediaRecord {
     pub mimetype: Option<String>,
     pub file_name: Option<String>,
     pub caption: Option<String>,
+    /// For audio: whether it came as a voice note (push to talk). Left out for other media.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ptt: Option<bool>,
+    /// For audio and video: the length the message declares, in seconds. Left out when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u32>,
 }
 
 /// A shared location.

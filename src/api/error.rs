@@ -131,8 +131,8 @@ pub enum ApiError {
          message.received, message.status"
     )]
     InvalidEventType,
-    /// `type` is not `text`, `image` or `document`.
-    #[error("field 'type' must be \"text\", \"image\" or \"document\"")]
+    /// `type` is not `text`, `image`, `document`, `audio` or `video`.
+    #[error("field 'type' must be \"text\", \"image\", \"document\", \"audio\" or \"video\"")]
     InvalidMessageType,
     /// `media` (or the multipart `file`) is not usable: not base64, or missing.
     #[error("invalid media: {0}")]
@@ -360,6 +360,8 @@ impl ApiError {
                 ContentError::TooLarge => "PAYLOAD_TOO_LARGE",
                 ContentError::InvalidMimeType(_) => "INVALID_MIMETYPE",
                 ContentError::NotAnImage { .. } => "NOT_AN_IMAGE",
+                ContentError::NotOggOpus { .. } => "NOT_OGG_OPUS",
+                ContentError::NotAVideo { .. } => "NOT_A_VIDEO",
                 ContentError::TypeMismatch { .. } => "MEDIA_TYPE_MISMATCH",
             },
             ApiError::SessionNotFound => "SESSION_NOT_FOUND",
@@ -524,7 +526,7 @@ pub struct ErrorDetail {
     /// TOKEN_CLAIM_MISSING, TOKEN_KEYS_UNAVAILABLE, FORBIDDEN, RATE_LIMITED,
     /// TOO_MANY_AUTH_FAILURES, TOO_MANY_WEBSOCKETS, TOO_MANY_CONNECTIONS, BAD_JSON,
     /// MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, INVALID_BASE64,
-    /// NOT_A_PDF, INVALID_FILE_NAME, INVALID_IDEMPOTENCY_KEY, SESSION_NOT_FOUND, MESSAGE_NOT_FOUND,
+    /// NOT_A_PDF, NOT_AN_IMAGE, NOT_OGG_OPUS, NOT_A_VIDEO, INVALID_FILE_NAME, INVALID_IDEMPOTENCY_KEY, SESSION_NOT_FOUND, MESSAGE_NOT_FOUND,
     /// NOT_FOUND, METHOD_NOT_ALLOWED, BODY_TIMEOUT, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE,
     /// IDEMPOTENCY_KEY_REUSED, QUEUE_FULL, UPGRADE_REQUIRED, UNSUPPORTED_WEBSOCKET_VERSION,
     /// BAD_WEBSOCKET_KEY, SESSION_EXISTS, ALREADY_CONNECTED, QR_NOT_READY, SESSION_UNRESPONSIVE,
@@ -722,6 +724,8 @@ mod tests {
             ContentError::TooLarge.into(),
             ContentError::InvalidMimeType("x".into()).into(),
             ContentError::NotAnImage { found: "application/pdf".into() }.into(),
+            ContentError::NotOggOpus { found: "audio/mpeg".into() }.into(),
+            ContentError::NotAVideo { found: "video/quicktime".into() }.into(),
             ContentError::TypeMismatch { declared: "image/png".into(), found: "application/pdf".into() }.into(),
             ApiError::InvalidUrl,
             ApiError::InvalidSecret,

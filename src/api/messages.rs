@@ -129,13 +129,16 @@ pub struct MessageView {
     pub kind: ContentKind,
     /// The file name the recipient sees (documents; `null` otherwise).
     pub file_name: Option<String>,
-    /// The media type (images and documents; `null` for texts).
+    /// The media type (images, documents, audio and video; `null` for texts).
     pub mimetype: Option<String>,
     /// The caption, if any.
     pub caption: Option<String>,
     /// The start of a text, on one line, at most 100 characters (ending in `…` when cut); `null`
-    /// for images and documents, and for texts accepted before the gateway kept it.
+    /// for media, and for texts accepted before the gateway kept it.
     pub preview: Option<String>,
+    /// For audio: `true` for a voice note. Absent for other kinds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ptt: Option<bool>,
     pub status: DeliveryStatus,
     /// Failed send attempts so far.
     pub attempts: u32,
@@ -161,6 +164,7 @@ impl From<MessageRecord> for MessageView {
             mimetype: r.mimetype,
             caption: r.caption,
             preview: r.preview,
+            ptt: r.ptt,
             status: r.status,
             attempts: r.attempts,
             last_error: r.last_error,

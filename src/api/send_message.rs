@@ -1,4 +1,5 @@
-//! `POST /api/sessions/{sessionId}/messages`: a text, an image or a document, as JSON (media in
+//! `POST /api/sessions/{sessionId}/messages`: a text, an image, a document, an audio (a voice
+//! note with `ptt`) or a video, as JSON (media in
 //! base64 or a data URL) or as `multipart/form-data` (media as a `file` part, without base64's
 //! third). Both are parsed into an [`OutgoingContent`] and go through the same journal, queue,
 //! idempotency, pacing and retries as `POST /api/send-pdf`.
@@ -135,6 +136,60 @@ enum SendMessageBody {
     Text(TextBody),
     Image(ImageBody),
     Document(DocumentBody),
+    Audio(AudioBody),
+    Video(VideoBody),
+}
+
+/// An audio: OGG/Opus (by its bytes), sent as a voice note when `ptt` is true. Its length is
+/// read from the file.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct AudioBody {
+    #[schema(value_type = PhoneField)]
+    to: String,
+    #[serde(rename = "type")]
+    #[schema(pattern = "^audio$")]
+    kind: String,
+    /// A voice note (push to talk): shown with a microphone and a waveform. Default `false`.
+    ptt: Option<bool>,
+    media: AudioMedia,
+}
+
+/// An OGG/Opus file in base64, or as a data URL in `dataUrl`; at most 16 MiB decoded.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct AudioMedia {
+    #[schema(pattern = "^T2dnUw[A-Za-z0-9+/]*={0,2}$")]
+    base64: String,
+    /// `audio/ogg` (`; codecs=opus` allowed), `audio/opus` or generic; another is 400.
+    #[schema(pattern = "^(?:audio/ogg|audio/opus|application/ogg)(?:;.*)?$")]
+    mimetype: Option<String>,
+}
+
+/// A video: MP4 (by its bytes). Its length is read from the file.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct VideoBody {
+    #[schema(value_type = PhoneField)]
+    to: String,
+    #[serde(rename = "type")]
+    #[schema(pattern = "^video$")]
+    kind: String,
+    /// At most 1,024 characters.
+    #[schema(max_length = 1024)]
+    caption: Option<String>,
+    media: VideoMedia,
+}
+
+/// An MP4 file in base64, or as a data URL in `dataUrl`; at most 16 MiB decoded.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct VideoMedia {
+    #[schema(pattern = "^[A-Za-z0-9+/]{5}[A-Za-z0-9+/]*={0,2}$")]
+    base64: String,
+    /// `video/mp4` or generic; another is 400.
+    #[schema(pattern = "^video/mp4$")]
+    mimetype: Option<String>,
 }
 
 /// A text.
@@ -222,6 +277,9 @@ struct SendMessageForm {
     kind: ContentKind,
     text: Option<String>,
     caption: Option<String>,
+    /// `true` for a voice note (audio only).
+    #[schema(pattern = "^(?:true|false|1|0)$")]
+    ptt: Option<String>,
     /// Overrides the `file` part's own Content-Type.
     mimetype: Option<String>,
     /// Overrides the `file` part's own file name.
@@ -244,11 +302,12 @@ pub struct MessageAccepted {
     status: DeliveryStatus,
 }
 
-/// Send a text, an image or a document (needs `messages:send` on the session).
+/// Send a text, an image, a document, an audio or a video (needs `messages:send` on the session).
 ///
 /// Answers 202 once the message is durable on disk; it is then delivered in order per session,
 /// retrying while the session is down, exactly like `POST /api/send-pdf`. Media types are sniffed
-/// from the bytes; an image must be JPEG, PNG or WebP.
+/// from the bytes; an image must be JPEG, PNG or WebP, an audio OGG/Opus (a voice note with
+/// `ptt: true`), a video MP4; the length of audio and video is read from the file.
 #[utoipa::path(post, path = "/api/sessions/{sessionId}/messages", tag = "messages",
     params(SessionPath, IdempotencyHeader),
     request_body(content(
@@ -258,7 +317,7 @@ pub struct MessageAccepted {
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Queued (durable)", body = MessageAccepted),
-        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, INVALID_MESSAGE_TYPE, INVALID_MEDIA, INVALID_BASE64, INVALID_FILE_NAME, INVALID_MIMETYPE, NOT_AN_IMAGE, MEDIA_TYPE_MISMATCH, EMPTY_TEXT, TEXT_TOO_LONG, CAPTION_TOO_LONG, INVALID_IDEMPOTENCY_KEY)", body = ErrorBody),
+        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, INVALID_MESSAGE_TYPE, INVALID_MEDIA, INVALID_BASE64, INVALID_FILE_NAME, INVALID_MIMETYPE, NOT_AN_IMAGE, NOT_OGG_OPUS, NOT_A_VIDEO, MEDIA_TYPE_MISMATCH, EMPTY_TEXT, TEXT_TOO_LONG, CAPTION_TOO_LONG, INVALID_IDEMPOTENCY_KEY)", body = ErrorBody),
         AuthErrors,
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         (status = 408, description = "Body not received in time (BODY_TIMEOUT)", body = ErrorBody),
@@ -331,6 +390,7 @@ struct Fields {
     media: Option<Media>,
     mimetype: Option<String>,
     file_name: Option<String>,
+    ptt: Option<bool>,
 }
 
 /// The media's bytes and what came with them.
@@ -350,6 +410,11 @@ fn parse_json(body: &[u8]) -> Result<(PhoneNumber, OutgoingContent), ApiError> {
         kind: optional_string(object.remove("type"), "type")?,
         text: optional_string(object.remove("text"), "text")?,
         caption: optional_string(object.remove("caption"), "caption")?,
+        ptt: match object.remove("ptt") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(ptt)) => Some(ptt),
+            Some(_) => return Err(ApiError::WrongFieldType { field: "ptt", expected: "true or false" }),
+        },
         ..Fields::default()
     };
     match object.remove("media") {
@@ -404,6 +469,14 @@ async fn parse_multipart(body: Bytes, boundary: String) -> Result<(PhoneNumber, 
             "text" => fields.text = text,
             "caption" => fields.caption = text,
             "mimetype" => fields.mimetype = text,
+            "ptt" => {
+                fields.ptt = match text.as_deref() {
+                    None => None,
+                    Some("true" | "1") => Some(true),
+                    Some("false" | "0") => Some(false),
+                    Some(_) => return Err(ApiError::WrongFieldType { field: "ptt", expected: "true or false" }),
+                }
+            }
             "fileName" => fields.file_name = text,
             _ => {} // Unknown fields are ignored, as in JSON.
         }
@@ -419,12 +492,17 @@ fn build(fields: Fields) -> Result<(PhoneNumber, OutgoingContent), ApiError> {
     let caption = fields.caption.as_deref();
     let content = match kind {
         ContentKind::Text => OutgoingContent::text(fields.text.as_deref().unwrap_or_default())?,
-        ContentKind::Image | ContentKind::Document => {
+        ContentKind::Image | ContentKind::Document | ContentKind::Audio | ContentKind::Video => {
             let media = fields.media.ok_or(ApiError::MissingField("media"))?;
             // A media type of `application/octet-stream` from a form or a FileReader says nothing.
             let declared = fields.mimetype.or(media.declared_type);
             match kind {
                 ContentKind::Image => OutgoingContent::image(media.bytes, declared.as_deref(), caption)?,
+                // WhatsApp shows no caption on audio.
+                ContentKind::Audio => {
+                    OutgoingContent::audio(media.bytes, declared.as_deref(), fields.ptt.unwrap_or(false))?
+                }
+                ContentKind::Video => OutgoingContent::video(media.bytes, declared.as_deref(), caption)?,
                 _ => {
                     // No name, or one of only invisible characters: the default name.
                     let file_name = match fields.file_name.or(media.declared_name).map(|n| FileName::parse(&n)) {

@@ -1,6 +1,7 @@
-//! What an outgoing message carries: [`OutgoingContent`], a text, an image or a document, checked
-//! once at the edge. Media types are sniffed from the bytes: a declared type that contradicts them
-//! is refused, so a recipient never gets "factura.pdf" that is really an executable.
+//! What an outgoing message carries: [`OutgoingContent`], a text, an image, a document, an audio
+//! (a voice note when `ptt`) or a video, checked once at the edge. Media types are sniffed from
+//! the bytes: a declared type that contradicts them is refused, so a recipient never gets
+//! "factura.pdf" that is really an executable.
 
 use std::fmt;
 
@@ -25,18 +26,21 @@ const IMAGE_TYPES: [&str; 3] = ["image/jpeg", "image/png", "image/webp"];
 const GENERIC_TYPES: [&str; 4] =
     ["application/octet-stream", "binary/octet-stream", "application/binary", "application/unknown"];
 
-/// The kind of a message: `text`, `image` or `document`.
+/// The kind of a message: `text`, `image`, `document`, `audio` or `video`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ContentKind {
     Text,
     Image,
     Document,
+    Audio,
+    Video,
 }
 
 impl ContentKind {
     /// Every kind, in the order the API documents them.
-    pub const ALL: [ContentKind; 3] = [ContentKind::Text, ContentKind::Image, ContentKind::Document];
+    pub const ALL: [ContentKind; 5] =
+        [ContentKind::Text, ContentKind::Image, ContentKind::Document, ContentKind::Audio, ContentKind::Video];
 
     /// The one place each kind is spelled (API, journal).
     pub fn as_str(self) -> &'static str {
@@ -44,6 +48,8 @@ impl ContentKind {
             ContentKind::Text => "text",
             ContentKind::Image => "image",
             ContentKind::Document => "document",
+            ContentKind::Audio => "audio",
+            ContentKind::Video => "video",
         }
     }
 
@@ -115,6 +121,12 @@ pub enum ContentError {
     /// The bytes are not a JPEG, PNG or WebP image.
     #[error("an image must be JPEG, PNG or WebP; these bytes are {found} (send it as a document)")]
     NotAnImage { found: String },
+    /// Audio that is not OGG/Opus, the format WhatsApp records (and plays) voice notes in.
+    #[error("audio must be OGG/Opus (what WhatsApp records voice notes in); these bytes are {found}")]
+    NotOggOpus { found: String },
+    /// The bytes are not an MP4 video.
+    #[error("a video must be MP4; these bytes are {found} (send it as a document)")]
+    NotAVideo { found: String },
     /// The declared type contradicts what the bytes are.
     #[error("the media was declared {declared} but its bytes are {found}")]
     TypeMismatch { declared: String, found: String },
@@ -123,9 +135,34 @@ pub enum ContentError {
 /// What a message carries, validated.
 #[derive(Clone, PartialEq, Eq)]
 pub enum OutgoingContent {
-    Text { body: String },
-    Image { bytes: Bytes, mimetype: MimeType, caption: Option<String> },
-    Document { bytes: Bytes, mimetype: MimeType, file_name: FileName, caption: Option<String> },
+    Text {
+        body: String,
+    },
+    Image {
+        bytes: Bytes,
+        mimetype: MimeType,
+        caption: Option<String>,
+    },
+    Document {
+        bytes: Bytes,
+        mimetype: MimeType,
+        file_name: FileName,
+        caption: Option<String>,
+    },
+    /// OGG/Opus; a voice note when `ptt`. `seconds` is read from the file.
+    Audio {
+        bytes: Bytes,
+        mimetype: MimeType,
+        ptt: bool,
+        seconds: Option<u32>,
+    },
+    /// MP4. `seconds` is read from the file.
+    Video {
+        bytes: Bytes,
+        mimetype: MimeType,
+        caption: Option<String>,
+        seconds: Option<u32>,
+    },
 }
 
 impl fmt::Debug for OutgoingContent {
@@ -168,6 +205,42 @@ impl OutgoingContent {
         Ok(OutgoingContent::Image { bytes, mimetype, caption: caption_of(caption)? })
     }
 
+    /// An OGG/Opus audio, as its bytes say (a declared type must agree), with its length read
+    /// from the file; a voice note when `ptt`. Other audio formats are refused: WhatsApp shows a
+    /// voice note only for OGG/Opus, and one format keeps what the recipient gets predictable.
+    pub fn audio(bytes: Bytes, declared: Option<&str>, ptt: bool) -> Result<OutgoingContent, ContentError> {
+        check_size(&bytes)?;
+        let Some(ogg) = super::audio_video::ogg_opus(&bytes) else {
+            return Err(ContentError::NotOggOpus { found: described(&bytes) });
+        };
+        let mimetype = MimeType(OGG.to_owned());
+        if let Some(declared) = declared_type(declared)?
+            && !declared.is_generic()
+            && !matches!(declared.as_str(), OGG | "audio/opus" | "application/ogg")
+        {
+            return Err(ContentError::TypeMismatch { declared: declared.to_string(), found: mimetype.to_string() });
+        }
+        Ok(OutgoingContent::Audio { bytes, mimetype, ptt, seconds: ogg.seconds })
+    }
+
+    /// An MP4 video, as its bytes say (a declared type must agree), with its length read from
+    /// the file.
+    pub fn video(bytes: Bytes, declared: Option<&str>, caption: Option<&str>) -> Result<OutgoingContent, ContentError> {
+        check_size(&bytes)?;
+        let sniffed = sniff(&bytes);
+        let Some(mimetype) = sniffed.filter(|t| t.as_str() == MP4) else {
+            return Err(ContentError::NotAVideo { found: described(&bytes) });
+        };
+        if let Some(declared) = declared_type(declared)?
+            && !declared.is_generic()
+            && declared != mimetype
+        {
+            return Err(ContentError::TypeMismatch { declared: declared.to_string(), found: mimetype.to_string() });
+        }
+        let seconds = super::audio_video::mp4_seconds(&bytes);
+        Ok(OutgoingContent::Video { bytes, mimetype, caption: caption_of(caption)?, seconds })
+    }
+
     /// Any file. Its type is the one its bytes show (a PDF header anywhere in the first KiB
     /// counts, see [`has_pdf_header`](super::has_pdf_header)), or the declared one when the bytes
     /// show none we know (`text/csv`), or `application/octet-stream`; a declared type that
@@ -208,13 +281,15 @@ impl OutgoingContent {
         }
     }
 
-    /// Rebuilds content the journal stored (it was checked when accepted).
+    /// Rebuilds content the journal stored (it was checked when accepted; lengths are read from
+    /// the file again).
     pub fn from_stored(
         kind: ContentKind,
         payload: Bytes,
         mimetype: Option<MimeType>,
         file_name: Option<FileName>,
         caption: Option<String>,
+        ptt: bool,
     ) -> Result<OutgoingContent, ContentError> {
         let octet = || MimeType("application/octet-stream".to_owned());
         Ok(match kind {
@@ -229,6 +304,16 @@ impl OutgoingContent {
                 let file_name = file_name.unwrap_or_else(|| default_name(&mimetype, &payload));
                 OutgoingContent::Document { bytes: payload, mimetype, file_name, caption }
             }
+            ContentKind::Audio => {
+                let seconds = super::audio_video::ogg_opus(&payload).and_then(|ogg| ogg.seconds);
+                let mimetype = mimetype.unwrap_or_else(|| MimeType(OGG.to_owned()));
+                OutgoingContent::Audio { bytes: payload, mimetype, ptt, seconds }
+            }
+            ContentKind::Video => {
+                let seconds = super::audio_video::mp4_seconds(&payload);
+                let mimetype = mimetype.unwrap_or_else(|| MimeType(MP4.to_owned()));
+                OutgoingContent::Video { bytes: payload, mimetype, caption, seconds }
+            }
         })
     }
 
@@ -237,6 +322,24 @@ impl OutgoingContent {
             OutgoingContent::Text { .. } => ContentKind::Text,
             OutgoingContent::Image { .. } => ContentKind::Image,
             OutgoingContent::Document { .. } => ContentKind::Document,
+            OutgoingContent::Audio { .. } => ContentKind::Audio,
+            OutgoingContent::Video { .. } => ContentKind::Video,
+        }
+    }
+
+    /// For audio, whether it is a voice note; `None` for other kinds.
+    pub fn ptt(&self) -> Option<bool> {
+        match self {
+            OutgoingContent::Audio { ptt, .. } => Some(*ptt),
+            _ => None,
+        }
+    }
+
+    /// The length of an audio or a video in seconds, when its file says.
+    pub fn seconds(&self) -> Option<u32> {
+        match self {
+            OutgoingContent::Audio { seconds, .. } | OutgoingContent::Video { seconds, .. } => *seconds,
+            _ => None,
         }
     }
 
@@ -244,14 +347,20 @@ impl OutgoingContent {
     pub fn payload(&self) -> Bytes {
         match self {
             OutgoingContent::Text { body } => Bytes::copy_from_slice(body.as_bytes()),
-            OutgoingContent::Image { bytes, .. } | OutgoingContent::Document { bytes, .. } => bytes.clone(),
+            OutgoingContent::Image { bytes, .. }
+            | OutgoingContent::Document { bytes, .. }
+            | OutgoingContent::Audio { bytes, .. }
+            | OutgoingContent::Video { bytes, .. } => bytes.clone(),
         }
     }
 
     pub fn mimetype(&self) -> Option<&MimeType> {
         match self {
             OutgoingContent::Text { .. } => None,
-            OutgoingContent::Image { mimetype, .. } | OutgoingContent::Document { mimetype, .. } => Some(mimetype),
+            OutgoingContent::Image { mimetype, .. }
+            | OutgoingContent::Document { mimetype, .. }
+            | OutgoingContent::Audio { mimetype, .. }
+            | OutgoingContent::Video { mimetype, .. } => Some(mimetype),
         }
     }
 
@@ -278,8 +387,10 @@ impl OutgoingContent {
 
     pub fn caption(&self) -> Option<&str> {
         match self {
-            OutgoingContent::Text { .. } => None,
-            OutgoingContent::Image { caption, .. } | OutgoingContent::Document { caption, .. } => caption.as_deref(),
+            OutgoingContent::Text { .. } | OutgoingContent::Audio { .. } => None,
+            OutgoingContent::Image { caption, .. }
+            | OutgoingContent::Document { caption, .. }
+            | OutgoingContent::Video { caption, .. } => caption.as_deref(),
         }
     }
 }
@@ -305,6 +416,16 @@ fn caption_of(caption: Option<&str>) -> Result<Option<String>, ContentError> {
         Some(c) if c.chars().count() > MAX_CAPTION_CHARS => Err(ContentError::CaptionTooLong),
         Some(c) => Ok(Some(c.to_owned())),
     }
+}
+
+/// The container of voice notes.
+const OGG: &str = "audio/ogg";
+/// The container of videos.
+const MP4: &str = "video/mp4";
+
+/// What the bytes are, for an error message.
+fn described(bytes: &[u8]) -> String {
+    sniff(bytes).map_or("of no known type".to_owned(), |t| t.to_string())
 }
 
 /// The type the bytes show, if they show one we know.
@@ -428,6 +549,54 @@ mod tests {
         let named = FileName::parse("ventas.xlsx").ok();
         let sheet = OutgoingContent::document(bytes(zip), Some(xlsx), named, None).unwrap();
         assert_eq!(sheet.mimetype().map(MimeType::as_str), Some(xlsx), "an Office file is a zip");
+    }
+
+    #[test]
+    fn audio_is_ogg_opus_with_its_length_and_ptt() {
+        use super::super::audio_video::samples;
+        let voice = OutgoingContent::audio(bytes(&samples::ogg_opus(5)), None, true).unwrap();
+        assert_eq!((voice.kind(), voice.ptt(), voice.seconds()), (ContentKind::Audio, Some(true), Some(5)));
+        assert_eq!(voice.mimetype().map(MimeType::as_str), Some("audio/ogg"));
+        assert_eq!(voice.caption(), None);
+        assert!(OutgoingContent::audio(bytes(&samples::ogg_opus(5)), Some("audio/ogg; codecs=opus"), false).is_ok());
+        assert!(matches!(
+            OutgoingContent::audio(bytes(b"ID3\x04\0\0\0\0\0\0 an mp3"), None, true),
+            Err(ContentError::NotOggOpus { found }) if found == "audio/mpeg"
+        ));
+        assert!(matches!(OutgoingContent::audio(bytes(PNG), None, false), Err(ContentError::NotOggOpus { .. })));
+        assert!(matches!(
+            OutgoingContent::audio(bytes(&samples::ogg_opus(1)), Some("audio/mpeg"), false),
+            Err(ContentError::TypeMismatch { .. })
+        ));
+        let stored = OutgoingContent::from_stored(ContentKind::Audio, voice.payload(), None, None, None, true).unwrap();
+        assert_eq!(stored, voice, "rebuilt from the journal, length and all");
+    }
+
+    #[test]
+    fn video_is_mp4_with_its_length_and_caption() {
+        use super::super::audio_video::samples;
+        let video = OutgoingContent::video(bytes(&samples::mp4(3)), Some("video/mp4"), Some("el local")).unwrap();
+        assert_eq!((video.kind(), video.seconds(), video.caption()), (ContentKind::Video, Some(3), Some("el local")));
+        assert_eq!((video.mimetype().map(MimeType::as_str), video.ptt()), (Some("video/mp4"), None));
+        assert!(matches!(OutgoingContent::video(bytes(PDF), None, None), Err(ContentError::NotAVideo { .. })));
+        assert!(matches!(
+            OutgoingContent::video(bytes(&samples::ogg_opus(1)), None, None),
+            Err(ContentError::NotAVideo { found }) if found == "audio/opus" || found == "audio/ogg"
+        ));
+        assert!(matches!(
+            OutgoingContent::video(bytes(&samples::mp4(3)), Some("video/quicktime"), None),
+            Err(ContentError::TypeMismatch { .. })
+        ));
+        let stored = OutgoingContent::from_stored(
+            ContentKind::Video,
+            video.payload(),
+            video.mimetype().cloned(),
+            None,
+            Some("el local".into()),
+            false,
+        )
+        .unwrap();
+        assert_eq!(stored, video);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Each value is parsed once at the edge (HTTP, the journal); past that point the queue and the
 //! sessions only see values that are known to be well formed.
 
+pub(crate) mod audio_video;
 mod content;
 mod ids;
 mod incoming;

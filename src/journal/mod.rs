@@ -146,6 +146,7 @@ impl Journal {
                 mimetype: content.mimetype().map(|m| m.as_str().to_owned()),
                 caption: content.caption().map(str::to_owned),
                 preview: content.preview(),
+                ptt: content.ptt(),
                 size: location.len,
                 idempotency: message.idempotency,
                 location,

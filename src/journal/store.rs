@@ -21,11 +21,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// earlier versions are PDFs: `document`, with a NULL media type that reads `application/pdf`);
 /// version 4 adds `status_events`, the outbox of `message.status` events, written in the same
 /// transaction as the status they report; version 5 adds the start of a text (`preview`), kept
-/// after its segment is gone so that lists can show what was sent (NULL for earlier rows).
-const SCHEMA_VERSION: i64 = 5;
+/// after its segment is gone so that lists can show what was sent (NULL for earlier rows);
+/// version 6 adds the kinds `audio` and `video`, and `ptt` (1 for a voice note, NULL for
+/// anything but audio). SQLite cannot change a CHECK, so a journal of an earlier version has its
+/// `messages` table rebuilt with the new list, its rows and their sequence intact.
+const SCHEMA_VERSION: i64 = 6;
 
 /// Columns added to `messages` since version 1, with their declarations, in order.
-fn added_columns() -> [(&'static str, String); 7] {
+fn added_columns() -> [(&'static str, String); 8] {
     let kinds = kind_list();
     [
         ("segment", "INTEGER".to_owned()),
@@ -35,8 +38,24 @@ fn added_columns() -> [(&'static str, String); 7] {
         ("mimetype", "TEXT".to_owned()),
         ("caption", "TEXT".to_owned()),
         ("preview", "TEXT".to_owned()),
+        ("ptt", "INTEGER".to_owned()),
     ]
 }
+
+/// The columns of `messages` before [`added_columns`].
+const BASE_COLUMNS: [&str; 11] = [
+    "seq",
+    "message_id",
+    "session_id",
+    "recipient",
+    "file_name",
+    "size",
+    "status",
+    "attempts",
+    "last_error",
+    "created_at",
+    "updated_at",
+];
 
 /// `('text', 'image', 'document')`.
 fn kind_list() -> String {
@@ -50,25 +69,11 @@ const LEGACY_MIMETYPE: &str = "application/pdf";
 /// The schema; its status lists come from [`DeliveryStatus::as_str`], the one place each status
 /// is spelled.
 fn schema() -> String {
-    let (all, open, finished) = (status_list(|_| true), status_list(is_open), status_list(DeliveryStatus::is_final));
-    let added: Vec<String> = added_columns().iter().map(|(name, decl)| format!("{name} {decl}")).collect();
-    let added = added.join(",\n    ");
+    let (open, finished) = (status_list(is_open), status_list(DeliveryStatus::is_final));
+    let messages = messages_table("messages");
     format!(
         "
-CREATE TABLE IF NOT EXISTS messages (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id  TEXT    NOT NULL UNIQUE,
-    session_id  TEXT    NOT NULL,
-    recipient   TEXT    NOT NULL,
-    file_name   TEXT    NOT NULL,
-    size        INTEGER NOT NULL,
-    status      TEXT    NOT NULL CHECK (status IN {all}),
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    last_error  TEXT,
-    created_at  INTEGER NOT NULL,
-    updated_at  INTEGER NOT NULL,
-    {added}
-) STRICT;
+{messages}
 CREATE INDEX IF NOT EXISTS messages_open ON messages (seq)
     WHERE status IN {open};
 CREATE INDEX IF NOT EXISTS messages_finished ON messages (updated_at)
@@ -95,6 +100,55 @@ CREATE TABLE IF NOT EXISTS status_events (
     )
 }
 
+/// `CREATE TABLE IF NOT EXISTS {name}` of the messages table as this version declares it.
+fn messages_table(name: &str) -> String {
+    let all = status_list(|_| true);
+    let added: Vec<String> = added_columns().iter().map(|(name, decl)| format!("{name} {decl}")).collect();
+    let added = added.join(",\n    ");
+    format!(
+        "
+CREATE TABLE IF NOT EXISTS {name} (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id  TEXT    NOT NULL UNIQUE,
+    session_id  TEXT    NOT NULL,
+    recipient   TEXT    NOT NULL,
+    file_name   TEXT    NOT NULL,
+    size        INTEGER NOT NULL,
+    status      TEXT    NOT NULL CHECK (status IN {all}),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    {added}
+) STRICT;"
+    )
+}
+
+/// Rebuilds `messages` when its CHECK on `kind` predates a kind of [`ContentKind::ALL`]: a new
+/// table with the current declaration, every row copied (`seq` included, so the sequence goes
+/// on), the old one dropped with its indexes, which [`schema`] then creates again.
+fn widen_kinds(tx: &Transaction<'_>) -> Result<(), JournalError> {
+    let declared: String =
+        tx.query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'", [], |r| r.get(0))?;
+    if ContentKind::ALL.iter().all(|k| declared.contains(&format!("'{}'", k.as_str()))) {
+        return Ok(());
+    }
+    let columns: Vec<&str> =
+        BASE_COLUMNS.iter().copied().chain(added_columns().iter().map(|(name, _)| *name)).collect();
+    let columns = columns.join(", ");
+    tx.execute_batch(&format!(
+        "{}
+INSERT INTO messages_rebuilt ({columns}) SELECT {columns} FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_rebuilt RENAME TO messages;
+{}",
+        messages_table("messages_rebuilt"),
+        schema()
+    ))?;
+    tracing::info!("message journal: messages table rebuilt for the audio and video kinds");
+    Ok(())
+}
+
 /// Still to send: `queued` or `sending`.
 fn is_open(status: DeliveryStatus) -> bool {
     !status.is_final()
@@ -108,10 +162,10 @@ fn status_list(pick: impl Fn(DeliveryStatus) -> bool) -> String {
 }
 
 const RECORD_COLUMNS: &str = "message_id, session_id, recipient, file_name, status, attempts, \
-                              last_error, created_at, updated_at, size, kind, mimetype, caption, preview";
+                              last_error, created_at, updated_at, size, kind, mimetype, caption, preview, ptt";
 
 /// How many columns [`RECORD_COLUMNS`] has.
-const RECORD_COLUMN_COUNT: usize = 14;
+const RECORD_COLUMN_COUNT: usize = 15;
 
 impl ToSql for DeliveryStatus {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -163,6 +217,7 @@ pub(super) fn init_schema(conn: &Connection) -> Result<(), JournalError> {
             tx.execute_batch(&format!("ALTER TABLE messages ADD COLUMN {name} {decl}"))?;
         }
     }
+    widen_kinds(&tx)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
@@ -181,6 +236,8 @@ pub(super) struct NewRow {
     pub caption: Option<String>,
     /// The start of a text ([`OutgoingContent::preview`](crate::domain::OutgoingContent::preview)).
     pub preview: Option<String>,
+    /// For audio, whether it is a voice note; `None` otherwise.
+    pub ptt: Option<bool>,
     pub size: u64,
     pub idempotency: Option<IdempotencyKey>,
     /// Where its PDF was written.
@@ -228,8 +285,8 @@ pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64, events: bool) ->
     }
     conn.prepare_cached(
         "INSERT INTO messages (message_id, session_id, recipient, file_name, size, status, \
-         created_at, updated_at, segment, seg_offset, crc32, kind, mimetype, caption, preview) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         created_at, updated_at, segment, seg_offset, crc32, kind, mimetype, caption, preview, ptt) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         row.message_id,
@@ -246,6 +303,7 @@ pub(super) fn accept(conn: &Connection, row: &NewRow, now: u64, events: bool) ->
         row.mimetype,
         row.caption,
         row.preview,
+        row.ptt,
     ])?;
     if let Some(key) = &row.idempotency {
         conn.prepare_cached(
@@ -443,6 +501,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         mimetype: mimetype.or_else(|| (kind == ContentKind::Document).then(|| LEGACY_MIMETYPE.to_owned())),
         caption: row.get(12)?,
         preview: row.get(13)?,
+        ptt: row.get(14)?,
         status: row.get(4)?,
         attempts: row.get(5)?,
         last_error: row.get(6)?,

@@ -610,7 +610,56 @@ async fn a_journal_written_by_schema_version_1_delivers_its_pending_pdfs() {
         .expect("db")
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 5, "migrated");
+    assert_eq!(version, 6, "migrated");
+}
+
+#[tokio::test]
+async fn a_version_5_journal_is_rebuilt_for_audio_and_video_and_keeps_its_rows() {
+    let dir = TempDir::new("v5");
+    std::fs::create_dir_all(dir.path()).expect("dir");
+    {
+        // The messages table as version 5 declared it: three kinds in its CHECK, no ptt.
+        let conn = rusqlite::Connection::open(dir.path().join("journal.db")).expect("db");
+        conn.execute_batch(
+            "CREATE TABLE messages (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL UNIQUE,
+                session_id TEXT NOT NULL, recipient TEXT NOT NULL, file_name TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('queued', 'sending', 'sent', 'delivered', 'read', 'failed')),
+                attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL, segment INTEGER, seg_offset INTEGER, crc32 INTEGER,
+                kind TEXT NOT NULL DEFAULT 'document' CHECK (kind IN ('text', 'image', 'document')),
+                mimetype TEXT, caption TEXT, preview TEXT) STRICT;
+             INSERT INTO messages (seq, message_id, session_id, recipient, file_name, size, status, created_at,
+                                   updated_at, kind, preview)
+                 VALUES (41, 'viejo', 'tienda', '51987000001', '', 4, 'delivered', 1, 2, 'text', 'hola');
+             PRAGMA user_version = 5;",
+        )
+        .expect("a version 5 journal");
+        let refused = conn.execute("UPDATE messages SET kind = 'audio'", []);
+        assert!(refused.is_err(), "version 5 refuses the audio kind");
+    }
+    let voice = Bytes::from(crate::domain::audio_video::samples::ogg_opus(4));
+    let journal = Journal::open(dir.path()).expect("a version 5 journal opens");
+    let content = OutgoingContent::audio(voice.clone(), None, true).expect("a voice note");
+    accept(&journal, with_content("nota", content)).await.expect("an audio is accepted");
+    let old = within(journal.get(&mid("viejo"))).await.expect("get").expect("the old row is kept");
+    assert_eq!((old.kind, old.preview.as_deref(), old.ptt), (ContentKind::Text, Some("hola"), None));
+    let note = within(journal.get(&mid("nota"))).await.expect("get").expect("kept");
+    assert_eq!((note.kind, note.ptt, note.mimetype.as_deref()), (ContentKind::Audio, Some(true), Some("audio/ogg")));
+    assert_eq!(within(journal.read_payload(&mid("nota"))).await.expect("read"), Some(voice));
+    drop(journal);
+    let conn = rusqlite::Connection::open(dir.path().join("journal.db")).expect("db");
+    let seq: i64 = conn.query_row("SELECT seq FROM messages WHERE message_id = 'nota'", [], |r| r.get(0)).expect("seq");
+    assert!(seq > 41, "the sequence goes on: {seq}");
+    let indexes: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'", [], |r| {
+            r.get(0)
+        })
+        .expect("indexes");
+    assert!(indexes >= 3, "the indexes are back: {indexes}");
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).expect("version");
+    assert_eq!(version, 6);
 }
 
 #[tokio::test]

@@ -37,6 +37,8 @@ pub(crate) struct Job {
     pub(crate) mimetype: Option<MimeType>,
     pub(crate) file_name: Option<FileName>,
     pub(crate) caption: Option<String>,
+    /// A voice note (audio only).
+    pub(crate) ptt: bool,
     /// The content's size in bytes, counted against the queue's byte bounds.
     pub(crate) size: u64,
     /// When the message was accepted (wall clock, survives restarts).
@@ -64,6 +66,7 @@ impl Job {
             mimetype,
             file_name,
             caption: record.caption,
+            ptt: record.ptt.unwrap_or(false),
             size: record.size,
             accepted_at_ms: record.created_at,
         };
@@ -240,6 +243,7 @@ impl Queue {
             mimetype: content.mimetype().cloned(),
             file_name: content.file_name().cloned(),
             caption: content.caption().map(str::to_owned),
+            ptt: content.ptt().unwrap_or(false),
             size,
             accepted_at_ms: 0,
         };

@@ -293,6 +293,7 @@ async fn load_content(queue: &Queue, job: &Job) -> Result<OutgoingContent, Outco
             job.mimetype.clone(),
             job.file_name.clone(),
             job.caption.clone(),
+            job.ptt,
         )
         .map_err(|e| Outcome::Failed(format!("the stored content is unusable: {e}"))),
         Ok(None) => Err(Outcome::PdfMissing),

@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::download::MediaType;
 use whatsapp_rust::http::UreqHttpClient;
-use whatsapp_rust::media::{DocumentOptions, ImageOptions, document_message, image_message};
+use whatsapp_rust::media::{
+    AudioOptions, DocumentOptions, ImageOptions, VideoOptions, audio_message, document_message, image_message,
+    video_message,
+};
 use whatsapp_rust::send::SendOptions;
 use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
@@ -656,7 +659,8 @@ pub(crate) async fn check_numbers(
 }
 
 /// Sends `content` to `to` under the given WhatsApp message id: a text as is, media uploaded
-/// first (encrypted by the client) and sent as an image or a document message.
+/// first (encrypted by the client, under its media type's keys) and sent as an image, a
+/// document, an audio (a voice note when `ptt`) or a video message.
 pub(crate) async fn send_content(
     client: &Client,
     to: &PhoneNumber,
@@ -682,6 +686,25 @@ pub(crate) async fn send_content(
                 file_name: Some(file_name.as_str().to_owned()),
                 title: Some(file_name.as_str().to_owned()),
                 caption: caption.clone(),
+                ..Default::default()
+            },
+        ),
+        OutgoingContent::Audio { bytes, ptt, seconds, .. } => audio_message(
+            upload(bytes, MediaType::Audio).await?,
+            AudioOptions {
+                // What WhatsApp's own clients record voice notes as.
+                mimetype: Some("audio/ogg; codecs=opus".to_owned()),
+                duration_seconds: *seconds,
+                ptt: Some(*ptt),
+                ..Default::default()
+            },
+        ),
+        OutgoingContent::Video { bytes, mimetype, caption, seconds } => video_message(
+            upload(bytes, MediaType::Video).await?,
+            VideoOptions {
+                mimetype: Some(mimetype.to_string()),
+                caption: caption.clone(),
+                duration_seconds: *seconds,
                 ..Default::default()
             },
         ),

@@ -63,6 +63,12 @@ impl ApiError {
                 ContentError::NotAnImage { found } => {
                     format!("una imagen debe ser JPEG, PNG o WebP; estos bytes son {found} (envíelo como documento)")
                 }
+                ContentError::NotOggOpus { found } => {
+                    format!("el audio debe ser OGG/Opus (en lo que WhatsApp graba las notas de voz); estos bytes son {found}")
+                }
+                ContentError::NotAVideo { found } => {
+                    format!("un video debe ser MP4; estos bytes son {found} (envíelo como documento)")
+                }
                 ContentError::TypeMismatch { declared, found } => {
                     format!("el archivo se declaró {declared}, pero sus bytes son {found}")
                 }
@@ -77,7 +83,9 @@ impl ApiError {
             ApiError::InvalidEventType => "tipo de evento desconocido; se conocen: session.status, session.qr, \
                                            session.connected, session.logged_out, message.received, message.status"
                 .into(),
-            ApiError::InvalidMessageType => "el campo 'type' debe ser \"text\", \"image\" o \"document\"".into(),
+            ApiError::InvalidMessageType => {
+                "el campo 'type' debe ser \"text\", \"image\", \"document\", \"audio\" o \"video\"".into()
+            }
             ApiError::InvalidMedia(why) => format!("archivo no válido: {}", phrase(why)),
             ApiError::SessionNotFound => "no existe esa sesión".into(),
             ApiError::NotFound => "no encontrado".into(),
@@ -154,6 +162,7 @@ pub(super) fn phrase(english: &str) -> &str {
         // What a field must be (`WrongFieldType`).
         "a string" => "un texto",
         "a boolean" => "un booleano (true o false)",
+        "true or false" => "true o false",
         "a phone number" => "un número de teléfono",
         "a JSON object" | "an object" => "un objeto JSON",
         "an array of event names" => "una lista de nombres de eventos",

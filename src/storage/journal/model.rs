@@ -68,7 +68,7 @@ pub struct MessageRecord {
     pub session_id: String,
     /// The recipient's digits.
     pub to: String,
-    /// Text, image or document.
+    /// Text, image, document, audio or video.
     pub kind: ContentKind,
     /// The file name the recipient sees (documents only).
     pub file_name: Option<String>,
@@ -78,6 +78,8 @@ pub struct MessageRecord {
     pub caption: Option<String>,
     /// The start of a text, for lists (texts accepted by schema version 5 on).
     pub preview: Option<String>,
+    /// For audio, whether it is a voice note; `None` for other kinds.
+    pub ptt: Option<bool>,
     /// Where it is now.
     pub status: DeliveryStatus,
     /// Send attempts so far.
