@@ -460,6 +460,20 @@ async fn without_compat_api_the_dialects_are_404_and_not_documented() {
     fake.shutdown().await;
 }
 
+/// The schema names every `$ref` in `value` points at.
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(name) = map.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()) {
+                out.push(name.to_owned());
+            }
+            map.values().for_each(|v| collect_refs(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
 #[tokio::test]
 async fn the_dialects_on_are_documented_under_compat_and_served() {
     let fake = fake().await;
@@ -491,9 +505,26 @@ async fn the_dialects_on_are_documented_under_compat_and_served() {
             assert_compat_error(&body, "MISSING_TOKEN");
             let documented = &operation["responses"]["401"]["content"]["application/json"]["schema"]["$ref"];
             assert_eq!(documented, "#/components/schemas/CompatErrorBody", "{method} {path}");
+            // Its own schemas, named for its seed: one named like ours would be merged into ours.
+            let mut refs = Vec::new();
+            collect_refs(operation, &mut refs);
+            for name in refs {
+                let own = ["Seed000", "Seed002", "Compat"].iter().any(|p| name.starts_with(p));
+                assert!(own || ["PhoneField"].contains(&name.as_str()), "{method} {path} uses our schema {name}");
+            }
         }
     }
     assert_eq!(compat, SEED_ROUTES.len(), "every seed route is documented");
+
+    // Turning the dialects on adds to our document and changes nothing of it (a schema of the
+    // same name would replace ours).
+    let ours = serde_json::to_value(whatsapp_gateway::api::openapi_document(Default::default())).unwrap();
+    for (name, schema) in ours["components"]["schemas"].as_object().unwrap() {
+        assert_eq!(&doc["components"]["schemas"][name], schema, "schema {name} changed with COMPAT_API");
+    }
+    for (path, item) in ours["paths"].as_object().unwrap() {
+        assert_eq!(&doc["paths"][path], item, "{path} changed with COMPAT_API");
+    }
     app.stop().await;
     fake.shutdown().await;
 }

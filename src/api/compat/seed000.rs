@@ -64,7 +64,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)] // Describes the JSON; parsing is by hand.
-struct InitBody {
+struct Seed000InitBody {
     #[schema(example = "unique-session-id", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     session_id: String,
     /// Kept in the session's `metadata` as `chatbotId` when the session is created.
@@ -75,7 +75,7 @@ struct InitBody {
 /// `POST /init` answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct InitAnswer {
+struct Seed000InitAnswer {
     /// Always `true`.
     success: bool,
     session_id: String,
@@ -86,7 +86,7 @@ struct InitAnswer {
 /// `GET /qr-code/{sessionId}` answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct QrAnswer {
+struct Seed000QrAnswer {
     /// The QR as a PNG data URL; `null` once the session is connected.
     #[schema(example = "data:image/png;base64,iVBORw0KGgo…")]
     qr_code: Option<String>,
@@ -97,7 +97,7 @@ struct QrAnswer {
 /// `GET /status/{sessionId}` answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct StatusAnswer {
+struct Seed000StatusAnswer {
     session_id: String,
     status: Seed000Status,
     /// When it last connected (UTC, `2024-01-15T10:30:00Z`); `null` before that.
@@ -108,7 +108,7 @@ struct StatusAnswer {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)] // Describes the JSON; parsing is by hand.
-struct SendBody {
+struct Seed000SendBody {
     #[schema(example = "unique-session-id", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     session_id: String,
     #[schema(value_type = PhoneField)]
@@ -121,7 +121,7 @@ struct SendBody {
 /// `POST /send` answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SendAnswer {
+struct Seed000SendAnswer {
     /// Always `true`.
     success: bool,
     /// The WhatsApp message id; `GET /api/messages/{messageId}` follows it.
@@ -133,14 +133,14 @@ struct SendAnswer {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)] // Describes the JSON; parsing is by hand.
-struct DisconnectBody {
+struct Seed000DisconnectBody {
     #[schema(example = "unique-session-id", pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     session_id: String,
 }
 
 /// `POST /disconnect` answer.
 #[derive(Debug, Serialize, ToSchema)]
-struct DisconnectAnswer {
+struct Seed000DisconnectAnswer {
     /// Always `true`.
     success: bool,
     /// Always `Session disconnected`.
@@ -161,10 +161,10 @@ async fn body(state: &AppState, req: Request) -> Result<Map<String, Value>, ApiE
 /// new and keeps it linking for `QR_LINK_WINDOW_SECS`; its QR codes go to `BACKEND_URL` as
 /// `type: qr` callbacks, and `GET /qr-code/{sessionId}` shows the current one.
 #[utoipa::path(post, path = "/init", tag = "compat",
-    request_body(content = InitBody, content_type = "application/json"),
+    request_body(content = Seed000InitBody, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Linking (or already linked)", body = InitAnswer),
+        (status = 200, description = "Linking (or already linked)", body = Seed000InitAnswer),
         (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID)", body = CompatErrorBody),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = CompatErrorBody),
@@ -202,7 +202,7 @@ async fn init(State(state): State<AppState>, caller: Caller, req: Request) -> Re
             if other == Seed000Status::QrReady { other } else { Seed000Status::Connecting }
         }
     };
-    Ok(json_response(StatusCode::OK, &InitAnswer { success: true, session_id: id.as_str().to_owned(), status }))
+    Ok(json_response(StatusCode::OK, &Seed000InitAnswer { success: true, session_id: id.as_str().to_owned(), status }))
 }
 
 /// The QR code to scan (seed 000's `GET /qr-code/{sessionId}`; needs `sessions:write`).
@@ -215,7 +215,7 @@ async fn init(State(state): State<AppState>, caller: Caller, req: Request) -> Re
         ("token" = Option<String>, Query, description = "The API token, for a page that cannot set headers")),
     security(("bearer" = []), ("query_token" = [])),
     responses(
-        (status = 200, description = "The QR (or `qrCode: null` when connected)", body = QrAnswer),
+        (status = 200, description = "The QR (or `qrCode: null` when connected)", body = Seed000QrAnswer),
         (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = CompatErrorBody),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = CompatErrorBody),
@@ -235,11 +235,11 @@ async fn qr_code(
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
     let answer = match sessions::wait_for_qr(&state, &id).await {
-        Ok(qr) => QrAnswer {
+        Ok(qr) => Seed000QrAnswer {
             qr_code: Some(sessions::qr_data_url(&qr.code).map_err(ApiError::internal)?),
             status: Seed000Status::QrReady,
         },
-        Err(ApiError::AlreadyConnected) => QrAnswer { qr_code: None, status: Seed000Status::Connected },
+        Err(ApiError::AlreadyConnected) => Seed000QrAnswer { qr_code: None, status: Seed000Status::Connected },
         Err(e) => return Err(e),
     };
     Ok(json_response(StatusCode::OK, &answer))
@@ -254,7 +254,7 @@ async fn qr_code(
         ("token" = Option<String>, Query, description = "The API token, for a page that cannot set headers")),
     security(("bearer" = []), ("query_token" = [])),
     responses(
-        (status = 200, description = "The status", body = StatusAnswer),
+        (status = 200, description = "The status", body = Seed000StatusAnswer),
         (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = CompatErrorBody),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = CompatErrorBody),
@@ -271,7 +271,7 @@ async fn status(
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsRead, &id)?;
     let session = state.sessions.get(&id).ok_or(ApiError::SessionNotFound)?;
-    let answer = StatusAnswer {
+    let answer = Seed000StatusAnswer {
         session_id: id.as_str().to_owned(),
         status: session.state.status.into(),
         last_connected_at: session.state.connected_at.map(iso_seconds),
@@ -286,10 +286,10 @@ async fn status(
 /// in order, retrying while the session is down. An `Idempotency-Key` header works as there.
 #[utoipa::path(post, path = "/send", tag = "compat",
     params(crate::api::send_pdf::IdempotencyHeader),
-    request_body(content = SendBody, content_type = "application/json"),
+    request_body(content = Seed000SendBody, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Queued (durable)", body = SendAnswer),
+        (status = 200, description = "Queued (durable)", body = Seed000SendAnswer),
         (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, EMPTY_TEXT, TEXT_TOO_LONG, INVALID_IDEMPOTENCY_KEY)", body = CompatErrorBody),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = CompatErrorBody),
@@ -314,7 +314,7 @@ async fn send(State(state): State<AppState>, caller: Caller, req: Request) -> Re
     let to = crate::api::send_pdf::phone_field(object.remove("to"), "to")?;
     let text = required_text(&mut object, "message")?;
     let message_id = super::send_text(&state, &caller, &id, to, &text, idempotency, &bytes).await?;
-    Ok(json_response(StatusCode::OK, &SendAnswer { success: true, message_id }))
+    Ok(json_response(StatusCode::OK, &Seed000SendAnswer { success: true, message_id }))
 }
 
 /// Log the session out (seed 000's `POST /disconnect`; needs `sessions:write`).
@@ -323,10 +323,10 @@ async fn send(State(state): State<AppState>, caller: Caller, req: Request) -> Re
 /// deletes the credentials, keeping the session (link it again with `POST /init`); a
 /// `type: disconnected` callback with `reason: logout` follows.
 #[utoipa::path(post, path = "/disconnect", tag = "compat",
-    request_body(content = DisconnectBody, content_type = "application/json"),
+    request_body(content = Seed000DisconnectBody, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Logged out", body = DisconnectAnswer),
+        (status = 200, description = "Logged out", body = Seed000DisconnectAnswer),
         (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID)", body = CompatErrorBody),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = CompatErrorBody),
@@ -345,5 +345,5 @@ async fn disconnect(State(state): State<AppState>, caller: Caller, req: Request)
     let id = SessionId::parse(&required_text(&mut object, "sessionId")?)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
     state.sessions.logout(&id).await?;
-    Ok(json_response(StatusCode::OK, &DisconnectAnswer { success: true, message: "Session disconnected" }))
+    Ok(json_response(StatusCode::OK, &Seed000DisconnectAnswer { success: true, message: "Session disconnected" }))
 }

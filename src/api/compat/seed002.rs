@@ -16,7 +16,7 @@
 //! (`crate::webhooks`). The GETs a page calls take `?token=` too.
 //!
 //! What differs, and why:
-//! * A session is the seed's `whatsapp_sessions` row ([`SessionRow`]): `status` in its four
+//! * A session is the seed's `whatsapp_sessions` row ([`Seed002SessionRow`]): `status` in its four
 //!   words ([`Seed002Status`]); `auth_folder_path` is the session's credentials folder under
 //!   `SESSIONS_DIR` (the seed's was `./auth_sessions/<id>`; nothing outside the gateway should
 //!   touch it); `server_port` is always `null` (one process serves every session, on `PORT`);
@@ -70,7 +70,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 /// `GET /generate-qr` answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct GenerateQrAnswer {
+struct Seed002GenerateQrAnswer {
     /// Always `true`.
     success: bool,
     /// The new session's id.
@@ -89,7 +89,7 @@ struct GenerateQrAnswer {
 
 /// A session, as seed 002's `whatsapp_sessions` row.
 #[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct SessionRow {
+pub(crate) struct Seed002SessionRow {
     #[schema(example = "session_1705312200123_abc123def")]
     session_id: String,
     /// The linked number, once known.
@@ -114,26 +114,26 @@ pub(crate) struct SessionRow {
 
 /// `{"success":true,"data":[…]}`.
 #[derive(Debug, Serialize, ToSchema)]
-struct SessionListAnswer {
+struct Seed002SessionListAnswer {
     /// Always `true`.
     success: bool,
-    data: Vec<SessionRow>,
+    data: Vec<Seed002SessionRow>,
 }
 
 /// `{"success":true,"data":{…}}`, and a `message` for actions.
 #[derive(Debug, Serialize, ToSchema)]
-struct SessionAnswer {
+struct Seed002SessionAnswer {
     /// Always `true`.
     success: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "Sesión reiniciada")]
     message: Option<&'static str>,
-    data: SessionRow,
+    data: Seed002SessionRow,
 }
 
 /// `DELETE /sessions/{sessionId}` answer.
 #[derive(Debug, Serialize, ToSchema)]
-struct DeletedAnswer {
+struct Seed002DeletedAnswer {
     /// Always `true`.
     success: bool,
     /// Always `Sesión eliminada`.
@@ -144,7 +144,7 @@ struct DeletedAnswer {
 /// `POST /sessions/{sessionId}/send-message` body.
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)] // Describes the JSON; parsing is by hand.
-struct SendMessageBody {
+struct Seed002SendMessageBody {
     #[schema(value_type = PhoneField)]
     number: String,
     /// 1 to 65,536 characters, not only whitespace.
@@ -155,7 +155,7 @@ struct SendMessageBody {
 /// `POST /sessions/{sessionId}/send-message` answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SentAnswer {
+struct Seed002SentAnswer {
     /// Always `true`.
     success: bool,
     /// Always `Mensaje encolado para envío.`
@@ -169,14 +169,14 @@ struct SentAnswer {
 /// `POST /config/download-media` body.
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)] // Describes the JSON; parsing is by hand.
-struct DownloadMediaBody {
+struct Seed002DownloadMediaBody {
     /// `true` (the gateway always downloads); `false` is 409 `SETTING_FIXED`.
     enabled: bool,
 }
 
 /// `POST /config/download-media` answer.
 #[derive(Debug, Serialize, ToSchema)]
-struct DownloadMediaAnswer {
+struct Seed002DownloadMediaAnswer {
     /// Always `true`.
     success: bool,
     /// Always `true`.
@@ -186,9 +186,9 @@ struct DownloadMediaAnswer {
 }
 
 /// The seed's row of `session`.
-fn row(state: &AppState, session: SessionSummary) -> SessionRow {
+fn row(state: &AppState, session: SessionSummary) -> Seed002SessionRow {
     let me = session.state.me;
-    SessionRow {
+    Seed002SessionRow {
         auth_folder_path: state.sessions.folder(&session.id).display().to_string(),
         session_id: session.id.as_str().to_owned(),
         phone_number: me.as_ref().map(|me| me.phone.clone()),
@@ -202,7 +202,7 @@ fn row(state: &AppState, session: SessionSummary) -> SessionRow {
 }
 
 /// The row of `id` now: 404 `SESSION_NOT_FOUND` when there is none.
-fn current(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiError> {
+fn current(state: &AppState, id: &SessionId) -> Result<Seed002SessionRow, ApiError> {
     Ok(row(state, state.sessions.get(id).ok_or(ApiError::SessionNotFound)?))
 }
 
@@ -223,7 +223,7 @@ fn new_session_id() -> Result<SessionId, ApiError> {
     params(("token" = Option<String>, Query, description = "The API token, for a page that cannot set headers")),
     security(("bearer" = []), ("query_token" = [])),
     responses(
-        (status = 200, description = "The new session and its QR", body = GenerateQrAnswer),
+        (status = 200, description = "The new session and its QR", body = Seed002GenerateQrAnswer),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = CompatErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED, TOO_MANY_AUTH_FAILURES); see Retry-After", body = CompatErrorBody,
@@ -238,7 +238,7 @@ async fn generate_qr(State(state): State<AppState>, PageCaller(caller): PageCall
     caller.require_session(Scope::SessionsWrite, &id)?;
     state.sessions.add(id.clone(), None, None).await?;
     let qr = sessions::wait_for_qr(&state, &id).await?;
-    let answer = GenerateQrAnswer {
+    let answer = Seed002GenerateQrAnswer {
         success: true,
         session_id: id.as_str().to_owned(),
         qr: sessions::qr_data_url(&qr.code).map_err(ApiError::internal)?,
@@ -256,7 +256,7 @@ async fn generate_qr(State(state): State<AppState>, PageCaller(caller): PageCall
     params(("token" = Option<String>, Query, description = "The API token, for a page that cannot set headers")),
     security(("bearer" = []), ("query_token" = [])),
     responses(
-        (status = 200, description = "The sessions, by id", body = SessionListAnswer),
+        (status = 200, description = "The sessions, by id", body = Seed002SessionListAnswer),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = CompatErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED, TOO_MANY_AUTH_FAILURES); see Retry-After", body = CompatErrorBody,
@@ -266,7 +266,7 @@ async fn generate_qr(State(state): State<AppState>, PageCaller(caller): PageCall
 async fn list_sessions(State(state): State<AppState>, PageCaller(caller): PageCaller) -> Result<Response, ApiError> {
     caller.require(Scope::SessionsRead)?;
     let data = state.sessions.list().into_iter().filter(|s| caller.may_use(&s.id)).map(|s| row(&state, s)).collect();
-    Ok(json_response(StatusCode::OK, &SessionListAnswer { success: true, data }))
+    Ok(json_response(StatusCode::OK, &Seed002SessionListAnswer { success: true, data }))
 }
 
 /// One session (seed 002's `GET /sessions/{sessionId}`; needs `sessions:read`).
@@ -278,7 +278,7 @@ async fn list_sessions(State(state): State<AppState>, PageCaller(caller): PageCa
         ("token" = Option<String>, Query, description = "The API token, for a page that cannot set headers")),
     security(("bearer" = []), ("query_token" = [])),
     responses(
-        (status = 200, description = "The session", body = SessionAnswer),
+        (status = 200, description = "The session", body = Seed002SessionAnswer),
         (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = CompatErrorBody),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = CompatErrorBody),
@@ -295,7 +295,7 @@ async fn get_session(
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsRead, &id)?;
     let data = current(&state, &id)?;
-    Ok(json_response(StatusCode::OK, &SessionAnswer { success: true, message: None, data }))
+    Ok(json_response(StatusCode::OK, &Seed002SessionAnswer { success: true, message: None, data }))
 }
 
 /// Send a text from the session (seed 002's `POST /sessions/{sessionId}/send-message`; needs
@@ -306,10 +306,10 @@ async fn get_session(
 /// in order, retrying while the session is down. An `Idempotency-Key` header works as there.
 #[utoipa::path(post, path = "/sessions/{sessionId}/send-message", tag = "compat",
     params(SessionPath, crate::api::send_pdf::IdempotencyHeader),
-    request_body(content = SendMessageBody, content_type = "application/json"),
+    request_body(content = Seed002SendMessageBody, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Queued (durable)", body = SentAnswer),
+        (status = 200, description = "Queued (durable)", body = Seed002SentAnswer),
         (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, EMPTY_TEXT, TEXT_TOO_LONG, INVALID_IDEMPOTENCY_KEY)", body = CompatErrorBody),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = CompatErrorBody),
@@ -339,7 +339,7 @@ async fn send_message(
     let to = crate::api::send_pdf::phone_field(object.remove("number"), "number")?;
     let text = required_text(&mut object, "message")?;
     let message_id = super::send_text(&state, &caller, &id, to, &text, idempotency, &bytes).await?;
-    let answer = SentAnswer { success: true, message: crate::api::ACCEPTED_MESSAGE, message_id };
+    let answer = Seed002SentAnswer { success: true, message: crate::api::ACCEPTED_MESSAGE, message_id };
     Ok(json_response(StatusCode::OK, &answer))
 }
 
@@ -351,7 +351,7 @@ async fn send_message(
     params(SessionPath),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Restarting; the session as it is now", body = SessionAnswer),
+        (status = 200, description = "Restarting; the session as it is now", body = Seed002SessionAnswer),
         (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = CompatErrorBody),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = CompatErrorBody),
@@ -369,7 +369,7 @@ async fn restart_session(
     caller.require_session(Scope::SessionsWrite, &id)?;
     state.sessions.restart(&id).await?;
     let data = current(&state, &id)?;
-    Ok(json_response(StatusCode::OK, &SessionAnswer { success: true, message: Some("Sesión reiniciada"), data }))
+    Ok(json_response(StatusCode::OK, &Seed002SessionAnswer { success: true, message: Some("Sesión reiniciada"), data }))
 }
 
 /// Delete the session: log out if linked, stop, delete its credentials; its queued messages fail
@@ -380,7 +380,7 @@ async fn restart_session(
     params(SessionPath),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Deleted", body = DeletedAnswer),
+        (status = 200, description = "Deleted", body = Seed002DeletedAnswer),
         (status = 400, description = "Invalid id (INVALID_SESSION_ID)", body = CompatErrorBody),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = CompatErrorBody),
@@ -398,7 +398,7 @@ async fn delete_session(
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
     sessions::remove(&state, &id).await?;
-    Ok(json_response(StatusCode::OK, &DeletedAnswer { success: true, message: "Sesión eliminada" }))
+    Ok(json_response(StatusCode::OK, &Seed002DeletedAnswer { success: true, message: "Sesión eliminada" }))
 }
 
 /// What the gateway says instead of a setting.
@@ -412,10 +412,10 @@ const ALWAYS_DOWNLOADED: &str = "received files are always downloaded, up to INB
 /// `INBOUND_RETENTION_DAYS`: `{"enabled":true}` says so; `{"enabled":false}` is 409
 /// `SETTING_FIXED`.
 #[utoipa::path(post, path = "/config/download-media", tag = "compat",
-    request_body(content = DownloadMediaBody, content_type = "application/json"),
+    request_body(content = Seed002DownloadMediaBody, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Downloads are on", body = DownloadMediaAnswer),
+        (status = 200, description = "Downloads are on", body = Seed002DownloadMediaAnswer),
         (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE)", body = CompatErrorBody),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not the admin (FORBIDDEN)", body = CompatErrorBody),
@@ -436,7 +436,7 @@ async fn download_media(State(state): State<AppState>, caller: Caller, req: Requ
         None | Some(Value::Null) => Err(ApiError::MissingField("enabled")),
         Some(Value::Bool(true)) => Ok(json_response(
             StatusCode::OK,
-            &DownloadMediaAnswer {
+            &Seed002DownloadMediaAnswer {
                 success: true,
                 enabled: true,
                 message: "Los archivos recibidos se descargan siempre, hasta INBOUND_MEDIA_MAX_BYTES.",
