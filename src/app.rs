@@ -151,6 +151,7 @@ impl App {
             max_body_bytes: config.max_body_bytes,
             lifecycle: Lifecycle::default(),
             metrics: crate::metrics::handle(),
+            compat: config.compat_api,
             openapi: Arc::default(),
         };
         Ok(App {

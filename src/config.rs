@@ -92,6 +92,7 @@ const OPTIONAL: &[&str] = &[
     "WEBHOOK_URL",
     "WEBHOOK_SECRET",
     "WEBHOOK_EVENTS",
+    "COMPAT_API",
 ];
 
 /// The static API token. `Debug` and `Display` print `[REDACTED]`; use
@@ -205,6 +206,18 @@ pub struct Config {
     pub contact_checks_per_minute: u32,
     /// `QR_LINK_WINDOW_SECS` (120): how long linking goes on after the last `GET …/qr`.
     pub qr_link_window: Duration,
+    /// `COMPAT_API` (none): the sibling services' APIs served besides ours.
+    pub compat_api: CompatApis,
+}
+
+/// `COMPAT_API`: comma-separated `seed000`, `seed002`, `seed003`, `seed004`; each serves that
+/// sibling service's routes (and, for 003 and 004, its Socket.IO events) besides ours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompatApis {
+    pub seed000: bool,
+    pub seed002: bool,
+    pub seed003: bool,
+    pub seed004: bool,
 }
 
 /// The HTTP server's protections, from the configuration.
@@ -346,6 +359,7 @@ struct Raw {
     whatsapp_version: Option<String>,
     whatsapp_ca_file: Option<String>,
     max_body_bytes: Option<String>,
+    compat_api: Option<String>,
 }
 
 impl Config {
@@ -499,6 +513,7 @@ impl Config {
                 "is not a positive whole number",
             )?,
             qr_link_window: secs("QR_LINK_WINDOW_SECS", &raw.qr_link_window_secs)?,
+            compat_api: parse_compat(raw.compat_api.as_deref().unwrap_or_default())?,
             http,
             api_tokens_file,
             rate_limit,
@@ -587,6 +602,20 @@ fn invalid(var: &'static str, value: &str, reason: impl Into<String>) -> ConfigE
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn parse_compat(list: &str) -> Result<CompatApis, ConfigError> {
+    let mut apis = CompatApis::default();
+    for name in list.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+        match name.to_ascii_lowercase().as_str() {
+            "seed000" => apis.seed000 = true,
+            "seed002" => apis.seed002 = true,
+            "seed003" => apis.seed003 = true,
+            "seed004" => apis.seed004 = true,
+            _ => return Err(invalid("COMPAT_API", name, "is not one of seed000, seed002, seed003, seed004")),
+        }
+    }
+    Ok(apis)
 }
 
 fn parse_host(value: &str) -> Result<IpAddr, ConfigError> {

@@ -13,6 +13,7 @@ mod admin;
 pub mod auth;
 mod body;
 mod chats;
+pub(crate) mod compat;
 mod contacts;
 mod deadline;
 pub mod error;
@@ -26,6 +27,7 @@ mod send_message;
 mod send_pdf;
 pub(crate) mod serve;
 pub(crate) mod sessions;
+mod socketio;
 pub mod state;
 mod webhooks;
 pub mod ws;
@@ -55,10 +57,11 @@ use crate::api::state::AppState;
 /// Every route, with its layers, ready to serve. Also stores the generated OpenAPI document in
 /// `state` for `/openapi.json`.
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {
-    let (router, document) = openapi_router().split_for_parts();
+    let (router, document) = openapi_router(state.compat).split_for_parts();
     let _ = state.openapi.set(serde_json::to_vec(&document).unwrap_or_default().into());
     let timeout = state.limits.request_timeout;
-    router
+    let dialects = socketio::Dialects { seed003: state.compat.seed003, seed004: state.compat.seed004 };
+    let router = router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
             // axum adds the `Allow` header listing the route's methods.
@@ -71,7 +74,14 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         })
         // Bodies are limited per route by `body::RequestBody`.
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(timeout, deadline::middleware))
+        .layer(middleware::from_fn_with_state(timeout, deadline::middleware));
+    // Socket.IO answers `/socket.io/` itself: outside the per-route deadline (a long poll waits
+    // up to the ping interval), inside metrics, CORS, trace and request id.
+    let router = match socketio::layer(&state, dialects) {
+        Some(socketio) => router.layer(socketio),
+        None => router,
+    };
+    router
         .layer(middleware::from_fn(record_metrics))
         .layer(cors(cors_origins))
         // 5xx are logged once, with their cause, by `ApiError`; an expected 503 (no QR yet, no
@@ -84,7 +94,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
 }
 
 /// The routes and their documentation, before the layers.
-fn openapi_router() -> OpenApiRouter<AppState> {
+fn openapi_router(compat: crate::config::CompatApis) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(openapi::openapi_json))
         .merge(send_pdf::router())
@@ -98,11 +108,12 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(metrics::router())
         .merge(admin::router())
+        .merge(compat::router(compat))
 }
 
 /// The OpenAPI document, as `/openapi.json` serves it.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    openapi_router().split_for_parts().1
+    openapi_router(crate::config::CompatApis::default()).split_for_parts().1
 }
 
 /// A JSON response: the one place that serialises a body and sets the content type.

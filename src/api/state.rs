@@ -32,6 +32,8 @@ pub struct AppState {
     pub(crate) max_body_bytes: usize,
     pub(crate) lifecycle: Lifecycle,
     pub(crate) metrics: PrometheusHandle,
+    /// `COMPAT_API`: which sibling services' routes and Socket.IO events are served.
+    pub(crate) compat: crate::config::CompatApis,
     /// `/openapi.json`, serialized once the router (which generates it) is built.
     pub(crate) openapi: Arc<OnceLock<bytes::Bytes>>,
 }

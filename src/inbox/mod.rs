@@ -259,6 +259,23 @@ impl Inbox {
         .await
     }
 
+    /// When each chat of `session` began: the send time of its oldest stored message, unix ms.
+    pub async fn chat_starts(&self, session: &SessionId) -> Result<std::collections::HashMap<String, u64>, InboxError> {
+        let session = session.as_str().to_owned();
+        self.with(move |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT chat, MIN(timestamp) FROM incoming WHERE session_id = ?1 GROUP BY chat")?;
+            let rows = stmt.query_map([&session], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut starts = std::collections::HashMap::new();
+            for row in rows {
+                let (chat, at) = row?;
+                starts.insert(chat, u64::try_from(at).unwrap_or_default());
+            }
+            Ok(starts)
+        })
+        .await
+    }
+
     /// Marks `chat` read up to its latest message; returns the ids (with their senders) that
     /// were unread, for read receipts. `None` if the chat has no messages.
     pub async fn mark_read(&self, session: &SessionId, chat: &str) -> Result<Option<Vec<IncomingMessage>>, InboxError> {

@@ -18,3 +18,4 @@ mod platform;
 mod probes;
 mod sessions;
 mod settings;
+mod socketio;
