@@ -7,7 +7,8 @@
 //! a per-route size limit and a time limit, after the token is checked (`auth`). Errors are one
 //! type (`error`). `serve` owns the accept loop: connection cap and per-address share, idle and
 //! header-read deadlines, backoff on accept errors, and the graceful drain. `/openapi.json` is
-//! generated from the handlers.
+//! generated from the handlers. `compat` serves the sibling Node services' routes and
+//! `socketio` their Socket.IO events, as `COMPAT_API` asks.
 
 mod admin;
 pub mod auth;

@@ -168,6 +168,63 @@ impl Sio {
     }
 }
 
+/// Checks `value` against the schema of `path`'s `method` answer `status` in the gateway's own
+/// OpenAPI document: every object has exactly the documented fields, each of its type.
+fn assert_documented(doc: &Value, method: &str, path: &str, status: u16, value: &Value) {
+    let schema = &doc["paths"][path][method]["responses"][status.to_string()]["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "{method} {path} {status} is not documented");
+    if let Err(why) = conforms(doc, schema, value) {
+        panic!("{method} {path} {status} answered what its document does not say: {why}\n{value}");
+    }
+}
+
+fn conforms(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        return conforms(doc, &doc["components"]["schemas"][name], value);
+    }
+    if let Some(variants) = schema["oneOf"].as_array().or(schema["anyOf"].as_array()) {
+        return variants
+            .iter()
+            .find_map(|variant| conforms(doc, variant, value).ok())
+            .ok_or_else(|| format!("{value} is none of {schema}"));
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        return Err(format!("{value} is not one of {allowed:?}"));
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => return Ok(()),
+    };
+    let fits = |kind: &str| match (kind, value) {
+        ("null", Value::Null) | ("boolean", Value::Bool(_)) | ("string", Value::String(_)) => true,
+        ("integer", Value::Number(n)) => n.is_u64() || n.is_i64(),
+        ("number", Value::Number(_)) | ("array", Value::Array(_)) | ("object", Value::Object(_)) => true,
+        _ => false,
+    };
+    if !types.iter().any(|kind| fits(kind)) {
+        return Err(format!("{value} is not of type {types:?}"));
+    }
+    match value {
+        Value::Object(fields) => {
+            let documented = schema["properties"].as_object().cloned().unwrap_or_default();
+            let mut names: Vec<&String> = fields.keys().collect();
+            let mut expected: Vec<&String> = documented.keys().collect();
+            names.sort();
+            expected.sort();
+            if names != expected {
+                return Err(format!("fields {names:?}, documented {expected:?}"));
+            }
+            fields.iter().try_for_each(|(name, field)| conforms(doc, &documented[name], field))
+        }
+        Value::Array(items) => items.iter().try_for_each(|item| conforms(doc, &schema["items"], item)),
+        _ => Ok(()),
+    }
+}
+
 /// The text a PNG QR (a `data:image/png;base64,…` URL) encodes.
 fn decode_qr(data_url: &str) -> String {
     use base64::Engine as _;
@@ -219,8 +276,10 @@ async fn a_seed_003_frontend_links_receives_and_sends_over_socket_io() {
     assert_eq!(ana.event("chats-updated").await, Vec::<Value>::new());
 
     // The frontend reads its conversations and the messages of one, with fetch.
+    let (_, doc) = app.request("GET", "/openapi.json", None, None).await;
     let (status, body) = ana.fetch(&app, "GET", "/api/whatsapp/get_conversations", ANA, None).await;
     assert_eq!(status, 200, "{body}");
+    assert_documented(&doc, "get", "/api/whatsapp/get_conversations", 200, &body);
     assert_eq!(body["success"], true);
     let conversation = &body["conversations"][0];
     assert_eq!(body["conversations"].as_array().map(Vec::len), Some(1), "{body}");
@@ -235,6 +294,7 @@ async fn a_seed_003_frontend_links_receives_and_sends_over_socket_io() {
     let path = format!("/api/whatsapp/get_messages?conversationId={customer}@s.whatsapp.net");
     let (status, body) = ana.fetch(&app, "GET", &path, ANA, None).await;
     assert_eq!(status, 200, "{body}");
+    assert_documented(&doc, "get", "/api/whatsapp/get_messages", 200, &body);
     let message = &body["messages"][0];
     assert_eq!(
         (message["id"].as_str(), message["sender_type"].as_str(), message["message_type"].as_str()),
@@ -278,6 +338,7 @@ async fn a_seed_003_frontend_links_receives_and_sends_over_socket_io() {
             &json!({"success": true, "message": "WhatsApp ya está conectado", "connected": true, "data": {"qr": null}})
         )
     );
+    assert_documented(&doc, "get", "/api/whatsapp/qr", 200, &body);
 
     // The phone unlinks the device: `session-closed`.
     fake.admin().logout(&linked.jid).expect("logout");
@@ -318,8 +379,10 @@ async fn a_seed_004_frontend_connects_subscribes_receives_and_sends() {
     let mut rest = Sio::start().await;
 
     // Before connecting: disconnected, no account.
+    let (_, doc) = app.request("GET", "/openapi.json", None, None).await;
     let (status, body) = rest.fetch(&app, "GET", "/api/v1/whatsapp/status", ANA, None).await;
     assert_eq!((status, &body), (200, &json!({"connected": false, "status": "disconnected", "qrCode": null})));
+    assert_documented(&doc, "get", "/api/v1/whatsapp/status", 200, &body);
     let (status, body) = rest.fetch(&app, "GET", "/api/v1/whatsapp/info", ANA, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("SESSION_NOT_CONNECTED")));
     let (status, body) = rest.fetch(&app, "POST", "/api/v1/whatsapp/restore", ANA, None).await;
@@ -328,6 +391,7 @@ async fn a_seed_004_frontend_connects_subscribes_receives_and_sends() {
     // `POST /connect`: `{ qrCode, status }`.
     let (status, body) = rest.fetch(&app, "POST", "/api/v1/whatsapp/connect", ANA, None).await;
     assert_eq!(status, 200, "{body}");
+    assert_documented(&doc, "post", "/api/v1/whatsapp/connect", 200, &body);
     assert_eq!(body["status"], "qr_ready");
     assert!(body["qrCode"].as_str().is_some_and(|qr| qr.contains(',')), "the QR's text: {body}");
 
@@ -379,6 +443,7 @@ async fn a_seed_004_frontend_connects_subscribes_receives_and_sends() {
         (status, body["userId"].as_str(), body["phoneNumber"].as_str()),
         (200, Some("ana"), Some("+51900000401"))
     );
+    assert_documented(&doc, "get", "/api/v1/whatsapp/info", 200, &body);
 
     // A customer writes: `whatsapp_message_received` with a Mensaje.
     let text_id = fake.admin().send_text(customer, gateway_phone, "¿Llegó mi pedido?").await.expect("text");
@@ -401,6 +466,7 @@ async fn a_seed_004_frontend_connects_subscribes_receives_and_sends() {
         .fetch(&app, "POST", "/api/v1/whatsapp/send", ANA, Some(json!({"to": "+51 987 000 401", "message": "Sí, hoy"})))
         .await;
     assert_eq!(status, 200, "{body}");
+    assert_documented(&doc, "post", "/api/v1/whatsapp/send", 200, &body);
     assert_eq!((body["success"].as_bool(), body["message"]["status"].as_str()), (Some(true), Some("sent")));
     assert_eq!(
         (body["message"]["direction"].as_str(), body["message"]["text"].as_str()),
@@ -413,6 +479,7 @@ async fn a_seed_004_frontend_connects_subscribes_receives_and_sends() {
     // History, newest first, both ways; and one contact's.
     let (status, body) = rest.fetch(&app, "GET", "/api/v1/whatsapp/messages?clientId=%2B51987000401", ANA, None).await;
     assert_eq!(status, 200, "{body}");
+    assert_documented(&doc, "get", "/api/v1/whatsapp/messages", 200, &body);
     let directions: Vec<&str> =
         body["messages"].as_array().unwrap().iter().filter_map(|m| m["direction"].as_str()).collect();
     assert_eq!(directions, ["outbound", "inbound"], "{body}");
@@ -433,6 +500,7 @@ async fn a_seed_004_frontend_connects_subscribes_receives_and_sends() {
     // `POST /disconnect` logs the number out, and says so on the socket.
     let (status, body) = rest.fetch(&app, "POST", "/api/v1/whatsapp/disconnect", ANA, None).await;
     assert_eq!((status, &body), (200, &json!({"success": true, "status": "logged_out"})));
+    assert_documented(&doc, "post", "/api/v1/whatsapp/disconnect", 200, &body);
     loop {
         let args = ana.event("whatsapp_status_change").await;
         if args[0]["status"] == "logged_out" {
@@ -474,12 +542,25 @@ async fn without_compat_api_there_is_no_socket_io_and_no_seed_routes() {
     app.stop().await;
 
     // One dialect does not bring the other's routes; its own are documented under `compat`.
-    let app = spawn(&fake, &dir, &[("COMPAT_API", "seed004")]).await;
+    let origin = "http://localhost:5173";
+    let app = spawn(&fake, &dir, &[("COMPAT_API", "seed004"), ("CORS_ALLOWED_ORIGINS", origin)]).await;
     let (status, _) = app.request("GET", "/api/whatsapp/qr", Some(ANA), None).await;
     assert_eq!(status, 404);
+    // A browser on an allowed origin may poll (seed 004's `io()` starts with long polling).
+    let (status, headers, _) =
+        app.request_with("GET", "/socket.io/?EIO=4&transport=polling", None, None, &[("Origin", origin)]).await;
+    let allowed = headers.iter().find(|(k, _)| k == "access-control-allow-origin").map(|(_, v)| v.as_str());
+    assert_eq!((status, allowed), (200, Some(origin)));
     let (_, doc) = app.request("GET", "/openapi.json", None, None).await;
     let status = &doc["paths"]["/api/v1/whatsapp/status"]["get"];
     assert_eq!(status["tags"], json!(["compat"]), "{status}");
+    let params: Vec<&str> = doc["paths"]["/api/v1/whatsapp/messages"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(params, ["limit", "clientId"], "as the route reads them");
     assert!(doc["paths"]["/api/whatsapp/qr"].is_null());
     app.stop().await;
     fake.shutdown().await;
