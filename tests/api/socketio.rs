@@ -374,7 +374,15 @@ async fn a_seed_003_frontend_links_receives_and_sends_over_socket_io() {
 async fn a_seed_004_frontend_connects_subscribes_receives_and_sends() {
     let fake = fake().await;
     let dir = temp_dir();
-    let app = spawn(&fake, &dir, &[("COMPAT_API", "seed004"), ("WS_MAX_PER_TOKEN", "1")]).await;
+    // Pinged every second and idle-closed after two: the sockets must outlive both for the
+    // whole test (a drop would be a `disconnect` where an event is expected; no reconnection).
+    let settings = [
+        ("COMPAT_API", "seed004"),
+        ("WS_MAX_PER_TOKEN", "1"),
+        ("WS_PING_SECS", "1"),
+        ("HTTP_HEADER_TIMEOUT_SECS", "2"),
+    ];
+    let app = spawn(&fake, &dir, &settings).await;
     let (gateway_phone, customer) = ("51900000401", "51987000401");
     let mut rest = Sio::start().await;
 

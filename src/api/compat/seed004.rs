@@ -6,7 +6,7 @@
 //! | seed 004 | what it does here |
 //! |---|---|
 //! | `POST /api/v1/whatsapp/connect` | `GET /api/sessions/{id}/qr` (creating the session): `{qrCode, status}`; `qrCode` is `null` when connected or when no code came within 10 s (it then comes as `whatsapp_qr_generated`) |
-//! | `GET /api/v1/whatsapp/status` | `GET /api/sessions/{id}`: `{connected, status, qrCode}` |
+//! | `GET /api/v1/whatsapp/status` | `GET /api/sessions/{id}`: `{connected, status, qrCode}`; while a QR is shown, it keeps linking going as `connect` does |
 //! | `POST /api/v1/whatsapp/disconnect` | `POST /api/sessions/{id}/logout`: `{success, status}` |
 //! | `POST /api/v1/whatsapp/restore` | `POST /api/sessions/{id}/restart`: `{success, status}` |
 //! | `POST /api/v1/whatsapp/send` `{to \| phoneNumber, message}` | `POST /api/sessions/{id}/messages` of a text, then waits up to 10 s for WhatsApp's ack: `{success, message: Mensaje}` |
@@ -126,6 +126,9 @@ struct StatusAnswer {
 }
 
 /// The caller's connection status (needs `sessions:read`); `disconnected` before `connect`.
+///
+/// While a QR is shown, each call keeps linking going `QR_LINK_WINDOW_SECS` longer, as
+/// `connect` does.
 #[utoipa::path(get, path = "/api/v1/whatsapp/status", tag = "compat",
     security(("bearer" = [])),
     responses(
@@ -138,6 +141,11 @@ async fn status(State(state): State<AppState>, caller: Caller) -> Result<Respons
     let id = common::home(&caller, Scope::SessionsRead)?;
     let now = state.sessions.get(&id).map(|s| s.state);
     let status = now.as_ref().map_or(Status::Disconnected, |s| s.status);
+    if status == Status::QrReady {
+        // A page that polls while it shows a QR keeps linking going, as `GET …/qr` does. (It
+        // fails only for a session deleted this instant: nothing left to keep going.)
+        let _ = state.sessions.link_for(&id, state.qr_link_window);
+    }
     let qr_code = now.and_then(|s| s.qr).map(|qr| qr.code);
     Ok(json_response(StatusCode::OK, &StatusAnswer { connected: status == Status::Connected, status, qr_code }))
 }
