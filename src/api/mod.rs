@@ -9,13 +9,14 @@
 //! a per-route size limit and a time limit, after the token is checked (`auth`). Errors are one
 //! type (`error`). `serve` owns the accept loop: connection cap and per-address share, idle and
 //! header-read deadlines, backoff on accept errors, and the graceful drain. `/openapi.json` is
-//! generated from the handlers.
+//! generated from the handlers. `compat` serves the sibling Node services' routes and
+//! `socketio` their Socket.IO events, as `COMPAT_API` asks.
 
 mod admin;
 pub mod auth;
 mod body;
 mod chats;
-mod compat;
+pub(crate) mod compat;
 mod contacts;
 mod deadline;
 pub mod error;
@@ -31,6 +32,7 @@ mod send_message;
 mod send_pdf;
 pub(crate) mod serve;
 pub(crate) mod sessions;
+mod socketio;
 pub mod state;
 mod webhooks;
 pub mod ws;
@@ -65,6 +67,10 @@ pub fn router(state: AppState, cors_origins: &[String], compat: CompatDialects) 
     let (router, document) = openapi_router(compat).split_for_parts();
     let _ = state.openapi.set(serde_json::to_vec(&document).unwrap_or_default().into());
     let timeout = state.limits.request_timeout;
+    let dialects = socketio::Dialects {
+        seed003: compat.contains(crate::config::CompatDialect::Seed003),
+        seed004: compat.contains(crate::config::CompatDialect::Seed004),
+    };
     let router = router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
@@ -81,6 +87,12 @@ pub fn router(state: AppState, cors_origins: &[String], compat: CompatDialects) 
         .layer(middleware::from_fn_with_state(timeout, deadline::middleware));
     // Outside the deadline, so that its 503 takes a dialect's shape too.
     let router = if compat.is_empty() { router } else { router.layer(middleware::from_fn(compat::reshape_errors)) };
+    // Socket.IO answers `/socket.io/` itself: outside the per-route deadline (a long poll waits
+    // up to the ping interval), inside metrics, CORS, trace and request id.
+    let router = match socketio::layer(&state, dialects) {
+        Some(socketio) => router.layer(socketio),
+        None => router,
+    };
     router
         .layer(middleware::from_fn(record_metrics))
         .layer(cors(cors_origins))

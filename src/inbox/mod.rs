@@ -7,6 +7,7 @@
 //! downloaded and decrypted after the row is stored, within `INBOUND_MEDIA_MAX_BYTES`; a file
 //! over it, or one that cannot be downloaded, is recorded without its bytes, with the reason.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,6 +68,11 @@ impl Inbox {
     /// The chats of `session`, most recent first.
     pub async fn chats(&self, session: &SessionId) -> Result<Vec<ChatSummary>, InboxError> {
         self.store.chats(session).await
+    }
+
+    /// When each chat of `session` began: the send time of its oldest stored message, unix ms.
+    pub async fn chat_starts(&self, session: &SessionId) -> Result<HashMap<String, u64>, InboxError> {
+        self.store.chat_starts(session).await
     }
 
     /// Marks `chat` read up to its latest message; returns the ids (with their senders) that

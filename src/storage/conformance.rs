@@ -87,6 +87,12 @@ async fn inbox_suite(inbox: Arc<dyn InboxStore>) {
     let chats = inbox.chats(&shop).await.expect("chats");
     assert_eq!((chats[0].chat.as_str(), chats[0].unread_count), ("c1", 1), "only what came after the read");
     assert!(inbox.chats(&SessionId::parse("nadie").expect("id")).await.expect("none").is_empty());
+    let starts = inbox.chat_starts(&shop).await.expect("starts");
+    assert_eq!(
+        (starts.len(), starts.get("c1"), starts.get("c2")),
+        (2, Some(&1), Some(&4)),
+        "the oldest message's time"
+    );
 
     // A file and its record, kept together.
     assert_eq!(inbox.file("f").await.expect("no file yet"), None);

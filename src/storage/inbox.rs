@@ -1,5 +1,7 @@
 //! The inbox's store: received messages, their chats and read marks, and the bytes of their files.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -40,6 +42,9 @@ pub trait InboxStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The chats of `session`, most recent first, with their unread counts.
     async fn chats(&self, session: &SessionId) -> Result<Vec<ChatSummary>, StorageError>;
+
+    /// When each chat of `session` began: the send time of its oldest stored message, unix ms.
+    async fn chat_starts(&self, session: &SessionId) -> Result<HashMap<String, u64>, StorageError>;
 
     /// Marks `chat` read up to its latest message; returns the messages that were unread (for
     /// read receipts), or `None` if the chat has no messages.

@@ -16,8 +16,11 @@
 //! * **Scopes as our own routes.** Linking needs `sessions:write`, reading `sessions:read`,
 //!   sending `messages:send`.
 
+pub(crate) mod common;
 mod seed000;
 mod seed002;
+pub(crate) mod seed003;
+pub(crate) mod seed004;
 
 use std::sync::{Arc, OnceLock};
 
@@ -46,10 +49,15 @@ pub(crate) fn router(dialects: CompatDialects) -> OpenApiRouter<AppState> {
         let (routes, shape) = match dialect {
             CompatDialect::Seed000 => (seed000::router(), ErrorShape::SuccessFalse),
             CompatDialect::Seed002 => (seed002::router(), ErrorShape::SuccessFalse),
-            // Hook: `mod seed003;` above and `CompatDialect::Seed003 => (seed003::router(), shape)`
-            // here (a new `ErrorShape` if its service answered errors otherwise; undocumented
-            // routes such as Socket.IO's go through `OpenApiRouter::route`). Until then, nothing.
-            CompatDialect::Seed003 | CompatDialect::Seed004 => continue,
+            // Seeds 003 and 004 documented no error body: theirs are ours ([`ApiError`]'s).
+            CompatDialect::Seed003 => {
+                router = router.merge(seed003::router());
+                continue;
+            }
+            CompatDialect::Seed004 => {
+                router = router.merge(seed004::router());
+                continue;
+            }
         };
         router = router.merge(routes.route_layer(middleware::from_fn_with_state(shape, mark_shape)));
     }

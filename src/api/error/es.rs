@@ -210,6 +210,13 @@ pub(super) fn phrase(english: &str) -> &str {
             "la sesión se desconectó antes de descargar el archivo"
         }
         "cannot store the file" => "no se pudo guardar el archivo",
+        // The routes and events of seeds 003 and 004 (`api::compat`).
+        "use this route (it needs a token bound to one session)" => {
+            "usar esta ruta (necesita un token ligado a una sola sesión)"
+        }
+        "conversationId is required" => "falta conversationId",
+        "at most 4096 characters" => "como máximo 4096 caracteres",
+        "empty (attachments are not supported)" => "vacío (no se admiten adjuntos)",
         other => other,
     }
 }

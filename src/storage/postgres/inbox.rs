@@ -1,6 +1,8 @@
 //! The inbox in Postgres: the same rows as SQLite's, with a file's bytes in the row itself, so
 //! that any gateway can serve any received file.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use sqlx::{PgPool, Row};
@@ -109,6 +111,16 @@ impl InboxStore for PgInbox {
                 let (chat, unread, record): (String, i64, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
                 Ok(summary(chat, parse(&record), unread))
             })
+            .collect()
+    }
+
+    async fn chat_starts(&self, session: &SessionId) -> Result<HashMap<String, u64>, StorageError> {
+        let rows = sqlx::query("SELECT chat, MIN(timestamp) FROM inbox_messages WHERE session_id = $1 GROUP BY chat")
+            .bind(session.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get::<String, _>(0)?, u64::try_from(row.try_get::<i64, _>(1)?).unwrap_or_default())))
             .collect()
     }
 

@@ -22,7 +22,10 @@ use crate::storage::{StorageError, int, now_ms};
 
 /// The columns [`record`] reads, in its order.
 const RECORD_COLUMNS: &str = "message_id, session_id, recipient, kind, file_name, mimetype, caption, preview, \
-                              status, attempts, last_error, created_at, updated_at, size";
+                              status, attempts, last_error, created_at, updated_at, size, ptt";
+
+/// How many columns [`RECORD_COLUMNS`] names: the index of the first one after them.
+const RECORD_COLUMN_COUNT: usize = 15;
 
 /// Cheap to clone.
 #[derive(Clone, Debug)]
@@ -58,8 +61,8 @@ impl PgJournal {
         let now = int(now_ms());
         let inserted = sqlx::query(
             "INSERT INTO journal_messages (message_id, session_id, recipient, kind, file_name, mimetype, caption, \
-             preview, size, status, created_at, updated_at, payload, crc32) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) \
+             preview, size, status, created_at, updated_at, payload, crc32, ptt) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14) \
              ON CONFLICT (message_id) DO NOTHING",
         )
         .bind(&message.message_id)
@@ -75,6 +78,7 @@ impl PgJournal {
         .bind(now)
         .bind(payload.as_ref())
         .bind(i64::from(crc32fast::hash(&payload)))
+        .bind(content.ptt())
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -211,6 +215,7 @@ fn record(row: &PgRow) -> Result<MessageRecord, JournalError> {
         created_at: u64_of(row.try_get(11).map_err(db)?),
         updated_at: u64_of(row.try_get(12).map_err(db)?),
         size: u64_of(row.try_get(13).map_err(db)?),
+        ptt: row.try_get(14).map_err(db)?,
     })
 }
 
@@ -287,7 +292,7 @@ impl JournalStore for PgJournal {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(|row| Ok((u64_of(row.try_get(14).map_err(db)?), record(row)?))).collect()
+        rows.iter().map(|row| Ok((u64_of(row.try_get(RECORD_COLUMN_COUNT).map_err(db)?), record(row)?))).collect()
     }
 
     async fn pending(&self) -> Result<Vec<MessageRecord>, JournalError> {
@@ -303,7 +308,7 @@ impl JournalStore for PgJournal {
         let mut found = Vec::with_capacity(rows.len());
         for row in &rows {
             let message = record(row)?;
-            if row.try_get::<bool, _>(14).map_err(db)? {
+            if row.try_get::<bool, _>(RECORD_COLUMN_COUNT).map_err(db)? {
                 found.push(message);
             } else {
                 let id = MessageId::from_stored(message.message_id.as_str());

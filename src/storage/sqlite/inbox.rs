@@ -1,6 +1,7 @@
 //! The inbox in `DATA_DIR/inbox.db`, with the files under `DATA_DIR/media/` (0700 folders, 0600
 //! files).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -176,6 +177,22 @@ impl InboxStore for SqliteInbox {
                 chats.push(summary(chat, serde_json::from_str(&record).ok(), unread));
             }
             Ok(chats)
+        })
+        .await
+    }
+
+    async fn chat_starts(&self, session: &SessionId) -> Result<HashMap<String, u64>, StorageError> {
+        let session = session.as_str().to_owned();
+        self.with(move |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT chat, MIN(timestamp) FROM incoming WHERE session_id = ?1 GROUP BY chat")?;
+            let rows = stmt.query_map([&session], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut starts = HashMap::new();
+            for row in rows {
+                let (chat, at) = row?;
+                starts.insert(chat, u64::try_from(at).unwrap_or_default());
+            }
+            Ok(starts)
         })
         .await
     }

@@ -9,6 +9,8 @@ CREATE TABLE journal_messages (
     mimetype    TEXT,
     caption     TEXT,
     preview     TEXT,
+    -- For audio: whether it is a voice note; NULL for other kinds.
+    ptt         BOOLEAN,
     size        BIGINT  NOT NULL,
     status      TEXT    NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0,
