@@ -1,7 +1,6 @@
 //! The registry of sessions: which exist, starting their supervisors, adding and removing
 //! sessions at run time, the commands callers send them, and the summary `/health` reports.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +31,8 @@ pub enum SessionError {
     /// A blocking file task panicked or was cancelled.
     #[error("session file task: {0}")]
     Writer(#[from] tokio::task::JoinError),
-    #[error("cannot delete the session's folder: {0}")]
-    Folder(#[source] std::io::Error),
+    #[error("the session's credentials: {0}")]
+    Credentials(#[from] crate::storage::StorageError),
     #[error("the gateway is shutting down")]
     ShuttingDown,
     #[error("a session with this id already exists")]
@@ -64,7 +63,6 @@ struct Inner {
     file: SessionsFile,
     /// Serialises rewrites of `sessions.config.json` and the creation and removal of sessions.
     file_lock: tokio::sync::Mutex<()>,
-    dir: PathBuf,
     upstream: Upstream,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -99,23 +97,25 @@ impl Drop for Watcher {
 
 impl SessionManager {
     /// Reads `sessions.config.json` (an invalid file is a start-up error) and prepares every
-    /// listed session. Nothing runs until [`SessionManager::start_all`]. At most
-    /// `startup_concurrency` linked sessions connect at once at boot.
-    pub(crate) fn load(
+    /// listed session, asking the credential store once which of them are linked. Nothing runs
+    /// until [`SessionManager::start_all`]. At most `startup_concurrency` linked sessions connect
+    /// at once at boot.
+    pub(crate) async fn load(
         file: SessionsFile,
-        dir: PathBuf,
         upstream: Upstream,
         cancel: CancellationToken,
         tasks: TaskTracker,
         startup_concurrency: usize,
     ) -> Result<Self, SessionError> {
         let entries = file.load()?;
+        let ids: Vec<SessionId> = entries.iter().map(|e| e.session_id.clone()).collect();
+        let linked = upstream.credentials().with_credentials(&ids).await?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let sessions = DashMap::new();
         for entry in entries {
-            let path = dir.join(entry.session_id.as_str());
             let labels = Labels { description: entry.description, metadata: entry.metadata };
-            let shared = SessionShared::new(entry.session_id.clone(), path, labels, events.clone());
+            let is_linked = linked.contains(&entry.session_id);
+            let shared = SessionShared::new(entry.session_id.clone(), is_linked, labels, events.clone());
             sessions.insert(entry.session_id, Arc::new(shared));
         }
         Ok(Self {
@@ -123,7 +123,6 @@ impl SessionManager {
                 sessions,
                 file,
                 file_lock: tokio::sync::Mutex::new(()),
-                dir,
                 upstream,
                 cancel,
                 tasks,
@@ -222,8 +221,12 @@ impl SessionManager {
         let path = self.inner.file.path().to_path_buf();
         let appended = tokio::task::spawn_blocking(move || SessionsFile::new(path).append(entry)).await;
         appended.map_err(|e| CreateRace::Failed(e.into()))?.map_err(|e| CreateRace::Failed(e.into()))?;
-        let dir = self.inner.dir.join(id.as_str());
-        let shared = Arc::new(SessionShared::new(id.clone(), dir, labels, self.inner.events.clone()));
+        // A new entry may find credentials left in place (a folder copied over from before).
+        let linked = self.inner.upstream.credentials().has_credentials(&id).await.unwrap_or_else(|e| {
+            tracing::warn!(session = %id, error = %e, "cannot tell whether the new session has credentials");
+            false
+        });
+        let shared = Arc::new(SessionShared::new(id.clone(), linked, labels, self.inner.events.clone()));
         self.inner.sessions.insert(id.clone(), shared.clone());
         tracing::info!(session = %id, "new session added to {}", self.inner.file.path().display());
         self.spawn(shared.clone());
@@ -293,8 +296,8 @@ impl SessionManager {
         }
     }
 
-    /// Logs the session out if linked, stops it, deletes its folder and removes it from
-    /// `sessions.config.json`.
+    /// Logs the session out if linked, stops it, deletes its credentials (on SQLite its folder)
+    /// and removes it from `sessions.config.json`.
     pub async fn delete(&self, id: &SessionId) -> Result<(), SessionError> {
         let _guard = self.inner.file_lock.lock().await;
         let shared = self.get_shared(id).ok_or(SessionError::NotFound)?;
@@ -304,12 +307,7 @@ impl SessionManager {
         let path = self.inner.file.path().to_path_buf();
         let removed = id.clone();
         tokio::task::spawn_blocking(move || SessionsFile::new(path).remove(&removed)).await??;
-        let dir = shared.dir.clone();
-        match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await? {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(SessionError::Folder(e)),
-        }
+        self.inner.upstream.credentials().remove(id).await?;
         tracing::info!(session = %id, "session deleted");
         Ok(())
     }

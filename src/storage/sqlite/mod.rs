@@ -1,6 +1,7 @@
 //! The embedded default: SQLite files under `DATA_DIR`, opened by one helper with the settings
 //! every store needs.
 
+mod credentials;
 mod inbox;
 
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use credentials::{STORE_FILE, SqliteCredentials};
 pub use inbox::SqliteInbox;
 
 use super::StorageError;
