@@ -209,7 +209,8 @@ async fn signal_calls(store: &dyn Backend, t: &mut Transcript) {
 }
 
 async fn app_sync_calls(store: &dyn Backend, t: &mut Transcript) {
-    let key = |byte: u8, len: usize| AppStateSyncKey { key_data: vec![byte; len], fingerprint: vec![byte], timestamp: 42 };
+    let key =
+        |byte: u8, len: usize| AppStateSyncKey { key_data: vec![byte; len], fingerprint: vec![byte], timestamp: 42 };
     assert!(store.get_sync_key(b"k1").await.expect("none").is_none());
     assert_eq!(store.get_latest_sync_key_id().await.expect("none"), None);
     store.set_sync_key(b"k1", key(1, 32)).await.expect("key");
@@ -284,7 +285,10 @@ async fn protocol_calls(store: &dyn Backend, t: &mut Transcript) {
         e.map(|e| (e.lid, e.phone_number, e.created_at, e.updated_at, e.learning_source))
     };
     t.note("by pn", show(store.get_pn_mapping("P1").await.expect("P1")));
-    t.note("unknown", (show(store.get_lid_mapping("L7").await.expect("L7")), show(store.get_pn_mapping("P7").await.expect("P7"))));
+    t.note(
+        "unknown",
+        (show(store.get_lid_mapping("L7").await.expect("L7")), show(store.get_pn_mapping("P7").await.expect("P7"))),
+    );
     let all: Vec<_> = store.get_all_lid_mappings().await.expect("all").into_iter().map(|e| show(Some(e))).collect();
     t.note("all mappings", sorted(all));
 
@@ -344,7 +348,10 @@ async fn token_calls(store: &dyn Backend, t: &mut Transcript) {
     t.note("placeholder", show(store.get_tc_token("j2@lid").await.expect("get")));
     store.store_received_tc_token("j2@lid", &[4], 1).await.expect("first real");
     t.note("j2", show(store.get_tc_token("j2@lid").await.expect("get")));
-    store.put_tc_token("j3@lid", &TcTokenEntry { token: vec![], token_timestamp: 5, sender_timestamp: None }).await.expect("put");
+    store
+        .put_tc_token("j3@lid", &TcTokenEntry { token: vec![], token_timestamp: 5, sender_timestamp: None })
+        .await
+        .expect("put");
     t.note("jids", sorted(store.get_all_tc_token_jids().await.expect("jids")));
     // Only rows with nothing live left go: j3 (no token, no bucket).
     t.note("expired", store.delete_expired_tc_tokens(50, 10).await.expect("expire"));
@@ -369,10 +376,19 @@ async fn token_calls(store: &dyn Backend, t: &mut Transcript) {
         PendingInboundRow { chat: "c", sender: "s", id: "i1", message: b"one again" },
     ];
     store.store_pending_inbound_batch(&rows).await.expect("pending batch");
-    t.note("pending", (store.get_pending_inbound("c", "s", "i1").await.ok(), store.get_pending_inbound("c", "x", "i1").await.ok()));
-    store.delete_pending_inbound_batch(&[PendingInboundKey { chat: "c", sender: "s", id: "i1" }]).await.expect("delete");
+    t.note(
+        "pending",
+        (store.get_pending_inbound("c", "s", "i1").await.ok(), store.get_pending_inbound("c", "x", "i1").await.ok()),
+    );
+    store
+        .delete_pending_inbound_batch(&[PendingInboundKey { chat: "c", sender: "s", id: "i1" }])
+        .await
+        .expect("delete");
     store.delete_pending_inbound("c", "s", "nope").await.expect("delete none");
-    t.note("pending left", (store.get_pending_inbound("c", "s", "i1").await.ok(), store.get_pending_inbound("c", "s", "i2").await.ok()));
+    t.note(
+        "pending left",
+        (store.get_pending_inbound("c", "s", "i1").await.ok(), store.get_pending_inbound("c", "s", "i2").await.ok()),
+    );
     t.note("pending expired", store.delete_expired_pending_inbound(now + 3_600).await.expect("expire"));
 
     // Message secrets: 0 is never, the later deadline and the known parent time win.
@@ -391,7 +407,10 @@ async fn token_calls(store: &dyn Backend, t: &mut Transcript) {
     t.note("other sender", store.get_msg_secret("c", "you", "m3").await.expect("none"));
     t.note("secrets expired", store.delete_expired_msg_secrets(150).await.expect("expire"));
     t.note("secrets expired", store.delete_expired_msg_secrets(250).await.expect("expire"));
-    t.note("secrets left", (store.get_msg_secret("c", "me", "m0").await.ok(), store.get_msg_secret("c", "me", "m3").await.ok()));
+    t.note(
+        "secrets left",
+        (store.get_msg_secret("c", "me", "m0").await.ok(), store.get_msg_secret("c", "me", "m3").await.ok()),
+    );
 }
 
 /// The whole sequence on one number, then a second number beside it, then the wipe.

@@ -9,6 +9,7 @@ mod admin;
 mod backlog;
 mod contacts;
 mod crash;
+mod credentials;
 mod durability;
 mod gateway;
 mod inbound;

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
 
 use crate::domain::SessionId;
-use crate::storage::credentials::{CredentialBackend, CredentialStore};
 use crate::storage::StorageError;
+use crate::storage::credentials::{CredentialBackend, CredentialStore};
 
 /// File name of a session's SQLite store inside its folder.
 pub const STORE_FILE: &str = "whatsapp.db";

@@ -167,13 +167,12 @@ impl AppSyncStore for PgBackend {
 
     async fn get_latest_sync_key_id(&self) -> Result<Option<Vec<u8>>> {
         let _open = self.open().await?;
-        let keys: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT key_id, key_data FROM wa_app_state_keys WHERE session_id = $1 ORDER BY key_id DESC",
-        )
-        .bind(self.session())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let keys: Vec<(Vec<u8>, Vec<u8>)> =
+            sqlx::query_as("SELECT key_id, key_data FROM wa_app_state_keys WHERE session_id = $1 ORDER BY key_id DESC")
+                .bind(self.session())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
         // The newest key that can be used: one that does not decode would fail the next patch.
         Ok(keys.into_iter().find(|(_, data)| wire::decode_sync_key(data).is_ok()).map(|(id, _)| id))
     }

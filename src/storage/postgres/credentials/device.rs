@@ -103,7 +103,10 @@ impl PgBackend {
     }
 }
 
-fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(row: &'r PgRow, column: &str) -> Result<T> {
+fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
+    row: &'r PgRow,
+    column: &str,
+) -> Result<T> {
     row.try_get(column).map_err(db)
 }
 
@@ -210,8 +213,10 @@ impl MsgSecretStore for PgBackend {
             match at.get(&key).and_then(|&i| merged.get_mut(i)) as Option<&mut MsgSecretEntry> {
                 Some(earlier) => {
                     earlier.secret = entry.secret;
-                    earlier.expires_at =
-                        whatsapp_rust::wacore::store::traits::merge_msg_secret_expiry(earlier.expires_at, entry.expires_at);
+                    earlier.expires_at = whatsapp_rust::wacore::store::traits::merge_msg_secret_expiry(
+                        earlier.expires_at,
+                        entry.expires_at,
+                    );
                     earlier.message_ts = earlier.message_ts.max(entry.message_ts);
                 }
                 None => {

@@ -308,4 +308,61 @@ mod tests {
         assert_eq!(decode_cert_chain(&bytes).expect("decodes"), chain);
         assert!(decode_cert_chain(&[]).is_err(), "both certificates are required");
     }
+
+    /// The blobs of a real `whatsapp.db` decode here, and ours are read back by its store: rows
+    /// copy between the two backends as they are.
+    #[tokio::test]
+    async fn the_sqlite_stores_blobs_and_ours_are_the_same_encoding() {
+        use whatsapp_rust::store::SqliteStore;
+        use whatsapp_rust::wacore::store::traits::{AppSyncStore, DeviceStore};
+
+        let dir = std::env::temp_dir().join(format!("wg-wire-{}-{}", std::process::id(), crate::storage::now_ms()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("whatsapp.db");
+        let store = SqliteStore::new(path.to_str().expect("utf-8")).await.expect("store");
+        let mut state = HashState { version: 9, mac_mismatch_fatal: true, ..HashState::default() };
+        state.hash[1] = 1;
+        state.index_value_map.insert("k".into(), vec![4, 5]);
+        store.set_version("regular", state.clone()).await.expect("version");
+        let key = AppStateSyncKey { key_data: vec![3; 32], fingerprint: vec![1, 2], timestamp: 77 };
+        store.set_sync_key(b"id", key).await.expect("key");
+        store.create().await.expect("device");
+        let mut device = store.load().await.expect("load").expect("device");
+        let chain = CachedServerCertChain {
+            intermediate: CachedNoiseCert { key: [1; 32], not_before: 10, not_after: 20 },
+            leaf: CachedNoiseCert { key: [2; 32], not_before: 30, not_after: 40 },
+        };
+        device.server_cert_chain = Some(chain.clone());
+        store.save(&device).await.expect("save");
+
+        // Theirs, decoded here.
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        let blob = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, Vec<u8>>(0)).expect(sql);
+        let theirs = decode_hash_state(&blob("SELECT state_data FROM app_state_versions")).expect("hash state");
+        assert_eq!((theirs.version, theirs.hash, theirs.mac_mismatch_fatal), (9, state.hash, true));
+        assert_eq!(theirs.index_value_map, state.index_value_map);
+        let theirs = decode_sync_key(&blob("SELECT key_data FROM app_state_keys")).expect("sync key");
+        assert_eq!((theirs.key_data, theirs.fingerprint, theirs.timestamp), (vec![3; 32], vec![1, 2], 77));
+        assert_eq!(decode_cert_chain(&blob("SELECT server_cert_chain FROM device")).expect("chain"), chain);
+
+        // Ours, read by their store.
+        let mut ours = state.clone();
+        ours.version = 10;
+        ours.index_value_map.insert("empty".into(), vec![]);
+        conn.execute("UPDATE app_state_versions SET state_data = ?1", [encode_hash_state(&ours)]).expect("write");
+        let key = AppStateSyncKey { key_data: vec![8; 32], fingerprint: vec![], timestamp: -1 };
+        conn.execute("UPDATE app_state_keys SET key_data = ?1", [encode_sync_key(&key)]).expect("write");
+        let mut other_chain = chain.clone();
+        other_chain.leaf.not_after = 99;
+        conn.execute("UPDATE device SET server_cert_chain = ?1", [encode_cert_chain(&other_chain)]).expect("write");
+        drop(conn);
+        let back = store.get_version("regular").await.expect("version");
+        assert_eq!((back.version, back.index_value_map), (10, ours.index_value_map));
+        let back = store.get_sync_key(b"id").await.expect("key").expect("decodes there");
+        assert_eq!((back.key_data, back.timestamp), (vec![8; 32], -1));
+        let back = store.load().await.expect("load").expect("device");
+        assert_eq!(back.server_cert_chain, Some(other_chain));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
