@@ -1,5 +1,7 @@
-//! The only module that talks to whatsapp-rust: building a client for a session, turning its
-//! events into ours, and sending a PDF.
+//! The only module of the session layer that talks to whatsapp-rust: building a client for a
+//! session on the store its [`CredentialStore`] hands out, turning its events into ours, and
+//! sending a PDF. (The stores themselves are whatsapp-rust's storage traits, implemented in
+//! `storage/`.)
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

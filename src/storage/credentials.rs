@@ -42,8 +42,8 @@ pub trait CredentialStore: Send + Sync + 'static {
     }
 
     /// Logout: the number's credentials go, so that its next client starts unlinked; anything
-    /// else kept for the session stays. A store handed out before refuses writes from now on,
-    /// so a client generation that is still finishing cannot bring them back.
+    /// else kept for the session stays. Whatever a store handed out before still writes (a client
+    /// generation that is finishing) does not bring them back.
     async fn wipe(&self, session: &SessionId) -> Result<(), StorageError>;
 
     /// Delete: everything kept for the session goes (its credentials, and on SQLite its folder).
