@@ -47,6 +47,18 @@ pub fn tune_sqlite_for_many_stores() {
     });
 }
 
+/// What the seeds' callbacks say about a session beyond its events: its number and its
+/// credentials folder.
+fn session_facts(sessions: SessionManager) -> crate::webhooks::FactsLookup {
+    Arc::new(move |id: &str| {
+        let Ok(id) = crate::domain::SessionId::parse(id) else { return crate::webhooks::SessionFacts::default() };
+        crate::webhooks::SessionFacts {
+            phone: sessions.get(&id).and_then(|s| s.state.me).map(|me| me.phone),
+            folder: sessions.folder(&id),
+        }
+    })
+}
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -82,6 +94,7 @@ pub struct App {
     state: AppState,
     cors_origins: Vec<String>,
     limits: HttpLimits,
+    compat: crate::config::CompatDialects,
 }
 
 impl App {
@@ -126,7 +139,7 @@ impl App {
         let (inbound_tx, inbound_rx) = mpsc::channel(crate::inbox::CHANNEL_CAPACITY);
         let upstream = Upstream::from_config(&config, delivery_tx, inbound_tx, credentials)?;
         let sessions = SessionManager::load(
-            SessionsFile::new(&config.sessions_config),
+            Arc::new(SessionsFile::new(&config.sessions_config)),
             upstream,
             shutdown.token(),
             tokio_util::task::TaskTracker::new(),
@@ -148,6 +161,7 @@ impl App {
         let events = EventBus::default();
         let webhooks = crate::webhooks::Webhooks::open(&config.data_dir, config.webhooks.clone(), journal.clone())
             .map_err(|source| StartError::Webhooks { dir: config.data_dir.clone(), source })?;
+        webhooks.set_session_facts(session_facts(sessions.clone()));
         let (webhook_tx, webhook_rx) = mpsc::unbounded_channel();
         events.attach_sink(webhook_tx);
         let state = AppState {
@@ -178,6 +192,7 @@ impl App {
             state,
             cors_origins: config.cors_allowed_origins,
             limits: config.http,
+            compat: config.compat_api,
         })
     }
 
@@ -203,6 +218,7 @@ impl App {
             state,
             cors_origins,
             limits,
+            compat,
         } = self;
         tracing::info!(%addr, "whatsapp-gateway listening");
         let shutdown = state.shutdown.clone();
@@ -237,7 +253,7 @@ impl App {
             shutdown.clone(),
         ));
         sessions.start_all();
-        let router = crate::api::router(state.clone(), &cors_origins);
+        let router = crate::api::router(state.clone(), &cors_origins, compat);
         let server = tokio::spawn(crate::api::serve(listener, router, limits, shutdown.token()));
         let metrics_server = metrics_listener.map(|listener| {
             if let Ok(addr) = listener.local_addr() {

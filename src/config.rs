@@ -92,6 +92,9 @@ const OPTIONAL: &[&str] = &[
     "WEBHOOK_URL",
     "WEBHOOK_SECRET",
     "WEBHOOK_EVENTS",
+    "COMPAT_API",
+    "BACKEND_URL",
+    "BACKEND_BASE_URL",
 ];
 
 /// The static API token. `Debug` and `Display` print `[REDACTED]`; use
@@ -199,12 +202,76 @@ pub struct Config {
     /// are deleted.
     pub inbound_retention: Option<Duration>,
     /// `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`, `WEBHOOK_MAX_RETRY_SECS`,
-    /// `WEBHOOK_RETRY_BASE_MS`, `WEBHOOK_OUTBOX_MAX`, `WEBHOOK_TIMEOUT_MS`, `WEBHOOK_ALLOW_PRIVATE`.
+    /// `WEBHOOK_RETRY_BASE_MS`, `WEBHOOK_OUTBOX_MAX`, `WEBHOOK_TIMEOUT_MS`, `WEBHOOK_ALLOW_PRIVATE`,
+    /// and the seeds' callback endpoints `BACKEND_URL` and `BACKEND_BASE_URL`.
     pub webhooks: crate::webhooks::WebhookSettings,
     /// `CONTACT_CHECKS_PER_MINUTE` (60; 0 = no limit): numbers each session may ask WhatsApp about.
     pub contact_checks_per_minute: u32,
     /// `QR_LINK_WINDOW_SECS` (120): how long linking goes on after the last `GET …/qr`.
     pub qr_link_window: Duration,
+    /// `COMPAT_API` (none): the sibling services' HTTP dialects served besides our own API.
+    pub compat_api: CompatDialects,
+}
+
+/// A sibling Node.js service whose HTTP dialect the gateway can speak (`COMPAT_API`): the
+/// seeds of `/work/shared/seeds/`, by number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompatDialect {
+    /// "WhatsApp QR Service": `/init`, `/qr-code/:id`, `/status/:id`, `/send`, `/disconnect`.
+    Seed000,
+    /// "WhatsApp Orchestrator": `/generate-qr`, `/sessions…`, `/config/download-media`.
+    Seed002,
+    /// `/api/whatsapp/…` and Socket.IO.
+    Seed003,
+    /// `/api/v1/whatsapp/…` and Socket.IO.
+    Seed004,
+}
+
+impl CompatDialect {
+    pub const ALL: [CompatDialect; 4] =
+        [CompatDialect::Seed000, CompatDialect::Seed002, CompatDialect::Seed003, CompatDialect::Seed004];
+
+    /// The name `COMPAT_API` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompatDialect::Seed000 => "seed000",
+            CompatDialect::Seed002 => "seed002",
+            CompatDialect::Seed003 => "seed003",
+            CompatDialect::Seed004 => "seed004",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<CompatDialect> {
+        CompatDialect::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The dialects `COMPAT_API` enables: none by default, and then their routes answer 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompatDialects(u8);
+
+impl CompatDialects {
+    /// These dialects.
+    pub fn of(dialects: &[CompatDialect]) -> CompatDialects {
+        CompatDialects(dialects.iter().fold(0, |bits, d| bits | d.bit()))
+    }
+
+    pub fn contains(self, dialect: CompatDialect) -> bool {
+        self.0 & dialect.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The enabled dialects, in [`CompatDialect::ALL`]'s order.
+    pub fn iter(self) -> impl Iterator<Item = CompatDialect> {
+        CompatDialect::ALL.into_iter().filter(move |d| self.contains(*d))
+    }
 }
 
 /// The HTTP server's protections, from the configuration.
@@ -346,6 +413,9 @@ struct Raw {
     whatsapp_version: Option<String>,
     whatsapp_ca_file: Option<String>,
     max_body_bytes: Option<String>,
+    compat_api: Option<String>,
+    backend_url: Option<String>,
+    backend_base_url: Option<String>,
 }
 
 impl Config {
@@ -398,7 +468,8 @@ impl Config {
             .build()?
             .try_deserialize()?;
 
-        let webhooks = webhook_settings(&raw)?;
+        let compat_api = parse_compat_api(raw.compat_api.as_deref())?;
+        let webhooks = webhook_settings(&raw, compat_api)?;
         let retry_base_delay = parse_millis("RETRY_BASE_DELAY_MS", &raw.retry_base_delay_ms)?;
         let retry_max_delay = parse_millis("RETRY_MAX_DELAY_MS", &raw.retry_max_delay_ms)?;
         if retry_base_delay > retry_max_delay {
@@ -483,6 +554,7 @@ impl Config {
             invalid("INBOUND_RETENTION_DAYS", &raw.inbound_retention_days, "is not a whole number of days")
         })?;
         Ok(Config {
+            compat_api,
             webhooks,
             inbound_retention: (retention_days > 0).then(|| Duration::from_secs(retention_days.saturating_mul(86_400))),
             contact_checks_per_minute: raw.contact_checks_per_minute.trim().parse().map_err(|_| {
@@ -652,17 +724,33 @@ fn parse_ca_file(value: String) -> Result<PathBuf, ConfigError> {
     if path.is_file() { Ok(path) } else { Err(invalid("WHATSAPP_CA_FILE", &value, "is not a readable file")) }
 }
 
-/// The webhook settings: the environment's endpoint checked as the API checks endpoints.
-fn webhook_settings(raw: &Raw) -> Result<crate::webhooks::WebhookSettings, ConfigError> {
+/// `COMPAT_API`: a comma list of dialect names; an unknown one stops the start.
+fn parse_compat_api(value: Option<&str>) -> Result<CompatDialects, ConfigError> {
+    let mut dialects = Vec::new();
+    for name in value.unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let known = CompatDialect::ALL.map(CompatDialect::as_str).join(", ");
+        let dialect = CompatDialect::parse(&name.to_ascii_lowercase())
+            .ok_or_else(|| invalid("COMPAT_API", name, format!("is not a dialect (known: {known})")))?;
+        dialects.push(dialect);
+    }
+    Ok(CompatDialects::of(&dialects))
+}
+
+/// The webhook settings: the environment's endpoint checked as the API checks endpoints, and
+/// the seeds' own callback variables, `BACKEND_URL` (seed 000's, or seed 002's when it is the
+/// only callback dialect on) and `BACKEND_BASE_URL` (seed 002's).
+fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::webhooks::WebhookSettings, ConfigError> {
+    use crate::webhooks::{EnvEndpoint, WebhookFormat};
     let number = |var: &'static str, value: &str| -> Result<u64, ConfigError> {
         value.trim().parse().map_err(|_| invalid(var, value, "is not a whole number"))
+    };
+    let http_url = |var: &'static str, url: String| {
+        if crate::webhooks::is_http_url(&url) { Ok(url) } else { Err(invalid(var, &url, "is not an http(s) URL")) }
     };
     let env_endpoint = match non_empty(raw.webhook_url.clone()) {
         None => None,
         Some(url) => {
-            if !crate::webhooks::is_http_url(&url) {
-                return Err(invalid("WEBHOOK_URL", &url, "is not an http(s) URL"));
-            }
+            let url = http_url("WEBHOOK_URL", url)?;
             let secret = match non_empty(raw.webhook_secret.clone()) {
                 None => None,
                 Some(secret) => Some(
@@ -683,11 +771,41 @@ fn webhook_settings(raw: &Raw) -> Result<crate::webhooks::WebhookSettings, Confi
                         .collect::<Result<Vec<_>, _>>()?,
                 ),
             };
-            Some(crate::webhooks::EnvEndpoint { url, secret, events })
+            Some(EnvEndpoint { url, secret, events, format: WebhookFormat::Standard })
         }
+    };
+    let backend = |url: String, format| EnvEndpoint { url, secret: None, events: None, format };
+    let backend_url = match non_empty(raw.backend_url.clone()) {
+        None => None,
+        Some(url) => {
+            let format = if compat.contains(CompatDialect::Seed000) {
+                WebhookFormat::Seed000
+            } else if compat.contains(CompatDialect::Seed002) {
+                WebhookFormat::Seed002
+            } else {
+                return Err(invalid("BACKEND_URL", &url, "needs COMPAT_API with seed000 or seed002 (their callbacks)"));
+            };
+            Some(backend(http_url("BACKEND_URL", url)?, format))
+        }
+    };
+    let backend_base_url = match non_empty(raw.backend_base_url.clone()) {
+        None => None,
+        Some(url) if !compat.contains(CompatDialect::Seed002) => {
+            return Err(invalid("BACKEND_BASE_URL", &url, "needs COMPAT_API with seed002 (its callbacks)"));
+        }
+        Some(url) if backend_url.as_ref().is_some_and(|b| b.format == WebhookFormat::Seed002) => {
+            return Err(invalid(
+                "BACKEND_BASE_URL",
+                &url,
+                "and BACKEND_URL both name seed 002's backend (seed000 is not in COMPAT_API); set one",
+            ));
+        }
+        Some(url) => Some(backend(http_url("BACKEND_BASE_URL", url)?, WebhookFormat::Seed002)),
     };
     Ok(crate::webhooks::WebhookSettings {
         env_endpoint,
+        backend_url,
+        backend_base_url,
         max_retry_age: Duration::from_secs(number("WEBHOOK_MAX_RETRY_SECS", &raw.webhook_max_retry_secs)?),
         retry_base: Duration::from_millis(number("WEBHOOK_RETRY_BASE_MS", &raw.webhook_retry_base_ms)?.max(1)),
         outbox_max: number("WEBHOOK_OUTBOX_MAX", &raw.webhook_outbox_max)?.max(1),
@@ -967,6 +1085,59 @@ mod tests {
         assert_eq!(
             error_of(with_token(&[("RETRY_BASE_DELAY_MS", "5000"), ("RETRY_MAX_DELAY_MS", "1000")])),
             "invalid RETRY_BASE_DELAY_MS: '5000' must not exceed RETRY_MAX_DELAY_MS (1000)"
+        );
+    }
+
+    #[test]
+    fn compat_api_names_dialects_and_picks_the_callbacks_format() {
+        use crate::webhooks::WebhookFormat;
+        let config = Config::from_sources(with_token(&[]), None).unwrap();
+        assert!(config.compat_api.is_empty(), "off by default");
+        assert!(config.webhooks.backend_url.is_none() && config.webhooks.backend_base_url.is_none());
+
+        let config = Config::from_sources(with_token(&[("COMPAT_API", " seed002, SEED000 ,")]), None).unwrap();
+        let on: Vec<_> = config.compat_api.iter().collect();
+        assert_eq!(on, [CompatDialect::Seed000, CompatDialect::Seed002]);
+        assert!(!config.compat_api.contains(CompatDialect::Seed003));
+        assert_eq!(
+            error_of(with_token(&[("COMPAT_API", "seed000,seed001")])),
+            "invalid COMPAT_API: 'seed001' is not a dialect (known: seed000, seed002, seed003, seed004)"
+        );
+
+        let format = |pairs: &[(&str, &str)]| {
+            let config = Config::from_sources(with_token(pairs), None).unwrap();
+            (
+                config.webhooks.backend_url.map(|e| (e.url, e.format)),
+                config.webhooks.backend_base_url.map(|e| (e.url, e.format)),
+            )
+        };
+        let url = "http://127.0.0.1:8000";
+        assert_eq!(
+            format(&[("COMPAT_API", "seed000"), ("BACKEND_URL", url)]),
+            (Some((url.into(), WebhookFormat::Seed000)), None)
+        );
+        assert_eq!(
+            format(&[("COMPAT_API", "seed002"), ("BACKEND_URL", url)]),
+            (Some((url.into(), WebhookFormat::Seed002)), None),
+            "seed 002 alone: BACKEND_URL is its backend"
+        );
+        assert_eq!(
+            format(&[("COMPAT_API", "seed000,seed002"), ("BACKEND_URL", url), ("BACKEND_BASE_URL", "http://b")]),
+            (Some((url.into(), WebhookFormat::Seed000)), Some(("http://b".into(), WebhookFormat::Seed002))),
+            "both: each seed's own variable"
+        );
+        assert!(error_of(with_token(&[("BACKEND_URL", url)])).starts_with("invalid BACKEND_URL:"));
+        assert!(
+            error_of(with_token(&[("COMPAT_API", "seed000"), ("BACKEND_BASE_URL", url)]))
+                .starts_with("invalid BACKEND_BASE_URL:")
+        );
+        assert!(
+            error_of(with_token(&[("COMPAT_API", "seed002"), ("BACKEND_URL", url), ("BACKEND_BASE_URL", url)]))
+                .contains("set one")
+        );
+        assert!(
+            error_of(with_token(&[("COMPAT_API", "seed000"), ("BACKEND_URL", "ftp://x")]))
+                .starts_with("invalid BACKEND_URL:")
         );
     }
 

@@ -158,7 +158,7 @@ pub async fn forward_session_events(
                     serde_json::json!({"qr": qr.code, "qrPng": png, "expiresAt": qr.expires_at}),
                 );
             }
-            Kind::Connected(account) => bus.publish(
+            Kind::Connected { account, new_link } => bus.publish(
                 EventKind::SessionConnected,
                 session,
                 serde_json::json!({
@@ -168,6 +168,7 @@ pub async fn forward_session_events(
                     "lid": account.lid,
                     "pushName": account.push_name,
                     "connectedAt": crate::journal::now_ms(),
+                    "newLink": new_link,
                     "metadata": sessions.get(&event.session).and_then(|s| s.metadata),
                 }),
             ),

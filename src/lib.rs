@@ -13,6 +13,8 @@
 //!   Postgres (the shared store) behind them.
 //! * [`files`]: private (0700/0600) folders and files for credentials and the journal.
 //! * [`metrics`]: Prometheus series names and the recorder.
+//! * [`seeds`]: the sibling Node.js services' status names and timestamps, for `COMPAT_API`'s
+//!   routes (`api::compat`) and callbacks (`webhooks`).
 //! * [`shutdown`]: the cancellation token and task tracker every long-lived task uses.
 //! * [`telemetry`]: the log subscriber and its filter.
 
@@ -26,6 +28,7 @@ pub mod inbox;
 pub mod journal;
 pub mod metrics;
 pub mod queue;
+pub mod seeds;
 pub mod session;
 pub mod shutdown;
 pub mod storage;

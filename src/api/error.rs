@@ -196,6 +196,10 @@ pub enum ApiError {
     /// No pairing code could be had.
     #[error(transparent)]
     Pairing(#[from] crate::session::PairingError),
+    /// A sibling service's setting that this gateway fixes by its own configuration (a
+    /// compatibility route asked to change it); `0` says what it does instead.
+    #[error("this gateway's configuration fixes this setting: {0}")]
+    SettingFixed(&'static str),
     /// The session's supervisor did not answer a command in time.
     #[error("the session did not answer in time; retry")]
     SessionUnresponsive,
@@ -259,9 +263,10 @@ impl ApiError {
             | ApiError::ShuttingDown
             | ApiError::SessionUnresponsive
             | ApiError::QrNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::SessionExists | ApiError::AlreadyConnected | ApiError::SessionNotConnected => {
-                StatusCode::CONFLICT
-            }
+            ApiError::SessionExists
+            | ApiError::AlreadyConnected
+            | ApiError::SessionNotConnected
+            | ApiError::SettingFixed(_) => StatusCode::CONFLICT,
             ApiError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::Pairing(e) => match e {
                 PairingError::AlreadyLinked | PairingError::Outstanding { .. } => StatusCode::CONFLICT,
@@ -332,6 +337,7 @@ impl ApiError {
             ApiError::AlreadyConnected => "ALREADY_CONNECTED",
             ApiError::QrNotReady { .. } => "QR_NOT_READY",
             ApiError::SessionUnresponsive => "SESSION_UNRESPONSIVE",
+            ApiError::SettingFixed(_) => "SETTING_FIXED",
             ApiError::Pairing(e) => match e {
                 PairingError::AlreadyLinked => "ALREADY_CONNECTED",
                 PairingError::Outstanding { .. } => "PAIRING_CODE_OUTSTANDING",
@@ -458,7 +464,7 @@ pub struct ErrorDetail {
     /// IDEMPOTENCY_KEY_REUSED, QUEUE_FULL, UPGRADE_REQUIRED, UNSUPPORTED_WEBSOCKET_VERSION,
     /// BAD_WEBSOCKET_KEY, SESSION_EXISTS, ALREADY_CONNECTED, QR_NOT_READY, SESSION_UNRESPONSIVE,
     /// PAIRING_CODE_OUTSTANDING, PAIRING_RATE_LIMITED, PAIRING_REJECTED, PAIRING_UNAVAILABLE,
-    /// TIMEOUT, SHUTTING_DOWN, INSUFFICIENT_STORAGE, WEBHOOK_URL_NOT_ALLOWED, INTERNAL.
+    /// TIMEOUT, SHUTTING_DOWN, INSUFFICIENT_STORAGE, WEBHOOK_URL_NOT_ALLOWED, SETTING_FIXED, INTERNAL.
     pub code: String,
     /// A sentence for people, in English, or in Spanish when `Accept-Language` prefers `es`;
     /// it may change.
@@ -661,13 +667,14 @@ mod tests {
             P::Rejected("bad request".into()).into(),
             P::Unavailable("offline".into()).into(),
             ApiError::SessionUnresponsive,
+            ApiError::SettingFixed("received files are always downloaded, up to INBOUND_MEDIA_MAX_BYTES"),
             ApiError::ShuttingDown,
             ApiError::internal(std::io::Error::other("disk")),
         ]
     }
 
     /// How many variants [`ApiError`] has.
-    const VARIANTS: usize = 48;
+    const VARIANTS: usize = 49;
 
     /// The variant of `e`, numbered. Exhaustive on purpose: a new variant does not compile until
     /// it gets the next number here (raise `VARIANTS`) and a sample in [`one_of_each`].
@@ -721,6 +728,7 @@ mod tests {
             ApiError::TooManyWebSockets { .. } => 45,
             ApiError::PairingCodeOutstanding => 46,
             ApiError::WebhookUrlNotAllowed => 47,
+            ApiError::SettingFixed(_) => 48,
         }
     }
 
@@ -762,6 +770,7 @@ mod tests {
             "limit must be 1 to 200",
             "malformed multipart body",
             "the file is gone",
+            "received files are always downloaded, up to INBOUND_MEDIA_MAX_BYTES",
         ] {
             assert_ne!(es::phrase(english), english);
         }

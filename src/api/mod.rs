@@ -3,7 +3,9 @@
 //!
 //! Layers, outermost first: request id (`request_id`), the language of error messages
 //! (`language`), a log span per request, CORS, metrics by route template, and a timeout on every
-//! route (`deadline`, paused while a body is read). Bodies are read by an extractor (`body`) with
+//! route (`deadline`, paused while a body is read); with `COMPAT_API`, the sibling services'
+//! dialects (`compat`) and, around the deadline, the rewriting of their errors into their
+//! shapes. Bodies are read by an extractor (`body`) with
 //! a per-route size limit and a time limit, after the token is checked (`auth`). Errors are one
 //! type (`error`). `serve` owns the accept loop: connection cap and per-address share, idle and
 //! header-read deadlines, backoff on accept errors, and the graceful drain. `/openapi.json` is
@@ -13,6 +15,7 @@ mod admin;
 pub mod auth;
 mod body;
 mod chats;
+mod compat;
 mod contacts;
 mod deadline;
 pub mod error;
@@ -51,14 +54,16 @@ pub(crate) use serve::serve;
 
 use crate::api::error::ApiError;
 use crate::api::state::AppState;
+use crate::config::CompatDialects;
 
-/// Every route, with its layers, ready to serve. Also stores the generated OpenAPI document in
-/// `state` for `/openapi.json`.
-pub fn router(state: AppState, cors_origins: &[String]) -> Router {
-    let (router, document) = openapi_router().split_for_parts();
+/// Every route, with its layers, ready to serve: ours, and the dialects of `compat`
+/// (`COMPAT_API`). Also stores the generated OpenAPI document in `state` for `/openapi.json`:
+/// it describes what this server answers, so the compatibility routes are in it only when on.
+pub fn router(state: AppState, cors_origins: &[String], compat: CompatDialects) -> Router {
+    let (router, document) = openapi_router(compat).split_for_parts();
     let _ = state.openapi.set(serde_json::to_vec(&document).unwrap_or_default().into());
     let timeout = state.limits.request_timeout;
-    router
+    let router = router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
             // axum adds the `Allow` header listing the route's methods.
@@ -71,7 +76,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         })
         // Bodies are limited per route by `body::RequestBody`.
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(timeout, deadline::middleware))
+        .layer(middleware::from_fn_with_state(timeout, deadline::middleware));
+    // Outside the deadline, so that its 503 takes a dialect's shape too.
+    let router = if compat.is_empty() { router } else { router.layer(middleware::from_fn(compat::reshape_errors)) };
+    router
         .layer(middleware::from_fn(record_metrics))
         .layer(cors(cors_origins))
         // 5xx are logged once, with their cause, by `ApiError`; an expected 503 (no QR yet, no
@@ -84,8 +92,9 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
 }
 
 /// The routes and their documentation, before the layers.
-fn openapi_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+fn openapi_router(compat: CompatDialects) -> OpenApiRouter<AppState> {
+    let doc = if compat.is_empty() { openapi::ApiDoc::openapi() } else { openapi::with_compat_tag(compat) };
+    OpenApiRouter::with_openapi(doc)
         .routes(routes!(openapi::openapi_json))
         .merge(send_pdf::router())
         .merge(messages::router())
@@ -98,11 +107,12 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(metrics::router())
         .merge(admin::router())
+        .merge(compat::router(compat))
 }
 
-/// The OpenAPI document, as `/openapi.json` serves it.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    openapi_router().split_for_parts().1
+/// The OpenAPI document, as `/openapi.json` serves it with the `COMPAT_API` dialects `compat`.
+pub fn openapi_document(compat: CompatDialects) -> utoipa::openapi::OpenApi {
+    openapi_router(compat).split_for_parts().1
 }
 
 /// A JSON response: the one place that serialises a body and sets the content type.
@@ -183,7 +193,7 @@ mod tests {
     /// `as_str`. This keeps the two from drifting apart.
     #[test]
     fn documented_status_enums_match_what_the_server_sends() {
-        let doc = serde_json::to_value(openapi_document()).unwrap();
+        let doc = serde_json::to_value(openapi_document(CompatDialects::default())).unwrap();
         let schemas = &doc["components"]["schemas"];
         let documented = |name: &str| -> Vec<String> {
             schemas[name]["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()

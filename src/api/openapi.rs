@@ -94,10 +94,27 @@ impl Modify for Security {
             "query_token",
             SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
                 "token",
-                "The token as a query parameter, for browsers' WebSockets only",
+                "The token as a query parameter: for browsers' WebSockets, and for the compatibility routes \
+                 that a sibling service's page fetches (tag compat)",
             ))),
         );
     }
+}
+
+/// [`ApiDoc`] with the `compat` tag, which names the `COMPAT_API` dialects on.
+pub(crate) fn with_compat_tag(compat: crate::config::CompatDialects) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    let names: Vec<&str> = compat.iter().map(|d| d.as_str()).collect();
+    let description = format!(
+        "Compatibility dialects of the sibling Node.js services, for their existing backends and pages: \
+         not this gateway's own API. Served only with COMPAT_API naming the dialect (on here: {}); their errors are \
+         {{\"success\":false,\"error\",\"message\",\"code\",\"requestId\"}}, and their callbacks are webhook \
+         formats (BACKEND_URL).",
+        names.join(", ")
+    );
+    let tag = utoipa::openapi::tag::TagBuilder::new().name("compat").description(Some(description)).build();
+    doc.tags.get_or_insert_with(Vec::new).push(tag);
+    doc
 }
 
 /// This OpenAPI document.

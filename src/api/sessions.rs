@@ -291,35 +291,7 @@ async fn session_qr(
 ) -> Result<Response, ApiError> {
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
-    match state.sessions.get(&id).map(|s| s.state.status) {
-        Some(Status::Connected) => return Err(ApiError::AlreadyConnected),
-        // Linking by code: a QR would be a second way in, and WhatsApp sends none meanwhile.
-        Some(Status::PairingCode) => return Err(ApiError::PairingCodeOutstanding),
-        _ => {}
-    }
-    let mut watch = state.sessions.link_for(&id, state.qr_link_window)?;
-    let deadline = tokio::time::Instant::now() + QR_WAIT;
-    let qr = loop {
-        let now = watch.borrow_and_update().clone();
-        match now.status {
-            Status::Connected => return Err(ApiError::AlreadyConnected),
-            Status::PairingCode => return Err(ApiError::PairingCodeOutstanding),
-            _ => {}
-        }
-        if let Some(qr) = now.qr {
-            break qr;
-        }
-        match tokio::time::timeout_at(deadline, watch.changed()).await {
-            Ok(Ok(())) => continue,
-            Ok(Err(_)) => return Err(ApiError::SessionNotFound),
-            Err(_) => {
-                let reason = now.reason.unwrap_or_else(|| "WhatsApp has not sent one yet".into());
-                return Err(ApiError::QrNotReady {
-                    reason: format!("the session is {}: {reason}", now.status.as_str()),
-                });
-            }
-        }
-    };
+    let qr = wait_for_qr(&state, &id).await?;
     let png = qr_png(&qr.code).map_err(ApiError::internal)?;
     let wants_png = headers
         .get(header::ACCEPT)
@@ -332,6 +304,41 @@ async fn session_qr(
         StatusCode::OK,
         &QrView { qr: png_data_url(&png), qr_text: qr.code, expires_at: qr.expires_at, status: Status::QrReady },
     ))
+}
+
+/// Starts linking `id` if needed, keeps it going `QR_LINK_WINDOW_SECS`, and waits up to 10 s for
+/// its QR code: 409 `ALREADY_CONNECTED` when linked, `PAIRING_CODE_OUTSTANDING` while it links
+/// by a pairing code, 503 `QR_NOT_READY` (with the session's reason) when none comes.
+pub(crate) async fn wait_for_qr(state: &AppState, id: &SessionId) -> Result<crate::session::Qr, ApiError> {
+    match state.sessions.get(id).map(|s| s.state.status) {
+        Some(Status::Connected) => return Err(ApiError::AlreadyConnected),
+        // Linking by code: a QR would be a second way in, and WhatsApp sends none meanwhile.
+        Some(Status::PairingCode) => return Err(ApiError::PairingCodeOutstanding),
+        _ => {}
+    }
+    let mut watch = state.sessions.link_for(id, state.qr_link_window)?;
+    let deadline = tokio::time::Instant::now() + QR_WAIT;
+    loop {
+        let now = watch.borrow_and_update().clone();
+        match now.status {
+            Status::Connected => return Err(ApiError::AlreadyConnected),
+            Status::PairingCode => return Err(ApiError::PairingCodeOutstanding),
+            _ => {}
+        }
+        if let Some(qr) = now.qr {
+            return Ok(qr);
+        }
+        match tokio::time::timeout_at(deadline, watch.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => return Err(ApiError::SessionNotFound),
+            Err(_) => {
+                let reason = now.reason.unwrap_or_else(|| "WhatsApp has not sent one yet".into());
+                return Err(ApiError::QrNotReady {
+                    reason: format!("the session is {}: {reason}", now.status.as_str()),
+                });
+            }
+        }
+    }
 }
 
 /// Restart the session: a new client on the same credentials (needs `sessions:write`).
@@ -400,9 +407,15 @@ async fn delete_session(
 ) -> Result<Response, ApiError> {
     let id = session_id(path)?;
     caller.require_session(Scope::SessionsWrite, &id)?;
-    state.sessions.delete(&id).await?;
-    state.queue.close_session(&id);
+    remove(&state, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Deletes the session; its queued messages fail with `SESSION_DELETED`.
+pub(crate) async fn remove(state: &AppState, id: &SessionId) -> Result<(), ApiError> {
+    state.sessions.delete(id).await?;
+    state.queue.close_session(id);
+    Ok(())
 }
 
 /// The body of `POST …/pairing-code`.
@@ -485,7 +498,6 @@ pub(crate) enum QrImageError {
 const MODULE_PX: usize = 8;
 const QUIET_ZONE: usize = 4;
 
-/// The QR code of `text` as a greyscale PNG.
 /// `data:image/png;base64,…` of a PNG.
 fn png_data_url(png: &[u8]) -> String {
     format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
@@ -496,6 +508,7 @@ pub(crate) fn qr_data_url(text: &str) -> Result<String, QrImageError> {
     qr_png(text).map(|png| png_data_url(&png))
 }
 
+/// The QR code of `text` as a greyscale PNG.
 fn qr_png(text: &str) -> Result<Vec<u8>, QrImageError> {
     let code = qrcode::QrCode::new(text.as_bytes())?;
     let width = code.width();

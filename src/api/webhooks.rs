@@ -22,7 +22,9 @@ use crate::api::json_response;
 use crate::api::state::AppState;
 use crate::domain::SessionId;
 use crate::events::EventKind;
-use crate::webhooks::{Delivery, Endpoint, NewEndpoint, Owner, Viewer, WebhookDeliveryStatus, WebhookSecret};
+use crate::webhooks::{
+    Delivery, Endpoint, NewEndpoint, Owner, Viewer, WebhookDeliveryStatus, WebhookFormat, WebhookSecret,
+};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -55,6 +57,12 @@ struct CreateBody {
         pattern = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}==)?)$"
     )]
     secret: Option<String>,
+    /// How events are posted (default `standard`: our events, to `url`). `seed000` and `seed002`
+    /// post a sibling service's callbacks instead, on its paths below `url` (its backend's base
+    /// URL): seed 000's `/whatsapp-qr/webhook` and `/whatsapp-qr/incoming`, seed 002's
+    /// `/api/whatsapp/sessions/{new-session-connected,status-update,qr-update}` and
+    /// `/api/whatsapp/messages/received`. Events the service had no callback for are not posted.
+    format: Option<WebhookFormat>,
 }
 
 /// A session id, as a string.
@@ -80,6 +88,8 @@ struct WebhookView {
     pending: u64,
     /// The name of the token that registered it (`admin` for the admin token and `WEBHOOK_URL`).
     owner: String,
+    /// How events are posted: `standard`, or a sibling service's callbacks below `url`.
+    format: WebhookFormat,
 }
 
 /// The answer to a creation: the endpoint and its secret, shown this once.
@@ -128,8 +138,12 @@ fn view(endpoint: Endpoint, pending: u64) -> WebhookView {
         disabled: endpoint.disabled,
         pending,
         owner: endpoint.owner.name,
+        format: endpoint.format,
     }
 }
+
+/// What `format` must be.
+const FORMATS: &str = "\"standard\", \"seed000\" or \"seed002\"";
 
 /// Whose endpoints `caller` sees and manages.
 fn viewer(caller: &Caller) -> Viewer {
@@ -162,7 +176,7 @@ fn confined_sessions(caller: &Caller, asked: Option<Vec<SessionId>>) -> Result<O
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Registered; the secret is shown only here", body = CreatedWebhook),
-        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_URL, INVALID_EVENT_TYPE, INVALID_SESSION_ID, INVALID_SECRET), or a url that does not resolve to public addresses only, for a token other than the admin (WEBHOOK_URL_NOT_ALLOWED)", body = ErrorBody),
+        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE (also a format other than standard, seed000 and seed002), INVALID_URL, INVALID_EVENT_TYPE, INVALID_SESSION_ID, INVALID_SECRET), or a url that does not resolve to public addresses only, for a token other than the admin (WEBHOOK_URL_NOT_ALLOWED)", body = ErrorBody),
         AuthErrors,
         (status = 408, description = "Body not received in time (BODY_TIMEOUT)", body = ErrorBody),
         (status = 413, description = "Body too large (PAYLOAD_TOO_LARGE)", body = ErrorBody),
@@ -216,6 +230,13 @@ async fn create_webhook(State(state): State<AppState>, caller: Caller, req: Requ
         Some(Value::String(secret)) => Some(WebhookSecret::parse(&secret).map_err(|_| ApiError::InvalidSecret)?),
         Some(_) => return Err(ApiError::WrongFieldType { field: "secret", expected: "a string" }),
     };
+    let format = match object.remove("format") {
+        None | Some(Value::Null) => WebhookFormat::Standard,
+        Some(Value::String(name)) => {
+            WebhookFormat::parse(&name).ok_or(ApiError::WrongFieldType { field: "format", expected: FORMATS })?
+        }
+        Some(_) => return Err(ApiError::WrongFieldType { field: "format", expected: "a string" }),
+    };
     let sessions = confined_sessions(&caller, sessions)?;
     let owner = Owner { name: caller.name().to_owned(), admin: caller.is_admin() };
     state.webhooks.check_destination(&owner, &url).await.map_err(|_| {
@@ -224,7 +245,7 @@ async fn create_webhook(State(state): State<AppState>, caller: Caller, req: Requ
     })?;
     let endpoint = state
         .webhooks
-        .create(NewEndpoint { url, events, sessions, secret, owner })
+        .create(NewEndpoint { url, events, sessions, secret, owner, format })
         .await
         .map_err(ApiError::internal)?;
     let secret = endpoint.secret.expose();

@@ -8,6 +8,7 @@ mod content;
 mod ids;
 mod incoming;
 mod media;
+mod registry;
 mod status;
 mod values;
 
@@ -20,6 +21,7 @@ pub use incoming::{
     ChatSummary, IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction,
 };
 pub use media::{InlineMedia, MediaError, decode_inline};
+pub use registry::SessionEntry;
 pub use status::DeliveryStatus;
 pub use values::{
     DEFAULT_FILE_NAME, FileName, InvalidFileName, InvalidPhone, MAX_FILE_NAME_CHARS, MAX_PDF_BYTES, PDF_HEADER_WINDOW,

@@ -329,7 +329,7 @@ pub(crate) async fn supervise(
         if let Some((phone, reply)) = pending_pair.take() {
             request_pair_code(&client, phone, reply);
         }
-        let exit = Drive { shared: &shared, upstream: &upstream, client: &client, slot }
+        let exit = Drive { shared: &shared, upstream: &upstream, client: &client, slot, paired: false }
             .run(handle, events, &mut inbox, &cancel, &mut backoff)
             .await;
         shared.set_client(None);
@@ -401,6 +401,9 @@ struct Drive<'a> {
     client: &'a Arc<Client>,
     /// The boot-time start-up slot, given back once connected (or after [`STARTUP_SLOT`]).
     slot: Option<OwnedSemaphorePermit>,
+    /// A phone linked this generation's client (QR or pairing code): its connection is a new
+    /// link, not a reconnection.
+    paired: bool,
 }
 
 impl Drive<'_> {
@@ -521,7 +524,10 @@ impl Drive<'_> {
                         Some("type the pairing code on the phone: Linked devices > Link with phone number".into());
                 });
             }
-            UpstreamEvent::PairSuccess => tracing::info!(session = %shared.id, "linked; logging in"),
+            UpstreamEvent::PairSuccess => {
+                tracing::info!(session = %shared.id, "linked; logging in");
+                self.paired = true;
+            }
             UpstreamEvent::PasskeyRequest => {
                 let reason = "WhatsApp asks for a passkey to link this device: confirm it on the phone \
                               (screen lock or passkey), then link again if nothing happens";
@@ -576,8 +582,9 @@ impl Drive<'_> {
             s.connected_at = Some(crate::journal::now_ms());
         });
         shared.set_status(Status::Connected, None);
-        if let Some(me) = me {
-            shared.announce(SessionEventKind::Connected(me));
+        let new_link = std::mem::take(&mut self.paired);
+        if let Some(account) = me {
+            shared.announce(SessionEventKind::Connected { account, new_link });
         }
     }
 

@@ -12,10 +12,11 @@ use tokio_util::task::TaskTracker;
 use whatsapp_rust::Client;
 
 use super::actor::{self, Command, Labels, SessionShared};
-use super::store::{SessionEntry, SessionsFile, StoreError};
 use super::upstream::{Upstream, UpstreamError};
 use super::{SessionEvent, SessionState, Status};
+use crate::domain::SessionEntry;
 use crate::domain::SessionId;
+use crate::storage::{SessionRegistry, StorageError};
 
 /// How long a command waits for the supervisor's answer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
@@ -25,14 +26,12 @@ const EVENT_BUFFER: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StorageError),
     #[error("WhatsApp client settings: {0}")]
     Upstream(#[from] UpstreamError),
     /// A blocking file task panicked or was cancelled.
     #[error("session file task: {0}")]
     Writer(#[from] tokio::task::JoinError),
-    #[error("the session's credentials: {0}")]
-    Credentials(#[from] crate::storage::StorageError),
     #[error("the gateway is shutting down")]
     ShuttingDown,
     #[error("a session with this id already exists")]
@@ -60,7 +59,7 @@ pub struct SessionManager {
 
 struct Inner {
     sessions: DashMap<SessionId, Arc<SessionShared>>,
-    file: SessionsFile,
+    registry: Arc<dyn SessionRegistry>,
     /// Serialises rewrites of `sessions.config.json` and the creation and removal of sessions.
     file_lock: tokio::sync::Mutex<()>,
     upstream: Upstream,
@@ -96,18 +95,18 @@ impl Drop for Watcher {
 }
 
 impl SessionManager {
-    /// Reads `sessions.config.json` (an invalid file is a start-up error) and prepares every
-    /// listed session, asking the credential store once which of them are linked. Nothing runs
-    /// until [`SessionManager::start_all`]. At most `startup_concurrency` linked sessions connect
-    /// at once at boot.
+    /// Reads the registry (`sessions.config.json` by default; an invalid file is a start-up
+    /// error) and prepares every listed session, asking the credential store once which of them
+    /// are linked. Nothing runs until [`SessionManager::start_all`]. At most
+    /// `startup_concurrency` linked sessions connect at once at boot.
     pub(crate) async fn load(
-        file: SessionsFile,
+        registry: Arc<dyn SessionRegistry>,
         upstream: Upstream,
         cancel: CancellationToken,
         tasks: TaskTracker,
         startup_concurrency: usize,
     ) -> Result<Self, SessionError> {
-        let entries = file.load()?;
+        let entries = registry.load().await?;
         let ids: Vec<SessionId> = entries.iter().map(|e| e.session_id.clone()).collect();
         let linked = upstream.credentials().with_credentials(&ids).await?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -121,7 +120,7 @@ impl SessionManager {
         Ok(Self {
             inner: Arc::new(Inner {
                 sessions,
-                file,
+                registry,
                 file_lock: tokio::sync::Mutex::new(()),
                 upstream,
                 cancel,
@@ -217,10 +216,7 @@ impl SessionManager {
             metadata: labels.metadata.clone(),
             extra: Map::new(),
         };
-        // A blocking fsync: keep it off the async workers.
-        let path = self.inner.file.path().to_path_buf();
-        let appended = tokio::task::spawn_blocking(move || SessionsFile::new(path).append(entry)).await;
-        appended.map_err(|e| CreateRace::Failed(e.into()))?.map_err(|e| CreateRace::Failed(e.into()))?;
+        self.inner.registry.add(entry).await.map_err(|e| CreateRace::Failed(e.into()))?;
         // A new entry may find credentials left in place (a folder copied over from before).
         let linked = self.inner.upstream.credentials().has_credentials(&id).await.unwrap_or_else(|e| {
             tracing::warn!(session = %id, error = %e, "cannot tell whether the new session has credentials");
@@ -228,7 +224,7 @@ impl SessionManager {
         });
         let shared = Arc::new(SessionShared::new(id.clone(), linked, labels, self.inner.events.clone()));
         self.inner.sessions.insert(id.clone(), shared.clone());
-        tracing::info!(session = %id, "new session added to {}", self.inner.file.path().display());
+        tracing::info!(session = %id, "new session added to {}", self.inner.registry.describe());
         self.spawn(shared.clone());
         Ok(shared)
     }
@@ -240,6 +236,12 @@ impl SessionManager {
     /// One session.
     pub fn get(&self, id: &SessionId) -> Option<SessionSummary> {
         self.get_shared(id).map(|shared| summary(&shared))
+    }
+
+    /// Where the session's credentials are, for people: its folder (whether or not it exists
+    /// yet), or the database that holds them.
+    pub fn folder(&self, id: &SessionId) -> String {
+        self.inner.upstream.credentials().location(id)
     }
 
     /// Every session, by id.
@@ -304,9 +306,7 @@ impl SessionManager {
         let (reply, done) = oneshot::channel();
         ask(&shared, Command::Stop(reply), done).await?;
         self.inner.sessions.remove(id);
-        let path = self.inner.file.path().to_path_buf();
-        let removed = id.clone();
-        tokio::task::spawn_blocking(move || SessionsFile::new(path).remove(&removed)).await??;
+        self.inner.registry.remove(id).await?;
         self.inner.upstream.credentials().remove(id).await?;
         tracing::info!(session = %id, "session deleted");
         Ok(())

@@ -5,19 +5,18 @@
 //! * `manager`: the registry of sessions ([`SessionManager`]), creation and shutdown.
 //! * `actor`: the per-session supervisor that runs whatsapp-rust clients, restarts them, keeps
 //!   the status true, and hands out fresh QR codes while someone watches.
-//! * `store`: `sessions.config.json`, rewritten atomically.
 //! * `upstream`: the only module that imports whatsapp-rust.
 
 mod actor;
 pub mod contacts;
 mod manager;
-mod store;
 pub(crate) mod upstream;
 
 use crate::domain::SessionId;
 
+pub use crate::domain::SessionEntry;
+pub use crate::storage::sqlite::{SessionsFile, StoreError};
 pub use manager::{SessionError, SessionManager, SessionSummary, Watcher};
-pub use store::{SessionEntry, SessionsFile, StoreError};
 
 /// What WhatsApp said about a message we sent: the server's ack (or nack), or a receipt from
 /// the recipient.
@@ -177,8 +176,9 @@ pub enum SessionEventKind {
     Status { status: Status, reason: Option<String> },
     /// A new QR code to show.
     Qr(Qr),
-    /// Connected, as this account.
-    Connected(Account),
+    /// Connected, as this account; `new_link` when a phone has just linked it (a QR scanned or a
+    /// pairing code typed), not for a reconnection of a linked session.
+    Connected { account: Account, new_link: bool },
     /// Logged out: the credentials are gone.
     LoggedOut,
 }

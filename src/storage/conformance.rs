@@ -7,11 +7,11 @@ use bytes::Bytes;
 
 use std::time::Duration;
 
-use super::journal::{Accepted, DeliveryStatus, IdempotencyKey, JournalError, JournalStore, NewMessage, PDF_MISSING};
-use super::{InboxStore, now_ms};
+use super::journal::{Accepted, DeliveryStatus, IdempotencyKey, JournalError, JournalStore, NewMessage};
+use super::{InboxStore, SessionRegistry, now_ms};
 use crate::domain::{
     FileName, IncomingKind, IncomingMedia, IncomingMessage, MessageId, OutgoingContent, PdfDocument, PhoneNumber,
-    SessionId,
+    SessionEntry, SessionId,
 };
 
 fn message(session: &str, id: &str, chat: &str, timestamp: u64) -> IncomingMessage {
@@ -286,4 +286,51 @@ async fn journal_on_sqlite() {
 async fn journal_on_postgres() {
     let test = super::postgres::testing::fresh(4).await;
     journal_suite(Arc::new(test.db.journal())).await;
+}
+
+fn entry(id: &str, description: Option<&str>) -> SessionEntry {
+    SessionEntry {
+        session_id: SessionId::parse(id).expect("id"),
+        description: description.map(str::to_owned),
+        metadata: None,
+        extra: serde_json::Map::new(),
+    }
+}
+
+async fn registry_suite(registry: Arc<dyn SessionRegistry>) {
+    assert!(registry.load().await.expect("empty").is_empty());
+    let mut lima = entry("tienda_lima", Some("Lima"));
+    lima.metadata = serde_json::json!({"sucursal": 3, "zona": "norte"}).as_object().cloned();
+    lima.extra.insert("owner".into(), "ventas".into());
+    assert!(registry.add(lima.clone()).await.expect("add"));
+    assert!(registry.add(entry("soporte", None)).await.expect("add"));
+    assert!(registry.add(entry("cusco", Some("Cusco"))).await.expect("add"));
+    assert!(!registry.add(entry("soporte", Some("other"))).await.expect("again"), "an id is added once");
+
+    let loaded = registry.load().await.expect("load");
+    let ids: Vec<&str> = loaded.iter().map(|e| e.session_id.as_str()).collect();
+    assert_eq!(ids, ["tienda_lima", "soporte", "cusco"], "in creation order");
+    assert_eq!(loaded[0], lima, "description, metadata and unknown fields kept");
+    assert_eq!(loaded[1].description, None, "the first add won");
+
+    assert!(registry.remove(&SessionId::parse("soporte").expect("id")).await.expect("remove"));
+    assert!(!registry.remove(&SessionId::parse("soporte").expect("id")).await.expect("gone"));
+    let ids: Vec<String> =
+        registry.load().await.expect("load").into_iter().map(|e| e.session_id.as_str().to_owned()).collect();
+    assert_eq!(ids, ["tienda_lima", "cusco"]);
+    assert!(!registry.describe().is_empty());
+}
+
+#[tokio::test]
+async fn registry_on_files() {
+    let dir = std::env::temp_dir().join(format!("wg-storage-registry-{}-{}", std::process::id(), now_ms()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    registry_suite(Arc::new(super::sqlite::SessionsFile::new(dir.join("sessions.config.json")))).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn registry_on_postgres() {
+    let test = super::postgres::testing::fresh(2).await;
+    registry_suite(Arc::new(test.db.registry())).await;
 }

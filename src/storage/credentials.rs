@@ -46,6 +46,9 @@ pub trait CredentialStore: Send + Sync + 'static {
     /// generation that is finishing) does not bring them back.
     async fn wipe(&self, session: &SessionId) -> Result<(), StorageError>;
 
+    /// Where the session's credentials are, for people (a folder, or a database).
+    fn location(&self, session: &SessionId) -> String;
+
     /// Delete: everything kept for the session goes (its credentials, and on SQLite its folder).
     async fn remove(&self, session: &SessionId) -> Result<(), StorageError>;
 }

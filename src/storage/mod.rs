@@ -8,6 +8,7 @@
 //!   their chats and read marks, and the bytes of received files.
 //! * [`CredentialStore`]: the credentials of each linked number, the store its whatsapp-rust
 //!   client is built on (keys, Signal sessions, app-state).
+//! * [`SessionRegistry`]: which sessions exist, with their description and metadata.
 //! * [`sqlite`]: the embedded default, today's files under `DATA_DIR`.
 //! * [`postgres`]: the shared store, chosen by `DATABASE_URL=postgres://…`: one bounded pool,
 //!   embedded migrations run under an advisory lock.
@@ -20,8 +21,11 @@ mod error;
 mod inbox;
 pub mod journal;
 pub mod postgres;
+mod registry;
 pub mod sqlite;
 
+#[cfg(test)]
+mod bench;
 #[cfg(test)]
 mod conformance;
 #[cfg(test)]
@@ -31,6 +35,7 @@ pub use credentials::CredentialStore;
 pub use error::StorageError;
 pub use inbox::{InboxStore, MAX_PAGE, Page};
 pub use journal::JournalStore;
+pub use registry::SessionRegistry;
 
 /// Unix time in milliseconds.
 pub(crate) fn now_ms() -> u64 {

@@ -15,13 +15,17 @@
 //! * An endpoint belongs to the token that registered it. The admin's post anywhere; other
 //!   tokens' post only to public addresses, checked at registration and at every connection
 //!   (`destination.rs`).
+//! * An endpoint has a format (`format.rs`): our events as they are, or a sibling service's
+//!   callbacks (`seed000`, `seed002`) on paths below its URL, for a backend written for that
+//!   service. `BACKEND_URL` and `BACKEND_BASE_URL` register one, as the seeds' own variables did.
 
 mod destination;
+mod format;
 mod sign;
 mod store;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use rand::RngExt as _;
@@ -29,6 +33,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use destination::{Destinations, NotAllowed, is_public};
+pub use format::{SessionFacts, WebhookFormat};
 pub use sign::{SecretError, WebhookSecret};
 pub use store::{Delivery, Endpoint, Owner, StoreError, Viewer, WebhookDeliveryStatus};
 
@@ -77,9 +82,11 @@ pub struct NewEndpoint {
     /// Generated when absent.
     pub secret: Option<WebhookSecret>,
     pub owner: Owner,
+    pub format: WebhookFormat,
 }
 
-/// The endpoint from the environment: `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`.
+/// An endpoint from the environment: `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`; or a
+/// seed's callbacks, `BACKEND_URL` or `BACKEND_BASE_URL`.
 #[derive(Debug, Clone)]
 pub struct EnvEndpoint {
     pub url: String,
@@ -87,12 +94,17 @@ pub struct EnvEndpoint {
     pub secret: Option<WebhookSecret>,
     /// `None`: every event.
     pub events: Option<Vec<EventKind>>,
+    pub format: WebhookFormat,
 }
 
 /// Settings from the configuration.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
     pub env_endpoint: Option<EnvEndpoint>,
+    /// `BACKEND_URL`: seed 000's callbacks (or seed 002's when only it is on).
+    pub backend_url: Option<EnvEndpoint>,
+    /// `BACKEND_BASE_URL`: seed 002's callbacks.
+    pub backend_base_url: Option<EnvEndpoint>,
     /// `WEBHOOK_MAX_RETRY_SECS` (86,400): how long after the event retries go on.
     pub max_retry_age: Duration,
     /// `WEBHOOK_RETRY_BASE_MS` (1,000): the first retry's ceiling; each doubles it, up to an hour.
@@ -123,7 +135,13 @@ struct Inner {
     workers: Mutex<HashMap<String, (Arc<Notify>, CancellationToken)>>,
     /// Whether workers may be started (set by [`Webhooks::start`]).
     shutdown: Mutex<Option<Shutdown>>,
+    /// What a seed's callback says about a session beyond its event (see
+    /// [`Webhooks::set_session_facts`]).
+    facts: OnceLock<FactsLookup>,
 }
+
+/// Looks up [`SessionFacts`] by session id.
+pub type FactsLookup = Arc<dyn Fn(&str) -> SessionFacts + Send + Sync>;
 
 impl Webhooks {
     /// Opens `DATA_DIR/webhooks.db` and brings the environment's endpoint up to date.
@@ -133,7 +151,9 @@ impl Webhooks {
         journal: crate::journal::Journal,
     ) -> Result<Webhooks, StoreError> {
         let store = Store::open(&dir.join("webhooks.db"))?;
-        store.sync_env_endpoint(settings.env_endpoint.as_ref())?;
+        store.sync_env_endpoint(store::ENV_ENDPOINT, settings.env_endpoint.as_ref())?;
+        store.sync_env_endpoint(store::BACKEND_URL_ENDPOINT, settings.backend_url.as_ref())?;
+        store.sync_env_endpoint(store::BACKEND_BASE_URL_ENDPOINT, settings.backend_base_url.as_ref())?;
         let webhooks = Webhooks {
             inner: Arc::new(Inner {
                 store,
@@ -142,19 +162,29 @@ impl Webhooks {
                 status_interest: Mutex::new(None),
                 workers: Mutex::new(HashMap::new()),
                 shutdown: Mutex::new(None),
+                facts: OnceLock::new(),
             }),
         };
         webhooks.refresh_status_interest();
         Ok(webhooks)
     }
 
+    /// Where the seeds' callbacks learn a session's number and credentials folder (set once,
+    /// before the outbox runs; until then they go without).
+    pub fn set_session_facts(&self, lookup: FactsLookup) {
+        let _ = self.inner.facts.set(lookup);
+    }
+
+    /// The facts of `session`, for rendering.
+    fn facts(&self) -> impl Fn(&str) -> SessionFacts + use<> {
+        let lookup = self.inner.facts.get().cloned();
+        move |session: &str| lookup.as_ref().map(|f| f(session)).unwrap_or_default()
+    }
+
     /// Asks the journal for `message.status` events while an enabled endpoint wants them.
     fn refresh_status_interest(&self) {
         let wanted = match self.inner.store.endpoints() {
-            Ok(endpoints) => endpoints.iter().any(|e| {
-                e.disabled.is_none()
-                    && e.events.as_ref().is_none_or(|events| events.contains(&EventKind::MessageStatus))
-            }),
+            Ok(endpoints) => endpoints.iter().any(|e| e.wants_kind(EventKind::MessageStatus)),
             // Unknown: keep recording rather than lose events.
             Err(_) => true,
         };
@@ -216,10 +246,10 @@ impl Webhooks {
 
     /// Adds an endpoint (a secret is generated when none is given) and starts its worker.
     pub async fn create(&self, new: NewEndpoint) -> Result<Endpoint, StoreError> {
-        let NewEndpoint { url, events, sessions, secret, owner } = new;
+        let NewEndpoint { url, events, sessions, secret, owner, format } = new;
         let secret = secret.unwrap_or_else(WebhookSecret::generate);
         let store = self.inner.store.clone();
-        let endpoint = tokio::task::spawn_blocking(move || store.create(url, events, sessions, secret, owner))
+        let endpoint = tokio::task::spawn_blocking(move || store.create(url, events, sessions, secret, owner, format))
             .await
             .map_err(|_| StoreError::Closed)??;
         self.refresh_status_interest();
@@ -268,7 +298,8 @@ impl Webhooks {
     pub async fn enqueue(&self, events: Vec<Arc<GatewayEvent>>) -> Result<(), StoreError> {
         let store = self.inner.store.clone();
         let max = self.inner.settings.outbox_max;
-        let woken = tokio::task::spawn_blocking(move || store.enqueue(&events, max))
+        let facts = self.facts();
+        let woken = tokio::task::spawn_blocking(move || store.enqueue(&events, max, &facts))
             .await
             .map_err(|_| StoreError::Closed)??;
         for id in woken {
@@ -326,7 +357,8 @@ pub async fn run_outbox(
         }
         let store = webhooks.inner.store.clone();
         let max = webhooks.inner.settings.outbox_max;
-        let written = tokio::task::spawn_blocking(move || store.enqueue(&batch, max)).await;
+        let facts = webhooks.facts();
+        let written = tokio::task::spawn_blocking(move || store.enqueue(&batch, max, &facts)).await;
         match written {
             Ok(Ok(endpoints)) => {
                 for id in endpoints {
@@ -482,7 +514,8 @@ fn failure(posted: Posted, delivery: &Delivery, settings: &WebhookSettings, endp
 async fn post(agent: &ureq::Agent, endpoint: &Endpoint, delivery: &Delivery) -> Posted {
     let timestamp = crate::journal::now_ms() / 1000;
     let signature = endpoint.secret.sign(&delivery.event_id, timestamp, delivery.body.as_bytes());
-    let (url, id, body) = (endpoint.url.clone(), delivery.event_id.clone(), delivery.body.clone());
+    let url = format::join(&endpoint.url, &delivery.path);
+    let (id, body) = (delivery.event_id.clone(), delivery.body.clone());
     let agent = agent.clone();
     let sent = tokio::task::spawn_blocking(move || {
         agent

@@ -6,11 +6,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
+use super::format::{SessionFacts, WebhookFormat};
 use super::sign::WebhookSecret;
 use crate::events::{EventKind, GatewayEvent};
 
 /// The id of the endpoint from `WEBHOOK_URL`.
 pub const ENV_ENDPOINT: &str = "env";
+/// The id of the endpoint from `BACKEND_URL` (a seed's callbacks).
+pub const BACKEND_URL_ENDPOINT: &str = "env_backend_url";
+/// The id of the endpoint from `BACKEND_BASE_URL` (seed 002's callbacks).
+pub const BACKEND_BASE_URL_ENDPOINT: &str = "env_backend_base_url";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -109,12 +114,20 @@ pub struct Endpoint {
     pub disabled: Option<String>,
     /// Who registered it.
     pub owner: Owner,
+    /// How its events are posted: a `seed…` format posts to paths below `url`.
+    pub format: WebhookFormat,
 }
 
 impl Endpoint {
-    fn wants(&self, event: &GatewayEvent) -> bool {
+    /// Whether it may get events of `kind` (enabled, asked for, and posted in its format).
+    pub(super) fn wants_kind(&self, kind: EventKind) -> bool {
         self.disabled.is_none()
-            && self.events.as_ref().is_none_or(|events| events.contains(&event.event))
+            && self.format.posts(kind)
+            && self.events.as_ref().is_none_or(|events| events.contains(&kind))
+    }
+
+    fn wants(&self, event: &GatewayEvent) -> bool {
+        self.wants_kind(event.event)
             && self.sessions.as_ref().is_none_or(|sessions| sessions.contains(&event.session_id))
     }
 }
@@ -138,6 +151,9 @@ pub struct Delivery {
     /// The JSON posted.
     #[serde(skip)]
     pub body: String,
+    /// Where, below the endpoint's URL (a `seed…` format's callback path; empty for `standard`).
+    #[serde(skip)]
+    pub path: String,
 }
 
 /// What a failed post did to a delivery.
@@ -150,12 +166,20 @@ pub(super) enum Update {
 /// Bumped when the schema changes; checked on open. Version 0 (no `user_version` set) had no
 /// owners; version 2 adds `owner` and `owner_admin` to endpoints. Endpoints already there belong
 /// to the admin: who registered them is not known, and that is the safe side (a scoped token
-/// sees none of them, and they post where they posted before).
-const SCHEMA_VERSION: i64 = 2;
+/// sees none of them, and they post where they posted before). Version 3 adds the endpoints'
+/// `format` (those already there are `standard`) and the deliveries' `path` (empty: the
+/// endpoint's URL itself).
+const SCHEMA_VERSION: i64 = 3;
 
 /// Columns added to `endpoints` since version 0, with their declarations.
-const ADDED_ENDPOINT_COLUMNS: [(&str, &str); 2] =
-    [("owner", "TEXT NOT NULL DEFAULT 'admin'"), ("owner_admin", "INTEGER NOT NULL DEFAULT 1")];
+const ADDED_ENDPOINT_COLUMNS: [(&str, &str); 3] = [
+    ("owner", "TEXT NOT NULL DEFAULT 'admin'"),
+    ("owner_admin", "INTEGER NOT NULL DEFAULT 1"),
+    ("format", "TEXT NOT NULL DEFAULT 'standard'"),
+];
+
+/// Columns added to `deliveries` since version 0, with their declarations.
+const ADDED_DELIVERY_COLUMNS: [(&str, &str); 1] = [("path", "TEXT NOT NULL DEFAULT ''")];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -167,7 +191,8 @@ CREATE TABLE IF NOT EXISTS endpoints (
     created_at  INTEGER NOT NULL,
     disabled    TEXT,
     owner       TEXT    NOT NULL DEFAULT 'admin',
-    owner_admin INTEGER NOT NULL DEFAULT 1
+    owner_admin INTEGER NOT NULL DEFAULT 1,
+    format      TEXT    NOT NULL DEFAULT 'standard'
 ) STRICT;
 CREATE TABLE IF NOT EXISTS deliveries (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -181,7 +206,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error      TEXT,
     next_attempt_at INTEGER NOT NULL,
     created_at      INTEGER NOT NULL,
-    updated_at      INTEGER NOT NULL
+    updated_at      INTEGER NOT NULL,
+    path            TEXT    NOT NULL DEFAULT ''
 ) STRICT;
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (endpoint_id, id) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_endpoint ON deliveries (endpoint_id, status, id);
@@ -216,18 +242,19 @@ impl Store {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Creates, updates or removes the endpoint of `WEBHOOK_URL`.
-    pub(super) fn sync_env_endpoint(&self, env: Option<&super::EnvEndpoint>) -> Result<(), StoreError> {
+    /// Creates, updates or removes the endpoint `id` of an environment variable (`WEBHOOK_URL`,
+    /// `BACKEND_URL`, `BACKEND_BASE_URL`): the same id at every start, so a restart changes
+    /// nothing but what the variable changed.
+    pub(super) fn sync_env_endpoint(&self, id: &str, env: Option<&super::EnvEndpoint>) -> Result<(), StoreError> {
         let conn = self.lock();
         match env {
             None => {
-                conn.execute("DELETE FROM deliveries WHERE endpoint_id = ?1", [ENV_ENDPOINT])?;
-                conn.execute("DELETE FROM endpoints WHERE id = ?1", [ENV_ENDPOINT])?;
+                conn.execute("DELETE FROM deliveries WHERE endpoint_id = ?1", [id])?;
+                conn.execute("DELETE FROM endpoints WHERE id = ?1", [id])?;
             }
-            Some(super::EnvEndpoint { url, secret, events }) => {
-                let existing: Option<String> = conn
-                    .query_row("SELECT secret FROM endpoints WHERE id = ?1", [ENV_ENDPOINT], |r| r.get(0))
-                    .optional()?;
+            Some(super::EnvEndpoint { url, secret, events, format }) => {
+                let existing: Option<String> =
+                    conn.query_row("SELECT secret FROM endpoints WHERE id = ?1", [id], |r| r.get(0)).optional()?;
                 // Without WEBHOOK_SECRET the secret generated the first time stays (it is logged
                 // nowhere; set WEBHOOK_SECRET to know it).
                 let secret = match (secret, existing) {
@@ -236,9 +263,11 @@ impl Store {
                     (None, None) => WebhookSecret::generate().expose(),
                 };
                 conn.execute(
-                    "INSERT INTO endpoints (id, url, secret, events, sessions, created_at) VALUES (?1, ?2, ?3, ?4, NULL, ?5) \
-                     ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret = excluded.secret, events = excluded.events, disabled = NULL",
-                    params![ENV_ENDPOINT, url, secret, events_json(events.as_ref()), int(crate::journal::now_ms())],
+                    "INSERT INTO endpoints (id, url, secret, events, sessions, created_at, format) \
+                     VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6) \
+                     ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret = excluded.secret, events = excluded.events, \
+                     format = excluded.format, disabled = NULL",
+                    params![id, url, secret, events_json(events.as_ref()), int(crate::journal::now_ms()), format.as_str()],
                 )?;
             }
         }
@@ -252,13 +281,14 @@ impl Store {
         sessions: Option<Vec<String>>,
         secret: WebhookSecret,
         owner: Owner,
+        format: WebhookFormat,
     ) -> Result<Endpoint, StoreError> {
         let raw: [u8; 8] = rand::random();
         let id = format!("wh_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
         let created_at = crate::journal::now_ms();
         self.lock().execute(
-            "INSERT INTO endpoints (id, url, secret, events, sessions, created_at, owner, owner_admin) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO endpoints (id, url, secret, events, sessions, created_at, owner, owner_admin, format) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 id,
                 url,
@@ -268,9 +298,10 @@ impl Store {
                 int(created_at),
                 owner.name,
                 owner.admin,
+                format.as_str(),
             ],
         )?;
-        Ok(Endpoint { id, url, secret, events, sessions, created_at, disabled: None, owner })
+        Ok(Endpoint { id, url, secret, events, sessions, created_at, disabled: None, owner, format })
     }
 
     /// Every endpoint, oldest first.
@@ -314,10 +345,16 @@ impl Store {
         Ok(deleted == 1)
     }
 
-    /// Writes a delivery of each event for each endpoint that wants it, in one transaction;
-    /// returns the endpoints that got new pending deliveries. Beyond `max` pending, a delivery
-    /// is written as failed (`outbox full`).
-    pub(super) fn enqueue(&self, events: &[Arc<GatewayEvent>], max: u64) -> Result<Vec<String>, StoreError> {
+    /// Writes a delivery of each event for each endpoint that wants it, rendered in the endpoint's
+    /// format (`facts` completes a seed's callback), in one transaction; returns the endpoints
+    /// that got new pending deliveries. Beyond `max` pending, a delivery is written as failed
+    /// (`outbox full`).
+    pub(super) fn enqueue(
+        &self,
+        events: &[Arc<GatewayEvent>],
+        max: u64,
+        facts: &dyn Fn(&str) -> SessionFacts,
+    ) -> Result<Vec<String>, StoreError> {
         let endpoints: Vec<Endpoint> =
             self.endpoints()?.into_iter().filter(|endpoint| events.iter().any(|e| endpoint.wants(e))).collect();
         if endpoints.is_empty() {
@@ -340,10 +377,13 @@ impl Store {
             )?);
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO deliveries (endpoint_id, event_id, event, session_id, body, status, last_error, \
-                 next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
+                 next_attempt_at, created_at, updated_at, path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, ?9)",
             )?;
+            let mut any = false;
             for event in wanted {
-                let body = serde_json::to_string(&**event).unwrap_or_default();
+                // A seed's format has no callback for some events of a kind it posts.
+                let Some(rendered) = endpoint.format.render(event, facts) else { continue };
+                any = true;
                 let (status, error) = if pending >= max {
                     metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "outbox_full").increment(1);
                     ("failed", Some("outbox full"))
@@ -355,17 +395,20 @@ impl Store {
                     event.id,
                     event.event.as_str(),
                     event.session_id,
-                    body,
+                    rendered.body,
                     status,
                     error,
-                    now
+                    now,
+                    rendered.path,
                 ])?;
                 if inserted == 1 && status == "pending" {
                     pending += 1;
                 }
             }
-            metrics::gauge!(crate::metrics::WEBHOOK_OUTBOX, "endpoint" => endpoint.id.clone()).set(pending as f64);
-            woken.push(endpoint.id.clone());
+            if any {
+                metrics::gauge!(crate::metrics::WEBHOOK_OUTBOX, "endpoint" => endpoint.id.clone()).set(pending as f64);
+                woken.push(endpoint.id.clone());
+            }
         }
         tx.commit()?;
         Ok(woken)
@@ -528,6 +571,16 @@ fn init_schema(conn: &Connection) -> Result<(), StoreError> {
             tx.execute_batch(&format!("ALTER TABLE endpoints ADD COLUMN {name} {decl}"))?;
         }
     }
+    let mut columns = Vec::new();
+    tx.pragma(None, "table_info", "deliveries", |row| {
+        columns.push(row.get::<_, String>(1)?);
+        Ok(())
+    })?;
+    for (name, decl) in ADDED_DELIVERY_COLUMNS {
+        if !columns.iter().any(|c| c == name) {
+            tx.execute_batch(&format!("ALTER TABLE deliveries ADD COLUMN {name} {decl}"))?;
+        }
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
@@ -540,10 +593,10 @@ fn visible(conn: &Connection, id: &str, viewer: &Viewer) -> Result<bool, StoreEr
         .exists(params![id, viewer.owner()])?)
 }
 
-const ENDPOINT_COLUMNS: &str = "id, url, secret, events, sessions, created_at, disabled, owner, owner_admin";
+const ENDPOINT_COLUMNS: &str = "id, url, secret, events, sessions, created_at, disabled, owner, owner_admin, format";
 
 const DELIVERY_COLUMNS: &str =
-    "id, event_id, event, session_id, status, attempts, last_error, created_at, next_attempt_at, body";
+    "id, event_id, event, session_id, status, attempts, last_error, created_at, next_attempt_at, body, path";
 
 fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     let status: String = r.get(4)?;
@@ -558,6 +611,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
         created_at: to_u64(r.get(7)?),
         next_attempt_at: to_u64(r.get(8)?),
         body: r.get(9)?,
+        path: r.get(10)?,
     })
 }
 
@@ -566,7 +620,10 @@ fn endpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Endpoint>
     let secret: String = r.get(2)?;
     let events: Option<String> = r.get(3)?;
     let sessions: Option<String> = r.get(4)?;
+    let format: String = r.get(9)?;
     let Ok(secret) = WebhookSecret::parse(&secret) else { return Ok(None) };
+    // A format this build does not know (a newer build's) is not posted in the wrong one.
+    let Some(format) = WebhookFormat::parse(&format) else { return Ok(None) };
     Ok(Some(Endpoint {
         id: r.get(0)?,
         url: r.get(1)?,
@@ -578,6 +635,7 @@ fn endpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Endpoint>
         created_at: to_u64(r.get(5)?),
         disabled: r.get(6)?,
         owner: Owner { name: r.get(7)?, admin: r.get(8)? },
+        format,
     }))
 }
 
@@ -639,8 +697,12 @@ mod tests {
     fn a_token_sees_the_endpoints_it_registered() {
         let store = Store::open(&temp_db()).unwrap();
         let mine = Owner { name: "ventas".into(), admin: false };
-        let created = store.create("http://x/h".into(), None, None, WebhookSecret::generate(), mine.clone()).unwrap();
-        store.create("http://y/h".into(), None, None, WebhookSecret::generate(), Owner::admin()).unwrap();
+        let created = store
+            .create("http://x/h".into(), None, None, WebhookSecret::generate(), mine.clone(), WebhookFormat::Standard)
+            .unwrap();
+        store
+            .create("http://y/h".into(), None, None, WebhookSecret::generate(), Owner::admin(), WebhookFormat::Standard)
+            .unwrap();
         let seen = store.endpoints_with_pending(&Viewer::Token("ventas".into())).unwrap();
         assert_eq!(seen.iter().map(|(e, _)| (&e.id, &e.owner)).collect::<Vec<_>>(), [(&created.id, &mine)]);
         assert_eq!(store.endpoints_with_pending(&Viewer::Admin).unwrap().len(), 2);
@@ -648,6 +710,78 @@ mod tests {
         assert!(store.deliveries(&created.id, &Viewer::Token("otro".into()), None, 10).unwrap().is_none());
         let own = store.deliveries(&created.id, &Viewer::Token("ventas".into()), None, 10).unwrap();
         assert_eq!(own.map(|d| d.len()), Some(0));
+    }
+
+    #[test]
+    fn endpoints_and_deliveries_from_before_formats_stay_standard() {
+        let path = temp_db();
+        let secret = WebhookSecret::generate().expose();
+        {
+            // Version 2: owners, no formats, no delivery paths.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE endpoints (id TEXT PRIMARY KEY, url TEXT NOT NULL, secret TEXT NOT NULL, events TEXT, \
+                 sessions TEXT, created_at INTEGER NOT NULL, disabled TEXT, owner TEXT NOT NULL DEFAULT 'admin', \
+                 owner_admin INTEGER NOT NULL DEFAULT 1) STRICT;
+                 CREATE TABLE deliveries (id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint_id TEXT NOT NULL, \
+                 event_id TEXT NOT NULL, event TEXT NOT NULL, session_id TEXT NOT NULL, body TEXT NOT NULL, \
+                 status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, \
+                 next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) STRICT;
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO endpoints (id, url, secret, created_at) VALUES ('wh_old', 'http://10.0.0.5/h', ?1, 1)",
+                [&secret],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO deliveries (endpoint_id, event_id, event, session_id, body, status, next_attempt_at, \
+                 created_at, updated_at) VALUES ('wh_old', 'evt_1', 'session.qr', 'a', '{}', 'pending', 0, 0, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store.lock().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(store.endpoints().unwrap()[0].format, WebhookFormat::Standard);
+        let (_, pending) = store.next_pending("wh_old", 10).unwrap().unwrap();
+        assert_eq!((pending.len(), pending[0].path.as_str()), (1, ""), "posted to the endpoint's URL, as before");
+    }
+
+    #[test]
+    fn a_seed_format_writes_only_its_callbacks_with_their_paths() {
+        let store = Store::open(&temp_db()).unwrap();
+        let seed = store
+            .create(
+                "http://b:3000".into(),
+                None,
+                None,
+                WebhookSecret::generate(),
+                Owner::admin(),
+                WebhookFormat::Seed000,
+            )
+            .unwrap();
+        let event = |kind: EventKind, data: serde_json::Value| {
+            Arc::new(GatewayEvent {
+                id: crate::events::new_event_id(),
+                event: kind,
+                session_id: "a".into(),
+                timestamp: 1,
+                data,
+            })
+        };
+        let events = [
+            event(EventKind::MessageStatus, serde_json::json!({"messageId":"x","status":"sent"})),
+            event(EventKind::SessionStatus, serde_json::json!({"status":"qr_ready","reason":null})),
+            event(EventKind::SessionStatus, serde_json::json!({"status":"logged_out","reason":"x"})),
+        ];
+        assert_eq!(store.enqueue(&events, 10, &|_| SessionFacts::default()).unwrap(), vec![seed.id.clone()]);
+        let (_, pending) = store.next_pending(&seed.id, 10).unwrap().unwrap();
+        assert_eq!(pending.len(), 1, "only the log-out has a seed 000 callback");
+        assert_eq!((pending[0].path.as_str(), pending[0].event.as_str()), ("/whatsapp-qr/webhook", "session.status"));
+        assert!(store.enqueue(&events[..2], 10, &|_| SessionFacts::default()).unwrap().is_empty(), "nothing to wake");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod webhooks;
 
 mod admin;
 mod backlog;
+mod compat;
 mod contacts;
 mod crash;
 mod credentials;

@@ -123,6 +123,9 @@ impl ApiError {
                 }
             },
             ApiError::SessionUnresponsive => "la sesión no respondió a tiempo; reintente".into(),
+            ApiError::SettingFixed(what) => {
+                format!("la configuración de este gateway fija este ajuste: {}", phrase(what))
+            }
             ApiError::ShuttingDown => "el gateway se está apagando".into(),
             ApiError::Internal(_) => "error interno".into(),
         }
@@ -137,6 +140,7 @@ pub(super) fn phrase(english: &str) -> &str {
     match english {
         // What a field must be (`WrongFieldType`).
         "a string" => "un texto",
+        "a boolean" => "un booleano (true o false)",
         "a phone number" => "un número de teléfono",
         "a JSON object" | "an object" => "un objeto JSON",
         "an array of event names" => "una lista de nombres de eventos",
@@ -144,6 +148,7 @@ pub(super) fn phrase(english: &str) -> &str {
         "an array of session ids" => "una lista de ids de sesión",
         "at most 16 KiB of JSON" => "como máximo 16 KiB de JSON",
         "at most 256 characters" => "como máximo 256 caracteres",
+        "\"standard\", \"seed000\" or \"seed002\"" => "\"standard\", \"seed000\" o \"seed002\"",
         // What a token may not do (`Forbidden`).
         "read sessions (needs sessions:read)" => "leer sesiones (necesita sessions:read)",
         "manage or link sessions (needs sessions:write)" => "gestionar ni vincular sesiones (necesita sessions:write)",
@@ -155,6 +160,10 @@ pub(super) fn phrase(english: &str) -> &str {
         "act on this session" => "actuar sobre esta sesión",
         "send on this session" => "enviar por esta sesión",
         "register a webhook for this session" => "registrar un webhook para esta sesión",
+        // What the gateway does instead of a setting a sibling service had (`SettingFixed`).
+        "received files are always downloaded, up to INBOUND_MEDIA_MAX_BYTES" => {
+            "los archivos recibidos se descargan siempre, hasta INBOUND_MEDIA_MAX_BYTES"
+        }
         // Why a query is wrong (`InvalidQuery`).
         "limit and before are numbers" => "limit y before son números",
         "direction must be \"in\" or \"out\"" => "direction debe ser \"in\" u \"out\"",

@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "inbox", include_str!("migrations/0001_inbox.sql")),
     (2, "journal", include_str!("migrations/0002_journal.sql")),
     (3, "credentials", include_str!("migrations/0003_credentials.sql")),
+    (4, "registry", include_str!("migrations/0004_registry.sql")),
 ];
 
 /// First key of the advisory lock (the second is the schema's hash): "wagw".

@@ -9,6 +9,7 @@ mod credentials;
 mod inbox;
 mod journal;
 mod migrate;
+mod registry;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub use credentials::PgCredentials;
 pub use inbox::PgInbox;
 pub use journal::PgJournal;
 pub use migrate::MIGRATIONS;
+pub use registry::PgRegistry;
 
 use super::StorageError;
 
@@ -71,6 +73,11 @@ impl Database {
     /// stores it hands out).
     pub fn credentials(&self) -> PgCredentials {
         PgCredentials::new(self.pool.clone())
+    }
+
+    /// The session registry on this database.
+    pub fn registry(&self) -> PgRegistry {
+        PgRegistry::new(self.pool.clone())
     }
 
     /// Connections open now (idle or in use); never more than the bound.

@@ -77,6 +77,10 @@ impl CredentialStore for SqliteCredentials {
         failed.map_or(Ok(()), Err)
     }
 
+    fn location(&self, session: &SessionId) -> String {
+        self.folder(session).display().to_string()
+    }
+
     async fn remove(&self, session: &SessionId) -> Result<(), StorageError> {
         let folder = self.folder(session);
         // A whole tree: keep it off the async workers.

@@ -1,8 +1,9 @@
 //! The embedded default: SQLite files under `DATA_DIR`, opened by one helper with the settings
-//! every store needs.
+//! every store needs, and the Node service's `sessions.config.json` as the registry.
 
 mod credentials;
 mod inbox;
+mod registry;
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use rusqlite::Connection;
 
 pub use credentials::{STORE_FILE, SqliteCredentials};
 pub use inbox::SqliteInbox;
+pub use registry::{SessionsFile, StoreError};
 
 use super::StorageError;
 

@@ -122,6 +122,10 @@ impl CredentialStore for PgCredentials {
         Ok(())
     }
 
+    fn location(&self, session: &SessionId) -> String {
+        format!("postgres: the rows of session {session} in the wa_* tables")
+    }
+
     async fn remove(&self, session: &SessionId) -> Result<(), StorageError> {
         // Postgres keeps nothing for a session but its credentials.
         self.wipe(session).await

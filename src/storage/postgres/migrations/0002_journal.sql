@@ -19,6 +19,9 @@ CREATE TABLE journal_messages (
     payload     BYTEA,
     crc32       BIGINT
 );
+-- PDFs and media are compressed already: TOAST stores them out of line without trying pglz on
+-- every insert.
+ALTER TABLE journal_messages ALTER COLUMN payload SET STORAGE EXTERNAL;
 CREATE INDEX journal_messages_open ON journal_messages (seq) WHERE payload IS NOT NULL;
 CREATE INDEX journal_messages_by_session ON journal_messages (session_id, seq);
 CREATE INDEX journal_messages_by_age ON journal_messages (updated_at);

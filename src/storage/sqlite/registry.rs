@@ -1,4 +1,5 @@
-//! `sessions.config.json`: the list of sessions, `[{"sessionId", "description"}]`.
+//! The embedded registry is the Node service's own `sessions.config.json`: the list of
+//! sessions, `[{"sessionId", "description"}]`, so that a folder it wrote works as it is.
 //!
 //! Entries keep any extra fields they had. Appends are atomic: write a temp file in the same
 //! folder, fsync it, rename it over the old one, fsync the folder.
@@ -6,25 +7,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use async_trait::async_trait;
 
-use crate::domain::SessionId;
-
-/// One entry of `sessions.config.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SessionEntry {
-    #[serde(rename = "sessionId")]
-    pub session_id: SessionId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// Any JSON object the creator attached; echoed in the session and its events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Map<String, Value>>,
-    /// Fields we do not know, kept as they were.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
+use crate::domain::{SessionEntry, SessionId};
+use crate::storage::{SessionRegistry, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,7 +23,7 @@ pub enum StoreError {
 }
 
 /// The sessions file on disk.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SessionsFile {
     path: PathBuf,
 }
@@ -126,9 +112,41 @@ impl SessionsFile {
     }
 }
 
+impl From<StoreError> for StorageError {
+    fn from(error: StoreError) -> StorageError {
+        StorageError::failed(error)
+    }
+}
+
+#[async_trait]
+impl SessionRegistry for SessionsFile {
+    async fn load(&self) -> Result<Vec<SessionEntry>, StorageError> {
+        let file = self.clone();
+        // Blocking reads and fsyncs: kept off the async workers.
+        Ok(tokio::task::spawn_blocking(move || SessionsFile::load(&file)).await.map_err(StorageError::failed)??)
+    }
+
+    async fn add(&self, entry: SessionEntry) -> Result<bool, StorageError> {
+        let file = self.clone();
+        Ok(tokio::task::spawn_blocking(move || file.append(entry)).await.map_err(StorageError::failed)??)
+    }
+
+    async fn remove(&self, id: &SessionId) -> Result<bool, StorageError> {
+        let (file, id) = (self.clone(), id.clone());
+        Ok(tokio::task::spawn_blocking(move || SessionsFile::remove(&file, &id))
+            .await
+            .map_err(StorageError::failed)??)
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Map, Value};
 
     fn id(s: &str) -> SessionId {
         SessionId::parse(s).unwrap()
