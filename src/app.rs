@@ -20,6 +20,8 @@ use crate::session::DeliveryEvent;
 use crate::session::upstream::{Upstream, UpstreamError};
 use crate::session::{SessionError, SessionManager, SessionsFile};
 use crate::shutdown::Shutdown;
+use crate::storage::CredentialStore;
+use crate::storage::sqlite::SqliteCredentials;
 
 /// Everything must be stopped within this after the signal (PM2 and systemd wait ~10 s+).
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
@@ -52,7 +54,7 @@ fn session_facts(sessions: SessionManager) -> crate::webhooks::FactsLookup {
         let Ok(id) = crate::domain::SessionId::parse(id) else { return crate::webhooks::SessionFacts::default() };
         crate::webhooks::SessionFacts {
             phone: sessions.get(&id).and_then(|s| s.state.me).map(|me| me.phone),
-            folder: sessions.folder(&id).display().to_string(),
+            folder: sessions.folder(&id),
         }
     })
 }
@@ -99,7 +101,18 @@ pub struct App {
 
 impl App {
     /// Binds the ports, opens the journal and reads `sessions.config.json`; nothing runs yet.
+    /// The numbers' credentials are in `SESSIONS_DIR`, one SQLite store each.
     pub async fn build(config: Config) -> Result<App, StartError> {
+        let credentials = Arc::new(SqliteCredentials::new(config.sessions_dir.clone()));
+        App::build_with_credentials(config, credentials).await
+    }
+
+    /// [`App::build`], with the numbers' credentials in `credentials` (Postgres's, say) rather
+    /// than in `SESSIONS_DIR`.
+    pub async fn build_with_credentials(
+        config: Config,
+        credentials: Arc<dyn CredentialStore>,
+    ) -> Result<App, StartError> {
         let bind = |addr: SocketAddr| async move {
             let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
             let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
@@ -130,10 +143,9 @@ impl App {
         let inbox = Inbox::new(Arc::new(inbox_store), config.inbound_media_max_bytes);
         let (delivery_tx, delivery_rx) = mpsc::channel(DELIVERY_EVENTS);
         let (inbound_tx, inbound_rx) = mpsc::channel(crate::inbox::CHANNEL_CAPACITY);
-        let upstream = Upstream::from_config(&config, delivery_tx, inbound_tx)?;
+        let upstream = Upstream::from_config(&config, delivery_tx, inbound_tx, credentials)?;
         let sessions = SessionManager::load(
             Arc::new(SessionsFile::new(&config.sessions_config)),
-            config.sessions_dir.clone(),
             upstream,
             shutdown.token(),
             tokio_util::task::TaskTracker::new(),

@@ -5,7 +5,6 @@
 //! Nothing outside reaches into a running session: callers send a [`Command`] and wait for its
 //! answer; the supervisor alone starts and stops clients and writes the state.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use whatsapp_rust::Client;
 use whatsapp_rust::bot::BotHandle;
 
-use super::upstream::{self, STORE_FILE, Upstream, UpstreamEvent};
+use super::upstream::{self, Upstream, UpstreamEvent};
 use super::{Account, PairingError, Qr, SessionEvent, SessionEventKind, SessionState, Status};
 use crate::domain::{PhoneNumber, SessionId};
 
@@ -58,7 +57,6 @@ pub(crate) struct Labels {
 /// What the supervisor shares with watchers, the queue and the manager.
 pub(crate) struct SessionShared {
     pub(crate) id: SessionId,
-    pub(crate) dir: PathBuf,
     pub(crate) state: watch::Sender<SessionState>,
     pub(crate) labels: Labels,
     commands: mpsc::Sender<Command>,
@@ -77,13 +75,13 @@ pub(crate) struct SessionShared {
 }
 
 impl SessionShared {
-    pub(crate) fn new(id: SessionId, dir: PathBuf, labels: Labels, events: broadcast::Sender<SessionEvent>) -> Self {
+    /// A session; `linked` when it holds credentials (see [`has_credentials`]).
+    pub(crate) fn new(id: SessionId, linked: bool, labels: Labels, events: broadcast::Sender<SessionEvent>) -> Self {
         let (commands, inbox) = mpsc::channel(8);
         // The supervisor corrects this at once if it has nothing to start.
-        let initial = if has_credentials(&dir) { Status::Connecting } else { Status::Disconnected };
+        let initial = if linked { Status::Connecting } else { Status::Disconnected };
         Self {
             id,
-            dir,
             state: watch::channel(SessionState::new(initial)).0,
             labels,
             commands,
@@ -215,9 +213,14 @@ impl SessionShared {
     }
 }
 
-/// Whether the session's folder holds credentials.
-pub(crate) fn has_credentials(dir: &Path) -> bool {
-    dir.join(STORE_FILE).exists()
+/// Whether the session holds credentials. When the store cannot say, it is taken to: a client
+/// is then started, fails on the store, and retries with backoff, where "not linked" would leave
+/// a linked number waiting for a QR scan nobody makes.
+async fn has_credentials(upstream: &Upstream, id: &SessionId) -> bool {
+    upstream.credentials().has_credentials(id).await.unwrap_or_else(|e| {
+        tracing::warn!(session = %id, error = %e, "cannot tell whether the session has credentials; assuming it has");
+        true
+    })
 }
 
 /// How one client generation ended.
@@ -243,7 +246,7 @@ pub(crate) async fn supervise(
     let mut backoff = Duration::from_secs(1);
     // Set when running a client without a watcher is pointless: it stopped for a reason it
     // will not recover from by itself, or it holds no credentials (only a watcher can link it).
-    let mut wait_for_watcher = !has_credentials(&shared.dir);
+    let mut wait_for_watcher = !has_credentials(&upstream, &shared.id).await;
     let mut first_start = true;
     // A pairing-code request that arrived while no client ran: the next client serves it.
     let mut pending_pair: Option<(PhoneNumber, PairReply)> = None;
@@ -259,11 +262,11 @@ pub(crate) async fn supervise(
             shared.idle.store(true, Ordering::SeqCst);
             // A watcher may have arrived between the check and the flag.
             if !shared.watched() {
-                match pause(&shared, &mut inbox, &cancel, None, &mut pending_pair).await {
+                match pause(&shared, &upstream, &mut inbox, &cancel, None, &mut pending_pair).await {
                     Pause::Cancelled => break,
                     Pause::Stopped => return,
                     Pause::Over | Pause::LoggedOut => {}
-                    Pause::Restart => wait_for_watcher = !has_credentials(&shared.dir),
+                    Pause::Restart => wait_for_watcher = !has_credentials(&upstream, &shared.id).await,
                     Pause::PairCode => wait_for_watcher = false,
                 }
             }
@@ -278,9 +281,9 @@ pub(crate) async fn supervise(
         });
         // At boot, linked sessions take turns (a bounded number at once, with jitter) so a
         // restart of many numbers is no thundering herd on WhatsApp.
-        let slot = if std::mem::take(&mut first_start) && has_credentials(&shared.dir) {
+        let slot = if std::mem::take(&mut first_start) && has_credentials(&upstream, &shared.id).await {
             let jitter = Duration::from_millis(rand::rng().random_range(0..=STARTUP_JITTER_MS));
-            match pause(&shared, &mut inbox, &cancel, Some(jitter), &mut pending_pair).await {
+            match pause(&shared, &upstream, &mut inbox, &cancel, Some(jitter), &mut pending_pair).await {
                 Pause::Cancelled => break,
                 Pause::Stopped => return,
                 Pause::LoggedOut => {
@@ -296,7 +299,7 @@ pub(crate) async fn supervise(
         } else {
             None
         };
-        let (handle, client, events, tasks) = match upstream.start(&shared.id, &shared.dir).await {
+        let (handle, client, events, tasks) = match upstream.start(&shared.id).await {
             Ok(started) => started,
             Err(e) => {
                 tracing::error!(session = %shared.id, error = %e, "cannot start the WhatsApp client");
@@ -305,7 +308,7 @@ pub(crate) async fn supervise(
                     s.error = Some("the session could not start; see the server log".into());
                     s.reason = s.error.clone();
                 });
-                match pause(&shared, &mut inbox, &cancel, Some(backoff), &mut pending_pair).await {
+                match pause(&shared, &upstream, &mut inbox, &cancel, Some(backoff), &mut pending_pair).await {
                     Pause::Cancelled => break,
                     Pause::Stopped => return,
                     Pause::LoggedOut => wait_for_watcher = true,
@@ -346,7 +349,7 @@ pub(crate) async fn supervise(
                 shared.close_link_window();
                 let reason = if reply.is_some() { "logged out through the API" } else { "logged out from the phone" };
                 tracing::warn!(session = %shared.id, reason, "logged out: deleting its credentials");
-                delete_credentials(&shared);
+                delete_credentials(&shared, &upstream).await;
                 shared.set_status(Status::LoggedOut, Some(reason.into()));
                 shared.announce(SessionEventKind::LoggedOut);
                 if let Some(reply) = reply {
@@ -356,7 +359,7 @@ pub(crate) async fn supervise(
             }
             Exit::Restart => {
                 backoff = Duration::from_secs(1);
-                wait_for_watcher = !has_credentials(&shared.dir);
+                wait_for_watcher = !has_credentials(&upstream, &shared.id).await;
             }
             Exit::QrExhausted => shared.set_status(Status::Disconnected, None),
             Exit::NobodyWatching => {
@@ -378,7 +381,7 @@ pub(crate) async fn supervise(
                 let reason = format!("the WhatsApp client stopped; restarting in {} s", backoff.as_secs());
                 shared.set_status(Status::Connecting, Some(reason));
                 tracing::warn!(session = %shared.id, ?backoff, "client stopped unexpectedly; restarting");
-                match pause(&shared, &mut inbox, &cancel, Some(backoff), &mut pending_pair).await {
+                match pause(&shared, &upstream, &mut inbox, &cancel, Some(backoff), &mut pending_pair).await {
                     Pause::Cancelled => break,
                     Pause::Stopped => return,
                     Pause::LoggedOut => wait_for_watcher = true,
@@ -649,6 +652,7 @@ enum Pause {
 /// commands, so a delete or a logout never waits out a backoff.
 async fn pause(
     shared: &SessionShared,
+    upstream: &Upstream,
     inbox: &mut mpsc::Receiver<Command>,
     cancel: &CancellationToken,
     duration: Option<Duration>,
@@ -672,8 +676,8 @@ async fn pause(
             }
             Some(Command::Logout(reply)) => {
                 // No client runs: deleting the store is the whole logout.
-                if has_credentials(&shared.dir) {
-                    delete_credentials(shared);
+                if has_credentials(upstream, &shared.id).await {
+                    delete_credentials(shared, upstream).await;
                     shared.set_status(Status::LoggedOut, Some("logged out through the API".into()));
                 }
                 let _ = reply.send(());
@@ -688,18 +692,11 @@ async fn pause(
     }
 }
 
-/// Logout leaves the keys on disk; a stale store would only earn `failure 401` on the next
-/// start, so the session's store files go.
-fn delete_credentials(shared: &SessionShared) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let path = shared.dir.join(format!("{STORE_FILE}{suffix}"));
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::error!(session = %shared.id, path = %path.display(), error = %e, "cannot delete credentials")
-            }
-        }
+/// Logout leaves the keys in the store; a stale store would only earn `failure 401` on the next
+/// start, so the session's credentials go. One that cannot be wiped now is wiped on that 401.
+async fn delete_credentials(shared: &SessionShared, upstream: &Upstream) {
+    if let Err(e) = upstream.credentials().wipe(&shared.id).await {
+        tracing::error!(session = %shared.id, error = %e, "cannot delete credentials");
     }
 }
 

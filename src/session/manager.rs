@@ -1,7 +1,6 @@
 //! The registry of sessions: which exist, starting their supervisors, adding and removing
 //! sessions at run time, the commands callers send them, and the summary `/health` reports.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +32,6 @@ pub enum SessionError {
     /// A blocking file task panicked or was cancelled.
     #[error("session file task: {0}")]
     Writer(#[from] tokio::task::JoinError),
-    #[error("cannot delete the session's folder: {0}")]
-    Folder(#[source] std::io::Error),
     #[error("the gateway is shutting down")]
     ShuttingDown,
     #[error("a session with this id already exists")]
@@ -65,7 +62,6 @@ struct Inner {
     registry: Arc<dyn SessionRegistry>,
     /// Serialises rewrites of `sessions.config.json` and the creation and removal of sessions.
     file_lock: tokio::sync::Mutex<()>,
-    dir: PathBuf,
     upstream: Upstream,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -100,24 +96,25 @@ impl Drop for Watcher {
 
 impl SessionManager {
     /// Reads the registry (`sessions.config.json` by default; an invalid file is a start-up
-    /// error) and prepares every
-    /// listed session. Nothing runs until [`SessionManager::start_all`]. At most
+    /// error) and prepares every listed session, asking the credential store once which of them
+    /// are linked. Nothing runs until [`SessionManager::start_all`]. At most
     /// `startup_concurrency` linked sessions connect at once at boot.
     pub(crate) async fn load(
         registry: Arc<dyn SessionRegistry>,
-        dir: PathBuf,
         upstream: Upstream,
         cancel: CancellationToken,
         tasks: TaskTracker,
         startup_concurrency: usize,
     ) -> Result<Self, SessionError> {
         let entries = registry.load().await?;
+        let ids: Vec<SessionId> = entries.iter().map(|e| e.session_id.clone()).collect();
+        let linked = upstream.credentials().with_credentials(&ids).await?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let sessions = DashMap::new();
         for entry in entries {
-            let path = dir.join(entry.session_id.as_str());
             let labels = Labels { description: entry.description, metadata: entry.metadata };
-            let shared = SessionShared::new(entry.session_id.clone(), path, labels, events.clone());
+            let is_linked = linked.contains(&entry.session_id);
+            let shared = SessionShared::new(entry.session_id.clone(), is_linked, labels, events.clone());
             sessions.insert(entry.session_id, Arc::new(shared));
         }
         Ok(Self {
@@ -125,7 +122,6 @@ impl SessionManager {
                 sessions,
                 registry,
                 file_lock: tokio::sync::Mutex::new(()),
-                dir,
                 upstream,
                 cancel,
                 tasks,
@@ -221,8 +217,12 @@ impl SessionManager {
             extra: Map::new(),
         };
         self.inner.registry.add(entry).await.map_err(|e| CreateRace::Failed(e.into()))?;
-        let dir = self.inner.dir.join(id.as_str());
-        let shared = Arc::new(SessionShared::new(id.clone(), dir, labels, self.inner.events.clone()));
+        // A new entry may find credentials left in place (a folder copied over from before).
+        let linked = self.inner.upstream.credentials().has_credentials(&id).await.unwrap_or_else(|e| {
+            tracing::warn!(session = %id, error = %e, "cannot tell whether the new session has credentials");
+            false
+        });
+        let shared = Arc::new(SessionShared::new(id.clone(), linked, labels, self.inner.events.clone()));
         self.inner.sessions.insert(id.clone(), shared.clone());
         tracing::info!(session = %id, "new session added to {}", self.inner.registry.describe());
         self.spawn(shared.clone());
@@ -238,9 +238,10 @@ impl SessionManager {
         self.get_shared(id).map(|shared| summary(&shared))
     }
 
-    /// The session's credentials folder (whether or not it exists yet).
-    pub fn folder(&self, id: &SessionId) -> PathBuf {
-        self.inner.dir.join(id.as_str())
+    /// Where the session's credentials are, for people: its folder (whether or not it exists
+    /// yet), or the database that holds them.
+    pub fn folder(&self, id: &SessionId) -> String {
+        self.inner.upstream.credentials().location(id)
     }
 
     /// Every session, by id.
@@ -297,8 +298,8 @@ impl SessionManager {
         }
     }
 
-    /// Logs the session out if linked, stops it, deletes its folder and removes it from
-    /// `sessions.config.json`.
+    /// Logs the session out if linked, stops it, deletes its credentials (on SQLite its folder)
+    /// and removes it from `sessions.config.json`.
     pub async fn delete(&self, id: &SessionId) -> Result<(), SessionError> {
         let _guard = self.inner.file_lock.lock().await;
         let shared = self.get_shared(id).ok_or(SessionError::NotFound)?;
@@ -306,12 +307,7 @@ impl SessionManager {
         ask(&shared, Command::Stop(reply), done).await?;
         self.inner.sessions.remove(id);
         self.inner.registry.remove(id).await?;
-        let dir = shared.dir.clone();
-        match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await? {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(SessionError::Folder(e)),
-        }
+        self.inner.upstream.credentials().remove(id).await?;
         tracing::info!(session = %id, "session deleted");
         Ok(())
     }

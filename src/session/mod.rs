@@ -1,5 +1,6 @@
-//! WhatsApp sessions: one linked number each, with its own credentials folder and its own
-//! supervisor task.
+//! WhatsApp sessions: one linked number each, with its own credentials (kept by a
+//! [`CredentialStore`](crate::storage::CredentialStore): a SQLite file per number, or Postgres)
+//! and its own supervisor task.
 //!
 //! * `manager`: the registry of sessions ([`SessionManager`]), creation and shutdown.
 //! * `actor`: the per-session supervisor that runs whatsapp-rust clients, restarts them, keeps

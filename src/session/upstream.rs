@@ -1,5 +1,7 @@
-//! The only module that talks to whatsapp-rust: building a client for a session, turning its
-//! events into ours, and sending a PDF.
+//! The only module of the session layer that talks to whatsapp-rust: building a client for a
+//! session on the store its [`CredentialStore`] hands out, turning its events into ours, and
+//! sending a PDF. (The stores themselves are whatsapp-rust's storage traits, implemented in
+//! `storage/`.)
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,6 @@ use whatsapp_rust::media::{
     video_message,
 };
 use whatsapp_rust::send::SendOptions;
-use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::upload::UploadOptions;
@@ -30,16 +31,7 @@ use crate::domain::{
     PhoneNumber, SessionId,
 };
 use crate::session::DeliveryEvent;
-
-/// File name of a session's SQLite store inside its folder.
-pub(crate) const STORE_FILE: &str = "whatsapp.db";
-
-/// SQLite page cache per session store, in KiB (whatsapp-rust's default is 512). A linked
-/// store is a few hundred KiB that the OS page cache holds anyway; a full 512 KiB heap cache per
-/// session was the largest share of an idle session's memory. `examples/bench_memory.rs`, 300
-/// linked idle sessions: 793 KiB per session at 512, 572 at 128, 513 at 64, 478 at 32; at 1,000
-/// sessions 740 at 512 and 418 at 32.
-const STORE_CACHE_KIB: u32 = 32;
+use crate::storage::CredentialStore;
 
 /// What the session supervisor needs to know from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,6 +307,8 @@ pub(crate) struct Upstream {
     qr_terminal: bool,
     delivery: mpsc::Sender<DeliveryEvent>,
     inbound: mpsc::Sender<Inbound>,
+    /// Where each number's credentials live: the stores the clients are built on.
+    credentials: Arc<dyn CredentialStore>,
 }
 
 /// Why a client could not be built or a send failed.
@@ -348,6 +342,7 @@ impl Upstream {
         config: &Config,
         delivery: mpsc::Sender<DeliveryEvent>,
         inbound: mpsc::Sender<Inbound>,
+        credentials: Arc<dyn CredentialStore>,
     ) -> Result<Self, UpstreamError> {
         let http = match &config.whatsapp_ca_file {
             None => UreqHttpClient::new(),
@@ -369,7 +364,13 @@ impl Upstream {
             qr_terminal: config.qr_terminal,
             delivery,
             inbound,
+            credentials,
         })
+    }
+
+    /// Where the numbers' credentials live.
+    pub(crate) fn credentials(&self) -> &dyn CredentialStore {
+        &*self.credentials
     }
 
     /// With `QR_TERMINAL=true`, draws a QR code on stderr (debugging only; never logged).
@@ -386,22 +387,14 @@ impl Upstream {
         }
     }
 
-    /// Builds and starts a client on the session's store; its events arrive on the returned
-    /// channel (bounded: if the supervisor lags, events are dropped and polling corrects the
-    /// status).
+    /// Builds and starts a client on the session's credentials; its events arrive on the
+    /// returned channel (bounded: if the supervisor lags, events are dropped and polling corrects
+    /// the status).
     pub(crate) async fn start(
         &self,
         session: &SessionId,
-        dir: &Path,
     ) -> Result<(BotHandle, Arc<Client>, mpsc::Receiver<UpstreamEvent>, ClientTasks), UpstreamError> {
-        crate::files::private_dir(dir).map_err(|e| UpstreamError::Store(e.to_string()))?;
-        let path = dir.join(STORE_FILE);
-        // Created 0600 before SQLite opens it, so the store and its -wal/-shm stay private.
-        crate::files::private_file(&path).map_err(|e| UpstreamError::Store(e.to_string()))?;
-        let path = path.to_str().ok_or_else(|| UpstreamError::Store("path is not UTF-8".into()))?;
-        let store_config = SqliteStoreConfig { cache_size_kib: STORE_CACHE_KIB, ..SqliteStoreConfig::default() };
-        let store =
-            SqliteStore::with_config(path, store_config).await.map_err(|e| UpstreamError::Store(e.to_string()))?;
+        let store = self.credentials.backend(session).await.map_err(|e| UpstreamError::Store(e.to_string()))?;
         let (tx, rx) = mpsc::channel(256);
         let mut transport = TokioWebSocketTransportFactory::new();
         if let Some(url) = &self.url {
@@ -410,7 +403,7 @@ impl Upstream {
         let tasks = ClientTasks(CancellationToken::new());
         let mut builder = Bot::builder()
             .with_runtime(GenerationRuntime { cancel: tasks.0.clone() })
-            .with_backend(store)
+            .with_backend_arc(store)
             .with_transport_factory(transport)
             .with_http_client(self.http.clone())
             .with_device_props(

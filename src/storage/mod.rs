@@ -6,6 +6,8 @@
 //!   keys, and the `message.status` events written with their statuses.
 //! * [`InboxStore`]: what the linked numbers receive (stored once per session and message id),
 //!   their chats and read marks, and the bytes of received files.
+//! * [`CredentialStore`]: the credentials of each linked number, the store its whatsapp-rust
+//!   client is built on (keys, Signal sessions, app-state).
 //! * [`SessionRegistry`]: which sessions exist, with their description and metadata.
 //! * [`sqlite`]: the embedded default, today's files under `DATA_DIR`.
 //! * [`postgres`]: the shared store, chosen by `DATABASE_URL=postgres://…`: one bounded pool,
@@ -14,6 +16,7 @@
 //! Every backend passes the same conformance suite (`conformance`), run against SQLite and
 //! against a real Postgres in its own schema.
 
+pub mod credentials;
 mod error;
 mod inbox;
 pub mod journal;
@@ -25,7 +28,10 @@ pub mod sqlite;
 mod bench;
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod credentials_conformance;
 
+pub use credentials::CredentialStore;
 pub use error::StorageError;
 pub use inbox::{InboxStore, MAX_PAGE, Page};
 pub use journal::JournalStore;

@@ -10,6 +10,7 @@ mod backlog;
 mod compat;
 mod contacts;
 mod crash;
+mod credentials;
 mod durability;
 mod gateway;
 mod inbound;

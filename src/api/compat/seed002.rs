@@ -189,7 +189,7 @@ struct Seed002DownloadMediaAnswer {
 fn row(state: &AppState, session: SessionSummary) -> Seed002SessionRow {
     let me = session.state.me;
     Seed002SessionRow {
-        auth_folder_path: state.sessions.folder(&session.id).display().to_string(),
+        auth_folder_path: state.sessions.folder(&session.id),
         session_id: session.id.as_str().to_owned(),
         phone_number: me.as_ref().map(|me| me.phone.clone()),
         status: session.state.status.into(),

@@ -10,7 +10,7 @@ use crate::storage::StorageError;
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "inbox", include_str!("migrations/0001_inbox.sql")),
     (2, "journal", include_str!("migrations/0002_journal.sql")),
-    // 3 is the numbers' credentials.
+    (3, "credentials", include_str!("migrations/0003_credentials.sql")),
     (4, "registry", include_str!("migrations/0004_registry.sql")),
 ];
 

@@ -5,6 +5,7 @@
 //! A test (or an operator) keeps several gateways' data apart in one database by naming a schema
 //! in the URL: `postgres://host/db?options[search_path]=tenant_a`.
 
+mod credentials;
 mod inbox;
 mod journal;
 mod migrate;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
+pub use credentials::PgCredentials;
 pub use inbox::PgInbox;
 pub use journal::PgJournal;
 pub use migrate::MIGRATIONS;
@@ -65,6 +67,12 @@ impl Database {
     /// The message journal on this database.
     pub fn journal(&self) -> PgJournal {
         PgJournal::new(self.pool.clone())
+    }
+
+    /// The numbers' credentials on this database (one per gateway: it keeps the gates of the
+    /// stores it hands out).
+    pub fn credentials(&self) -> PgCredentials {
+        PgCredentials::new(self.pool.clone())
     }
 
     /// The session registry on this database.

@@ -1,6 +1,7 @@
 //! The embedded default: SQLite files under `DATA_DIR`, opened by one helper with the settings
 //! every store needs, and the Node service's `sessions.config.json` as the registry.
 
+mod credentials;
 mod inbox;
 mod registry;
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use credentials::{STORE_FILE, SqliteCredentials};
 pub use inbox::SqliteInbox;
 pub use registry::{SessionsFile, StoreError};
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,13 +76,32 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: Config) -> TestApp {
+        Self::spawn_built(config, None).await
+    }
+
+    /// A gateway keeping the numbers' credentials in `credentials` (Postgres's, say).
+    pub async fn spawn_with_credentials(
+        config: Config,
+        credentials: std::sync::Arc<dyn whatsapp_gateway::storage::CredentialStore>,
+    ) -> TestApp {
+        Self::spawn_built(config, Some(credentials)).await
+    }
+
+    async fn spawn_built(
+        config: Config,
+        credentials: Option<std::sync::Arc<dyn whatsapp_gateway::storage::CredentialStore>>,
+    ) -> TestApp {
         let dir = config.sessions_dir.clone();
         // A gateway restarted on the same folders waits for the previous one to let go of the
         // journal's lock, as a restarted process waits for the old one to exit: in-process, its
         // last connection tasks may still be dropping their handles.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let app = loop {
-            match App::build(config.clone()).await {
+            let built = match &credentials {
+                Some(credentials) => App::build_with_credentials(config.clone(), credentials.clone()).await,
+                None => App::build(config.clone()).await,
+            };
+            match built {
                 Err(whatsapp_gateway::StartError::Journal {
                     source: whatsapp_gateway::journal::JournalError::Locked,
                     ..
