@@ -9,6 +9,7 @@
 //! * [`CredentialStore`]: the credentials of each linked number, the store its whatsapp-rust
 //!   client is built on (keys, Signal sessions, app-state).
 //! * [`SessionRegistry`]: which sessions exist, with their description and metadata.
+//! * [`transfer`]: rows in transit from SQLite to Postgres (`whatsapp-gateway migrate`).
 //! * [`sqlite`]: the embedded default, today's files under `DATA_DIR`.
 //! * [`postgres`]: the shared store, chosen by `DATABASE_URL=postgres://…`: one bounded pool,
 //!   embedded migrations run under an advisory lock.
@@ -23,6 +24,7 @@ pub mod journal;
 pub mod postgres;
 mod registry;
 pub mod sqlite;
+pub mod transfer;
 
 #[cfg(test)]
 mod bench;

@@ -1,0 +1,331 @@
+//! `whatsapp-gateway migrate --to postgres://…`: copies what a gateway kept on SQLite (`DATA_DIR`,
+//! `SESSIONS_DIR`, `SESSIONS_CONFIG`) into Postgres, so that the same numbers run on
+//! `DATABASE_URL` without a new scan.
+//!
+//! * It refuses while a gateway holds `DATA_DIR`: it takes the journal's lock for the whole copy.
+//! * Everything is copied as it is: the journal (rows with their statuses, attempts, errors and
+//!   times, in acceptance order; the bytes of every message not yet final; the idempotency keys),
+//!   the inbox (messages, read marks, the bytes of their files), the session registry (in its
+//!   order) and every number's credentials (whatsapp-rust's store, table by table).
+//! * It is idempotent: a row whose key is already in Postgres is left as it is, so a second run
+//!   adds nothing and says so (and never overwrites what a gateway on Postgres changed since).
+//! * Not copied yet: the webhook outbox (`webhooks.db`), which has no Postgres store yet, and the
+//!   `message.status` events not yet handed to it.
+// TODO(issue 18): copy the webhook outbox (endpoints, pending deliveries, dead letters) once it
+// is behind `WebhookStore` with a Postgres implementation.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::Config;
+use crate::domain::{DeliveryStatus, MessageId, SessionEntry, SessionId};
+use crate::journal::{JournalError, SqliteJournal};
+use crate::storage::postgres::Database;
+use crate::storage::sqlite::{SessionsFile, SqliteCredentials, SqliteInbox, StoreError};
+use crate::storage::transfer::{CREDENTIAL_TABLES, Cell, Rows};
+use crate::storage::{SessionRegistry, StorageError};
+
+/// Connections the copy uses.
+const MAX_CONNECTIONS: u32 = 2;
+
+/// Where the embedded store is.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// `DATA_DIR`: the journal, the inbox and its media.
+    pub data_dir: PathBuf,
+    /// `SESSIONS_DIR`: one folder of credentials per number.
+    pub sessions_dir: PathBuf,
+    /// `SESSIONS_CONFIG`: the registry.
+    pub sessions_config: PathBuf,
+}
+
+impl From<&Config> for Sources {
+    fn from(config: &Config) -> Sources {
+        Sources {
+            data_dir: config.data_dir.clone(),
+            sessions_dir: config.sessions_dir.clone(),
+            sessions_config: config.sessions_config.clone(),
+        }
+    }
+}
+
+/// Why the copy stopped. What was copied before stays (each table goes in one transaction), and
+/// running it again finishes it.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("a gateway is running on {0} (its journal is locked): stop it first")]
+    InUse(PathBuf),
+    #[error("journal in {dir}: {source}")]
+    Journal { dir: PathBuf, source: JournalError },
+    #[error("registry: {0}")]
+    Registry(#[from] StoreError),
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+}
+
+/// How many rows of a kind were there, and how many of them were new to Postgres.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Count {
+    pub found: u64,
+    pub moved: u64,
+}
+
+impl Count {
+    fn add(&mut self, found: usize, moved: u64) {
+        self.found += found as u64;
+        self.moved += moved;
+    }
+}
+
+/// What a run copied.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub sessions: Count,
+    pub messages: Count,
+    /// Of the messages copied, those still to send, and the bytes they carry.
+    pub pending: u64,
+    pub pending_bytes: u64,
+    pub idempotency_keys: Count,
+    pub inbox_messages: Count,
+    /// Of the inbox messages copied, those with a file, and its bytes.
+    pub inbox_files: u64,
+    pub inbox_file_bytes: u64,
+    /// Files the inbox named but that were no longer on disk (copied without them).
+    pub inbox_missing_files: u64,
+    pub read_marks: Count,
+    /// Numbers with credentials, and their rows.
+    pub numbers: Count,
+    pub credential_rows: Count,
+}
+
+impl Report {
+    /// True when the run copied nothing: everything was there already.
+    pub fn is_noop(&self) -> bool {
+        [
+            self.sessions,
+            self.messages,
+            self.idempotency_keys,
+            self.inbox_messages,
+            self.read_marks,
+            self.credential_rows,
+        ]
+        .iter()
+        .all(|c| c.moved == 0)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let there =
+            |c: Count| if c.moved < c.found { format!(", {} already there", c.found - c.moved) } else { String::new() };
+        writeln!(f, "registry: {} sessions{}", self.sessions.moved, there(self.sessions))?;
+        writeln!(
+            f,
+            "journal: {} messages ({} pending, {}){}, {} idempotency keys{}",
+            self.messages.moved,
+            self.pending,
+            size(self.pending_bytes),
+            there(self.messages),
+            self.idempotency_keys.moved,
+            there(self.idempotency_keys)
+        )?;
+        writeln!(
+            f,
+            "inbox: {} messages ({} files, {}){}, {} read marks{}",
+            self.inbox_messages.moved,
+            self.inbox_files,
+            size(self.inbox_file_bytes),
+            there(self.inbox_messages),
+            self.read_marks.moved,
+            there(self.read_marks)
+        )?;
+        if self.inbox_missing_files > 0 {
+            writeln!(f, "inbox: {} files were no longer on disk", self.inbox_missing_files)?;
+        }
+        writeln!(
+            f,
+            "credentials: {} numbers, {} rows{}",
+            self.numbers.moved,
+            self.credential_rows.moved,
+            there(self.credential_rows)
+        )?;
+        write!(f, "webhooks: not copied (the webhook outbox has no Postgres store yet)")
+    }
+}
+
+/// Bytes for people: `1.2 MiB`.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// Copies everything under `from` into the Postgres at `to`.
+pub async fn migrate(from: &Sources, to: &str) -> Result<Report, MigrateError> {
+    // Held to the end: no gateway starts on the directory while it is copied.
+    let journal = SqliteJournal::open(&from.data_dir).map_err(|source| match source {
+        JournalError::Locked => MigrateError::InUse(from.data_dir.clone()),
+        source => MigrateError::Journal { dir: from.data_dir.clone(), source },
+    })?;
+    let db = Database::connect(to, MAX_CONNECTIONS).await?;
+    let mut report = Report::default();
+
+    let entries = copy_registry(&from.sessions_config, &db, &mut report).await?;
+    copy_journal(&journal, &from.data_dir, &db, &mut report).await?;
+    copy_inbox(&from.data_dir, &db, &mut report).await?;
+    copy_credentials(&from.sessions_dir, &entries, &db, &mut report).await?;
+    db.close().await;
+    drop(journal);
+    Ok(report)
+}
+
+async fn copy_registry(path: &Path, db: &Database, report: &mut Report) -> Result<Vec<SessionEntry>, MigrateError> {
+    let file = SessionsFile::new(path);
+    let entries = if path.exists() { file.load()? } else { Vec::new() };
+    let registry = db.registry();
+    for entry in &entries {
+        let added = registry.add(entry.clone()).await?;
+        report.sessions.add(1, u64::from(added));
+    }
+    Ok(entries)
+}
+
+async fn copy_journal(
+    journal: &SqliteJournal,
+    dir: &Path,
+    db: &Database,
+    report: &mut Report,
+) -> Result<(), MigrateError> {
+    let failed = |source| MigrateError::Journal { dir: dir.to_owned(), source };
+    let (mut messages, keys) = journal.export().await.map_err(failed)?;
+    let (Some(id_at), Some(status_at)) = (messages.index("message_id"), messages.index("status")) else {
+        return Err(MigrateError::Storage(StorageError::Failed("journal rows without id or status".into())));
+    };
+    messages.columns.extend(["payload".to_owned(), "crc32".to_owned()]);
+    let mut pending = Vec::with_capacity(messages.rows.len());
+    for row in &mut messages.rows {
+        let open = matches!(&row[status_at], Cell::Text(s) if DeliveryStatus::parse(s).is_some_and(|s| !s.is_final()));
+        let payload = match (&row[id_at], open) {
+            (Cell::Text(id), true) => {
+                journal.read_payload(&MessageId::from_stored(id.as_str())).await.map_err(failed)?
+            }
+            _ => None,
+        };
+        pending.push(payload.as_ref().map(|p| p.len() as u64));
+        match payload {
+            Some(bytes) => {
+                let crc32 = i64::from(crc32fast::hash(&bytes));
+                row.extend([Cell::Blob(bytes.to_vec()), Cell::Int(crc32)]);
+            }
+            None => row.extend([Cell::Null, Cell::Null]),
+        }
+    }
+    // Row by row, to count the pending ones that went in.
+    for (row, bytes) in messages.rows.iter().zip(&pending) {
+        let one = Rows { columns: messages.columns.clone(), rows: vec![row.clone()] };
+        let moved = db.import("journal_messages", None, &one).await?;
+        report.messages.add(1, moved);
+        if let (1, Some(bytes)) = (moved, bytes) {
+            report.pending += 1;
+            report.pending_bytes += bytes;
+        }
+    }
+    let moved = db.import("journal_idempotency_keys", None, &keys).await?;
+    report.idempotency_keys.add(keys.rows.len(), moved);
+    Ok(())
+}
+
+async fn copy_inbox(dir: &Path, db: &Database, report: &mut Report) -> Result<(), MigrateError> {
+    let inbox = SqliteInbox::export(dir).await?;
+    let file_at = inbox.messages.index("file");
+    for row in &inbox.messages.rows {
+        let one = Rows { columns: inbox.messages.columns.clone(), rows: vec![row.clone()] };
+        let moved = db.import("inbox_messages", None, &one).await?;
+        report.inbox_messages.add(1, moved);
+        if let (1, Some(Cell::Blob(bytes))) = (moved, file_at.and_then(|i| row.get(i))) {
+            report.inbox_files += 1;
+            report.inbox_file_bytes += bytes.len() as u64;
+        }
+    }
+    let moved = db.import_chat_reads(&inbox.reads).await?;
+    report.read_marks.add(inbox.reads.rows.len(), moved);
+    report.inbox_missing_files += inbox.missing_files as u64;
+    Ok(())
+}
+
+async fn copy_credentials(
+    sessions_dir: &Path,
+    entries: &[SessionEntry],
+    db: &Database,
+    report: &mut Report,
+) -> Result<(), MigrateError> {
+    let credentials = SqliteCredentials::new(sessions_dir);
+    // The registry's sessions, and any other folder holding a store.
+    let mut sessions: Vec<SessionId> = entries.iter().map(|e| e.session_id.clone()).collect();
+    if let Ok(dir) = std::fs::read_dir(sessions_dir) {
+        let mut others: Vec<SessionId> = dir
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join(crate::storage::sqlite::STORE_FILE).is_file())
+            .filter_map(|e| SessionId::parse(&e.file_name().to_string_lossy()).ok())
+            .filter(|id| !sessions.contains(id))
+            .collect();
+        others.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        sessions.extend(others);
+    }
+    for session in &sessions {
+        let mut found = false;
+        let mut moved = 0;
+        for (sqlite, postgres) in CREDENTIAL_TABLES {
+            let columns: Vec<String> = db.columns(postgres).await?.into_iter().filter(|c| c != "session_id").collect();
+            let Some(mut rows) = credentials.export(session, sqlite, columns).await? else { continue };
+            rows.unwrap_unsigned_32(postgres);
+            found |= sqlite == "device" && !rows.rows.is_empty();
+            let copied = db.import(postgres, Some(session.as_str()), &rows).await?;
+            report.credential_rows.add(rows.rows.len(), copied);
+            moved += copied;
+        }
+        if found {
+            report.numbers.add(1, u64::from(moved > 0));
+        }
+    }
+    Ok(())
+}
+
+/// `whatsapp-gateway migrate --to postgres://…`, with the usual configuration for where the
+/// embedded store is. Prints what it moved; its output is for the person running it.
+pub async fn command(args: &[String]) -> ExitCode {
+    let to = match args {
+        [flag, url] if flag == "--to" => url.clone(),
+        [arg] if arg.starts_with("--to=") => arg.trim_start_matches("--to=").to_owned(),
+        _ => {
+            eprintln!("usage: whatsapp-gateway migrate --to postgres://user:password@host/database");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("whatsapp-gateway migrate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match migrate(&Sources::from(&config), &to).await {
+        Ok(report) => {
+            println!("{report}");
+            if report.is_noop() {
+                println!("nothing new: everything was already there");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("whatsapp-gateway migrate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
