@@ -259,7 +259,7 @@ async fn copy_inbox(dir: &Path, db: &Database, report: &mut Report) -> Result<()
     Ok(())
 }
 
-async fn copy_credentials(
+pub(crate) async fn copy_credentials(
     sessions_dir: &Path,
     entries: &[SessionEntry],
     db: &Database,

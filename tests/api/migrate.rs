@@ -32,6 +32,19 @@ async fn wait_listed(app: &TestApp, path: &str, needle: &str) {
     .unwrap_or_else(|_| panic!("{needle} never listed at {path}"))
 }
 
+/// `GET path`'s status and bytes.
+async fn get_bytes(app: &TestApp, path: &str) -> (u16, Vec<u8>) {
+    let url = format!("http://{}{}", app.addr, path);
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::new_with_config(ureq::config::Config::builder().http_status_as_error(false).build());
+        let mut response = agent.get(&url).header("Authorization", format!("Bearer {TOKEN}")).call().expect("get");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_vec().unwrap_or_default())
+    })
+    .await
+    .expect("request task")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_number_linked_on_sqlite_moves_to_postgres_without_a_scan_and_delivers_its_queue_once() {
     let fake = fake().await;
@@ -48,6 +61,20 @@ async fn a_number_linked_on_sqlite_moves_to_postgres_without_a_scan_and_delivers
     app.wait_status(&delivered, "delivered").await;
     let text_id = fake.admin().send_text(CUSTOMER, GATEWAY_PHONE, "¿Me mandan la guía?").await.expect("text");
     wait_listed(&app, "/api/sessions/mudanza/messages?direction=in", &text_id).await;
+    let order = pdf("orden de compra");
+    let doc_id = fake
+        .admin()
+        .send_document(CUSTOMER, GATEWAY_PHONE, "orden.pdf", "application/pdf", order.clone(), None)
+        .await
+        .expect("document");
+    let media = format!("/api/messages/{doc_id}/media");
+    tokio::time::timeout(WAIT, async {
+        while get_bytes(&app, &media).await != (200, order.clone()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the received document is kept");
 
     // WhatsApp goes away: three PDFs wait in the journal.
     let mut events = fake.subscribe();
@@ -85,7 +112,8 @@ async fn a_number_linked_on_sqlite_moves_to_postgres_without_a_scan_and_delivers
     assert_eq!((report.messages.found, report.messages.moved), (4, 4), "{report}");
     assert_eq!((report.pending, report.pending_bytes), (3, waiting_bytes), "{report}");
     assert_eq!(report.idempotency_keys.moved, 1, "{report}");
-    assert!(report.inbox_messages.moved >= 1, "{report}");
+    assert_eq!(report.inbox_messages.moved, 2, "{report}");
+    assert_eq!((report.inbox_files, report.inbox_file_bytes), (1, order.len() as u64), "{report}");
     assert_eq!(report.numbers.moved, 1, "{report}");
     assert!(report.credential_rows.moved > 10, "keys, sessions and the device: {report}");
     assert!(!report.is_noop());
@@ -132,6 +160,7 @@ async fn a_number_linked_on_sqlite_moves_to_postgres_without_a_scan_and_delivers
     assert_eq!(status, 202, "{replay}");
     assert_eq!(replay["messageId"], first["messageId"], "the key still names its message");
     wait_listed(&app, "/api/sessions/mudanza/messages?direction=in", &text_id).await;
+    assert_eq!(get_bytes(&app, &media).await, (200, order), "the received file's bytes came along");
     assert_eq!(fake.admin().messages(DELIVERED_TO).len(), 1, "the replay sent nothing");
     app.stop().await;
     fake.shutdown().await;

@@ -126,3 +126,24 @@ fn bind<'q>(query: Query<'q>, kind: &str, cell: &Cell) -> Result<Query<'q>, Stri
         _ => return Err(wrong()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing;
+    use crate::storage::transfer::CREDENTIAL_TABLES;
+
+    #[tokio::test]
+    async fn every_credentials_table_is_copied() {
+        let test = testing::fresh(1).await;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name LIKE 'wa\\_%' ORDER BY 1",
+        )
+        .fetch_all(&test.db.pool)
+        .await
+        .expect("tables");
+        let mut copied: Vec<&str> = CREDENTIAL_TABLES.iter().map(|(_, postgres)| *postgres).collect();
+        copied.sort_unstable();
+        assert_eq!(tables, copied, "a credentials table the migration does not copy");
+    }
+}
