@@ -16,14 +16,15 @@ use crate::api::state::{AppState, Lifecycle, Phase};
 use crate::config::{Config, HttpLimits};
 use crate::events::EventBus;
 use crate::inbox::Inbox;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, SqliteJournal};
 use crate::queue::{Queue, QueueSettings, RetryPolicy};
 use crate::session::DeliveryEvent;
 use crate::session::upstream::{Upstream, UpstreamError};
 use crate::session::{SessionError, SessionManager, SessionsFile};
 use crate::shutdown::Shutdown;
-use crate::storage::CredentialStore;
-use crate::storage::sqlite::SqliteCredentials;
+use crate::storage::postgres::Database;
+use crate::storage::sqlite::{SqliteCredentials, SqliteInbox};
+use crate::storage::{CredentialStore, InboxStore, SessionRegistry};
 
 /// Everything must be stopped within this after the signal (PM2 and systemd wait ~10 s+).
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
@@ -47,6 +48,60 @@ pub fn tune_sqlite_for_many_stores() {
             tracing::debug!(rc, "SQLite was already initialised; lookaside left as it is");
         }
     });
+}
+
+/// Where each kind of state lives: the embedded default (SQLite and files under `DATA_DIR`,
+/// one credentials store per number under `SESSIONS_DIR`, `SESSIONS_CONFIG`), or with
+/// `DATABASE_URL` one Postgres shared by every store through one bounded pool.
+pub struct Stores {
+    pub journal: Journal,
+    pub inbox: Arc<dyn InboxStore>,
+    pub registry: Arc<dyn SessionRegistry>,
+    pub credentials: Arc<dyn CredentialStore>,
+    /// The pool, in the Postgres mode (for readiness and shutdown).
+    pub database: Option<Database>,
+}
+
+impl Stores {
+    /// The stores `config` names. On Postgres, connects and migrates first: a gateway does not
+    /// start on a database it cannot see.
+    pub async fn open(config: &Config) -> Result<Stores, StartError> {
+        // Credentials and the journal are private even in folders that already existed open.
+        for dir in [&config.sessions_dir, &config.data_dir] {
+            crate::files::tighten_tree(dir).map_err(|source| StartError::Permissions { dir: dir.clone(), source })?;
+        }
+        match &config.database {
+            Some(settings) => {
+                let db = Database::connect(settings.url.expose(), settings.max_connections)
+                    .await
+                    .map_err(|source| StartError::Database { url: settings.url.clone(), source })?;
+                tracing::info!(database = %settings.url, max_connections = settings.max_connections, "state in Postgres");
+                // The webhook outbox (`webhooks.db`) still lives in `DATA_DIR`.
+                crate::files::private_dir(&config.data_dir)
+                    .map_err(|source| StartError::Permissions { dir: config.data_dir.clone(), source })?;
+                Ok(Stores {
+                    journal: Arc::new(db.journal()),
+                    inbox: Arc::new(db.inbox()),
+                    registry: Arc::new(db.registry()),
+                    credentials: Arc::new(db.credentials()),
+                    database: Some(db),
+                })
+            }
+            None => {
+                let journal = SqliteJournal::open(&config.data_dir)
+                    .map_err(|source| StartError::Journal { dir: config.data_dir.clone(), source })?;
+                let inbox = SqliteInbox::open(&config.data_dir)
+                    .map_err(|source| StartError::Inbox { dir: config.data_dir.clone(), source })?;
+                Ok(Stores {
+                    journal: Arc::new(journal),
+                    inbox: Arc::new(inbox),
+                    registry: Arc::new(SessionsFile::new(&config.sessions_config)),
+                    credentials: Arc::new(SqliteCredentials::new(config.sessions_dir.clone())),
+                    database: None,
+                })
+            }
+        }
+    }
 }
 
 /// What the seeds' callbacks say about a session beyond its events: its number and its
@@ -78,6 +133,8 @@ pub enum StartError {
     Tokens(#[from] TokensFileError),
     #[error(transparent)]
     Jwt(#[from] crate::api::jwt::JwtSetupError),
+    #[error("database {url}: {source}")]
+    Database { url: crate::config::DatabaseUrl, source: crate::storage::StorageError },
     #[error("webhooks in {}: {source}", dir.display())]
     Webhooks { dir: std::path::PathBuf, source: crate::webhooks::StoreError },
     #[error("inbox in {}: {source}", dir.display())]
@@ -102,19 +159,26 @@ pub struct App {
 }
 
 impl App {
-    /// Binds the ports, opens the journal and reads `sessions.config.json`; nothing runs yet.
-    /// The numbers' credentials are in `SESSIONS_DIR`, one SQLite store each.
+    /// Binds the ports, opens the stores and reads the session registry; nothing runs yet.
+    /// The state lives in the files under `DATA_DIR` and `SESSIONS_DIR`, or with
+    /// `DATABASE_URL` in one Postgres (see [`Stores`]).
     pub async fn build(config: Config) -> Result<App, StartError> {
-        let credentials = Arc::new(SqliteCredentials::new(config.sessions_dir.clone()));
-        App::build_with_credentials(config, credentials).await
+        let stores = Stores::open(&config).await?;
+        App::build_on(config, stores).await
     }
 
-    /// [`App::build`], with the numbers' credentials in `credentials` (Postgres's, say) rather
-    /// than in `SESSIONS_DIR`.
+    /// [`App::build`], with the numbers' credentials in `credentials` (Postgres's, say) and
+    /// the rest where `config` says.
     pub async fn build_with_credentials(
         config: Config,
         credentials: Arc<dyn CredentialStore>,
     ) -> Result<App, StartError> {
+        let stores = Stores { credentials, ..Stores::open(&config).await? };
+        App::build_on(config, stores).await
+    }
+
+    async fn build_on(config: Config, stores: Stores) -> Result<App, StartError> {
+        let Stores { journal, inbox: inbox_store, registry, credentials, database } = stores;
         let bind = |addr: SocketAddr| async move {
             let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
             let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
@@ -133,21 +197,13 @@ impl App {
             Some(jwt) => auth.with_jwt(jwt, config.rate_limit)?,
             None => auth,
         };
-        // Credentials and the journal are private even in folders that already existed open.
-        for dir in [&config.sessions_dir, &config.data_dir] {
-            crate::files::tighten_tree(dir).map_err(|source| StartError::Permissions { dir: dir.clone(), source })?;
-        }
         let shutdown = Shutdown::new();
-        let journal = Journal::open(&config.data_dir)
-            .map_err(|source| StartError::Journal { dir: config.data_dir.clone(), source })?;
-        let inbox_store = crate::storage::sqlite::SqliteInbox::open(&config.data_dir)
-            .map_err(|source| StartError::Inbox { dir: config.data_dir.clone(), source })?;
-        let inbox = Inbox::new(Arc::new(inbox_store), config.inbound_media_max_bytes);
+        let inbox = Inbox::new(inbox_store, config.inbound_media_max_bytes);
         let (delivery_tx, delivery_rx) = mpsc::channel(DELIVERY_EVENTS);
         let (inbound_tx, inbound_rx) = mpsc::channel(crate::inbox::CHANNEL_CAPACITY);
         let upstream = Upstream::from_config(&config, delivery_tx, inbound_tx, credentials)?;
         let sessions = SessionManager::load(
-            Arc::new(SessionsFile::new(&config.sessions_config)),
+            registry,
             upstream,
             shutdown.token(),
             tokio_util::task::TaskTracker::new(),
@@ -188,6 +244,7 @@ impl App {
             lifecycle: Lifecycle::default(),
             metrics: crate::metrics::handle(),
             openapi: Arc::default(),
+            database,
         };
         Ok(App {
             delivery_rx,
@@ -291,6 +348,10 @@ impl App {
         }
         if let Err(e) = rest_done {
             tracing::warn!(error = %e, "some tasks did not stop in time");
+        }
+        if let Some(db) = &state.database {
+            // Last: the sessions and tasks above may still have written on their way out.
+            db.close().await;
         }
         tracing::info!("stopped");
         Ok(())

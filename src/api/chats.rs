@@ -61,7 +61,7 @@ async fn list_chats(
     let session = crate::api::sessions::session_id(path)?;
     caller.require_session(Scope::MessagesRead, &session)?;
     crate::api::home_session::existing_session(&state, &caller, &session).await?;
-    let items = state.inbox.chats(&session).await.map_err(ApiError::internal)?;
+    let items = state.inbox.chats(&session).await.map_err(ApiError::storage)?;
     Ok(json_response(StatusCode::OK, &ChatList { items }))
 }
 
@@ -88,7 +88,7 @@ async fn mark_read(
     caller.require_session(Scope::MessagesSend, &session)?;
     crate::api::home_session::existing_session(&state, &caller, &session).await?;
     let unread =
-        state.inbox.mark_read(&session, &chat).await.map_err(ApiError::internal)?.ok_or(ApiError::ChatNotFound)?;
+        state.inbox.mark_read(&session, &chat).await.map_err(ApiError::storage)?.ok_or(ApiError::ChatNotFound)?;
     let mut receipts_sent = false;
     if !unread.is_empty()
         && let Some(client) = state.sessions.connected_client(&session)

@@ -43,7 +43,7 @@ async fn message_media(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::MessagesRead)?;
-    let message = state.inbox.get(&id).await.map_err(ApiError::internal)?.ok_or(ApiError::MessageNotFound)?;
+    let message = state.inbox.get(&id).await.map_err(ApiError::storage)?.ok_or(ApiError::MessageNotFound)?;
     require_visible(&caller, &message.session_id)?;
     let media = message.media.unwrap_or_default();
     if !media.stored {

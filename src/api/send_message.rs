@@ -123,7 +123,7 @@ async fn list_messages(
             .collect();
         return Ok(json_response(StatusCode::OK, &MessagePage { items, next }));
     }
-    let page = state.inbox.list(&session, query.chat, limit, before).await.map_err(ApiError::internal)?;
+    let page = state.inbox.list(&session, query.chat, limit, before).await.map_err(ApiError::storage)?;
     let items = page.items.into_iter().map(|m| HistoryItem::In(Box::new(m))).collect();
     Ok(json_response(StatusCode::OK, &MessagePage { items, next: page.next }))
 }
@@ -352,7 +352,7 @@ async fn send_message(
     let status = match enqueued {
         crate::queue::Enqueued::New(_) => DeliveryStatus::Queued,
         crate::queue::Enqueued::Replay(ref id) => {
-            state.queue.status(id).await.map_err(ApiError::internal)?.map_or(DeliveryStatus::Queued, |r| r.status)
+            state.queue.status(id).await.map_err(ApiError::journal)?.map_or(DeliveryStatus::Queued, |r| r.status)
         }
     };
     let accepted = MessageAccepted { success: true, message_id: enqueued.id().to_string(), status };

@@ -122,7 +122,7 @@ pub(crate) fn enqueue_error(error: EnqueueError) -> ApiError {
         }
         EnqueueError::KeyReused => ApiError::IdempotencyKeyReused,
         EnqueueError::DiskFull => ApiError::InsufficientStorage,
-        EnqueueError::Journal(e) => ApiError::internal(e),
+        EnqueueError::Journal(e) => ApiError::journal(e),
     }
 }
 

@@ -52,7 +52,7 @@ pub(super) enum Command {
     Exec { op: ExecOp, reply: Reply<()> },
 }
 
-/// Counters the writer keeps, read by [`super::Journal::stats`].
+/// Counters the writer keeps, read by [`super::SqliteJournal::stats`].
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     pub batches: AtomicU64,

@@ -160,8 +160,8 @@ struct Conversation {
     ))]
 async fn get_conversations(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let id = common::home(&caller, Scope::MessagesRead)?;
-    let chats = state.inbox.chats(&id).await.map_err(ApiError::internal)?;
-    let starts = state.inbox.chat_starts(&id).await.map_err(ApiError::internal)?;
+    let chats = state.inbox.chats(&id).await.map_err(ApiError::storage)?;
+    let starts = state.inbox.chat_starts(&id).await.map_err(ApiError::storage)?;
     let conversations = chats
         .into_iter()
         .map(|chat| Conversation {
@@ -293,7 +293,7 @@ struct Target {
 /// the bare number. 404 `CHAT_NOT_FOUND` for anything else.
 async fn target(state: &AppState, id: &SessionId, conversation: &str) -> Result<Target, ApiError> {
     let phone = PhoneNumber::parse(conversation).ok();
-    let chats = state.inbox.chats(id).await.map_err(ApiError::internal)?;
+    let chats = state.inbox.chats(id).await.map_err(ApiError::storage)?;
     let found = chats.into_iter().find(|chat| {
         chat.chat == conversation || phone.as_ref().is_some_and(|p| chat.from.as_deref() == Some(p.digits()))
     });
@@ -334,7 +334,7 @@ async fn get_messages(
     let Target { chat, phone } = target(&state, &id, conversation.trim()).await?;
     let mut messages: Vec<(u64, Message)> = Vec::new();
     if let Some(chat) = chat {
-        let page = state.inbox.list(&id, Some(chat), MAX_MESSAGES, None).await.map_err(ApiError::internal)?;
+        let page = state.inbox.list(&id, Some(chat), MAX_MESSAGES, None).await.map_err(ApiError::storage)?;
         messages.extend(page.items.into_iter().map(received));
     }
     if let Some(phone) = phone {
