@@ -1,6 +1,8 @@
 //! Start-up and shutdown: bind the listeners, load the sessions, serve until told to stop, then
 //! stop in order (HTTP, WebSockets with 1001, sessions, queue workers).
 
+mod relay;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -289,7 +291,7 @@ impl App {
         shutdown.spawn(state.queue.clone().track_deliveries(delivery_rx));
         shutdown.spawn(state.queue.clone().prune_periodically());
         shutdown.spawn(crate::webhooks::run_outbox(state.webhooks.clone(), webhook_rx, shutdown.clone()));
-        shutdown.spawn(crate::events::drain_status_events(
+        shutdown.spawn(relay::drain_status_events(
             state.journal.clone(),
             state.webhooks.clone(),
             state.events.clone(),
@@ -302,7 +304,7 @@ impl App {
             shutdown.spawn(crate::inbox::prune_periodically(state.inbox.clone(), retention, shutdown.clone()));
         }
         // Subscribed before any session starts, so no status is missed.
-        shutdown.spawn(crate::events::forward_session_events(
+        shutdown.spawn(relay::forward_session_events(
             state.events.clone(),
             sessions.events(),
             sessions.clone(),

@@ -316,7 +316,7 @@ pub struct Config {
     /// `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`, `WEBHOOK_MAX_RETRY_SECS`,
     /// `WEBHOOK_RETRY_BASE_MS`, `WEBHOOK_OUTBOX_MAX`, `WEBHOOK_TIMEOUT_MS`, `WEBHOOK_ALLOW_PRIVATE`,
     /// and the seeds' callback endpoints `BACKEND_URL` and `BACKEND_BASE_URL`.
-    pub webhooks: crate::webhooks::WebhookSettings,
+    pub webhooks: crate::domain::WebhookSettings,
     /// `CONTACT_CHECKS_PER_MINUTE` (60; 0 = no limit): numbers each session may ask WhatsApp about.
     pub contact_checks_per_minute: u32,
     /// `QR_LINK_WINDOW_SECS` (120): how long linking goes on after the last `GET …/qr`.
@@ -890,13 +890,13 @@ fn parse_compat_api(value: Option<&str>) -> Result<CompatDialects, ConfigError> 
 /// The webhook settings: the environment's endpoint checked as the API checks endpoints, and
 /// the seeds' own callback variables, `BACKEND_URL` (seed 000's, or seed 002's when it is the
 /// only callback dialect on) and `BACKEND_BASE_URL` (seed 002's).
-fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::webhooks::WebhookSettings, ConfigError> {
-    use crate::webhooks::{EnvEndpoint, WebhookFormat};
+fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::domain::WebhookSettings, ConfigError> {
+    use crate::domain::{EnvEndpoint, WebhookFormat};
     let number = |var: &'static str, value: &str| -> Result<u64, ConfigError> {
         value.trim().parse().map_err(|_| invalid(var, value, "is not a whole number"))
     };
     let http_url = |var: &'static str, url: String| {
-        if crate::webhooks::is_http_url(&url) { Ok(url) } else { Err(invalid(var, &url, "is not an http(s) URL")) }
+        if crate::domain::is_http_url(&url) { Ok(url) } else { Err(invalid(var, &url, "is not an http(s) URL")) }
     };
     let env_endpoint = match non_empty(raw.webhook_url.clone()) {
         None => None,
@@ -905,7 +905,7 @@ fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::webhooks
             let secret = match non_empty(raw.webhook_secret.clone()) {
                 None => None,
                 Some(secret) => Some(
-                    crate::webhooks::WebhookSecret::parse(&secret)
+                    crate::domain::WebhookSecret::parse(&secret)
                         .map_err(|e| invalid("WEBHOOK_SECRET", "(hidden)", e.to_string()))?,
                 ),
             };
@@ -916,7 +916,7 @@ fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::webhooks
                         .map(str::trim)
                         .filter(|e| !e.is_empty())
                         .map(|e| {
-                            crate::events::EventKind::parse(e)
+                            crate::domain::EventKind::parse(e)
                                 .ok_or_else(|| invalid("WEBHOOK_EVENTS", e, "is not an event name"))
                         })
                         .collect::<Result<Vec<_>, _>>()?,
@@ -953,7 +953,7 @@ fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::webhooks
         }
         Some(url) => Some(backend(http_url("BACKEND_BASE_URL", url)?, WebhookFormat::Seed002)),
     };
-    Ok(crate::webhooks::WebhookSettings {
+    Ok(crate::domain::WebhookSettings {
         env_endpoint,
         backend_url,
         backend_base_url,
@@ -997,7 +997,7 @@ fn jwt_settings(raw: &Raw) -> Result<Option<JwtSettings>, ConfigError> {
         .transpose()?;
     let jwks_url = non_empty(raw.jwt_jwks_url.clone())
         .map(|url| {
-            if crate::webhooks::is_http_url(&url) {
+            if crate::domain::is_http_url(&url) {
                 Ok(url)
             } else {
                 Err(invalid("JWT_JWKS_URL", &url, "is not an http(s) URL"))
@@ -1377,7 +1377,7 @@ mod tests {
 
     #[test]
     fn compat_api_names_dialects_and_picks_the_callbacks_format() {
-        use crate::webhooks::WebhookFormat;
+        use crate::domain::WebhookFormat;
         let config = Config::from_sources(with_token(&[]), None).unwrap();
         assert!(config.compat_api.is_empty(), "off by default");
         assert!(config.webhooks.backend_url.is_none() && config.webhooks.backend_base_url.is_none());

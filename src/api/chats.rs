@@ -51,7 +51,7 @@ struct ChatRead {
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
-        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT), or the database cannot be reached (STORAGE_UNAVAILABLE, with Retry-After)", body = ErrorBody),
     ))]
 async fn list_chats(
     State(state): State<AppState>,
@@ -76,7 +76,7 @@ async fn list_chats(
         (status = 404, description = "No such session or chat (SESSION_NOT_FOUND, CHAT_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
-        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT), or the database cannot be reached (STORAGE_UNAVAILABLE, with Retry-After)", body = ErrorBody),
     ))]
 async fn mark_read(
     State(state): State<AppState>,

@@ -5,18 +5,24 @@
 //! sessions only see values that are known to be well formed.
 
 pub(crate) mod audio_video;
+mod clock;
 mod content;
+mod event_kind;
 mod ids;
 mod incoming;
 mod media;
 mod registry;
 mod status;
 mod values;
+mod webhook_secret;
+mod webhook_settings;
 
+pub use clock::now_ms;
 pub use content::{
     ContentError, ContentKind, MAX_CAPTION_CHARS, MAX_MEDIA_BYTES, MAX_TEXT_CHARS, MimeType, OutgoingContent,
     PREVIEW_CHARS,
 };
+pub use event_kind::EventKind;
 pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId, new_event_id};
 pub use incoming::{
     ChatSummary, IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction,
@@ -28,3 +34,5 @@ pub use values::{
     DEFAULT_FILE_NAME, FileName, InvalidFileName, InvalidPhone, MAX_FILE_NAME_CHARS, MAX_PDF_BYTES, PDF_HEADER_WINDOW,
     PdfDocument, PdfError, PhoneNumber, has_pdf_header, visible_text,
 };
+pub use webhook_secret::{SecretError, WebhookSecret};
+pub use webhook_settings::{EnvEndpoint, WebhookFormat, WebhookSettings, is_http_url};

@@ -32,13 +32,15 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::MessageId;
+/// Kept for callers that still spell it `journal::now_ms` (the clock lives in `domain`).
+pub use crate::domain::now_ms;
 pub use crate::storage::journal::{
     Accepted, DeliveryStatus, IDEMPOTENCY_RETENTION, IdempotencyKey, JournalError, JournalStats, JournalStore,
     MessageRecord, NewMessage, PDF_MISSING, Pruned, StatusEvent, StatusEventsGuard,
@@ -484,9 +486,4 @@ impl JournalStore for SqliteJournal {
     async fn is_writable(&self) -> bool {
         SqliteJournal::is_writable(self).await
     }
-}
-
-/// Now as unix milliseconds (0 if the clock is before 1970): the clock of every journal time.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

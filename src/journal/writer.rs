@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::outbox::Outbox;
 use super::segments::{Segment, Segments};
 use super::store::{self, NewRow};
-use super::{Accepted, DeliveryStatus, JournalError, Pruned, now_ms};
+use super::{Accepted, DeliveryStatus, JournalError, Pruned};
+use crate::domain::now_ms;
 
 /// Most commands applied in one transaction.
 pub(super) const MAX_BATCH: usize = 256;

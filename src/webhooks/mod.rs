@@ -21,7 +21,10 @@
 
 mod destination;
 mod format;
-mod sign;
+/// The signing secret lives in `domain` now; `store` still names it here.
+mod sign {
+    pub(super) use crate::domain::WebhookSecret;
+}
 mod store;
 
 use std::collections::HashMap;
@@ -32,44 +35,14 @@ use rand::RngExt as _;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::domain::{EnvEndpoint, SecretError, WebhookFormat, WebhookSecret, WebhookSettings, is_http_url};
 pub use destination::{Destinations, NotAllowed, is_public};
-pub use format::{SessionFacts, WebhookFormat};
-pub use sign::{SecretError, WebhookSecret};
+pub use format::SessionFacts;
 pub use store::{Delivery, Endpoint, Owner, StoreError, Viewer, WebhookDeliveryStatus};
 
 use crate::events::{EventKind, GatewayEvent};
 use crate::shutdown::Shutdown;
 use store::Store;
-
-/// Whether `url` is an http or https URL we post to: a host name or IP (IPv6 in brackets), an
-/// optional port, and a path and query of URL characters (the OpenAPI pattern says the same).
-pub fn is_http_url(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else { return false };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(at) => rest.split_at(at),
-        None => (rest, ""),
-    };
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']') {
-            Some((addr, tail))
-                if !addr.is_empty()
-                    && addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-                    && (tail.is_empty() || tail.starts_with(':')) =>
-            {
-                (addr, tail.strip_prefix(':'))
-            }
-            _ => return false,
-        },
-        None => match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        },
-    };
-    let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
-    let port_ok = port.is_none_or(|p| !p.starts_with('0') && p.parse::<u16>().is_ok_and(|n| n > 0));
-    let path_ok = path.chars().all(|c| c.is_ascii_alphanumeric() || "._~!$&'()*+,;=:@%/?-".contains(c));
-    host_ok && port_ok && path_ok && url.parse::<axum::http::Uri>().is_ok()
-}
 
 /// What `POST /api/webhooks` registers.
 #[derive(Debug, Clone)]
@@ -83,39 +56,6 @@ pub struct NewEndpoint {
     pub secret: Option<WebhookSecret>,
     pub owner: Owner,
     pub format: WebhookFormat,
-}
-
-/// An endpoint from the environment: `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`; or a
-/// seed's callbacks, `BACKEND_URL` or `BACKEND_BASE_URL`.
-#[derive(Debug, Clone)]
-pub struct EnvEndpoint {
-    pub url: String,
-    /// Generated (and kept) when absent.
-    pub secret: Option<WebhookSecret>,
-    /// `None`: every event.
-    pub events: Option<Vec<EventKind>>,
-    pub format: WebhookFormat,
-}
-
-/// Settings from the configuration.
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    pub env_endpoint: Option<EnvEndpoint>,
-    /// `BACKEND_URL`: seed 000's callbacks (or seed 002's when only it is on).
-    pub backend_url: Option<EnvEndpoint>,
-    /// `BACKEND_BASE_URL`: seed 002's callbacks.
-    pub backend_base_url: Option<EnvEndpoint>,
-    /// `WEBHOOK_MAX_RETRY_SECS` (86,400): how long after the event retries go on.
-    pub max_retry_age: Duration,
-    /// `WEBHOOK_RETRY_BASE_MS` (1,000): the first retry's ceiling; each doubles it, up to an hour.
-    pub retry_base: Duration,
-    /// `WEBHOOK_OUTBOX_MAX` (100,000): pending deliveries per endpoint.
-    pub outbox_max: u64,
-    /// `WEBHOOK_TIMEOUT_MS` (10,000): how long a receiver may take to answer.
-    pub timeout: Duration,
-    /// `WEBHOOK_ALLOW_PRIVATE` (false): endpoints of tokens other than the admin may post to
-    /// private addresses too.
-    pub allow_private: bool,
 }
 
 /// The webhooks: cheap to clone.
@@ -430,7 +370,7 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
             Err(_) => return,
         };
         // The head may be waiting for its retry; everything behind it waits too (order).
-        let wait = batch.first().map_or(0, |d| d.next_attempt_at.saturating_sub(crate::journal::now_ms()));
+        let wait = batch.first().map_or(0, |d| d.next_attempt_at.saturating_sub(crate::domain::now_ms()));
         if wait > 0 {
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -444,7 +384,7 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
         let mut delivered = Vec::new();
         let mut stopped_at = None;
         for delivery in &batch {
-            if delivery.next_attempt_at > crate::journal::now_ms() {
+            if delivery.next_attempt_at > crate::domain::now_ms() {
                 break;
             }
             let started = std::time::Instant::now();
@@ -465,7 +405,7 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
             }
         }
         let gone = matches!(stopped_at, Some((_, store::Update::Gone)));
-        let now = crate::journal::now_ms();
+        let now = crate::domain::now_ms();
         let (store2, endpoint_id2) = (store.clone(), endpoint_id.clone());
         let saved =
             tokio::task::spawn_blocking(move || store2.settle(&endpoint_id2, &delivered, stopped_at, now)).await;
@@ -497,7 +437,7 @@ fn failure(posted: Posted, delivery: &Delivery, settings: &WebhookSettings, endp
         Posted::Failed(error) => error,
         Posted::Delivered => String::new(),
     };
-    let now = crate::journal::now_ms();
+    let now = crate::domain::now_ms();
     let age = Duration::from_millis(now.saturating_sub(delivery.created_at));
     if age >= settings.max_retry_age {
         metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "dead").increment(1);
@@ -512,7 +452,7 @@ fn failure(posted: Posted, delivery: &Delivery, settings: &WebhookSettings, endp
 
 /// One signed POST of a delivery.
 async fn post(agent: &ureq::Agent, endpoint: &Endpoint, delivery: &Delivery) -> Posted {
-    let timestamp = crate::journal::now_ms() / 1000;
+    let timestamp = crate::domain::now_ms() / 1000;
     let signature = endpoint.secret.sign(&delivery.event_id, timestamp, delivery.body.as_bytes());
     let url = format::join(&endpoint.url, &delivery.path);
     let (id, body) = (delivery.event_id.clone(), delivery.body.clone());
@@ -537,32 +477,5 @@ async fn post(agent: &ureq::Agent, endpoint: &Endpoint, delivery: &Delivery) -> 
         Ok(Err(e)) if destination::is_refusal(&e) => Posted::Failed(NotAllowed.to_string()),
         Ok(Err(e)) => Posted::Failed(e.to_string()),
         Err(_) => Posted::Failed("the request task failed".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_http_url;
-
-    #[test]
-    fn only_http_urls_we_can_post_to() {
-        for ok in
-            ["http://127.0.0.1:8080/hooks", "https://api.example.com/w?x=1", "http://[::1]:9000/", "http://backend"]
-        {
-            assert!(is_http_url(ok), "{ok}");
-        }
-        for bad in [
-            "ftp://x/y",
-            "http://",
-            "http://jbAQX*",
-            "https://a:0/",
-            "https://a:99999/",
-            "http://a b/",
-            "//x",
-            "http://a/\u{ac}",
-            "http://[f7B4250.7D]*",
-        ] {
-            assert!(!is_http_url(bad), "{bad}");
-        }
     }
 }

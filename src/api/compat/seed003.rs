@@ -109,7 +109,7 @@ async fn qr(State(state): State<AppState>, caller: Caller) -> Result<Response, A
             success: true,
             message: "Escanea este código QR con WhatsApp",
             connected: false,
-            data: QrData { qr: Some(crate::api::sessions::qr_data_url(&qr.code).map_err(ApiError::internal)?) },
+            data: QrData { qr: Some(crate::session::qr_data_url(&qr.code).map_err(ApiError::internal)?) },
         },
         Linking::Pending(status) => {
             return Err(ApiError::QrNotReady { reason: format!("the session is {}", status.as_str()) });
@@ -421,7 +421,7 @@ async fn get_qr(state: AppState, socket: SocketRef, data: Value) {
             _ => {}
         }
         socketio::keep_linking(&state, &socket, &id).await?;
-        match now.and_then(|s| s.qr).map(|qr| crate::api::sessions::qr_data_url(&qr.code)) {
+        match now.and_then(|s| s.qr).map(|qr| crate::session::qr_data_url(&qr.code)) {
             Some(Ok(png)) => Ok(Emit::one("qr-code", png)),
             Some(Err(e)) => Err(ApiError::internal(e)),
             None => Ok(None),
