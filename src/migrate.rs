@@ -18,7 +18,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::Config;
+use crate::config::Config;
 use crate::domain::{DeliveryStatus, MessageId, SessionEntry, SessionId};
 use crate::journal::{JournalError, SqliteJournal};
 use crate::storage::postgres::Database;
