@@ -23,7 +23,7 @@ use crate::domain::{DeliveryStatus, MessageId, SessionEntry, SessionId};
 use crate::journal::{JournalError, SqliteJournal};
 use crate::storage::postgres::Database;
 use crate::storage::sqlite::{SessionsFile, SqliteCredentials, SqliteInbox, StoreError};
-use crate::storage::transfer::{CREDENTIAL_TABLES, Cell, Rows};
+use crate::storage::transfer::{CREDENTIAL_TABLES, Cell};
 use crate::storage::{SessionRegistry, StorageError};
 
 /// Connections the copy uses.
@@ -226,12 +226,10 @@ async fn copy_journal(
             None => row.extend([Cell::Null, Cell::Null]),
         }
     }
-    // Row by row, to count the pending ones that went in.
-    for (row, bytes) in messages.rows.iter().zip(&pending) {
-        let one = Rows { columns: messages.columns.clone(), rows: vec![row.clone()] };
-        let moved = db.import("journal_messages", None, &one).await?;
-        report.messages.add(1, moved);
-        if let (1, Some(bytes)) = (moved, bytes) {
+    let inserted = db.import_each("journal_messages", None, &messages).await?;
+    for (new, bytes) in inserted.iter().zip(&pending) {
+        report.messages.add(1, u64::from(*new));
+        if let (true, Some(bytes)) = (new, bytes) {
             report.pending += 1;
             report.pending_bytes += bytes;
         }
@@ -244,11 +242,10 @@ async fn copy_journal(
 async fn copy_inbox(dir: &Path, db: &Database, report: &mut Report) -> Result<(), MigrateError> {
     let inbox = SqliteInbox::export(dir).await?;
     let file_at = inbox.messages.index("file");
-    for row in &inbox.messages.rows {
-        let one = Rows { columns: inbox.messages.columns.clone(), rows: vec![row.clone()] };
-        let moved = db.import("inbox_messages", None, &one).await?;
-        report.inbox_messages.add(1, moved);
-        if let (1, Some(Cell::Blob(bytes))) = (moved, file_at.and_then(|i| row.get(i))) {
+    let inserted = db.import_each("inbox_messages", None, &inbox.messages).await?;
+    for (row, new) in inbox.messages.rows.iter().zip(inserted) {
+        report.inbox_messages.add(1, u64::from(new));
+        if let (true, Some(Cell::Blob(bytes))) = (new, file_at.and_then(|i| row.get(i))) {
             report.inbox_files += 1;
             report.inbox_file_bytes += bytes.len() as u64;
         }

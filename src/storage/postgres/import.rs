@@ -38,8 +38,18 @@ impl Database {
     /// there; with `session`, each row also gets `session_id` = it. Returns how many went in.
     /// One transaction: all of them or none.
     pub async fn import(&self, table: &str, session: Option<&str>, rows: &Rows) -> Result<u64, StorageError> {
+        Ok(self.import_each(table, session, rows).await?.into_iter().filter(|new| *new).count() as u64)
+    }
+
+    /// [`Database::import`], telling for each row whether it went in.
+    pub async fn import_each(
+        &self,
+        table: &str,
+        session: Option<&str>,
+        rows: &Rows,
+    ) -> Result<Vec<bool>, StorageError> {
         if rows.rows.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let types = self.column_types(table).await?;
         if types.is_empty() {
@@ -62,7 +72,7 @@ impl Database {
             places.join(", ")
         );
         let mut tx = self.pool.begin().await?;
-        let mut inserted = 0;
+        let mut inserted = Vec::with_capacity(rows.rows.len());
         for row in &rows.rows {
             let session = session.map(|s| Cell::Text(s.to_owned()));
             let cells = session.iter().chain(row.iter());
@@ -70,7 +80,7 @@ impl Database {
             for ((name, kind), cell) in columns.iter().zip(cells) {
                 query = bind(query, kind, cell).map_err(|e| StorageError::Failed(format!("{table}.{name}: {e}")))?;
             }
-            inserted += query.execute(&mut *tx).await?.rows_affected();
+            inserted.push(query.execute(&mut *tx).await?.rows_affected() == 1);
         }
         tx.commit().await?;
         Ok(inserted)
