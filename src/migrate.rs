@@ -9,8 +9,8 @@
 //!   order) and every number's credentials (whatsapp-rust's store, table by table).
 //! * It is idempotent: a row whose key is already in Postgres is left as it is, so a second run
 //!   adds nothing and says so (and never overwrites what a gateway on Postgres changed since).
-//! * Not copied yet: the webhook outbox (`webhooks.db`), which has no Postgres store yet, and the
-//!   `message.status` events not yet handed to it.
+//! * The `message.status` events not yet handed to the webhooks come along with their messages.
+//! * Not copied yet: the webhook outbox (`webhooks.db`), which has no Postgres store yet.
 // TODO(issue 18): copy the webhook outbox (endpoints, pending deliveries, dead letters) once it
 // is behind `WebhookStore` with a Postgres implementation.
 
@@ -87,6 +87,8 @@ pub struct Report {
     pub pending: u64,
     pub pending_bytes: u64,
     pub idempotency_keys: Count,
+    /// `message.status` events not yet handed to the webhooks.
+    pub status_events: Count,
     pub inbox_messages: Count,
     /// Of the inbox messages copied, those with a file, and its bytes.
     pub inbox_files: u64,
@@ -122,13 +124,14 @@ impl fmt::Display for Report {
         writeln!(f, "registry: {} sessions{}", self.sessions.moved, there(self.sessions))?;
         writeln!(
             f,
-            "journal: {} messages ({} pending, {}){}, {} idempotency keys{}",
+            "journal: {} messages ({} pending, {}){}, {} idempotency keys{}, {} status events",
             self.messages.moved,
             self.pending,
             size(self.pending_bytes),
             there(self.messages),
             self.idempotency_keys.moved,
-            there(self.idempotency_keys)
+            there(self.idempotency_keys),
+            self.status_events.moved
         )?;
         writeln!(
             f,
@@ -203,7 +206,7 @@ async fn copy_journal(
     report: &mut Report,
 ) -> Result<(), MigrateError> {
     let failed = |source| MigrateError::Journal { dir: dir.to_owned(), source };
-    let (mut messages, keys) = journal.export().await.map_err(failed)?;
+    let (mut messages, keys, mut events) = journal.export().await.map_err(failed)?;
     let (Some(id_at), Some(status_at)) = (messages.index("message_id"), messages.index("status")) else {
         return Err(MigrateError::Storage(StorageError::Failed("journal rows without id or status".into())));
     };
@@ -236,6 +239,24 @@ async fn copy_journal(
     }
     let moved = db.import("journal_idempotency_keys", None, &keys).await?;
     report.idempotency_keys.add(keys.rows.len(), moved);
+    // The events of the messages this run brought in: those of a message copied before may have
+    // been handed over (and deleted) by a gateway on Postgres since, and must not come back.
+    let text = |cell: Option<&Cell>| match cell {
+        Some(Cell::Text(id)) => Some(id.clone()),
+        _ => None,
+    };
+    let new_ids: std::collections::HashSet<String> = messages
+        .rows
+        .iter()
+        .zip(&inserted)
+        .filter(|(_, new)| **new)
+        .filter_map(|(row, _)| text(row.get(id_at)))
+        .collect();
+    let event_message_at = events.index("message_id").unwrap_or(1);
+    let found = events.rows.len();
+    events.rows.retain(|row| text(row.get(event_message_at)).is_some_and(|id| new_ids.contains(&id)));
+    let moved = db.import_status_events(&events).await?;
+    report.status_events.add(found, moved);
     Ok(())
 }
 
@@ -324,5 +345,58 @@ pub async fn command(args: &[String]) -> ExitCode {
             eprintln!("whatsapp-gateway migrate: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::domain::{FileName, OutgoingContent, PdfDocument, PhoneNumber};
+    use crate::journal::NewMessage;
+    use crate::storage::JournalStore as _;
+    use crate::storage::postgres::testing;
+
+    #[tokio::test]
+    async fn status_events_not_handed_over_come_along_once() {
+        let dir = std::env::temp_dir().join(format!("wg-migrate-{}-{}", std::process::id(), crate::domain::now_ms()));
+        let journal = SqliteJournal::open(&dir).expect("journal");
+        let listening = journal.want_status_events();
+        let pdf = PdfDocument::from_bytes(Bytes::from_static(b"%PDF-1.4\nhola\n%%EOF\n")).expect("pdf");
+        let content = OutgoingContent::pdf(pdf, FileName::parse("f.pdf").expect("name"));
+        let message = NewMessage {
+            message_id: "3EB0MIGRATE".into(),
+            session_id: SessionId::parse("tienda").expect("id"),
+            to: PhoneNumber::parse("51987000001").expect("phone"),
+            content,
+            idempotency: None,
+        };
+        journal.accept(message).await.expect("accept");
+        let id = MessageId::from_stored("3EB0MIGRATE");
+        assert!(journal.set_status(&id, DeliveryStatus::Sent, None).await.expect("sent"));
+        drop(listening);
+        let on_sqlite = journal.status_events(0, 10).await.expect("events");
+        assert!(!on_sqlite.is_empty(), "the move was recorded");
+
+        let test = testing::fresh(2).await;
+        let mut report = Report::default();
+        copy_journal(&journal, &dir, &test.db, &mut report).await.expect("copy");
+        assert_eq!(report.status_events.moved, on_sqlite.len() as u64);
+        let on_postgres = test.db.journal().status_events(0, 10).await.expect("events");
+        let ids = |events: &[crate::journal::StatusEvent]| -> Vec<(String, String)> {
+            events.iter().map(|e| (e.event_id.clone(), e.status.clone())).collect()
+        };
+        assert_eq!(ids(&on_postgres), ids(&on_sqlite));
+
+        // Handed over and deleted on Postgres: a second run does not bring them back.
+        let last = on_postgres.last().map_or(0, |e| e.seq);
+        test.db.journal().delete_status_events(last).await.expect("delete");
+        let mut again = Report::default();
+        copy_journal(&journal, &dir, &test.db, &mut again).await.expect("copy again");
+        assert!(again.is_noop(), "{again}");
+        assert!(test.db.journal().status_events(0, 10).await.expect("events").is_empty());
+        drop(journal);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

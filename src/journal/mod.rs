@@ -198,9 +198,10 @@ impl SqliteJournal {
     }
 
     /// Every message row in acceptance order (without its bytes: see
-    /// [`SqliteJournal::read_payload`]) and every idempotency key, as the shared store's tables
-    /// name their columns: what `whatsapp-gateway migrate` copies.
-    pub async fn export(&self) -> Result<(Rows, Rows), JournalError> {
+    /// [`SqliteJournal::read_payload`]), every idempotency key and every `message.status` event
+    /// not yet handed over, as the shared store's tables name their columns: what
+    /// `whatsapp-gateway migrate` copies.
+    pub async fn export(&self) -> Result<(Rows, Rows, Rows), JournalError> {
         self.read(|conn| {
             let messages = export::select(
                 conn,
@@ -214,7 +215,12 @@ impl SqliteJournal {
                 "SELECT key, fingerprint, message_id, created_at FROM idempotency_keys ORDER BY created_at, key",
                 [],
             )?;
-            Ok((messages, keys))
+            let events = export::select(
+                conn,
+                "SELECT event_id, message_id, session_id, status, kind, last_error, at FROM status_events ORDER BY seq",
+                [],
+            )?;
+            Ok((messages, keys, events))
         })
         .await
     }

@@ -86,6 +86,41 @@ impl Database {
         Ok(inserted)
     }
 
+    /// Appends `message.status` events (`event_id, message_id, session_id, status, kind,
+    /// last_error, at` rows) in their order, but those whose event id is there already; returns
+    /// how many went in.
+    pub async fn import_status_events(&self, events: &Rows) -> Result<u64, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
+        for row in &events.rows {
+            let [event_id, message_id, session_id, status, kind, last_error, at] = row.as_slice() else {
+                return Err(StorageError::Failed("a status event row of the wrong width".into()));
+            };
+            let text = |cell: &Cell| match cell {
+                Cell::Text(t) => Some(t.clone()),
+                _ => None,
+            };
+            let Cell::Int(at) = at else { return Err(StorageError::Failed("a status event without its time".into())) };
+            inserted += sqlx::query(
+                "INSERT INTO journal_status_events (event_id, message_id, session_id, status, kind, last_error, at) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7 \
+                 WHERE NOT EXISTS (SELECT 1 FROM journal_status_events WHERE event_id = $1)",
+            )
+            .bind(text(event_id))
+            .bind(text(message_id))
+            .bind(text(session_id))
+            .bind(text(status))
+            .bind(text(kind))
+            .bind(text(last_error))
+            .bind(*at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
     /// Sets each chat's read mark (`session_id, chat, message_id` rows: the last message read)
     /// unless the chat has one; returns how many were set.
     pub async fn import_chat_reads(&self, reads: &Rows) -> Result<u64, StorageError> {
