@@ -49,7 +49,8 @@ async fn get_bytes(app: &TestApp, path: &str) -> (u16, Vec<u8>) {
 async fn a_number_linked_on_sqlite_moves_to_postgres_without_a_scan_and_delivers_its_queue_once() {
     let fake = fake().await;
     let dir = temp_dir();
-    let app = TestApp::spawn(&fake, &dir).await;
+    // On the files, whatever TEST_BACKEND says: they are what is moved.
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("DATABASE_URL", "")])).await;
     let jid = link(&app, &fake, "mudanza", GATEWAY_PHONE).await;
 
     // History: a PDF delivered under an idempotency key, and a text received.
