@@ -165,8 +165,15 @@ impl App {
         let queue = Queue::new(sessions.clone(), journal.clone(), settings, shutdown.clone());
         queue.restore().await.map_err(StartError::Restore)?;
         let events = EventBus::default();
-        let webhooks = crate::webhooks::Webhooks::open(&config.data_dir, config.webhooks.clone(), journal.clone())
-            .map_err(|source| StartError::Webhooks { dir: config.data_dir.clone(), source })?;
+        let webhook_store = crate::storage::sqlite::SqliteWebhooks::open(&config.data_dir.join("webhooks.db"))
+            .map_err(|source| StartError::Webhooks {
+                dir: config.data_dir.clone(),
+                source: crate::storage::StorageError::failed(source),
+            })?;
+        let webhooks =
+            crate::webhooks::Webhooks::open(Arc::new(webhook_store), config.webhooks.clone(), journal.clone())
+                .await
+                .map_err(|source| StartError::Webhooks { dir: config.data_dir.clone(), source })?;
         webhooks.set_session_facts(session_facts(sessions.clone()));
         let (webhook_tx, webhook_rx) = mpsc::unbounded_channel();
         events.attach_sink(webhook_tx);
@@ -238,7 +245,7 @@ impl App {
             state.events.clone(),
             shutdown.clone(),
         ));
-        if let Err(e) = state.webhooks.start(&shutdown) {
+        if let Err(e) = state.webhooks.start(&shutdown).await {
             tracing::error!(error = %e, "webhook workers did not start");
         }
         if let Some(retention) = inbound_retention {

@@ -22,54 +22,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::domain::{EventKind, WebhookFormat};
 use crate::domain::{IncomingKind, IncomingMessage};
-use crate::events::{EventKind, GatewayEvent};
+use crate::events::GatewayEvent;
 use crate::seeds::{Seed002Status, iso_millis, iso_seconds};
 use crate::session::Status;
 
-/// How an endpoint's events are posted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookFormat {
-    /// Our events, to the endpoint's URL.
-    #[default]
-    Standard,
-    /// Seed 000's callbacks, below the endpoint's URL.
-    Seed000,
-    /// Seed 002's callbacks, below the endpoint's URL.
-    Seed002,
-}
-
 impl WebhookFormat {
-    pub const ALL: [WebhookFormat; 3] = [WebhookFormat::Standard, WebhookFormat::Seed000, WebhookFormat::Seed002];
-
-    /// The name in JSON and SQL.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WebhookFormat::Standard => "standard",
-            WebhookFormat::Seed000 => "seed000",
-            WebhookFormat::Seed002 => "seed002",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<WebhookFormat> {
-        WebhookFormat::ALL.into_iter().find(|f| f.as_str() == text)
-    }
-
-    /// Whether any event of `kind` may be posted in this format.
-    pub fn posts(self, kind: EventKind) -> bool {
-        match self {
-            WebhookFormat::Standard => true,
-            WebhookFormat::Seed000 | WebhookFormat::Seed002 => matches!(
-                kind,
-                EventKind::SessionQr
-                    | EventKind::SessionConnected
-                    | EventKind::SessionStatus
-                    | EventKind::MessageReceived
-            ),
-        }
-    }
-
     /// What to post for `event`: the path below the endpoint's URL and the body; `None` when this
     /// format has nothing to say about it. `facts` tells what the event does not carry about its
     /// session.
