@@ -9,7 +9,8 @@
 //! * [`session`]: one supervised whatsapp-rust client per session, `sessions.config.json`.
 //! * [`queue`]: per-session lanes that deliver PDFs in order, retrying with backoff.
 //! * [`journal`]: the durable record of accepted messages (SQLite, group commit).
-//! * [`domain`]: validated values (ids, phone numbers, PDFs, file names, delivery statuses).
+//! * [`domain`]: validated values (ids, phone numbers, PDFs, file names, delivery statuses) and
+//!   what a webhook endpoint and its deliveries are.
 //! * [`storage`]: the bottom floor: one trait per kind of state, SQLite (the default) and
 //!   Postgres (the shared store) behind them.
 //! * [`files`]: private (0700/0600) folders and files for credentials and the journal.
