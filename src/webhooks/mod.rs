@@ -473,11 +473,23 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
             }
         }
         let gone = matches!(stopped_at, Some((_, DeliveryOutcome::Gone)));
-        match store.settle(&endpoint_id, until, &delivered, stopped_at, crate::journal::now_ms()).await {
-            Ok(pending) => {
-                metrics::gauge!(crate::metrics::WEBHOOK_OUTBOX, "endpoint" => endpoint_id.clone()).set(pending as f64);
+        // Until the outcomes are recorded the lease holds the endpoint: try again rather than
+        // wait for the lease to end and post them all again.
+        loop {
+            match store.settle(&endpoint_id, until, &delivered, stopped_at.clone(), crate::journal::now_ms()).await {
+                Ok(pending) => {
+                    metrics::gauge!(crate::metrics::WEBHOOK_OUTBOX, "endpoint" => endpoint_id.clone())
+                        .set(pending as f64);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %endpoint_id, error = %e, "cannot record webhook delivery outcomes");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
             }
-            Err(e) => tracing::error!(endpoint = %endpoint_id, error = %e, "cannot record webhook delivery outcomes"),
         }
         if gone {
             webhooks.stop_worker(&endpoint_id);
