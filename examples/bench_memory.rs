@@ -24,8 +24,9 @@
 //! opens a database (`whatsapp_gateway::app::tune_sqlite_for_many_stores`);
 //! `KEEP_SQLITE_LOOKASIDE=1` measures without that.
 //!
-//! `BENCH_DATABASE_URL=postgres://…` keeps the numbers' credentials in that (empty) database or
-//! schema instead of `SESSIONS_DIR`, on one pool of 16 connections per gateway.
+//! `BENCH_DATABASE_URL=postgres://…` runs the gateway on that (empty) database or schema
+//! (`DATABASE_URL`: the journal, inbox, registry and credentials there, one pool of
+//! `DATABASE_MAX_CONNECTIONS`, 16 by default) instead of the files.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A command-line example: failing loudly is its error handling.
 
 use std::io::{BufRead, BufReader};
@@ -138,14 +139,12 @@ struct Gateway {
 }
 
 async fn start_gateway(env: Vec<(String, String)>) -> Gateway {
+    let mut env = env;
+    if let Ok(url) = std::env::var("BENCH_DATABASE_URL") {
+        env.push(("DATABASE_URL".into(), url));
+    }
     let config = Config::from_sources(env, None).unwrap();
-    let app = match std::env::var("BENCH_DATABASE_URL") {
-        Ok(url) => {
-            let db = whatsapp_gateway::storage::postgres::Database::connect(&url, 16).await.unwrap();
-            App::build_with_credentials(config, Arc::new(db.credentials())).await.unwrap()
-        }
-        Err(_) => App::build(config).await.unwrap(),
-    };
+    let app = App::build(config).await.unwrap();
     let addr = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run(async {

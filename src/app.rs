@@ -1,6 +1,8 @@
 //! Start-up and shutdown: bind the listeners, load the sessions, serve until told to stop, then
 //! stop in order (HTTP, WebSockets with 1001, sessions, queue workers).
 
+mod relay;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,14 +16,15 @@ use crate::api::state::{AppState, Lifecycle, Phase};
 use crate::config::{Config, HttpLimits};
 use crate::events::EventBus;
 use crate::inbox::Inbox;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, SqliteJournal};
 use crate::queue::{Queue, QueueSettings, RetryPolicy};
 use crate::session::DeliveryEvent;
 use crate::session::upstream::{Upstream, UpstreamError};
 use crate::session::{SessionError, SessionManager, SessionsFile};
 use crate::shutdown::Shutdown;
-use crate::storage::CredentialStore;
-use crate::storage::sqlite::SqliteCredentials;
+use crate::storage::postgres::Database;
+use crate::storage::sqlite::{SqliteCredentials, SqliteInbox};
+use crate::storage::{CredentialStore, InboxStore, SessionRegistry};
 
 /// Everything must be stopped within this after the signal (PM2 and systemd wait ~10 s+).
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
@@ -45,6 +48,65 @@ pub fn tune_sqlite_for_many_stores() {
             tracing::debug!(rc, "SQLite was already initialised; lookaside left as it is");
         }
     });
+}
+
+/// Where each kind of state lives: the embedded default (SQLite and files under `DATA_DIR`,
+/// one credentials store per number under `SESSIONS_DIR`, `SESSIONS_CONFIG`), or with
+/// `DATABASE_URL` one Postgres shared by every store through one bounded pool.
+pub struct Stores {
+    pub journal: Journal,
+    pub inbox: Arc<dyn InboxStore>,
+    pub registry: Arc<dyn SessionRegistry>,
+    pub credentials: Arc<dyn CredentialStore>,
+    pub webhooks: Arc<dyn crate::storage::WebhookStore>,
+    /// The pool, in the Postgres mode (for readiness and shutdown).
+    pub database: Option<Database>,
+}
+
+impl Stores {
+    /// The stores `config` names. On Postgres, connects and migrates first: a gateway does not
+    /// start on a database it cannot see.
+    pub async fn open(config: &Config) -> Result<Stores, StartError> {
+        // Credentials and the journal are private even in folders that already existed open.
+        for dir in [&config.sessions_dir, &config.data_dir] {
+            crate::files::tighten_tree(dir).map_err(|source| StartError::Permissions { dir: dir.clone(), source })?;
+        }
+        match &config.database {
+            Some(settings) => {
+                let db = Database::connect(settings.url.expose(), settings.max_connections)
+                    .await
+                    .map_err(|source| StartError::Database { url: settings.url.clone(), source })?;
+                tracing::info!(database = %settings.url, max_connections = settings.max_connections, "state in Postgres");
+                Ok(Stores {
+                    journal: Arc::new(db.journal()),
+                    inbox: Arc::new(db.inbox()),
+                    registry: Arc::new(db.registry()),
+                    credentials: Arc::new(db.credentials()),
+                    webhooks: Arc::new(db.webhooks()),
+                    database: Some(db),
+                })
+            }
+            None => {
+                let journal = SqliteJournal::open(&config.data_dir)
+                    .map_err(|source| StartError::Journal { dir: config.data_dir.clone(), source })?;
+                let inbox = SqliteInbox::open(&config.data_dir)
+                    .map_err(|source| StartError::Inbox { dir: config.data_dir.clone(), source })?;
+                let webhooks = crate::storage::sqlite::SqliteWebhooks::open(&config.data_dir.join("webhooks.db"))
+                    .map_err(|source| StartError::Webhooks {
+                        dir: config.data_dir.clone(),
+                        source: crate::storage::StorageError::failed(source),
+                    })?;
+                Ok(Stores {
+                    journal: Arc::new(journal),
+                    inbox: Arc::new(inbox),
+                    registry: Arc::new(SessionsFile::new(&config.sessions_config)),
+                    credentials: Arc::new(SqliteCredentials::new(config.sessions_dir.clone())),
+                    webhooks: Arc::new(webhooks),
+                    database: None,
+                })
+            }
+        }
+    }
 }
 
 /// What the seeds' callbacks say about a session beyond its events: its number and its
@@ -76,6 +138,8 @@ pub enum StartError {
     Tokens(#[from] TokensFileError),
     #[error(transparent)]
     Jwt(#[from] crate::api::jwt::JwtSetupError),
+    #[error("database {url}: {source}")]
+    Database { url: crate::config::DatabaseUrl, source: crate::storage::StorageError },
     #[error("webhooks in {}: {source}", dir.display())]
     Webhooks { dir: std::path::PathBuf, source: crate::webhooks::StoreError },
     #[error("inbox in {}: {source}", dir.display())]
@@ -100,19 +164,26 @@ pub struct App {
 }
 
 impl App {
-    /// Binds the ports, opens the journal and reads `sessions.config.json`; nothing runs yet.
-    /// The numbers' credentials are in `SESSIONS_DIR`, one SQLite store each.
+    /// Binds the ports, opens the stores and reads the session registry; nothing runs yet.
+    /// The state lives in the files under `DATA_DIR` and `SESSIONS_DIR`, or with
+    /// `DATABASE_URL` in one Postgres (see [`Stores`]).
     pub async fn build(config: Config) -> Result<App, StartError> {
-        let credentials = Arc::new(SqliteCredentials::new(config.sessions_dir.clone()));
-        App::build_with_credentials(config, credentials).await
+        let stores = Stores::open(&config).await?;
+        App::build_on(config, stores).await
     }
 
-    /// [`App::build`], with the numbers' credentials in `credentials` (Postgres's, say) rather
-    /// than in `SESSIONS_DIR`.
+    /// [`App::build`], with the numbers' credentials in `credentials` (Postgres's, say) and
+    /// the rest where `config` says.
     pub async fn build_with_credentials(
         config: Config,
         credentials: Arc<dyn CredentialStore>,
     ) -> Result<App, StartError> {
+        let stores = Stores { credentials, ..Stores::open(&config).await? };
+        App::build_on(config, stores).await
+    }
+
+    async fn build_on(config: Config, stores: Stores) -> Result<App, StartError> {
+        let Stores { journal, inbox: inbox_store, registry, credentials, webhooks: webhook_store, database } = stores;
         let bind = |addr: SocketAddr| async move {
             let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
             let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
@@ -131,21 +202,13 @@ impl App {
             Some(jwt) => auth.with_jwt(jwt, config.rate_limit)?,
             None => auth,
         };
-        // Credentials and the journal are private even in folders that already existed open.
-        for dir in [&config.sessions_dir, &config.data_dir] {
-            crate::files::tighten_tree(dir).map_err(|source| StartError::Permissions { dir: dir.clone(), source })?;
-        }
         let shutdown = Shutdown::new();
-        let journal = Journal::open(&config.data_dir)
-            .map_err(|source| StartError::Journal { dir: config.data_dir.clone(), source })?;
-        let inbox_store = crate::storage::sqlite::SqliteInbox::open(&config.data_dir)
-            .map_err(|source| StartError::Inbox { dir: config.data_dir.clone(), source })?;
-        let inbox = Inbox::new(Arc::new(inbox_store), config.inbound_media_max_bytes);
+        let inbox = Inbox::new(inbox_store, config.inbound_media_max_bytes);
         let (delivery_tx, delivery_rx) = mpsc::channel(DELIVERY_EVENTS);
         let (inbound_tx, inbound_rx) = mpsc::channel(crate::inbox::CHANNEL_CAPACITY);
         let upstream = Upstream::from_config(&config, delivery_tx, inbound_tx, credentials)?;
         let sessions = SessionManager::load(
-            Arc::new(SessionsFile::new(&config.sessions_config)),
+            registry,
             upstream,
             shutdown.token(),
             tokio_util::task::TaskTracker::new(),
@@ -165,15 +228,9 @@ impl App {
         let queue = Queue::new(sessions.clone(), journal.clone(), settings, shutdown.clone());
         queue.restore().await.map_err(StartError::Restore)?;
         let events = EventBus::default();
-        let webhook_store = crate::storage::sqlite::SqliteWebhooks::open(&config.data_dir.join("webhooks.db"))
-            .map_err(|source| StartError::Webhooks {
-                dir: config.data_dir.clone(),
-                source: crate::storage::StorageError::failed(source),
-            })?;
-        let webhooks =
-            crate::webhooks::Webhooks::open(Arc::new(webhook_store), config.webhooks.clone(), journal.clone())
-                .await
-                .map_err(|source| StartError::Webhooks { dir: config.data_dir.clone(), source })?;
+        let webhooks = crate::webhooks::Webhooks::open(webhook_store, config.webhooks.clone(), journal.clone())
+            .await
+            .map_err(|source| StartError::Webhooks { dir: config.data_dir.clone(), source })?;
         webhooks.set_session_facts(session_facts(sessions.clone()));
         let (webhook_tx, webhook_rx) = mpsc::unbounded_channel();
         events.attach_sink(webhook_tx);
@@ -193,6 +250,7 @@ impl App {
             lifecycle: Lifecycle::default(),
             metrics: crate::metrics::handle(),
             openapi: Arc::default(),
+            database,
         };
         Ok(App {
             delivery_rx,
@@ -239,7 +297,7 @@ impl App {
         shutdown.spawn(state.queue.clone().track_deliveries(delivery_rx));
         shutdown.spawn(state.queue.clone().prune_periodically());
         shutdown.spawn(crate::webhooks::run_outbox(state.webhooks.clone(), webhook_rx, shutdown.clone()));
-        shutdown.spawn(crate::events::drain_status_events(
+        shutdown.spawn(relay::drain_status_events(
             state.journal.clone(),
             state.webhooks.clone(),
             state.events.clone(),
@@ -252,7 +310,7 @@ impl App {
             shutdown.spawn(crate::inbox::prune_periodically(state.inbox.clone(), retention, shutdown.clone()));
         }
         // Subscribed before any session starts, so no status is missed.
-        shutdown.spawn(crate::events::forward_session_events(
+        shutdown.spawn(relay::forward_session_events(
             state.events.clone(),
             sessions.events(),
             sessions.clone(),
@@ -296,6 +354,10 @@ impl App {
         }
         if let Err(e) = rest_done {
             tracing::warn!(error = %e, "some tasks did not stop in time");
+        }
+        if let Some(db) = &state.database {
+            // Last: the sessions and tasks above may still have written on their way out.
+            db.close().await;
         }
         tracing::info!("stopped");
         Ok(())

@@ -80,6 +80,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("JWT_SCOPES", DEFAULT_JWT_SCOPES),
     ("JWT_JWKS_REFRESH_SECS", "600"),
     ("JWT_JWKS_MIN_REFRESH_SECS", "30"),
+    ("DATABASE_MAX_CONNECTIONS", "16"),
 ];
 
 /// What a user's JWT may do unless `JWT_SCOPES` says otherwise: see, link and drive its own
@@ -112,6 +113,7 @@ const OPTIONAL: &[&str] = &[
     "JWT_JWKS_URL",
     "JWT_ISSUER",
     "JWT_AUDIENCE",
+    "DATABASE_URL",
 ];
 
 /// The static API token. `Debug` and `Display` print `[REDACTED]`; use
@@ -141,6 +143,51 @@ impl fmt::Display for ApiToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[REDACTED]")
     }
+}
+
+/// The most connections `DATABASE_MAX_CONNECTIONS` may ask for: the pool is shared by every
+/// session, so a thousand numbers need no more than this.
+pub const MAX_DATABASE_CONNECTIONS: u32 = 64;
+
+/// `DATABASE_URL`: where the shared state lives. `Debug` and `Display` hide the password.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, with its password. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    /// `postgres://user:…@host/db`: everything but the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = &self.0;
+        match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let user = url.get(scheme + 3..at).unwrap_or_default();
+                let user = user.split(':').next().unwrap_or_default();
+                write!(f, "{}://{user}:…{}", url.get(..scheme).unwrap_or_default(), url.get(at..).unwrap_or_default())
+            }
+            _ => f.write_str(url),
+        }
+    }
+}
+
+/// `DATABASE_URL` and its pool: every piece of state in one Postgres instead of files.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `DATABASE_URL`: `postgres://` or `postgresql://`.
+    pub url: DatabaseUrl,
+    /// `DATABASE_MAX_CONNECTIONS` (16, at most 64): the pool's bound, shared by every session.
+    pub max_connections: u32,
 }
 
 /// `JWT_SECRET`, the HMAC key of the users' JWTs. `Debug` prints `[REDACTED]`.
@@ -269,7 +316,7 @@ pub struct Config {
     /// `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`, `WEBHOOK_MAX_RETRY_SECS`,
     /// `WEBHOOK_RETRY_BASE_MS`, `WEBHOOK_OUTBOX_MAX`, `WEBHOOK_TIMEOUT_MS`, `WEBHOOK_ALLOW_PRIVATE`,
     /// and the seeds' callback endpoints `BACKEND_URL` and `BACKEND_BASE_URL`.
-    pub webhooks: crate::webhooks::WebhookSettings,
+    pub webhooks: crate::domain::WebhookSettings,
     /// `CONTACT_CHECKS_PER_MINUTE` (60; 0 = no limit): numbers each session may ask WhatsApp about.
     pub contact_checks_per_minute: u32,
     /// `QR_LINK_WINDOW_SECS` (120): how long linking goes on after the last `GET …/qr`.
@@ -278,6 +325,9 @@ pub struct Config {
     pub compat_api: CompatDialects,
     /// `JWT_*`: the users' own JWTs; `None` when no JWT key is configured.
     pub jwt: Option<JwtSettings>,
+    /// `DATABASE_URL`: Postgres as the shared store; `None` keeps the files under `DATA_DIR`
+    /// and `SESSIONS_DIR` (the default).
+    pub database: Option<DatabaseSettings>,
 }
 
 /// A sibling Node.js service whose HTTP dialect the gateway can speak (`COMPAT_API`): the
@@ -476,6 +526,8 @@ struct Raw {
     jwt_scopes: String,
     jwt_jwks_refresh_secs: String,
     jwt_jwks_min_refresh_secs: String,
+    database_max_connections: String,
+    database_url: Option<String>,
     jwt_secret: Option<String>,
     jwt_public_key_file: Option<String>,
     jwt_jwks_url: Option<String>,
@@ -547,6 +599,7 @@ impl Config {
         let compat_api = parse_compat_api(raw.compat_api.as_deref())?;
         let webhooks = webhook_settings(&raw, compat_api)?;
         let jwt = jwt_settings(&raw)?;
+        let database = database_settings(&raw)?;
         let retry_base_delay = parse_millis("RETRY_BASE_DELAY_MS", &raw.retry_base_delay_ms)?;
         let retry_max_delay = parse_millis("RETRY_MAX_DELAY_MS", &raw.retry_max_delay_ms)?;
         if retry_base_delay > retry_max_delay {
@@ -634,6 +687,7 @@ impl Config {
             compat_api,
             webhooks,
             jwt,
+            database,
             inbound_retention: (retention_days > 0).then(|| Duration::from_secs(retention_days.saturating_mul(86_400))),
             contact_checks_per_minute: raw.contact_checks_per_minute.trim().parse().map_err(|_| {
                 invalid("CONTACT_CHECKS_PER_MINUTE", &raw.contact_checks_per_minute, "is not a whole number")
@@ -739,6 +793,25 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
+fn database_settings(raw: &Raw) -> Result<Option<DatabaseSettings>, ConfigError> {
+    let max_connections: u32 =
+        parse_positive("DATABASE_MAX_CONNECTIONS", &raw.database_max_connections, "is not a positive whole number")?;
+    if max_connections > MAX_DATABASE_CONNECTIONS {
+        return Err(invalid(
+            "DATABASE_MAX_CONNECTIONS",
+            &raw.database_max_connections,
+            format!("is more than {MAX_DATABASE_CONNECTIONS}: the pool is shared by every session"),
+        ));
+    }
+    let Some(url) = non_empty(raw.database_url.clone()) else { return Ok(None) };
+    let url = DatabaseUrl(url);
+    if !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://")) {
+        // Shown without its password.
+        return Err(invalid("DATABASE_URL", &url.to_string(), "is not a postgres:// or postgresql:// URL"));
+    }
+    Ok(Some(DatabaseSettings { url, max_connections }))
+}
+
 fn parse_host(value: &str) -> Result<IpAddr, ConfigError> {
     match value.trim() {
         "localhost" => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
@@ -817,13 +890,13 @@ fn parse_compat_api(value: Option<&str>) -> Result<CompatDialects, ConfigError> 
 /// The webhook settings: the environment's endpoint checked as the API checks endpoints, and
 /// the seeds' own callback variables, `BACKEND_URL` (seed 000's, or seed 002's when it is the
 /// only callback dialect on) and `BACKEND_BASE_URL` (seed 002's).
-fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::webhooks::WebhookSettings, ConfigError> {
-    use crate::webhooks::{EnvEndpoint, WebhookFormat};
+fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::domain::WebhookSettings, ConfigError> {
+    use crate::domain::{EnvEndpoint, WebhookFormat};
     let number = |var: &'static str, value: &str| -> Result<u64, ConfigError> {
         value.trim().parse().map_err(|_| invalid(var, value, "is not a whole number"))
     };
     let http_url = |var: &'static str, url: String| {
-        if crate::webhooks::is_http_url(&url) { Ok(url) } else { Err(invalid(var, &url, "is not an http(s) URL")) }
+        if crate::domain::is_http_url(&url) { Ok(url) } else { Err(invalid(var, &url, "is not an http(s) URL")) }
     };
     let env_endpoint = match non_empty(raw.webhook_url.clone()) {
         None => None,
@@ -832,7 +905,7 @@ fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::webhooks
             let secret = match non_empty(raw.webhook_secret.clone()) {
                 None => None,
                 Some(secret) => Some(
-                    crate::webhooks::WebhookSecret::parse(&secret)
+                    crate::domain::WebhookSecret::parse(&secret)
                         .map_err(|e| invalid("WEBHOOK_SECRET", "(hidden)", e.to_string()))?,
                 ),
             };
@@ -843,7 +916,7 @@ fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::webhooks
                         .map(str::trim)
                         .filter(|e| !e.is_empty())
                         .map(|e| {
-                            crate::events::EventKind::parse(e)
+                            crate::domain::EventKind::parse(e)
                                 .ok_or_else(|| invalid("WEBHOOK_EVENTS", e, "is not an event name"))
                         })
                         .collect::<Result<Vec<_>, _>>()?,
@@ -880,7 +953,7 @@ fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::webhooks
         }
         Some(url) => Some(backend(http_url("BACKEND_BASE_URL", url)?, WebhookFormat::Seed002)),
     };
-    Ok(crate::webhooks::WebhookSettings {
+    Ok(crate::domain::WebhookSettings {
         env_endpoint,
         backend_url,
         backend_base_url,
@@ -924,7 +997,7 @@ fn jwt_settings(raw: &Raw) -> Result<Option<JwtSettings>, ConfigError> {
         .transpose()?;
     let jwks_url = non_empty(raw.jwt_jwks_url.clone())
         .map(|url| {
-            if crate::webhooks::is_http_url(&url) {
+            if crate::domain::is_http_url(&url) {
                 Ok(url)
             } else {
                 Err(invalid("JWT_JWKS_URL", &url, "is not an http(s) URL"))
@@ -1304,7 +1377,7 @@ mod tests {
 
     #[test]
     fn compat_api_names_dialects_and_picks_the_callbacks_format() {
-        use crate::webhooks::WebhookFormat;
+        use crate::domain::WebhookFormat;
         let config = Config::from_sources(with_token(&[]), None).unwrap();
         assert!(config.compat_api.is_empty(), "off by default");
         assert!(config.webhooks.backend_url.is_none() && config.webhooks.backend_base_url.is_none());

@@ -1,5 +1,5 @@
-//! Prometheus metrics: the series names (spelled once, here), the process-wide recorder, and the
-//! gauges computed at scrape time from the sessions and the queue.
+//! Prometheus metrics: the series names (spelled once, here) and the process-wide recorder. The
+//! gauges computed at scrape time from the sessions and the queue are set by `api::metrics`.
 //!
 //! Counters and histograms are recorded where things happen (`metrics::counter!` in the queue,
 //! the journal writer, the sessions); gauges that describe state (sessions by status, queue depth)
@@ -8,9 +8,6 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::queue::Queue;
-use crate::session::{SessionManager, Status};
 
 /// Requests by `method`, `route` (the template, e.g. `/api/messages/{id}`) and `status`.
 pub const HTTP_REQUESTS: &str = "gateway_http_requests_total";
@@ -104,23 +101,4 @@ fn describe() {
     // Present from the start, so a dashboard sees 0 rather than nothing.
     metrics::counter!(RECONNECTS).absolute(0);
     metrics::gauge!(WS_OPEN).set(0.0);
-}
-
-/// Sets the state gauges from the registries, then renders the text exposition format.
-pub fn render(handle: &PrometheusHandle, sessions: &SessionManager, queue: &Queue) -> String {
-    let mut by_status = Status::ALL.map(|status| (status, 0usize));
-    for status in sessions.statuses() {
-        if let Some(slot) = by_status.iter_mut().find(|(s, _)| *s == status) {
-            slot.1 += 1;
-        }
-    }
-    for (status, count) in by_status {
-        metrics::gauge!(SESSIONS, "status" => status.as_str()).set(count as f64);
-    }
-    for (session, messages, bytes) in queue.depths() {
-        metrics::gauge!(QUEUE_DEPTH, "session" => session.as_str().to_owned()).set(messages as f64);
-        metrics::gauge!(QUEUE_BYTES, "session" => session.as_str().to_owned()).set(bytes as f64);
-    }
-    handle.run_upkeep();
-    handle.render()
 }

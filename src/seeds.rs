@@ -1,6 +1,6 @@
 //! The sibling Node.js services' vocabularies (the "seeds" whose clients the gateway serves with
 //! `COMPAT_API`): their session statuses and their timestamps, spelled once here for both their
-//! routes ([`api::compat`](crate::api)) and their callbacks ([`webhooks`](crate::webhooks)).
+//! routes (`api::compat`) and their callbacks (`webhooks`).
 
 use serde::Serialize;
 

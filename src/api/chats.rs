@@ -51,7 +51,7 @@ struct ChatRead {
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
-        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT), or the database cannot be reached (STORAGE_UNAVAILABLE, with Retry-After)", body = ErrorBody),
     ))]
 async fn list_chats(
     State(state): State<AppState>,
@@ -61,7 +61,7 @@ async fn list_chats(
     let session = crate::api::sessions::session_id(path)?;
     caller.require_session(Scope::MessagesRead, &session)?;
     crate::api::home_session::existing_session(&state, &caller, &session).await?;
-    let items = state.inbox.chats(&session).await.map_err(ApiError::internal)?;
+    let items = state.inbox.chats(&session).await.map_err(ApiError::storage)?;
     Ok(json_response(StatusCode::OK, &ChatList { items }))
 }
 
@@ -76,7 +76,7 @@ async fn list_chats(
         (status = 404, description = "No such session or chat (SESSION_NOT_FOUND, CHAT_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
-        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT), or the database cannot be reached (STORAGE_UNAVAILABLE, with Retry-After)", body = ErrorBody),
     ))]
 async fn mark_read(
     State(state): State<AppState>,
@@ -88,7 +88,7 @@ async fn mark_read(
     caller.require_session(Scope::MessagesSend, &session)?;
     crate::api::home_session::existing_session(&state, &caller, &session).await?;
     let unread =
-        state.inbox.mark_read(&session, &chat).await.map_err(ApiError::internal)?.ok_or(ApiError::ChatNotFound)?;
+        state.inbox.mark_read(&session, &chat).await.map_err(ApiError::storage)?.ok_or(ApiError::ChatNotFound)?;
     let mut receipts_sent = false;
     if !unread.is_empty()
         && let Some(client) = state.sessions.connected_client(&session)

@@ -65,6 +65,10 @@ pub enum ApiError {
     /// The keys of `JWT_JWKS_URL` have never been fetched, and cannot be now.
     #[error("the keys that verify tokens cannot be fetched right now; retry later")]
     TokenKeysUnavailable,
+    /// The shared database cannot be reached now (`DATABASE_URL`: Postgres restarting, the
+    /// network cut, every connection busy): nothing was stored; retry after `Retry-After`.
+    #[error("the database cannot be reached right now; nothing was stored, retry later")]
+    StorageUnavailable,
     /// The body is not a JSON object.
     #[error("request body is not a valid JSON object")]
     BadJson,
@@ -248,6 +252,28 @@ impl ApiError {
         ApiError::Internal(source.into())
     }
 
+    /// The journal's failure: 503 `STORAGE_UNAVAILABLE` when its database cannot be reached
+    /// now, else 500.
+    pub fn journal(error: crate::journal::JournalError) -> ApiError {
+        if error.is_unavailable() {
+            tracing::warn!(error = %error, "journal unavailable");
+            ApiError::StorageUnavailable
+        } else {
+            ApiError::internal(error)
+        }
+    }
+
+    /// A store's failure: 503 `STORAGE_UNAVAILABLE` when the database cannot be reached now,
+    /// else 500.
+    pub fn storage(error: crate::storage::StorageError) -> ApiError {
+        if error.is_unavailable() {
+            tracing::warn!(error = %error, "storage unavailable");
+            ApiError::StorageUnavailable
+        } else {
+            ApiError::internal(error)
+        }
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -261,7 +287,7 @@ impl ApiError {
             | ApiError::TokenIssuer
             | ApiError::TokenAudience
             | ApiError::TokenClaimMissing { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::TokenKeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TokenKeysUnavailable | ApiError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadJson
             | ApiError::MissingField(_)
             | ApiError::WrongFieldType { .. }
@@ -333,6 +359,7 @@ impl ApiError {
             ApiError::TokenAudience => "TOKEN_AUDIENCE",
             ApiError::TokenClaimMissing { .. } => "TOKEN_CLAIM_MISSING",
             ApiError::TokenKeysUnavailable => "TOKEN_KEYS_UNAVAILABLE",
+            ApiError::StorageUnavailable => "STORAGE_UNAVAILABLE",
             ApiError::BadJson => "BAD_JSON",
             ApiError::MissingField(_) => "MISSING_FIELD",
             ApiError::WrongFieldType { .. } => "INVALID_FIELD_TYPE",
@@ -437,7 +464,7 @@ impl IntoResponse for ApiError {
             | ApiError::TooManyAuthFailures { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            ApiError::QrNotReady { .. } | ApiError::SessionUnresponsive => {
+            ApiError::QrNotReady { .. } | ApiError::SessionUnresponsive | ApiError::StorageUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(2u64));
             }
             ApiError::Pairing(PairingError::RateLimited { retry_after }) => {
@@ -706,6 +733,7 @@ mod tests {
             ApiError::TokenAudience,
             ApiError::TokenClaimMissing { claim: "sub".into() },
             ApiError::TokenKeysUnavailable,
+            ApiError::StorageUnavailable,
             ApiError::BadJson,
             ApiError::MissingField("to"),
             ApiError::WrongFieldType { field: "to", expected: "a string" },
@@ -774,7 +802,7 @@ mod tests {
     }
 
     /// How many variants [`ApiError`] has.
-    const VARIANTS: usize = 58;
+    const VARIANTS: usize = 59;
 
     /// The variant of `e`, numbered. Exhaustive on purpose: a new variant does not compile until
     /// it gets the next number here (raise `VARIANTS`) and a sample in [`one_of_each`].
@@ -838,6 +866,7 @@ mod tests {
             ApiError::TokenAudience => 55,
             ApiError::TokenClaimMissing { .. } => 56,
             ApiError::TokenKeysUnavailable => 57,
+            ApiError::StorageUnavailable => 58,
         }
     }
 

@@ -30,7 +30,8 @@ pub struct Health {
 /// Liveness or readiness.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Probe {
-    /// `ok` (live), `ready`, `starting`, `stopping` or `journal_unwritable`.
+    /// `ok` (live), `ready`, `starting`, `stopping`, `database_unreachable` (with
+    /// `DATABASE_URL`: Postgres does not answer) or `journal_unwritable`.
     #[schema(example = "ready")]
     pub status: String,
 }
@@ -50,20 +51,30 @@ async fn live() -> Response {
     json_response(StatusCode::OK, &Probe { status: "ok".into() })
 }
 
-/// Ready for traffic: started, not shutting down, and the journal can be written.
+/// Ready for traffic: started, not shutting down, the database reachable (with `DATABASE_URL`),
+/// and the journal can be written.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Probe),
-        (status = 503, description = "Starting, stopping, or the journal cannot be written", body = Probe),
+        (status = 503, description = "Starting, stopping, the database unreachable, or the journal cannot be written", body = Probe),
     ))]
 async fn ready(State(state): State<AppState>) -> Response {
     let status = match state.lifecycle.get() {
         Phase::Starting => "starting",
         Phase::Stopping => "stopping",
         Phase::Running if state.shutdown.is_cancelled() => "stopping",
+        Phase::Running if !database_reachable(&state).await => "database_unreachable",
         Phase::Running if !state.journal.is_writable().await => "journal_unwritable",
         Phase::Running => "ready",
     };
     let code = if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     json_response(code, &Probe { status: status.into() })
+}
+
+/// True without a database, or when it answers a trivial query in time.
+async fn database_reachable(state: &AppState) -> bool {
+    match &state.database {
+        Some(db) => db.is_reachable().await,
+        None => true,
+    }
 }

@@ -35,7 +35,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         (status = 404, description = "No such received message, or its file is not kept (MESSAGE_NOT_FOUND, MEDIA_NOT_STORED)", body = ErrorBody),
         RateLimited,
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
-        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT), or the database cannot be reached (STORAGE_UNAVAILABLE, with Retry-After)", body = ErrorBody),
     ))]
 async fn message_media(
     State(state): State<AppState>,
@@ -43,7 +43,7 @@ async fn message_media(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::MessagesRead)?;
-    let message = state.inbox.get(&id).await.map_err(ApiError::internal)?.ok_or(ApiError::MessageNotFound)?;
+    let message = state.inbox.get(&id).await.map_err(ApiError::storage)?.ok_or(ApiError::MessageNotFound)?;
     require_visible(&caller, &message.session_id)?;
     let media = message.media.unwrap_or_default();
     if !media.stored {
@@ -185,7 +185,7 @@ impl From<MessageRecord> for MessageView {
         (status = 404, description = "No such message, or one of a session this token may not read (MESSAGE_NOT_FOUND)", body = ErrorBody),
         RateLimited,
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
-        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT), or the database cannot be reached (STORAGE_UNAVAILABLE, with Retry-After)", body = ErrorBody),
     ))]
 async fn message_status(
     State(state): State<AppState>,

@@ -6,12 +6,16 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::auth::{Caller, Scope};
 use crate::api::error::{ApiError, AuthErrors, ErrorBody, RateLimited};
 use crate::api::state::AppState;
+use crate::metrics::{QUEUE_BYTES, QUEUE_DEPTH, SESSIONS};
+use crate::queue::Queue;
+use crate::session::{SessionManager, Status};
 
 /// The content type of the Prometheus text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -42,6 +46,25 @@ async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Respon
 }
 
 fn exposition(state: &AppState) -> Response {
-    let text = crate::metrics::render(&state.metrics, &state.sessions, &state.queue);
+    let text = render(&state.metrics, &state.sessions, &state.queue);
     ([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], text).into_response()
+}
+
+/// Sets the state gauges from the registries, then renders the text exposition format.
+fn render(handle: &PrometheusHandle, sessions: &SessionManager, queue: &Queue) -> String {
+    let mut by_status = Status::ALL.map(|status| (status, 0usize));
+    for status in sessions.statuses() {
+        if let Some(slot) = by_status.iter_mut().find(|(s, _)| *s == status) {
+            slot.1 += 1;
+        }
+    }
+    for (status, count) in by_status {
+        metrics::gauge!(SESSIONS, "status" => status.as_str()).set(count as f64);
+    }
+    for (session, messages, bytes) in queue.depths() {
+        metrics::gauge!(QUEUE_DEPTH, "session" => session.as_str().to_owned()).set(messages as f64);
+        metrics::gauge!(QUEUE_BYTES, "session" => session.as_str().to_owned()).set(bytes as f64);
+    }
+    handle.run_upkeep();
+    handle.render()
 }

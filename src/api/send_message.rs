@@ -76,7 +76,7 @@ pub struct MessagePage {
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         (status = 429, description = "Rate limited (RATE_LIMITED), or too many failed authentications from this address (TOO_MANY_AUTH_FAILURES)", body = ErrorBody),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
-        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT), or the database cannot be reached (STORAGE_UNAVAILABLE, with Retry-After)", body = ErrorBody),
     ))]
 async fn list_messages(
     State(state): State<AppState>,
@@ -123,7 +123,7 @@ async fn list_messages(
             .collect();
         return Ok(json_response(StatusCode::OK, &MessagePage { items, next }));
     }
-    let page = state.inbox.list(&session, query.chat, limit, before).await.map_err(ApiError::internal)?;
+    let page = state.inbox.list(&session, query.chat, limit, before).await.map_err(ApiError::storage)?;
     let items = page.items.into_iter().map(|m| HistoryItem::In(Box::new(m))).collect();
     Ok(json_response(StatusCode::OK, &MessagePage { items, next: page.next }))
 }
@@ -327,7 +327,7 @@ pub struct MessageAccepted {
         (status = 429, description = "Queue full (QUEUE_FULL), rate limited (RATE_LIMITED), or too many failed authentications (TOO_MANY_AUTH_FAILURES); see Retry-After", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
-        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT), or the database cannot be reached (STORAGE_UNAVAILABLE, with Retry-After)", body = ErrorBody),
         (status = 507, description = "Disk full, nothing stored (INSUFFICIENT_STORAGE)", body = ErrorBody),
     ))]
 async fn send_message(
@@ -352,7 +352,7 @@ async fn send_message(
     let status = match enqueued {
         crate::queue::Enqueued::New(_) => DeliveryStatus::Queued,
         crate::queue::Enqueued::Replay(ref id) => {
-            state.queue.status(id).await.map_err(ApiError::internal)?.map_or(DeliveryStatus::Queued, |r| r.status)
+            state.queue.status(id).await.map_err(ApiError::journal)?.map_or(DeliveryStatus::Queued, |r| r.status)
         }
     };
     let accepted = MessageAccepted { success: true, message_id: enqueued.id().to_string(), status };

@@ -94,7 +94,7 @@ pub(crate) struct IdempotencyHeader {
         (status = 429, description = "Queue full (QUEUE_FULL), rate limited (RATE_LIMITED), or too many failed authentications (TOO_MANY_AUTH_FAILURES); see Retry-After", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = "Internal error (INTERNAL)", body = ErrorBody),
-        (status = 503, description = "Timed out (TIMEOUT)", body = ErrorBody),
+        (status = 503, description = "Timed out (TIMEOUT), or the database cannot be reached (STORAGE_UNAVAILABLE, with Retry-After)", body = ErrorBody),
         (status = 507, description = "Disk full, nothing stored (INSUFFICIENT_STORAGE)", body = ErrorBody),
     ))]
 async fn send_pdf(State(state): State<AppState>, caller: Caller, req: Request) -> Result<Response, ApiError> {
@@ -122,7 +122,7 @@ pub(crate) fn enqueue_error(error: EnqueueError) -> ApiError {
         }
         EnqueueError::KeyReused => ApiError::IdempotencyKeyReused,
         EnqueueError::DiskFull => ApiError::InsufficientStorage,
-        EnqueueError::Journal(e) => ApiError::internal(e),
+        EnqueueError::Journal(e) => ApiError::journal(e),
     }
 }
 

@@ -20,6 +20,8 @@ pub struct AppState {
     pub(crate) sessions: SessionManager,
     pub(crate) queue: Queue,
     pub(crate) journal: Journal,
+    /// The shared Postgres, when `DATABASE_URL` put the state there.
+    pub(crate) database: Option<crate::storage::postgres::Database>,
     pub(crate) inbox: crate::inbox::Inbox,
     pub(crate) webhooks: crate::webhooks::Webhooks,
     pub(crate) contacts: Arc<crate::session::contacts::ContactBook>,

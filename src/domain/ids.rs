@@ -145,6 +145,13 @@ impl std::fmt::Display for MessageId {
     }
 }
 
+/// A new event id, `evt_` and 32 hex digits: the `webhook-id` of its deliveries.
+pub fn new_event_id() -> String {
+    let raw: [u8; 16] = rand::random();
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    format!("evt_{hex}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,11 +241,4 @@ mod tests {
         assert!(a < b);
         assert_eq!("b".parse::<SessionId>().unwrap(), b);
     }
-}
-
-/// A new event id, `evt_` and 32 hex digits: the `webhook-id` of its deliveries.
-pub fn new_event_id() -> String {
-    let raw: [u8; 16] = rand::random();
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    format!("evt_{hex}")
 }

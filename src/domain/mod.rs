@@ -5,7 +5,9 @@
 //! sessions only see values that are known to be well formed.
 
 pub(crate) mod audio_video;
+mod clock;
 mod content;
+mod event_kind;
 mod ids;
 mod incoming;
 mod media;
@@ -14,11 +16,14 @@ mod status;
 mod values;
 mod webhook;
 mod webhook_secret;
+mod webhook_settings;
 
+pub use clock::now_ms;
 pub use content::{
     ContentError, ContentKind, MAX_CAPTION_CHARS, MAX_MEDIA_BYTES, MAX_TEXT_CHARS, MimeType, OutgoingContent,
     PREVIEW_CHARS,
 };
+pub use event_kind::EventKind;
 pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId, new_event_id};
 pub use incoming::{
     ChatSummary, IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction,
@@ -31,7 +36,7 @@ pub use values::{
     PdfDocument, PdfError, PhoneNumber, has_pdf_header, visible_text,
 };
 pub use webhook::{
-    Delivery, DeliveryOutcome, Endpoint, Enqueued, EnvEndpoint, EventKind, GONE, NewDelivery, OUTBOX_FULL, Owner,
-    Viewer, WebhookDeliveryStatus, WebhookFormat,
+    Delivery, DeliveryOutcome, Endpoint, Enqueued, GONE, NewDelivery, OUTBOX_FULL, Owner, Viewer, WebhookDeliveryStatus,
 };
 pub use webhook_secret::{SecretError, WebhookSecret};
+pub use webhook_settings::{EnvEndpoint, WebhookFormat, WebhookSettings, is_http_url};

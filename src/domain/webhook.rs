@@ -4,95 +4,7 @@
 
 use serde::Serialize;
 
-use super::WebhookSecret;
-
-/// The events we publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
-pub enum EventKind {
-    #[serde(rename = "session.status")]
-    SessionStatus,
-    #[serde(rename = "session.qr")]
-    SessionQr,
-    #[serde(rename = "session.connected")]
-    SessionConnected,
-    #[serde(rename = "session.logged_out")]
-    SessionLoggedOut,
-    #[serde(rename = "message.received")]
-    MessageReceived,
-    #[serde(rename = "message.status")]
-    MessageStatus,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 6] = [
-        EventKind::SessionStatus,
-        EventKind::SessionQr,
-        EventKind::SessionConnected,
-        EventKind::SessionLoggedOut,
-        EventKind::MessageReceived,
-        EventKind::MessageStatus,
-    ];
-
-    /// The one place each event name is spelled.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::SessionStatus => "session.status",
-            EventKind::SessionQr => "session.qr",
-            EventKind::SessionConnected => "session.connected",
-            EventKind::SessionLoggedOut => "session.logged_out",
-            EventKind::MessageReceived => "message.received",
-            EventKind::MessageStatus => "message.status",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| k.as_str() == text)
-    }
-}
-
-/// How an endpoint's events are posted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookFormat {
-    /// Our events, to the endpoint's URL.
-    #[default]
-    Standard,
-    /// Seed 000's callbacks, below the endpoint's URL.
-    Seed000,
-    /// Seed 002's callbacks, below the endpoint's URL.
-    Seed002,
-}
-
-impl WebhookFormat {
-    pub const ALL: [WebhookFormat; 3] = [WebhookFormat::Standard, WebhookFormat::Seed000, WebhookFormat::Seed002];
-
-    /// The name in JSON and SQL.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WebhookFormat::Standard => "standard",
-            WebhookFormat::Seed000 => "seed000",
-            WebhookFormat::Seed002 => "seed002",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<WebhookFormat> {
-        WebhookFormat::ALL.into_iter().find(|f| f.as_str() == text)
-    }
-
-    /// Whether any event of `kind` may be posted in this format.
-    pub fn posts(self, kind: EventKind) -> bool {
-        match self {
-            WebhookFormat::Standard => true,
-            WebhookFormat::Seed000 | WebhookFormat::Seed002 => matches!(
-                kind,
-                EventKind::SessionQr
-                    | EventKind::SessionConnected
-                    | EventKind::SessionStatus
-                    | EventKind::MessageReceived
-            ),
-        }
-    }
-}
+use super::{EventKind, WebhookFormat, WebhookSecret};
 
 /// Where a webhook delivery is. Not a message's [`crate::domain::DeliveryStatus`]: the two
 /// have their own names so the OpenAPI document can describe both.
@@ -201,18 +113,6 @@ impl Endpoint {
     pub fn wants(&self, kind: EventKind, session: &str) -> bool {
         self.wants_kind(kind) && self.sessions.as_ref().is_none_or(|sessions| sessions.iter().any(|s| s == session))
     }
-}
-
-/// An endpoint from the environment: `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`; or a
-/// seed's callbacks, `BACKEND_URL` or `BACKEND_BASE_URL`.
-#[derive(Debug, Clone)]
-pub struct EnvEndpoint {
-    pub url: String,
-    /// Generated (and kept) when absent.
-    pub secret: Option<WebhookSecret>,
-    /// `None`: every event.
-    pub events: Option<Vec<EventKind>>,
-    pub format: WebhookFormat,
 }
 
 /// One event for one endpoint.

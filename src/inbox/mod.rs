@@ -16,12 +16,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 pub use crate::domain::ChatSummary;
-use crate::domain::{IncomingMessage, SessionId};
+use crate::domain::{IncomingMessage, SessionId, now_ms};
 use crate::events::{EventBus, EventKind};
 use crate::session::SessionManager;
 use crate::session::upstream::{self, Inbound};
 use crate::shutdown::Shutdown;
-use crate::storage::{InboxStore, now_ms};
+use crate::storage::InboxStore;
 pub use crate::storage::{MAX_PAGE, Page, StorageError as InboxError};
 
 /// Received messages waiting to be stored before new ones are dropped (and counted).

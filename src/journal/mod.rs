@@ -15,7 +15,7 @@
 //! * `journal.lock`: held (`flock`) while open, so two processes never share a journal.
 //!
 //! Writes go through one writer thread that commits many requests per fsync (`writer`); reads
-//! use their own connection, which WAL lets run beside the writer. [`Journal::open`] repairs what
+//! use their own connection, which WAL lets run beside the writer. [`SqliteJournal::open`] repairs what
 //! a crash can leave: PDFs and segments without a row are deleted, rows whose PDF is missing are
 //! failed.
 
@@ -32,13 +32,15 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::MessageId;
+/// Kept for callers that still spell it `journal::now_ms` (the clock lives in `domain`).
+pub use crate::domain::now_ms;
 pub use crate::storage::journal::{
     Accepted, DeliveryStatus, IDEMPOTENCY_RETENTION, IdempotencyKey, JournalError, JournalStats, JournalStore,
     MessageRecord, NewMessage, PDF_MISSING, Pruned, StatusEvent, StatusEventsGuard,
@@ -51,11 +53,15 @@ use writer::{Command, Counters, Files, Reply};
 /// Size of the write that tells whether a journal that failed can be written again: a small PDF.
 pub const PROBE_BYTES: usize = 64 * 1024;
 
+/// The journal the gateway runs on: [`SqliteJournal`] in `DATA_DIR` by default, the shared
+/// Postgres's with `DATABASE_URL`. Callers see the [`JournalStore`] trait only.
+pub type Journal = Arc<dyn JournalStore>;
+
 /// Handle to the journal: cheap to clone, all clones share one writer thread and one read
 /// connection. Dropping the last clone stops the writer once its queue is empty (and waits for
 /// it, so the directory can be reopened right away).
 #[derive(Clone)]
-pub struct Journal {
+pub struct SqliteJournal {
     inner: Arc<Inner>,
 }
 
@@ -82,16 +88,16 @@ impl Drop for Inner {
     }
 }
 
-impl std::fmt::Debug for Journal {
+impl std::fmt::Debug for SqliteJournal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal").field("outbox", &self.inner.outbox).finish_non_exhaustive()
+        f.debug_struct("SqliteJournal").field("outbox", &self.inner.outbox).finish_non_exhaustive()
     }
 }
 
-impl Journal {
+impl SqliteJournal {
     /// Opens (creating if needed) the journal in `dir`, repairs what a crash left behind, and
     /// starts the writer thread. Blocking: call it at start-up, before serving.
-    pub fn open(dir: &Path) -> Result<Journal, JournalError> {
+    pub fn open(dir: &Path) -> Result<SqliteJournal, JournalError> {
         outbox::create_private_dir(dir)?;
         let lock = recover::lock_dir(dir)?;
         let outbox = Outbox::create(dir.join("outbox"))?;
@@ -106,7 +112,7 @@ impl Journal {
         let counters = Arc::new(Counters::default());
         let files = Files { outbox: outbox.clone(), segments: segments.clone() };
         let writer = writer::spawn(conn, files, receiver, Arc::clone(&counters))?;
-        Ok(Journal {
+        Ok(SqliteJournal {
             inner: Arc::new(Inner {
                 commands: Some(commands),
                 writer: Some(writer),
@@ -124,7 +130,7 @@ impl Journal {
     ///
     /// Cancel-safe as far as the disk goes: once called, the write runs to its end even if this
     /// future is dropped, and no stray file is left. A message can therefore be committed
-    /// without its caller learning it; [`Journal::pending`] returns it at the next start.
+    /// without its caller learning it; [`SqliteJournal::pending`] returns it at the next start.
     pub async fn accept(&self, message: NewMessage) -> Result<Accepted, JournalError> {
         if !outbox::is_valid_message_id(&message.message_id) {
             return Err(JournalError::InvalidMessageId);
@@ -215,7 +221,7 @@ impl Journal {
 
     /// Every `queued` or `sending` message in acceptance order: what to rebuild the queue from.
     /// Only the rows are loaded; each PDF stays on disk, checked to be there but not read (see
-    /// [`Journal::read_payload`]). A message whose PDF has vanished is marked failed
+    /// [`SqliteJournal::read_payload`]). A message whose PDF has vanished is marked failed
     /// ([`PDF_MISSING`]) and left out.
     pub async fn pending(&self) -> Result<Vec<MessageRecord>, JournalError> {
         let outbox = self.inner.outbox.clone();
@@ -389,9 +395,9 @@ impl Journal {
 
 /// The SQLite journal behind the storage trait: the same calls, the same guarantees.
 #[async_trait::async_trait]
-impl JournalStore for Journal {
+impl JournalStore for SqliteJournal {
     async fn accept(&self, message: NewMessage) -> Result<Accepted, JournalError> {
-        Journal::accept(self, message).await
+        SqliteJournal::accept(self, message).await
     }
 
     async fn set_status(
@@ -400,15 +406,15 @@ impl JournalStore for Journal {
         status: DeliveryStatus,
         last_error: Option<String>,
     ) -> Result<bool, JournalError> {
-        Journal::set_status(self, message_id, status, last_error).await
+        SqliteJournal::set_status(self, message_id, status, last_error).await
     }
 
     async fn record_attempt(&self, message_id: &MessageId, error: Option<String>) -> Result<u32, JournalError> {
-        Journal::record_attempt(self, message_id, error).await
+        SqliteJournal::record_attempt(self, message_id, error).await
     }
 
     async fn get(&self, message_id: &MessageId) -> Result<Option<MessageRecord>, JournalError> {
-        Journal::get(self, message_id).await
+        SqliteJournal::get(self, message_id).await
     }
 
     async fn by_session(
@@ -418,15 +424,15 @@ impl JournalStore for Journal {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, MessageRecord)>, JournalError> {
-        Journal::by_session(self, session, recipient, before, limit).await
+        SqliteJournal::by_session(self, session, recipient, before, limit).await
     }
 
     async fn pending(&self) -> Result<Vec<MessageRecord>, JournalError> {
-        Journal::pending(self).await
+        SqliteJournal::pending(self).await
     }
 
     async fn read_payload(&self, message_id: &MessageId) -> Result<Option<Bytes>, JournalError> {
-        Journal::read_payload(self, message_id).await
+        SqliteJournal::read_payload(self, message_id).await
     }
 
     async fn prune(
@@ -434,31 +440,26 @@ impl JournalStore for Journal {
         idempotency_older_than: Duration,
         finished_older_than: Duration,
     ) -> Result<Pruned, JournalError> {
-        Journal::prune(self, idempotency_older_than, finished_older_than).await
+        SqliteJournal::prune(self, idempotency_older_than, finished_older_than).await
     }
 
     async fn status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>, JournalError> {
-        Journal::status_events(self, after_seq, limit).await
+        SqliteJournal::status_events(self, after_seq, limit).await
     }
 
     async fn delete_status_events(&self, up_to_seq: i64) -> Result<u64, JournalError> {
-        Journal::delete_status_events(self, up_to_seq).await
+        SqliteJournal::delete_status_events(self, up_to_seq).await
     }
 
     fn want_status_events(&self) -> StatusEventsGuard {
-        Journal::want_status_events(self)
+        SqliteJournal::want_status_events(self)
     }
 
     async fn committed(&self) {
-        Journal::committed(self).await;
+        SqliteJournal::committed(self).await;
     }
 
     async fn is_writable(&self) -> bool {
-        Journal::is_writable(self).await
+        SqliteJournal::is_writable(self).await
     }
-}
-
-/// Now as unix milliseconds (0 if the clock is before 1970): the clock of every journal time.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -71,7 +71,7 @@ impl Outbox {
     }
 
     /// Removes the PDF of `message_id`; a missing file is fine, other failures are logged (the
-    /// file is then an orphan, removed by the next [`super::Journal::open`]).
+    /// file is then an orphan, removed by the next [`super::SqliteJournal::open`]).
     pub(super) fn remove(&self, message_id: &str) {
         remove_if_exists(&self.pdf_path(message_id));
     }

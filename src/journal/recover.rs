@@ -11,7 +11,8 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use super::outbox::{Entry, Outbox};
 use super::segments::Segments;
 use super::store::{self, Stored};
-use super::{DeliveryStatus, JournalError, PDF_MISSING, now_ms};
+use super::{DeliveryStatus, JournalError, PDF_MISSING};
+use crate::domain::now_ms;
 
 /// Takes `<dir>/journal.lock`, so a second process cannot open (and "repair") a journal in use.
 pub(super) fn lock_dir(dir: &Path) -> Result<File, JournalError> {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::SqliteJournal as Journal;
 use super::*;
 use crate::domain::{MessageId, SessionId};
 

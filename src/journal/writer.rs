@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::outbox::Outbox;
 use super::segments::{Segment, Segments};
 use super::store::{self, NewRow};
-use super::{Accepted, DeliveryStatus, JournalError, Pruned, now_ms};
+use super::{Accepted, DeliveryStatus, JournalError, Pruned};
+use crate::domain::now_ms;
 
 /// Most commands applied in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
@@ -51,7 +52,7 @@ pub(super) enum Command {
     Exec { op: ExecOp, reply: Reply<()> },
 }
 
-/// Counters the writer keeps, read by [`super::Journal::stats`].
+/// Counters the writer keeps, read by [`super::SqliteJournal::stats`].
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     pub batches: AtomicU64,

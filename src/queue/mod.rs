@@ -20,9 +20,7 @@ pub use retry::RetryPolicy;
 
 use crate::config::QueueLimits;
 use crate::domain::{ContentKind, FileName, MessageId, MimeType, OutgoingContent, PhoneNumber, SessionId};
-use crate::journal::{
-    self, Accepted, DeliveryStatus, IdempotencyKey, Journal, JournalError, MessageRecord, NewMessage,
-};
+use crate::journal::{Accepted, DeliveryStatus, IdempotencyKey, Journal, JournalError, MessageRecord, NewMessage};
 use crate::session::{DeliveryEvent, SessionManager};
 use crate::shutdown::Shutdown;
 
@@ -255,7 +253,7 @@ impl Queue {
         match accepted {
             Ok(Accepted::New) => {
                 let kind = job.kind;
-                self.push(&lane, Job { accepted_at_ms: journal::now_ms(), ..job });
+                self.push(&lane, Job { accepted_at_ms: crate::domain::now_ms(), ..job });
                 tracing::info!(session = %session, message_id = %id, %kind, "message queued");
                 Ok(Enqueued::New(id))
             }
@@ -393,9 +391,26 @@ impl Queue {
     /// Best-effort status update: unknown ids (not ours) are ignored by the journal.
     pub(crate) async fn set_status(&self, id: &MessageId, status: DeliveryStatus, error: Option<String>) {
         // The journal records the `message.status` event in the same transaction
-        // (`events::drain_status_events` hands it on).
-        if let Err(e) = self.inner.journal.set_status(id, status, error).await {
-            tracing::error!(message_id = %id, error = %e, "cannot record a delivery status");
+        // (`app::relay::drain_status_events` hands it on). While the shared database cannot be
+        // reached, the lane waits here rather than running ahead of what is recorded: a status
+        // lost now would send the message again after a restart.
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match self.inner.journal.set_status(id, status, error.clone()).await {
+                Ok(_) => return,
+                Err(e) if e.is_unavailable() && !self.inner.shutdown.is_cancelled() => {
+                    tracing::warn!(message_id = %id, error = %e, ?pause, "cannot record a delivery status yet; retrying");
+                    tokio::select! {
+                        () = self.inner.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(message_id = %id, error = %e, "cannot record a delivery status");
+                    return;
+                }
+            }
         }
     }
 

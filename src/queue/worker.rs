@@ -90,7 +90,7 @@ impl Worker {
                 Outcome::Sent => {
                     self.queue.set_status(&job.id, DeliveryStatus::Sent, None).await;
                     metrics::counter!(crate::metrics::SENDS, "outcome" => "sent", "session" => self.session.as_str().to_owned()).increment(1);
-                    let waited = journal::now_ms().saturating_sub(job.accepted_at_ms);
+                    let waited = crate::domain::now_ms().saturating_sub(job.accepted_at_ms);
                     metrics::histogram!(crate::metrics::ACCEPTED_TO_SENT).record(waited as f64 / 1000.0);
                     tracing::info!(session = %self.session, message_id = %job.id, kind = %job.kind, "message accepted by WhatsApp");
                     self.queue.finish_front(&self.lane);
@@ -145,13 +145,13 @@ impl Worker {
     /// When the job's maximum age runs out, as an `Instant`.
     fn deadline(&self, job: &Job) -> Instant {
         let max_age = self.queue.settings().max_age;
-        let age = Duration::from_millis(journal::now_ms().saturating_sub(job.accepted_at_ms));
+        let age = Duration::from_millis(crate::domain::now_ms().saturating_sub(job.accepted_at_ms));
         Instant::now() + max_age.saturating_sub(age) + Duration::from_millis(1)
     }
 
     fn expired(&self, job: &Job) -> Option<String> {
         let max_age = self.queue.settings().max_age;
-        let age = Duration::from_millis(journal::now_ms().saturating_sub(job.accepted_at_ms));
+        let age = Duration::from_millis(crate::domain::now_ms().saturating_sub(job.accepted_at_ms));
         (age > max_age).then(|| format!("expired: not delivered within {} s", max_age.as_secs()))
     }
 

@@ -165,7 +165,7 @@ impl SessionShared {
             if *state == before {
                 return false;
             }
-            state.updated_at = crate::journal::now_ms();
+            state.updated_at = crate::domain::now_ms();
             if state.status != before.status || state.reason != before.reason {
                 announce = Some(SessionEventKind::Status { status: state.status, reason: state.reason.clone() });
             }
@@ -501,7 +501,7 @@ impl Drive<'_> {
                 tracing::debug!(session = %shared.id, "new QR code");
                 self.upstream.show_qr(&shared.id, &code);
                 let valid_ms = u64::try_from(valid_for.as_millis()).unwrap_or(u64::MAX);
-                let qr = Qr { code, expires_at: crate::journal::now_ms().saturating_add(valid_ms) };
+                let qr = Qr { code, expires_at: crate::domain::now_ms().saturating_add(valid_ms) };
                 shared.publish(|s| {
                     s.status = Status::QrReady;
                     s.qr = Some(qr.clone());
@@ -579,7 +579,7 @@ impl Drive<'_> {
         let me = upstream::account(self.client);
         shared.publish(|s| {
             s.me = me.clone().or(s.me.take());
-            s.connected_at = Some(crate::journal::now_ms());
+            s.connected_at = Some(crate::domain::now_ms());
         });
         shared.set_status(Status::Connected, None);
         let new_link = std::mem::take(&mut self.paired);

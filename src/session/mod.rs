@@ -5,11 +5,13 @@
 //! * `manager`: the registry of sessions ([`SessionManager`]), creation and shutdown.
 //! * `actor`: the per-session supervisor that runs whatsapp-rust clients, restarts them, keeps
 //!   the status true, and hands out fresh QR codes while someone watches.
+//! * `qr`: a QR code drawn as a PNG (or a data URL of one).
 //! * `upstream`: the only module that imports whatsapp-rust.
 
 mod actor;
 pub mod contacts;
 mod manager;
+mod qr;
 pub(crate) mod upstream;
 
 use crate::domain::SessionId;
@@ -17,6 +19,7 @@ use crate::domain::SessionId;
 pub use crate::domain::SessionEntry;
 pub use crate::storage::sqlite::{SessionsFile, StoreError};
 pub use manager::{SessionError, SessionManager, SessionSummary, Watcher};
+pub(crate) use qr::{png_data_url, qr_data_url, qr_png};
 
 /// What WhatsApp said about a message we sent: the server's ack (or nack), or a receipt from
 /// the recipient.
@@ -140,7 +143,7 @@ impl SessionState {
             reason: None,
             me: None,
             connected_at: None,
-            updated_at: crate::journal::now_ms(),
+            updated_at: crate::domain::now_ms(),
         }
     }
 }

@@ -43,12 +43,7 @@ pub use journal::JournalStore;
 pub use registry::SessionRegistry;
 pub use webhooks::WebhookStore;
 
-/// Unix time in milliseconds.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use crate::domain::now_ms;
 
 /// A count or time as the signed 64-bit integer both databases store.
 pub(crate) fn int(value: u64) -> i64 {

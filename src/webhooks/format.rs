@@ -22,7 +22,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::domain::{EventKind, WebhookFormat};
+use crate::domain::EventKind;
+/// Defined in `domain` (the configuration names it); its rendering is here.
+pub use crate::domain::WebhookFormat;
 use crate::domain::{IncomingKind, IncomingMessage};
 use crate::events::GatewayEvent;
 use crate::seeds::{Seed002Status, iso_millis, iso_seconds};

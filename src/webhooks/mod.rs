@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::domain::{
     Delivery, Endpoint, EnvEndpoint, Owner, SecretError, Viewer, WebhookDeliveryStatus, WebhookFormat, WebhookSecret,
+    WebhookSettings, is_http_url,
 };
 pub use crate::storage::StorageError as StoreError;
 pub use destination::{Destinations, NotAllowed, is_public};
@@ -43,36 +44,6 @@ use crate::events::{EventKind, GatewayEvent};
 use crate::shutdown::Shutdown;
 use crate::storage::WebhookStore;
 use crate::storage::webhooks::{BACKEND_BASE_URL_ENDPOINT, BACKEND_URL_ENDPOINT, ENV_ENDPOINT};
-
-/// Whether `url` is an http or https URL we post to: a host name or IP (IPv6 in brackets), an
-/// optional port, and a path and query of URL characters (the OpenAPI pattern says the same).
-pub fn is_http_url(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else { return false };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(at) => rest.split_at(at),
-        None => (rest, ""),
-    };
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']') {
-            Some((addr, tail))
-                if !addr.is_empty()
-                    && addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-                    && (tail.is_empty() || tail.starts_with(':')) =>
-            {
-                (addr, tail.strip_prefix(':'))
-            }
-            _ => return false,
-        },
-        None => match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        },
-    };
-    let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
-    let port_ok = port.is_none_or(|p| !p.starts_with('0') && p.parse::<u16>().is_ok_and(|n| n > 0));
-    let path_ok = path.chars().all(|c| c.is_ascii_alphanumeric() || "._~!$&'()*+,;=:@%/?-".contains(c));
-    host_ok && port_ok && path_ok && url.parse::<axum::http::Uri>().is_ok()
-}
 
 /// What `POST /api/webhooks` registers.
 #[derive(Debug, Clone)]
@@ -86,27 +57,6 @@ pub struct NewEndpoint {
     pub secret: Option<WebhookSecret>,
     pub owner: Owner,
     pub format: WebhookFormat,
-}
-
-/// Settings from the configuration.
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    pub env_endpoint: Option<EnvEndpoint>,
-    /// `BACKEND_URL`: seed 000's callbacks (or seed 002's when only it is on).
-    pub backend_url: Option<EnvEndpoint>,
-    /// `BACKEND_BASE_URL`: seed 002's callbacks.
-    pub backend_base_url: Option<EnvEndpoint>,
-    /// `WEBHOOK_MAX_RETRY_SECS` (86,400): how long after the event retries go on.
-    pub max_retry_age: Duration,
-    /// `WEBHOOK_RETRY_BASE_MS` (1,000): the first retry's ceiling; each doubles it, up to an hour.
-    pub retry_base: Duration,
-    /// `WEBHOOK_OUTBOX_MAX` (100,000): pending deliveries per endpoint.
-    pub outbox_max: u64,
-    /// `WEBHOOK_TIMEOUT_MS` (10,000): how long a receiver may take to answer.
-    pub timeout: Duration,
-    /// `WEBHOOK_ALLOW_PRIVATE` (false): endpoints of tokens other than the admin may post to
-    /// private addresses too.
-    pub allow_private: bool,
 }
 
 /// The webhooks: cheap to clone.
@@ -244,7 +194,7 @@ impl Webhooks {
             secret: secret.unwrap_or_else(WebhookSecret::generate),
             events,
             sessions,
-            created_at: crate::journal::now_ms(),
+            created_at: crate::domain::now_ms(),
             disabled: None,
             owner,
             format,
@@ -288,7 +238,7 @@ impl Webhooks {
         let endpoints = self.inner.store.endpoints(&Viewer::Admin).await?;
         let deliveries = render(&endpoints, &events, &self.facts());
         let written =
-            self.inner.store.enqueue(&deliveries, self.inner.settings.outbox_max, crate::journal::now_ms()).await?;
+            self.inner.store.enqueue(&deliveries, self.inner.settings.outbox_max, crate::domain::now_ms()).await?;
         for enqueued in written {
             if enqueued.outbox_full > 0 {
                 metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "outbox_full")
@@ -310,7 +260,7 @@ impl Webhooks {
         viewer: &Viewer,
         delivery: Option<i64>,
     ) -> Result<Option<u64>, StoreError> {
-        let retried = self.inner.store.retry(endpoint, viewer, delivery, crate::journal::now_ms()).await?;
+        let retried = self.inner.store.retry(endpoint, viewer, delivery, crate::domain::now_ms()).await?;
         if retried.is_some() {
             self.refresh_status_interest().await;
             let running = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).contains_key(endpoint);
@@ -415,7 +365,7 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
     // Long enough for a whole batch of posts that each take the full timeout.
     let lease = settings.timeout.saturating_mul(BATCH as u32).saturating_add(Duration::from_secs(60));
     loop {
-        let claim = match store.claim(&endpoint_id, BATCH, crate::journal::now_ms(), lease).await {
+        let claim = match store.claim(&endpoint_id, BATCH, crate::domain::now_ms(), lease).await {
             Ok(Some(claim)) => claim,
             // Unknown or disabled: a replay wakes it.
             Ok(None) => {
@@ -442,7 +392,7 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
         };
         if batch.is_empty() {
             // The head is waiting for its retry; everything behind it waits too (order).
-            let wait = until.saturating_sub(crate::journal::now_ms());
+            let wait = until.saturating_sub(crate::domain::now_ms());
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = notify.notified() => continue,
@@ -476,7 +426,7 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
         // Until the outcomes are recorded the lease holds the endpoint: try again rather than
         // wait for the lease to end and post them all again.
         loop {
-            match store.settle(&endpoint_id, until, &delivered, stopped_at.clone(), crate::journal::now_ms()).await {
+            match store.settle(&endpoint_id, until, &delivered, stopped_at.clone(), crate::domain::now_ms()).await {
                 Ok(pending) => {
                     metrics::gauge!(crate::metrics::WEBHOOK_OUTBOX, "endpoint" => endpoint_id.clone())
                         .set(pending as f64);
@@ -516,7 +466,7 @@ fn failure(posted: Posted, delivery: &Delivery, settings: &WebhookSettings, endp
         Posted::Failed(error) => error,
         Posted::Delivered => String::new(),
     };
-    let now = crate::journal::now_ms();
+    let now = crate::domain::now_ms();
     let age = Duration::from_millis(now.saturating_sub(delivery.created_at));
     if age >= settings.max_retry_age {
         metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "dead").increment(1);
@@ -531,7 +481,7 @@ fn failure(posted: Posted, delivery: &Delivery, settings: &WebhookSettings, endp
 
 /// One signed POST of a delivery.
 async fn post(agent: &ureq::Agent, endpoint: &Endpoint, delivery: &Delivery) -> Posted {
-    let timestamp = crate::journal::now_ms() / 1000;
+    let timestamp = crate::domain::now_ms() / 1000;
     let signature = endpoint.secret.sign(&delivery.event_id, timestamp, delivery.body.as_bytes());
     let url = format::join(&endpoint.url, &delivery.path);
     let (id, body) = (delivery.event_id.clone(), delivery.body.clone());
@@ -599,27 +549,5 @@ mod tests {
         );
         assert_eq!(written[0].event_id, events[2].id);
         assert!(render(&endpoints, &events[..2], &|_| SessionFacts::default()).is_empty(), "nothing to wake");
-    }
-
-    #[test]
-    fn only_http_urls_we_can_post_to() {
-        for ok in
-            ["http://127.0.0.1:8080/hooks", "https://api.example.com/w?x=1", "http://[::1]:9000/", "http://backend"]
-        {
-            assert!(is_http_url(ok), "{ok}");
-        }
-        for bad in [
-            "ftp://x/y",
-            "http://",
-            "http://jbAQX*",
-            "https://a:0/",
-            "https://a:99999/",
-            "http://a b/",
-            "//x",
-            "http://a/\u{ac}",
-            "http://[f7B4250.7D]*",
-        ] {
-            assert!(!is_http_url(bad), "{bad}");
-        }
     }
 }

@@ -18,6 +18,7 @@ mod jwt;
 mod linking;
 mod messages;
 mod platform;
+mod postgres;
 mod probes;
 mod sessions;
 mod settings;

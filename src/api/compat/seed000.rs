@@ -236,7 +236,7 @@ async fn qr_code(
     caller.require_session(Scope::SessionsWrite, &id)?;
     let answer = match sessions::wait_for_qr(&state, &id).await {
         Ok(qr) => Seed000QrAnswer {
-            qr_code: Some(sessions::qr_data_url(&qr.code).map_err(ApiError::internal)?),
+            qr_code: Some(crate::session::qr_data_url(&qr.code).map_err(ApiError::internal)?),
             status: Seed000Status::QrReady,
         },
         Err(ApiError::AlreadyConnected) => Seed000QrAnswer { qr_code: None, status: Seed000Status::Connected },

@@ -211,7 +211,7 @@ fn new_session_id() -> Result<SessionId, ApiError> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     let suffix: String = (0..9).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect();
-    SessionId::parse(&format!("session_{}_{suffix}", crate::journal::now_ms())).map_err(ApiError::internal)
+    SessionId::parse(&format!("session_{}_{suffix}", crate::domain::now_ms())).map_err(ApiError::internal)
 }
 
 /// A new session and its QR code (seed 002's `GET /generate-qr`; needs `sessions:write`).
@@ -241,7 +241,7 @@ async fn generate_qr(State(state): State<AppState>, PageCaller(caller): PageCall
     let answer = Seed002GenerateQrAnswer {
         success: true,
         session_id: id.as_str().to_owned(),
-        qr: sessions::qr_data_url(&qr.code).map_err(ApiError::internal)?,
+        qr: crate::session::qr_data_url(&qr.code).map_err(ApiError::internal)?,
         qr_text: qr.code,
         message: "QR generado. Escanea con WhatsApp para conectar.",
     };

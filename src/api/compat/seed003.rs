@@ -109,7 +109,7 @@ async fn qr(State(state): State<AppState>, caller: Caller) -> Result<Response, A
             success: true,
             message: "Escanea este código QR con WhatsApp",
             connected: false,
-            data: QrData { qr: Some(crate::api::sessions::qr_data_url(&qr.code).map_err(ApiError::internal)?) },
+            data: QrData { qr: Some(crate::session::qr_data_url(&qr.code).map_err(ApiError::internal)?) },
         },
         Linking::Pending(status) => {
             return Err(ApiError::QrNotReady { reason: format!("the session is {}", status.as_str()) });
@@ -160,8 +160,8 @@ struct Conversation {
     ))]
 async fn get_conversations(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let id = common::home(&caller, Scope::MessagesRead)?;
-    let chats = state.inbox.chats(&id).await.map_err(ApiError::internal)?;
-    let starts = state.inbox.chat_starts(&id).await.map_err(ApiError::internal)?;
+    let chats = state.inbox.chats(&id).await.map_err(ApiError::storage)?;
+    let starts = state.inbox.chat_starts(&id).await.map_err(ApiError::storage)?;
     let conversations = chats
         .into_iter()
         .map(|chat| Conversation {
@@ -293,7 +293,7 @@ struct Target {
 /// the bare number. 404 `CHAT_NOT_FOUND` for anything else.
 async fn target(state: &AppState, id: &SessionId, conversation: &str) -> Result<Target, ApiError> {
     let phone = PhoneNumber::parse(conversation).ok();
-    let chats = state.inbox.chats(id).await.map_err(ApiError::internal)?;
+    let chats = state.inbox.chats(id).await.map_err(ApiError::storage)?;
     let found = chats.into_iter().find(|chat| {
         chat.chat == conversation || phone.as_ref().is_some_and(|p| chat.from.as_deref() == Some(p.digits()))
     });
@@ -334,7 +334,7 @@ async fn get_messages(
     let Target { chat, phone } = target(&state, &id, conversation.trim()).await?;
     let mut messages: Vec<(u64, Message)> = Vec::new();
     if let Some(chat) = chat {
-        let page = state.inbox.list(&id, Some(chat), MAX_MESSAGES, None).await.map_err(ApiError::internal)?;
+        let page = state.inbox.list(&id, Some(chat), MAX_MESSAGES, None).await.map_err(ApiError::storage)?;
         messages.extend(page.items.into_iter().map(received));
     }
     if let Some(phone) = phone {
@@ -421,7 +421,7 @@ async fn get_qr(state: AppState, socket: SocketRef, data: Value) {
             _ => {}
         }
         socketio::keep_linking(&state, &socket, &id).await?;
-        match now.and_then(|s| s.qr).map(|qr| crate::api::sessions::qr_data_url(&qr.code)) {
+        match now.and_then(|s| s.qr).map(|qr| crate::session::qr_data_url(&qr.code)) {
             Some(Ok(png)) => Ok(Emit::one("qr-code", png)),
             Some(Err(e)) => Err(ApiError::internal(e)),
             None => Ok(None),

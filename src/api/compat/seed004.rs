@@ -378,14 +378,14 @@ async fn outcome(
             }
             // Fell behind the bus: the journal knows.
             Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                let record = state.queue.status(id).await.map_err(ApiError::internal)?;
+                let record = state.queue.status(id).await.map_err(ApiError::journal)?;
                 if !record.as_ref().is_some_and(|r| r.status.is_final()) {
                     continue;
                 }
             }
             Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => {}
         }
-        return state.queue.status(id).await.map_err(ApiError::internal)?.ok_or(ApiError::MessageNotFound);
+        return state.queue.status(id).await.map_err(ApiError::journal)?.ok_or(ApiError::MessageNotFound);
     }
 }
 
@@ -485,15 +485,15 @@ async fn messages(
     let chat = match &client {
         None => None,
         Some(phone) => {
-            let chats = state.inbox.chats(&id).await.map_err(ApiError::internal)?;
+            let chats = state.inbox.chats(&id).await.map_err(ApiError::storage)?;
             let found = chats.into_iter().find(|c| c.from.as_deref() == Some(phone.digits())).map(|c| c.chat);
             Some(found.unwrap_or_else(|| common::phone_jid(phone.digits())))
         }
     };
-    let page = state.inbox.list(&id, chat, limit, None).await.map_err(ApiError::internal)?;
+    let page = state.inbox.list(&id, chat, limit, None).await.map_err(ApiError::storage)?;
     all.extend(page.items.into_iter().map(|m| (m.timestamp, Mensaje::received(m))));
     let recipient = client.as_ref().map(|phone| phone.digits().to_owned());
-    let rows = state.journal.by_session(id.as_str(), recipient, None, limit).await.map_err(ApiError::internal)?;
+    let rows = state.journal.by_session(id.as_str(), recipient, None, limit).await.map_err(ApiError::journal)?;
     all.extend(rows.into_iter().map(|(_, record)| (record.created_at, Mensaje::sent(record, None))));
     all.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
     let messages = all.into_iter().take(limit).map(|(_, m)| m).collect();

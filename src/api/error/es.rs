@@ -30,6 +30,9 @@ impl ApiError {
             ApiError::TokenKeysUnavailable => {
                 "ahora no se pueden obtener las claves que verifican los tokens; reintente más tarde".into()
             }
+            ApiError::StorageUnavailable => {
+                "ahora no se puede llegar a la base de datos; no se guardó nada, reintente más tarde".into()
+            }
             ApiError::BadJson => "el cuerpo de la petición no es un objeto JSON válido".into(),
             ApiError::MissingField(field) => format!("falta el campo obligatorio '{field}'"),
             ApiError::WrongFieldType { field, expected } => {

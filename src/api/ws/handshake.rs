@@ -124,7 +124,7 @@ impl UpgradeInfo {
     }
 
     /// `101 Switching Protocols`, echoing `protocol` (from
-    /// [`Authenticator::check_ws`](crate::http::auth::Authenticator::check_ws)) if any.
+    /// [`Authenticator::check_ws`](crate::api::auth::Authenticator::check_ws)) if any.
     pub fn switching_protocols(&self, protocol: Option<&str>) -> Response {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

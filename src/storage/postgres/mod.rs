@@ -115,9 +115,11 @@ impl From<sqlx::Error> for StorageError {
     fn from(error: sqlx::Error) -> StorageError {
         match &error {
             // The server is gone or cannot be reached, or every connection is busy: nothing was
-            // committed, and the same call may work later.
+            // committed, and the same call may work later. A protocol error is a connection
+            // that broke mid-conversation (a half-opened one answers garbage to the TLS request).
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StorageError::Unavailable(error.to_string()),

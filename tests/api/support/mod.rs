@@ -66,8 +66,48 @@ pub fn config(fake: &FakeWhatsApp, dir: &std::path::Path, extra: &[(&str, &str)]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    env.extend(backend_settings(dir));
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::from_sources(env, None).expect("config")
+}
+
+/// `TEST_BACKEND=postgres` runs every gateway of the suite on Postgres (`DATABASE_URL`), each
+/// test folder in a schema of its own (`tb_…`, created on first use, so a restarted gateway
+/// finds its state); `sqlite` or unset keeps the files. A test about the files themselves sets
+/// `DATABASE_URL` to "" in its own settings.
+fn backend_settings(dir: &std::path::Path) -> Vec<(String, String)> {
+    match std::env::var("TEST_BACKEND").as_deref() {
+        Ok("postgres") => {
+            let folder = dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
+            let name: String = format!("tb_{folder}")
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+                .collect();
+            let url = postgres::url();
+            let create = format!("CREATE SCHEMA IF NOT EXISTS {name}");
+            let target = url.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                runtime.block_on(async {
+                    let mut conn =
+                        <sqlx::PgConnection as sqlx::Connection>::connect(&target).await.unwrap_or_else(|e| {
+                            panic!("TEST_BACKEND=postgres needs Postgres at {target} (TEST_DATABASE_URL): {e}")
+                        });
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(&mut conn).await.expect("create the schema");
+                });
+            })
+            .join()
+            .expect("schema thread");
+            let separator = if url.contains('?') { '&' } else { '?' };
+            vec![
+                ("DATABASE_URL".into(), format!("{url}{separator}options[search_path]={name}")),
+                // Tests run side by side: small pools keep them under the server's max_connections.
+                ("DATABASE_MAX_CONNECTIONS".into(), "4".into()),
+            ]
+        }
+        Ok("sqlite") | Ok("") | Err(_) => Vec::new(),
+        Ok(other) => panic!("TEST_BACKEND={other}: use sqlite or postgres"),
+    }
 }
 
 impl TestApp {

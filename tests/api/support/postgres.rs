@@ -39,6 +39,29 @@ impl Schema {
         format!("{url}{separator}options[search_path]={}", self.name)
     }
 
+    /// The URL of this schema through another address (a proxy in front of the same server).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let url = self.url();
+        let (scheme, rest) = url.split_once("://").expect("a URL");
+        let (user, rest) = rest.split_once('@').map_or(("", rest), |(user, rest)| (user, rest));
+        let path = rest.find('/').map_or("", |slash| &rest[slash..]);
+        let user = if user.is_empty() { String::new() } else { format!("{user}@") };
+        format!("{scheme}://{user}{addr}{path}")
+    }
+
+    /// The host and port the tests' Postgres listens on.
+    pub fn server_addr() -> std::net::SocketAddr {
+        let url = url();
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let rest = rest.split_once('@').map_or(rest, |(_, rest)| rest);
+        let host_port = rest.split(['/', '?']).next().unwrap_or_default();
+        let host_port = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") };
+        std::net::ToSocketAddrs::to_socket_addrs(&host_port)
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .unwrap_or_else(|| panic!("TEST_DATABASE_URL names no reachable host:port ({host_port})"))
+    }
+
     /// A pool on this schema, migrated: what a gateway connects at start.
     pub async fn connect(&self) -> Database {
         Database::connect(&self.url(), 4).await.expect("connect to the test schema")
