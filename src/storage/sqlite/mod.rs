@@ -4,6 +4,7 @@
 mod credentials;
 mod inbox;
 mod registry;
+mod webhooks;
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use rusqlite::Connection;
 pub use credentials::{STORE_FILE, SqliteCredentials};
 pub use inbox::SqliteInbox;
 pub use registry::{SessionsFile, StoreError};
+pub use webhooks::SqliteWebhooks;
 
 use super::StorageError;
 
@@ -28,6 +30,9 @@ pub enum OpenError {
     Io(#[from] std::io::Error),
     #[error("journal_mode is {0}, not wal")]
     NotWal(String),
+    /// A newer build's schema.
+    #[error("{0}")]
+    Incompatible(String),
 }
 
 /// Opens (creating) `path`, 0600 before SQLite touches it so that its `-wal` and `-shm` files get
