@@ -58,6 +58,7 @@ pub struct Stores {
     pub inbox: Arc<dyn InboxStore>,
     pub registry: Arc<dyn SessionRegistry>,
     pub credentials: Arc<dyn CredentialStore>,
+    pub webhooks: Arc<dyn crate::storage::WebhookStore>,
     /// The pool, in the Postgres mode (for readiness and shutdown).
     pub database: Option<Database>,
 }
@@ -76,14 +77,12 @@ impl Stores {
                     .await
                     .map_err(|source| StartError::Database { url: settings.url.clone(), source })?;
                 tracing::info!(database = %settings.url, max_connections = settings.max_connections, "state in Postgres");
-                // The webhook outbox (`webhooks.db`) still lives in `DATA_DIR`.
-                crate::files::private_dir(&config.data_dir)
-                    .map_err(|source| StartError::Permissions { dir: config.data_dir.clone(), source })?;
                 Ok(Stores {
                     journal: Arc::new(db.journal()),
                     inbox: Arc::new(db.inbox()),
                     registry: Arc::new(db.registry()),
                     credentials: Arc::new(db.credentials()),
+                    webhooks: Arc::new(db.webhooks()),
                     database: Some(db),
                 })
             }
@@ -92,11 +91,17 @@ impl Stores {
                     .map_err(|source| StartError::Journal { dir: config.data_dir.clone(), source })?;
                 let inbox = SqliteInbox::open(&config.data_dir)
                     .map_err(|source| StartError::Inbox { dir: config.data_dir.clone(), source })?;
+                let webhooks = crate::storage::sqlite::SqliteWebhooks::open(&config.data_dir.join("webhooks.db"))
+                    .map_err(|source| StartError::Webhooks {
+                        dir: config.data_dir.clone(),
+                        source: crate::storage::StorageError::failed(source),
+                    })?;
                 Ok(Stores {
                     journal: Arc::new(journal),
                     inbox: Arc::new(inbox),
                     registry: Arc::new(SessionsFile::new(&config.sessions_config)),
                     credentials: Arc::new(SqliteCredentials::new(config.sessions_dir.clone())),
+                    webhooks: Arc::new(webhooks),
                     database: None,
                 })
             }
@@ -178,7 +183,7 @@ impl App {
     }
 
     async fn build_on(config: Config, stores: Stores) -> Result<App, StartError> {
-        let Stores { journal, inbox: inbox_store, registry, credentials, database } = stores;
+        let Stores { journal, inbox: inbox_store, registry, credentials, webhooks: webhook_store, database } = stores;
         let bind = |addr: SocketAddr| async move {
             let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
             let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
@@ -223,7 +228,8 @@ impl App {
         let queue = Queue::new(sessions.clone(), journal.clone(), settings, shutdown.clone());
         queue.restore().await.map_err(StartError::Restore)?;
         let events = EventBus::default();
-        let webhooks = crate::webhooks::Webhooks::open(&config.data_dir, config.webhooks.clone(), journal.clone())
+        let webhooks = crate::webhooks::Webhooks::open(webhook_store, config.webhooks.clone(), journal.clone())
+            .await
             .map_err(|source| StartError::Webhooks { dir: config.data_dir.clone(), source })?;
         webhooks.set_session_facts(session_facts(sessions.clone()));
         let (webhook_tx, webhook_rx) = mpsc::unbounded_channel();
@@ -297,7 +303,7 @@ impl App {
             state.events.clone(),
             shutdown.clone(),
         ));
-        if let Err(e) = state.webhooks.start(&shutdown) {
+        if let Err(e) = state.webhooks.start(&shutdown).await {
             tracing::error!(error = %e, "webhook workers did not start");
         }
         if let Some(retention) = inbound_retention {

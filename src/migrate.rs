@@ -6,13 +6,13 @@
 //! * Everything is copied as it is: the journal (rows with their statuses, attempts, errors and
 //!   times, in acceptance order; the bytes of every message not yet final; the idempotency keys),
 //!   the inbox (messages, read marks, the bytes of their files), the session registry (in its
-//!   order) and every number's credentials (whatsapp-rust's store, table by table).
+//!   order), every number's credentials (whatsapp-rust's store, table by table) and the webhook
+//!   outbox.
 //! * It is idempotent: a row whose key is already in Postgres is left as it is, so a second run
 //!   adds nothing and says so (and never overwrites what a gateway on Postgres changed since).
 //! * The `message.status` events not yet handed to the webhooks come along with their messages.
-//! * Not copied yet: the webhook outbox (`webhooks.db`), which has no Postgres store yet.
-// TODO(issue 18): copy the webhook outbox (endpoints, pending deliveries, dead letters) once it
-// is behind `WebhookStore` with a Postgres implementation.
+//! * The webhook outbox: endpoints (with their secrets), and every delivery, pending, delivered
+//!   or a dead letter (which stays replayable).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -99,6 +99,11 @@ pub struct Report {
     /// Numbers with credentials, and their rows.
     pub numbers: Count,
     pub credential_rows: Count,
+    pub webhook_endpoints: Count,
+    /// Webhook deliveries; of those copied, the ones still to post and the dead letters.
+    pub deliveries: Count,
+    pub pending_deliveries: u64,
+    pub dead_letters: u64,
 }
 
 impl Report {
@@ -111,6 +116,8 @@ impl Report {
             self.inbox_messages,
             self.read_marks,
             self.credential_rows,
+            self.webhook_endpoints,
+            self.deliveries,
         ]
         .iter()
         .all(|c| c.moved == 0)
@@ -153,7 +160,16 @@ impl fmt::Display for Report {
             self.credential_rows.moved,
             there(self.credential_rows)
         )?;
-        write!(f, "webhooks: not copied (the webhook outbox has no Postgres store yet)")
+        write!(
+            f,
+            "webhooks: {} endpoints{}, {} deliveries ({} pending, {} dead letters){}",
+            self.webhook_endpoints.moved,
+            there(self.webhook_endpoints),
+            self.deliveries.moved,
+            self.pending_deliveries,
+            self.dead_letters,
+            there(self.deliveries)
+        )
     }
 }
 
@@ -183,6 +199,7 @@ pub async fn migrate(from: &Sources, to: &str) -> Result<Report, MigrateError> {
     copy_journal(&journal, &from.data_dir, &db, &mut report).await?;
     copy_inbox(&from.data_dir, &db, &mut report).await?;
     copy_credentials(&from.sessions_dir, &entries, &db, &mut report).await?;
+    copy_webhooks(&from.data_dir, &db, &mut report).await?;
     db.close().await;
     drop(journal);
     Ok(report)
@@ -310,6 +327,23 @@ pub(crate) async fn copy_credentials(
         }
         if found {
             report.numbers.add(1, u64::from(moved > 0));
+        }
+    }
+    Ok(())
+}
+
+async fn copy_webhooks(dir: &Path, db: &Database, report: &mut Report) -> Result<(), MigrateError> {
+    let (endpoints, deliveries) = crate::storage::sqlite::export::webhooks(dir).await?;
+    let moved = db.import("webhook_endpoints", None, &endpoints).await?;
+    report.webhook_endpoints.add(endpoints.rows.len(), moved);
+    let status_at = deliveries.index("status");
+    let inserted = db.import_each("webhook_deliveries", None, &deliveries).await?;
+    for (row, new) in deliveries.rows.iter().zip(inserted) {
+        report.deliveries.add(1, u64::from(new));
+        match (new, status_at.and_then(|i| row.get(i))) {
+            (true, Some(Cell::Text(status))) if status == "pending" => report.pending_deliveries += 1,
+            (true, Some(Cell::Text(status))) if status == "failed" => report.dead_letters += 1,
+            _ => {}
         }
     }
     Ok(())

@@ -1,5 +1,5 @@
 //! Validated values every layer uses: ids ([`SessionId`], [`MessageId`]), phone numbers, PDFs,
-//! file names, and the delivery [`DeliveryStatus`].
+//! file names, the delivery [`DeliveryStatus`], and what a webhook is (`webhook.rs`).
 //!
 //! Each value is parsed once at the edge (HTTP, the journal); past that point the queue and the
 //! sessions only see values that are known to be well formed.
@@ -14,6 +14,7 @@ mod media;
 mod registry;
 mod status;
 mod values;
+mod webhook;
 mod webhook_secret;
 mod webhook_settings;
 
@@ -33,6 +34,9 @@ pub use status::DeliveryStatus;
 pub use values::{
     DEFAULT_FILE_NAME, FileName, InvalidFileName, InvalidPhone, MAX_FILE_NAME_CHARS, MAX_PDF_BYTES, PDF_HEADER_WINDOW,
     PdfDocument, PdfError, PhoneNumber, has_pdf_header, visible_text,
+};
+pub use webhook::{
+    Delivery, DeliveryOutcome, Endpoint, Enqueued, GONE, NewDelivery, OUTBOX_FULL, Owner, Viewer, WebhookDeliveryStatus,
 };
 pub use webhook_secret::{SecretError, WebhookSecret};
 pub use webhook_settings::{EnvEndpoint, WebhookFormat, WebhookSettings, is_http_url};

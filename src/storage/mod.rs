@@ -9,6 +9,8 @@
 //! * [`CredentialStore`]: the credentials of each linked number, the store its whatsapp-rust
 //!   client is built on (keys, Signal sessions, app-state).
 //! * [`SessionRegistry`]: which sessions exist, with their description and metadata.
+//! * [`WebhookStore`]: the webhook endpoints and their outbox: deliveries written once per
+//!   event, claimed in order under a lease, retried, dead letters replayed.
 //! * [`transfer`]: rows in transit from SQLite to Postgres (`whatsapp-gateway migrate`).
 //! * [`sqlite`]: the embedded default, today's files under `DATA_DIR`.
 //! * [`postgres`]: the shared store, chosen by `DATABASE_URL=postgres://…`: one bounded pool,
@@ -25,6 +27,7 @@ pub mod postgres;
 mod registry;
 pub mod sqlite;
 pub mod transfer;
+pub mod webhooks;
 
 #[cfg(test)]
 mod bench;
@@ -32,12 +35,15 @@ mod bench;
 mod conformance;
 #[cfg(test)]
 mod credentials_conformance;
+#[cfg(test)]
+mod webhooks_conformance;
 
 pub use credentials::CredentialStore;
 pub use error::StorageError;
 pub use inbox::{InboxStore, MAX_PAGE, Page};
 pub use journal::JournalStore;
 pub use registry::SessionRegistry;
+pub use webhooks::WebhookStore;
 
 pub(crate) use crate::domain::now_ms;
 

@@ -22,10 +22,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::domain::EventKind;
 /// Defined in `domain` (the configuration names it); its rendering is here.
 pub use crate::domain::WebhookFormat;
 use crate::domain::{IncomingKind, IncomingMessage};
-use crate::events::{EventKind, GatewayEvent};
+use crate::events::GatewayEvent;
 use crate::seeds::{Seed002Status, iso_millis, iso_seconds};
 use crate::session::Status;
 

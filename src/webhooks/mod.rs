@@ -1,12 +1,13 @@
 //! Webhooks: every event of the bus, posted to each endpoint that wants it, signed as the
 //! Standard Webhooks specification says, from a durable outbox.
 //!
-//! * `DATA_DIR/webhooks.db` (SQLite, WAL, `synchronous=FULL`) holds the endpoints and the
-//!   deliveries. The bus hands every event to [`run_outbox`] without loss; it writes a delivery
-//!   per matching endpoint, many events per transaction.
-//! * One worker per endpoint posts its deliveries in order, one at a time, with a timeout
-//!   (`WEBHOOK_TIMEOUT_MS`, 10 s);
-//!   a slow or dead endpoint holds only its own queue.
+//! * A [`WebhookStore`] holds the endpoints and the deliveries: `DATA_DIR/webhooks.db` (SQLite,
+//!   WAL, `synchronous=FULL`) by default, or the shared Postgres. The bus hands every event to
+//!   [`run_outbox`] without loss; it writes a delivery per matching endpoint, many events per
+//!   transaction.
+//! * One worker per endpoint claims its due deliveries (under a lease, so that gateways sharing a
+//!   store never post the same one at once) and posts them in order, one at a time, with a
+//!   timeout (`WEBHOOK_TIMEOUT_MS`, 10 s); a slow or dead endpoint holds only its own queue.
 //! * A failed post is retried with exponential backoff and full jitter until
 //!   `WEBHOOK_MAX_RETRY_SECS` (24 h) after the event; then it is a dead letter (`failed`), which
 //!   the API lists and replays. A `410 Gone` disables the endpoint.
@@ -21,11 +22,6 @@
 
 mod destination;
 mod format;
-/// The signing secret lives in `domain` now; `store` still names it here.
-mod sign {
-    pub(super) use crate::domain::WebhookSecret;
-}
-mod store;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -35,14 +31,19 @@ use rand::RngExt as _;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use crate::domain::{EnvEndpoint, SecretError, WebhookFormat, WebhookSecret, WebhookSettings, is_http_url};
+pub use crate::domain::{
+    Delivery, Endpoint, EnvEndpoint, Owner, SecretError, Viewer, WebhookDeliveryStatus, WebhookFormat, WebhookSecret,
+    WebhookSettings, is_http_url,
+};
+pub use crate::storage::StorageError as StoreError;
 pub use destination::{Destinations, NotAllowed, is_public};
 pub use format::SessionFacts;
-pub use store::{Delivery, Endpoint, Owner, StoreError, Viewer, WebhookDeliveryStatus};
 
+use crate::domain::{DeliveryOutcome, NewDelivery};
 use crate::events::{EventKind, GatewayEvent};
 use crate::shutdown::Shutdown;
-use store::Store;
+use crate::storage::WebhookStore;
+use crate::storage::webhooks::{BACKEND_BASE_URL_ENDPOINT, BACKEND_URL_ENDPOINT, ENV_ENDPOINT};
 
 /// What `POST /api/webhooks` registers.
 #[derive(Debug, Clone)]
@@ -65,7 +66,7 @@ pub struct Webhooks {
 }
 
 struct Inner {
-    store: Store,
+    store: Arc<dyn WebhookStore>,
     settings: WebhookSettings,
     /// Whose `message.status` events we may want.
     journal: crate::journal::Journal,
@@ -84,16 +85,16 @@ struct Inner {
 pub type FactsLookup = Arc<dyn Fn(&str) -> SessionFacts + Send + Sync>;
 
 impl Webhooks {
-    /// Opens `DATA_DIR/webhooks.db` and brings the environment's endpoint up to date.
-    pub fn open(
-        dir: &std::path::Path,
+    /// The webhooks on `store` (`DATA_DIR/webhooks.db` by default), with the environment's
+    /// endpoints brought up to date.
+    pub async fn open(
+        store: Arc<dyn WebhookStore>,
         settings: WebhookSettings,
         journal: crate::journal::Journal,
     ) -> Result<Webhooks, StoreError> {
-        let store = Store::open(&dir.join("webhooks.db"))?;
-        store.sync_env_endpoint(store::ENV_ENDPOINT, settings.env_endpoint.as_ref())?;
-        store.sync_env_endpoint(store::BACKEND_URL_ENDPOINT, settings.backend_url.as_ref())?;
-        store.sync_env_endpoint(store::BACKEND_BASE_URL_ENDPOINT, settings.backend_base_url.as_ref())?;
+        store.sync_env_endpoint(ENV_ENDPOINT, settings.env_endpoint.as_ref()).await?;
+        store.sync_env_endpoint(BACKEND_URL_ENDPOINT, settings.backend_url.as_ref()).await?;
+        store.sync_env_endpoint(BACKEND_BASE_URL_ENDPOINT, settings.backend_base_url.as_ref()).await?;
         let webhooks = Webhooks {
             inner: Arc::new(Inner {
                 store,
@@ -105,7 +106,7 @@ impl Webhooks {
                 facts: OnceLock::new(),
             }),
         };
-        webhooks.refresh_status_interest();
+        webhooks.refresh_status_interest().await;
         Ok(webhooks)
     }
 
@@ -122,8 +123,8 @@ impl Webhooks {
     }
 
     /// Asks the journal for `message.status` events while an enabled endpoint wants them.
-    fn refresh_status_interest(&self) {
-        let wanted = match self.inner.store.endpoints() {
+    async fn refresh_status_interest(&self) {
+        let wanted = match self.inner.store.endpoints(&Viewer::Admin).await {
             Ok(endpoints) => endpoints.iter().any(|e| e.wants_kind(EventKind::MessageStatus)),
             // Unknown: keep recording rather than lose events.
             Err(_) => true,
@@ -137,9 +138,9 @@ impl Webhooks {
     }
 
     /// Starts a worker for every enabled endpoint; later endpoints get theirs when created.
-    pub fn start(&self, shutdown: &Shutdown) -> Result<(), StoreError> {
+    pub async fn start(&self, shutdown: &Shutdown) -> Result<(), StoreError> {
         *self.inner.shutdown.lock().unwrap_or_else(PoisonError::into_inner) = Some(shutdown.clone());
-        for endpoint in self.inner.store.endpoints()? {
+        for endpoint in self.inner.store.endpoints(&Viewer::Admin).await? {
             if endpoint.disabled.is_none() {
                 self.spawn_worker(&endpoint.id);
             }
@@ -187,34 +188,35 @@ impl Webhooks {
     /// Adds an endpoint (a secret is generated when none is given) and starts its worker.
     pub async fn create(&self, new: NewEndpoint) -> Result<Endpoint, StoreError> {
         let NewEndpoint { url, events, sessions, secret, owner, format } = new;
-        let secret = secret.unwrap_or_else(WebhookSecret::generate);
-        let store = self.inner.store.clone();
-        let endpoint = tokio::task::spawn_blocking(move || store.create(url, events, sessions, secret, owner, format))
-            .await
-            .map_err(|_| StoreError::Closed)??;
-        self.refresh_status_interest();
+        let endpoint = Endpoint {
+            id: Endpoint::new_id(),
+            url,
+            secret: secret.unwrap_or_else(WebhookSecret::generate),
+            events,
+            sessions,
+            created_at: crate::domain::now_ms(),
+            disabled: None,
+            owner,
+            format,
+        };
+        self.inner.store.create(&endpoint).await?;
+        self.refresh_status_interest().await;
         self.spawn_worker(&endpoint.id);
         Ok(endpoint)
     }
 
     /// The endpoints `viewer` sees, each with its count of pending deliveries.
     pub async fn list(&self, viewer: &Viewer) -> Result<Vec<(Endpoint, u64)>, StoreError> {
-        let (store, viewer) = (self.inner.store.clone(), viewer.clone());
-        tokio::task::spawn_blocking(move || store.endpoints_with_pending(&viewer))
-            .await
-            .map_err(|_| StoreError::Closed)?
+        self.inner.store.endpoints_with_pending(viewer).await
     }
 
     /// Deletes an endpoint and its deliveries; `false` if unknown or not `viewer`'s.
     pub async fn delete(&self, id: &str, viewer: &Viewer) -> Result<bool, StoreError> {
-        let (store, owned_id, viewer) = (self.inner.store.clone(), id.to_owned(), viewer.clone());
-        let deleted = tokio::task::spawn_blocking(move || store.delete(&owned_id, &viewer))
-            .await
-            .map_err(|_| StoreError::Closed)??;
+        let deleted = self.inner.store.delete(id, viewer).await?;
         // Stopped only once it is gone: a refused delete leaves its owner's worker alone.
         if deleted {
             self.stop_worker(id);
-            self.refresh_status_interest();
+            self.refresh_status_interest().await;
         }
         Ok(deleted)
     }
@@ -227,23 +229,24 @@ impl Webhooks {
         status: Option<WebhookDeliveryStatus>,
         limit: usize,
     ) -> Result<Option<Vec<Delivery>>, StoreError> {
-        let (store, endpoint, viewer) = (self.inner.store.clone(), endpoint.to_owned(), viewer.clone());
-        tokio::task::spawn_blocking(move || store.deliveries(&endpoint, &viewer, status, limit))
-            .await
-            .map_err(|_| StoreError::Closed)?
+        self.inner.store.deliveries(endpoint, viewer, status, limit).await
     }
 
     /// Writes `events` to the outbox of every endpoint that wants them, now (one transaction),
     /// and wakes those endpoints. An event already there (same id) is not written twice.
     pub async fn enqueue(&self, events: Vec<Arc<GatewayEvent>>) -> Result<(), StoreError> {
-        let store = self.inner.store.clone();
-        let max = self.inner.settings.outbox_max;
-        let facts = self.facts();
-        let woken = tokio::task::spawn_blocking(move || store.enqueue(&events, max, &facts))
-            .await
-            .map_err(|_| StoreError::Closed)??;
-        for id in woken {
-            self.wake(&id);
+        let endpoints = self.inner.store.endpoints(&Viewer::Admin).await?;
+        let deliveries = render(&endpoints, &events, &self.facts());
+        let written =
+            self.inner.store.enqueue(&deliveries, self.inner.settings.outbox_max, crate::domain::now_ms()).await?;
+        for enqueued in written {
+            if enqueued.outbox_full > 0 {
+                metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "outbox_full")
+                    .increment(enqueued.outbox_full);
+            }
+            metrics::gauge!(crate::metrics::WEBHOOK_OUTBOX, "endpoint" => enqueued.endpoint_id.clone())
+                .set(enqueued.pending as f64);
+            self.wake(&enqueued.endpoint_id);
         }
         Ok(())
     }
@@ -257,17 +260,39 @@ impl Webhooks {
         viewer: &Viewer,
         delivery: Option<i64>,
     ) -> Result<Option<u64>, StoreError> {
-        let (store, id, viewer) = (self.inner.store.clone(), endpoint.to_owned(), viewer.clone());
-        let retried = tokio::task::spawn_blocking(move || store.retry(&id, &viewer, delivery))
-            .await
-            .map_err(|_| StoreError::Closed)??;
+        let retried = self.inner.store.retry(endpoint, viewer, delivery, crate::domain::now_ms()).await?;
         if retried.is_some() {
-            self.refresh_status_interest();
+            self.refresh_status_interest().await;
             let running = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).contains_key(endpoint);
             if running { self.wake(endpoint) } else { self.spawn_worker(endpoint) }
         }
         Ok(retried)
     }
+}
+
+/// A delivery of each event for each endpoint that wants it, rendered in the endpoint's format
+/// (`facts` completes a seed's callback; a seed's format has no callback for some events of a
+/// kind it posts).
+fn render(
+    endpoints: &[Endpoint],
+    events: &[Arc<GatewayEvent>],
+    facts: &dyn Fn(&str) -> SessionFacts,
+) -> Vec<NewDelivery> {
+    let mut out = Vec::new();
+    for endpoint in endpoints {
+        for event in events.iter().filter(|e| endpoint.wants(e.event, &e.session_id)) {
+            let Some(rendered) = endpoint.format.render(event, facts) else { continue };
+            out.push(NewDelivery {
+                endpoint_id: endpoint.id.clone(),
+                event_id: event.id.clone(),
+                event: event.event,
+                session_id: event.session_id.clone(),
+                body: rendered.body,
+                path: rendered.path.to_owned(),
+            });
+        }
+    }
+    out
 }
 
 /// Writes a delivery per matching endpoint for every event of the bus, many per transaction,
@@ -295,18 +320,8 @@ pub async fn run_outbox(
                 break;
             }
         }
-        let store = webhooks.inner.store.clone();
-        let max = webhooks.inner.settings.outbox_max;
-        let facts = webhooks.facts();
-        let written = tokio::task::spawn_blocking(move || store.enqueue(&batch, max, &facts)).await;
-        match written {
-            Ok(Ok(endpoints)) => {
-                for id in endpoints {
-                    webhooks.wake(&id);
-                }
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "webhook outbox write failed; events not queued"),
-            Err(_) => tracing::error!("webhook outbox task failed"),
+        if let Err(e) = webhooks.enqueue(batch).await {
+            tracing::error!(error = %e, "webhook outbox write failed; events not queued");
         }
     }
 }
@@ -347,35 +362,41 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
     let settings = webhooks.inner.settings.clone();
     // Made with the first batch, once the endpoint's owner is known; it never changes.
     let mut client: Option<ureq::Agent> = None;
+    // Long enough for a whole batch of posts that each take the full timeout.
+    let lease = settings.timeout.saturating_mul(BATCH as u32).saturating_add(Duration::from_secs(60));
     loop {
-        let next = {
-            let (store, id) = (store.clone(), endpoint_id.clone());
-            tokio::task::spawn_blocking(move || store.next_pending(&id, BATCH)).await
-        };
-        let (endpoint, batch) = match next {
-            Ok(Ok(Some(next))) => next,
-            Ok(Ok(None)) => {
+        let claim = match store.claim(&endpoint_id, BATCH, crate::domain::now_ms(), lease).await {
+            Ok(Some(claim)) => claim,
+            // Unknown or disabled: a replay wakes it.
+            Ok(None) => {
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     () = notify.notified() => continue,
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::error!(endpoint = %endpoint_id, error = %e, "webhook outbox read failed");
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_secs(5)) => continue,
                 }
             }
-            Err(_) => return,
         };
-        // The head may be waiting for its retry; everything behind it waits too (order).
-        let wait = batch.first().map_or(0, |d| d.next_attempt_at.saturating_sub(crate::domain::now_ms()));
-        if wait > 0 {
+        let (endpoint, batch) = (claim.endpoint, claim.deliveries);
+        let Some(until) = claim.until else {
+            // Nothing pending.
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = notify.notified() => continue,
-                () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            }
+        };
+        if batch.is_empty() {
+            // The head is waiting for its retry; everything behind it waits too (order).
+            let wait = until.saturating_sub(crate::domain::now_ms());
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = notify.notified() => continue,
+                () = tokio::time::sleep(Duration::from_millis(wait)) => continue,
             }
         }
         let agent = client.get_or_insert_with(|| http_client(&settings, destinations(&settings, &endpoint.owner)));
@@ -384,9 +405,6 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
         let mut delivered = Vec::new();
         let mut stopped_at = None;
         for delivery in &batch {
-            if delivery.next_attempt_at > crate::domain::now_ms() {
-                break;
-            }
             let started = std::time::Instant::now();
             let posted = tokio::select! {
                 () = cancel.cancelled() => break,
@@ -404,17 +422,28 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
                 }
             }
         }
-        let gone = matches!(stopped_at, Some((_, store::Update::Gone)));
-        let now = crate::domain::now_ms();
-        let (store2, endpoint_id2) = (store.clone(), endpoint_id.clone());
-        let saved =
-            tokio::task::spawn_blocking(move || store2.settle(&endpoint_id2, &delivered, stopped_at, now)).await;
-        if !matches!(saved, Ok(Ok(()))) {
-            tracing::error!(endpoint = %endpoint_id, "cannot record webhook delivery outcomes");
+        let gone = matches!(stopped_at, Some((_, DeliveryOutcome::Gone)));
+        // Until the outcomes are recorded the lease holds the endpoint: try again rather than
+        // wait for the lease to end and post them all again.
+        loop {
+            match store.settle(&endpoint_id, until, &delivered, stopped_at.clone(), crate::domain::now_ms()).await {
+                Ok(pending) => {
+                    metrics::gauge!(crate::metrics::WEBHOOK_OUTBOX, "endpoint" => endpoint_id.clone())
+                        .set(pending as f64);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %endpoint_id, error = %e, "cannot record webhook delivery outcomes");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
         }
         if gone {
             webhooks.stop_worker(&endpoint_id);
-            webhooks.refresh_status_interest();
+            webhooks.refresh_status_interest().await;
             return;
         }
         if cancel.is_cancelled() {
@@ -427,12 +456,12 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
 const BATCH: usize = 64;
 
 /// What a failed post does to its delivery: retried later, dead, or its endpoint gone.
-fn failure(posted: Posted, delivery: &Delivery, settings: &WebhookSettings, endpoint_id: &str) -> store::Update {
+fn failure(posted: Posted, delivery: &Delivery, settings: &WebhookSettings, endpoint_id: &str) -> DeliveryOutcome {
     let error = match posted {
         Posted::Gone => {
             metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "gone").increment(1);
             tracing::warn!(endpoint = %endpoint_id, "the endpoint answered 410 Gone: disabled");
-            return store::Update::Gone;
+            return DeliveryOutcome::Gone;
         }
         Posted::Failed(error) => error,
         Posted::Delivered => String::new(),
@@ -441,13 +470,13 @@ fn failure(posted: Posted, delivery: &Delivery, settings: &WebhookSettings, endp
     let age = Duration::from_millis(now.saturating_sub(delivery.created_at));
     if age >= settings.max_retry_age {
         metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "dead").increment(1);
-        return store::Update::Dead(error);
+        return DeliveryOutcome::Dead(error);
     }
     metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "retry").increment(1);
     let attempts = delivery.attempts + 1;
     let ceiling = settings.retry_base.saturating_mul(1 << attempts.min(20)).min(Duration::from_secs(3600));
     let delay = rand::rng().random_range(0..=u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX));
-    store::Update::Retry { error, next_attempt_at: now + delay }
+    DeliveryOutcome::Retry { error, next_attempt_at: now + delay }
 }
 
 /// One signed POST of a delivery.
@@ -477,5 +506,48 @@ async fn post(agent: &ureq::Agent, endpoint: &Endpoint, delivery: &Delivery) -> 
         Ok(Err(e)) if destination::is_refusal(&e) => Posted::Failed(NotAllowed.to_string()),
         Ok(Err(e)) => Posted::Failed(e.to_string()),
         Err(_) => Posted::Failed("the request task failed".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_format_writes_only_its_callbacks_with_their_paths() {
+        let seed = Endpoint {
+            id: Endpoint::new_id(),
+            url: "http://b:3000".into(),
+            secret: WebhookSecret::generate(),
+            events: None,
+            sessions: None,
+            created_at: 1,
+            disabled: None,
+            owner: Owner::admin(),
+            format: WebhookFormat::Seed000,
+        };
+        let event = |kind: EventKind, data: serde_json::Value| {
+            Arc::new(GatewayEvent {
+                id: crate::events::new_event_id(),
+                event: kind,
+                session_id: "a".into(),
+                timestamp: 1,
+                data,
+            })
+        };
+        let events = [
+            event(EventKind::MessageStatus, serde_json::json!({"messageId":"x","status":"sent"})),
+            event(EventKind::SessionStatus, serde_json::json!({"status":"qr_ready","reason":null})),
+            event(EventKind::SessionStatus, serde_json::json!({"status":"logged_out","reason":"x"})),
+        ];
+        let endpoints = [seed.clone()];
+        let written = render(&endpoints, &events, &|_| SessionFacts::default());
+        assert_eq!(written.len(), 1, "only the log-out has a seed 000 callback");
+        assert_eq!(
+            (written[0].endpoint_id.as_str(), written[0].path.as_str(), written[0].event),
+            (seed.id.as_str(), "/whatsapp-qr/webhook", EventKind::SessionStatus)
+        );
+        assert_eq!(written[0].event_id, events[2].id);
+        assert!(render(&endpoints, &events[..2], &|_| SessionFacts::default()).is_empty(), "nothing to wake");
     }
 }

@@ -9,8 +9,11 @@ use std::time::Duration;
 use fake_whatsapp::FakeEvent;
 use whatsapp_gateway::migrate::{MigrateError, Sources, migrate};
 
+use serde_json::json;
+
 use crate::support::postgres::Schema;
 use crate::support::*;
+use crate::webhooks::{Receiver, create};
 
 const GATEWAY_PHONE: &str = "51900000095";
 const WAITING_FOR: &str = "51987000095";
@@ -50,8 +53,13 @@ async fn a_number_linked_on_sqlite_moves_to_postgres_without_a_scan_and_delivers
     let fake = fake().await;
     let dir = temp_dir();
     // On the files, whatever TEST_BACKEND says: they are what is moved.
-    let app = TestApp::spawn_with(config(&fake, &dir, &[("DATABASE_URL", "")])).await;
+    // Webhook retries stop at once: a failure is a dead letter.
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("DATABASE_URL", ""), ("WEBHOOK_MAX_RETRY_SECS", "0")])).await;
     let jid = link(&app, &fake, "mudanza", GATEWAY_PHONE).await;
+    let receiver = Receiver::start().await;
+    let hook = create(&app, json!({"url": receiver.url(), "events": ["message.received"]})).await;
+    let hook = hook["id"].as_str().expect("webhook id").to_owned();
+    receiver.answer(&[500]);
 
     // History: a PDF delivered under an idempotency key, and a text received.
     let keyed = TestApp::send_pdf_body("mudanza", DELIVERED_TO, &pdf("entregado"), None);
@@ -62,6 +70,8 @@ async fn a_number_linked_on_sqlite_moves_to_postgres_without_a_scan_and_delivers
     app.wait_status(&delivered, "delivered").await;
     let text_id = fake.admin().send_text(CUSTOMER, GATEWAY_PHONE, "¿Me mandan la guía?").await.expect("text");
     wait_listed(&app, "/api/sessions/mudanza/messages?direction=in", &text_id).await;
+    let failed = format!("/api/webhooks/{hook}/deliveries?status=failed");
+    wait_listed(&app, &failed, "\"items\":[{").await;
     let order = pdf("orden de compra");
     let doc_id = fake
         .admin()
@@ -117,6 +127,7 @@ async fn a_number_linked_on_sqlite_moves_to_postgres_without_a_scan_and_delivers
     assert_eq!((report.inbox_files, report.inbox_file_bytes), (1, order.len() as u64), "{report}");
     assert_eq!(report.numbers.moved, 1, "{report}");
     assert!(report.credential_rows.moved > 10, "keys, sessions and the device: {report}");
+    assert_eq!((report.webhook_endpoints.moved, report.dead_letters), (1, 1), "{report}");
     assert!(!report.is_noop());
     let text = report.to_string();
     assert!(text.contains("journal: 4 messages (3 pending,"), "{text}");
@@ -162,6 +173,16 @@ async fn a_number_linked_on_sqlite_moves_to_postgres_without_a_scan_and_delivers
     assert_eq!(replay["messageId"], first["messageId"], "the key still names its message");
     wait_listed(&app, "/api/sessions/mudanza/messages?direction=in", &text_id).await;
     assert_eq!(get_bytes(&app, &media).await, (200, order), "the received file's bytes came along");
+    // The dead letter came along, and is replayed from here.
+    let (_, page) = app.request("GET", &failed, Some(TOKEN), None).await;
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{page}");
+    let delivery = items[0]["id"].as_i64().expect("delivery id");
+    let (status, retried) =
+        app.request("POST", &format!("/api/webhooks/{hook}/deliveries/{delivery}/retry"), Some(TOKEN), None).await;
+    assert_eq!((status, retried["retried"].as_u64()), (202, Some(1)), "{retried}");
+    let delivered_hooks = format!("/api/webhooks/{hook}/deliveries?status=delivered");
+    wait_listed(&app, &delivered_hooks, &format!("\"id\":{delivery}")).await;
     assert_eq!(fake.admin().messages(DELIVERED_TO).len(), 1, "the replay sent nothing");
     app.stop().await;
     fake.shutdown().await;

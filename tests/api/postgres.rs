@@ -67,7 +67,9 @@ async fn on_postgres_nothing_is_on_disk_and_a_restart_finds_everything() {
     app.stop().await;
 
     // None of the state went to the folders.
-    for gone in ["data/journal.db", "data/inbox.db", "sessions.config.json", "sessions/nube/whatsapp.db"] {
+    for gone in
+        ["data/journal.db", "data/inbox.db", "data/webhooks.db", "sessions.config.json", "sessions/nube/whatsapp.db"]
+    {
         assert!(!dir.join(gone).exists(), "{gone} is not written on Postgres");
     }
 

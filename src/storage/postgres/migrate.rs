@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "journal", include_str!("migrations/0002_journal.sql")),
     (3, "credentials", include_str!("migrations/0003_credentials.sql")),
     (4, "registry", include_str!("migrations/0004_registry.sql")),
+    (5, "webhooks", include_str!("migrations/0005_webhooks.sql")),
 ];
 
 /// First key of the advisory lock (the second is the schema's hash): "wagw".

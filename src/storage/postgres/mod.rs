@@ -11,6 +11,7 @@ mod inbox;
 mod journal;
 mod migrate;
 mod registry;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,6 +24,7 @@ pub use inbox::PgInbox;
 pub use journal::PgJournal;
 pub use migrate::MIGRATIONS;
 pub use registry::PgRegistry;
+pub use webhooks::PgWebhooks;
 
 use super::StorageError;
 
@@ -79,6 +81,11 @@ impl Database {
     /// The session registry on this database.
     pub fn registry(&self) -> PgRegistry {
         PgRegistry::new(self.pool.clone())
+    }
+
+    /// The webhook endpoints and their outbox on this database.
+    pub fn webhooks(&self) -> PgWebhooks {
+        PgWebhooks::new(self.pool.clone())
     }
 
     /// Connections open now (idle or in use); never more than the bound.

@@ -45,3 +45,28 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Option<Connection>, StorageE
 pub(crate) fn has_table(conn: &Connection, table: &str) -> Result<bool, StorageError> {
     Ok(conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?.exists([table])?)
 }
+
+/// The webhook endpoints and every delivery (pending, delivered, dead letters) in
+/// `dir/webhooks.db`, in the order they were written, as the shared store's tables name their
+/// columns; empty when there is no outbox there.
+pub async fn webhooks(dir: &Path) -> Result<(Rows, Rows), StorageError> {
+    let path = dir.join("webhooks.db");
+    let read = tokio::task::spawn_blocking(move || {
+        let Some(conn) = open_read_only(&path)? else { return Ok((Rows::default(), Rows::default())) };
+        let endpoints = select(
+            &conn,
+            "SELECT id, url, secret, events, sessions, created_at, disabled, owner, owner_admin, format \
+             FROM endpoints ORDER BY created_at, id",
+            [],
+        )?;
+        let deliveries = select(
+            &conn,
+            "SELECT endpoint_id, event_id, event, session_id, body, status, attempts, last_error, next_attempt_at, \
+             created_at, updated_at, path FROM deliveries ORDER BY id",
+            [],
+        )?;
+        Ok((endpoints, deliveries))
+    })
+    .await;
+    read.map_err(StorageError::failed)?
+}

@@ -2,9 +2,10 @@
 //! every store needs, and the Node service's `sessions.config.json` as the registry.
 
 mod credentials;
-pub(crate) mod export;
+pub mod export;
 mod inbox;
 mod registry;
+mod webhooks;
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use rusqlite::Connection;
 pub use credentials::{STORE_FILE, SqliteCredentials};
 pub use inbox::{InboxExport, SqliteInbox};
 pub use registry::{SessionsFile, StoreError};
+pub use webhooks::SqliteWebhooks;
 
 use super::StorageError;
 
@@ -29,6 +31,9 @@ pub enum OpenError {
     Io(#[from] std::io::Error),
     #[error("journal_mode is {0}, not wal")]
     NotWal(String),
+    /// A newer build's schema.
+    #[error("{0}")]
+    Incompatible(String),
 }
 
 /// Opens (creating) `path`, 0600 before SQLite touches it so that its `-wal` and `-shm` files get
