@@ -19,6 +19,8 @@
 //! * [`storage`]: the bottom floor: one trait per kind of state, SQLite (the default) and
 //!   Postgres (the shared store) behind them.
 //! * [`files`]: private (0700/0600) folders and files for credentials and the journal.
+//! * [`migrate`]: `whatsapp-gateway migrate --to postgres://…`, the embedded store copied into
+//!   Postgres.
 //! * [`metrics`]: Prometheus series names and the recorder.
 //! * [`seeds`]: the sibling Node.js services' status names and timestamps, for `COMPAT_API`'s
 //!   routes (`api::compat`) and callbacks (`webhooks`).
@@ -38,6 +40,7 @@ pub mod files;
 pub mod inbox;
 pub mod journal;
 pub mod metrics;
+pub mod migrate;
 pub mod queue;
 pub mod seeds;
 pub mod session;

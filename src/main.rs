@@ -8,6 +8,10 @@ use whatsapp_gateway::{App, Config, shutdown, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     whatsapp_gateway::app::tune_sqlite_for_many_stores();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(("migrate", rest)) = args.split_first().map(|(first, rest)| (first.as_str(), rest)) {
+        return whatsapp_gateway::migrate::command(rest).await;
+    }
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {

@@ -45,6 +45,8 @@ pub use crate::storage::journal::{
     Accepted, DeliveryStatus, IDEMPOTENCY_RETENTION, IdempotencyKey, JournalError, JournalStats, JournalStore,
     MessageRecord, NewMessage, PDF_MISSING, Pruned, StatusEvent, StatusEventsGuard,
 };
+use crate::storage::sqlite::export;
+use crate::storage::transfer::Rows;
 use outbox::Outbox;
 use segments::Segments;
 use store::{NewRow, Stored};
@@ -193,6 +195,34 @@ impl SqliteJournal {
     pub async fn record_attempt(&self, message_id: &MessageId, error: Option<String>) -> Result<u32, JournalError> {
         let message_id = message_id.as_str().to_owned();
         self.request(|reply| Command::RecordAttempt { message_id, error, reply }).await
+    }
+
+    /// Every message row in acceptance order (without its bytes: see
+    /// [`SqliteJournal::read_payload`]), every idempotency key and every `message.status` event
+    /// not yet handed over, as the shared store's tables name their columns: what
+    /// `whatsapp-gateway migrate` copies.
+    pub async fn export(&self) -> Result<(Rows, Rows, Rows), JournalError> {
+        self.read(|conn| {
+            let messages = export::select(
+                conn,
+                "SELECT message_id, session_id, recipient, kind, NULLIF(file_name, '') AS file_name, \
+                 COALESCE(mimetype, CASE WHEN kind = 'document' THEN ?1 END) AS mimetype, caption, preview, ptt, \
+                 size, status, attempts, last_error, created_at, updated_at FROM messages ORDER BY seq",
+                [store::LEGACY_MIMETYPE],
+            )?;
+            let keys = export::select(
+                conn,
+                "SELECT key, fingerprint, message_id, created_at FROM idempotency_keys ORDER BY created_at, key",
+                [],
+            )?;
+            let events = export::select(
+                conn,
+                "SELECT event_id, message_id, session_id, status, kind, last_error, at FROM status_events ORDER BY seq",
+                [],
+            )?;
+            Ok((messages, keys, events))
+        })
+        .await
     }
 
     /// One message, `None` if unknown.

@@ -64,7 +64,7 @@ fn kind_list() -> String {
 }
 
 /// The media type of documents stored before version 3: they were all PDFs.
-const LEGACY_MIMETYPE: &str = "application/pdf";
+pub(super) const LEGACY_MIMETYPE: &str = "application/pdf";
 
 /// The schema; its status lists come from [`DeliveryStatus::as_str`], the one place each status
 /// is spelled.

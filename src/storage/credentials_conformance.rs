@@ -509,3 +509,62 @@ async fn a_store_whose_postgres_is_gone_answers_errors_not_empty_values() {
     assert!(store.put_sender_key("g::a", b"k").await.is_err());
     assert!(credentials.has_credentials(&shop).await.is_err_and(|e| e.is_unavailable()));
 }
+
+/// What whatsapp-rust reads back from a number's store, as text.
+async fn reads(store: &dyn Backend) -> Vec<String> {
+    vec![
+        format!("device: {:?}", store.load().await.expect("load").as_ref().map(describe)),
+        format!("identity: {:?}", store.load_identity("222@lid").await.expect("identity")),
+        format!("session: {:?}", store.get_session("222@lid").await.expect("session")),
+        format!("high prekey: {:?}", store.load_prekey(u32::MAX - 1).await.expect("prekey")),
+        format!("mappings: {}", store.get_all_lid_mappings().await.expect("mappings").len()),
+    ]
+}
+
+#[tokio::test]
+async fn a_number_copied_by_migrate_reads_back_the_same_on_postgres() {
+    let device = linked_device();
+    let dir = std::env::temp_dir().join(format!("wg-credentials-copy-{}-{}", std::process::id(), now_ms()));
+    let sqlite = super::sqlite::SqliteCredentials::new(&dir);
+    let shop = id("tienda");
+    let store = sqlite.backend(&shop).await.expect("backend");
+    let mut t = Transcript::default();
+    device_calls(&*store, &device, &mut t).await;
+    signal_calls(&*store, &mut t).await;
+    app_sync_calls(&*store, &mut t).await;
+    protocol_calls(&*store, &mut t).await;
+    token_calls(&*store, &mut t).await;
+    // SQLite keeps it as a negative i32.
+    store.store_prekeys_batch(&[(u32::MAX - 1, Bytes::from_static(b"high"))], false).await.expect("high prekey");
+    let before = reads(&*store).await;
+    drop(store);
+
+    let test = super::postgres::testing::fresh(2).await;
+    let mut report = crate::migrate::Report::default();
+    crate::migrate::copy_credentials(&dir, &[], &test.db, &mut report).await.expect("copy");
+    assert_eq!(report.numbers.moved, 1);
+    assert!(report.credential_rows.moved > 10, "{report:?}");
+    let copied = test.db.credentials().backend(&shop).await.expect("backend");
+    assert_eq!(reads(&*copied).await, before);
+    assert!(before[3].contains("high"), "{before:?}");
+    // SQLite's MAX runs over the signed ids it stores, so it misses this one; Postgres does not.
+    assert_eq!(copied.get_max_prekey_id().await.expect("max"), u32::MAX - 1);
+
+    let mut again = crate::migrate::Report::default();
+    crate::migrate::copy_credentials(&dir, &[], &test.db, &mut again).await.expect("copy again");
+    assert_eq!((again.credential_rows.found, again.credential_rows.moved), (report.credential_rows.found, 0));
+
+    // Every table of the SQLite store is one the copy knows.
+    let conn = rusqlite::Connection::open(dir.join("tienda").join(super::sqlite::STORE_FILE)).expect("open");
+    let mut stmt = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+             AND name NOT LIKE '__diesel%' ORDER BY name",
+        )
+        .expect("tables");
+    let tables: Vec<String> = stmt.query_map([], |r| r.get(0)).expect("tables").map(|t| t.expect("name")).collect();
+    let mut known: Vec<&str> = super::transfer::CREDENTIAL_TABLES.iter().map(|(sqlite, _)| *sqlite).collect();
+    known.sort_unstable();
+    assert_eq!(tables, known, "whatsapp-rust's SQLite store changed its tables: update CREDENTIAL_TABLES");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,7 @@
 //! * [`SessionRegistry`]: which sessions exist, with their description and metadata.
 //! * [`WebhookStore`]: the webhook endpoints and their outbox: deliveries written once per
 //!   event, claimed in order under a lease, retried, dead letters replayed.
+//! * [`transfer`]: rows in transit from SQLite to Postgres (`whatsapp-gateway migrate`).
 //! * [`sqlite`]: the embedded default, today's files under `DATA_DIR`.
 //! * [`postgres`]: the shared store, chosen by `DATABASE_URL=postgres://…`: one bounded pool,
 //!   embedded migrations run under an advisory lock.
@@ -25,6 +26,7 @@ pub mod journal;
 pub mod postgres;
 mod registry;
 pub mod sqlite;
+pub mod transfer;
 pub mod webhooks;
 
 #[cfg(test)]

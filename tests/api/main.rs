@@ -17,6 +17,7 @@ mod inbound;
 mod jwt;
 mod linking;
 mod messages;
+mod migrate;
 mod platform;
 mod postgres;
 mod probes;

@@ -27,7 +27,7 @@ struct Received {
 }
 
 /// A webhook receiver on loopback: answers with the queued statuses, then 200.
-struct Receiver {
+pub(crate) struct Receiver {
     addr: SocketAddr,
     statuses: Arc<Mutex<VecDeque<u16>>>,
     got: broadcast::Sender<Received>,
@@ -37,7 +37,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let statuses: Arc<Mutex<VecDeque<u16>>> = Arc::default();
@@ -74,11 +74,11 @@ impl Receiver {
         Receiver { addr, statuses, got, accepted, task }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/hooks", self.addr)
     }
 
-    fn answer(&self, statuses: &[u16]) {
+    pub(crate) fn answer(&self, statuses: &[u16]) {
         self.statuses.lock().unwrap().extend(statuses);
     }
 }
@@ -104,7 +104,7 @@ async fn next_post(rx: &mut broadcast::Receiver<Received>, pick: impl Fn(&Value)
     .expect("the webhook in time")
 }
 
-async fn create(app: &TestApp, body: Value) -> Value {
+pub(crate) async fn create(app: &TestApp, body: Value) -> Value {
     let (status, created) = app.request("POST", "/api/webhooks", Some(TOKEN), Some(body.to_string())).await;
     assert_eq!(status, 201, "{created}");
     created

@@ -6,6 +6,7 @@
 //! in the URL: `postgres://host/db?options[search_path]=tenant_a`.
 
 mod credentials;
+mod import;
 mod inbox;
 mod journal;
 mod migrate;

@@ -11,6 +11,8 @@ use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
 use crate::domain::SessionId;
 use crate::storage::StorageError;
 use crate::storage::credentials::{CredentialBackend, CredentialStore};
+use crate::storage::sqlite::export;
+use crate::storage::transfer::{CREDENTIAL_TABLES, Rows, quote};
 
 /// File name of a session's SQLite store inside its folder.
 pub const STORE_FILE: &str = "whatsapp.db";
@@ -44,6 +46,34 @@ impl SqliteCredentials {
 
     fn store_path(&self, session: &SessionId) -> PathBuf {
         self.folder(session).join(STORE_FILE)
+    }
+
+    /// The session's rows of `table` (one of [`CREDENTIAL_TABLES`]' SQLite names), `columns`
+    /// picked, without the device column; `None` when the session has no store or the store no
+    /// such table. For `whatsapp-gateway migrate`, with no client running on the store.
+    pub async fn export(
+        &self,
+        session: &SessionId,
+        table: &'static str,
+        columns: Vec<String>,
+    ) -> Result<Option<Rows>, StorageError> {
+        if !CREDENTIAL_TABLES.iter().any(|(name, _)| *name == table) {
+            return Err(StorageError::Failed(format!("{table} is not a credentials table")));
+        }
+        let path = self.store_path(session);
+        let read = tokio::task::spawn_blocking(move || {
+            let Some(conn) = export::open_read_only(&path)? else { return Ok(None) };
+            if !export::has_table(&conn, table)? {
+                return Ok(None);
+            }
+            // whatsapp-rust keeps one device per store, id 1; its own row is `device.id`.
+            let device = if table == "device" { "id" } else { "device_id" };
+            let picked: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+            let sql = format!("SELECT {} FROM {} WHERE {device} = 1 ORDER BY rowid", picked.join(", "), quote(table));
+            export::select(&conn, &sql, []).map(Some)
+        })
+        .await;
+        read.map_err(StorageError::failed)?
     }
 }
 

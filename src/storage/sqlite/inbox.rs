@@ -11,6 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::{ChatSummary, IncomingMessage, SessionId};
 use crate::storage::inbox::summary;
+use crate::storage::sqlite::export;
+use crate::storage::transfer::{Cell, Rows};
 use crate::storage::{InboxStore, MAX_PAGE, Page, StorageError, int, now_ms};
 
 const SCHEMA: &str = "
@@ -73,6 +75,63 @@ impl SqliteInbox {
         })
         .await
         .map_err(|_| StorageError::Failed("inbox task stopped".into()))?
+    }
+}
+
+/// The inbox as `whatsapp-gateway migrate` copies it.
+#[derive(Debug, Default)]
+pub struct InboxExport {
+    /// `session_id, message_id, chat, kind, timestamp, record, stored_at, file` in the order
+    /// they were stored; `file` holds the bytes of a kept file.
+    pub messages: Rows,
+    /// `session_id, chat, message_id`: each chat's read mark, as the last message it covers.
+    pub reads: Rows,
+    /// Media files named by a row but no longer on disk.
+    pub missing_files: usize,
+}
+
+impl SqliteInbox {
+    /// Everything in `dir/inbox.db` and `dir/media/`, read without changing anything; empty when
+    /// there is no inbox there.
+    pub async fn export(dir: &Path) -> Result<InboxExport, StorageError> {
+        let (path, media_dir) = (dir.join("inbox.db"), dir.join("media"));
+        let read = tokio::task::spawn_blocking(move || {
+            let Some(conn) = export::open_read_only(&path)? else { return Ok(InboxExport::default()) };
+            let listed = export::select(
+                &conn,
+                "SELECT session_id, message_id, chat, kind, timestamp, record, stored_at, media_file \
+                 FROM incoming ORDER BY seq",
+                [],
+            )?;
+            let mut messages =
+                Rows::new(&["session_id", "message_id", "chat", "kind", "timestamp", "record", "stored_at", "file"]);
+            let mut missing_files = 0;
+            for mut row in listed.rows {
+                if let Some(Cell::Text(relative)) = row.pop() {
+                    match std::fs::read(media_dir.join(relative)) {
+                        Ok(bytes) => row.push(Cell::Blob(bytes)),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            missing_files += 1;
+                            row.push(Cell::Null);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                } else {
+                    row.push(Cell::Null);
+                }
+                messages.rows.push(row);
+            }
+            let reads = export::select(
+                &conn,
+                "SELECT r.session_id, r.chat, (SELECT i.message_id FROM incoming i WHERE i.session_id = r.session_id \
+                 AND i.chat = r.chat AND i.seq <= r.read_seq ORDER BY i.seq DESC LIMIT 1) AS message_id \
+                 FROM chat_reads r ORDER BY r.session_id, r.chat",
+                [],
+            )?;
+            Ok(InboxExport { messages, reads, missing_files })
+        })
+        .await;
+        read.map_err(StorageError::failed)?
     }
 }
 

@@ -2,6 +2,7 @@
 //! every store needs, and the Node service's `sessions.config.json` as the registry.
 
 mod credentials;
+pub mod export;
 mod inbox;
 mod registry;
 mod webhooks;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 pub use credentials::{STORE_FILE, SqliteCredentials};
-pub use inbox::SqliteInbox;
+pub use inbox::{InboxExport, SqliteInbox};
 pub use registry::{SessionsFile, StoreError};
 pub use webhooks::SqliteWebhooks;
 
