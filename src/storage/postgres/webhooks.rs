@@ -15,10 +15,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::domain::{
-    Delivery, DeliveryOutcome, Endpoint, Enqueued, EnvEndpoint, EventKind, GONE, NewDelivery, OUTBOX_FULL, Owner,
-    Viewer, WebhookDeliveryStatus, WebhookFormat, WebhookSecret,
+    Delivery, DeliveryOutcome, Endpoint, Enqueued, EnvEndpoint, EventKind, GONE, NewDelivery, OUTBOX_FULL, Viewer,
+    WebhookDeliveryStatus, WebhookSecret,
 };
-use crate::storage::webhooks::{Claim, WebhookStore, lease_end};
+use crate::storage::webhooks::{Claim, EndpointColumns, WebhookStore, lease_end};
 use crate::storage::{StorageError, int, now_ms};
 
 /// Cheap to clone.
@@ -44,25 +44,19 @@ fn to_u64(value: i64) -> u64 {
 
 /// `None` for a row whose secret or format this build cannot use (never written by it).
 fn endpoint_from_row(row: &PgRow) -> Result<Option<Endpoint>, StorageError> {
-    let secret: String = row.try_get(2)?;
-    let events: Option<String> = row.try_get(3)?;
-    let sessions: Option<String> = row.try_get(4)?;
-    let format: String = row.try_get(9)?;
-    let Ok(secret) = WebhookSecret::parse(&secret) else { return Ok(None) };
-    let Some(format) = WebhookFormat::parse(&format) else { return Ok(None) };
-    Ok(Some(Endpoint {
+    Ok(EndpointColumns {
         id: row.try_get(0)?,
         url: row.try_get(1)?,
-        secret,
-        events: events
-            .and_then(|e| serde_json::from_str::<Vec<String>>(&e).ok())
-            .map(|names| names.iter().filter_map(|n| EventKind::parse(n)).collect()),
-        sessions: sessions.and_then(|s| serde_json::from_str(&s).ok()),
-        created_at: to_u64(row.try_get(5)?),
+        secret: row.try_get(2)?,
+        events: row.try_get(3)?,
+        sessions: row.try_get(4)?,
+        created_at: row.try_get(5)?,
         disabled: row.try_get(6)?,
-        owner: Owner { name: row.try_get(7)?, admin: row.try_get(8)? },
-        format,
-    }))
+        owner_name: row.try_get(7)?,
+        owner_admin: row.try_get(8)?,
+        format: row.try_get(9)?,
+    }
+    .decode())
 }
 
 fn delivery_from_row(row: &PgRow) -> Result<Delivery, StorageError> {

@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::domain::{
-    Delivery, DeliveryOutcome, Endpoint, Enqueued, EnvEndpoint, EventKind, GONE, NewDelivery, OUTBOX_FULL, Owner,
-    Viewer, WebhookDeliveryStatus, WebhookFormat, WebhookSecret,
+    Delivery, DeliveryOutcome, Endpoint, Enqueued, EnvEndpoint, EventKind, GONE, NewDelivery, OUTBOX_FULL, Viewer,
+    WebhookDeliveryStatus, WebhookSecret,
 };
-use crate::storage::webhooks::{Claim, WebhookStore, lease_end};
+use crate::storage::webhooks::{Claim, EndpointColumns, WebhookStore, lease_end};
 use crate::storage::{StorageError, int};
 
 use super::OpenError;
@@ -527,28 +527,21 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
-/// `None` for a row whose secret no longer parses (never written by us).
+/// `None` for a row whose secret or format this build cannot use (never written by it).
 fn endpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Endpoint>> {
-    let secret: String = r.get(2)?;
-    let events: Option<String> = r.get(3)?;
-    let sessions: Option<String> = r.get(4)?;
-    let format: String = r.get(9)?;
-    let Ok(secret) = WebhookSecret::parse(&secret) else { return Ok(None) };
-    // A format this build does not know (a newer build's) is not posted in the wrong one.
-    let Some(format) = WebhookFormat::parse(&format) else { return Ok(None) };
-    Ok(Some(Endpoint {
+    Ok(EndpointColumns {
         id: r.get(0)?,
         url: r.get(1)?,
-        secret,
-        events: events
-            .and_then(|e| serde_json::from_str::<Vec<String>>(&e).ok())
-            .map(|names| names.iter().filter_map(|n| EventKind::parse(n)).collect()),
-        sessions: sessions.and_then(|s| serde_json::from_str(&s).ok()),
-        created_at: to_u64(r.get(5)?),
+        secret: r.get(2)?,
+        events: r.get(3)?,
+        sessions: r.get(4)?,
+        created_at: r.get(5)?,
         disabled: r.get(6)?,
-        owner: Owner { name: r.get(7)?, admin: r.get(8)? },
-        format,
-    }))
+        owner_name: r.get(7)?,
+        owner_admin: r.get(8)?,
+        format: r.get(9)?,
+    }
+    .decode())
 }
 
 fn events_json(events: Option<&Vec<EventKind>>) -> Option<String> {
@@ -563,6 +556,7 @@ fn sessions_json(sessions: Option<&Vec<String>>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Owner, WebhookFormat};
 
     fn temp_db() -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("wg-webhooks-{}-{}", std::process::id(), rand::random::<u64>()));
