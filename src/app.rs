@@ -31,24 +31,8 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
 /// Acks and receipts in flight from the sessions to the queue.
 const DELIVERY_EVENTS: usize = 4096;
 
-/// Process-wide SQLite settings for a process that holds one store per session. Call it first
-/// thing in `main`, before anything opens a database: SQLite accepts global settings only
-/// before its first use (a later call is refused with SQLITE_MISUSE and changes nothing).
-///
-/// It turns off SQLite's per-connection lookaside allocator (about 47 KiB each): with 1,000
-/// session stores that was 418 → 373 KiB per linked idle session (`examples/bench_memory.rs`).
-pub fn tune_sqlite_for_many_stores() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: sqlite3_config must not run concurrently with other SQLite calls; this runs
-        // once, at start-up, before the process opens any database. Its only failure is
-        // SQLITE_MISUSE when SQLite is already initialised, which leaves everything as it was.
-        let rc = unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_LOOKASIDE, 0i32, 0i32) };
-        if rc != rusqlite::ffi::SQLITE_OK {
-            tracing::debug!(rc, "SQLite was already initialised; lookaside left as it is");
-        }
-    });
-}
+/// Process-wide SQLite settings, first thing in `main` (see the function's own doc).
+pub use crate::storage::sqlite::tune_sqlite_for_many_stores;
 
 /// Where each kind of state lives: the embedded default (SQLite and files under `DATA_DIR`,
 /// one credentials store per number under `SESSIONS_DIR`, `SESSIONS_CONFIG`), or with

@@ -10,7 +10,8 @@
 //!   gauges), and the seed's `/ws/session/:sessionId` WebSocket.
 //! * [`session`]: one supervised whatsapp-rust client per session, its QR code drawn as a PNG.
 //! * [`queue`]: per-session lanes that deliver PDFs in order, retrying with backoff.
-//! * [`journal`]: the durable record of accepted messages (SQLite, group commit).
+//! * [`journal`]: the durable record of accepted messages, as callers hold it (the SQLite
+//!   journal with its group commit, and the Postgres one, live in [`storage`]).
 //! * [`inbox`]: received messages and their files, stored once and announced on the bus.
 //! * [`events`]: the event bus behind `/ws/events` and the webhooks.
 //! * [`webhooks`]: endpoints, the durable outbox, and the workers that post signed deliveries.

@@ -63,7 +63,7 @@ async fn run(journal: Arc<dyn JournalStore>) -> (f64, Duration, Duration) {
 #[ignore = "benchmark: prints accepts/s and latencies of 100 KiB accepts on SQLite and on Postgres"]
 async fn accepts_of_100_kib_on_both_backends() {
     let dir = std::env::temp_dir().join(format!("wg-bench-{}-{}", std::process::id(), super::now_ms()));
-    let sqlite = crate::journal::SqliteJournal::open(&dir).expect("open");
+    let sqlite = super::sqlite::journal::SqliteJournal::open(&dir).expect("open");
     let on_sqlite = run(Arc::new(sqlite)).await;
     let _ = std::fs::remove_dir_all(&dir);
     let test = super::postgres::testing::fresh(u32::try_from(TASKS).unwrap_or(16)).await;

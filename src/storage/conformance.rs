@@ -283,7 +283,7 @@ async fn journal_suite(journal: Arc<dyn JournalStore>) {
 #[tokio::test]
 async fn journal_on_sqlite() {
     let dir = std::env::temp_dir().join(format!("wg-storage-journal-{}-{}", std::process::id(), now_ms()));
-    let journal = crate::journal::SqliteJournal::open(&dir).expect("open");
+    let journal = super::sqlite::journal::SqliteJournal::open(&dir).expect("open");
     journal_suite(Arc::new(journal)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -763,7 +763,7 @@ async fn a_full_database_rejects_cleanly_and_recovers_when_space_returns() {
     assert!(within(journal.set_status(&mid("before"), DeliveryStatus::Sent, None)).await.expect("writes work"));
 }
 
-/// `cargo test -p whatsapp-gateway --lib journal::tests::bench -- --ignored --nocapture`
+/// `cargo test -p whatsapp-gateway --lib storage::sqlite::journal::tests::bench -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: prints the time for 1000 accepts of 100 KiB with 32 tasks"]
 async fn bench_1000_accepts_of_100_kib_with_32_tasks() {
@@ -809,7 +809,7 @@ async fn bench_1000_accepts_of_100_kib_with_32_tasks() {
 }
 
 /// Real ENOSPC: `JOURNAL_SMALL_FS=/mnt/small cargo test -p whatsapp-gateway --lib
-/// journal::tests::real_disk_full -- --ignored`, with e.g. a 1 MiB tmpfs mounted there.
+/// storage::sqlite::journal::tests::real_disk_full -- --ignored`, with e.g. a 1 MiB tmpfs mounted there.
 /// `.ci/run` mounts one and runs it on every CI run.
 #[tokio::test]
 #[ignore = "needs JOURNAL_SMALL_FS: a directory on a small, otherwise empty file system"]
