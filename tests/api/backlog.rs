@@ -66,7 +66,7 @@ async fn a_backlog_queued_while_down_is_rebuilt_from_disk_and_arrives_in_order()
     let queued = queue_pdfs(&app, "atrasos", "51987000050", BACKLOG).await;
     let total_bytes: u64 = queued.iter().map(|(_, _, size)| size).sum();
     assert_eq!(depth(&app, "atrasos").await, (BACKLOG as u64, total_bytes));
-    assert_eq!(stored_bytes(&dir), total_bytes, "every waiting PDF is on disk");
+    assert_eq!(stored_bytes(&dir).await, total_bytes, "every waiting PDF is stored");
     assert!(fake.admin().messages("51987000050").is_empty(), "nothing left while down");
 
     // A restart: the queue is rebuilt from the journal, with the same bounds accounting.
@@ -83,8 +83,17 @@ async fn a_backlog_queued_while_down_is_rebuilt_from_disk_and_arrives_in_order()
     let (last, _, _) = &queued[BACKLOG - 1];
     app.wait_status(last, "delivered").await;
     assert_eq!(fake.admin().messages("51987000050").len(), BACKLOG, "each sent once");
-    assert_eq!(depth(&app, "atrasos").await, (0, 0));
-    assert_eq!(stored_bytes(&dir), 0, "sent PDFs leave the disk");
+    // The phone's receipt can be recorded before the worker has recorded the last `sent` and
+    // let go of its place (on Postgres each is a round trip): wait for both, bounded.
+    tokio::time::timeout(WAIT, async {
+        while depth(&app, "atrasos").await != (0, 0) || stored_bytes(&dir).await != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .ok();
+    assert_eq!(depth(&app, "atrasos").await, (0, 0), "the queue lets go of what was sent");
+    assert_eq!(stored_bytes(&dir).await, 0, "sent PDFs leave the store");
     app.stop().await;
     fake.shutdown().await;
 }
@@ -100,12 +109,7 @@ async fn a_queued_pdf_damaged_on_disk_fails_and_the_others_are_sent() {
     drop(ws);
     let queued = queue_pdfs(&app, "perdidos", "51987000051", 3).await;
     let (lost, _, _) = &queued[1];
-    // One bit of the second PDF flips on disk (the three were written one after the other).
-    let [segment] = segments(&dir).try_into().expect("one segment");
-    let mut bytes = std::fs::read(&segment).expect("read the segment");
-    let inside_second = queued[0].2 as usize + 1000;
-    bytes[inside_second] ^= 0x10;
-    std::fs::write(&segment, &bytes).expect("damage the segment");
+    damage_second(&dir, &queued).await;
 
     let mut events = fake.subscribe();
     link_later(&app, &fake, "perdidos", "51900000051").await;
@@ -119,6 +123,33 @@ async fn a_queued_pdf_damaged_on_disk_fails_and_the_others_are_sent() {
     assert_eq!(failed["lastError"], "stored pdf is damaged (checksum mismatch)", "{failed}");
     app.stop().await;
     fake.shutdown().await;
+}
+
+/// Flips one bit, 1000 bytes into the second of `queued`, where the journal keeps it: in the one
+/// segment on the files (the three were written one after the other), in its row on Postgres.
+async fn damage_second(dir: &Path, queued: &[(String, String, u64)]) {
+    match backend_url(dir) {
+        None => {
+            let [segment] = segments(dir).try_into().expect("one segment");
+            let mut bytes = std::fs::read(&segment).expect("read the segment");
+            let inside_second = queued[0].2 as usize + 1000;
+            bytes[inside_second] ^= 0x10;
+            std::fs::write(&segment, &bytes).expect("damage the segment");
+        }
+        Some(url) => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("Postgres");
+            let damaged = sqlx::query(
+                "UPDATE journal_messages SET payload = set_byte(payload, 1000, get_byte(payload, 1000) # 16) \
+                 WHERE message_id = $1",
+            )
+            .bind(&queued[1].0)
+            .execute(&mut conn)
+            .await
+            .expect("damage the row");
+            assert_eq!(damaged.rows_affected(), 1, "the second PDF's row");
+        }
+    }
 }
 
 /// Copies the fixture journal written by the release before segments into `dir/data`, with its
@@ -151,7 +182,7 @@ async fn a_data_directory_from_the_previous_release_delivers_its_pending_pdfs() 
     let session = manifest["session"].as_str().expect("session");
     let to = manifest["to"].as_str().expect("to");
     std::fs::write(dir.join("sessions.config.json"), format!(r#"[{{"sessionId":"{session}"}}]"#)).expect("config");
-    let app = TestApp::spawn(&fake, &dir).await;
+    let app = TestApp::spawn_with(files_config(&fake, &dir, &[])).await;
     let expected = manifest["messages"].as_array().expect("messages");
     assert_eq!(depth(&app, session).await.0, expected.len() as u64, "its queue is rebuilt");
 
@@ -192,7 +223,7 @@ async fn pdfs_from_the_previous_release_older_than_the_retry_age_fail_as_expired
     let manifest = install_v1_journal(&dir, Duration::from_secs(25 * 3600));
     let session = manifest["session"].as_str().expect("session");
     std::fs::write(dir.join("sessions.config.json"), format!(r#"[{{"sessionId":"{session}"}}]"#)).expect("config");
-    let app = TestApp::spawn(&fake, &dir).await;
+    let app = TestApp::spawn_with(files_config(&fake, &dir, &[])).await;
     for want in manifest["messages"].as_array().expect("messages") {
         let id = want["messageId"].as_str().expect("id");
         let failed = app.wait_status(id, "failed").await;

@@ -9,7 +9,7 @@ use crate::support::*;
 async fn numbers_are_checked_cached_and_limited_per_session() {
     let fake = fake().await;
     let dir = temp_dir();
-    std::fs::write(dir.join("sessions.config.json"), r#"[{"sessionId":"sin_vincular"}]"#).expect("config");
+    given_sessions(&dir, r#"[{"sessionId":"sin_vincular"}]"#).await;
     let app = TestApp::spawn_with(config(&fake, &dir, &[("CONTACT_CHECKS_PER_MINUTE", "3")])).await;
     link(&app, &fake, "consultas", "51900000080").await;
 

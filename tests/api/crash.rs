@@ -34,6 +34,10 @@ pub(crate) async fn start(fake: &FakeWhatsApp, dir: &Path) -> Gateway {
 pub(crate) async fn start_with(fake: &FakeWhatsApp, dir: &Path, extra: &[(&str, String)]) -> Gateway {
     let mut command = Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"));
     command.env_clear();
+    // On Postgres with `TEST_BACKEND=postgres`, unless `extra` says otherwise.
+    for (key, value) in backend_settings(dir) {
+        command.env(key, value);
+    }
     for (key, value) in extra {
         command.env(key, value);
     }

@@ -97,7 +97,7 @@ async fn a_message_older_than_the_max_age_is_dead_lettered_and_frees_its_place()
     let fake = fake().await;
     let dir = temp_dir();
     // Queued under the default maximum age (a day), on a session that is never linked.
-    std::fs::write(dir.join("sessions.config.json"), r#"[{"sessionId":"sur"}]"#).expect("sessions config");
+    given_sessions(&dir, r#"[{"sessionId":"sur"}]"#).await;
     let app = TestApp::spawn_with(config(&fake, &dir, &[("QUEUE_MAX_PER_SESSION", "2")])).await;
     let mut ids = Vec::new();
     for n in 0..2 {
@@ -141,7 +141,7 @@ async fn a_full_disk_is_507_writes_nothing_and_recovers() {
         .is_ok_and(|s| s.success());
     assert!(mounted, "mounting a tmpfs needs root, as on CI");
     let _unmount = Unmount(data.clone());
-    let app = TestApp::spawn(&fake, &dir).await;
+    let app = TestApp::spawn_with(files_config(&fake, &dir, &[])).await;
     let mut ws = app.ws("oeste").await;
     ws.expect("status", "initializing").await;
     drop(ws);
@@ -168,7 +168,7 @@ async fn a_full_disk_is_507_writes_nothing_and_recovers() {
     assert_eq!(refused["error"]["code"], "INSUFFICIENT_STORAGE");
     // The refused PDF left nothing behind: the segments hold exactly the accepted ones.
     assert_eq!(
-        stored_bytes(&dir),
+        stored_file_bytes(&dir),
         big.len() as u64 * accepted.len() as u64,
         "segments hold the {} accepted PDFs and nothing of the refused one: {:?}",
         accepted.len(),
@@ -203,7 +203,7 @@ async fn readiness_says_when_the_journal_cannot_be_written_and_recovers_by_itsel
     assert!(mounted, "mounting a tmpfs needs root, as on CI");
     let _unmount = Unmount(data.clone());
     std::fs::write(dir.join("sessions.config.json"), r#"[{"sessionId":"lleno"}]"#).unwrap();
-    let app = TestApp::spawn(&fake, &dir).await;
+    let app = TestApp::spawn_with(files_config(&fake, &dir, &[])).await;
     let (status, ready) = app.request("GET", "/health/ready", None, None).await;
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
 

@@ -11,8 +11,8 @@ async fn link_by_qr_then_send_a_pdf_that_arrives_intact() {
     let app = TestApp::spawn(&fake, &dir).await;
 
     link(&app, &fake, "tienda_lima", "51900000001").await;
-    // The new session was appended to sessions.config.json.
-    let config = std::fs::read_to_string(dir.join("sessions.config.json")).expect("config written");
+    // The new session was kept in the registry (sessions.config.json on the files).
+    let config = stored_registry(&dir).await;
     assert!(config.contains("\"tienda_lima\""), "{config}");
 
     // A second watcher learns at once that it is already connected.
@@ -80,8 +80,7 @@ async fn logout_clears_credentials_and_relinking_works() {
     let dir = temp_dir();
     let app = TestApp::spawn(&fake, &dir).await;
     let jid = link(&app, &fake, "soporte", "51900000003").await;
-    let store = dir.join("sessions").join("soporte").join("whatsapp.db");
-    assert!(store.exists());
+    assert!(has_credentials(&dir, "soporte").await);
 
     // The gateway's own event stream (subscribed before its 101) says when it has handled the
     // logout: it deletes the credentials before it announces it.
@@ -108,7 +107,7 @@ async fn logout_clears_credentials_and_relinking_works() {
         (announced["event"].as_str(), announced["sessionId"].as_str()),
         (Some("session.logged_out"), Some("soporte"))
     );
-    assert!(!store.exists(), "credentials deleted after a logout from the phone");
+    assert!(!has_credentials(&dir, "soporte").await, "credentials deleted after a logout from the phone");
     // The gateway learns of the logout from its client a moment after the server closed the
     // socket; until then a watcher may still hear `already_connected`. Then it can relink.
     let mut ws = tokio::time::timeout(WAIT, async {
@@ -218,7 +217,7 @@ async fn two_sessions_stay_isolated() {
     assert_eq!(status, 202);
     let got = wait_message(&mut events, "51987000011").await;
     assert!(got.from.starts_with("51900000011:"), "sent by Cusco's number: {}", got.from);
-    assert!(dir.join("sessions/cusco/whatsapp.db").exists(), "Cusco keeps its credentials");
+    assert!(has_credentials(&dir, "cusco").await, "Cusco keeps its credentials");
     assert!(fake.admin().devices().iter().any(|d| d.jid == cusco && d.connected && !d.removed));
     app.stop().await;
     fake.shutdown().await;

@@ -115,8 +115,8 @@ async fn a_users_jwt_creates_links_and_drives_only_its_own_session() {
     let ids: Vec<&str> =
         list["sessions"].as_array().expect("list").iter().filter_map(|s| s["sessionId"].as_str()).collect();
     assert_eq!(ids, [ana_id]);
-    let config = std::fs::read_to_string(app.dir.parent().expect("dir").join("sessions.config.json")).expect("config");
-    assert!(config.contains(ana_id), "kept in sessions.config.json: {config}");
+    let config = stored_registry(app.dir.parent().expect("dir")).await;
+    assert!(config.contains(ana_id), "kept in the registry: {config}");
 
     // Another user's first request lists its own session only.
     let beto_sub = "beto@example.com";

@@ -221,7 +221,7 @@ async fn a_voice_note_an_audio_and_a_video_reach_the_phone_intact() {
 async fn bad_messages_are_refused_and_store_nothing() {
     let fake = fake().await;
     let dir = temp_dir();
-    std::fs::write(dir.join("sessions.config.json"), r#"[{"sessionId":"rechazos"}]"#).expect("config");
+    given_sessions(&dir, r#"[{"sessionId":"rechazos"}]"#).await;
     let app = TestApp::spawn(&fake, &dir).await;
     let path = "/api/sessions/rechazos/messages";
     let cases = [

@@ -164,7 +164,7 @@ pub(crate) fn write_tokens_file(dir: &Path) -> std::path::PathBuf {
 async fn scoped_tokens_reach_only_their_scopes_and_sessions() {
     let fake = fake().await;
     let dir = temp_dir();
-    std::fs::write(dir.join("sessions.config.json"), r#"[{"sessionId":"tienda_a"},{"sessionId":"tienda_b"}]"#).unwrap();
+    given_sessions(&dir, r#"[{"sessionId":"tienda_a"},{"sessionId":"tienda_b"}]"#).await;
     let tokens = write_tokens_file(&dir);
     let app = TestApp::spawn_with(config(&fake, &dir, &[("API_TOKENS_FILE", tokens.to_str().unwrap())])).await;
     let ventas = Some("ventas-token-0123456789");
@@ -215,7 +215,7 @@ async fn a_scoped_tokens_event_socket_carries_only_its_sessions() {
     use tokio_tungstenite::tungstenite::Message;
     let fake = fake().await;
     let dir = temp_dir();
-    std::fs::write(dir.join("sessions.config.json"), r#"[{"sessionId":"tienda_a"},{"sessionId":"tienda_b"}]"#).unwrap();
+    given_sessions(&dir, r#"[{"sessionId":"tienda_a"},{"sessionId":"tienda_b"}]"#).await;
     let tokens = write_tokens_file(&dir);
     let app = TestApp::spawn_with(config(&fake, &dir, &[("API_TOKENS_FILE", tokens.to_str().unwrap())])).await;
     // No filter asked for: the token's sessions are the filter.

@@ -45,7 +45,8 @@ async fn abandon_linking(port: u16, fake: &fake_whatsapp::FakeWhatsApp, session:
 async fn abandoned_linking_gives_back_its_descriptors_and_memory() {
     let fake = fake().await;
     let dir = temp_dir();
-    let gateway = crate::crash::start(&fake, &dir).await;
+    // Each linking opens a store of files: this is about them, whatever `TEST_BACKEND` says.
+    let gateway = crate::crash::start_with(&fake, &dir, &[("DATABASE_URL", String::new())]).await;
     let pid = gateway.child.id();
     // Warm up: the first rounds allocate what stays (pools, caches).
     for _ in 0..5 {
@@ -163,7 +164,7 @@ async fn sessions_over_http_from_create_to_delete() {
     assert_eq!(status, 201, "{generated}");
     let generated_id = generated["sessionId"].as_str().unwrap().to_owned();
     assert!(generated_id.starts_with("s_"), "{generated_id}");
-    let config = std::fs::read_to_string(dir.join("sessions.config.json")).unwrap();
+    let config = stored_registry(&dir).await;
     assert!(config.contains("\"tienda_qr\"") && config.contains(&generated_id) && config.contains("\"owner\""));
 
     let (status, list) = app.request("GET", "/api/sessions", Some(TOKEN), None).await;
@@ -210,11 +211,10 @@ async fn sessions_over_http_from_create_to_delete() {
     wait_session(&app, "tienda_qr", "connected again", |s| s["status"] == "connected").await;
 
     // Logout: unlinked on the phone, credentials gone, the entry kept; idempotent.
-    let store = dir.join("sessions/tienda_qr/whatsapp.db");
-    assert!(store.exists());
+    assert!(has_credentials(&dir, "tienda_qr").await);
     let (status, out) = app.request("POST", "/api/sessions/tienda_qr/logout", Some(TOKEN), None).await;
     assert_eq!((status, out["status"].as_str()), (200, Some("logged_out")), "{out}");
-    assert!(!store.exists(), "credentials deleted");
+    assert!(!has_credentials(&dir, "tienda_qr").await, "credentials deleted");
     assert!(fake.admin().devices().iter().any(|d| d.jid == linked.jid && d.removed), "unlinked on the phone");
     let (status, out) = app.request("POST", "/api/sessions/tienda_qr/logout", Some(TOKEN), None).await;
     assert_eq!((status, out["status"].as_str()), (200, Some("logged_out")));
@@ -227,7 +227,7 @@ async fn sessions_over_http_from_create_to_delete() {
     let (status, _) = app.request("DELETE", "/api/sessions/tienda_qr", Some(TOKEN), None).await;
     assert_eq!(status, 404);
     assert!(!dir.join("sessions/tienda_qr").exists());
-    let config = std::fs::read_to_string(dir.join("sessions.config.json")).unwrap();
+    let config = stored_registry(&dir).await;
     assert!(!config.contains("tienda_qr") && config.contains(&generated_id), "{config}");
     app.stop().await;
     fake.shutdown().await;
@@ -269,7 +269,7 @@ async fn two_creates_of_one_id_at_once_give_one_201_and_one_409() {
     let mut statuses = [a.0, b.0];
     statuses.sort();
     assert_eq!(statuses, [201, 409]);
-    let config = std::fs::read_to_string(dir.join("sessions.config.json")).unwrap();
+    let config = stored_registry(&dir).await;
     assert_eq!(config.matches("gemela").count(), 1, "{config}");
     app.stop().await;
     fake.shutdown().await;
@@ -342,7 +342,7 @@ async fn credentials_are_private_even_in_folders_that_existed_open() {
     }
     set(&old.join("creds.json"), 0o644);
 
-    let app = TestApp::spawn(&fake, &dir).await;
+    let app = TestApp::spawn_with(files_config(&fake, &dir, &[])).await;
     assert_eq!(mode(&dir.join("sessions")), 0o700);
     assert_eq!(mode(&old), 0o700);
     assert_eq!(mode(&old.join("creds.json")), 0o600);

@@ -250,14 +250,34 @@ async fn inbound_retention_days_prunes_older_received_messages_at_start() {
     // Age them through a side connection: one by two days, the other by half a day.
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
     let day_ms = 86_400_000_i64;
-    let db = rusqlite::Connection::open(dir.join("data").join("inbox.db")).expect("inbox.db");
-    for (id, age) in [(&old, 2 * day_ms), (&recent, day_ms / 2)] {
-        let changed = db
-            .execute("UPDATE incoming SET stored_at = ?1 WHERE message_id = ?2", rusqlite::params![now_ms - age, id])
-            .expect("age a row");
-        assert_eq!(changed, 1, "{id}");
+    let aged = [(&old, now_ms - 2 * day_ms), (&recent, now_ms - day_ms / 2)];
+    match backend_url(&dir) {
+        None => {
+            let db = rusqlite::Connection::open(dir.join("data").join("inbox.db")).expect("inbox.db");
+            for (id, stored_at) in aged {
+                let changed = db
+                    .execute(
+                        "UPDATE incoming SET stored_at = ?1 WHERE message_id = ?2",
+                        rusqlite::params![stored_at, id],
+                    )
+                    .expect("age a row");
+                assert_eq!(changed, 1, "{id}");
+            }
+        }
+        Some(url) => {
+            use sqlx::Connection as _;
+            let mut db = sqlx::PgConnection::connect(&url).await.expect("Postgres");
+            for (id, stored_at) in aged {
+                let changed = sqlx::query("UPDATE inbox_messages SET stored_at = $1 WHERE message_id = $2")
+                    .bind(stored_at)
+                    .bind(id.as_str())
+                    .execute(&mut db)
+                    .await
+                    .expect("age a row");
+                assert_eq!(changed.rows_affected(), 1, "{id}");
+            }
+        }
     }
-    drop(db);
 
     // A one-day retention prunes at start-up (the prune's first round is immediate).
     let app = TestApp::spawn_with(config(&fake, &dir, &[("INBOUND_RETENTION_DAYS", "1")])).await;

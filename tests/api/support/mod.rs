@@ -75,38 +75,67 @@ pub fn config(fake: &FakeWhatsApp, dir: &std::path::Path, extra: &[(&str, &str)]
 /// test folder in a schema of its own (`tb_…`, created on first use, so a restarted gateway
 /// finds its state); `sqlite` or unset keeps the files. A test about the files themselves sets
 /// `DATABASE_URL` to "" in its own settings.
-fn backend_settings(dir: &std::path::Path) -> Vec<(String, String)> {
+pub fn backend_settings(dir: &std::path::Path) -> Vec<(String, String)> {
+    match backend_url(dir) {
+        Some(url) => vec![
+            ("DATABASE_URL".into(), url),
+            // Tests run side by side: small pools keep them under the server's max_connections.
+            ("DATABASE_MAX_CONNECTIONS".into(), "4".into()),
+        ],
+        None => Vec::new(),
+    }
+}
+
+/// Whether the suite runs on Postgres (`TEST_BACKEND=postgres`).
+pub fn on_postgres() -> bool {
     match std::env::var("TEST_BACKEND").as_deref() {
-        Ok("postgres") => {
-            let folder = dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
-            let name: String = format!("tb_{folder}")
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
-                .collect();
-            let url = postgres::url();
-            let create = format!("CREATE SCHEMA IF NOT EXISTS {name}");
-            let target = url.clone();
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                runtime.block_on(async {
-                    let mut conn =
-                        <sqlx::PgConnection as sqlx::Connection>::connect(&target).await.unwrap_or_else(|e| {
-                            panic!("TEST_BACKEND=postgres needs Postgres at {target} (TEST_DATABASE_URL): {e}")
-                        });
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(&mut conn).await.expect("create the schema");
-                });
-            })
-            .join()
-            .expect("schema thread");
-            let separator = if url.contains('?') { '&' } else { '?' };
-            vec![
-                ("DATABASE_URL".into(), format!("{url}{separator}options[search_path]={name}")),
-                // Tests run side by side: small pools keep them under the server's max_connections.
-                ("DATABASE_MAX_CONNECTIONS".into(), "4".into()),
-            ]
-        }
-        Ok("sqlite") | Ok("") | Err(_) => Vec::new(),
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
         Ok(other) => panic!("TEST_BACKEND={other}: use sqlite or postgres"),
+    }
+}
+
+/// The `DATABASE_URL` of the test folder `dir` when the suite runs on Postgres: its own schema,
+/// created here if it is new.
+pub fn backend_url(dir: &std::path::Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let folder = dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
+    let name: String = format!("tb_{folder}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    let url = postgres::url();
+    let create = format!("CREATE SCHEMA IF NOT EXISTS {name}");
+    let target = url.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&target).await.unwrap_or_else(|e| {
+                panic!("TEST_BACKEND=postgres needs Postgres at {target} (TEST_DATABASE_URL): {e}")
+            });
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(&mut conn).await.expect("create the schema");
+        });
+    })
+    .join()
+    .expect("schema thread");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{separator}options[search_path]={name}"))
+}
+
+/// The sessions a test starts with, as an operator has them: `sessions.config.json` in the test
+/// folder (`json` is its text). On Postgres they are moved in with `migrate`, as a user moving up
+/// would, so the gateway finds them in its registry.
+pub async fn given_sessions(dir: &std::path::Path, json: &str) {
+    std::fs::write(dir.join("sessions.config.json"), json).expect("write sessions.config.json");
+    if let Some(url) = backend_url(dir) {
+        let sources = whatsapp_gateway::migrate::Sources {
+            data_dir: dir.join("data"),
+            sessions_dir: dir.join("sessions"),
+            sessions_config: dir.join("sessions.config.json"),
+        };
+        whatsapp_gateway::migrate::migrate(&sources, &url).await.expect("move the sessions into Postgres");
     }
 }
 
@@ -410,9 +439,27 @@ pub fn segments(dir: &std::path::Path) -> Vec<PathBuf> {
     files
 }
 
-/// The bytes the journal keeps on disk for waiting PDFs.
-pub fn stored_bytes(dir: &std::path::Path) -> u64 {
+/// The bytes of the journal's segments on the files.
+pub fn stored_file_bytes(dir: &std::path::Path) -> u64 {
     segments(dir).iter().map(|p| std::fs::metadata(p).map_or(0, |m| m.len())).sum()
+}
+
+/// The bytes the journal keeps for waiting PDFs: its segments on the files, the rows' payloads
+/// on Postgres.
+pub async fn stored_bytes(dir: &std::path::Path) -> u64 {
+    match backend_url(dir) {
+        None => stored_file_bytes(dir),
+        Some(url) => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("Postgres");
+            let total: i64 =
+                sqlx::query_scalar("SELECT COALESCE(SUM(octet_length(payload)), 0)::bigint FROM journal_messages")
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("sum the payloads");
+            u64::try_from(total).expect("a size")
+        }
+    }
 }
 
 pub fn pdf(tag: &str) -> Vec<u8> {
@@ -439,4 +486,48 @@ pub async fn link(app: &TestApp, fake: &FakeWhatsApp, session: &str, phone: &str
     }
     assert_eq!(ws.next().await, Got::Closed(Some(1000)));
     linked.jid
+}
+
+/// The settings of a test about the files themselves (segments on disk, credential files, the
+/// registry file): the SQLite backend, whatever `TEST_BACKEND` says.
+pub fn files_config(fake: &FakeWhatsApp, dir: &std::path::Path, extra: &[(&str, &str)]) -> Config {
+    let mut settings = vec![("DATABASE_URL", "")];
+    settings.extend_from_slice(extra);
+    config(fake, dir, &settings)
+}
+
+/// What the gateway of test folder `dir` keeps in its session registry, as the JSON text of
+/// `sessions.config.json`: the file itself on the files, the registry's rows on Postgres.
+pub async fn stored_registry(dir: &std::path::Path) -> String {
+    use whatsapp_gateway::storage::SessionRegistry;
+    match backend_url(dir) {
+        None => std::fs::read_to_string(dir.join("sessions.config.json")).expect("sessions.config.json"),
+        Some(url) => {
+            let db = whatsapp_gateway::storage::postgres::Database::connect(&url, 1).await.expect("Postgres");
+            let entries = db.registry().load().await.expect("the registry");
+            db.close().await;
+            serde_json::to_string_pretty(&entries).expect("json")
+        }
+    }
+}
+
+/// Whether the gateway of test folder `dir` keeps credentials for `session`: its `whatsapp.db`
+/// on the files; its device or any of its prekeys on Postgres.
+pub async fn has_credentials(dir: &std::path::Path, session: &str) -> bool {
+    match backend_url(dir) {
+        None => dir.join("sessions").join(session).join("whatsapp.db").exists(),
+        Some(url) => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("Postgres");
+            let rows: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM wa_device WHERE session_id = $1) \
+                 + (SELECT count(*) FROM wa_prekeys WHERE session_id = $1)",
+            )
+            .bind(session)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count the credentials");
+            rows > 0
+        }
+    }
 }

@@ -123,7 +123,7 @@ impl CredentialStore for PgCredentials {
     }
 
     fn location(&self, session: &SessionId) -> String {
-        format!("postgres: the rows of session {session} in the wa_* tables")
+        format!("postgres: the wa_* tables' rows of session {session}")
     }
 
     async fn remove(&self, session: &SessionId) -> Result<(), StorageError> {
