@@ -8,6 +8,7 @@ pub(crate) mod audio_video;
 mod clock;
 mod content;
 mod event_kind;
+mod fleet;
 mod ids;
 mod incoming;
 mod media;
@@ -24,6 +25,7 @@ pub use content::{
     PREVIEW_CHARS,
 };
 pub use event_kind::EventKind;
+pub use fleet::{Epoch, GatewayId, InvalidGatewayId, Lease, MAX_GATEWAY_ID_LEN};
 pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId, new_event_id};
 pub use incoming::{
     ChatSummary, IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction,

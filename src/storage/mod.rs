@@ -9,6 +9,8 @@
 //! * [`CredentialStore`]: the credentials of each linked number, the store its whatsapp-rust
 //!   client is built on (keys, Signal sessions, app-state).
 //! * [`SessionRegistry`]: which sessions exist, with their description and metadata.
+//! * [`LeaseStore`]: which gateway of a fleet runs each number (Postgres only), fenced by an
+//!   epoch, and the gateways' heartbeats.
 //! * [`WebhookStore`]: the webhook endpoints and their outbox: deliveries written once per
 //!   event, claimed in order under a lease, retried, dead letters replayed.
 //! * [`transfer`]: rows in transit from SQLite to Postgres (`whatsapp-gateway migrate`).
@@ -23,6 +25,7 @@ pub mod credentials;
 mod error;
 mod inbox;
 pub mod journal;
+mod leases;
 pub mod postgres;
 mod registry;
 pub mod sqlite;
@@ -42,6 +45,7 @@ pub use credentials::CredentialStore;
 pub use error::StorageError;
 pub use inbox::{InboxStore, MAX_PAGE, Page};
 pub use journal::JournalStore;
+pub use leases::LeaseStore;
 pub use registry::SessionRegistry;
 pub use webhooks::WebhookStore;
 

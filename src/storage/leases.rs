@@ -1,0 +1,59 @@
+//! Leases: which gateway of a fleet runs each number, fenced by an epoch that only goes up. Only
+//! the shared store (Postgres) has them; a gateway on the embedded files is a fleet of one and
+//! runs every session without a lease.
+//!
+//! Every time is the database's: expiry is `now() + ttl` by its clock, so gateways whose clocks
+//! disagree still agree on who holds what. A holder never compares `expires_at_ms` with its own
+//! clock; it keeps a deadline of its own, measured from when it *sent* the claim or renewal that
+//! succeeded (`sent + ttl`, which is never later than the database's expiry), and stops the
+//! session's client before that deadline unless a later renewal succeeded.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::StorageError;
+use crate::domain::{Epoch, GatewayId, Lease, SessionId};
+
+/// The leases of every session and the heartbeats of the gateways of a fleet.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Takes `session` for `gateway` for `ttl` when nobody holds it, its lease has run out, or it
+    /// was released; the epoch goes up by one (the first claim of a session is epoch 1). `None`
+    /// when another gateway holds a live lease. A gateway claiming a lease it still holds gets a
+    /// new epoch too: whatever it ran under the old one is over.
+    async fn claim(
+        &self,
+        session: &SessionId,
+        gateway: &GatewayId,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StorageError>;
+
+    /// Extends `lease` to `now() + ttl` if it is still held, by its owner, at its epoch, and has
+    /// not run out. `None` when it was lost (run out, taken over, released): the holder must stop
+    /// at once and must not claim it back without a new epoch.
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StorageError>;
+
+    /// Gives `lease` up (its owner, at its epoch), so that another gateway can claim it at once;
+    /// `false` when it was no longer held. Wakes the gateways that wait for free sessions.
+    async fn release(&self, lease: &Lease) -> Result<bool, StorageError>;
+
+    /// Whether a write fenced by (`session`, `owner`, `epoch`) may go ahead now: the lease is live
+    /// and is exactly that one.
+    async fn is_current(&self, session: &SessionId, owner: &GatewayId, epoch: Epoch) -> Result<bool, StorageError>;
+
+    /// The live lease of `session`, if any.
+    async fn holder(&self, session: &SessionId) -> Result<Option<Lease>, StorageError>;
+
+    /// Every live lease, by session.
+    async fn live(&self) -> Result<Vec<Lease>, StorageError>;
+
+    /// Records that `gateway` is alive for `ttl` more (it counts in the fleet until then).
+    async fn heartbeat(&self, gateway: &GatewayId, ttl: Duration) -> Result<(), StorageError>;
+
+    /// The gateways whose heartbeat has not run out, by id.
+    async fn live_gateways(&self) -> Result<Vec<GatewayId>, StorageError>;
+
+    /// Removes `gateway` from the fleet at once (a clean stop), after it released its leases.
+    async fn leave(&self, gateway: &GatewayId) -> Result<(), StorageError>;
+}
