@@ -17,7 +17,6 @@ use crate::api::openapi::SessionPath;
 use crate::api::state::AppState;
 use crate::domain::{InvalidSessionId, SessionId};
 use crate::inbox::ChatSummary;
-use crate::session::upstream;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_chats)).routes(routes!(mark_read))
@@ -94,7 +93,7 @@ async fn mark_read(
         && let Some(client) = state.sessions.connected_client(&session)
     {
         let ids: Vec<&str> = unread.iter().map(|m| m.message_id.as_str()).collect();
-        match upstream::mark_read(&client, &chat, &ids).await {
+        match client.mark_read(&chat, &ids).await {
             Ok(()) => receipts_sent = true,
             Err(e) => tracing::warn!(session = %session, error = %e, "read receipts not sent"),
         }

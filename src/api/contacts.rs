@@ -20,7 +20,6 @@ use crate::api::openapi::{PhoneField, SessionPath};
 use crate::api::state::AppState;
 use crate::domain::{InvalidSessionId, PhoneNumber, SessionId};
 use crate::session::contacts::ContactCheck;
-use crate::session::upstream;
 
 /// Most numbers one `contacts/check` call may ask about.
 pub const MAX_BATCH: usize = 50;
@@ -157,8 +156,7 @@ async fn check(state: &AppState, session: &SessionId, phones: Vec<PhoneNumber>) 
             .contacts
             .take(session, unknown.len() as u32)
             .map_err(|wait| ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 })?;
-        let answers =
-            upstream::check_numbers(&client, &unknown).await.map_err(|e| ApiError::UpstreamFailed(e.to_string()))?;
+        let answers = client.check_numbers(&unknown).await.map_err(|e| ApiError::UpstreamFailed(e.to_string()))?;
         for answer in &answers {
             state.contacts.remember(answer);
         }

@@ -19,7 +19,7 @@ pub use crate::domain::ChatSummary;
 use crate::domain::{IncomingMessage, SessionId, now_ms};
 use crate::events::{EventBus, EventKind};
 use crate::session::SessionManager;
-use crate::session::upstream::{self, Inbound};
+use crate::session::upstream::Inbound;
 use crate::shutdown::Shutdown;
 use crate::storage::InboxStore;
 pub use crate::storage::{MAX_PAGE, Page, StorageError as InboxError};
@@ -105,7 +105,7 @@ impl Inbox {
             return;
         };
         // Messages are stored in order, one at a time: a stuck download must not hold the rest.
-        let bytes = match tokio::time::timeout(DOWNLOAD_TIMEOUT, upstream::download(&client, media)).await {
+        let bytes = match tokio::time::timeout(DOWNLOAD_TIMEOUT, client.download(media)).await {
             Ok(Ok(bytes)) => Bytes::from(bytes),
             Ok(Err(e)) => {
                 details.error = Some(format!("download failed: {e}"));
@@ -171,7 +171,7 @@ pub(crate) async fn run(
             && let Some(lid) = message.from_lid.clone()
             && let Some(client) = sessions.connected_client(&item.session)
         {
-            message.from = upstream::phone_for_lid(&client, &lid).await;
+            message.from = client.phone_for_lid(&lid).await;
         }
         match inbox.insert(&message).await {
             Ok(true) => {}

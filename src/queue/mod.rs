@@ -9,6 +9,9 @@
 mod retry;
 mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +24,7 @@ pub use retry::RetryPolicy;
 use crate::config::QueueLimits;
 use crate::domain::{ContentKind, FileName, MessageId, MimeType, OutgoingContent, PhoneNumber, SessionId};
 use crate::journal::{Accepted, DeliveryStatus, IdempotencyKey, Journal, JournalError, MessageRecord, NewMessage};
-use crate::session::{DeliveryEvent, SessionManager};
+use crate::session::{Connections, DeliveryEvent, SessionManager};
 use crate::shutdown::Shutdown;
 
 /// A message waiting to be delivered: its metadata only. The bytes stay in the journal's
@@ -151,7 +154,7 @@ pub struct QueueSettings {
 
 struct Inner {
     lanes: DashMap<SessionId, Arc<Lane>>,
-    sessions: SessionManager,
+    sessions: Arc<dyn Connections>,
     journal: Journal,
     settings: QueueSettings,
     shutdown: Shutdown,
@@ -173,6 +176,16 @@ pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Queue {
     pub fn new(sessions: SessionManager, journal: Journal, settings: QueueSettings, shutdown: Shutdown) -> Self {
+        Self::with_connections(Arc::new(sessions), journal, settings, shutdown)
+    }
+
+    /// A queue whose workers find their sessions' connections in `sessions` (the tests' fake).
+    pub(crate) fn with_connections(
+        sessions: Arc<dyn Connections>,
+        journal: Journal,
+        settings: QueueSettings,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 lanes: DashMap::new(),
@@ -444,8 +457,8 @@ impl Queue {
         entry.clone()
     }
 
-    pub(crate) fn sessions(&self) -> &SessionManager {
-        &self.inner.sessions
+    pub(crate) fn sessions(&self) -> &dyn Connections {
+        self.inner.sessions.as_ref()
     }
 
     pub(crate) fn journal(&self) -> &Journal {

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{OutgoingContent, SessionId};
 use crate::journal::{self, DeliveryStatus, PDF_MISSING};
 use crate::queue::{ACK_TIMEOUT, Job, Lane, Queue};
-use crate::session::Status;
-use crate::session::upstream::{self, UpstreamError};
+use crate::session::upstream::UpstreamError;
+use crate::session::{SessionClient, Status};
 
 /// What one attempt came to.
 #[derive(Debug)]
@@ -198,7 +198,7 @@ impl Worker {
     }
 
     /// Waits until the session is connected; `None` on shutdown.
-    async fn wait_connected(&self, cancel: &CancellationToken) -> Option<Arc<whatsapp_rust::Client>> {
+    async fn wait_connected(&self, cancel: &CancellationToken) -> Option<SessionClient> {
         let mut state = self.queue.sessions().state(&self.session)?;
         loop {
             if state.borrow_and_update().status == Status::Connected
@@ -216,7 +216,7 @@ impl Worker {
 
 /// One try at sending `job`: the on-WhatsApp check, then the PDF (read for this attempt only,
 /// and dropped once handed over), then the wait for the server's ack.
-async fn attempt(queue: &Queue, session: &SessionId, client: &whatsapp_rust::Client, job: &Job) -> Outcome {
+async fn attempt(queue: &Queue, session: &SessionId, client: &SessionClient, job: &Job) -> Outcome {
     tokio::select! {
         outcome = send_and_wait(queue, client, job) => outcome,
         // Every step runs on the client the session had when the attempt began: once its
@@ -230,7 +230,7 @@ async fn attempt(queue: &Queue, session: &SessionId, client: &whatsapp_rust::Cli
 }
 
 /// The check, the upload and send, and the wait for the server's ack.
-async fn send_and_wait(queue: &Queue, client: &whatsapp_rust::Client, job: &Job) -> Outcome {
+async fn send_and_wait(queue: &Queue, client: &SessionClient, job: &Job) -> Outcome {
     match registered(queue, client, job).await {
         Ok(true) => {}
         Ok(false) => return Outcome::Failed(UpstreamError::NotOnWhatsApp.to_string()),
@@ -241,7 +241,7 @@ async fn send_and_wait(queue: &Queue, client: &whatsapp_rust::Client, job: &Job)
         Err(outcome) => return outcome,
     };
     let ack = queue.expect_ack(&job.id);
-    let sent = upstream::send_content(client, &job.to, &content, job.id.as_str()).await;
+    let sent = client.send_content(&job.to, &content, &job.id).await;
     drop(content);
     if let Err(e) = sent {
         queue.forget_ack(&job.id);
@@ -271,11 +271,11 @@ async fn connection_lost(queue: &Queue, session: &SessionId) {
 }
 
 /// Whether the recipient is on WhatsApp, asked once per number.
-async fn registered(queue: &Queue, client: &whatsapp_rust::Client, job: &Job) -> Result<bool, Outcome> {
+async fn registered(queue: &Queue, client: &SessionClient, job: &Job) -> Result<bool, Outcome> {
     if let Some(known) = queue.known_on_whatsapp(&job.to) {
         return Ok(known);
     }
-    match upstream::is_on_whatsapp(client, &job.to).await {
+    match client.is_on_whatsapp(&job.to).await {
         Ok(registered) => {
             queue.remember_on_whatsapp(&job.to, registered);
             Ok(registered)

@@ -9,9 +9,9 @@ use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use whatsapp_rust::Client;
 
 use super::actor::{self, Command, Labels, SessionShared};
+use super::client::SessionClient;
 use super::upstream::{Upstream, UpstreamError};
 use super::{SessionEvent, SessionState, Status};
 use crate::domain::SessionEntry;
@@ -318,8 +318,9 @@ impl SessionManager {
     }
 
     /// The session's client if it is connected right now.
-    pub(crate) fn connected_client(&self, id: &SessionId) -> Option<Arc<Client>> {
-        self.inner.sessions.get(id).and_then(|s| s.connected_client())
+    pub(crate) fn connected_client(&self, id: &SessionId) -> Option<SessionClient> {
+        let client = self.inner.sessions.get(id).and_then(|s| s.connected_client())?;
+        Some(SessionClient::new(client))
     }
 
     /// Waits for every session supervisor to finish (they stop when the shutdown token fires).

@@ -5,10 +5,13 @@
 //! * `manager`: the registry of sessions ([`SessionManager`]), creation and shutdown.
 //! * `actor`: the per-session supervisor that runs whatsapp-rust clients, restarts them, keeps
 //!   the status true, and hands out fresh QR codes while someone watches.
+//! * `client`: the [`SessionClient`] handle other components get for a connected session, and
+//!   the [`Connections`] the queue waits on.
 //! * `qr`: a QR code drawn as a PNG (or a data URL of one).
 //! * `upstream`: the only module that imports whatsapp-rust.
 
 mod actor;
+mod client;
 pub mod contacts;
 mod manager;
 mod qr;
@@ -18,6 +21,7 @@ use crate::domain::SessionId;
 
 pub use crate::domain::SessionEntry;
 pub use crate::storage::sqlite::{SessionsFile, StoreError};
+pub(crate) use client::{Connections, SessionClient, SessionOps};
 pub use manager::{SessionError, SessionManager, SessionSummary, Watcher};
 pub(crate) use qr::{png_data_url, qr_data_url, qr_png};
 

@@ -1,6 +1,7 @@
 //! The only module of the session layer that talks to whatsapp-rust: building a client for a
 //! session on the store its [`CredentialStore`] hands out, turning its events into ours, and
-//! sending a PDF. (The stores themselves are whatsapp-rust's storage traits, implemented in
+//! the operations a [`SessionClient`](super::client::SessionClient) offers (sending, checking
+//! numbers, read receipts, downloads). (The stores themselves are whatsapp-rust's storage traits, implemented in
 //! `storage/`.)
 
 use std::future::Future;
@@ -27,10 +28,10 @@ use whatsapp_rust::{Client, Jid};
 
 use crate::config::Config;
 use crate::domain::{
-    IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction, OutgoingContent,
-    PhoneNumber, SessionId,
+    IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction, MessageId,
+    OutgoingContent, PhoneNumber, SessionId,
 };
-use crate::session::DeliveryEvent;
+use crate::session::{DeliveryEvent, SessionOps};
 use crate::storage::CredentialStore;
 
 /// What the session supervisor needs to know from the client.
@@ -129,11 +130,11 @@ pub(crate) struct Inbound {
     pub(crate) media: Option<MediaRef>,
 }
 
-/// The message a file can be downloaded from (with [`download`]).
+/// The message a file can be downloaded from (with [`SessionClient::download`](super::client::SessionClient::download)).
 pub(crate) struct MediaRef(Arc<wa::Message>);
 
 /// Downloads and decrypts the file of a received media message.
-pub(crate) async fn download(client: &Client, media: &MediaRef) -> Result<Vec<u8>, UpstreamError> {
+async fn download(client: &Client, media: &MediaRef) -> Result<Vec<u8>, UpstreamError> {
     use whatsapp_rust::wacore::proto_helpers::MessageExt as _;
     let message = media.0.get_base_message();
     let message = message
@@ -598,7 +599,7 @@ pub(crate) fn is_connected(client: &Client) -> bool {
 }
 
 /// Asks WhatsApp whether the number has an account.
-pub(crate) async fn is_on_whatsapp(client: &Client, to: &PhoneNumber) -> Result<bool, UpstreamError> {
+async fn is_on_whatsapp(client: &Client, to: &PhoneNumber) -> Result<bool, UpstreamError> {
     let jid = Jid::pn(to.digits());
     let results = client
         .contacts()
@@ -609,7 +610,7 @@ pub(crate) async fn is_on_whatsapp(client: &Client, to: &PhoneNumber) -> Result<
 }
 
 /// The phone number the client's LID↔phone mapping knows for `lid` (the user part).
-pub(crate) async fn phone_for_lid(client: &Client, lid: &str) -> Option<String> {
+async fn phone_for_lid(client: &Client, lid: &str) -> Option<String> {
     match client.get_lid_pn_entry(&Jid::lid(lid)).await {
         Ok(entry) => entry.map(|e| e.phone_number.to_string()),
         Err(e) => {
@@ -620,13 +621,13 @@ pub(crate) async fn phone_for_lid(client: &Client, lid: &str) -> Option<String> 
 }
 
 /// Sends read receipts for `message_ids` of `chat` (a JID as the inbox stores it).
-pub(crate) async fn mark_read(client: &Client, chat: &str, message_ids: &[&str]) -> Result<(), UpstreamError> {
+async fn mark_read(client: &Client, chat: &str, message_ids: &[&str]) -> Result<(), UpstreamError> {
     let chat: Jid = chat.parse().map_err(|_| UpstreamError::Send(format!("'{chat}' is not a JID")))?;
     client.mark_as_read(&chat, None, message_ids).await.map_err(|e| classify(&e.to_string(), client))
 }
 
 /// Asks WhatsApp which of `phones` have an account, with their JIDs and LIDs (one usync query).
-pub(crate) async fn check_numbers(
+async fn check_numbers(
     client: &Client,
     phones: &[PhoneNumber],
 ) -> Result<Vec<super::contacts::ContactCheck>, UpstreamError> {
@@ -654,7 +655,7 @@ pub(crate) async fn check_numbers(
 /// Sends `content` to `to` under the given WhatsApp message id: a text as is, media uploaded
 /// first (encrypted by the client, under its media type's keys) and sent as an image, a
 /// document, an audio (a voice note when `ptt`) or a video message.
-pub(crate) async fn send_content(
+async fn send_content(
     client: &Client,
     to: &PhoneNumber,
     content: &OutgoingContent,
@@ -707,6 +708,39 @@ pub(crate) async fn send_content(
         .await
         .map_err(|e| classify(&e.to_string(), client))?;
     Ok(())
+}
+
+/// The real client behind a [`SessionClient`](super::client::SessionClient).
+#[async_trait::async_trait]
+impl SessionOps for Client {
+    async fn is_on_whatsapp(&self, to: &PhoneNumber) -> Result<bool, UpstreamError> {
+        is_on_whatsapp(self, to).await
+    }
+
+    async fn check_numbers(&self, phones: &[PhoneNumber]) -> Result<Vec<super::contacts::ContactCheck>, UpstreamError> {
+        check_numbers(self, phones).await
+    }
+
+    async fn send_content(
+        &self,
+        to: &PhoneNumber,
+        content: &OutgoingContent,
+        message_id: &MessageId,
+    ) -> Result<(), UpstreamError> {
+        send_content(self, to, content, message_id.as_str()).await
+    }
+
+    async fn mark_read(&self, chat: &str, message_ids: &[&str]) -> Result<(), UpstreamError> {
+        mark_read(self, chat, message_ids).await
+    }
+
+    async fn download(&self, media: &MediaRef) -> Result<Vec<u8>, UpstreamError> {
+        download(self, media).await
+    }
+
+    async fn phone_for_lid(&self, lid: &str) -> Option<String> {
+        phone_for_lid(self, lid).await
+    }
 }
 
 fn classify(error: &str, client: &Client) -> UpstreamError {
