@@ -4,6 +4,9 @@
 # the gateway's runtime. Every 202 means the PDF and its record were fsynced.
 #
 #   bash bench/intake.sh [connections] [seconds]     # defaults: 32 connections, 15 s
+#   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test bash bench/intake.sh
+#       the same on Postgres, in a schema `bench_intake` made empty first (needs psql); the
+#       session is created over the API
 set -euo pipefail
 cd "$(dirname "$0")/.."
 connections=${1:-32}
@@ -14,6 +17,13 @@ cargo build --release --quiet --bin whatsapp-gateway
 dir=$(mktemp -d "${TMPDIR:-/tmp}/wg-intake-XXXXXX")
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 echo '[{"sessionId":"bench"}]' > "$dir/sessions.config.json"
+unset DATABASE_URL
+if [ -n "${BENCH_DATABASE_URL:-}" ]; then
+  PGOPTIONS="-c client_min_messages=warning" psql "$BENCH_DATABASE_URL" -q \
+    -c 'DROP SCHEMA IF EXISTS bench_intake CASCADE' -c 'CREATE SCHEMA bench_intake'
+  sep='?'; case "$BENCH_DATABASE_URL" in *\?*) sep='&';; esac
+  export DATABASE_URL="${BENCH_DATABASE_URL}${sep}options[search_path]=bench_intake"
+fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export TOKEN=bench-token-0123456789abcdef SESSION=bench
 # The session is not linked (WhatsApp is a closed port): this measures intake, not sending.
@@ -28,4 +38,9 @@ for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1 && break
   sleep 0.1
 done
+if [ -n "${DATABASE_URL:-}" ]; then
+  # On Postgres the registry is a table: the session is created as a client would.
+  curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d '{"sessionId":"bench"}' "http://127.0.0.1:$port/api/sessions"
+fi
 wrk -t2 -c"$connections" -d"${seconds}s" --latency -s bench/send_pdf.lua "http://127.0.0.1:$port/api/send-pdf"
