@@ -9,7 +9,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use super::LeaseStore;
-use super::postgres::testing;
+use super::postgres::{PgLeases, testing};
 use crate::domain::{Epoch, GatewayId, Lease, SessionId};
 
 /// Long enough that a lease does not run out during a test by accident.
@@ -107,27 +107,39 @@ async fn a_released_lease_is_claimed_at_once_with_a_higher_epoch() {
     let second = store.claim(&s, &b, LONG).await.expect("claim").expect("a released lease is free at once");
     assert_eq!((&second.owner, second.epoch), (&b, Epoch(2)), "a release keeps the epoch");
     assert!(!store.release(&first).await.expect("release"), "the old lease cannot release the new one");
-    assert_eq!(store.holder(&s).await.expect("holder"), Some(second));
+    assert_eq!(store.holder(&s).await.expect("holder"), Some(second.clone()));
     assert_eq!(untouched.epoch, Epoch(1), "epochs are per session");
+
+    // Released at epoch 2, the next claim is epoch 3: the epoch is kept, not reset.
+    assert!(store.release(&second).await.expect("release"));
+    let third = store.claim(&s, &a, LONG).await.expect("claim").expect("free again");
+    assert_eq!((&third.owner, third.epoch), (&a, Epoch(3)));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn of_twenty_gateways_claiming_one_free_session_at_once_exactly_one_wins() {
     const CLAIMERS: usize = 20;
+    /// A race can come out right by chance; several make that unlikely.
+    const ROUNDS: usize = 3;
     let test = testing::fresh(CLAIMERS as u32).await;
     let store = Arc::new(test.db.leases());
-    let s = session("disputada");
     // Every claimer has a connection ready, so the claims meet in the database, not in the pool.
     let mut warm = JoinSet::new();
     for _ in 0..CLAIMERS {
-        let (store, s) = (store.clone(), s.clone());
-        warm.spawn(async move { store.holder(&s).await.expect("holder") });
+        let store = store.clone();
+        warm.spawn(async move { store.holder(&session("calentando")).await.expect("holder") });
     }
     while warm.join_next().await.is_some() {}
+    for round in 0..ROUNDS {
+        race(&store, &session(&format!("disputada_{round}")), CLAIMERS).await;
+    }
+}
 
-    let start = Arc::new(Barrier::new(CLAIMERS));
+/// `claimers` gateways claim `s` at once; exactly one may win.
+async fn race(store: &Arc<PgLeases>, s: &SessionId, claimers: usize) {
+    let start = Arc::new(Barrier::new(claimers));
     let mut claims = JoinSet::new();
-    for n in 0..CLAIMERS {
+    for n in 0..claimers {
         let (store, s, start) = (store.clone(), s.clone(), start.clone());
         claims.spawn(async move {
             let me = gateway(&format!("gw-{n}"));
@@ -145,10 +157,10 @@ async fn of_twenty_gateways_claiming_one_free_session_at_once_exactly_one_wins()
             winners.push(lease);
         }
     }
-    assert_eq!(answers, CLAIMERS);
+    assert_eq!(answers, claimers);
     assert_eq!(winners.len(), 1, "exactly one claim wins: {winners:?}");
     assert_eq!(winners[0].epoch, Epoch(1), "the losers did not move the epoch");
-    assert_eq!(store.holder(&s).await.expect("holder").as_ref(), winners.first());
+    assert_eq!(store.holder(s).await.expect("holder").as_ref(), winners.first());
 }
 
 #[tokio::test]
