@@ -39,6 +39,8 @@ mod conformance;
 #[cfg(test)]
 mod credentials_conformance;
 #[cfg(test)]
+mod leases_conformance;
+#[cfg(test)]
 mod webhooks_conformance;
 
 pub use credentials::CredentialStore;

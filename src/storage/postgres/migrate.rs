@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "credentials", include_str!("migrations/0003_credentials.sql")),
     (4, "registry", include_str!("migrations/0004_registry.sql")),
     (5, "webhooks", include_str!("migrations/0005_webhooks.sql")),
+    (6, "leases", include_str!("migrations/0006_leases.sql")),
 ];
 
 /// First key of the advisory lock (the second is the schema's hash): "wagw".

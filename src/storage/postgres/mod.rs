@@ -9,6 +9,7 @@ mod credentials;
 mod import;
 mod inbox;
 mod journal;
+mod leases;
 mod migrate;
 mod registry;
 mod webhooks;
@@ -22,6 +23,7 @@ use sqlx::{PgPool, Postgres};
 pub use credentials::PgCredentials;
 pub use inbox::PgInbox;
 pub use journal::PgJournal;
+pub use leases::{PgLeases, RELEASED_CHANNEL};
 pub use migrate::MIGRATIONS;
 pub use registry::PgRegistry;
 pub use webhooks::PgWebhooks;
@@ -76,6 +78,11 @@ impl Database {
     /// stores it hands out).
     pub fn credentials(&self) -> PgCredentials {
         PgCredentials::new(self.pool.clone())
+    }
+
+    /// The fleet's leases and the gateways' heartbeats on this database.
+    pub fn leases(&self) -> PgLeases {
+        PgLeases::new(self.pool.clone())
     }
 
     /// The session registry on this database.

@@ -1,0 +1,206 @@
+//! The [`LeaseStore`] contract, on Postgres (the only store with leases), each test in a schema of
+//! its own. Leases run out by the database's clock, so a test that needs one gone waits for the
+//! store to say so (polling `holder`, bounded), never for a fixed time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+use super::LeaseStore;
+use super::postgres::{PgLeases, testing};
+use crate::domain::{Epoch, GatewayId, Lease, SessionId};
+
+/// Long enough that a lease does not run out during a test by accident.
+const LONG: Duration = Duration::from_secs(60);
+/// Short enough to wait for; long enough for the few statements a test makes while it is live.
+const SHORT: Duration = Duration::from_millis(1000);
+/// The bound on any wait for a lease or heartbeat to run out.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn session(name: &str) -> SessionId {
+    SessionId::parse(name).expect("a session id")
+}
+
+fn gateway(name: &str) -> GatewayId {
+    GatewayId::parse(name).expect("a gateway id")
+}
+
+/// Waits until `session` has no live lease, as the store sees it.
+async fn until_free(store: &dyn LeaseStore, session: &SessionId) {
+    tokio::time::timeout(PATIENCE, async {
+        while store.holder(session).await.expect("holder").is_some() {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await
+    .expect("the lease runs out by its ttl");
+}
+
+/// `a` claims `s` for [`SHORT`]; `b` is refused while it is live and takes it once it ran out.
+/// Returns both leases.
+async fn take_over(store: &dyn LeaseStore, s: &SessionId) -> (Lease, Lease) {
+    let (a, b) = (gateway("gw-a"), gateway("gw-b"));
+    let first = store.claim(s, &a, SHORT).await.expect("claim").expect("a free session is claimed");
+    assert_eq!((&first.session, &first.owner, first.epoch), (s, &a, Epoch(1)), "the first claim is epoch 1");
+    assert_eq!(store.holder(s).await.expect("holder"), Some(first.clone()));
+    assert!(store.claim(s, &b, LONG).await.expect("claim").is_none(), "a live lease is not taken");
+    assert_eq!(store.holder(s).await.expect("holder"), Some(first.clone()), "the refused claim changed nothing");
+
+    until_free(store, s).await;
+    assert!(store.renew(&first, LONG).await.expect("renew").is_none(), "a lease that ran out is not renewed");
+    assert!(!store.is_current(s, &a, first.epoch).await.expect("is_current"), "nor current");
+    assert!(!store.release(&first).await.expect("release"), "nor held, so not released");
+    let second = store.claim(s, &b, LONG).await.expect("claim").expect("a lease that ran out is taken");
+    assert_eq!((&second.owner, second.epoch), (&b, Epoch(2)));
+    (first, second)
+}
+
+#[tokio::test]
+async fn a_lease_is_taken_over_only_once_it_ran_out() {
+    let test = testing::fresh(2).await;
+    let store = test.db.leases();
+    let s = session("tienda");
+    let (_, second) = take_over(&store, &s).await;
+    assert_eq!(store.holder(&s).await.expect("holder"), Some(second.clone()));
+    assert_eq!(store.live().await.expect("live"), [second]);
+}
+
+#[tokio::test]
+async fn the_old_holder_is_fenced_off_after_a_takeover() {
+    let test = testing::fresh(2).await;
+    let store = test.db.leases();
+    let s = session("tienda");
+    let (first, second) = take_over(&store, &s).await;
+
+    assert!(store.renew(&first, LONG).await.expect("renew").is_none(), "the old epoch is not renewed");
+    assert!(!store.is_current(&s, &first.owner, first.epoch).await.expect("is_current"));
+    assert!(!store.release(&first).await.expect("release"), "the old epoch releases nothing");
+    // Not even the old owner with the new epoch, nor the new owner with the old one.
+    assert!(!store.is_current(&s, &first.owner, second.epoch).await.expect("is_current"));
+    assert!(!store.is_current(&s, &second.owner, first.epoch).await.expect("is_current"));
+
+    assert!(store.is_current(&s, &second.owner, second.epoch).await.expect("is_current"));
+    assert_eq!(store.holder(&s).await.expect("holder"), Some(second.clone()), "the new lease is untouched");
+    let renewed = store.renew(&second, LONG).await.expect("renew").expect("the new holder renews");
+    assert_eq!((&renewed.owner, renewed.epoch), (&second.owner, second.epoch), "a renewal keeps the epoch");
+    assert!(renewed.expires_at_ms >= second.expires_at_ms);
+}
+
+#[tokio::test]
+async fn a_released_lease_is_claimed_at_once_with_a_higher_epoch() {
+    let test = testing::fresh(2).await;
+    let store = test.db.leases();
+    let (s, other) = (session("tienda"), session("otra"));
+    let (a, b) = (gateway("gw-a"), gateway("gw-b"));
+    let first = store.claim(&s, &a, LONG).await.expect("claim").expect("free");
+    let untouched = store.claim(&other, &a, LONG).await.expect("claim").expect("free");
+
+    assert!(store.release(&first).await.expect("release"));
+    assert_eq!(store.holder(&s).await.expect("holder"), None);
+    assert!(!store.is_current(&s, &a, first.epoch).await.expect("is_current"));
+    assert!(store.renew(&first, LONG).await.expect("renew").is_none(), "a released lease is not renewed");
+    assert!(!store.release(&first).await.expect("release"), "released already");
+    assert_eq!(store.live().await.expect("live"), [untouched.clone()], "only that session was released");
+
+    let second = store.claim(&s, &b, LONG).await.expect("claim").expect("a released lease is free at once");
+    assert_eq!((&second.owner, second.epoch), (&b, Epoch(2)), "a release keeps the epoch");
+    assert!(!store.release(&first).await.expect("release"), "the old lease cannot release the new one");
+    assert_eq!(store.holder(&s).await.expect("holder"), Some(second.clone()));
+    assert_eq!(untouched.epoch, Epoch(1), "epochs are per session");
+
+    // Released at epoch 2, the next claim is epoch 3: the epoch is kept, not reset.
+    assert!(store.release(&second).await.expect("release"));
+    let third = store.claim(&s, &a, LONG).await.expect("claim").expect("free again");
+    assert_eq!((&third.owner, third.epoch), (&a, Epoch(3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_twenty_gateways_claiming_one_free_session_at_once_exactly_one_wins() {
+    const CLAIMERS: usize = 20;
+    /// A race can come out right by chance; several make that unlikely.
+    const ROUNDS: usize = 3;
+    let test = testing::fresh(CLAIMERS as u32).await;
+    let store = Arc::new(test.db.leases());
+    // Every claimer has a connection ready, so the claims meet in the database, not in the pool.
+    let mut warm = JoinSet::new();
+    for _ in 0..CLAIMERS {
+        let store = store.clone();
+        warm.spawn(async move { store.holder(&session("calentando")).await.expect("holder") });
+    }
+    while warm.join_next().await.is_some() {}
+    for round in 0..ROUNDS {
+        race(&store, &session(&format!("disputada_{round}")), CLAIMERS).await;
+    }
+}
+
+/// `claimers` gateways claim `s` at once; exactly one may win.
+async fn race(store: &Arc<PgLeases>, s: &SessionId, claimers: usize) {
+    let start = Arc::new(Barrier::new(claimers));
+    let mut claims = JoinSet::new();
+    for n in 0..claimers {
+        let (store, s, start) = (store.clone(), s.clone(), start.clone());
+        claims.spawn(async move {
+            let me = gateway(&format!("gw-{n}"));
+            start.wait().await;
+            (me.clone(), store.claim(&s, &me, LONG).await.expect("claim"))
+        });
+    }
+    let mut winners = Vec::new();
+    let mut answers = 0;
+    while let Some(joined) = tokio::time::timeout(PATIENCE, claims.join_next()).await.expect("claims answer") {
+        let (me, lease) = joined.expect("a claimer");
+        answers += 1;
+        if let Some(lease) = lease {
+            assert_eq!(lease.owner, me);
+            winners.push(lease);
+        }
+    }
+    assert_eq!(answers, claimers);
+    assert_eq!(winners.len(), 1, "exactly one claim wins: {winners:?}");
+    assert_eq!(winners[0].epoch, Epoch(1), "the losers did not move the epoch");
+    assert_eq!(store.holder(s).await.expect("holder").as_ref(), winners.first());
+}
+
+#[tokio::test]
+async fn a_gateway_claiming_again_gets_a_new_epoch_and_the_old_one_is_over() {
+    let test = testing::fresh(2).await;
+    let store = test.db.leases();
+    let (s, a) = (session("tienda"), gateway("gw-a"));
+    let first = store.claim(&s, &a, LONG).await.expect("claim").expect("free");
+    let again = store.claim(&s, &a, LONG).await.expect("claim").expect("its own lease");
+    assert_eq!((&again.owner, again.epoch), (&a, Epoch(2)));
+
+    assert!(!store.is_current(&s, &a, first.epoch).await.expect("is_current"), "the old epoch is over");
+    assert!(store.is_current(&s, &a, again.epoch).await.expect("is_current"));
+    assert!(store.renew(&first, LONG).await.expect("renew").is_none());
+    assert!(!store.release(&first).await.expect("release"), "the old epoch cannot release the new one");
+    assert_eq!(store.holder(&s).await.expect("holder"), Some(again));
+}
+
+#[tokio::test]
+async fn a_gateway_counts_in_the_fleet_while_it_beats_and_not_after_it_leaves() {
+    let test = testing::fresh(2).await;
+    let store = test.db.leases();
+    let (a, b) = (gateway("gw-a"), gateway("gw-b"));
+    assert!(store.live_gateways().await.expect("live").is_empty());
+    store.heartbeat(&b, LONG).await.expect("heartbeat");
+    store.heartbeat(&a, SHORT).await.expect("heartbeat");
+    assert_eq!(store.live_gateways().await.expect("live"), [a.clone(), b.clone()], "by id");
+
+    tokio::time::timeout(PATIENCE, async {
+        while store.live_gateways().await.expect("live").contains(&a) {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await
+    .expect("a heartbeat runs out by its ttl");
+    assert_eq!(store.live_gateways().await.expect("live"), [b.clone()], "the other still beats");
+
+    store.heartbeat(&a, LONG).await.expect("heartbeat");
+    assert_eq!(store.live_gateways().await.expect("live"), [a.clone(), b.clone()], "a beat brings it back");
+    store.leave(&b).await.expect("leave");
+    assert_eq!(store.live_gateways().await.expect("live"), [a.clone()], "a gateway that left is gone at once");
+    store.leave(&b).await.expect("leaving twice is harmless");
+}

@@ -1,0 +1,244 @@
+//! The fleet's leases in Postgres: one row per session that was ever claimed, and one per gateway
+//! that beats.
+//!
+//! Every decision is one statement that tests the row as it is when the statement runs, so two
+//! gateways never both win: a claim is a conditional upsert (`INSERT … ON CONFLICT DO UPDATE …
+//! WHERE`), and Postgres makes a claim that meets another's uncommitted row wait for it and then
+//! test the row that won. Renewals, releases and fencing checks name the owner *and* the epoch,
+//! and count only a lease that has not run out by the database's `now()`.
+//!
+//! A release notifies the channel `fleet_leases` with the session id, at its commit. Channels are
+//! per database, not per schema: a listener takes a notification as a hint to look, never as
+//! proof that the session is free.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+
+use crate::domain::{Epoch, GatewayId, Lease, SessionId};
+use crate::storage::{LeaseStore, StorageError, int};
+
+/// The channel a release notifies, with the session id as the payload.
+pub const RELEASED_CHANNEL: &str = "fleet_leases";
+
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PgLeases {
+    pool: PgPool,
+}
+
+impl PgLeases {
+    pub(super) fn new(pool: PgPool) -> PgLeases {
+        PgLeases { pool }
+    }
+}
+
+/// `ttl` as the microseconds an interval holds (an absurd one fails in the database, not here).
+fn micros(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The columns a lease is read from, in this order.
+const LEASE_COLUMNS: &str = "session_id, owner, epoch, floor(extract(epoch FROM expires_at) * 1000)::BIGINT";
+
+fn lease_from_row(row: &PgRow) -> Result<Lease, StorageError> {
+    let session: String = row.try_get(0)?;
+    let owner: String = row.try_get(1)?;
+    let epoch: i64 = row.try_get(2)?;
+    let expires_at_ms: i64 = row.try_get(3)?;
+    Ok(Lease {
+        session: SessionId::parse(&session)
+            .map_err(|e| StorageError::Failed(format!("a lease names an invalid session id {session:?}: {e}")))?,
+        owner: GatewayId::parse(&owner)
+            .map_err(|e| StorageError::Failed(format!("a lease names an invalid gateway id {owner:?}: {e}")))?,
+        epoch: Epoch(
+            u64::try_from(epoch).map_err(|_| StorageError::Failed(format!("a lease has a negative epoch {epoch}")))?,
+        ),
+        expires_at_ms: u64::try_from(expires_at_ms).unwrap_or(0),
+    })
+}
+
+#[async_trait]
+impl LeaseStore for PgLeases {
+    async fn claim(
+        &self,
+        session: &SessionId,
+        gateway: &GatewayId,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StorageError> {
+        // The WHERE of DO UPDATE is tested against the committed row (after waiting for a claim
+        // in flight): free (released), run out, or already the caller's. Otherwise no row comes
+        // back.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO fleet_leases AS l (session_id, owner, epoch, expires_at, claimed_at) \
+             VALUES ($1, $2, 1, now() + $3::BIGINT * INTERVAL '1 microsecond', now()) \
+             ON CONFLICT (session_id) DO UPDATE \
+             SET owner = EXCLUDED.owner, epoch = l.epoch + 1, expires_at = EXCLUDED.expires_at, claimed_at = now() \
+             WHERE l.owner IS NULL OR l.expires_at <= now() OR l.owner = EXCLUDED.owner \
+             RETURNING {LEASE_COLUMNS}"
+        )))
+        .bind(session.as_str())
+        .bind(gateway.as_str())
+        .bind(micros(ttl))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StorageError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE fleet_leases SET expires_at = now() + $4::BIGINT * INTERVAL '1 microsecond' \
+             WHERE session_id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now() \
+             RETURNING {LEASE_COLUMNS}"
+        )))
+        .bind(lease.session.as_str())
+        .bind(lease.owner.as_str())
+        .bind(int(lease.epoch.0))
+        .bind(micros(ttl))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, StorageError> {
+        // One statement, so one transaction: the notification goes out with the commit of the
+        // release it announces, and only when a row was released. The epoch stays, so the next
+        // claim still goes above it.
+        let released = sqlx::query(
+            "WITH released AS ( \
+                 UPDATE fleet_leases SET owner = NULL, expires_at = now() \
+                 WHERE session_id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now() \
+                 RETURNING session_id \
+             ) \
+             SELECT pg_notify($4, session_id) FROM released",
+        )
+        .bind(lease.session.as_str())
+        .bind(lease.owner.as_str())
+        .bind(int(lease.epoch.0))
+        .bind(RELEASED_CHANNEL)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(released.is_some())
+    }
+
+    async fn is_current(&self, session: &SessionId, owner: &GatewayId, epoch: Epoch) -> Result<bool, StorageError> {
+        let current: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM fleet_leases \
+             WHERE session_id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now())",
+        )
+        .bind(session.as_str())
+        .bind(owner.as_str())
+        .bind(int(epoch.0))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(current)
+    }
+
+    async fn holder(&self, session: &SessionId) -> Result<Option<Lease>, StorageError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {LEASE_COLUMNS} FROM fleet_leases \
+             WHERE session_id = $1 AND owner IS NOT NULL AND expires_at > now()"
+        )))
+        .bind(session.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
+    async fn live(&self) -> Result<Vec<Lease>, StorageError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {LEASE_COLUMNS} FROM fleet_leases \
+             WHERE owner IS NOT NULL AND expires_at > now() ORDER BY session_id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
+    async fn heartbeat(&self, gateway: &GatewayId, ttl: Duration) -> Result<(), StorageError> {
+        // A gateway whose heartbeat had run out starts a new run.
+        sqlx::query(
+            "INSERT INTO fleet_gateways AS g (gateway_id, expires_at, started_at) \
+             VALUES ($1, now() + $2::BIGINT * INTERVAL '1 microsecond', now()) \
+             ON CONFLICT (gateway_id) DO UPDATE \
+             SET expires_at = EXCLUDED.expires_at, \
+                 started_at = CASE WHEN g.expires_at <= now() THEN now() ELSE g.started_at END",
+        )
+        .bind(gateway.as_str())
+        .bind(micros(ttl))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn live_gateways(&self) -> Result<Vec<GatewayId>, StorageError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT gateway_id FROM fleet_gateways WHERE expires_at > now() ORDER BY gateway_id")
+                .fetch_all(&self.pool)
+                .await?;
+        ids.iter()
+            .map(|id| {
+                GatewayId::parse(id)
+                    .map_err(|e| StorageError::Failed(format!("the fleet names an invalid gateway id {id:?}: {e}")))
+            })
+            .collect()
+    }
+
+    async fn leave(&self, gateway: &GatewayId) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM fleet_gateways WHERE gateway_id = $1")
+            .bind(gateway.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::postgres::PgListener;
+
+    use super::*;
+    use crate::storage::postgres::testing;
+
+    fn gateway(name: &str) -> GatewayId {
+        GatewayId::parse(name).expect("a gateway id")
+    }
+
+    /// Channels are shared by every schema of the database, so the sessions here have names no
+    /// other test uses, and notifications for other sessions are skipped.
+    #[tokio::test]
+    async fn a_release_notifies_with_the_session_id_and_a_refused_one_does_not() {
+        let test = testing::fresh(2).await;
+        let leases = test.db.leases();
+        let mut listener = PgListener::connect_with(&test.db.pool).await.expect("a listener");
+        listener.listen(RELEASED_CHANNEL).await.expect("listen");
+
+        let tag = format!("{}_{}", std::process::id(), crate::storage::now_ms());
+        let refused = SessionId::parse(&format!("refused_{tag}")).expect("a session id");
+        let freed = SessionId::parse(&format!("freed_{tag}")).expect("a session id");
+        let a = leases.claim(&refused, &gateway("gw-a"), Duration::from_secs(60)).await.expect("claim").expect("free");
+        let b = leases.claim(&freed, &gateway("gw-a"), Duration::from_secs(60)).await.expect("claim").expect("free");
+
+        // A stale epoch is refused and announces nothing; the next release announces its session.
+        let stale = Lease { epoch: Epoch(a.epoch.0 + 1), ..a.clone() };
+        assert!(!leases.release(&stale).await.expect("release"));
+        assert!(leases.release(&b).await.expect("release"));
+
+        let first = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let notification = listener.recv().await.expect("a notification");
+                if notification.payload().ends_with(&tag) {
+                    return notification.payload().to_owned();
+                }
+            }
+        })
+        .await
+        .expect("the release is announced within 10 s");
+        assert_eq!(first, freed.as_str());
+        assert_eq!(leases.holder(&refused).await.expect("holder"), Some(a), "the refused release changed nothing");
+    }
+}
