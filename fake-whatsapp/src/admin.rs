@@ -229,6 +229,12 @@ impl Admin {
         }
     }
 
+    /// How many logins replaced a live connection of the same device (each sent the older one
+    /// `conflict type="replaced"`): two clients running one number.
+    pub fn replaced_conflicts(&self) -> u64 {
+        self.shared.replaced()
+    }
+
     /// Every linked device, removed ones included, sorted by JID.
     pub fn devices(&self) -> Vec<DeviceInfo> {
         let reg = self.shared.lock();

@@ -17,6 +17,7 @@ pub(crate) async fn login(conn: &mut Conn, noise_key: [u8; 32], payload: &wa::Cl
         return Err(ConnError::Protocol("login payload without username/device".into()));
     };
     let key = DeviceKey { phone: username.to_string(), device: u16::try_from(device).unwrap_or(u16::MAX) };
+    let mut replaced = false;
     let outcome = {
         let mut reg = conn.shared.lock();
         let previous = match reg.devices.get_mut(&key) {
@@ -35,10 +36,16 @@ pub(crate) async fn login(conn: &mut Conn, noise_key: [u8; 32], payload: &wa::Cl
                 && *old != conn.id
             {
                 reg.send_to_conn(*old, Outbound::NodeThenClose(stanza::stream_error_conflict("replaced")));
+                replaced = true;
             }
         }
         previous.map(|(lid, _)| lid)
     };
+    if replaced {
+        tracing::info!(device = %key.jid(), "a second login replaced the first (conflict type=replaced)");
+        conn.shared.count_replaced();
+        conn.shared.emit(FakeEvent::Replaced { jid: key.jid().to_string() });
+    }
     match outcome {
         Ok(lid) => {
             conn.role = Role::Device(key.clone());

@@ -37,6 +37,9 @@ pub enum FakeEvent {
     /// been handed: after a login that had not acknowledged it, or redelivered through the admin
     /// API.
     MessageRedelivered { jid: String, id: String },
+    /// A device logged in while its credentials already had a connection: the older one got
+    /// `<stream:error><conflict type="replaced"/>` and was closed, as on WhatsApp.
+    Replaced { jid: String },
 }
 
 /// State shared by every connection and the admin API.
@@ -51,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<FakeEvent>,
     next_conn: AtomicU64,
     next_stanza: AtomicU64,
+    /// Logins that replaced a live connection of the same device (`conflict type="replaced"`).
+    replaced: AtomicU64,
 }
 
 impl Shared {
@@ -67,6 +72,7 @@ impl Shared {
             events: broadcast::channel(1024).0,
             next_conn: AtomicU64::new(1),
             next_stanza: AtomicU64::new(1),
+            replaced: AtomicU64::new(0),
         }
     }
 
@@ -111,6 +117,14 @@ impl Shared {
     pub(crate) fn announce_redelivery(&self, key: &DeviceKey, id: String) {
         tracing::info!(device = %key.jid(), id, "message delivered again");
         self.emit(FakeEvent::MessageRedelivered { jid: key.jid().to_string(), id });
+    }
+
+    pub(crate) fn count_replaced(&self) {
+        self.replaced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn replaced(&self) -> u64 {
+        self.replaced.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn emit(&self, event: FakeEvent) {
