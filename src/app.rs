@@ -15,6 +15,7 @@ use crate::api::auth::{Authenticator, TokensFileError};
 use crate::api::state::{AppState, Lifecycle, Phase};
 use crate::config::{Config, HttpLimits};
 use crate::events::EventBus;
+use crate::fleet::Fleet;
 use crate::inbox::Inbox;
 use crate::journal::{Journal, JournalError, SqliteJournal};
 use crate::queue::{Queue, QueueSettings, RetryPolicy};
@@ -43,6 +44,8 @@ pub struct Stores {
     pub registry: Arc<dyn SessionRegistry>,
     pub credentials: Arc<dyn CredentialStore>,
     pub webhooks: Arc<dyn crate::storage::WebhookStore>,
+    /// The numbers' leases, in the Postgres mode: a fleet of gateways shares them.
+    pub leases: Option<Arc<dyn crate::storage::LeaseStore>>,
     /// The pool, in the Postgres mode (for readiness and shutdown).
     pub database: Option<Database>,
 }
@@ -67,6 +70,7 @@ impl Stores {
                     registry: Arc::new(db.registry()),
                     credentials: Arc::new(db.credentials()),
                     webhooks: Arc::new(db.webhooks()),
+                    leases: Some(Arc::new(db.leases())),
                     database: Some(db),
                 })
             }
@@ -86,6 +90,7 @@ impl Stores {
                     registry: Arc::new(SessionsFile::new(&config.sessions_config)),
                     credentials: Arc::new(SqliteCredentials::new(config.sessions_dir.clone())),
                     webhooks: Arc::new(webhooks),
+                    leases: None,
                     database: None,
                 })
             }
@@ -167,7 +172,8 @@ impl App {
     }
 
     async fn build_on(config: Config, stores: Stores) -> Result<App, StartError> {
-        let Stores { journal, inbox: inbox_store, registry, credentials, webhooks: webhook_store, database } = stores;
+        let Stores { journal, inbox: inbox_store, registry, credentials, webhooks: webhook_store, leases, database } =
+            stores;
         let bind = |addr: SocketAddr| async move {
             let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
             let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
@@ -191,9 +197,20 @@ impl App {
         let (delivery_tx, delivery_rx) = mpsc::channel(DELIVERY_EVENTS);
         let (inbound_tx, inbound_rx) = mpsc::channel(crate::inbox::CHANNEL_CAPACITY);
         let upstream = Upstream::from_config(&config, delivery_tx, inbound_tx, credentials)?;
+        // On Postgres this gateway is one of a fleet: a number's client runs under its lease.
+        let fleet = match (&config.database, leases) {
+            (Some(settings), Some(leases)) => {
+                let id = settings.gateway_id.clone().unwrap_or_else(|| crate::config::default_gateway_id(addr.port()));
+                tracing::info!(gateway = %id, lease_ttl_secs = settings.lease_ttl.as_secs(), "one gateway of a fleet");
+                Some(Fleet::new(id, leases, settings.lease_ttl))
+            }
+            _ => None,
+        };
+        let fleet_mode = fleet.is_some();
         let sessions = SessionManager::load(
             registry,
             upstream,
+            fleet,
             shutdown.token(),
             tokio_util::task::TaskTracker::new(),
             config.startup_concurrency,
@@ -208,6 +225,7 @@ impl App {
             max_age: config.retry_max_age,
             min_interval: config.send_min_interval,
             limits: config.queue_limits,
+            shared: fleet_mode,
         };
         let queue = Queue::new(sessions.clone(), journal.clone(), settings, shutdown.clone());
         queue.restore().await.map_err(StartError::Restore)?;
@@ -279,6 +297,9 @@ impl App {
         let shutdown = state.shutdown.clone();
         let sessions = state.sessions.clone();
         shutdown.spawn(state.queue.clone().track_deliveries(delivery_rx));
+        if state.queue.settings().shared {
+            shutdown.spawn(state.queue.clone().follow_sessions(state.sessions.events()));
+        }
         shutdown.spawn(state.queue.clone().prune_periodically());
         shutdown.spawn(crate::webhooks::run_outbox(state.webhooks.clone(), webhook_rx, shutdown.clone()));
         shutdown.spawn(relay::drain_status_events(

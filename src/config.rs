@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::domain::GatewayId;
+
 /// Used when `CONFIG_FILE` is unset, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "config/gateway.toml";
 
@@ -81,6 +83,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("JWT_JWKS_REFRESH_SECS", "600"),
     ("JWT_JWKS_MIN_REFRESH_SECS", "30"),
     ("DATABASE_MAX_CONNECTIONS", "16"),
+    ("LEASE_TTL_SECS", "10"),
 ];
 
 /// What a user's JWT may do unless `JWT_SCOPES` says otherwise: see, link and drive its own
@@ -114,6 +117,7 @@ const OPTIONAL: &[&str] = &[
     "JWT_ISSUER",
     "JWT_AUDIENCE",
     "DATABASE_URL",
+    "GATEWAY_ID",
 ];
 
 /// The static API token. `Debug` and `Display` print `[REDACTED]`; use
@@ -188,7 +192,15 @@ pub struct DatabaseSettings {
     pub url: DatabaseUrl,
     /// `DATABASE_MAX_CONNECTIONS` (16, at most 64): the pool's bound, shared by every session.
     pub max_connections: u32,
+    /// `GATEWAY_ID`: this gateway's stable name in the fleet; `None` means the host name and
+    /// the port it listens on ([`default_gateway_id`]).
+    pub gateway_id: Option<GatewayId>,
+    /// `LEASE_TTL_SECS` (10, from 2 to 300): how long a number's lease lasts unless renewed.
+    pub lease_ttl: Duration,
 }
+
+/// The shortest and longest `LEASE_TTL_SECS`.
+pub const LEASE_TTL_SECS_RANGE: std::ops::RangeInclusive<u64> = 2..=300;
 
 /// `JWT_SECRET`, the HMAC key of the users' JWTs. `Debug` prints `[REDACTED]`.
 #[derive(Clone)]
@@ -528,6 +540,8 @@ struct Raw {
     jwt_jwks_min_refresh_secs: String,
     database_max_connections: String,
     database_url: Option<String>,
+    lease_ttl_secs: String,
+    gateway_id: Option<String>,
     jwt_secret: Option<String>,
     jwt_public_key_file: Option<String>,
     jwt_jwks_url: Option<String>,
@@ -803,13 +817,39 @@ fn database_settings(raw: &Raw) -> Result<Option<DatabaseSettings>, ConfigError>
             format!("is more than {MAX_DATABASE_CONNECTIONS}: the pool is shared by every session"),
         ));
     }
+    let lease_ttl: u64 = parse_positive("LEASE_TTL_SECS", &raw.lease_ttl_secs, "is not a positive whole number")?;
+    if !LEASE_TTL_SECS_RANGE.contains(&lease_ttl) {
+        return Err(invalid(
+            "LEASE_TTL_SECS",
+            &raw.lease_ttl_secs,
+            format!("must be from {} to {} seconds", LEASE_TTL_SECS_RANGE.start(), LEASE_TTL_SECS_RANGE.end()),
+        ));
+    }
+    let gateway_id = match non_empty(raw.gateway_id.clone()) {
+        Some(id) => Some(GatewayId::parse(id.trim()).map_err(|e| invalid("GATEWAY_ID", &id, e.to_string()))?),
+        None => None,
+    };
     let Some(url) = non_empty(raw.database_url.clone()) else { return Ok(None) };
     let url = DatabaseUrl(url);
     if !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://")) {
         // Shown without its password.
         return Err(invalid("DATABASE_URL", &url.to_string(), "is not a postgres:// or postgresql:// URL"));
     }
-    Ok(Some(DatabaseSettings { url, max_connections }))
+    Ok(Some(DatabaseSettings { url, max_connections, gateway_id, lease_ttl: Duration::from_secs(lease_ttl) }))
+}
+
+/// The host name (from the kernel, else `HOSTNAME`) and the port the gateway listens on: stable
+/// across restarts of one gateway, distinct between gateways on one host.
+pub fn default_gateway_id(port: u16) -> GatewayId {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')).collect())
+        .filter(|h: &String| !h.is_empty())
+        .unwrap_or_else(|| "gateway".to_owned());
+    let host: String = host.chars().take(crate::domain::MAX_GATEWAY_ID_LEN - 6).collect();
+    GatewayId::parse(&format!("{host}:{port}"))
+        .unwrap_or_else(|_| GatewayId::parse("gateway").unwrap_or_else(|_| unreachable!("a valid literal")))
 }
 
 fn parse_host(value: &str) -> Result<IpAddr, ConfigError> {

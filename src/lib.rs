@@ -38,6 +38,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod files;
+pub mod fleet;
 pub mod inbox;
 pub mod journal;
 pub mod metrics;

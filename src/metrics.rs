@@ -49,6 +49,13 @@ pub const INBOUND_LATENCY: &str = "gateway_inbound_store_seconds";
 pub const CONNECTIONS_REFUSED: &str = "gateway_connections_refused_total";
 /// WebSockets closed by the gateway because their pongs stopped.
 pub const WS_PING_TIMEOUTS: &str = "gateway_ws_ping_timeouts_total";
+/// Claims of a number's lease (on Postgres), by `outcome`: `claimed`, `held_elsewhere`, `error`.
+pub const LEASE_CLAIMS: &str = "gateway_lease_claims_total";
+/// Renewals of held leases, by `outcome`: `renewed`, `error`, `lost` (taken over), `expired`
+/// (no renewal in time: the client was stopped).
+pub const LEASE_RENEWALS: &str = "gateway_lease_renewals_total";
+/// How long a lease renewal took.
+pub const LEASE_RENEWAL_SECONDS: &str = "gateway_lease_renewal_seconds";
 
 const SECONDS_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -98,6 +105,9 @@ fn describe() {
     metrics::describe_counter!(RECONNECTS, "Reconnections of linked sessions");
     metrics::describe_histogram!(JOURNAL_COMMIT_SECONDS, metrics::Unit::Seconds, "Journal transaction duration");
     metrics::describe_histogram!(JOURNAL_BATCH_SIZE, "Commands per journal transaction");
+    metrics::describe_counter!(LEASE_CLAIMS, "Claims of numbers' leases by outcome (Postgres fleets)");
+    metrics::describe_counter!(LEASE_RENEWALS, "Lease renewals by outcome (renewed, error, lost, expired)");
+    metrics::describe_histogram!(LEASE_RENEWAL_SECONDS, metrics::Unit::Seconds, "Lease renewal duration");
     // Present from the start, so a dashboard sees 0 rather than nothing.
     metrics::counter!(RECONNECTS).absolute(0);
     metrics::gauge!(WS_OPEN).set(0.0);

@@ -23,8 +23,12 @@ pub struct Health {
     pub status: String,
     /// Configured sessions.
     pub sessions: usize,
-    /// Sessions connected to WhatsApp right now.
+    /// Sessions connected to WhatsApp right now (through this gateway).
     pub connected: usize,
+    /// With `DATABASE_URL`: this gateway's id in the fleet (`GATEWAY_ID`); absent on the files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "gw-1:3000")]
+    pub gateway: Option<String>,
 }
 
 /// Liveness or readiness.
@@ -41,7 +45,8 @@ pub struct Probe {
     responses((status = 200, description = "Always, while the process serves", body = Health)))]
 async fn health(State(state): State<AppState>) -> Response {
     let (sessions, connected) = state.sessions.counts();
-    json_response(StatusCode::OK, &Health { status: "ok".into(), sessions, connected })
+    let gateway = state.sessions.gateway().map(|id| id.to_string());
+    json_response(StatusCode::OK, &Health { status: "ok".into(), sessions, connected, gateway })
 }
 
 /// The process is alive and serving HTTP (for Docker's HEALTHCHECK and liveness probes).

@@ -150,7 +150,18 @@ pub struct QueueSettings {
     pub max_age: Duration,
     pub min_interval: Duration,
     pub limits: QueueLimits,
+    /// The journal is shared with other gateways (a fleet on Postgres): a session's messages may
+    /// be accepted anywhere and are sent by the gateway that runs it, which picks them up from
+    /// the journal ([`FLEET_POLL`]) and sends none that another gateway already finished.
+    pub shared: bool,
 }
+
+/// How long a refused accept is watched for a commit that went through after all.
+const WITHDRAW_FOR: Duration = Duration::from_secs(600);
+
+/// How often, in a fleet, the gateway that runs a session looks in the shared journal for its
+/// messages accepted by other gateways.
+pub(crate) const FLEET_POLL: Duration = Duration::from_secs(1);
 
 struct Inner {
     lanes: DashMap<SessionId, Arc<Lane>>,
@@ -221,6 +232,34 @@ impl Queue {
         Ok(count)
     }
 
+    /// Adds to `lane` the open messages of `session` that the shared journal has and the lane
+    /// lacks (accepted by another gateway); how many.
+    pub(crate) async fn resync(&self, session: &SessionId, lane: &Lane) -> usize {
+        let records = match self.inner.journal.pending_for(session).await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(session = %session, error = %e, "cannot read the session's messages from the journal");
+                return 0;
+            }
+        };
+        let known: std::collections::HashSet<String> =
+            lane.lock().jobs.iter().map(|job| job.id.as_str().to_owned()).collect();
+        let mut added = 0;
+        for record in records {
+            if known.contains(&record.message_id) {
+                continue;
+            }
+            if let Some((_, job)) = Job::from_record(record) {
+                self.push(lane, job);
+                added += 1;
+            }
+        }
+        if added > 0 {
+            tracing::info!(session = %session, messages = added, "messages accepted by other gateways picked up");
+        }
+        added
+    }
+
     fn push(&self, lane: &Lane, job: Job) {
         let size = job.size;
         {
@@ -259,6 +298,7 @@ impl Queue {
             accepted_at_ms: 0,
         };
         // From here on the bytes live in the journal's segments only: the queue keeps none.
+        let keyed = idempotency.is_some();
         let message =
             NewMessage { message_id: id.as_str().to_owned(), session_id: session.clone(), to, content, idempotency };
         let accepted = self.inner.journal.accept(message).await;
@@ -273,8 +313,47 @@ impl Queue {
             Ok(Accepted::Replay { message_id }) => Ok(Enqueued::Replay(MessageId::from_stored(message_id))),
             Ok(Accepted::KeyReusedWithOtherBody) => Err(EnqueueError::KeyReused),
             Err(JournalError::DiskFull) => Err(EnqueueError::DiskFull),
-            Err(e) => Err(EnqueueError::Journal(e)),
+            Err(e) => {
+                // A shared database that went away during the commit may have committed it: the
+                // client is refused, so the message must never be sent. (With an idempotency key
+                // the client's retry finds it and is answered with it instead.)
+                if self.inner.settings.shared && !keyed {
+                    self.inner.shutdown.spawn(self.clone().withdraw(id.clone()));
+                }
+                Err(EnqueueError::Journal(e))
+            }
         }
+    }
+
+    /// Makes sure a message whose accept was refused is never sent: once the journal answers,
+    /// a row that was committed after all is failed before any gateway sends it (a worker that
+    /// finds it final skips it). Gives up after [`WITHDRAW_FOR`] or at shutdown.
+    async fn withdraw(self, id: MessageId) {
+        let cancel = self.inner.shutdown.token();
+        let until = tokio::time::Instant::now() + WITHDRAW_FOR;
+        while tokio::time::Instant::now() < until {
+            match self.inner.journal.get(&id).await {
+                Ok(None) => return,
+                // Being sent already (a worker found it first): too late to take back.
+                Ok(Some(record)) if record.status != DeliveryStatus::Queued => return,
+                Ok(Some(_)) => {
+                    let reason = "refused: the database failed while it was accepted, and the client was told so";
+                    match self.inner.journal.set_status(&id, DeliveryStatus::Failed, Some(reason.into())).await {
+                        Ok(_) => {
+                            tracing::warn!(message_id = %id, "a refused message was committed after all: failed, not sent");
+                            return;
+                        }
+                        Err(e) => tracing::debug!(message_id = %id, error = %e, "cannot withdraw yet"),
+                    }
+                }
+                Err(e) => tracing::debug!(message_id = %id, error = %e, "cannot look for a refused message yet"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+        tracing::error!(message_id = %id, "cannot tell whether a refused message was committed");
     }
 
     /// Counts a message against the bounds before it is journaled, or refuses it.
@@ -369,6 +448,31 @@ impl Queue {
     }
 
     /// Consumes acks and receipts from every session until shutdown.
+    /// In a fleet: when a session connects on this gateway (it took the session's lease), its
+    /// lane picks up what the shared journal holds for it, whoever accepted it. Until shutdown.
+    pub async fn follow_sessions(self, mut events: tokio::sync::broadcast::Receiver<crate::session::SessionEvent>) {
+        let cancel = self.inner.shutdown.token();
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                event = events.recv() => event,
+            };
+            match event {
+                Ok(crate::session::SessionEvent {
+                    session,
+                    kind: crate::session::SessionEventKind::Connected { .. },
+                }) => {
+                    let lane = self.lane(&session);
+                    self.resync(&session, &lane).await;
+                }
+                Ok(_) => {}
+                // Missed events: the workers' own polls catch up.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
     pub async fn track_deliveries(self, mut events: mpsc::Receiver<DeliveryEvent>) {
         let cancel = self.inner.shutdown.token();
         loop {

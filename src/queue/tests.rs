@@ -251,6 +251,7 @@ impl Harness {
             max_age: Duration::from_secs(3600),
             min_interval: Duration::ZERO,
             limits: QueueLimits { per_session: 100, per_session_bytes: 1 << 20, total: 100, total_bytes: 1 << 20 },
+            shared: false,
         };
         let shutdown = Shutdown::new();
         let queue = Queue::with_connections(Arc::new(sessions), Arc::new(journal), settings, shutdown.clone());

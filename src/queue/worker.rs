@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{OutgoingContent, SessionId};
 use crate::journal::{self, DeliveryStatus, PDF_MISSING};
-use crate::queue::{ACK_TIMEOUT, Job, Lane, Queue};
+use crate::queue::{ACK_TIMEOUT, FLEET_POLL, Job, Lane, Queue};
 use crate::session::upstream::UpstreamError;
 use crate::session::{SessionClient, Status};
 
@@ -42,18 +42,30 @@ impl Worker {
     pub(crate) async fn run(mut self) {
         let cancel = self.queue.shutdown().token();
         let mut attempts: u32 = 0;
+        let mut resynced: Option<Instant> = None;
         loop {
             if self.lane.is_closed() {
                 self.fail_all(SESSION_DELETED).await;
                 return;
             }
+            let shared = self.queue.settings().shared;
             let Some(job) = self.lane.front() else {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = self.lane.added.notified() => continue,
+                    // In a fleet, messages for this session may be accepted by other gateways.
+                    _ = tokio::time::sleep(FLEET_POLL), if shared => {
+                        if self.queue.sessions().connected_client(&self.session).is_some() {
+                            self.queue.resync(&self.session, &self.lane).await;
+                        }
+                        continue;
+                    }
                 }
             };
-            if let Some(reason) = self.expired(&job) {
+            // In a fleet, not while another gateway runs the session: it may be sending them.
+            if let Some(reason) = self.expired(&job)
+                && (!shared || !self.queue.sessions().runs_elsewhere(&self.session))
+            {
                 self.fail(&job, reason).await;
                 attempts = 0;
                 continue;
@@ -74,10 +86,23 @@ impl Worker {
                 // Waiting for the session must not outlive the message's maximum age.
                 _ = tokio::time::sleep_until(deadline.into()) => continue,
             };
+            // In a fleet, what other gateways accepted joins the lane once this gateway runs the
+            // session.
+            if shared && resynced.is_none_or(|at| at.elapsed() >= FLEET_POLL) {
+                self.queue.resync(&self.session, &self.lane).await;
+                resynced = Some(Instant::now());
+            }
             if !self.pace(&cancel).await {
                 return;
             }
             self.queue.set_status(&job.id, DeliveryStatus::Sending, None).await;
+            // After the move to `sending` (which a final status refuses, under a row lock), so
+            // that a message failed or sent elsewhere in the meantime is not sent here.
+            if shared && self.finished_elsewhere(&job).await {
+                self.queue.finish_front(&self.lane);
+                attempts = 0;
+                continue;
+            }
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => {
                     self.queue.forget_ack(&job.id);
@@ -126,6 +151,22 @@ impl Worker {
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
+            }
+        }
+    }
+
+    /// Whether the shared journal says `job` is final already (sent by another gateway before
+    /// this one ran the session, or failed there).
+    async fn finished_elsewhere(&self, job: &Job) -> bool {
+        match self.queue.journal().get(&job.id).await {
+            Ok(Some(record)) if record.status.is_final() => {
+                tracing::info!(session = %self.session, message_id = %job.id, status = %record.status.as_str(), "finished by another gateway; not sent again");
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(message_id = %job.id, error = %e, "cannot read a message's status");
+                false
             }
         }
     }

@@ -19,6 +19,7 @@ use whatsapp_rust::bot::BotHandle;
 use super::upstream::{self, Upstream, UpstreamEvent};
 use super::{Account, PairingError, Qr, SessionEvent, SessionEventKind, SessionState, Status};
 use crate::domain::{PhoneNumber, SessionId};
+use crate::fleet::{Claim, Fleet, HeldLease};
 
 /// How often the supervisor checks the client's own view of the connection: the library emits
 /// no event for failed reconnect attempts or watchdog reconnects.
@@ -72,6 +73,8 @@ pub(crate) struct SessionShared {
     idle: AtomicBool,
     /// Cancelled when the session is deleted: its watchers close.
     pub(crate) deleted: CancellationToken,
+    /// In a fleet: true while another gateway holds the session's lease.
+    pub(crate) elsewhere: AtomicBool,
 }
 
 impl SessionShared {
@@ -93,6 +96,7 @@ impl SessionShared {
             wake: Notify::new(),
             idle: AtomicBool::new(false),
             deleted: CancellationToken::new(),
+            elsewhere: AtomicBool::new(false),
         }
     }
 
@@ -226,19 +230,24 @@ async fn has_credentials(upstream: &Upstream, id: &SessionId) -> bool {
 /// How one client generation ended.
 enum Exit {
     Cancelled,
-    LoggedOut { reply: Option<oneshot::Sender<()>> },
+    LoggedOut {
+        reply: Option<oneshot::Sender<()>>,
+    },
     Stopped(oneshot::Sender<()>),
     Restart,
     QrExhausted,
     NobodyWatching,
     Terminal(String),
     Died,
+    /// The number's lease was lost (taken over, or not renewed in time): the client is closed.
+    LeaseLost,
 }
 
 /// Runs the session until the gateway shuts down or the session is deleted.
 pub(crate) async fn supervise(
     shared: Arc<SessionShared>,
     upstream: Upstream,
+    fleet: Option<Fleet>,
     cancel: CancellationToken,
     startup: Arc<Semaphore>,
 ) {
@@ -262,7 +271,7 @@ pub(crate) async fn supervise(
             shared.idle.store(true, Ordering::SeqCst);
             // A watcher may have arrived between the check and the flag.
             if !shared.watched() {
-                match pause(&shared, &upstream, &mut inbox, &cancel, None, &mut pending_pair).await {
+                match pause(&shared, &upstream, fleet.as_ref(), &mut inbox, &cancel, None, &mut pending_pair).await {
                     Pause::Cancelled => break,
                     Pause::Stopped => return,
                     Pause::Over | Pause::LoggedOut => {}
@@ -274,6 +283,15 @@ pub(crate) async fn supervise(
             continue;
         }
         wait_for_watcher = false;
+        // In a fleet, the client runs only under this number's lease.
+        let lease = match &fleet {
+            None => None,
+            Some(fleet) => match wait_for_lease(&shared, fleet, &mut inbox, &cancel, &mut pending_pair).await {
+                LeaseWait::Held(lease) => Some(lease),
+                LeaseWait::Cancelled => break,
+                LeaseWait::Stopped => return,
+            },
+        };
         shared.publish(|s| {
             s.status = Status::Connecting;
             s.qr = None;
@@ -283,32 +301,49 @@ pub(crate) async fn supervise(
         // restart of many numbers is no thundering herd on WhatsApp.
         let slot = if std::mem::take(&mut first_start) && has_credentials(&upstream, &shared.id).await {
             let jitter = Duration::from_millis(rand::rng().random_range(0..=STARTUP_JITTER_MS));
-            match pause(&shared, &upstream, &mut inbox, &cancel, Some(jitter), &mut pending_pair).await {
-                Pause::Cancelled => break,
-                Pause::Stopped => return,
+            match pause(&shared, &upstream, fleet.as_ref(), &mut inbox, &cancel, Some(jitter), &mut pending_pair).await
+            {
+                Pause::Cancelled => {
+                    release(lease).await;
+                    break;
+                }
+                Pause::Stopped => {
+                    release(lease).await;
+                    return;
+                }
                 Pause::LoggedOut => {
+                    release(lease).await;
                     wait_for_watcher = true;
                     continue;
                 }
                 Pause::Over | Pause::Restart | Pause::PairCode => {}
             }
             tokio::select! {
-                _ = cancel.cancelled() => break,
+                _ = cancel.cancelled() => {
+                    release(lease).await;
+                    break;
+                }
                 permit = startup.clone().acquire_owned() => permit.ok(),
             }
         } else {
             None
         };
-        let (handle, client, events, tasks) = match upstream.start(&shared.id).await {
+        let (handle, client, events, tasks) = match upstream
+            .start(&shared.id, lease.as_ref().map(HeldLease::fence))
+            .await
+        {
             Ok(started) => started,
             Err(e) => {
+                release(lease).await;
                 tracing::error!(session = %shared.id, error = %e, "cannot start the WhatsApp client");
                 shared.publish(|s| {
                     s.status = Status::Error;
                     s.error = Some("the session could not start; see the server log".into());
                     s.reason = s.error.clone();
                 });
-                match pause(&shared, &upstream, &mut inbox, &cancel, Some(backoff), &mut pending_pair).await {
+                match pause(&shared, &upstream, fleet.as_ref(), &mut inbox, &cancel, Some(backoff), &mut pending_pair)
+                    .await
+                {
                     Pause::Cancelled => break,
                     Pause::Stopped => return,
                     Pause::LoggedOut => wait_for_watcher = true,
@@ -322,6 +357,7 @@ pub(crate) async fn supervise(
             client.disconnect().await;
             handle.await;
             tasks.retire();
+            release(lease).await;
             wait_for_watcher = true;
             continue;
         }
@@ -329,8 +365,9 @@ pub(crate) async fn supervise(
         if let Some((phone, reply)) = pending_pair.take() {
             request_pair_code(&client, phone, reply);
         }
+        let lost = lease.as_ref().map(|lease| lease.lost().clone()).unwrap_or_default();
         let exit = Drive { shared: &shared, upstream: &upstream, client: &client, slot, paired: false }
-            .run(handle, events, &mut inbox, &cancel, &mut backoff)
+            .run(handle, events, &mut inbox, &cancel, &lost, &mut backoff)
             .await;
         shared.set_client(None);
         // An unlinked generation's leftovers (its QR rotation) would hold the client and its
@@ -339,6 +376,13 @@ pub(crate) async fn supervise(
             tasks.retire();
         }
         drop(client);
+        // The client is closed: another gateway may take the number now. A logout's wipe below
+        // runs under the lease still (it is released after it).
+        let logging_out = matches!(exit, Exit::LoggedOut { .. });
+        let mut lease = lease;
+        if !logging_out {
+            release(lease.take()).await;
+        }
         match exit {
             Exit::Cancelled => break,
             Exit::Stopped(reply) => {
@@ -348,14 +392,24 @@ pub(crate) async fn supervise(
             Exit::LoggedOut { reply } => {
                 shared.close_link_window();
                 let reason = if reply.is_some() { "logged out through the API" } else { "logged out from the phone" };
-                tracing::warn!(session = %shared.id, reason, "logged out: deleting its credentials");
-                delete_credentials(&shared, &upstream).await;
+                // In a fleet, only the lease's holder may wipe: a gateway that lost the number
+                // (and with it, this logout's news) must not erase the new holder's keys.
+                if lease.as_ref().is_none_or(|lease| (lease.fence())()) {
+                    tracing::warn!(session = %shared.id, reason, "logged out: deleting its credentials");
+                    delete_credentials(&shared, &upstream).await;
+                } else {
+                    tracing::warn!(session = %shared.id, reason, "logged out, but the lease is lost: credentials left to its holder");
+                }
                 shared.set_status(Status::LoggedOut, Some(reason.into()));
                 shared.announce(SessionEventKind::LoggedOut);
+                release(lease.take()).await;
                 if let Some(reply) = reply {
                     let _ = reply.send(());
                 }
                 wait_for_watcher = true;
+            }
+            Exit::LeaseLost => {
+                shared.set_status(Status::Disconnected, Some("another gateway runs this number now".into()));
             }
             Exit::Restart => {
                 backoff = Duration::from_secs(1);
@@ -381,7 +435,9 @@ pub(crate) async fn supervise(
                 let reason = format!("the WhatsApp client stopped; restarting in {} s", backoff.as_secs());
                 shared.set_status(Status::Connecting, Some(reason));
                 tracing::warn!(session = %shared.id, ?backoff, "client stopped unexpectedly; restarting");
-                match pause(&shared, &upstream, &mut inbox, &cancel, Some(backoff), &mut pending_pair).await {
+                match pause(&shared, &upstream, fleet.as_ref(), &mut inbox, &cancel, Some(backoff), &mut pending_pair)
+                    .await
+                {
                     Pause::Cancelled => break,
                     Pause::Stopped => return,
                     Pause::LoggedOut => wait_for_watcher = true,
@@ -413,6 +469,7 @@ impl Drive<'_> {
         mut events: mpsc::Receiver<UpstreamEvent>,
         inbox: &mut mpsc::Receiver<Command>,
         cancel: &CancellationToken,
+        lease_lost: &CancellationToken,
         backoff: &mut Duration,
     ) -> Exit {
         let (shared, client) = (self.shared, self.client);
@@ -425,6 +482,12 @@ impl Drive<'_> {
                     client.disconnect().await;
                     (&mut handle).await;
                     return Exit::Cancelled;
+                }
+                _ = lease_lost.cancelled() => {
+                    tracing::warn!(session = %shared.id, "lease lost: closing the client");
+                    client.disconnect().await;
+                    (&mut handle).await;
+                    return Exit::LeaseLost;
                 }
                 _ = &mut handle => {
                     // Events dispatched before the run loop ended are already queued: read them.
@@ -653,6 +716,7 @@ enum Pause {
 async fn pause(
     shared: &SessionShared,
     upstream: &Upstream,
+    fleet: Option<&Fleet>,
     inbox: &mut mpsc::Receiver<Command>,
     cancel: &CancellationToken,
     duration: Option<Duration>,
@@ -675,11 +739,23 @@ async fn pause(
                 Pause::Stopped
             }
             Some(Command::Logout(reply)) => {
-                // No client runs: deleting the store is the whole logout.
+                // No client runs: deleting the store is the whole logout. In a fleet, only under
+                // the number's lease: another gateway may be running it.
+                let lease = match fleet {
+                    None => None,
+                    Some(fleet) => match fleet.claim(&shared.id).await {
+                        Claim::Held(lease) => Some(lease),
+                        Claim::Elsewhere(_) | Claim::Failed(_) => {
+                            tracing::warn!(session = %shared.id, "logout refused: this gateway cannot take the number's lease");
+                            return Pause::Over;
+                        }
+                    },
+                };
                 if has_credentials(upstream, &shared.id).await {
                     delete_credentials(shared, upstream).await;
                     shared.set_status(Status::LoggedOut, Some("logged out through the API".into()));
                 }
+                release(lease).await;
                 let _ = reply.send(());
                 Pause::LoggedOut
             }
@@ -689,6 +765,70 @@ async fn pause(
                 Pause::PairCode
             }
         },
+    }
+}
+
+/// How the wait for a number's lease ended.
+enum LeaseWait {
+    Held(HeldLease),
+    Cancelled,
+    Stopped,
+}
+
+/// Claims the session's lease, and while another gateway holds it, says so and claims again every
+/// [`Fleet::retry_in`], serving commands meanwhile: a stop retires the session here; a restart
+/// claims again at once; a pairing code waits for the lease. A logout cannot be served by a
+/// gateway that does not run the number: it is refused (its credentials are not touched).
+async fn wait_for_lease(
+    shared: &SessionShared,
+    fleet: &Fleet,
+    inbox: &mut mpsc::Receiver<Command>,
+    cancel: &CancellationToken,
+    pending_pair: &mut Option<(PhoneNumber, PairReply)>,
+) -> LeaseWait {
+    loop {
+        match fleet.claim(&shared.id).await {
+            Claim::Held(lease) => {
+                shared.elsewhere.store(false, Ordering::Release);
+                return LeaseWait::Held(lease);
+            }
+            Claim::Elsewhere(holder) => {
+                shared.elsewhere.store(true, Ordering::Release);
+                let reason = match holder {
+                    Some(lease) => format!("running on gateway {}", lease.owner),
+                    None => "waiting for this number's lease".to_owned(),
+                };
+                shared.set_status(Status::Disconnected, Some(reason));
+            }
+            Claim::Failed(e) => {
+                tracing::warn!(session = %shared.id, error = %e, "cannot claim the lease; trying again");
+                shared.set_status(Status::Disconnected, Some("the database cannot be reached".into()));
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return LeaseWait::Cancelled,
+            _ = tokio::time::sleep(fleet.retry_in()) => {}
+            command = inbox.recv() => match command {
+                None => return LeaseWait::Cancelled,
+                Some(Command::Stop(reply)) => {
+                    retire(shared, reply);
+                    return LeaseWait::Stopped;
+                }
+                // Dropped unanswered: the caller hears the session cannot do it now.
+                Some(Command::Logout(_reply)) => {
+                    tracing::warn!(session = %shared.id, "logout refused: another gateway runs this number");
+                }
+                Some(Command::Restart) => {}
+                Some(Command::PairCode(phone, reply)) => *pending_pair = Some((phone, reply)),
+            },
+        }
+    }
+}
+
+/// Gives a held lease up once its client is closed.
+async fn release(lease: Option<HeldLease>) {
+    if let Some(lease) = lease {
+        lease.release().await;
     }
 }
 

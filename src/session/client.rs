@@ -87,6 +87,12 @@ impl SessionClient {
 pub(crate) trait Connections: Send + Sync + 'static {
     fn state(&self, id: &SessionId) -> Option<watch::Receiver<SessionState>>;
     fn connected_client(&self, id: &SessionId) -> Option<SessionClient>;
+
+    /// In a fleet: whether another gateway holds the session's lease (runs its client).
+    fn runs_elsewhere(&self, id: &SessionId) -> bool {
+        let _ = id;
+        false
+    }
 }
 
 impl Connections for SessionManager {
@@ -96,5 +102,9 @@ impl Connections for SessionManager {
 
     fn connected_client(&self, id: &SessionId) -> Option<SessionClient> {
         SessionManager::connected_client(self, id)
+    }
+
+    fn runs_elsewhere(&self, id: &SessionId) -> bool {
+        SessionManager::runs_elsewhere(self, id)
     }
 }

@@ -16,6 +16,7 @@ use super::upstream::{Upstream, UpstreamError};
 use super::{SessionEvent, SessionState, Status};
 use crate::domain::SessionEntry;
 use crate::domain::SessionId;
+use crate::fleet::Fleet;
 use crate::storage::{SessionRegistry, StorageError};
 
 /// How long a command waits for the supervisor's answer.
@@ -63,6 +64,8 @@ struct Inner {
     /// Serialises rewrites of `sessions.config.json` and the creation and removal of sessions.
     file_lock: tokio::sync::Mutex<()>,
     upstream: Upstream,
+    /// On Postgres: this gateway in the fleet; a number's client runs only under its lease.
+    fleet: Option<Fleet>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     /// Linked sessions connecting at boot, at most this many at once.
@@ -102,6 +105,7 @@ impl SessionManager {
     pub(crate) async fn load(
         registry: Arc<dyn SessionRegistry>,
         upstream: Upstream,
+        fleet: Option<Fleet>,
         cancel: CancellationToken,
         tasks: TaskTracker,
         startup_concurrency: usize,
@@ -123,6 +127,7 @@ impl SessionManager {
                 registry,
                 file_lock: tokio::sync::Mutex::new(()),
                 upstream,
+                fleet,
                 cancel,
                 tasks,
                 startup: Arc::new(Semaphore::new(startup_concurrency.max(1))),
@@ -140,6 +145,7 @@ impl SessionManager {
 
     fn spawn(&self, shared: Arc<SessionShared>) {
         let upstream = self.inner.upstream.clone();
+        let fleet = self.inner.fleet.clone();
         let cancel = self.inner.cancel.clone();
         let startup = self.inner.startup.clone();
         let id = shared.id.clone();
@@ -149,7 +155,7 @@ impl SessionManager {
             loop {
                 let span = tracing::info_span!("session", session = %id);
                 let run = tracing::Instrument::instrument(
-                    actor::supervise(shared.clone(), upstream.clone(), cancel.clone(), startup.clone()),
+                    actor::supervise(shared.clone(), upstream.clone(), fleet.clone(), cancel.clone(), startup.clone()),
                     span,
                 );
                 match tokio::spawn(run).await {
@@ -242,6 +248,16 @@ impl SessionManager {
     /// yet), or the database that holds them.
     pub fn folder(&self, id: &SessionId) -> String {
         self.inner.upstream.credentials().location(id)
+    }
+
+    /// Whether another gateway of the fleet runs the session (holds its lease).
+    pub(crate) fn runs_elsewhere(&self, id: &SessionId) -> bool {
+        self.get_shared(id).is_some_and(|shared| shared.elsewhere.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// This gateway's id in the fleet (on Postgres).
+    pub fn gateway(&self) -> Option<&crate::domain::GatewayId> {
+        self.inner.fleet.as_ref().map(Fleet::gateway)
     }
 
     /// Every session, by id.

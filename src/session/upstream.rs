@@ -33,6 +33,7 @@ use crate::domain::{
 };
 use crate::session::{DeliveryEvent, SessionOps};
 use crate::storage::CredentialStore;
+use crate::storage::credentials::WriteFence;
 
 /// What the session supervisor needs to know from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,8 +395,13 @@ impl Upstream {
     pub(crate) async fn start(
         &self,
         session: &SessionId,
+        fence: Option<WriteFence>,
     ) -> Result<(BotHandle, Arc<Client>, mpsc::Receiver<UpstreamEvent>, ClientTasks), UpstreamError> {
-        let store = self.credentials.backend(session).await.map_err(|e| UpstreamError::Store(e.to_string()))?;
+        let store = match fence {
+            Some(fence) => self.credentials.fenced_backend(session, fence).await,
+            None => self.credentials.backend(session).await,
+        }
+        .map_err(|e| UpstreamError::Store(e.to_string()))?;
         let (tx, rx) = mpsc::channel(256);
         let mut transport = TokioWebSocketTransportFactory::new();
         if let Some(url) = &self.url {

@@ -19,12 +19,25 @@ use crate::domain::SessionId;
 /// whatsapp-rust's store for one number, as the client is built on it.
 pub type CredentialBackend = Arc<dyn Backend>;
 
+/// Asked before every call a fleet's store makes for a number: whether this gateway still holds
+/// the number's lease (not lost, and renewed within its own deadline). A store refuses the call
+/// when it says no, so a gateway that lost a number (paused by the OS, cut off) cannot write its
+/// keys back over the new holder's.
+pub type WriteFence = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Where the numbers' credentials live.
 #[async_trait]
 pub trait CredentialStore: Send + Sync + 'static {
     /// The store a client for `session` is built on. A number without credentials gets an
     /// empty one: the client creates its device there and fills it in when it is linked.
     async fn backend(&self, session: &SessionId) -> Result<CredentialBackend, StorageError>;
+
+    /// [`CredentialStore::backend`] whose every call first asks `fence` (a fleet's lease). The
+    /// embedded store has no fleet and ignores it.
+    async fn fenced_backend(&self, session: &SessionId, fence: WriteFence) -> Result<CredentialBackend, StorageError> {
+        let _ = fence;
+        self.backend(session).await
+    }
 
     /// Whether `session` holds a store of credentials: it was linked, or a linking began, and
     /// it was not wiped since. A client started on it tells which.

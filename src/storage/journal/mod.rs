@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::domain::MessageId;
+use crate::domain::{MessageId, SessionId};
 pub use error::JournalError;
 pub use model::{
     Accepted, DeliveryStatus, IdempotencyKey, JournalStats, MessageRecord, NewMessage, Pruned, StatusEvent,
@@ -81,6 +81,12 @@ pub trait JournalStore: Send + Sync + std::fmt::Debug + 'static {
     /// rebuild the queue from. A message whose bytes are gone is failed ([`PDF_MISSING`]) and
     /// left out.
     async fn pending(&self) -> Result<Vec<MessageRecord>, JournalError>;
+
+    /// [`JournalStore::pending`] of one session: what the gateway that runs it (in a fleet, the
+    /// holder of its lease) has to send, whichever gateway accepted it.
+    async fn pending_for(&self, session: &SessionId) -> Result<Vec<MessageRecord>, JournalError> {
+        Ok(self.pending().await?.into_iter().filter(|r| r.session_id == session.as_str()).collect())
+    }
 
     /// The content of a message still to send; `None` when it is final, unknown or gone, and
     /// [`JournalError::Damaged`] when the stored bytes fail their checksum.

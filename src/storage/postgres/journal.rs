@@ -13,7 +13,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
-use crate::domain::{ContentKind, MessageId, new_event_id};
+use crate::domain::{ContentKind, MessageId, SessionId, new_event_id};
 use crate::storage::journal::{
     Accepted, DeliveryStatus, IDEMPOTENCY_RETENTION, JournalError, JournalStore, MessageRecord, NewMessage,
     PDF_MISSING, Pruned, StatusEvent, StatusEventsGuard, is_valid_message_id,
@@ -296,28 +296,11 @@ impl JournalStore for PgJournal {
     }
 
     async fn pending(&self) -> Result<Vec<MessageRecord>, JournalError> {
-        let open: Vec<&str> = DeliveryStatus::ALL.iter().filter(|s| !s.is_final()).map(|s| s.as_str()).collect();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {RECORD_COLUMNS}, payload IS NOT NULL FROM journal_messages \
-             WHERE status = ANY($1) ORDER BY seq"
-        )))
-        .bind(&open)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        let mut found = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let message = record(row)?;
-            if row.try_get::<bool, _>(RECORD_COLUMN_COUNT).map_err(db)? {
-                found.push(message);
-            } else {
-                let id = MessageId::from_stored(message.message_id.as_str());
-                if self.set_status(&id, DeliveryStatus::Failed, Some(PDF_MISSING.to_owned())).await? {
-                    tracing::warn!(message_id = %id, "pending message has no content: marked failed");
-                }
-            }
-        }
-        Ok(found)
+        self.pending_of(None).await
+    }
+
+    async fn pending_for(&self, session: &SessionId) -> Result<Vec<MessageRecord>, JournalError> {
+        self.pending_of(Some(session)).await
     }
 
     async fn read_payload(&self, message_id: &MessageId) -> Result<Option<Bytes>, JournalError> {
@@ -410,5 +393,35 @@ impl JournalStore for PgJournal {
             .fetch_one(&self.pool)
             .await
             .unwrap_or(false)
+    }
+}
+
+impl PgJournal {
+    /// Every open message (of one session, when given) in acceptance order; one whose bytes are
+    /// gone is failed and left out.
+    async fn pending_of(&self, session: Option<&SessionId>) -> Result<Vec<MessageRecord>, JournalError> {
+        let open: Vec<&str> = DeliveryStatus::ALL.iter().filter(|s| !s.is_final()).map(|s| s.as_str()).collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECORD_COLUMNS}, payload IS NOT NULL FROM journal_messages \
+             WHERE status = ANY($1) AND ($2::TEXT IS NULL OR session_id = $2) ORDER BY seq"
+        )))
+        .bind(&open)
+        .bind(session.map(SessionId::as_str))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let message = record(row)?;
+            if row.try_get::<bool, _>(RECORD_COLUMN_COUNT).map_err(db)? {
+                found.push(message);
+            } else {
+                let id = MessageId::from_stored(message.message_id.as_str());
+                if self.set_status(&id, DeliveryStatus::Failed, Some(PDF_MISSING.to_owned())).await? {
+                    tracing::warn!(message_id = %id, "pending message has no content: marked failed");
+                }
+            }
+        }
+        Ok(found)
     }
 }

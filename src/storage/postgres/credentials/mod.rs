@@ -34,7 +34,7 @@ use whatsapp_rust::wacore::store::error::StoreError;
 
 use crate::domain::SessionId;
 use crate::storage::StorageError;
-use crate::storage::credentials::{CredentialBackend, CredentialStore};
+use crate::storage::credentials::{CredentialBackend, CredentialStore, WriteFence};
 
 /// Every table that holds a number's credentials, so that a wipe forgets none.
 const TABLES: [&str; 18] = [
@@ -93,7 +93,17 @@ struct Gate {
 impl CredentialStore for PgCredentials {
     async fn backend(&self, session: &SessionId) -> Result<CredentialBackend, StorageError> {
         let gate = self.gates.entry(session.clone()).or_default().clone();
-        Ok(Arc::new(PgBackend { pool: self.pool.clone(), session: Arc::from(session.as_str()), gate }))
+        Ok(Arc::new(PgBackend { pool: self.pool.clone(), session: Arc::from(session.as_str()), gate, fence: None }))
+    }
+
+    async fn fenced_backend(&self, session: &SessionId, fence: WriteFence) -> Result<CredentialBackend, StorageError> {
+        let gate = self.gates.entry(session.clone()).or_default().clone();
+        Ok(Arc::new(PgBackend {
+            pool: self.pool.clone(),
+            session: Arc::from(session.as_str()),
+            gate,
+            fence: Some(fence),
+        }))
     }
 
     async fn has_credentials(&self, session: &SessionId) -> Result<bool, StorageError> {
@@ -137,6 +147,8 @@ pub(super) struct PgBackend {
     pool: PgPool,
     session: Arc<str>,
     gate: Arc<Gate>,
+    /// In a fleet: whether this gateway still holds the number's lease.
+    fence: Option<WriteFence>,
 }
 
 /// A store call on credentials that were wiped while its client still ran.
@@ -144,12 +156,20 @@ pub(super) struct PgBackend {
 #[error("the credentials of this session were wiped")]
 struct Wiped;
 
+/// A store call from a gateway that no longer holds the number's lease.
+#[derive(Debug, thiserror::Error)]
+#[error("this gateway no longer holds the number's lease")]
+struct Fenced;
+
 impl PgBackend {
     /// Lets a call through the gate: held until the call is done.
     async fn open(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>, StoreError> {
         let guard = self.gate.writes.read().await;
         if self.gate.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Database(Box::new(Wiped)));
+        }
+        if self.fence.as_ref().is_some_and(|holds| !holds()) {
+            return Err(StoreError::Database(Box::new(Fenced)));
         }
         Ok(guard)
     }
