@@ -1211,6 +1211,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_member_is_named_and_its_lease_bounded() {
+        let url = ("DATABASE_URL", "postgres://gw:secret@db/state");
+        let config = Config::from_sources(with_token(&[url]), None).unwrap();
+        let database = config.database.expect("Postgres");
+        assert_eq!((database.gateway_id, database.lease_ttl), (None, Duration::from_secs(10)));
+        let named = Config::from_sources(with_token(&[url, ("GATEWAY_ID", "gw-1:3000"), ("LEASE_TTL_SECS", "5")]), None)
+            .unwrap()
+            .database
+            .expect("Postgres");
+        assert_eq!(named.gateway_id.as_ref().map(GatewayId::as_str), Some("gw-1:3000"));
+        assert_eq!(named.lease_ttl, Duration::from_secs(5));
+        for (var, bad) in [("LEASE_TTL_SECS", "1"), ("LEASE_TTL_SECS", "301"), ("GATEWAY_ID", "gw 1")] {
+            let error = error_of(with_token(&[url, (var, bad)]));
+            assert!(error.contains(var), "{var}={bad}: {error}");
+        }
+        // The default names the host and the port the gateway listens on.
+        assert!(default_gateway_id(3001).as_str().ends_with(":3001"));
+    }
+
+    #[test]
     fn defaults() {
         let config = Config::from_sources(with_token(&[]), None).unwrap();
         assert_eq!(config.port, 3000);

@@ -12,6 +12,7 @@ mod contacts;
 mod crash;
 mod credentials;
 mod durability;
+mod fleet;
 mod gateway;
 mod inbound;
 mod jwt;

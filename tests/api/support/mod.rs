@@ -194,6 +194,12 @@ impl TestApp {
     }
 
     /// Graceful shutdown, as on SIGTERM.
+    /// Talks to a gateway that runs elsewhere (a child process) on `port`; [`TestApp::stop`]
+    /// does nothing to it.
+    pub fn attach(port: u16, dir: PathBuf) -> TestApp {
+        TestApp { addr: SocketAddr::from(([127, 0, 0, 1], port)), metrics_addr: None, dir, stop: None, task: None }
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

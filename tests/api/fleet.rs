@@ -1,0 +1,211 @@
+//! Several gateways on one Postgres: a number's WhatsApp client runs on exactly one of them, under
+//! its lease, and moves to another when that one dies.
+
+use std::time::{Duration, Instant};
+
+use crate::support::postgres::Schema;
+use crate::support::*;
+
+/// A short lease, so a takeover after a SIGKILL comes within seconds.
+const TTL_SECS: &str = "2";
+
+/// The settings of one gateway of the fleet on `url`.
+fn member(url: &str, gateway: &str) -> Vec<(&'static str, String)> {
+    vec![("DATABASE_URL", url.to_owned()), ("GATEWAY_ID", gateway.to_owned()), ("LEASE_TTL_SECS", TTL_SECS.to_owned())]
+}
+
+/// An in-process gateway of the fleet on `url`.
+async fn spawn_member(fake: &fake_whatsapp::FakeWhatsApp, url: &str, gateway: &str) -> TestApp {
+    let settings = member(url, gateway);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    TestApp::spawn_with(config(fake, &temp_dir(), &settings)).await
+}
+
+async fn wait_session(
+    app: &TestApp,
+    id: &str,
+    what: &str,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let (status, body) = app.request("GET", &format!("/api/sessions/{id}"), Some(TOKEN), None).await;
+            if status == 200 && pick(&body) {
+                return body;
+            }
+            last = body;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{id} never became {what}; last seen: {last}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_runs_on_one_gateway_only_and_moves_to_another_when_its_gateway_is_killed() {
+    let fake = fake().await;
+    let schema = Schema::fresh().await;
+    let url = schema.url();
+
+    // The number is linked through one gateway, which then stops cleanly (releasing its lease).
+    let linker = spawn_member(&fake, &url, "gw-link").await;
+    let jid = link(&linker, &fake, "flota", "51900000090").await;
+    linker.stop().await;
+
+    // Gateway A, a real process that can be killed, takes the number at its start.
+    let dir_a = temp_dir();
+    let a = crate::crash::start_with(&fake, &dir_a, &member(&url, "gw-a")).await;
+    let a_app = TestApp::attach(a.port, dir_a.join("sessions"));
+    wait_session(&a_app, "flota", "connected on A", |s| s["status"] == "connected").await;
+
+    // Gateway B, on the same database, finds the number held by A and does not connect it.
+    let b = spawn_member(&fake, &url, "gw-b").await;
+    let held = wait_session(&b, "flota", "held by A", |s| {
+        s["status"] == "disconnected" && s["reason"].as_str().is_some_and(|r| r.contains("gw-a"))
+    })
+    .await;
+    assert_eq!(held["status"], "disconnected", "{held}");
+    let (_, health) = b.request("GET", "/health", None, None).await;
+    assert_eq!(health["gateway"], "gw-b", "{health}");
+    assert_eq!(health["connected"], 0, "{health}");
+    // Two lease periods later, B has still not touched the number: one socket, never replaced.
+    let mut events = fake.subscribe();
+    tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            if let Ok(
+                fake_whatsapp::FakeEvent::DeviceLoggedIn { jid: j } | fake_whatsapp::FakeEvent::Replaced { jid: j },
+            ) = events.recv().await
+                && j == jid
+            {
+                panic!("a second client logged in as {j} while A held the lease");
+            }
+        }
+    })
+    .await
+    .expect_err("nothing logs in as the number while A holds it");
+    assert_eq!(fake.admin().replaced_conflicts(), 0);
+
+    // A PDF posted to B is committed to the shared journal and sent by A, which runs the number.
+    let mut events = fake.subscribe();
+    let through_b = pdf("por B, enviado por A");
+    let (status, body) = b.send_pdf("flota", "51987000090", &through_b, None).await;
+    assert_eq!(status, 202, "{body}");
+    let got = wait_message(&mut events, "51987000090").await;
+    assert_eq!(got.document.expect("a document").sha256, sha256_hex(&through_b));
+    let first = body["messageId"].as_str().expect("messageId").to_owned();
+    assert_eq!(got.id, first);
+    // Any gateway reads the shared journal: B sees what A recorded.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, record) = b.request("GET", &format!("/api/messages/{first}"), Some(TOKEN), None).await;
+            if ["sent", "delivered", "read"].contains(&record["status"].as_str().unwrap_or_default()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("B reads A's sent status from the shared journal");
+
+    // A dies without a word: B takes the number once A's lease runs out, without a scan.
+    let killed = Instant::now();
+    a.kill();
+    wait_session(&b, "flota", "connected on B", |s| s["status"] == "connected").await;
+    let took = killed.elapsed();
+    eprintln!("failover after SIGKILL: {took:?} (lease {TTL_SECS} s)");
+    assert!(fake.admin().devices().iter().any(|d| d.jid == jid && d.connected && !d.removed), "the same device");
+    assert_eq!(fake.admin().replaced_conflicts(), 0, "A's socket was gone before B logged in");
+
+    // B sends through it.
+    let mut events = fake.subscribe();
+    let bytes = pdf("tras el relevo");
+    let (status, body) = b.send_pdf("flota", "51987000090", &bytes, None).await;
+    assert_eq!(status, 202, "{body}");
+    let got = wait_message(&mut events, "51987000090").await;
+    assert_eq!(got.document.expect("a document").sha256, sha256_hex(&bytes));
+    // Each PDF reached the phone once: B's lane still held the first one, which A had sent.
+    let ids: Vec<String> = fake.admin().messages("51987000090").into_iter().map(|m| m.id).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_ne!(ids[0], ids[1], "{ids:?}");
+
+    // A clean stop releases at once: a gateway started afterwards connects it without waiting
+    // out the lease.
+    b.stop().await;
+    let c = spawn_member(&fake, &url, "gw-c").await;
+    wait_session(&c, "flota", "connected on C", |s| s["status"] == "connected").await;
+    assert_eq!(fake.admin().replaced_conflicts(), 0);
+    c.stop().await;
+    fake.shutdown().await;
+}
+
+/// No login of `jid` (nor a replaced one) reaches the fake server for `quiet`.
+async fn no_login_for(
+    events: &mut tokio::sync::broadcast::Receiver<fake_whatsapp::FakeEvent>,
+    jid: &str,
+    quiet: Duration,
+) {
+    let login = tokio::time::timeout(quiet, async {
+        loop {
+            match events.recv().await {
+                Ok(
+                    fake_whatsapp::FakeEvent::DeviceLoggedIn { jid: j } | fake_whatsapp::FakeEvent::Replaced { jid: j },
+                ) if j == jid => {
+                    return j;
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    })
+    .await;
+    if let Ok(j) = login {
+        panic!("{j} logged in again: two gateways ran the number");
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill");
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_frozen_past_its_lease_stops_on_its_own_when_it_wakes() {
+    let fake = fake().await;
+    let schema = Schema::fresh().await;
+    let url = schema.url();
+    let linker = spawn_member(&fake, &url, "gw-link").await;
+    let jid = link(&linker, &fake, "congelada", "51900000091").await;
+    linker.stop().await;
+
+    let dir_a = temp_dir();
+    let a = crate::crash::start_with(&fake, &dir_a, &member(&url, "gw-a")).await;
+    let a_app = TestApp::attach(a.port, dir_a.join("sessions"));
+    wait_session(&a_app, "congelada", "connected on A", |s| s["status"] == "connected").await;
+    let b = spawn_member(&fake, &url, "gw-b").await;
+    wait_session(&b, "congelada", "held by A", |s| s["reason"].as_str().is_some_and(|r| r.contains("gw-a"))).await;
+
+    // A is frozen (its socket to WhatsApp stays open): its lease runs out and B takes over.
+    // WhatsApp closes A's socket as `replaced` when B logs in: the one conflict a freeze costs.
+    signal(a.child.id(), "-STOP");
+    wait_session(&b, "congelada", "connected on B", |s| s["status"] == "connected").await;
+    assert_eq!(fake.admin().replaced_conflicts(), 1, "B's login replaced the frozen socket");
+
+    // A wakes: it finds its deadline long past and stops on its own, without logging in again.
+    let mut events = fake.subscribe();
+    signal(a.child.id(), "-CONT");
+    let stopped = wait_session(&a_app, "congelada", "stopped on A", |s| s["status"] != "connected").await;
+    eprintln!("A after waking: {stopped}");
+    no_login_for(&mut events, &jid, Duration::from_secs(4)).await;
+    assert_eq!(fake.admin().replaced_conflicts(), 1, "A never took the number back");
+    let on_b = wait_session(&b, "congelada", "still on B", |s| s["status"] == "connected").await;
+    assert_eq!(on_b["status"], "connected");
+    // Still linked: B sends through it.
+    let mut events = fake.subscribe();
+    let (status, body) = b.send_pdf("congelada", "51987000091", &pdf("tras descongelar"), None).await;
+    assert_eq!(status, 202, "{body}");
+    wait_message(&mut events, "51987000091").await;
+    a.kill();
+    b.stop().await;
+    fake.shutdown().await;
+}
