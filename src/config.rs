@@ -1216,10 +1216,11 @@ mod tests {
         let config = Config::from_sources(with_token(&[url]), None).unwrap();
         let database = config.database.expect("Postgres");
         assert_eq!((database.gateway_id, database.lease_ttl), (None, Duration::from_secs(10)));
-        let named = Config::from_sources(with_token(&[url, ("GATEWAY_ID", "gw-1:3000"), ("LEASE_TTL_SECS", "5")]), None)
-            .unwrap()
-            .database
-            .expect("Postgres");
+        let named =
+            Config::from_sources(with_token(&[url, ("GATEWAY_ID", "gw-1:3000"), ("LEASE_TTL_SECS", "5")]), None)
+                .unwrap()
+                .database
+                .expect("Postgres");
         assert_eq!(named.gateway_id.as_ref().map(GatewayId::as_str), Some("gw-1:3000"));
         assert_eq!(named.lease_ttl, Duration::from_secs(5));
         for (var, bad) in [("LEASE_TTL_SECS", "1"), ("LEASE_TTL_SECS", "301"), ("GATEWAY_ID", "gw 1")] {

@@ -128,6 +128,11 @@ impl HeldLease {
         self.current.borrow().epoch
     }
 
+    /// The lease as last claimed or renewed.
+    pub fn lease(&self) -> Lease {
+        self.current.borrow().clone()
+    }
+
     /// Stops renewing and gives the lease up, so that another gateway can claim it at once
     /// (after this gateway closed the client).
     pub async fn release(self) {

@@ -396,7 +396,7 @@ pub(crate) async fn supervise(
                 // (and with it, this logout's news) must not erase the new holder's keys.
                 if lease.as_ref().is_none_or(|lease| (lease.fence())()) {
                     tracing::warn!(session = %shared.id, reason, "logged out: deleting its credentials");
-                    delete_credentials(&shared, &upstream).await;
+                    delete_credentials(&shared, &upstream, lease.as_ref()).await;
                 } else {
                     tracing::warn!(session = %shared.id, reason, "logged out, but the lease is lost: credentials left to its holder");
                 }
@@ -752,7 +752,7 @@ async fn pause(
                     },
                 };
                 if has_credentials(upstream, &shared.id).await {
-                    delete_credentials(shared, upstream).await;
+                    delete_credentials(shared, upstream, lease.as_ref()).await;
                     shared.set_status(Status::LoggedOut, Some("logged out through the API".into()));
                 }
                 release(lease).await;
@@ -834,9 +834,16 @@ async fn release(lease: Option<HeldLease>) {
 
 /// Logout leaves the keys in the store; a stale store would only earn `failure 401` on the next
 /// start, so the session's credentials go. One that cannot be wiped now is wiped on that 401.
-async fn delete_credentials(shared: &SessionShared, upstream: &Upstream) {
-    if let Err(e) = upstream.credentials().wipe(&shared.id).await {
-        tracing::error!(session = %shared.id, error = %e, "cannot delete credentials");
+/// In a fleet, under `lease`, checked by the database in the wipe's own transaction.
+async fn delete_credentials(shared: &SessionShared, upstream: &Upstream, lease: Option<&HeldLease>) {
+    let wiped = match lease {
+        None => upstream.credentials().wipe(&shared.id).await.map(|()| true),
+        Some(lease) => upstream.credentials().wipe_under_lease(&shared.id, &lease.lease()).await,
+    };
+    match wiped {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(session = %shared.id, "credentials not deleted: the lease was lost meanwhile"),
+        Err(e) => tracing::error!(session = %shared.id, error = %e, "cannot delete credentials"),
     }
 }
 

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use whatsapp_rust::wacore::store::traits::Backend;
 
 use super::StorageError;
-use crate::domain::SessionId;
+use crate::domain::{Lease, SessionId};
 
 /// whatsapp-rust's store for one number, as the client is built on it.
 pub type CredentialBackend = Arc<dyn Backend>;
@@ -58,6 +58,14 @@ pub trait CredentialStore: Send + Sync + 'static {
     /// else kept for the session stays. Whatever a store handed out before still writes (a client
     /// generation that is finishing) does not bring them back.
     async fn wipe(&self, session: &SessionId) -> Result<(), StorageError>;
+
+    /// [`CredentialStore::wipe`] in a fleet: only while `lease` is the session's live lease,
+    /// checked in the wipe's own transaction (a claim by another gateway waits for it); `false`,
+    /// and nothing deleted, when it is not. The embedded store has no fleet and just wipes.
+    async fn wipe_under_lease(&self, session: &SessionId, lease: &Lease) -> Result<bool, StorageError> {
+        let _ = lease;
+        self.wipe(session).await.map(|()| true)
+    }
 
     /// Where the session's credentials are, for people (a folder, or a database).
     fn location(&self, session: &SessionId) -> String;

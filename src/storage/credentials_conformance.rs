@@ -568,3 +568,38 @@ async fn a_number_copied_by_migrate_reads_back_the_same_on_postgres() {
     assert_eq!(tables, known, "whatsapp-rust's SQLite store changed its tables: update CREDENTIAL_TABLES");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A fleet's fences on a number's credentials: a wipe only under the live lease (checked by the
+/// database), and no store call once the gateway's fence says the lease is gone.
+#[tokio::test]
+async fn a_fleets_credentials_are_wiped_only_under_the_live_lease_and_fenced_calls_are_refused() {
+    use crate::domain::GatewayId;
+    use crate::storage::LeaseStore;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let test = super::postgres::testing::fresh(4).await;
+    let (credentials, leases) = (test.db.credentials(), test.db.leases());
+    let shop = id("tienda");
+    let (a, b) = (GatewayId::parse("gw-a").expect("id"), GatewayId::parse("gw-b").expect("id"));
+    let ttl = std::time::Duration::from_secs(60);
+
+    let holds = Arc::new(AtomicBool::new(true));
+    let fence: super::credentials::WriteFence = {
+        let holds = holds.clone();
+        Arc::new(move || holds.load(Ordering::SeqCst))
+    };
+    let store = credentials.fenced_backend(&shop, fence).await.expect("backend");
+    store.create().await.expect("create under the lease");
+    store.put_identity("a@lid", [1; 32]).await.expect("identity under the lease");
+    holds.store(false, Ordering::SeqCst);
+    assert!(store.put_identity("a@lid", [2; 32]).await.is_err(), "a fenced write is refused");
+    assert!(store.put_session("a@lid", b"s").await.is_err(), "every call is");
+
+    // A's lease at epoch 1 is released; B claims (epoch 2): A's old lease cannot wipe.
+    let old = leases.claim(&shop, &a, ttl).await.expect("claim").expect("free");
+    assert!(leases.release(&old).await.expect("release"));
+    let current = leases.claim(&shop, &b, ttl).await.expect("claim").expect("released");
+    assert!(!credentials.wipe_under_lease(&shop, &old).await.expect("wipe"), "a stale lease wipes nothing");
+    assert!(credentials.has_credentials(&shop).await.expect("has"), "still linked for B");
+    assert!(credentials.wipe_under_lease(&shop, &current).await.expect("wipe"), "the holder wipes");
+    assert!(!credentials.has_credentials(&shop).await.expect("has"));
+}

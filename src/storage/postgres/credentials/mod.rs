@@ -32,7 +32,7 @@ use dashmap::DashMap;
 use sqlx::PgPool;
 use whatsapp_rust::wacore::store::error::StoreError;
 
-use crate::domain::SessionId;
+use crate::domain::{Lease, SessionId};
 use crate::storage::StorageError;
 use crate::storage::credentials::{CredentialBackend, CredentialStore, WriteFence};
 
@@ -130,6 +130,29 @@ impl CredentialStore for PgCredentials {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn wipe_under_lease(&self, session: &SessionId, lease: &Lease) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        // FOR SHARE: a claim of the lease by another gateway waits until this wipe is done.
+        let held: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM fleet_leases WHERE session_id = $1 AND owner = $2 AND epoch = $3 \
+             AND expires_at > now() FOR SHARE",
+        )
+        .bind(session.as_str())
+        .bind(lease.owner.as_str())
+        .bind(crate::storage::int(lease.epoch.0))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            return Ok(false);
+        }
+        self.close_gate(session).await;
+        for delete in TABLES {
+            sqlx::query(delete).bind(session.as_str()).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     fn location(&self, session: &SessionId) -> String {
