@@ -63,14 +63,16 @@ impl Worker {
                 }
             };
             // In a fleet, not while another gateway runs the session: it may be sending them.
-            if let Some(reason) = self.expired(&job)
+            let expired = self.expired(&job);
+            if let Some(reason) = &expired
                 && (!shared || !self.queue.sessions().runs_elsewhere(&self.session))
             {
-                self.fail(&job, reason).await;
+                self.fail(&job, reason.clone()).await;
                 attempts = 0;
                 continue;
             }
-            let deadline = self.deadline(&job);
+            // Expired but run elsewhere: look again now and then, not in a tight loop.
+            let deadline = if expired.is_some() { Instant::now() + FLEET_POLL } else { self.deadline(&job) };
             let client = tokio::select! {
                 client = self.wait_connected(&cancel) => match client {
                     Some(client) => client,
