@@ -317,7 +317,7 @@ pub struct MessageAccepted {
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Queued (durable)", body = MessageAccepted),
-        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, INVALID_MESSAGE_TYPE, INVALID_MEDIA, INVALID_BASE64, INVALID_FILE_NAME, INVALID_MIMETYPE, NOT_AN_IMAGE, NOT_OGG_OPUS, NOT_A_VIDEO, MEDIA_TYPE_MISMATCH, EMPTY_TEXT, TEXT_TOO_LONG, CAPTION_TOO_LONG, INVALID_IDEMPOTENCY_KEY)", body = ErrorBody),
+        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, INVALID_MESSAGE_TYPE, INVALID_MEDIA, INVALID_BASE64, INVALID_FILE_NAME, INVALID_MIMETYPE, NOT_AN_IMAGE, NOT_OGG_OPUS, NOT_A_VIDEO, MEDIA_TYPE_MISMATCH, EMPTY_TEXT, TEXT_TOO_LONG, CAPTION_TOO_LONG, NUL_CHARACTER, INVALID_IDEMPOTENCY_KEY)", body = ErrorBody),
         AuthErrors,
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = ErrorBody),
         (status = 408, description = "Body not received in time (BODY_TIMEOUT)", body = ErrorBody),
@@ -559,6 +559,7 @@ mod tests {
         let code = |v: Value| parse(v).err().map(|e| e.code());
         assert_eq!(code(json!({"to":"51987654321","type":"text","text":"  "})), Some("EMPTY_TEXT"));
         assert_eq!(code(json!({"to":"51987654321","type":"text","text":"x".repeat(65_537)})), Some("TEXT_TOO_LONG"));
+        assert_eq!(code(json!({"to":"51987654321","type":"text","text":"ho\u{0}la"})), Some("NUL_CHARACTER"));
         assert_eq!(code(json!({"to":"51987654321","type":"sticker"})), Some("INVALID_MESSAGE_TYPE"));
         assert_eq!(code(json!({"to":"51987654321"})), Some("MISSING_FIELD"));
         assert_eq!(code(json!({"to":"51987654321","type":"image"})), Some("MISSING_FIELD"));

@@ -112,6 +112,9 @@ pub enum ContentError {
     TextTooLong,
     #[error("the caption is longer than {MAX_CAPTION_CHARS} characters")]
     CaptionTooLong,
+    /// A NUL character (U+0000): no WhatsApp client shows it, and Postgres cannot store it.
+    #[error("the text or caption contains a NUL character (U+0000)")]
+    NulCharacter,
     #[error("the media is empty")]
     EmptyMedia,
     #[error("the media exceeds {MAX_MEDIA_BYTES} bytes")]
@@ -184,6 +187,9 @@ impl OutgoingContent {
         }
         if body.chars().count() > MAX_TEXT_CHARS {
             return Err(ContentError::TextTooLong);
+        }
+        if body.contains('\0') {
+            return Err(ContentError::NulCharacter);
         }
         Ok(OutgoingContent::Text { body: body.to_owned() })
     }
@@ -414,6 +420,7 @@ fn caption_of(caption: Option<&str>) -> Result<Option<String>, ContentError> {
     match caption.map(str::trim).filter(|c| !c.is_empty()) {
         None => Ok(None),
         Some(c) if c.chars().count() > MAX_CAPTION_CHARS => Err(ContentError::CaptionTooLong),
+        Some(c) if c.contains('\0') => Err(ContentError::NulCharacter),
         Some(c) => Ok(Some(c.to_owned())),
     }
 }
@@ -486,6 +493,8 @@ mod tests {
         assert_eq!(OutgoingContent::text(" \n "), Err(ContentError::EmptyText));
         assert!(OutgoingContent::text(&"ñ".repeat(MAX_TEXT_CHARS)).is_ok());
         assert_eq!(OutgoingContent::text(&"a".repeat(MAX_TEXT_CHARS + 1)), Err(ContentError::TextTooLong));
+        assert_eq!(OutgoingContent::text("ho\0la"), Err(ContentError::NulCharacter));
+        assert_eq!(OutgoingContent::image(bytes(PNG), None, Some("fo\0to")), Err(ContentError::NulCharacter));
     }
 
     #[test]

@@ -310,7 +310,7 @@ async fn get_session(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Queued (durable)", body = Seed002SentAnswer),
-        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, EMPTY_TEXT, TEXT_TOO_LONG, INVALID_IDEMPOTENCY_KEY)", body = CompatErrorBody),
+        (status = 400, description = "Invalid input (BAD_JSON, MISSING_FIELD, INVALID_FIELD_TYPE, INVALID_SESSION_ID, INVALID_PHONE, EMPTY_TEXT, TEXT_TOO_LONG, NUL_CHARACTER, INVALID_IDEMPOTENCY_KEY)", body = CompatErrorBody),
         (status = 401, description = "No token (MISSING_TOKEN)", body = CompatErrorBody),
         (status = 403, description = "Unknown token (INVALID_TOKEN) or not allowed (FORBIDDEN)", body = CompatErrorBody),
         (status = 404, description = "No such session (SESSION_NOT_FOUND)", body = CompatErrorBody),

@@ -60,6 +60,7 @@ impl ApiError {
                 ContentError::EmptyText => "el texto está vacío".into(),
                 ContentError::TextTooLong => format!("el texto tiene más de {MAX_TEXT_CHARS} caracteres"),
                 ContentError::CaptionTooLong => format!("la leyenda tiene más de {MAX_CAPTION_CHARS} caracteres"),
+                ContentError::NulCharacter => "el texto o la leyenda contiene un carácter NUL (U+0000)".into(),
                 ContentError::EmptyMedia => "el archivo está vacío".into(),
                 ContentError::TooLarge => format!("el archivo supera los {MAX_MEDIA_BYTES} bytes"),
                 ContentError::InvalidMimeType(raw) => format!("'{raw}' no es un tipo de medio"),
