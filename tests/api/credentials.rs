@@ -12,21 +12,6 @@ use whatsapp_gateway::storage::CredentialStore;
 use crate::support::postgres::Schema;
 use crate::support::*;
 
-/// `GET /api/sessions/{id}` until `pick` accepts it (bounded).
-async fn wait_session(app: &TestApp, id: &str, what: &str, pick: impl Fn(&serde_json::Value) -> bool) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let (status, session) = app.request("GET", &format!("/api/sessions/{id}"), Some(TOKEN), None).await;
-            if status == 200 && pick(&session) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("session {id} never reached: {what}"))
-}
-
 /// Sends a PDF and waits until the phone has it.
 async fn deliver(app: &TestApp, session: &str, tag: &str) {
     let (status, accepted) = app.send_pdf(session, "51987000091", &pdf(tag), None).await;

@@ -21,27 +21,6 @@ async fn spawn_member(fake: &fake_whatsapp::FakeWhatsApp, url: &str, gateway: &s
     TestApp::spawn_with(config(fake, &temp_dir(), &settings)).await
 }
 
-async fn wait_session(
-    app: &TestApp,
-    id: &str,
-    what: &str,
-    pick: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            let (status, body) = app.request("GET", &format!("/api/sessions/{id}"), Some(TOKEN), None).await;
-            if status == 200 && pick(&body) {
-                return body;
-            }
-            last = body;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("{id} never became {what}; last seen: {last}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_number_runs_on_one_gateway_only_and_moves_to_another_when_its_gateway_is_killed() {
     let fake = fake().await;

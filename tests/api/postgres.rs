@@ -13,21 +13,6 @@ use tokio::task::AbortHandle;
 use crate::support::postgres::Schema;
 use crate::support::*;
 
-/// `GET /api/sessions/{id}` until `pick` accepts it (bounded).
-async fn wait_session(app: &TestApp, id: &str, what: &str, pick: impl Fn(&serde_json::Value) -> bool) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let (status, session) = app.request("GET", &format!("/api/sessions/{id}"), Some(TOKEN), None).await;
-            if status == 200 && pick(&session) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("session {id} never reached: {what}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_nothing_is_on_disk_and_a_restart_finds_everything() {
     let fake = fake().await;

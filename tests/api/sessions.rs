@@ -110,26 +110,6 @@ fn decode_qr_png(png_bytes: &[u8]) -> String {
     grids[0].decode().expect("a readable QR").1
 }
 
-/// `GET /api/sessions/{id}` until `pick` accepts it (bounded).
-async fn wait_session(
-    app: &TestApp,
-    id: &str,
-    what: &str,
-    pick: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let (status, session) = app.request("GET", &format!("/api/sessions/{id}"), Some(TOKEN), None).await;
-            if status == 200 && pick(&session) {
-                return session;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("session {id} never reached: {what}"))
-}
-
 fn code(body: &serde_json::Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_default()
 }

@@ -537,3 +537,25 @@ pub async fn has_credentials(dir: &std::path::Path, session: &str) -> bool {
         }
     }
 }
+
+/// `GET /api/sessions/{id}` until `pick` accepts it (bounded); the session as it was then.
+pub async fn wait_session(
+    app: &TestApp,
+    id: &str,
+    what: &str,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            let (status, body) = app.request("GET", &format!("/api/sessions/{id}"), Some(TOKEN), None).await;
+            if status == 200 && pick(&body) {
+                return body;
+            }
+            last = body;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{id} never became {what}; last seen: {last}"))
+}
