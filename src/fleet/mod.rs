@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Epoch, GatewayId, Lease, SessionId};
+use crate::domain::{GatewayId, Lease, SessionId};
 use crate::storage::LeaseStore;
 use crate::storage::credentials::WriteFence;
 
@@ -56,10 +56,6 @@ impl Fleet {
 
     pub fn gateway(&self) -> &GatewayId {
         &self.gateway
-    }
-
-    pub fn ttl(&self) -> Duration {
-        self.ttl
     }
 
     /// Tries once to take `session`'s lease.
@@ -122,10 +118,6 @@ impl HeldLease {
     /// Fires when the lease is lost: the client must stop now.
     pub fn lost(&self) -> &CancellationToken {
         &self.lost
-    }
-
-    pub fn epoch(&self) -> Epoch {
-        self.current.borrow().epoch
     }
 
     /// The lease as last claimed or renewed.
