@@ -202,7 +202,7 @@ impl App {
             (Some(settings), Some(leases)) => {
                 let id = settings.gateway_id.clone().unwrap_or_else(|| crate::config::default_gateway_id(addr.port()));
                 tracing::info!(gateway = %id, lease_ttl_secs = settings.lease_ttl.as_secs(), "one gateway of a fleet");
-                Some(Fleet::new(id, leases, settings.lease_ttl))
+                Some(Fleet::new(id, leases, settings.lease_ttl, settings.max_sessions))
             }
             _ => None,
         };
@@ -300,6 +300,10 @@ impl App {
         if state.queue.settings().shared {
             shutdown.spawn(state.queue.clone().follow_sessions(state.sessions.events()));
         }
+        if let Some(fleet) = sessions.fleet() {
+            shutdown.spawn(fleet.clone().run(shutdown.token()));
+            shutdown.spawn(sessions.clone().follow_registry(shutdown.token()));
+        }
         shutdown.spawn(state.queue.clone().prune_periodically());
         shutdown.spawn(crate::webhooks::run_outbox(state.webhooks.clone(), webhook_rx, shutdown.clone()));
         shutdown.spawn(relay::drain_status_events(
@@ -346,6 +350,10 @@ impl App {
         signal.await;
         tracing::info!("shutting down");
         state.lifecycle.set(Phase::Stopping);
+        if let Some(fleet) = sessions.fleet() {
+            // First, so that the others count without this gateway when they take its numbers.
+            fleet.leave().await;
+        }
         shutdown.cancel();
         let _ = server.await;
         if let Some(metrics_server) = metrics_server {

@@ -118,6 +118,7 @@ const OPTIONAL: &[&str] = &[
     "JWT_AUDIENCE",
     "DATABASE_URL",
     "GATEWAY_ID",
+    "MAX_SESSIONS_PER_GATEWAY",
 ];
 
 /// The static API token. `Debug` and `Display` print `[REDACTED]`; use
@@ -197,6 +198,9 @@ pub struct DatabaseSettings {
     pub gateway_id: Option<GatewayId>,
     /// `LEASE_TTL_SECS` (10, from 2 to 300): how long a number's lease lasts unless renewed.
     pub lease_ttl: Duration,
+    /// `MAX_SESSIONS_PER_GATEWAY`: the most numbers this gateway runs, whatever its share of
+    /// the fleet's; `None` (unset) means no bound but the share.
+    pub max_sessions: Option<usize>,
 }
 
 /// The shortest and longest `LEASE_TTL_SECS`.
@@ -542,6 +546,7 @@ struct Raw {
     database_url: Option<String>,
     lease_ttl_secs: String,
     gateway_id: Option<String>,
+    max_sessions_per_gateway: Option<String>,
     jwt_secret: Option<String>,
     jwt_public_key_file: Option<String>,
     jwt_jwks_url: Option<String>,
@@ -829,13 +834,23 @@ fn database_settings(raw: &Raw) -> Result<Option<DatabaseSettings>, ConfigError>
         Some(id) => Some(GatewayId::parse(id.trim()).map_err(|e| invalid("GATEWAY_ID", &id, e.to_string()))?),
         None => None,
     };
+    let max_sessions = match non_empty(raw.max_sessions_per_gateway.clone()) {
+        Some(max) => Some(parse_positive::<usize>("MAX_SESSIONS_PER_GATEWAY", &max, "is not a positive whole number")?),
+        None => None,
+    };
     let Some(url) = non_empty(raw.database_url.clone()) else { return Ok(None) };
     let url = DatabaseUrl(url);
     if !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://")) {
         // Shown without its password.
         return Err(invalid("DATABASE_URL", &url.to_string(), "is not a postgres:// or postgresql:// URL"));
     }
-    Ok(Some(DatabaseSettings { url, max_connections, gateway_id, lease_ttl: Duration::from_secs(lease_ttl) }))
+    Ok(Some(DatabaseSettings {
+        url,
+        max_connections,
+        gateway_id,
+        lease_ttl: Duration::from_secs(lease_ttl),
+        max_sessions,
+    }))
 }
 
 /// The host name (from the kernel, else `HOSTNAME`) and the port the gateway listens on: stable
@@ -1223,7 +1238,16 @@ mod tests {
                 .expect("Postgres");
         assert_eq!(named.gateway_id.as_ref().map(GatewayId::as_str), Some("gw-1:3000"));
         assert_eq!(named.lease_ttl, Duration::from_secs(5));
-        for (var, bad) in [("LEASE_TTL_SECS", "1"), ("LEASE_TTL_SECS", "301"), ("GATEWAY_ID", "gw 1")] {
+        assert_eq!(database.max_sessions, None, "no bound but the share by default");
+        let bounded = Config::from_sources(with_token(&[url, ("MAX_SESSIONS_PER_GATEWAY", "50")]), None).unwrap();
+        assert_eq!(bounded.database.expect("Postgres").max_sessions, Some(50));
+        for (var, bad) in [
+            ("LEASE_TTL_SECS", "1"),
+            ("LEASE_TTL_SECS", "301"),
+            ("GATEWAY_ID", "gw 1"),
+            ("MAX_SESSIONS_PER_GATEWAY", "0"),
+            ("MAX_SESSIONS_PER_GATEWAY", "many"),
+        ] {
             let error = error_of(with_token(&[url, (var, bad)]));
             assert!(error.contains(var), "{var}={bad}: {error}");
         }

@@ -49,13 +49,24 @@ pub const INBOUND_LATENCY: &str = "gateway_inbound_store_seconds";
 pub const CONNECTIONS_REFUSED: &str = "gateway_connections_refused_total";
 /// WebSockets closed by the gateway because their pongs stopped.
 pub const WS_PING_TIMEOUTS: &str = "gateway_ws_ping_timeouts_total";
-/// Claims of a number's lease (on Postgres), by `outcome`: `claimed`, `held_elsewhere`, `error`.
+/// Claims of a number's lease (on Postgres), by `outcome`: `claimed`, `held_elsewhere`,
+/// `over_share` (this gateway runs its share already), `error`.
 pub const LEASE_CLAIMS: &str = "gateway_lease_claims_total";
 /// Renewals of held leases, by `outcome`: `renewed`, `error`, `lost` (taken over), `expired`
 /// (no renewal in time: the client was stopped).
 pub const LEASE_RENEWALS: &str = "gateway_lease_renewals_total";
 /// How long a lease renewal took.
 pub const LEASE_RENEWAL_SECONDS: &str = "gateway_lease_renewal_seconds";
+/// Numbers this gateway stopped running, by `reason`: `rebalance` (handed over to a gateway with
+/// room), `shutdown` (released on a clean stop), `lost` (the lease was taken over or not renewed
+/// in time).
+pub const LEASE_HANDOFFS: &str = "gateway_lease_handoffs_total";
+/// Writes refused because the lease they were made under is no longer this gateway's.
+pub const FENCING_REFUSALS: &str = "gateway_fencing_refusals_total";
+/// The numbers whose lease this gateway holds.
+pub const FLEET_SESSIONS_OWNED: &str = "gateway_fleet_sessions_owned";
+/// The live gateways of the fleet, this one included, as this gateway last counted them.
+pub const FLEET_GATEWAYS: &str = "gateway_fleet_gateways";
 
 const SECONDS_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -108,6 +119,10 @@ fn describe() {
     metrics::describe_counter!(LEASE_CLAIMS, "Claims of numbers' leases by outcome (Postgres fleets)");
     metrics::describe_counter!(LEASE_RENEWALS, "Lease renewals by outcome (renewed, error, lost, expired)");
     metrics::describe_histogram!(LEASE_RENEWAL_SECONDS, metrics::Unit::Seconds, "Lease renewal duration");
+    metrics::describe_counter!(LEASE_HANDOFFS, "Numbers this gateway stopped running, by reason");
+    metrics::describe_counter!(FENCING_REFUSALS, "Writes refused because their lease is no longer held");
+    metrics::describe_gauge!(FLEET_SESSIONS_OWNED, "Numbers whose lease this gateway holds");
+    metrics::describe_gauge!(FLEET_GATEWAYS, "Live gateways of the fleet, as counted here");
     // Present from the start, so a dashboard sees 0 rather than nothing.
     metrics::counter!(RECONNECTS).absolute(0);
     metrics::gauge!(WS_OPEN).set(0.0);

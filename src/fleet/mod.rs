@@ -1,75 +1,188 @@
 //! Several gateways on one Postgres as one fleet: a number's WhatsApp client runs only on the
 //! gateway that holds its lease ([`LeaseStore`]), so two gateways never hold one number's socket.
 //!
-//! A session's supervisor [`Fleet::claim`]s the lease before it starts a client, and claims
-//! again every [`Fleet::retry_in`] while another gateway holds it. The [`HeldLease`] renews itself every third of the TTL; when
-//! a renewal is refused, or none has succeeded by the holder's own deadline, its
-//! [`HeldLease::lost`] token fires and the supervisor stops the client. The deadline is measured
-//! on this gateway's monotonic clock from when the last successful renewal was *sent*, less a
-//! margin for closing the client, so the client is gone before the database lets another
-//! gateway claim the number, whatever the two machines' clocks say.
+//! * **Leases** ([`lease`]): a session's supervisor [`Fleet::claim`]s the lease before it starts
+//!   a client. The [`HeldLease`] renews itself every third of the TTL; when a renewal is refused,
+//!   or none has succeeded by the holder's own deadline, its [`HeldLease::lost`] token fires and
+//!   the supervisor stops the client. The deadline is measured on this gateway's monotonic clock
+//!   from when the last successful renewal was *sent*, less a margin for closing the client, so
+//!   the client is gone before the database lets another gateway claim the number, whatever the
+//!   two machines' clocks say.
+//! * **Placement** ([`placement`]): each gateway claims up to its share of the numbers (the
+//!   sessions over the live gateways, at most `MAX_SESSIONS_PER_GATEWAY`). A waiting supervisor
+//!   claims again when the holder's lease would run out (with jitter), or at once when the
+//!   database announces a release. A gateway over its share (another joined) hands numbers over
+//!   one at a time, a bounded number per minute: it closes the client and releases the lease,
+//!   and a gateway under its share, woken by the release, claims it.
 //!
 //! On the embedded files there is no fleet: every session runs here, without a lease.
 
+mod lease;
+mod placement;
+
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use rand::RngExt as _;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{GatewayId, Lease, SessionId};
 use crate::storage::LeaseStore;
-use crate::storage::credentials::WriteFence;
 
-/// How often a waiting gateway tries to claim a session another holds, as a share of the TTL
-/// (with up to as much again of jitter): a dead holder's numbers are picked up within
-/// `ttl + ttl / 4` (plus the jitter), not all by the same gateway at the same instant.
+pub use lease::HeldLease;
+
+/// How often a waiting gateway tries to claim a session another holds when it cannot tell when
+/// that lease runs out, as a share of the TTL (with up to as much again of jitter).
 const CLAIM_EVERY_TTL_DIVISOR: u32 = 4;
 
-/// How long before its own deadline a holder gives up the client: time to close its socket.
-const STOP_MARGIN_TTL_DIVISOR: u32 = 5;
+/// The jitter after a holder's lease would run out before claiming it, as a share of the TTL:
+/// the orphans of a dead gateway are claimed in a wave spread over this, not all at one instant.
+const ORPHAN_JITTER_TTL_DIVISOR: u32 = 10;
 
-/// This gateway in the fleet: its id, the shared leases and their TTL. Cheap to clone.
+/// How many times a gateway over its share finds a session free before it claims it anyway: a
+/// number nobody else takes (every other gateway full, or their count of the fleet stale) is not
+/// left without a gateway.
+const FREE_ROUNDS_BEFORE_OVER_SHARE: u32 = 2;
+
+/// This gateway in the fleet: its id, the shared leases, its share of the numbers. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     gateway: GatewayId,
     leases: Arc<dyn LeaseStore>,
     ttl: Duration,
+    /// `MAX_SESSIONS_PER_GATEWAY`.
+    max_sessions: Option<usize>,
+    /// The sessions this gateway knows (the fleet's, from the shared registry).
+    sessions: AtomicUsize,
+    /// The live gateways, this one included, as last read.
+    members: AtomicUsize,
+    /// When `members` was last read (for a read on demand that is not repeated by every waiter).
+    members_read: tokio::sync::Mutex<Option<Instant>>,
+    /// The leases this gateway holds or is claiming.
+    owned: AtomicUsize,
+    /// The held leases' hand-over tokens: the rebalancer fires one to move its number.
+    held: DashMap<SessionId, CancellationToken>,
+    /// Per session: woken when the database announces that its lease was released.
+    released: DashMap<SessionId, Arc<Notify>>,
+    /// Woken when a session was added to or removed from the shared registry.
+    sessions_changed: Notify,
+    /// Set once this gateway left the fleet (shutting down): no more heartbeats or claims.
+    leaving: AtomicBool,
 }
 
 /// One claim's outcome.
 pub enum Claim {
     /// The lease is ours until [`HeldLease::lost`] fires.
     Held(HeldLease),
-    /// Another gateway holds it (`None` when it was released or ran out since the claim).
-    Elsewhere(Option<Lease>),
+    /// Another gateway holds it, for `Duration` more by the database's clock (`None` when it
+    /// was released or ran out since the claim).
+    Elsewhere(Option<(Lease, Duration)>),
+    /// This gateway runs its share of the fleet's numbers already.
+    Full,
     /// The database could not be asked.
     Failed(crate::storage::StorageError),
 }
 
 impl Fleet {
-    pub fn new(gateway: GatewayId, leases: Arc<dyn LeaseStore>, ttl: Duration) -> Fleet {
-        Fleet { gateway, leases, ttl }
+    pub fn new(gateway: GatewayId, leases: Arc<dyn LeaseStore>, ttl: Duration, max_sessions: Option<usize>) -> Fleet {
+        Fleet {
+            inner: Arc::new(Inner {
+                gateway,
+                leases,
+                ttl,
+                max_sessions,
+                sessions: AtomicUsize::new(0),
+                members: AtomicUsize::new(1),
+                members_read: tokio::sync::Mutex::new(None),
+                owned: AtomicUsize::new(0),
+                held: DashMap::new(),
+                released: DashMap::new(),
+                sessions_changed: Notify::new(),
+                leaving: AtomicBool::new(false),
+            }),
+        }
     }
 
     pub fn gateway(&self) -> &GatewayId {
-        &self.gateway
+        &self.inner.gateway
     }
 
-    /// Tries once to take `session`'s lease.
-    pub async fn claim(&self, session: &SessionId) -> Claim {
+    fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// The numbers this gateway holds the lease of.
+    pub fn owned(&self) -> usize {
+        self.inner.owned.load(Ordering::Acquire)
+    }
+
+    /// How many numbers this gateway should run: the fleet's sessions over its live gateways,
+    /// rounded up, and at most `MAX_SESSIONS_PER_GATEWAY`.
+    pub fn share(&self) -> usize {
+        let sessions = self.inner.sessions.load(Ordering::Acquire).max(1);
+        let members = self.inner.members.load(Ordering::Acquire).max(1);
+        let share = sessions.div_ceil(members);
+        self.inner.max_sessions.map_or(share, |max| share.min(max))
+    }
+
+    /// Tells the fleet how many sessions there are (the manager, whenever it changes).
+    pub fn set_sessions(&self, count: usize) {
+        self.inner.sessions.store(count, Ordering::Release);
+    }
+
+    /// What a waiting supervisor of `session` waits on besides its timer: the database's news
+    /// that the session's lease was released.
+    pub fn released_signal(&self, session: &SessionId) -> Arc<Notify> {
+        self.inner.released.entry(session.clone()).or_default().clone()
+    }
+
+    /// Forgets `session` (deleted): nothing waits for its lease here any more.
+    pub fn forget(&self, session: &SessionId) {
+        self.inner.released.remove(session);
+    }
+
+    /// Wakes when a session was added to or removed from the shared registry (by any gateway).
+    pub async fn sessions_changed(&self) {
+        self.inner.sessions_changed.notified().await;
+    }
+
+    /// Tries once to take `session`'s lease. `over_share` lets it past this gateway's share
+    /// (still within `MAX_SESSIONS_PER_GATEWAY`): for a number nobody else has taken.
+    pub async fn claim(&self, session: &SessionId, over_share: bool) -> Claim {
+        if self.inner.leaving.load(Ordering::Acquire) {
+            return Claim::Full;
+        }
+        let slot = match self.reserve(over_share) {
+            Some(slot) => slot,
+            // Perhaps a gateway is gone and this one's count of the fleet is stale.
+            None if self.read_members_if_stale().await => match self.reserve(over_share) {
+                Some(slot) => slot,
+                None => return self.full(),
+            },
+            None => return self.full(),
+        };
         let sent = Instant::now();
-        match self.leases.claim(session, &self.gateway, self.ttl).await {
+        match self.inner.leases.claim(session, &self.inner.gateway, self.inner.ttl).await {
             Ok(Some(lease)) => {
                 tracing::info!(session = %session, epoch = %lease.epoch, "lease claimed");
                 metrics::counter!(crate::metrics::LEASE_CLAIMS, "outcome" => "claimed").increment(1);
-                Claim::Held(HeldLease::keep(self.clone(), lease, sent))
+                let handoff = CancellationToken::new();
+                self.inner.held.insert(session.clone(), handoff.clone());
+                Claim::Held(HeldLease::keep(self.clone(), lease, sent, slot, handoff))
             }
             Ok(None) => {
                 metrics::counter!(crate::metrics::LEASE_CLAIMS, "outcome" => "held_elsewhere").increment(1);
-                Claim::Elsewhere(self.leases.holder(session).await.ok().flatten())
+                drop(slot);
+                Claim::Elsewhere(self.inner.leases.remaining(session).await.ok().flatten())
             }
             Err(e) => {
                 metrics::counter!(crate::metrics::LEASE_CLAIMS, "outcome" => "error").increment(1);
@@ -78,165 +191,58 @@ impl Fleet {
         }
     }
 
-    /// How long to wait before claiming again a session another gateway holds: a quarter of the
-    /// TTL, plus up to as much again of jitter.
-    pub fn retry_in(&self) -> Duration {
-        let every = self.ttl / CLAIM_EVERY_TTL_DIVISOR;
-        every + Duration::from_millis(rand::rng().random_range(0..=every.as_millis() as u64))
-    }
-}
-
-/// A lease this gateway holds, renewed by a task of its own until it is lost or released.
-pub struct HeldLease {
-    fleet: Fleet,
-    current: watch::Receiver<Lease>,
-    lost: CancellationToken,
-    /// The holder's own deadline, read by [`HeldLease::fence`] on every store call.
-    deadline: Arc<Deadline>,
-    /// Stops the renewals (on release and on drop).
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl HeldLease {
-    fn keep(fleet: Fleet, lease: Lease, sent: Instant) -> HeldLease {
-        let (tx, current) = watch::channel(lease);
-        let (lost, stop) = (CancellationToken::new(), CancellationToken::new());
-        let deadline = Arc::new(Deadline::new(sent + fleet.ttl - fleet.ttl / STOP_MARGIN_TTL_DIVISOR));
-        let task = tokio::spawn(renew(fleet.clone(), tx, sent, deadline.clone(), lost.clone(), stop.clone()));
-        HeldLease { fleet, current, lost, deadline, stop, task }
+    fn full(&self) -> Claim {
+        metrics::counter!(crate::metrics::LEASE_CLAIMS, "outcome" => "over_share").increment(1);
+        Claim::Full
     }
 
-    /// What the number's credential store asks before every call: the lease is neither lost
-    /// nor past this gateway's own deadline. It reads the monotonic clock itself, so a gateway
-    /// resumed after a long pause refuses at once, before its renewal task has even run.
-    pub fn fence(&self) -> WriteFence {
-        let (lost, deadline) = (self.lost.clone(), self.deadline.clone());
-        Arc::new(move || !lost.is_cancelled() && deadline.is_ahead())
+    /// Counts one more owned lease if this gateway has room for it.
+    fn reserve(&self, over_share: bool) -> Option<Slot> {
+        let limit = if over_share { self.inner.max_sessions.unwrap_or(usize::MAX) } else { self.share() };
+        self.inner
+            .owned
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |owned| (owned < limit).then_some(owned + 1))
+            .ok()
+            .map(|_| Slot { fleet: self.inner.clone() })
     }
 
-    /// Fires when the lease is lost: the client must stop now.
-    pub fn lost(&self) -> &CancellationToken {
-        &self.lost
-    }
-
-    /// The lease as last claimed or renewed.
-    pub fn lease(&self) -> Lease {
-        self.current.borrow().clone()
-    }
-
-    /// Stops renewing and gives the lease up, so that another gateway can claim it at once
-    /// (after this gateway closed the client).
-    pub async fn release(self) {
-        self.stop.cancel();
-        let lease = self.current.borrow().clone();
-        if self.lost.is_cancelled() {
-            return;
-        }
-        match self.fleet.leases.release(&lease).await {
-            Ok(true) => tracing::info!(session = %lease.session, epoch = %lease.epoch, "lease released"),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(session = %lease.session, error = %e, "cannot release the lease; it runs out by itself")
+    /// How long to wait before claiming again after `claim` said so: until just after the
+    /// holder's lease would run out (a dead holder's numbers are picked up then, spread by the
+    /// jitter), else a quarter of the TTL plus up to as much again.
+    pub fn retry_in(&self, claim: &Claim) -> Duration {
+        let ttl = self.inner.ttl;
+        let jitter = |upto: Duration| Duration::from_millis(rand::rng().random_range(0..=upto.as_millis() as u64));
+        match claim {
+            Claim::Elsewhere(Some((_, left))) => {
+                (*left).min(ttl) + jitter(ttl / ORPHAN_JITTER_TTL_DIVISOR) + Duration::from_millis(20)
             }
-        }
-        // Given up: nothing more is written under it.
-        self.lost.cancel();
-    }
-}
-
-impl Drop for HeldLease {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        self.task.abort();
-    }
-}
-
-/// Renews every third of the TTL; fires `lost` when a renewal is refused or when none has
-/// succeeded by the deadline (the last success's send time + TTL − margin).
-async fn renew(
-    fleet: Fleet,
-    tx: watch::Sender<Lease>,
-    sent: Instant,
-    shared_deadline: Arc<Deadline>,
-    lost: CancellationToken,
-    stop: CancellationToken,
-) {
-    let ttl = fleet.ttl;
-    let margin = ttl / STOP_MARGIN_TTL_DIVISOR;
-    let mut deadline = sent + ttl - margin;
-    let mut next = sent + ttl / 3;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        let lease = tx.borrow().clone();
-        let sent = Instant::now();
-        let outcome = tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep_until(deadline) => None,
-            outcome = fleet.leases.renew(&lease, ttl) => Some(outcome),
-        };
-        let latency = sent.elapsed();
-        metrics::histogram!(crate::metrics::LEASE_RENEWAL_SECONDS).record(latency.as_secs_f64());
-        match outcome {
-            Some(Ok(Some(renewed))) => {
-                metrics::counter!(crate::metrics::LEASE_RENEWALS, "outcome" => "renewed").increment(1);
-                let _ = tx.send(renewed);
-                deadline = sent + ttl - margin;
-                shared_deadline.set(deadline);
-                next = sent + ttl / 3;
-            }
-            Some(Ok(None)) => {
-                metrics::counter!(crate::metrics::LEASE_RENEWALS, "outcome" => "lost").increment(1);
-                tracing::warn!(session = %lease.session, epoch = %lease.epoch, "lease lost: another gateway holds the number now");
-                lost.cancel();
-                return;
-            }
-            Some(Err(e)) if Instant::now() < deadline => {
-                metrics::counter!(crate::metrics::LEASE_RENEWALS, "outcome" => "error").increment(1);
-                tracing::warn!(session = %lease.session, error = %e, "cannot renew the lease; trying again");
-                // Again soon, but within what is left.
-                next = Instant::now() + (ttl / 10).min(deadline.saturating_duration_since(Instant::now()));
-            }
-            Some(Err(_)) | None => {
-                metrics::counter!(crate::metrics::LEASE_RENEWALS, "outcome" => "expired").increment(1);
-                tracing::warn!(
-                    session = %lease.session,
-                    epoch = %lease.epoch,
-                    "no lease renewal in time: stopping the client before the lease runs out"
-                );
-                lost.cancel();
-                return;
+            Claim::Elsewhere(None) => jitter(ttl / ORPHAN_JITTER_TTL_DIVISOR),
+            Claim::Held(_) | Claim::Full | Claim::Failed(_) => {
+                let every = ttl / CLAIM_EVERY_TTL_DIVISOR;
+                every + jitter(every)
             }
         }
     }
+
+    /// Whether a gateway over its share should claim `session` anyway: it found it free
+    /// [`FREE_ROUNDS_BEFORE_OVER_SHARE`] times in a row. `free_rounds` is the caller's count.
+    pub async fn nobody_takes(&self, session: &SessionId, free_rounds: &mut u32) -> bool {
+        match self.inner.leases.remaining(session).await {
+            Ok(None) => *free_rounds += 1,
+            Ok(Some(_)) | Err(_) => *free_rounds = 0,
+        }
+        *free_rounds >= FREE_ROUNDS_BEFORE_OVER_SHARE
+    }
 }
 
-/// An instant on the monotonic clock that another task moves forward, read without a lock.
+/// One lease counted in [`Fleet::owned`], from the claim until it is given up.
 #[derive(Debug)]
-struct Deadline {
-    base: Instant,
-    /// Nanoseconds after `base`.
-    after_base: std::sync::atomic::AtomicU64,
+struct Slot {
+    fleet: Arc<Inner>,
 }
 
-impl Deadline {
-    fn new(at: Instant) -> Deadline {
-        let base = Instant::now();
-        let deadline = Deadline { base, after_base: std::sync::atomic::AtomicU64::new(0) };
-        deadline.set(at);
-        deadline
-    }
-
-    fn set(&self, at: Instant) {
-        let nanos = u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
-        self.after_base.store(nanos, std::sync::atomic::Ordering::Release);
-    }
-
-    fn is_ahead(&self) -> bool {
-        let nanos = self.after_base.load(std::sync::atomic::Ordering::Acquire);
-        Instant::now() < self.base + Duration::from_nanos(nanos)
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.fleet.owned.fetch_sub(1, Ordering::AcqRel);
     }
 }

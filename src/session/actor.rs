@@ -43,6 +43,9 @@ pub(crate) enum Command {
     Stop(oneshot::Sender<()>),
     /// Ask WhatsApp for a pairing code for this phone (starting a client if none runs).
     PairCode(PhoneNumber, PairReply),
+    /// Another gateway of the fleet deleted the session: end the supervisor without touching
+    /// the phone or the store (that gateway did both).
+    Forget(oneshot::Sender<()>),
 }
 
 /// Where a pairing code (or why there is none) goes.
@@ -241,6 +244,8 @@ enum Exit {
     Died,
     /// The number's lease was lost (taken over, or not renewed in time): the client is closed.
     LeaseLost,
+    /// The fleet moves the number to another gateway: the client is closed.
+    Handoff,
 }
 
 /// Runs the session until the gateway shuts down or the session is deleted.
@@ -366,8 +371,9 @@ pub(crate) async fn supervise(
             request_pair_code(&client, phone, reply);
         }
         let lost = lease.as_ref().map(|lease| lease.lost().clone()).unwrap_or_default();
-        let exit = Drive { shared: &shared, upstream: &upstream, client: &client, slot, paired: false }
-            .run(handle, events, &mut inbox, &cancel, &lost, &mut backoff)
+        let handoff = lease.as_ref().map(|lease| lease.handoff().clone()).unwrap_or_default();
+        let exit = Drive { shared: &shared, upstream: &upstream, client: &client, slot, paired: false, lost, handoff }
+            .run(handle, events, &mut inbox, &cancel, &mut backoff)
             .await;
         shared.set_client(None);
         // An unlinked generation's leftovers (its QR rotation) would hold the client and its
@@ -380,6 +386,17 @@ pub(crate) async fn supervise(
         // runs under the lease still (it is released after it).
         let logging_out = matches!(exit, Exit::LoggedOut { .. });
         let mut lease = lease;
+        if lease.is_some() {
+            let reason = match exit {
+                Exit::Cancelled => Some("shutdown"),
+                Exit::LeaseLost => Some("lost"),
+                Exit::Handoff => Some("rebalance"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                metrics::counter!(crate::metrics::LEASE_HANDOFFS, "reason" => reason).increment(1);
+            }
+        }
         if !logging_out {
             release(lease.take()).await;
         }
@@ -410,6 +427,9 @@ pub(crate) async fn supervise(
             }
             Exit::LeaseLost => {
                 shared.set_status(Status::Disconnected, Some("another gateway runs this number now".into()));
+            }
+            Exit::Handoff => {
+                shared.set_status(Status::Disconnected, Some("handed over to another gateway of the fleet".into()));
             }
             Exit::Restart => {
                 backoff = Duration::from_secs(1);
@@ -460,6 +480,10 @@ struct Drive<'a> {
     /// A phone linked this generation's client (QR or pairing code): its connection is a new
     /// link, not a reconnection.
     paired: bool,
+    /// In a fleet: fires when the number's lease is lost.
+    lost: CancellationToken,
+    /// In a fleet: fires when the fleet moves the number to another gateway.
+    handoff: CancellationToken,
 }
 
 impl Drive<'_> {
@@ -469,10 +493,10 @@ impl Drive<'_> {
         mut events: mpsc::Receiver<UpstreamEvent>,
         inbox: &mut mpsc::Receiver<Command>,
         cancel: &CancellationToken,
-        lease_lost: &CancellationToken,
         backoff: &mut Duration,
     ) -> Exit {
         let (shared, client) = (self.shared, self.client);
+        let (lease_lost, handoff) = (self.lost.clone(), self.handoff.clone());
         let mut poll = tokio::time::interval(POLL_EVERY);
         let started = Instant::now();
         let mut ending: Option<Exit> = None;
@@ -488,6 +512,12 @@ impl Drive<'_> {
                     client.disconnect().await;
                     (&mut handle).await;
                     return Exit::LeaseLost;
+                }
+                _ = handoff.cancelled() => {
+                    tracing::info!(session = %shared.id, "handing the number over to another gateway");
+                    client.disconnect().await;
+                    (&mut handle).await;
+                    return Exit::Handoff;
                 }
                 _ = &mut handle => {
                     // Events dispatched before the run loop ended are already queued: read them.
@@ -523,6 +553,11 @@ impl Drive<'_> {
                         } else {
                             client.disconnect().await;
                         }
+                        (&mut handle).await;
+                        return Exit::Stopped(reply);
+                    }
+                    Some(Command::Forget(reply)) => {
+                        client.disconnect().await;
                         (&mut handle).await;
                         return Exit::Stopped(reply);
                     }
@@ -733,7 +768,7 @@ async fn pause(
         _ = sleep => Pause::Over,
         command = inbox.recv() => match command {
             None => Pause::Cancelled,
-            Some(Command::Stop(reply)) => {
+            Some(Command::Stop(reply) | Command::Forget(reply)) => {
                 shared.idle.store(false, Ordering::SeqCst);
                 retire(shared, reply);
                 Pause::Stopped
@@ -743,9 +778,10 @@ async fn pause(
                 // the number's lease: another gateway may be running it.
                 let lease = match fleet {
                     None => None,
-                    Some(fleet) => match fleet.claim(&shared.id).await {
+                    // A logout is a user's wish, whatever this gateway's share.
+                    Some(fleet) => match fleet.claim(&shared.id, true).await {
                         Claim::Held(lease) => Some(lease),
-                        Claim::Elsewhere(_) | Claim::Failed(_) => {
+                        Claim::Elsewhere(_) | Claim::Full | Claim::Failed(_) => {
                             tracing::warn!(session = %shared.id, "logout refused: this gateway cannot take the number's lease");
                             return Pause::Over;
                         }
@@ -775,10 +811,12 @@ enum LeaseWait {
     Stopped,
 }
 
-/// Claims the session's lease, and while another gateway holds it, says so and claims again every
-/// [`Fleet::retry_in`], serving commands meanwhile: a stop retires the session here; a restart
-/// claims again at once; a pairing code waits for the lease. A logout cannot be served by a
-/// gateway that does not run the number: it is refused (its credentials are not touched).
+/// Claims the session's lease, and while another gateway holds it (or this one runs its share
+/// already), says so and claims again when [`Fleet::retry_in`] says, or at once when the
+/// database announces the lease's release; commands are served meanwhile: a stop retires the
+/// session here; a restart claims again at once; a pairing code waits for the lease. A logout
+/// cannot be served by a gateway that does not run the number: it is refused (its credentials
+/// are not touched).
 async fn wait_for_lease(
     shared: &SessionShared,
     fleet: &Fleet,
@@ -786,19 +824,34 @@ async fn wait_for_lease(
     cancel: &CancellationToken,
     pending_pair: &mut Option<(PhoneNumber, PairReply)>,
 ) -> LeaseWait {
+    let released = fleet.released_signal(&shared.id);
+    // Rounds in which this gateway, over its share, found the number free.
+    let mut free_rounds = 0;
+    let mut over_share = false;
     loop {
-        match fleet.claim(&shared.id).await {
+        // Someone waits for its QR here: this gateway links it, whatever its share.
+        let claim = fleet.claim(&shared.id, over_share || shared.watched()).await;
+        let retry_in = fleet.retry_in(&claim);
+        match claim {
             Claim::Held(lease) => {
                 shared.elsewhere.store(false, Ordering::Release);
                 return LeaseWait::Held(lease);
             }
             Claim::Elsewhere(holder) => {
                 shared.elsewhere.store(true, Ordering::Release);
+                free_rounds = 0;
                 let reason = match holder {
-                    Some(lease) => format!("running on gateway {}", lease.owner),
+                    Some((lease, _)) => format!("running on gateway {}", lease.owner),
                     None => "waiting for this number's lease".to_owned(),
                 };
                 shared.set_status(Status::Disconnected, Some(reason));
+            }
+            Claim::Full => {
+                // Another gateway should take it; if none does, this one will.
+                over_share = fleet.nobody_takes(&shared.id, &mut free_rounds).await;
+                if !shared.elsewhere.load(Ordering::Acquire) {
+                    shared.set_status(Status::Disconnected, Some("waiting for a gateway of the fleet with room".into()));
+                }
             }
             Claim::Failed(e) => {
                 tracing::warn!(session = %shared.id, error = %e, "cannot claim the lease; trying again");
@@ -807,10 +860,11 @@ async fn wait_for_lease(
         }
         tokio::select! {
             _ = cancel.cancelled() => return LeaseWait::Cancelled,
-            _ = tokio::time::sleep(fleet.retry_in()) => {}
+            _ = tokio::time::sleep(retry_in) => {}
+            _ = released.notified() => {}
             command = inbox.recv() => match command {
                 None => return LeaseWait::Cancelled,
-                Some(Command::Stop(reply)) => {
+                Some(Command::Stop(reply) | Command::Forget(reply)) => {
                     retire(shared, reply);
                     return LeaseWait::Stopped;
                 }

@@ -23,6 +23,9 @@ use crate::storage::{SessionRegistry, StorageError};
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 /// Events buffered for slow followers of [`SessionManager::events`].
 const EVENT_BUFFER: usize = 1024;
+/// How often a fleet's gateway reads the shared registry when no notice woke it (a notice sent
+/// while its listener was reconnecting is lost).
+const REGISTRY_POLL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -114,6 +117,9 @@ impl SessionManager {
         let ids: Vec<SessionId> = entries.iter().map(|e| e.session_id.clone()).collect();
         let linked = upstream.credentials().with_credentials(&ids).await?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        if let Some(fleet) = &fleet {
+            fleet.set_sessions(entries.len());
+        }
         let sessions = DashMap::new();
         for entry in entries {
             let labels = Labels { description: entry.description, metadata: entry.metadata };
@@ -230,6 +236,7 @@ impl SessionManager {
         });
         let shared = Arc::new(SessionShared::new(id.clone(), linked, labels, self.inner.events.clone()));
         self.inner.sessions.insert(id.clone(), shared.clone());
+        self.count_for_fleet();
         tracing::info!(session = %id, "new session added to {}", self.inner.registry.describe());
         self.spawn(shared.clone());
         Ok(shared)
@@ -258,6 +265,74 @@ impl SessionManager {
     /// This gateway's id in the fleet (on Postgres).
     pub fn gateway(&self) -> Option<&crate::domain::GatewayId> {
         self.inner.fleet.as_ref().map(Fleet::gateway)
+    }
+
+    /// This gateway in the fleet (on Postgres).
+    pub(crate) fn fleet(&self) -> Option<&Fleet> {
+        self.inner.fleet.as_ref()
+    }
+
+    fn count_for_fleet(&self) {
+        if let Some(fleet) = &self.inner.fleet {
+            fleet.set_sessions(self.inner.sessions.len());
+        }
+    }
+
+    /// In a fleet: keeps this gateway's sessions the same as the shared registry's, which other
+    /// gateways add to and remove from. Woken by their notices, with a poll as the fallback.
+    pub(crate) async fn follow_registry(self, cancel: CancellationToken) {
+        let Some(fleet) = self.inner.fleet.clone() else { return };
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = fleet.sessions_changed() => {}
+                () = tokio::time::sleep(REGISTRY_POLL) => {}
+            }
+            if let Err(e) = self.sync_registry().await {
+                tracing::warn!(error = %e, "cannot read the shared session registry");
+            }
+        }
+    }
+
+    /// Starts the sessions another gateway added, and ends (without touching the phone or the
+    /// store) those another gateway deleted.
+    async fn sync_registry(&self) -> Result<(), SessionError> {
+        let _guard = self.inner.file_lock.lock().await;
+        if self.inner.cancel.is_cancelled() {
+            return Ok(());
+        }
+        let entries = self.inner.registry.load().await?;
+        let listed: std::collections::HashSet<SessionId> = entries.iter().map(|e| e.session_id.clone()).collect();
+        let gone: Vec<Arc<SessionShared>> = self
+            .inner
+            .sessions
+            .iter()
+            .filter(|s| !listed.contains(s.key()))
+            .map(|s| s.value().clone())
+            .collect();
+        for shared in gone {
+            let (reply, done) = oneshot::channel();
+            let _ = ask(&shared, Command::Forget(reply), done).await;
+            self.inner.sessions.remove(&shared.id);
+            if let Some(fleet) = &self.inner.fleet {
+                fleet.forget(&shared.id);
+            }
+            tracing::info!(session = %shared.id, "session deleted by another gateway");
+        }
+        for entry in entries {
+            if self.inner.sessions.contains_key(&entry.session_id) {
+                continue;
+            }
+            let id = entry.session_id;
+            let linked = self.inner.upstream.credentials().has_credentials(&id).await.unwrap_or(false);
+            let labels = Labels { description: entry.description, metadata: entry.metadata };
+            let shared = Arc::new(SessionShared::new(id.clone(), linked, labels, self.inner.events.clone()));
+            self.inner.sessions.insert(id.clone(), shared.clone());
+            tracing::info!(session = %id, "session added by another gateway");
+            self.spawn(shared);
+        }
+        self.count_for_fleet();
+        Ok(())
     }
 
     /// Every session, by id.
@@ -322,6 +397,10 @@ impl SessionManager {
         let (reply, done) = oneshot::channel();
         ask(&shared, Command::Stop(reply), done).await?;
         self.inner.sessions.remove(id);
+        self.count_for_fleet();
+        if let Some(fleet) = &self.inner.fleet {
+            fleet.forget(id);
+        }
         self.inner.registry.remove(id).await?;
         self.inner.upstream.credentials().remove(id).await?;
         tracing::info!(session = %id, "session deleted");

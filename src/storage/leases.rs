@@ -11,6 +11,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::StorageError;
 use crate::domain::{Epoch, GatewayId, Lease, SessionId};
@@ -45,15 +47,39 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug + 'static {
     /// The live lease of `session`, if any.
     async fn holder(&self, session: &SessionId) -> Result<Option<Lease>, StorageError>;
 
+    /// The live lease of `session` and how long it has left by the database's clock, if any.
+    async fn remaining(&self, session: &SessionId) -> Result<Option<(Lease, Duration)>, StorageError>;
+
     /// Every live lease, by session.
     async fn live(&self) -> Result<Vec<Lease>, StorageError>;
 
-    /// Records that `gateway` is alive for `ttl` more (it counts in the fleet until then).
+    /// Records that `gateway` is alive for `ttl` more (it counts in the fleet until then); the
+    /// first heartbeat of a run is announced to the others.
     async fn heartbeat(&self, gateway: &GatewayId, ttl: Duration) -> Result<(), StorageError>;
 
-    /// The gateways whose heartbeat has not run out, by id.
+    /// The gateways whose heartbeat has not run out, by id, less those that let a lease run out
+    /// without releasing it (presumed dead: their heartbeat runs out next).
     async fn live_gateways(&self) -> Result<Vec<GatewayId>, StorageError>;
 
-    /// Removes `gateway` from the fleet at once (a clean stop), after it released its leases.
+    /// Removes `gateway` from the fleet at once (a clean stop, before it releases its leases, so
+    /// that the others count without it when they take them), and tells the others.
     async fn leave(&self, gateway: &GatewayId) -> Result<(), StorageError>;
+
+    /// Forwards what the gateways announce (releases, arrivals and departures, sessions added or removed) to
+    /// `to` until `cancel` fires or `to` closes. Notices are lost while the connection is down:
+    /// [`FleetNotice::Missed`] says so (and is sent first, for whatever came before).
+    async fn listen(&self, to: mpsc::Sender<FleetNotice>, cancel: CancellationToken);
+}
+
+/// What one gateway of a fleet tells the others through the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetNotice {
+    /// A session's lease was released: it may be claimed now.
+    Released(SessionId),
+    /// A gateway joined or left the fleet.
+    Members(GatewayId),
+    /// A session was added to or removed from the registry.
+    SessionsChanged(SessionId),
+    /// Notices may have been lost (the listener connected again): look for yourself.
+    Missed,
 }

@@ -204,3 +204,100 @@ async fn a_gateway_counts_in_the_fleet_while_it_beats_and_not_after_it_leaves() 
     assert_eq!(store.live_gateways().await.expect("live"), [a], "a gateway that left is gone at once");
     store.leave(&b).await.expect("leaving twice is harmless");
 }
+
+#[tokio::test]
+async fn a_waiter_learns_how_long_the_holders_lease_has_left_by_the_databases_clock() {
+    let test = testing::fresh(2).await;
+    let store = test.db.leases();
+    let s = session("remaining");
+    assert_eq!(store.remaining(&s).await.expect("remaining"), None, "nobody holds it");
+    let lease = store.claim(&s, &gateway("gw-a"), LONG).await.expect("claim").expect("free");
+    let (holder, left) = store.remaining(&s).await.expect("remaining").expect("held");
+    assert_eq!(holder, lease);
+    assert!(left > LONG - Duration::from_secs(5) && left <= LONG, "{left:?} of {LONG:?}");
+    assert!(store.release(&lease).await.expect("release"));
+    assert_eq!(store.remaining(&s).await.expect("remaining"), None, "released");
+}
+
+#[tokio::test]
+async fn a_gateway_that_let_a_lease_run_out_no_longer_counts_while_its_heartbeat_lasts() {
+    let test = testing::fresh(2).await;
+    let store = test.db.leases();
+    let (a, b) = (gateway("gw-a"), gateway("gw-b"));
+    store.heartbeat(&a, LONG).await.expect("heartbeat");
+    store.heartbeat(&b, LONG).await.expect("heartbeat");
+    let s = session("abandoned");
+    let lease = store.claim(&s, &a, SHORT).await.expect("claim").expect("free");
+    assert_eq!(store.live_gateways().await.expect("live"), [a.clone(), b.clone()], "its lease is live");
+    until_free(&store, &s).await;
+    assert_eq!(store.live_gateways().await.expect("live"), std::slice::from_ref(&b), "presumed dead");
+    // Taken over by the other: the row names the new owner, and the first counts again once it
+    // beats (it was only slow, say).
+    let taken = store.claim(&s, &b, LONG).await.expect("claim").expect("ran out");
+    assert!(taken.epoch > lease.epoch);
+    assert_eq!(store.live_gateways().await.expect("live"), [a.clone(), b.clone()]);
+    // A release is no abandonment.
+    let t = session("released");
+    let held = store.claim(&t, &a, LONG).await.expect("claim").expect("free");
+    assert!(store.release(&held).await.expect("release"));
+    assert_eq!(store.live_gateways().await.expect("live"), [a, b]);
+}
+
+#[tokio::test]
+async fn releases_arrivals_departures_and_registry_changes_are_announced_to_listeners() {
+    use super::FleetNotice;
+    let test = testing::fresh(2).await;
+    let store = test.db.leases();
+    let (tx, mut notices) = tokio::sync::mpsc::channel(64);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::spawn({
+        let (store, cancel) = (store.clone(), cancel.clone());
+        async move { store.listen(tx, cancel).await }
+    });
+    let mut next = async || {
+        tokio::time::timeout(PATIENCE, notices.recv()).await.expect("a notice in time").expect("listening")
+    };
+    assert_eq!(next().await, FleetNotice::Missed, "whatever came before the listener is missed");
+
+    // Other tests' schemas share the channels: look for this test's own ids.
+    let tag = format!("{}_{}", std::process::id(), crate::storage::now_ms());
+    let (s, a) = (session(&format!("notice_{tag}")), gateway(&format!("gw-{tag}")));
+    let lease = store.claim(&s, &a, LONG).await.expect("claim").expect("free");
+    assert!(store.release(&lease).await.expect("release"));
+    store.heartbeat(&a, LONG).await.expect("heartbeat");
+    store.heartbeat(&a, LONG).await.expect("a second beat of the same run is not announced");
+    store.leave(&a).await.expect("leave");
+    let registry = test.db.registry();
+    let entry = crate::domain::SessionEntry {
+        session_id: s.clone(),
+        description: None,
+        metadata: None,
+        extra: serde_json::Map::new(),
+    };
+    assert!(super::SessionRegistry::add(&registry, entry).await.expect("add"));
+    assert!(super::SessionRegistry::remove(&registry, &s).await.expect("remove"));
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let notice = next().await;
+        let ours = match &notice {
+            FleetNotice::Released(id) | FleetNotice::SessionsChanged(id) => id == &s,
+            FleetNotice::Members(id) => id == &a,
+            FleetNotice::Missed => false,
+        };
+        if ours {
+            seen.push(notice);
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            FleetNotice::Released(s.clone()),
+            FleetNotice::Members(a.clone()),
+            FleetNotice::Members(a),
+            FleetNotice::SessionsChanged(s.clone()),
+            FleetNotice::SessionsChanged(s),
+        ]
+    );
+    cancel.cancel();
+    tokio::time::timeout(PATIENCE, listener).await.expect("the listener stops when cancelled").expect("no panic");
+}

@@ -11,12 +11,20 @@ const TTL_SECS: &str = "2";
 
 /// The settings of one gateway of the fleet on `url`.
 fn member(url: &str, gateway: &str) -> Vec<(&'static str, String)> {
-    vec![("DATABASE_URL", url.to_owned()), ("GATEWAY_ID", gateway.to_owned()), ("LEASE_TTL_SECS", TTL_SECS.to_owned())]
+    member_with_ttl(url, gateway, TTL_SECS)
+}
+
+fn member_with_ttl(url: &str, gateway: &str, ttl_secs: &str) -> Vec<(&'static str, String)> {
+    vec![("DATABASE_URL", url.to_owned()), ("GATEWAY_ID", gateway.to_owned()), ("LEASE_TTL_SECS", ttl_secs.to_owned())]
 }
 
 /// An in-process gateway of the fleet on `url`.
 async fn spawn_member(fake: &fake_whatsapp::FakeWhatsApp, url: &str, gateway: &str) -> TestApp {
-    let settings = member(url, gateway);
+    spawn_member_with_ttl(fake, url, gateway, TTL_SECS).await
+}
+
+async fn spawn_member_with_ttl(fake: &fake_whatsapp::FakeWhatsApp, url: &str, gateway: &str, ttl_secs: &str) -> TestApp {
+    let settings = member_with_ttl(url, gateway, ttl_secs);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     TestApp::spawn_with(config(fake, &temp_dir(), &settings)).await
 }
@@ -186,5 +194,100 @@ async fn a_gateway_frozen_past_its_lease_stops_on_its_own_when_it_wakes() {
     wait_message(&mut events, "51987000091").await;
     a.kill();
     b.stop().await;
+    fake.shutdown().await;
+}
+
+/// How many of `ids` are connected on `app` (the gateway that runs them).
+async fn connected_on(app: &TestApp, ids: &[String]) -> usize {
+    let (_, list) = app.request("GET", "/api/sessions", Some(TOKEN), None).await;
+    list["sessions"]
+        .as_array()
+        .map(|sessions| {
+            sessions
+                .iter()
+                .filter(|s| s["status"] == "connected" && ids.iter().any(|id| s["sessionId"] == id.as_str()))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits (bounded by `within`) until `counts(apps)` holds, polling every 50 ms; returns the
+/// counts of connected sessions per gateway.
+async fn until_placed(apps: &[&TestApp], ids: &[String], within: Duration, what: &str, done: impl Fn(&[usize]) -> bool) -> Vec<usize> {
+    let mut last = Vec::new();
+    let placed = tokio::time::timeout(within, async {
+        loop {
+            last = Vec::new();
+            for app in apps {
+                last.push(connected_on(app, ids).await);
+            }
+            if done(&last) {
+                return last.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if placed.is_err() {
+        for app in apps {
+            let (_, list) = app.request("GET", "/api/sessions", Some(TOKEN), None).await;
+            let states: Vec<String> =
+                list["sessions"].as_array().into_iter().flatten().map(|s| format!("{} {} {}", s["sessionId"], s["status"], s["reason"])).collect();
+            eprintln!("{states:#?}");
+        }
+    }
+    placed.unwrap_or_else(|_| panic!("{what} within {within:?}; connected per gateway: {last:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_that_join_take_their_share_and_a_clean_stop_hands_its_numbers_over_at_once() {
+    let fake = fake().await;
+    let schema = Schema::fresh().await;
+    let url = schema.url();
+    const NUMBERS: usize = 9;
+    // A lease far longer than any wait below: a number that moves does so because its holder
+    // released it and the release woke the others, never because a lease ran out.
+    const LONG_TTL: &str = "60";
+    let member = async |gateway: &str| spawn_member_with_ttl(&fake, &url, gateway, LONG_TTL).await;
+
+    let linker = member("gw-link").await;
+    let mut ids = Vec::new();
+    for n in 0..NUMBERS {
+        let id = format!("reparto{n}");
+        link(&linker, &fake, &id, &format!("5190000010{n}")).await;
+        ids.push(id);
+    }
+    linker.stop().await;
+
+    // Alone, the first gateway runs every number.
+    let one = member("gw-1").await;
+    until_placed(&[&one], &ids, Duration::from_secs(30), "all on gw-1", |c| c[0] == NUMBERS).await;
+
+    // Two more join: the first hands numbers over, one by one, until each runs its share (3).
+    let two = member("gw-2").await;
+    let three = member("gw-3").await;
+    let joined = Instant::now();
+    let placed = until_placed(&[&one, &two, &three], &ids, Duration::from_secs(60), "3 each", |c| c == [3, 3, 3]).await;
+    eprintln!("two gateways joining one with {NUMBERS} numbers: balanced {placed:?} in {:?}", joined.elapsed());
+    assert_eq!(fake.admin().replaced_conflicts(), 0, "every move was a clean hand-over");
+
+    // A clean stop: the others take its numbers at once, woken by the releases, not by the TTL.
+    let stopping = Instant::now();
+    three.stop().await;
+    let placed = until_placed(&[&one, &two], &ids, Duration::from_secs(10), "all on the two left", |c| {
+        c.iter().sum::<usize>() == NUMBERS
+    })
+    .await;
+    let handoff = stopping.elapsed();
+    eprintln!("clean stop of a gateway with 3 numbers: all connected elsewhere {placed:?} after {handoff:?}");
+    assert!(placed.iter().all(|&n| n <= 5), "within each one's share (5 of 9 for two): {placed:?}");
+    assert_eq!(fake.admin().replaced_conflicts(), 0, "the stopped gateway closed each socket before releasing");
+    // Every number is still linked (no scan): each gateway can send through its own.
+    let mut events = fake.subscribe();
+    let (status, body) = one.send_pdf(&ids[0], "51987000100", &pdf("tras el reparto"), None).await;
+    assert_eq!(status, 202, "{body}");
+    wait_message(&mut events, "51987000100").await;
+    one.stop().await;
+    two.stop().await;
     fake.shutdown().await;
 }

@@ -14,14 +14,22 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgListener, PgRow};
 use sqlx::{PgPool, Row};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Epoch, GatewayId, Lease, SessionId};
+use crate::storage::leases::FleetNotice;
 use crate::storage::{LeaseStore, StorageError, int};
 
 /// The channel a release notifies, with the session id as the payload.
+/// Carries the id of every session whose lease is released.
 pub const RELEASED_CHANNEL: &str = "fleet_leases";
+/// Carries the id of every gateway that joins (its first heartbeat of a run) or leaves the fleet.
+pub const MEMBERS_CHANNEL: &str = "fleet_gateways";
+/// Carries the id of every session added to or removed from the registry.
+pub const SESSIONS_CHANNEL: &str = "fleet_sessions";
 
 /// Cheap to clone.
 #[derive(Clone, Debug)]
@@ -147,6 +155,19 @@ impl LeaseStore for PgLeases {
         row.as_ref().map(lease_from_row).transpose()
     }
 
+    async fn remaining(&self, session: &SessionId) -> Result<Option<(Lease, Duration)>, StorageError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {LEASE_COLUMNS}, ceil(extract(epoch FROM expires_at - now()) * 1000)::BIGINT FROM fleet_leases \
+             WHERE session_id = $1 AND owner IS NOT NULL AND expires_at > now()"
+        )))
+        .bind(session.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let left: i64 = row.try_get(4)?;
+        Ok(Some((lease_from_row(&row)?, Duration::from_millis(u64::try_from(left).unwrap_or(0)))))
+    }
+
     async fn live(&self) -> Result<Vec<Lease>, StorageError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {LEASE_COLUMNS} FROM fleet_leases \
@@ -159,25 +180,38 @@ impl LeaseStore for PgLeases {
 
     async fn heartbeat(&self, gateway: &GatewayId, ttl: Duration) -> Result<(), StorageError> {
         // A gateway whose heartbeat had run out starts a new run.
+        // A gateway starting a run (new, or back after its heartbeat ran out) is announced, so
+        // that the others count it at once.
         sqlx::query(
-            "INSERT INTO fleet_gateways AS g (gateway_id, expires_at, started_at) \
-             VALUES ($1, now() + $2::BIGINT * INTERVAL '1 microsecond', now()) \
-             ON CONFLICT (gateway_id) DO UPDATE \
-             SET expires_at = EXCLUDED.expires_at, \
-                 started_at = CASE WHEN g.expires_at <= now() THEN now() ELSE g.started_at END",
+            "WITH beat AS ( \
+                 INSERT INTO fleet_gateways AS g (gateway_id, expires_at, started_at) \
+                 VALUES ($1, now() + $2::BIGINT * INTERVAL '1 microsecond', now()) \
+                 ON CONFLICT (gateway_id) DO UPDATE \
+                 SET expires_at = EXCLUDED.expires_at, \
+                     started_at = CASE WHEN g.expires_at <= now() THEN now() ELSE g.started_at END \
+                 RETURNING gateway_id, started_at = now() AS joined \
+             ) \
+             SELECT pg_notify($3, gateway_id) FROM beat WHERE joined",
         )
         .bind(gateway.as_str())
         .bind(micros(ttl))
-        .execute(&self.pool)
+        .bind(MEMBERS_CHANNEL)
+        .fetch_optional(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn live_gateways(&self) -> Result<Vec<GatewayId>, StorageError> {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT gateway_id FROM fleet_gateways WHERE expires_at > now() ORDER BY gateway_id")
-                .fetch_all(&self.pool)
-                .await?;
+        // A gateway that let a lease run out without releasing it is presumed dead even while its
+        // heartbeat lasts (the two run out at nearly the same time): the others count without it,
+        // so that its numbers fit in their shares.
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT gateway_id FROM fleet_gateways g WHERE g.expires_at > now() AND NOT EXISTS ( \
+                 SELECT 1 FROM fleet_leases l WHERE l.owner = g.gateway_id AND l.expires_at <= now() \
+             ) ORDER BY gateway_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         ids.iter()
             .map(|id| {
                 GatewayId::parse(id)
@@ -187,11 +221,80 @@ impl LeaseStore for PgLeases {
     }
 
     async fn leave(&self, gateway: &GatewayId) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM fleet_gateways WHERE gateway_id = $1")
-            .bind(gateway.as_str())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "WITH left_fleet AS (DELETE FROM fleet_gateways WHERE gateway_id = $1 RETURNING gateway_id) \
+             SELECT pg_notify($2, gateway_id) FROM left_fleet",
+        )
+        .bind(gateway.as_str())
+        .bind(MEMBERS_CHANNEL)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    async fn listen(&self, to: mpsc::Sender<FleetNotice>, cancel: CancellationToken) {
+        let mut listener = loop {
+            let connected = async {
+                let mut listener = PgListener::connect_with(&self.pool).await?;
+                listener.listen_all([RELEASED_CHANNEL, MEMBERS_CHANNEL, SESSIONS_CHANNEL]).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            match connected.await {
+                Ok(listener) => break listener,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen to the fleet's notices; trying again");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(LISTEN_RETRY) => {}
+                    }
+                }
+            }
+        };
+        // Whatever was announced before the listener started is missed.
+        if to.send(FleetNotice::Missed).await.is_err() {
+            return;
+        }
+        loop {
+            let received = tokio::select! {
+                () = cancel.cancelled() => return,
+                received = listener.try_recv() => received,
+            };
+            let notice = match received {
+                Ok(Some(notification)) => match notice(notification.channel(), notification.payload()) {
+                    Some(notice) => notice,
+                    None => continue,
+                },
+                // The connection was lost, and what was sent meanwhile with it; the next call
+                // connects again.
+                Ok(None) => FleetNotice::Missed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the fleet's notices are interrupted; listening again");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(LISTEN_RETRY) => {}
+                    }
+                    FleetNotice::Missed
+                }
+            };
+            if to.send(notice).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// How long to wait before listening again after a failure.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// One notification as a notice; `None` for a payload that names nothing valid (another
+/// schema's fleet on the same database shares the channels, and its ids are valid too: a notice
+/// about a session this gateway does not know is ignored by the fleet).
+fn notice(channel: &str, payload: &str) -> Option<FleetNotice> {
+    match channel {
+        RELEASED_CHANNEL => SessionId::parse(payload).ok().map(FleetNotice::Released),
+        MEMBERS_CHANNEL => GatewayId::parse(payload).ok().map(FleetNotice::Members),
+        SESSIONS_CHANNEL => SessionId::parse(payload).ok().map(FleetNotice::SessionsChanged),
+        _ => None,
     }
 }
 

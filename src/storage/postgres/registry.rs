@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 use sqlx::{PgPool, Row};
 
 use crate::domain::{SessionEntry, SessionId};
+use super::leases::SESSIONS_CHANNEL;
 use crate::storage::{SessionRegistry, StorageError};
 
 /// Cheap to clone.
@@ -47,25 +48,34 @@ impl SessionRegistry for PgRegistry {
     async fn add(&self, entry: SessionEntry) -> Result<bool, StorageError> {
         let json = |map: &Map<String, Value>| serde_json::to_string(map).map_err(StorageError::failed);
         let metadata = entry.metadata.as_ref().map(json).transpose()?;
+        // Announced to the fleet in the same statement: the other gateways add it too.
         let added = sqlx::query(
-            "INSERT INTO registry_sessions (session_id, description, metadata, extra) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (session_id) DO NOTHING",
+            "WITH added AS ( \
+                 INSERT INTO registry_sessions (session_id, description, metadata, extra) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (session_id) DO NOTHING RETURNING session_id \
+             ) \
+             SELECT pg_notify($5, session_id) FROM added",
         )
         .bind(entry.session_id.as_str())
         .bind(&entry.description)
         .bind(metadata)
         .bind(json(&entry.extra)?)
-        .execute(&self.pool)
+        .bind(SESSIONS_CHANNEL)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(added.rows_affected() == 1)
+        Ok(added.is_some())
     }
 
     async fn remove(&self, id: &SessionId) -> Result<bool, StorageError> {
-        let removed = sqlx::query("DELETE FROM registry_sessions WHERE session_id = $1")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(removed.rows_affected() == 1)
+        let removed = sqlx::query(
+            "WITH removed AS (DELETE FROM registry_sessions WHERE session_id = $1 RETURNING session_id) \
+             SELECT pg_notify($2, session_id) FROM removed",
+        )
+        .bind(id.as_str())
+        .bind(SESSIONS_CHANNEL)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(removed.is_some())
     }
 
     fn describe(&self) -> String {
