@@ -10,7 +10,7 @@ use crate::support::*;
 const TTL_SECS: &str = "2";
 
 /// The settings of one gateway of the fleet on `url`.
-fn member(url: &str, gateway: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn member(url: &str, gateway: &str) -> Vec<(&'static str, String)> {
     vec![("DATABASE_URL", url.to_owned()), ("GATEWAY_ID", gateway.to_owned()), ("LEASE_TTL_SECS", TTL_SECS.to_owned())]
 }
 
