@@ -230,9 +230,15 @@ impl App {
         let queue = Queue::new(sessions.clone(), journal.clone(), settings, shutdown.clone());
         queue.restore().await.map_err(StartError::Restore)?;
         let events = EventBus::default();
-        let webhooks = crate::webhooks::Webhooks::open(webhook_store, config.webhooks.clone(), journal.clone())
-            .await
-            .map_err(|source| StartError::Webhooks { dir: config.data_dir.clone(), source })?;
+        // In a fleet the outbox is shared: an endpoint's claim moves as fast as a number's lease.
+        let sharing = match &config.database {
+            Some(database) if fleet_mode => crate::webhooks::Sharing::Fleet { lease: database.lease_ttl },
+            _ => crate::webhooks::Sharing::Alone,
+        };
+        let webhooks =
+            crate::webhooks::Webhooks::open(webhook_store, config.webhooks.clone(), sharing, journal.clone())
+                .await
+                .map_err(|source| StartError::Webhooks { dir: config.data_dir.clone(), source })?;
         webhooks.set_session_facts(session_facts(sessions.clone()));
         let (webhook_tx, webhook_rx) = mpsc::unbounded_channel();
         events.attach_sink(webhook_tx);

@@ -76,10 +76,24 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug + 'static {
         lease: Duration,
     ) -> Result<Option<Claim>, StorageError>;
 
+    /// Extends the lease `until` of a claim on `endpoint_id` to `now + lease` (never shortened),
+    /// while its claimer still posts the batch. Only the claim's own lease is extended: `None`
+    /// when it was ended or another claimer took the endpoint since (the batch is no longer this
+    /// claimer's to post). A lease past its end that nobody took over is still the claim's.
+    async fn extend(
+        &self,
+        endpoint_id: &str,
+        until: u64,
+        lease: Duration,
+        now: u64,
+    ) -> Result<Option<u64>, StorageError>;
+
     /// Records a claim's outcomes in one transaction: `delivered` (posted with a 2xx), then
     /// what stopped the batch, and ends the lease `until` (a lease taken over since is left
-    /// alone). Deliveries of the claim not mentioned stay pending. Returns the endpoint's pending
-    /// count.
+    /// alone). Deliveries of the claim not mentioned stay pending. A claim settled after its
+    /// lease was taken over still records what it delivered (true, and one post fewer for the
+    /// new claimer); what stopped it changes a delivery only while it is pending. Returns the
+    /// endpoint's pending count.
     async fn settle(
         &self,
         endpoint_id: &str,

@@ -222,6 +222,55 @@ async fn leases_end(store: &dyn WebhookStore) {
     assert_eq!(store.claim(&target.id, 10, T0 + 1_004, short).await.expect("claim").expect("enabled").until, None);
 }
 
+/// A claimer extends its lease while it posts; once its lease is taken over or ended, it cannot.
+async fn leases_extend(store: &dyn WebhookStore) {
+    let target = endpoint(Owner::admin(), 1);
+    store.create(&target).await.expect("create");
+    store.enqueue(&[delivery(&target, "e1", "a"), delivery(&target, "e2", "a")], 100, T0).await.expect("enqueue");
+    let short = Duration::from_secs(1);
+    let first = store.claim(&target.id, 10, T0, short).await.expect("claim").expect("enabled");
+    let until = first.until.expect("lease");
+    assert_eq!(until, T0 + 1_000);
+
+    // Extended from now, and the extension is what holds others off.
+    let extended = store.extend(&target.id, until, short, T0 + 600).await.expect("extend");
+    assert_eq!(extended, Some(T0 + 1_600));
+    let held = store.claim(&target.id, 10, T0 + 1_200, short).await.expect("claim").expect("enabled");
+    assert_eq!((held.deliveries.len(), held.until), (0, extended), "still the first claimer's");
+    // Only the lease as it is now: the old end no longer names it.
+    assert_eq!(store.extend(&target.id, until, short, T0 + 1_300).await.expect("extend"), None);
+    // Never shortened.
+    let until = extended.expect("extended");
+    assert_eq!(store.extend(&target.id, until, short, T0).await.expect("extend"), Some(until));
+    // Past its end but not taken over: still the claim's.
+    let late = store.extend(&target.id, until, short, T0 + 2_000).await.expect("extend");
+    assert_eq!(late, Some(T0 + 3_000));
+    let until = late.expect("extended");
+
+    // Taken over once it ended: the first claimer's extension is refused; it settles what it
+    // delivered, and what stopped it does not touch the new claimer's deliveries.
+    let second = store.claim(&target.id, 10, until, short).await.expect("claim").expect("enabled");
+    assert_eq!(events(&second), ["e1", "e2"], "the lease ended");
+    assert_eq!(store.extend(&target.id, until, short, until + 1).await.expect("extend"), None, "taken over");
+    let second_until = second.until.expect("lease");
+    assert_eq!(store.extend(&target.id, second_until, short, until + 1).await.expect("extend"), Some(until + 1_001));
+    let second_until = until + 1_001;
+    let e1 = first.deliveries[0].id;
+    let e2 = first.deliveries[1].id;
+    store.settle(&target.id, second_until, &[e2], None, until + 2).await.expect("settle");
+    let stale = Some((e2, DeliveryOutcome::Dead("the endpoint answered 500".into())));
+    assert_eq!(store.settle(&target.id, until, &[e1], stale, until + 3).await.expect("settle"), 0);
+    let listed = store.deliveries(&target.id, &Viewer::Admin, None, 10).await.expect("list").expect("visible");
+    assert_eq!(
+        listed.iter().map(|d| d.status).collect::<Vec<_>>(),
+        [WebhookDeliveryStatus::Delivered, WebhookDeliveryStatus::Delivered],
+        "a stale claimer's failure does not undo a delivery"
+    );
+    // Ended: nothing left to extend.
+    assert_eq!(store.extend(&target.id, second_until, short, until + 4).await.expect("extend"), None, "settled");
+    assert_eq!(store.extend("wh_nobody", second_until, short, until + 4).await.expect("extend"), None, "unknown");
+}
+
 async fn dead_letters_and_replay(store: &dyn WebhookStore) {
     let owner = Owner { name: "ventas".into(), admin: false };
     let viewer = Viewer::Token("ventas".into());
@@ -355,6 +404,7 @@ async fn suite(store: Arc<dyn WebhookStore>) {
     environment_endpoints(store.as_ref()).await;
     claims_in_order(store.as_ref()).await;
     leases_end(store.as_ref()).await;
+    leases_extend(store.as_ref()).await;
     dead_letters_and_replay(store.as_ref()).await;
     gone_disables_until_replayed(store.as_ref()).await;
     deletes_cascade(store.as_ref()).await;

@@ -8,6 +8,10 @@
 //! * One worker per endpoint claims its due deliveries (under a lease, so that gateways sharing a
 //!   store never post the same one at once) and posts them in order, one at a time, with a
 //!   timeout (`WEBHOOK_TIMEOUT_MS`, 10 s); a slow or dead endpoint holds only its own queue.
+//!   The lease is short and renewed while the worker posts, so the claim of a gateway that dies
+//!   ends within seconds; in a fleet ([`Sharing::Fleet`]) every gateway runs a worker for every
+//!   endpoint, and an idle one looks in the shared outbox every [`FLEET_POLL`], so another
+//!   gateway resumes a dead one's deliveries where it stopped, under the same webhook-ids.
 //! * A failed post is retried with exponential backoff and full jitter until
 //!   `WEBHOOK_MAX_RETRY_SECS` (24 h) after the event; then it is a dead letter (`failed`), which
 //!   the API lists and replays. A `410 Gone` disables the endpoint.
@@ -29,6 +33,7 @@ use std::time::Duration;
 
 use rand::RngExt as _;
 use tokio::sync::{Notify, mpsc};
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::domain::{
@@ -59,6 +64,48 @@ pub struct NewEndpoint {
     pub format: WebhookFormat,
 }
 
+/// Whether other gateways share this gateway's webhook store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// Alone on its store (SQLite in `DATA_DIR`): only its own workers claim, and its own writes
+    /// wake them.
+    Alone,
+    /// One gateway of a fleet on Postgres: an endpoint claim lasts `lease` unless renewed (the
+    /// fleet's `LEASE_TTL_SECS`, so a dead gateway's endpoints move as fast as its numbers), and
+    /// idle workers look in the shared outbox every [`FLEET_POLL`].
+    Fleet { lease: Duration },
+}
+
+impl Sharing {
+    /// How long a claim lasts unless renewed.
+    fn lease(self) -> Duration {
+        match self {
+            Sharing::Alone => LEASE,
+            Sharing::Fleet { lease } => lease,
+        }
+    }
+
+    /// How often an idle worker looks again without being woken: only in a fleet, where other
+    /// gateways write deliveries and end claims without waking this one.
+    fn poll(self) -> Option<Duration> {
+        match self {
+            Sharing::Alone => None,
+            Sharing::Fleet { .. } => Some(FLEET_POLL),
+        }
+    }
+}
+
+/// How long a claim on an endpoint lasts unless renewed, alone on a store. Short because the
+/// worker renews it every third while it posts: the claim is held as long as the posts take, and
+/// one left by a worker that died (or was paused) ends within seconds instead of blocking the
+/// endpoint for a batch's worth of timeouts.
+const LEASE: Duration = Duration::from_secs(15);
+
+/// How often, in a fleet, an idle worker looks in the shared outbox (and the gateway at the
+/// endpoints): another gateway may have written deliveries for the endpoint and died before
+/// posting them, or ended its claim, and neither wakes this gateway.
+pub const FLEET_POLL: Duration = Duration::from_secs(2);
+
 /// The webhooks: cheap to clone.
 #[derive(Clone)]
 pub struct Webhooks {
@@ -68,12 +115,13 @@ pub struct Webhooks {
 struct Inner {
     store: Arc<dyn WebhookStore>,
     settings: WebhookSettings,
+    sharing: Sharing,
     /// Whose `message.status` events we may want.
     journal: crate::journal::Journal,
     /// Held while an enabled endpoint wants `message.status`: the journal then records them.
     status_interest: Mutex<Option<crate::journal::StatusEventsGuard>>,
     /// A worker per enabled endpoint, with what wakes it and what stops it.
-    workers: Mutex<HashMap<String, (Arc<Notify>, CancellationToken)>>,
+    workers: Mutex<HashMap<String, WorkerHandle>>,
     /// Whether workers may be started (set by [`Webhooks::start`]).
     shutdown: Mutex<Option<Shutdown>>,
     /// What a seed's callback says about a session beyond its event (see
@@ -81,15 +129,23 @@ struct Inner {
     facts: OnceLock<FactsLookup>,
 }
 
+/// What wakes an endpoint's worker, what stops it, and when it started.
+struct WorkerHandle {
+    notify: Arc<Notify>,
+    cancel: CancellationToken,
+    started: std::time::Instant,
+}
+
 /// Looks up [`SessionFacts`] by session id.
 pub type FactsLookup = Arc<dyn Fn(&str) -> SessionFacts + Send + Sync>;
 
 impl Webhooks {
-    /// The webhooks on `store` (`DATA_DIR/webhooks.db` by default), with the environment's
-    /// endpoints brought up to date.
+    /// The webhooks on `store` (`DATA_DIR/webhooks.db` by default, or shared by a fleet as
+    /// `sharing` says), with the environment's endpoints brought up to date.
     pub async fn open(
         store: Arc<dyn WebhookStore>,
         settings: WebhookSettings,
+        sharing: Sharing,
         journal: crate::journal::Journal,
     ) -> Result<Webhooks, StoreError> {
         store.sync_env_endpoint(ENV_ENDPOINT, settings.env_endpoint.as_ref()).await?;
@@ -99,6 +155,7 @@ impl Webhooks {
             inner: Arc::new(Inner {
                 store,
                 settings,
+                sharing,
                 journal,
                 status_interest: Mutex::new(None),
                 workers: Mutex::new(HashMap::new()),
@@ -125,10 +182,14 @@ impl Webhooks {
     /// Asks the journal for `message.status` events while an enabled endpoint wants them.
     async fn refresh_status_interest(&self) {
         let wanted = match self.inner.store.endpoints(&Viewer::Admin).await {
-            Ok(endpoints) => endpoints.iter().any(|e| e.wants_kind(EventKind::MessageStatus)),
+            Ok(endpoints) => wants_status(&endpoints),
             // Unknown: keep recording rather than lose events.
             Err(_) => true,
         };
+        self.set_status_interest(wanted);
+    }
+
+    fn set_status_interest(&self, wanted: bool) {
         let mut interest = self.inner.status_interest.lock().unwrap_or_else(PoisonError::into_inner);
         match (wanted, interest.is_some()) {
             (true, false) => *interest = Some(self.inner.journal.want_status_events()),
@@ -137,40 +198,66 @@ impl Webhooks {
         }
     }
 
-    /// Starts a worker for every enabled endpoint; later endpoints get theirs when created.
+    /// Starts a worker for every enabled endpoint; later endpoints get theirs when created (in a
+    /// fleet, also when another gateway creates them: see [`watch_endpoints`]).
     pub async fn start(&self, shutdown: &Shutdown) -> Result<(), StoreError> {
         *self.inner.shutdown.lock().unwrap_or_else(PoisonError::into_inner) = Some(shutdown.clone());
-        for endpoint in self.inner.store.endpoints(&Viewer::Admin).await? {
-            if endpoint.disabled.is_none() {
-                self.spawn_worker(&endpoint.id);
-            }
+        let listed_at = std::time::Instant::now();
+        let endpoints = self.inner.store.endpoints(&Viewer::Admin).await?;
+        self.adopt(&endpoints, listed_at);
+        if matches!(self.inner.sharing, Sharing::Fleet { .. }) {
+            shutdown.spawn(watch_endpoints(self.clone(), shutdown.token()));
         }
         Ok(())
     }
 
+    /// Runs a worker for each enabled endpoint of `endpoints` (listed at `listed_at`) and stops
+    /// those of endpoints no longer there (not those started since: their endpoints are newer
+    /// than the list).
+    fn adopt(&self, endpoints: &[Endpoint], listed_at: std::time::Instant) {
+        for endpoint in endpoints.iter().filter(|e| e.disabled.is_none()) {
+            self.spawn_worker(&endpoint.id);
+        }
+        let gone: Vec<String> = {
+            let workers = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
+            workers
+                .iter()
+                .filter(|(id, worker)| worker.started < listed_at && !endpoints.iter().any(|e| &e.id == *id))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in gone {
+            self.stop_worker(&id);
+        }
+    }
+
+    /// Starts the worker of endpoint `id`, or wakes it if it runs: one per endpoint.
     fn spawn_worker(&self, id: &str) {
         let Some(shutdown) = self.inner.shutdown.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
             return;
         };
+        let mut workers = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(worker) = workers.get(id) {
+            worker.notify.notify_one();
+            return;
+        }
         let notify = Arc::new(Notify::new());
         let cancel = shutdown.token().child_token();
-        self.inner
-            .workers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.to_owned(), (Arc::clone(&notify), cancel.clone()));
+        let started = std::time::Instant::now();
+        workers.insert(id.to_owned(), WorkerHandle { notify: Arc::clone(&notify), cancel: cancel.clone(), started });
+        drop(workers);
         shutdown.spawn(deliver(self.clone(), id.to_owned(), notify, cancel));
     }
 
     fn wake(&self, id: &str) {
-        if let Some((notify, _)) = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).get(id) {
-            notify.notify_one();
+        if let Some(worker) = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).get(id) {
+            worker.notify.notify_one();
         }
     }
 
     fn stop_worker(&self, id: &str) {
-        if let Some((_, cancel)) = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).remove(id) {
-            cancel.cancel();
+        if let Some(worker) = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).remove(id) {
+            worker.cancel.cancel();
         }
     }
 
@@ -263,10 +350,35 @@ impl Webhooks {
         let retried = self.inner.store.retry(endpoint, viewer, delivery, crate::domain::now_ms()).await?;
         if retried.is_some() {
             self.refresh_status_interest().await;
-            let running = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner).contains_key(endpoint);
-            if running { self.wake(endpoint) } else { self.spawn_worker(endpoint) }
+            self.spawn_worker(endpoint);
         }
         Ok(retried)
+    }
+}
+
+/// Whether an enabled endpoint of `endpoints` wants `message.status` events.
+fn wants_status(endpoints: &[Endpoint]) -> bool {
+    endpoints.iter().any(|e| e.wants_kind(EventKind::MessageStatus))
+}
+
+/// In a fleet, every [`FLEET_POLL`] until cancelled: runs a worker for each endpoint another
+/// gateway registered or enabled again (so that its deliveries go out when that gateway dies),
+/// stops those of endpoints deleted elsewhere, and keeps the journal's `message.status` events
+/// while an endpoint wants them.
+async fn watch_endpoints(webhooks: Webhooks, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(FLEET_POLL) => {}
+        }
+        let listed_at = std::time::Instant::now();
+        match webhooks.inner.store.endpoints(&Viewer::Admin).await {
+            Ok(endpoints) => {
+                webhooks.adopt(&endpoints, listed_at);
+                webhooks.set_status_interest(wants_status(&endpoints));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the webhook endpoints; looking again later"),
+        }
     }
 }
 
@@ -360,18 +472,18 @@ enum Posted {
 async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, cancel: CancellationToken) {
     let store = webhooks.inner.store.clone();
     let settings = webhooks.inner.settings.clone();
+    let (lease, poll) = (webhooks.inner.sharing.lease(), webhooks.inner.sharing.poll());
     // Made with the first batch, once the endpoint's owner is known; it never changes.
     let mut client: Option<ureq::Agent> = None;
-    // Long enough for a whole batch of posts that each take the full timeout.
-    let lease = settings.timeout.saturating_mul(BATCH as u32).saturating_add(Duration::from_secs(60));
     loop {
         let claim = match store.claim(&endpoint_id, BATCH, crate::domain::now_ms(), lease).await {
             Ok(Some(claim)) => claim,
-            // Unknown or disabled: a replay wakes it.
+            // Unknown or disabled: a replay wakes it (in a fleet, one on another gateway too).
             Ok(None) => {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = notify.notified() => continue,
+                if idle(&cancel, &notify, poll, None).await {
+                    continue;
+                } else {
+                    return;
                 }
             }
             Err(e) => {
@@ -385,48 +497,23 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
         let (endpoint, batch) = (claim.endpoint, claim.deliveries);
         let Some(until) = claim.until else {
             // Nothing pending.
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = notify.notified() => continue,
-            }
+            if idle(&cancel, &notify, poll, None).await { continue } else { return }
         };
         if batch.is_empty() {
-            // The head is waiting for its retry; everything behind it waits too (order).
-            let wait = until.saturating_sub(crate::domain::now_ms());
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = notify.notified() => continue,
-                () = tokio::time::sleep(Duration::from_millis(wait)) => continue,
-            }
+            // The head is waiting for its retry, and everything behind it (order); or another
+            // claimer holds the endpoint until then, unless it ends its claim sooner.
+            let wait = Duration::from_millis(until.saturating_sub(crate::domain::now_ms()));
+            if idle(&cancel, &notify, poll, Some(wait)).await { continue } else { return }
         }
         let agent = client.get_or_insert_with(|| http_client(&settings, destinations(&settings, &endpoint.owner)));
-        // Posted one by one, in order; their outcomes recorded in one transaction (a crash
-        // before it posts them again: at least once, same webhook-id).
-        let mut delivered = Vec::new();
-        let mut stopped_at = None;
-        for delivery in &batch {
-            let started = std::time::Instant::now();
-            let posted = tokio::select! {
-                () = cancel.cancelled() => break,
-                posted = post(agent, &endpoint, delivery) => posted,
-            };
-            metrics::histogram!(crate::metrics::WEBHOOK_SECONDS).record(started.elapsed().as_secs_f64());
-            match posted {
-                Posted::Delivered => {
-                    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "delivered").increment(1);
-                    delivered.push(delivery.id);
-                }
-                other => {
-                    stopped_at = Some((delivery.id, failure(other, delivery, &settings, &endpoint_id)));
-                    break;
-                }
-            }
-        }
-        let gone = matches!(stopped_at, Some((_, DeliveryOutcome::Gone)));
+        let worker = Worker { store: &*store, settings: &settings, endpoint_id: &endpoint_id, lease, cancel: &cancel };
+        let posted = post_batch(&worker, until, agent, &endpoint, &batch).await;
+        let gone = matches!(posted.stopped_at, Some((_, DeliveryOutcome::Gone)));
         // Until the outcomes are recorded the lease holds the endpoint: try again rather than
         // wait for the lease to end and post them all again.
         loop {
-            match store.settle(&endpoint_id, until, &delivered, stopped_at.clone(), crate::domain::now_ms()).await {
+            let now = crate::domain::now_ms();
+            match store.settle(&endpoint_id, posted.until, &posted.delivered, posted.stopped_at.clone(), now).await {
                 Ok(pending) => {
                     metrics::gauge!(crate::metrics::WEBHOOK_OUTBOX, "endpoint" => endpoint_id.clone())
                         .set(pending as f64);
@@ -450,6 +537,99 @@ async fn deliver(webhooks: Webhooks, endpoint_id: String, notify: Arc<Notify>, c
             return;
         }
     }
+}
+
+/// Waits until `notify` wakes the worker, `wait` passes, or (in a fleet) the next `poll`:
+/// `false` when cancelled instead.
+async fn idle(cancel: &CancellationToken, notify: &Notify, poll: Option<Duration>, wait: Option<Duration>) -> bool {
+    let wait = match (wait, poll) {
+        (Some(wait), Some(poll)) => Some(wait.min(poll)),
+        (wait, poll) => wait.or(poll),
+    };
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        () = notify.notified() => true,
+        () = async {
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        } => true,
+    }
+}
+
+/// What posting a claimed batch came to, for [`WebhookStore::settle`].
+struct BatchOutcome {
+    /// The lease as last renewed.
+    until: u64,
+    delivered: Vec<i64>,
+    stopped_at: Option<(i64, DeliveryOutcome)>,
+}
+
+/// What an endpoint's worker posts with.
+struct Worker<'a> {
+    store: &'a dyn WebhookStore,
+    settings: &'a WebhookSettings,
+    endpoint_id: &'a str,
+    /// How long a claim lasts unless renewed.
+    lease: Duration,
+    cancel: &'a CancellationToken,
+}
+
+/// Posts `batch` one by one, in order, renewing the claim's lease (ending at `until`) every
+/// third of it while the posts take. Stops at the first failure, when cancelled, and when the
+/// lease is lost (taken over, or not renewed in time): what is left is posted again by whoever
+/// claims next, under the same webhook-ids (at least once).
+async fn post_batch(
+    worker: &Worker<'_>,
+    mut until: u64,
+    agent: &ureq::Agent,
+    endpoint: &Endpoint,
+    batch: &[Delivery],
+) -> BatchOutcome {
+    let Worker { store, settings, endpoint_id, lease, cancel } = *worker;
+    let every = lease / 3;
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut delivered = Vec::new();
+    'batch: for delivery in batch {
+        if crate::domain::now_ms() >= until {
+            // Not renewed in time (the store unreachable, the process paused): another claimer
+            // may hold the endpoint now.
+            tracing::warn!(endpoint = %endpoint_id, "webhook claim ran out; leaving the rest of the batch");
+            break;
+        }
+        let started = std::time::Instant::now();
+        let post = post(agent, endpoint, delivery);
+        tokio::pin!(post);
+        let posted = loop {
+            tokio::select! {
+                () = cancel.cancelled() => break 'batch,
+                posted = &mut post => break posted,
+                _ = renew.tick() => match store.extend(endpoint_id, until, lease, crate::domain::now_ms()).await {
+                    Ok(Some(extended)) => until = extended,
+                    Ok(None) => {
+                        tracing::warn!(endpoint = %endpoint_id, "webhook claim taken over; leaving the rest of the batch");
+                        break 'batch;
+                    }
+                    // Posting goes on while the lease lasts; the next tick tries again.
+                    Err(e) => tracing::warn!(endpoint = %endpoint_id, error = %e, "cannot renew the webhook claim"),
+                },
+            }
+        };
+        metrics::histogram!(crate::metrics::WEBHOOK_SECONDS).record(started.elapsed().as_secs_f64());
+        match posted {
+            Posted::Delivered => {
+                metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "outcome" => "delivered").increment(1);
+                delivered.push(delivery.id);
+            }
+            other => {
+                let stopped_at = Some((delivery.id, failure(other, delivery, settings, endpoint_id)));
+                return BatchOutcome { until, delivered, stopped_at };
+            }
+        }
+    }
+    BatchOutcome { until, delivered, stopped_at: None }
 }
 
 /// Deliveries posted between two writes of their outcomes.

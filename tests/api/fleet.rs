@@ -10,7 +10,7 @@ use crate::support::*;
 const TTL_SECS: &str = "2";
 
 /// The settings of one gateway of the fleet on `url`.
-fn member(url: &str, gateway: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn member(url: &str, gateway: &str) -> Vec<(&'static str, String)> {
     member_with_ttl(url, gateway, TTL_SECS)
 }
 

@@ -26,7 +26,11 @@ struct Received {
     status: u16,
 }
 
-/// A webhook receiver on loopback: answers with the queued statuses, then 200.
+/// A status the receiver never answers with: it holds the request unanswered.
+const HANG: u16 = 0;
+
+/// A webhook receiver on loopback: answers with the queued statuses, then 200 ([`HANG`]: no
+/// answer at all).
 pub(crate) struct Receiver {
     addr: SocketAddr,
     statuses: Arc<Mutex<VecDeque<u16>>>,
@@ -57,6 +61,9 @@ impl Receiver {
                                 req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
                             let status = statuses.lock().unwrap().pop_front().unwrap_or(200);
                             let _ = got.send(Received { headers, body, status });
+                            if status == HANG {
+                                std::future::pending::<()>().await;
+                            }
                             Ok::<_, std::convert::Infallible>(
                                 Response::builder()
                                     .status(status)
@@ -346,15 +353,13 @@ async fn deliveries_pending_when_the_gateway_is_killed_arrive_after_it_restarts(
     let receiver = Receiver::start().await;
     let mut posts = receiver.got.subscribe();
     receiver.answer(&[503; 10_000]);
-    // On the files in both passes: on Postgres, a gateway killed while it posts leaves its claim
-    // on the endpoint until the claim's lease ends (a minute and more), and a restarted gateway
-    // (another id) waits that out. Handing a dead gateway's endpoints over at once needs the
-    // fleet's heartbeats (issue 19), not built yet.
+    // On the backend of the pass: on Postgres, a gateway killed while it posts leaves a claim on
+    // the endpoint that nobody renews, which ends within `LEASE_TTL_SECS` (10 s); the restarted
+    // gateway (another id) then takes the endpoint.
     let env = [
         ("WEBHOOK_URL", receiver.url()),
         ("WEBHOOK_EVENTS", "session.status".to_owned()),
         ("WEBHOOK_RETRY_BASE_MS", "20".to_owned()),
-        ("DATABASE_URL", String::new()),
     ];
     let gateway = crate::crash::start_with(&fake, &dir, &env).await;
     let port = gateway.port;
@@ -418,6 +423,105 @@ async fn deliveries_pending_when_the_gateway_is_killed_arrive_after_it_restarts(
     .await
     .expect("every pending delivery arrives after the restart, under its id");
     gateway.kill();
+    fake.shutdown().await;
+}
+
+/// Opens `/ws/session/:id` on the gateway at `port`, which creates the session there.
+async fn watch_session(
+    port: u16,
+    session: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("ws://127.0.0.1:{port}/ws/session/{session}?token={TOKEN}");
+    tokio_tungstenite::connect_async(url).await.expect("websocket").0
+}
+
+/// The event ids of the endpoint's pending deliveries, oldest first, once there are at least
+/// `least`.
+async fn pending_at_least(app: &TestApp, endpoint: &str, least: usize) -> Vec<String> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let path = format!("/api/webhooks/{endpoint}/deliveries?status=pending");
+            let (_, page) = app.request("GET", &path, Some(TOKEN), None).await;
+            let mut ids: Vec<String> = page["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d["eventId"].as_str().map(str::to_owned))
+                .collect();
+            if ids.len() >= least {
+                ids.reverse();
+                return ids;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("pending deliveries")
+}
+
+/// Two gateways of a fleet on one Postgres schema. A is killed with SIGKILL while it posts (the
+/// receiver holds the post unanswered), with deliveries written after it waiting behind it; B,
+/// which finds the endpoint claimed by A and posts nothing meanwhile, takes the endpoint once
+/// A's unrenewed claim runs out and posts every one of them, in order, under its webhook-id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_gateway_resumes_the_deliveries_of_one_killed_while_it_posts() {
+    let fake = fake().await;
+    let schema = crate::support::postgres::Schema::fresh().await;
+    let url = schema.url();
+    let receiver = Receiver::start().await;
+    let mut posts = receiver.got.subscribe();
+    receiver.answer(&[HANG]);
+    let settings = |gateway: &str| {
+        let mut settings = crate::fleet::member(&url, gateway);
+        settings.push(("WEBHOOK_URL", receiver.url()));
+        settings.push(("WEBHOOK_EVENTS", "session.status".to_owned()));
+        // Longer than the test: A's held post never times out on its own.
+        settings.push(("WEBHOOK_TIMEOUT_MS", "120000".to_owned()));
+        settings
+    };
+
+    // A posts the first event of a session created on it, and the receiver holds that post.
+    let dir_a = temp_dir();
+    let a = crate::crash::start_with(&fake, &dir_a, &settings("gw-a")).await;
+    let mut watchers = vec![watch_session(a.port, "relevo_a").await];
+    let (held, _) = next_post(&mut posts, |_| true).await;
+    assert_eq!(held.status, HANG);
+
+    // B joins; more events are written behind the held one, by A (and B).
+    let b_settings = settings("gw-b");
+    let b_settings: Vec<(&str, &str)> = b_settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let b = TestApp::spawn_with(config(&fake, &temp_dir(), &b_settings)).await;
+    for session in ["relevo_b", "relevo_c"] {
+        watchers.push(watch_session(a.port, session).await);
+    }
+    pending_at_least(&b, "env", 3).await;
+    // A renews its claim while its post is held: for longer than the fleet's lease, nobody
+    // posts anything else to the endpoint.
+    let quiet = tokio::time::timeout(std::time::Duration::from_secs(3), posts.recv()).await;
+    assert!(quiet.is_err(), "a post while A held the endpoint: {quiet:?}");
+    let pending = pending_at_least(&b, "env", 3).await;
+
+    let killed = std::time::Instant::now();
+    drop(watchers);
+    a.kill();
+    let mut delivered: Vec<String> = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while !pending.iter().all(|id| delivered.contains(id)) {
+            let (got, _) = next_post(&mut posts, |_| true).await;
+            let id = got.headers["webhook-id"].to_str().expect("webhook-id").to_owned();
+            if got.status == 200 && !delivered.contains(&id) {
+                delivered.push(id);
+            }
+        }
+    })
+    .await
+    .expect("every delivery pending when A died is posted by B, under its id");
+    let took = killed.elapsed();
+    eprintln!("webhook endpoint taken over after SIGKILL: {took:?}");
+    assert!(took < std::time::Duration::from_secs(15), "taken over in {took:?}");
+    let order: Vec<&String> = delivered.iter().filter(|id| pending.contains(id)).collect();
+    assert_eq!(order, pending.iter().collect::<Vec<_>>(), "in the order they were written");
+    b.stop().await;
     fake.shutdown().await;
 }
 

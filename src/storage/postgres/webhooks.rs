@@ -6,7 +6,9 @@
 //! after it first. Instead claims take the endpoint's row (`FOR NO KEY UPDATE`: writers of
 //! deliveries, which only take `KEY SHARE` on it, are not held up), which serializes them for the
 //! few milliseconds a claim lasts, and the lease written there keeps every other claimer away from
-//! the endpoint while its batch is posted. A claimer that dies leaves a lease that ends by itself.
+//! the endpoint while its batch is posted. The lease is short and its claimer extends it while it
+//! posts (only while it is still its own: `claimed_until` unchanged), so a claimer that dies
+//! leaves a lease that ends by itself within seconds, and another gateway takes the endpoint.
 
 use std::time::Duration;
 
@@ -325,6 +327,25 @@ impl WebhookStore for PgWebhooks {
         Ok(Some(Claim { endpoint, deliveries: head, until: Some(until) }))
     }
 
+    async fn extend(
+        &self,
+        endpoint_id: &str,
+        until: u64,
+        lease: Duration,
+        now: u64,
+    ) -> Result<Option<u64>, StorageError> {
+        let extended: Option<i64> = sqlx::query_scalar(
+            "UPDATE webhook_endpoints SET claimed_until = GREATEST($3, claimed_until) \
+             WHERE id = $1 AND claimed_until = $2 RETURNING claimed_until",
+        )
+        .bind(endpoint_id)
+        .bind(int(until))
+        .bind(int(lease_end(now, lease)))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(extended.map(to_u64))
+    }
+
     async fn settle(
         &self,
         endpoint_id: &str,
@@ -357,7 +378,8 @@ impl WebhookStore for PgWebhooks {
             sqlx::query(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $4, updated_at = $3, \
                  status = CASE WHEN $5 THEN 'failed' ELSE status END, \
-                 next_attempt_at = COALESCE($6, next_attempt_at) WHERE endpoint_id = $1 AND id = $2",
+                 next_attempt_at = COALESCE($6, next_attempt_at) \
+                 WHERE endpoint_id = $1 AND id = $2 AND status = 'pending'",
             )
             .bind(endpoint_id)
             .bind(delivery)

@@ -306,6 +306,23 @@ impl WebhookStore for SqliteWebhooks {
         .await
     }
 
+    async fn extend(
+        &self,
+        endpoint_id: &str,
+        until: u64,
+        lease: Duration,
+        now: u64,
+    ) -> Result<Option<u64>, StorageError> {
+        let endpoint_id = endpoint_id.to_owned();
+        self.with(move |state| {
+            Ok(state.leases.get_mut(&endpoint_id).filter(|held| **held == until).map(|held| {
+                *held = lease_end(now, lease).max(until);
+                *held
+            }))
+        })
+        .await
+    }
+
     async fn settle(
         &self,
         endpoint_id: &str,
@@ -332,7 +349,7 @@ impl WebhookStore for SqliteWebhooks {
                     DeliveryOutcome::Gone => {
                         tx.execute(
                             "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?3, \
-                             updated_at = ?2 WHERE id = ?1",
+                             updated_at = ?2 WHERE id = ?1 AND status = 'pending'",
                             params![delivery, now, GONE],
                         )?;
                         tx.execute("UPDATE endpoints SET disabled = ?2 WHERE id = ?1", params![endpoint_id, GONE])?;
@@ -340,14 +357,14 @@ impl WebhookStore for SqliteWebhooks {
                     DeliveryOutcome::Dead(error) => {
                         tx.execute(
                             "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?3, \
-                             updated_at = ?2 WHERE id = ?1",
+                             updated_at = ?2 WHERE id = ?1 AND status = 'pending'",
                             params![delivery, now, error],
                         )?;
                     }
                     DeliveryOutcome::Retry { error, next_attempt_at } => {
                         tx.execute(
                             "UPDATE deliveries SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4, \
-                             updated_at = ?2 WHERE id = ?1",
+                             updated_at = ?2 WHERE id = ?1 AND status = 'pending'",
                             params![delivery, now, error, int(next_attempt_at)],
                         )?;
                     }
