@@ -308,7 +308,7 @@ impl App {
         }
         if let Some(fleet) = sessions.fleet() {
             shutdown.spawn(fleet.clone().run(shutdown.token()));
-            shutdown.spawn(sessions.clone().follow_registry(shutdown.token()));
+            shutdown.spawn(sessions.clone().follow_fleet(shutdown.token()));
         }
         shutdown.spawn(state.queue.clone().prune_periodically());
         shutdown.spawn(crate::webhooks::run_outbox(state.webhooks.clone(), webhook_rx, shutdown.clone()));

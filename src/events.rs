@@ -60,6 +60,18 @@ impl EventBus {
         let _ = self.sender.send(event);
     }
 
+    /// Publishes an event to live subscribers only (`/ws/events`), not to the webhook outbox: in
+    /// a fleet, for what another gateway saw happen and wrote to the shared outbox itself.
+    pub fn publish_here(&self, event: EventKind, session_id: &str, data: Value) {
+        self.publish_live(Arc::new(GatewayEvent {
+            id: new_event_id(),
+            event,
+            session_id: session_id.to_owned(),
+            timestamp: crate::domain::now_ms(),
+            data,
+        }));
+    }
+
     /// Publishes an event to live subscribers only (`/ws/events`): for events already written to
     /// the webhook outbox by their producer.
     pub fn publish_live(&self, event: Arc<GatewayEvent>) {

@@ -60,6 +60,12 @@ pub struct SessionView {
     pub connected_at: Option<u64>,
     /// When its state last changed, unix ms.
     pub updated_at: u64,
+    /// With `DATABASE_URL`: the gateway of the fleet that runs the session now (`GATEWAY_ID`);
+    /// absent while none does, and on the files. Every gateway answers with the state that one
+    /// recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "gw-1:3000")]
+    pub gateway: Option<String>,
     pub queue: QueueView,
 }
 
@@ -132,6 +138,7 @@ fn view(state: &AppState, session: SessionSummary) -> SessionView {
         me: session.state.me,
         connected_at: session.state.connected_at,
         updated_at: session.state.updated_at,
+        gateway: session.gateway.map(|gateway| gateway.to_string()),
         queue: QueueView { pending, bytes },
     }
 }

@@ -31,21 +31,20 @@ pub(crate) async fn forward_session_events(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         let session = event.session.as_str();
+        // What another gateway of the fleet saw happen is shown here, but it fed the webhooks.
+        let publish = |kind: EventKind, data: serde_json::Value| {
+            if event.mirrored { bus.publish_here(kind, session, data) } else { bus.publish(kind, session, data) }
+        };
         match event.kind {
             Kind::Status { status, reason } => {
-                bus.publish(EventKind::SessionStatus, session, serde_json::json!({"status": status, "reason": reason}))
+                publish(EventKind::SessionStatus, serde_json::json!({"status": status, "reason": reason}))
             }
             Kind::Qr(qr) => {
                 let png = crate::session::qr_data_url(&qr.code).ok();
-                bus.publish(
-                    EventKind::SessionQr,
-                    session,
-                    serde_json::json!({"qr": qr.code, "qrPng": png, "expiresAt": qr.expires_at}),
-                );
+                publish(EventKind::SessionQr, serde_json::json!({"qr": qr.code, "qrPng": png, "expiresAt": qr.expires_at}));
             }
-            Kind::Connected { account, new_link } => bus.publish(
+            Kind::Connected { account, new_link } => publish(
                 EventKind::SessionConnected,
-                session,
                 serde_json::json!({
                     "me": account,
                     "phone": account.phone,
@@ -57,7 +56,7 @@ pub(crate) async fn forward_session_events(
                     "metadata": sessions.get(&event.session).and_then(|s| s.metadata),
                 }),
             ),
-            Kind::LoggedOut => bus.publish(EventKind::SessionLoggedOut, session, serde_json::json!({})),
+            Kind::LoggedOut => publish(EventKind::SessionLoggedOut, serde_json::json!({})),
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct HeldLease {
     handoff: CancellationToken,
     /// Counts this lease in the gateway's share until it is dropped.
     _slot: Slot,
+    /// Records the session's state for the other gateways while the lease is held.
+    mirror: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl HeldLease {
@@ -37,7 +39,40 @@ impl HeldLease {
         let ttl = fleet.ttl();
         let deadline = Arc::new(Deadline::new(sent + ttl - ttl / STOP_MARGIN_TTL_DIVISOR));
         let task = tokio::spawn(renew(fleet.clone(), tx, sent, deadline.clone(), lost.clone(), stop.clone()));
-        HeldLease { fleet, current, lost, deadline, stop, task, handoff, _slot: slot }
+        HeldLease { fleet, current, lost, deadline, stop, task, handoff, _slot: slot, mirror: None }
+    }
+
+    /// Records every state of the session `states` sees, under this lease, for the other
+    /// gateways of the fleet to show, until the lease is released or lost. Coalesced: a state
+    /// replaced before it was written is skipped.
+    pub fn mirror<T>(&mut self, mut states: watch::Receiver<T>)
+    where
+        T: serde::Serialize + Send + Sync + 'static,
+    {
+        let (fleet, current, stop) = (self.fleet.clone(), self.current.clone(), self.stop.clone());
+        let lost = self.lost.clone();
+        self.mirror = Some(tokio::spawn(async move {
+            loop {
+                let state = serde_json::to_value(&*states.borrow_and_update());
+                let lease = current.borrow().clone();
+                match state {
+                    Ok(state) => match fleet.inner.leases.publish_state(&lease, &state).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            metrics::counter!(crate::metrics::FENCING_REFUSALS, "store" => "session_state").increment(1);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(session = %lease.session, error = %e, "cannot record the session's state for the fleet"),
+                    },
+                    Err(e) => tracing::error!(session = %lease.session, error = %e, "cannot encode the session's state"),
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = lost.cancelled() => return,
+                    changed = states.changed() => if changed.is_err() { return },
+                }
+            }
+        }));
     }
 
     /// Fires when the fleet asks this gateway to hand the number over (it runs more than its
@@ -94,6 +129,9 @@ impl Drop for HeldLease {
     fn drop(&mut self) {
         self.stop.cancel();
         self.task.abort();
+        if let Some(mirror) = self.mirror.take() {
+            mirror.abort();
+        }
         // A supervisor holds one lease of its number at a time: nothing newer is there yet.
         let session = self.current.borrow().session.clone();
         self.fleet.inner.held.remove(&session);

@@ -48,6 +48,12 @@ const ORPHAN_JITTER_TTL_DIVISOR: u32 = 10;
 /// left without a gateway.
 const FREE_ROUNDS_BEFORE_OVER_SHARE: u32 = 2;
 
+/// How soon a waiter looks again when this gateway's share was taken by claims in flight.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
+
+/// State notices a follower may fall behind by before it reads every state again.
+const STATE_NOTICES: usize = 1024;
+
 /// This gateway in the fleet: its id, the shared leases, its share of the numbers. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Fleet {
@@ -69,12 +75,16 @@ struct Inner {
     members_read: tokio::sync::Mutex<Option<Instant>>,
     /// The leases this gateway holds or is claiming.
     owned: AtomicUsize,
+    /// The claims in flight (counted in `owned` until they fail).
+    claiming: AtomicUsize,
     /// The held leases' hand-over tokens: the rebalancer fires one to move its number.
     held: DashMap<SessionId, CancellationToken>,
     /// Per session: woken when the database announces that its lease was released.
     released: DashMap<SessionId, Arc<Notify>>,
     /// Woken when a session was added to or removed from the shared registry.
     sessions_changed: Notify,
+    /// The sessions whose state their gateway recorded (`None`: any may have changed).
+    states: tokio::sync::broadcast::Sender<Option<SessionId>>,
     /// Set once this gateway left the fleet (shutting down): no more heartbeats or claims.
     leaving: AtomicBool,
 }
@@ -88,8 +98,24 @@ pub enum Claim {
     Elsewhere(Option<(Lease, Duration)>),
     /// This gateway runs its share of the fleet's numbers already.
     Full,
+    /// This gateway's share is taken by claims in flight, which may yet fail: look again soon.
+    Busy,
     /// The database could not be asked.
     Failed(crate::storage::StorageError),
+}
+
+impl Claim {
+    /// The outcome in a word, for logs.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Claim::Held(_) => "held",
+            Claim::Elsewhere(Some(_)) => "held elsewhere",
+            Claim::Elsewhere(None) => "free since",
+            Claim::Full => "over share",
+            Claim::Busy => "share taken by claims in flight",
+            Claim::Failed(_) => "failed",
+        }
+    }
 }
 
 impl Fleet {
@@ -104,9 +130,11 @@ impl Fleet {
                 members: AtomicUsize::new(1),
                 members_read: tokio::sync::Mutex::new(None),
                 owned: AtomicUsize::new(0),
+                claiming: AtomicUsize::new(0),
                 held: DashMap::new(),
                 released: DashMap::new(),
                 sessions_changed: Notify::new(),
+                states: tokio::sync::broadcast::channel(STATE_NOTICES).0,
                 leaving: AtomicBool::new(false),
             }),
         }
@@ -150,6 +178,26 @@ impl Fleet {
         self.inner.released.remove(session);
     }
 
+    /// The sessions whose state the gateway that runs them recorded, from now on (`None`: any
+    /// may have changed, notices were lost).
+    pub fn state_changes(&self) -> tokio::sync::broadcast::Receiver<Option<SessionId>> {
+        self.inner.states.subscribe()
+    }
+
+    /// Asks the followers of [`Fleet::state_changes`] to read `session`'s recorded state now (this
+    /// gateway just learned that another runs it).
+    pub fn look_at_state(&self, session: &SessionId) {
+        let _ = self.inner.states.send(Some(session.clone()));
+    }
+
+    /// The state of `session` as the gateway that runs it last recorded it, with that gateway.
+    pub async fn state_of(
+        &self,
+        session: &SessionId,
+    ) -> Result<Option<crate::storage::RecordedState>, crate::storage::StorageError> {
+        self.inner.leases.state_of(session).await
+    }
+
     /// Wakes when a session was added to or removed from the shared registry (by any gateway).
     pub async fn sessions_changed(&self) {
         self.inner.sessions_changed.notified().await;
@@ -171,7 +219,10 @@ impl Fleet {
             None => return self.full(),
         };
         let sent = Instant::now();
-        match self.inner.leases.claim(session, &self.inner.gateway, self.inner.ttl).await {
+        self.inner.claiming.fetch_add(1, Ordering::AcqRel);
+        let claimed = self.inner.leases.claim(session, &self.inner.gateway, self.inner.ttl).await;
+        self.inner.claiming.fetch_sub(1, Ordering::AcqRel);
+        match claimed {
             Ok(Some(lease)) => {
                 tracing::info!(session = %session, epoch = %lease.epoch, "lease claimed");
                 metrics::counter!(crate::metrics::LEASE_CLAIMS, "outcome" => "claimed").increment(1);
@@ -192,6 +243,9 @@ impl Fleet {
     }
 
     fn full(&self) -> Claim {
+        if self.inner.claiming.load(Ordering::Acquire) > 0 {
+            return Claim::Busy;
+        }
         metrics::counter!(crate::metrics::LEASE_CLAIMS, "outcome" => "over_share").increment(1);
         Claim::Full
     }
@@ -217,6 +271,7 @@ impl Fleet {
                 (*left).min(ttl) + jitter(ttl / ORPHAN_JITTER_TTL_DIVISOR) + Duration::from_millis(20)
             }
             Claim::Elsewhere(None) => jitter(ttl / ORPHAN_JITTER_TTL_DIVISOR),
+            Claim::Busy => BUSY_RETRY + jitter(BUSY_RETRY),
             Claim::Held(_) | Claim::Full | Claim::Failed(_) => {
                 let every = ttl / CLAIM_EVERY_TTL_DIVISOR;
                 every + jitter(every)

@@ -102,6 +102,8 @@ impl Fleet {
                 if let Some(released) = self.inner.released.get(&session) {
                     released.notify_one();
                 }
+                // Its recorded state is no longer live.
+                let _ = self.inner.states.send(Some(session));
             }
             FleetNotice::Members(gateway) => {
                 if gateway != self.inner.gateway {
@@ -110,6 +112,9 @@ impl Fleet {
                 self.read_members().await;
             }
             FleetNotice::SessionsChanged(_) => self.inner.sessions_changed.notify_one(),
+            FleetNotice::StateChanged(session) => {
+                let _ = self.inner.states.send(Some(session));
+            }
             FleetNotice::Missed => {
                 // Whatever was announced meanwhile: every waiter looks for itself.
                 self.read_members().await;
@@ -117,6 +122,7 @@ impl Fleet {
                     released.notify_one();
                 }
                 self.inner.sessions_changed.notify_one();
+                let _ = self.inner.states.send(None);
             }
         }
     }

@@ -458,9 +458,11 @@ impl Queue {
                 event = events.recv() => event,
             };
             match event {
+                // Connected here, not seen connected on another gateway.
                 Ok(crate::session::SessionEvent {
                     session,
                     kind: crate::session::SessionEventKind::Connected { .. },
+                    mirrored: false,
                 }) => {
                     let lane = self.lane(&session);
                     self.resync(&session, &lane).await;

@@ -18,7 +18,7 @@ use whatsapp_rust::bot::BotHandle;
 
 use super::upstream::{self, Upstream, UpstreamEvent};
 use super::{Account, PairingError, Qr, SessionEvent, SessionEventKind, SessionState, Status};
-use crate::domain::{PhoneNumber, SessionId};
+use crate::domain::{GatewayId, PhoneNumber, SessionId};
 use crate::fleet::{Claim, Fleet, HeldLease};
 
 /// How often the supervisor checks the client's own view of the connection: the library emits
@@ -78,6 +78,11 @@ pub(crate) struct SessionShared {
     pub(crate) deleted: CancellationToken,
     /// In a fleet: true while another gateway holds the session's lease.
     pub(crate) elsewhere: AtomicBool,
+    /// In a fleet: true while the state shown is the one the gateway that runs the session
+    /// recorded.
+    mirrored: AtomicBool,
+    /// In a fleet: the gateway that runs the session, as far as this one knows.
+    runs_on: Mutex<Option<GatewayId>>,
 }
 
 impl SessionShared {
@@ -100,6 +105,8 @@ impl SessionShared {
             idle: AtomicBool::new(false),
             deleted: CancellationToken::new(),
             elsewhere: AtomicBool::new(false),
+            mirrored: AtomicBool::new(false),
+            runs_on: Mutex::new(None),
         }
     }
 
@@ -185,7 +192,85 @@ impl SessionShared {
 
     fn announce(&self, kind: SessionEventKind) {
         // Nobody listening is fine.
-        let _ = self.events.send(SessionEvent { session: self.id.clone(), kind });
+        let _ = self.events.send(SessionEvent { session: self.id.clone(), kind, mirrored: false });
+    }
+
+    /// In a fleet: the gateway that runs the session, as far as this one knows.
+    pub(crate) fn runs_on(&self) -> Option<GatewayId> {
+        self.runs_on.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_runs_on(&self, gateway: Option<GatewayId>) {
+        *self.runs_on.lock().unwrap_or_else(|p| p.into_inner()) = gateway;
+    }
+
+    /// This gateway took the session's lease: it shows its own state from now on.
+    fn runs_here(&self, gateway: &GatewayId) {
+        let mut runs_on = self.runs_on.lock().unwrap_or_else(|p| p.into_inner());
+        self.elsewhere.store(false, Ordering::Release);
+        self.mirrored.store(false, Ordering::Release);
+        *runs_on = Some(gateway.clone());
+    }
+
+    /// In a fleet: shows `state`, what the gateway that runs the session recorded, to this
+    /// gateway's watchers, with the events it implies (marked as mirrored: that gateway feeds
+    /// the webhooks). Ignored once this gateway runs the session itself.
+    pub(crate) fn mirror(&self, state: SessionState, runs_on: Option<GatewayId>) {
+        // Under the lock that taking the lease here takes too: a mirror read before this gateway
+        // took the session never lands after.
+        let mut shown_on = self.runs_on.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.elsewhere.load(Ordering::Acquire) {
+            return;
+        }
+        *shown_on = runs_on;
+        self.mirrored.store(true, Ordering::Release);
+        let mut events = Vec::new();
+        self.state.send_if_modified(|current| {
+            if *current == state {
+                return false;
+            }
+            if current.status != state.status || current.reason != state.reason {
+                events.push(SessionEventKind::Status { status: state.status, reason: state.reason.clone() });
+            }
+            if let Some(qr) = state.qr.as_ref().filter(|qr| current.qr.as_ref() != Some(*qr)) {
+                events.push(SessionEventKind::Qr(qr.clone()));
+            }
+            if state.status == Status::Connected
+                && current.status != Status::Connected
+                && let Some(account) = &state.me
+            {
+                events.push(SessionEventKind::Connected { account: account.clone(), new_link: false });
+            }
+            if state.status == Status::LoggedOut && current.status != Status::LoggedOut {
+                events.push(SessionEventKind::LoggedOut);
+            }
+            *current = state;
+            true
+        });
+        drop(shown_on);
+        for kind in events {
+            let _ = self.events.send(SessionEvent { session: self.id.clone(), kind, mirrored: true });
+        }
+    }
+
+    /// While another gateway runs the session: says so, unless that gateway's own account of
+    /// the session is shown (see [`SessionShared::mirror`]), and without an event (the session
+    /// did not change; this gateway only learned where it runs).
+    fn show_elsewhere(&self, reason: String) {
+        if self.mirrored.load(Ordering::Acquire) {
+            return;
+        }
+        self.state.send_if_modified(|state| {
+            if state.status == Status::Disconnected && state.reason.as_deref() == Some(reason.as_str()) {
+                return false;
+            }
+            state.status = Status::Disconnected;
+            state.reason = Some(reason);
+            state.qr = None;
+            state.pairing_code = None;
+            state.updated_at = crate::domain::now_ms();
+            true
+        });
     }
 
     /// Moves to `status` with `reason`; a QR or pairing code only survives in its own status.
@@ -292,7 +377,10 @@ pub(crate) async fn supervise(
         let lease = match &fleet {
             None => None,
             Some(fleet) => match wait_for_lease(&shared, fleet, &mut inbox, &cancel, &mut pending_pair).await {
-                LeaseWait::Held(lease) => Some(lease),
+                LeaseWait::Held(mut lease) => {
+                    lease.mirror(shared.state.subscribe());
+                    Some(lease)
+                }
                 LeaseWait::Cancelled => break,
                 LeaseWait::Stopped => return,
             },
@@ -376,6 +464,9 @@ pub(crate) async fn supervise(
             .run(handle, events, &mut inbox, &cancel, &mut backoff)
             .await;
         shared.set_client(None);
+        if lease.is_some() {
+            shared.set_runs_on(None);
+        }
         // An unlinked generation's leftovers (its QR rotation) would hold the client and its
         // store for minutes; a linked one's are left to finish their writes.
         if !upstream::is_linked(&client) {
@@ -781,7 +872,7 @@ async fn pause(
                     // A logout is a user's wish, whatever this gateway's share.
                     Some(fleet) => match fleet.claim(&shared.id, true).await {
                         Claim::Held(lease) => Some(lease),
-                        Claim::Elsewhere(_) | Claim::Full | Claim::Failed(_) => {
+                        Claim::Elsewhere(_) | Claim::Full | Claim::Busy | Claim::Failed(_) => {
                             tracing::warn!(session = %shared.id, "logout refused: this gateway cannot take the number's lease");
                             return Pause::Over;
                         }
@@ -832,31 +923,50 @@ async fn wait_for_lease(
         // Someone waits for its QR here: this gateway links it, whatever its share.
         let claim = fleet.claim(&shared.id, over_share || shared.watched()).await;
         let retry_in = fleet.retry_in(&claim);
+        tracing::debug!(
+            session = %shared.id,
+            gateway = %fleet.gateway(),
+            outcome = claim.describe(),
+            ?retry_in,
+            "lease claim"
+        );
         match claim {
             Claim::Held(lease) => {
-                shared.elsewhere.store(false, Ordering::Release);
+                shared.runs_here(fleet.gateway());
                 return LeaseWait::Held(lease);
             }
             Claim::Elsewhere(holder) => {
-                shared.elsewhere.store(true, Ordering::Release);
+                if !shared.elsewhere.swap(true, Ordering::AcqRel) {
+                    // Show what the gateway that runs it recorded.
+                    fleet.look_at_state(&shared.id);
+                }
                 free_rounds = 0;
                 let reason = match holder {
-                    Some((lease, _)) => format!("running on gateway {}", lease.owner),
-                    None => "waiting for this number's lease".to_owned(),
+                    Some((lease, _)) => {
+                        let reason = format!("running on gateway {}", lease.owner);
+                        shared.set_runs_on(Some(lease.owner));
+                        reason
+                    }
+                    None => {
+                        shared.set_runs_on(None);
+                        "waiting for this number's lease".to_owned()
+                    }
                 };
-                shared.set_status(Status::Disconnected, Some(reason));
+                shared.show_elsewhere(reason);
             }
             Claim::Full => {
                 // Another gateway should take it; if none does, this one will.
                 over_share = fleet.nobody_takes(&shared.id, &mut free_rounds).await;
-                if !shared.elsewhere.load(Ordering::Acquire) {
-                    shared.set_status(Status::Disconnected, Some("waiting for a gateway of the fleet with room".into()));
+                if !shared.elsewhere.swap(true, Ordering::AcqRel) {
+                    fleet.look_at_state(&shared.id);
                 }
+                shared.show_elsewhere("waiting for a gateway of the fleet with room".into());
             }
             Claim::Failed(e) => {
                 tracing::warn!(session = %shared.id, error = %e, "cannot claim the lease; trying again");
-                shared.set_status(Status::Disconnected, Some("the database cannot be reached".into()));
+                shared.show_elsewhere("the database cannot be reached".into());
             }
+            Claim::Busy => {}
         }
         tokio::select! {
             _ = cancel.cancelled() => return LeaseWait::Cancelled,

@@ -53,6 +53,9 @@ pub struct SessionSummary {
     pub description: Option<String>,
     pub metadata: Option<Map<String, Value>>,
     pub state: SessionState,
+    /// In a fleet: the gateway that runs the session now, when one does (as far as this one
+    /// knows).
+    pub gateway: Option<crate::domain::GatewayId>,
 }
 
 /// Cheap-to-clone handle on every session.
@@ -259,7 +262,7 @@ impl SessionManager {
 
     /// Whether another gateway of the fleet runs the session (holds its lease).
     pub(crate) fn runs_elsewhere(&self, id: &SessionId) -> bool {
-        self.get_shared(id).is_some_and(|shared| shared.elsewhere.load(std::sync::atomic::Ordering::Acquire))
+        self.get_shared(id).is_some_and(|shared| runs_elsewhere(&shared))
     }
 
     /// This gateway's id in the fleet (on Postgres).
@@ -279,19 +282,79 @@ impl SessionManager {
     }
 
     /// In a fleet: keeps this gateway's sessions the same as the shared registry's, which other
-    /// gateways add to and remove from. Woken by their notices, with a poll as the fallback.
-    pub(crate) async fn follow_registry(self, cancel: CancellationToken) {
+    /// gateways add to and remove from, and shows the sessions other gateways run as they
+    /// recorded them. Woken by their notices, with a poll as the fallback.
+    pub(crate) async fn follow_fleet(self, cancel: CancellationToken) {
         let Some(fleet) = self.inner.fleet.clone() else { return };
+        let mut states = fleet.state_changes();
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = fleet.sessions_changed() => {}
-                () = tokio::time::sleep(REGISTRY_POLL) => {}
-            }
-            if let Err(e) = self.sync_registry().await {
-                tracing::warn!(error = %e, "cannot read the shared session registry");
+                () = fleet.sessions_changed() => {
+                    if let Err(e) = self.sync_registry().await {
+                        tracing::warn!(error = %e, "cannot read the shared session registry");
+                    }
+                }
+                () = tokio::time::sleep(REGISTRY_POLL) => {
+                    if let Err(e) = self.sync_registry().await {
+                        tracing::warn!(error = %e, "cannot read the shared session registry");
+                    }
+                    self.mirror_all(&fleet).await;
+                }
+                changed = states.recv() => match changed {
+                    Ok(Some(session)) => self.mirror(&fleet, &session).await,
+                    Ok(None) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.mirror_all(&fleet).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
             }
         }
+    }
+
+    /// Shows every session another gateway runs as that gateway recorded it.
+    async fn mirror_all(&self, fleet: &Fleet) {
+        let elsewhere: Vec<SessionId> = self
+            .inner
+            .sessions
+            .iter()
+            .filter(|s| runs_elsewhere(s))
+            .map(|s| s.key().clone())
+            .collect();
+        for session in elsewhere {
+            self.mirror(fleet, &session).await;
+        }
+    }
+
+    /// Shows `session`, if another gateway runs it, as that gateway recorded it: its status,
+    /// QR and account. A state recorded under a lease that is gone says that nobody runs the
+    /// number now.
+    async fn mirror(&self, fleet: &Fleet, session: &SessionId) {
+        let Some(shared) = self.get_shared(session) else { return };
+        if !runs_elsewhere(&shared) {
+            return;
+        }
+        let recorded = match fleet.state_of(session).await {
+            Ok(Some(recorded)) if &recorded.owner != fleet.gateway() => recorded,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(session = %session, error = %e, "cannot read the session's state from the fleet");
+                return;
+            }
+        };
+        let mut state: SessionState = match serde_json::from_value(recorded.state) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(session = %session, error = %e, "a session state recorded by another gateway is unreadable");
+                return;
+            }
+        };
+        let runs_on = recorded.live.then(|| recorded.owner.clone());
+        if !recorded.live {
+            state.status = Status::Disconnected;
+            state.reason = Some(format!("gateway {} stopped running this number; another takes it over", recorded.owner));
+            state.qr = None;
+            state.pairing_code = None;
+        }
+        shared.mirror(state, runs_on);
     }
 
     /// Starts the sessions another gateway added, and ends (without touching the phone or the
@@ -424,17 +487,27 @@ impl SessionManager {
         tokio::time::timeout(deadline, self.inner.tasks.wait()).await.is_ok()
     }
 
-    /// The status of every session, in no order.
+    /// The status of every session this gateway runs (in a fleet, not those another runs), in
+    /// no order.
     pub fn statuses(&self) -> Vec<Status> {
-        self.inner.sessions.iter().map(|s| s.state.borrow().status).collect()
+        self.inner.sessions.iter().filter(|s| !runs_elsewhere(s)).map(|s| s.state.borrow().status).collect()
     }
 
-    /// (sessions, connected sessions)
+    /// (sessions, sessions connected on this gateway)
     pub fn counts(&self) -> (usize, usize) {
         let total = self.inner.sessions.len();
-        let connected = self.inner.sessions.iter().filter(|s| s.state.borrow().status == Status::Connected).count();
+        let connected = self
+            .inner
+            .sessions
+            .iter()
+            .filter(|s| !runs_elsewhere(s) && s.state.borrow().status == Status::Connected)
+            .count();
         (total, connected)
     }
+}
+
+fn runs_elsewhere(shared: &SessionShared) -> bool {
+    shared.elsewhere.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// `create` found the id taken (and hands back that session), or failed.
@@ -449,6 +522,7 @@ fn summary(shared: &SessionShared) -> SessionSummary {
         description: shared.labels.description.clone(),
         metadata: shared.labels.metadata.clone(),
         state: shared.state.borrow().clone(),
+        gateway: shared.runs_on(),
     }
 }
 

@@ -90,8 +90,18 @@ impl serde::Serialize for Status {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Status {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown session status {name:?}")))
+    }
+}
+
 /// The WhatsApp account a session is linked to.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Account {
     /// The number, digits only.
@@ -108,7 +118,9 @@ pub struct Account {
 }
 
 /// A QR code to show: its text and when the next one replaces it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A QR code's text and when it stops being valid. Serialized only to share it with the other
+/// gateways of a fleet (the API spells its own fields).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Qr {
     pub code: String,
     /// Unix ms.
@@ -117,7 +129,9 @@ pub struct Qr {
 
 /// What a session looks like right now: published on a `watch` channel, so watchers always
 /// see the latest value and a slow one never holds anyone up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a session looks like now. Serialized only to share it with the other gateways of a fleet
+/// (the API spells its own fields).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionState {
     pub status: Status,
     /// The QR code to show, only while the client that made it runs.
@@ -174,6 +188,9 @@ pub enum PairingError {
 pub struct SessionEvent {
     pub session: SessionId,
     pub kind: SessionEventKind,
+    /// In a fleet: the event happened on the gateway that runs the session, and this one only
+    /// shows it (to its own watchers, never to webhooks, which that gateway feeds).
+    pub mirrored: bool,
 }
 
 /// The kinds of [`SessionEvent`].

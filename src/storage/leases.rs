@@ -65,10 +65,29 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug + 'static {
     /// that the others count without it when they take them), and tells the others.
     async fn leave(&self, gateway: &GatewayId) -> Result<(), StorageError>;
 
-    /// Forwards what the gateways announce (releases, arrivals and departures, sessions added or removed) to
+    /// Records `state` as what `lease`'s session looks like, if `lease` is still live and no
+    /// state of a later epoch is recorded; `false` when refused. Announced to the others.
+    async fn publish_state(&self, lease: &Lease, state: &serde_json::Value) -> Result<bool, StorageError>;
+
+    /// The state last recorded for `session`.
+    async fn state_of(&self, session: &SessionId) -> Result<Option<RecordedState>, StorageError>;
+
+    /// Forwards what the gateways announce (releases, arrivals and departures, sessions added or
+    /// removed, sessions' states) to
     /// `to` until `cancel` fires or `to` closes. Notices are lost while the connection is down:
     /// [`FleetNotice::Missed`] says so (and is sent first, for whatever came before).
     async fn listen(&self, to: mpsc::Sender<FleetNotice>, cancel: CancellationToken);
+}
+
+/// A session's state as the gateway that ran it recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedState {
+    /// The gateway that recorded it.
+    pub owner: GatewayId,
+    pub state: serde_json::Value,
+    /// Whether that gateway still holds the lease it recorded it under (else nobody may be
+    /// running the number: the state is what it was when it stopped).
+    pub live: bool,
 }
 
 /// What one gateway of a fleet tells the others through the database.
@@ -80,6 +99,8 @@ pub enum FleetNotice {
     Members(GatewayId),
     /// A session was added to or removed from the registry.
     SessionsChanged(SessionId),
+    /// The gateway that runs a session recorded a new state of it.
+    StateChanged(SessionId),
     /// Notices may have been lost (the listener connected again): look for yourself.
     Missed,
 }

@@ -263,6 +263,7 @@ async fn releases_arrivals_departures_and_registry_changes_are_announced_to_list
     let tag = format!("{}_{}", std::process::id(), crate::storage::now_ms());
     let (s, a) = (session(&format!("notice_{tag}")), gateway(&format!("gw-{tag}")));
     let lease = store.claim(&s, &a, LONG).await.expect("claim").expect("free");
+    assert!(store.publish_state(&lease, &serde_json::json!({"status": "connected"})).await.expect("publish"));
     assert!(store.release(&lease).await.expect("release"));
     store.heartbeat(&a, LONG).await.expect("heartbeat");
     store.heartbeat(&a, LONG).await.expect("a second beat of the same run is not announced");
@@ -277,10 +278,10 @@ async fn releases_arrivals_departures_and_registry_changes_are_announced_to_list
     assert!(super::SessionRegistry::add(&registry, entry).await.expect("add"));
     assert!(super::SessionRegistry::remove(&registry, &s).await.expect("remove"));
     let mut seen = Vec::new();
-    while seen.len() < 5 {
+    while seen.len() < 6 {
         let notice = next().await;
         let ours = match &notice {
-            FleetNotice::Released(id) | FleetNotice::SessionsChanged(id) => id == &s,
+            FleetNotice::Released(id) | FleetNotice::SessionsChanged(id) | FleetNotice::StateChanged(id) => id == &s,
             FleetNotice::Members(id) => id == &a,
             FleetNotice::Missed => false,
         };
@@ -291,6 +292,7 @@ async fn releases_arrivals_departures_and_registry_changes_are_announced_to_list
     assert_eq!(
         seen,
         [
+            FleetNotice::StateChanged(s.clone()),
             FleetNotice::Released(s.clone()),
             FleetNotice::Members(a.clone()),
             FleetNotice::Members(a),
@@ -300,4 +302,34 @@ async fn releases_arrivals_departures_and_registry_changes_are_announced_to_list
     );
     cancel.cancel();
     tokio::time::timeout(PATIENCE, listener).await.expect("the listener stops when cancelled").expect("no panic");
+}
+
+#[tokio::test]
+async fn a_sessions_state_is_recorded_only_under_its_live_lease_and_never_over_a_later_epoch() {
+    let test = testing::fresh(2).await;
+    let store = test.db.leases();
+    let s = session("state");
+    let (a, b) = (gateway("gw-a"), gateway("gw-b"));
+    assert_eq!(store.state_of(&s).await.expect("state"), None);
+
+    let first = store.claim(&s, &a, SHORT).await.expect("claim").expect("free");
+    let connected = serde_json::json!({"status": "connected", "me": {"phone": "51900000001"}});
+    assert!(store.publish_state(&first, &connected).await.expect("publish"));
+    let recorded = store.state_of(&s).await.expect("state").expect("recorded");
+    assert_eq!((recorded.owner, recorded.state, recorded.live), (a.clone(), connected.clone(), true));
+
+    // The lease runs out: the state stays, no longer live, and its old holder cannot write.
+    until_free(&store, &s).await;
+    assert!(!store.state_of(&s).await.expect("state").expect("recorded").live);
+    assert!(!store.publish_state(&first, &serde_json::json!({"status": "error"})).await.expect("publish"));
+
+    // The new holder writes; a lease that is not the live one (here the old epoch under the new
+    // owner's name) cannot.
+    let second = store.claim(&s, &b, LONG).await.expect("claim").expect("ran out");
+    let connecting = serde_json::json!({"status": "connecting"});
+    assert!(store.publish_state(&second, &connecting).await.expect("publish"));
+    let stale = Lease { owner: b.clone(), epoch: first.epoch, ..second.clone() };
+    assert!(!store.publish_state(&stale, &connected).await.expect("publish"), "not the live lease");
+    let recorded = store.state_of(&s).await.expect("state").expect("recorded");
+    assert_eq!((recorded.owner, recorded.state, recorded.live), (b, connecting, true));
 }

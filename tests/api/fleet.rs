@@ -44,15 +44,13 @@ async fn a_number_runs_on_one_gateway_only_and_moves_to_another_when_its_gateway
     let dir_a = temp_dir();
     let a = crate::crash::start_with(&fake, &dir_a, &member(&url, "gw-a")).await;
     let a_app = TestApp::attach(a.port, dir_a.join("sessions"));
-    wait_session(&a_app, "flota", "connected on A", |s| s["status"] == "connected").await;
+    wait_session(&a_app, "flota", "connected on A", |s| s["status"] == "connected" && s["gateway"] == "gw-a").await;
 
-    // Gateway B, on the same database, finds the number held by A and does not connect it.
+    // Gateway B, on the same database, finds the number held by A and does not connect it; it
+    // answers with what A recorded.
     let b = spawn_member(&fake, &url, "gw-b").await;
-    let held = wait_session(&b, "flota", "held by A", |s| {
-        s["status"] == "disconnected" && s["reason"].as_str().is_some_and(|r| r.contains("gw-a"))
-    })
-    .await;
-    assert_eq!(held["status"], "disconnected", "{held}");
+    let held = wait_session(&b, "flota", "shown as A runs it", |s| s["gateway"] == "gw-a" && s["status"] == "connected").await;
+    assert_eq!(held["me"]["phone"], "51900000090", "{held}");
     let (_, health) = b.request("GET", "/health", None, None).await;
     assert_eq!(health["gateway"], "gw-b", "{health}");
     assert_eq!(health["connected"], 0, "{health}");
@@ -98,7 +96,7 @@ async fn a_number_runs_on_one_gateway_only_and_moves_to_another_when_its_gateway
     // A dies without a word: B takes the number once A's lease runs out, without a scan.
     let killed = Instant::now();
     a.kill();
-    wait_session(&b, "flota", "connected on B", |s| s["status"] == "connected").await;
+    wait_session(&b, "flota", "connected on B", |s| s["status"] == "connected" && s["gateway"] == "gw-b").await;
     let took = killed.elapsed();
     eprintln!("failover after SIGKILL: {took:?} (lease {TTL_SECS} s)");
     assert!(fake.admin().devices().iter().any(|d| d.jid == jid && d.connected && !d.removed), "the same device");
@@ -120,7 +118,7 @@ async fn a_number_runs_on_one_gateway_only_and_moves_to_another_when_its_gateway
     // out the lease.
     b.stop().await;
     let c = spawn_member(&fake, &url, "gw-c").await;
-    wait_session(&c, "flota", "connected on C", |s| s["status"] == "connected").await;
+    wait_session(&c, "flota", "connected on C", |s| s["status"] == "connected" && s["gateway"] == "gw-c").await;
     assert_eq!(fake.admin().replaced_conflicts(), 0);
     c.stop().await;
     fake.shutdown().await;
@@ -168,24 +166,24 @@ async fn a_gateway_frozen_past_its_lease_stops_on_its_own_when_it_wakes() {
     let dir_a = temp_dir();
     let a = crate::crash::start_with(&fake, &dir_a, &member(&url, "gw-a")).await;
     let a_app = TestApp::attach(a.port, dir_a.join("sessions"));
-    wait_session(&a_app, "congelada", "connected on A", |s| s["status"] == "connected").await;
+    wait_session(&a_app, "congelada", "connected on A", |s| s["status"] == "connected" && s["gateway"] == "gw-a").await;
     let b = spawn_member(&fake, &url, "gw-b").await;
-    wait_session(&b, "congelada", "held by A", |s| s["reason"].as_str().is_some_and(|r| r.contains("gw-a"))).await;
+    wait_session(&b, "congelada", "held by A", |s| s["gateway"] == "gw-a").await;
 
     // A is frozen (its socket to WhatsApp stays open): its lease runs out and B takes over.
     // WhatsApp closes A's socket as `replaced` when B logs in: the one conflict a freeze costs.
     signal(a.child.id(), "-STOP");
-    wait_session(&b, "congelada", "connected on B", |s| s["status"] == "connected").await;
+    wait_session(&b, "congelada", "connected on B", |s| s["status"] == "connected" && s["gateway"] == "gw-b").await;
     assert_eq!(fake.admin().replaced_conflicts(), 1, "B's login replaced the frozen socket");
 
     // A wakes: it finds its deadline long past and stops on its own, without logging in again.
     let mut events = fake.subscribe();
     signal(a.child.id(), "-CONT");
-    let stopped = wait_session(&a_app, "congelada", "stopped on A", |s| s["status"] != "connected").await;
+    let stopped = wait_session(&a_app, "congelada", "stopped on A", |s| s["gateway"] == "gw-b").await;
     eprintln!("A after waking: {stopped}");
     no_login_for(&mut events, &jid, Duration::from_secs(4)).await;
     assert_eq!(fake.admin().replaced_conflicts(), 1, "A never took the number back");
-    let on_b = wait_session(&b, "congelada", "still on B", |s| s["status"] == "connected").await;
+    let on_b = wait_session(&b, "congelada", "still on B", |s| s["status"] == "connected" && s["gateway"] == "gw-b").await;
     assert_eq!(on_b["status"], "connected");
     // Still linked: B sends through it.
     let mut events = fake.subscribe();
@@ -199,13 +197,19 @@ async fn a_gateway_frozen_past_its_lease_stops_on_its_own_when_it_wakes() {
 
 /// How many of `ids` are connected on `app` (the gateway that runs them).
 async fn connected_on(app: &TestApp, ids: &[String]) -> usize {
+    let (_, health) = app.request("GET", "/health", None, None).await;
+    let gateway = health["gateway"].clone();
     let (_, list) = app.request("GET", "/api/sessions", Some(TOKEN), None).await;
     list["sessions"]
         .as_array()
         .map(|sessions| {
             sessions
                 .iter()
-                .filter(|s| s["status"] == "connected" && ids.iter().any(|id| s["sessionId"] == id.as_str()))
+                .filter(|s| {
+                    s["status"] == "connected"
+                        && s["gateway"] == gateway
+                        && ids.iter().any(|id| s["sessionId"] == id.as_str())
+                })
                 .count()
         })
         .unwrap_or(0)
@@ -217,12 +221,13 @@ async fn until_placed(apps: &[&TestApp], ids: &[String], within: Duration, what:
     let mut last = Vec::new();
     let placed = tokio::time::timeout(within, async {
         loop {
-            last = Vec::new();
+            let mut counts = Vec::new();
             for app in apps {
-                last.push(connected_on(app, ids).await);
+                counts.push(connected_on(app, ids).await);
             }
-            if done(&last) {
-                return last.clone();
+            last = counts.clone();
+            if done(&counts) {
+                return counts;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -232,7 +237,7 @@ async fn until_placed(apps: &[&TestApp], ids: &[String], within: Duration, what:
         for app in apps {
             let (_, list) = app.request("GET", "/api/sessions", Some(TOKEN), None).await;
             let states: Vec<String> =
-                list["sessions"].as_array().into_iter().flatten().map(|s| format!("{} {} {}", s["sessionId"], s["status"], s["reason"])).collect();
+                list["sessions"].as_array().into_iter().flatten().map(|s| format!("{} {} on {} ({})", s["sessionId"], s["status"], s["gateway"], s["reason"])).collect();
             eprintln!("{states:#?}");
         }
     }

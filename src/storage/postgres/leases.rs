@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Epoch, GatewayId, Lease, SessionId};
-use crate::storage::leases::FleetNotice;
+use crate::storage::leases::{FleetNotice, RecordedState};
 use crate::storage::{LeaseStore, StorageError, int};
 
 /// The channel a release notifies, with the session id as the payload.
@@ -30,6 +30,8 @@ pub const RELEASED_CHANNEL: &str = "fleet_leases";
 pub const MEMBERS_CHANNEL: &str = "fleet_gateways";
 /// Carries the id of every session added to or removed from the registry.
 pub const SESSIONS_CHANNEL: &str = "fleet_sessions";
+/// Carries the id of every session whose state its gateway recorded.
+pub const STATES_CHANNEL: &str = "fleet_states";
 
 /// Cheap to clone.
 #[derive(Clone, Debug)]
@@ -232,11 +234,58 @@ impl LeaseStore for PgLeases {
         Ok(())
     }
 
+    async fn publish_state(&self, lease: &Lease, state: &serde_json::Value) -> Result<bool, StorageError> {
+        // Fenced twice: the lease must be live and this one, and a state recorded under a later
+        // epoch is never overwritten.
+        let written = sqlx::query(
+            "WITH written AS ( \
+                 INSERT INTO fleet_session_states AS s (session_id, owner, epoch, state, updated_at) \
+                 SELECT $1, $2, $3, $4::jsonb, now() WHERE EXISTS ( \
+                     SELECT 1 FROM fleet_leases \
+                     WHERE session_id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now() \
+                 ) \
+                 ON CONFLICT (session_id) DO UPDATE \
+                 SET owner = EXCLUDED.owner, epoch = EXCLUDED.epoch, state = EXCLUDED.state, updated_at = now() \
+                 WHERE s.epoch <= EXCLUDED.epoch \
+                 RETURNING session_id \
+             ) \
+             SELECT pg_notify($5, session_id) FROM written",
+        )
+        .bind(lease.session.as_str())
+        .bind(lease.owner.as_str())
+        .bind(int(lease.epoch.0))
+        .bind(state.to_string())
+        .bind(STATES_CHANNEL)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(written.is_some())
+    }
+
+    async fn state_of(&self, session: &SessionId) -> Result<Option<RecordedState>, StorageError> {
+        let row = sqlx::query(
+            "SELECT s.owner, s.state::text, EXISTS ( \
+                 SELECT 1 FROM fleet_leases l \
+                 WHERE l.session_id = s.session_id AND l.owner = s.owner AND l.epoch = s.epoch AND l.expires_at > now() \
+             ) FROM fleet_session_states s WHERE s.session_id = $1",
+        )
+        .bind(session.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let owner: String = row.try_get(0)?;
+        let state: String = row.try_get(1)?;
+        let live: bool = row.try_get(2)?;
+        let owner = GatewayId::parse(&owner)
+            .map_err(|e| StorageError::Failed(format!("a session state names an invalid gateway id {owner:?}: {e}")))?;
+        let state = serde_json::from_str(&state).map_err(StorageError::failed)?;
+        Ok(Some(RecordedState { owner, state, live }))
+    }
+
     async fn listen(&self, to: mpsc::Sender<FleetNotice>, cancel: CancellationToken) {
         let mut listener = loop {
             let connected = async {
                 let mut listener = PgListener::connect_with(&self.pool).await?;
-                listener.listen_all([RELEASED_CHANNEL, MEMBERS_CHANNEL, SESSIONS_CHANNEL]).await?;
+                listener.listen_all([RELEASED_CHANNEL, MEMBERS_CHANNEL, SESSIONS_CHANNEL, STATES_CHANNEL]).await?;
                 Ok::<_, sqlx::Error>(listener)
             };
             match connected.await {
@@ -294,6 +343,7 @@ fn notice(channel: &str, payload: &str) -> Option<FleetNotice> {
         RELEASED_CHANNEL => SessionId::parse(payload).ok().map(FleetNotice::Released),
         MEMBERS_CHANNEL => GatewayId::parse(payload).ok().map(FleetNotice::Members),
         SESSIONS_CHANNEL => SessionId::parse(payload).ok().map(FleetNotice::SessionsChanged),
+        STATES_CHANNEL => SessionId::parse(payload).ok().map(FleetNotice::StateChanged),
         _ => None,
     }
 }

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "registry", include_str!("migrations/0004_registry.sql")),
     (5, "webhooks", include_str!("migrations/0005_webhooks.sql")),
     (6, "leases", include_str!("migrations/0006_leases.sql")),
+    (7, "session_states", include_str!("migrations/0007_session_states.sql")),
 ];
 
 /// First key of the advisory lock (the second is the schema's hash): "wagw".

@@ -68,7 +68,8 @@ impl SessionRegistry for PgRegistry {
 
     async fn remove(&self, id: &SessionId) -> Result<bool, StorageError> {
         let removed = sqlx::query(
-            "WITH removed AS (DELETE FROM registry_sessions WHERE session_id = $1 RETURNING session_id) \
+            "WITH removed AS (DELETE FROM registry_sessions WHERE session_id = $1 RETURNING session_id), \
+                  state AS (DELETE FROM fleet_session_states WHERE session_id IN (SELECT session_id FROM removed)) \
              SELECT pg_notify($2, session_id) FROM removed",
         )
         .bind(id.as_str())
