@@ -41,7 +41,10 @@ pub(crate) async fn forward_session_events(
             }
             Kind::Qr(qr) => {
                 let png = crate::session::qr_data_url(&qr.code).ok();
-                publish(EventKind::SessionQr, serde_json::json!({"qr": qr.code, "qrPng": png, "expiresAt": qr.expires_at}));
+                publish(
+                    EventKind::SessionQr,
+                    serde_json::json!({"qr": qr.code, "qrPng": png, "expiresAt": qr.expires_at}),
+                );
             }
             Kind::Connected { account, new_link } => publish(
                 EventKind::SessionConnected,

@@ -11,6 +11,9 @@ use super::{Fleet, Slot};
 use crate::domain::Lease;
 use crate::storage::credentials::WriteFence;
 
+/// How long a release waits for the session's last state to be recorded.
+const FLUSH_WITHIN: Duration = Duration::from_secs(2);
+
 /// How long before its own deadline a holder gives up the client: time to close its socket.
 const STOP_MARGIN_TTL_DIVISOR: u32 = 5;
 
@@ -52,24 +55,35 @@ impl HeldLease {
         let (fleet, current, stop) = (self.fleet.clone(), self.current.clone(), self.stop.clone());
         let lost = self.lost.clone();
         self.mirror = Some(tokio::spawn(async move {
+            let mut flushing = false;
             loop {
                 let state = serde_json::to_value(&*states.borrow_and_update());
                 let lease = current.borrow().clone();
                 match state {
                     Ok(state) => match fleet.inner.leases.publish_state(&lease, &state).await {
+                        Ok(true) if flushing => return,
                         Ok(true) => {}
                         Ok(false) => {
-                            metrics::counter!(crate::metrics::FENCING_REFUSALS, "store" => "session_state").increment(1);
+                            metrics::counter!(crate::metrics::FENCING_REFUSALS, "store" => "session_state")
+                                .increment(1);
                             return;
                         }
-                        Err(e) => tracing::warn!(session = %lease.session, error = %e, "cannot record the session's state for the fleet"),
+                        Err(e) => {
+                            tracing::warn!(session = %lease.session, error = %e, "cannot record the session's state for the fleet")
+                        }
                     },
-                    Err(e) => tracing::error!(session = %lease.session, error = %e, "cannot encode the session's state"),
+                    Err(e) => {
+                        tracing::error!(session = %lease.session, error = %e, "cannot encode the session's state")
+                    }
                 }
                 tokio::select! {
-                    () = stop.cancelled() => return,
+                    // Released: one last write if the state changed since.
+                    () = stop.cancelled() => if !states.has_changed().unwrap_or(false) { return },
                     () = lost.cancelled() => return,
                     changed = states.changed() => if changed.is_err() { return },
+                }
+                if stop.is_cancelled() {
+                    flushing = true;
                 }
             }
         }));
@@ -107,11 +121,17 @@ impl HeldLease {
 
     /// Stops renewing and gives the lease up, so that another gateway can claim it at once
     /// (after this gateway closed the client).
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.stop.cancel();
         let lease = self.current.borrow().clone();
         if self.lost.is_cancelled() {
             return;
+        }
+        // The last state (logged out, say) is recorded while the lease is still this one's.
+        if let Some(mirror) = self.mirror.take()
+            && tokio::time::timeout(FLUSH_WITHIN, mirror).await.is_err()
+        {
+            tracing::debug!(session = %lease.session, "the session's last state was not recorded in time");
         }
         match self.fleet.inner.leases.release(&lease).await {
             Ok(true) => tracing::info!(session = %lease.session, epoch = %lease.epoch, "lease released"),

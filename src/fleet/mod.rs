@@ -17,6 +17,7 @@
 //!
 //! On the embedded files there is no fleet: every session runs here, without a lease.
 
+mod forward;
 mod lease;
 mod placement;
 
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{GatewayId, Lease, SessionId};
 use crate::storage::LeaseStore;
 
+pub use forward::{ForwardError, Incoming, ReplyTo};
 pub use lease::HeldLease;
 
 /// How often a waiting gateway tries to claim a session another holds when it cannot tell when
@@ -87,6 +89,11 @@ struct Inner {
     states: tokio::sync::broadcast::Sender<Option<SessionId>>,
     /// Set once this gateway left the fleet (shutting down): no more heartbeats or claims.
     leaving: AtomicBool,
+    /// Forwarded commands waiting for their answer, by id.
+    awaiting: DashMap<String, tokio::sync::oneshot::Sender<serde_json::Value>>,
+    /// Commands other gateways forwarded here, for the session manager.
+    incoming: tokio::sync::mpsc::Sender<Incoming>,
+    incoming_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Incoming>>>,
 }
 
 /// One claim's outcome.
@@ -120,6 +127,7 @@ impl Claim {
 
 impl Fleet {
     pub fn new(gateway: GatewayId, leases: Arc<dyn LeaseStore>, ttl: Duration, max_sessions: Option<usize>) -> Fleet {
+        let (incoming, incoming_rx) = tokio::sync::mpsc::channel(forward::INCOMING);
         Fleet {
             inner: Arc::new(Inner {
                 gateway,
@@ -136,6 +144,9 @@ impl Fleet {
                 sessions_changed: Notify::new(),
                 states: tokio::sync::broadcast::channel(STATE_NOTICES).0,
                 leaving: AtomicBool::new(false),
+                awaiting: DashMap::new(),
+                incoming,
+                incoming_rx: std::sync::Mutex::new(Some(incoming_rx)),
             }),
         }
     }

@@ -115,6 +115,7 @@ impl Fleet {
             FleetNotice::StateChanged(session) => {
                 let _ = self.inner.states.send(Some(session));
             }
+            FleetNotice::Message(kind, message) => self.on_message(kind, &message).await,
             FleetNotice::Missed => {
                 // Whatever was announced meanwhile: every waiter looks for itself.
                 self.read_members().await;
@@ -153,13 +154,11 @@ impl Fleet {
 
     /// Whether a live gateway other than this one holds fewer than `share` leases.
     async fn someone_has_room(&self, share: usize) -> bool {
-        let (Ok(live), Ok(leases)) =
-            (self.inner.leases.live_gateways().await, self.inner.leases.live().await)
-        else {
+        let (Ok(live), Ok(leases)) = (self.inner.leases.live_gateways().await, self.inner.leases.live().await) else {
             return false;
         };
-        live.iter().filter(|gateway| **gateway != self.inner.gateway).any(|gateway| {
-            leases.iter().filter(|lease| &lease.owner == gateway).count() < share
-        })
+        live.iter()
+            .filter(|gateway| **gateway != self.inner.gateway)
+            .any(|gateway| leases.iter().filter(|lease| &lease.owner == gateway).count() < share)
     }
 }

@@ -349,13 +349,19 @@ pub(crate) async fn supervise(
     let mut first_start = true;
     // A pairing-code request that arrived while no client ran: the next client serves it.
     let mut pending_pair: Option<(PhoneNumber, PairReply)> = None;
+    // In a fleet: the lease a restart keeps for the next client (a restart does not move the
+    // number to another gateway).
+    let mut kept: Option<HeldLease> = None;
     loop {
         if cancel.is_cancelled() {
+            release(kept.take()).await;
             break;
         }
         if wait_for_watcher && !shared.watched() {
+            release(kept.take()).await;
             let status = shared.state.borrow().status;
-            if !matches!(status, Status::LoggedOut | Status::Error) {
+            // In a fleet, a session another gateway ran shows what that gateway recorded.
+            if !matches!(status, Status::LoggedOut | Status::Error) && !shared.elsewhere.load(Ordering::Acquire) {
                 shared.set_status(Status::Disconnected, None);
             }
             shared.idle.store(true, Ordering::SeqCst);
@@ -374,16 +380,26 @@ pub(crate) async fn supervise(
         }
         wait_for_watcher = false;
         // In a fleet, the client runs only under this number's lease.
+        if kept.as_ref().is_some_and(|lease| lease.lost().is_cancelled()) {
+            kept = None;
+        }
         let lease = match &fleet {
             None => None,
-            Some(fleet) => match wait_for_lease(&shared, fleet, &mut inbox, &cancel, &mut pending_pair).await {
-                LeaseWait::Held(mut lease) => {
-                    lease.mirror(shared.state.subscribe());
-                    Some(lease)
+            Some(_) if kept.as_ref().is_some_and(|lease| !lease.lost().is_cancelled()) => kept.take(),
+            Some(fleet) => {
+                match wait_for_lease(&shared, &upstream, fleet, &mut inbox, &cancel, &mut pending_pair).await {
+                    LeaseWait::Held(mut lease) => {
+                        lease.mirror(shared.state.subscribe());
+                        Some(lease)
+                    }
+                    LeaseWait::Unlinked => {
+                        wait_for_watcher = true;
+                        continue;
+                    }
+                    LeaseWait::Cancelled => break,
+                    LeaseWait::Stopped => return,
                 }
-                LeaseWait::Cancelled => break,
-                LeaseWait::Stopped => return,
-            },
+            }
         };
         shared.publish(|s| {
             s.status = Status::Connecting;
@@ -460,13 +476,27 @@ pub(crate) async fn supervise(
         }
         let lost = lease.as_ref().map(|lease| lease.lost().clone()).unwrap_or_default();
         let handoff = lease.as_ref().map(|lease| lease.handoff().clone()).unwrap_or_default();
-        let exit = Drive { shared: &shared, upstream: &upstream, client: &client, slot, paired: false, lost, handoff }
-            .run(handle, events, &mut inbox, &cancel, &mut backoff)
-            .await;
-        shared.set_client(None);
-        if lease.is_some() {
-            shared.set_runs_on(None);
+        let exit = Drive {
+            shared: &shared,
+            upstream: &upstream,
+            client: &client,
+            slot,
+            paired: false,
+            lost: lost.clone(),
+            handoff,
         }
+        .run(handle, events, &mut inbox, &cancel, &mut backoff)
+        .await;
+        // A client that ended on its own after the lease was lost (WhatsApp closed it as
+        // `replaced` when the new holder logged in, say) ended because another gateway runs the
+        // number now: this one waits for the lease again, it does not stop for good.
+        let exit = match exit {
+            Exit::Terminal(_) | Exit::Died | Exit::QrExhausted | Exit::NobodyWatching if lost.is_cancelled() => {
+                Exit::LeaseLost
+            }
+            exit => exit,
+        };
+        shared.set_client(None);
         // An unlinked generation's leftovers (its QR rotation) would hold the client and its
         // store for minutes; a linked one's are left to finish their writes.
         if !upstream::is_linked(&client) {
@@ -487,6 +517,11 @@ pub(crate) async fn supervise(
             if let Some(reason) = reason {
                 metrics::counter!(crate::metrics::LEASE_HANDOFFS, "reason" => reason).increment(1);
             }
+        }
+        if matches!(exit, Exit::Restart) {
+            kept = lease.take();
+        } else if lease.is_some() {
+            shared.set_runs_on(None);
         }
         if !logging_out {
             release(lease.take()).await;
@@ -898,6 +933,9 @@ async fn pause(
 /// How the wait for a number's lease ended.
 enum LeaseWait {
     Held(HeldLease),
+    /// The number has no credentials any more (logged out on the gateway that ran it) and
+    /// nobody is linking it: there is nothing to run until someone does.
+    Unlinked,
     Cancelled,
     Stopped,
 }
@@ -910,6 +948,7 @@ enum LeaseWait {
 /// are not touched).
 async fn wait_for_lease(
     shared: &SessionShared,
+    upstream: &Upstream,
     fleet: &Fleet,
     inbox: &mut mpsc::Receiver<Command>,
     cancel: &CancellationToken,
@@ -920,8 +959,12 @@ async fn wait_for_lease(
     let mut free_rounds = 0;
     let mut over_share = false;
     loop {
+        let watched = shared.watched();
+        if !watched && pending_pair.is_none() && !has_credentials(upstream, &shared.id).await {
+            return LeaseWait::Unlinked;
+        }
         // Someone waits for its QR here: this gateway links it, whatever its share.
-        let claim = fleet.claim(&shared.id, over_share || shared.watched()).await;
+        let claim = fleet.claim(&shared.id, over_share || watched).await;
         let retry_in = fleet.retry_in(&claim);
         tracing::debug!(
             session = %shared.id,

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::actor::{self, Command, Labels, SessionShared};
 use super::client::SessionClient;
+use super::forwarded::{Answer, Forwarded};
 use super::upstream::{Upstream, UpstreamError};
 use super::{SessionEvent, SessionState, Status};
 use crate::domain::SessionEntry;
@@ -287,6 +288,7 @@ impl SessionManager {
     pub(crate) async fn follow_fleet(self, cancel: CancellationToken) {
         let Some(fleet) = self.inner.fleet.clone() else { return };
         let mut states = fleet.state_changes();
+        let Some(mut incoming) = fleet.take_incoming() else { return };
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -301,6 +303,7 @@ impl SessionManager {
                     }
                     self.mirror_all(&fleet).await;
                 }
+                Some(command) = incoming.recv() => self.serve_forwarded(command),
                 changed = states.recv() => match changed {
                     Ok(Some(session)) => self.mirror(&fleet, &session).await,
                     Ok(None) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.mirror_all(&fleet).await,
@@ -312,13 +315,8 @@ impl SessionManager {
 
     /// Shows every session another gateway runs as that gateway recorded it.
     async fn mirror_all(&self, fleet: &Fleet) {
-        let elsewhere: Vec<SessionId> = self
-            .inner
-            .sessions
-            .iter()
-            .filter(|s| runs_elsewhere(s))
-            .map(|s| s.key().clone())
-            .collect();
+        let elsewhere: Vec<SessionId> =
+            self.inner.sessions.iter().filter(|s| runs_elsewhere(s)).map(|s| s.key().clone()).collect();
         for session in elsewhere {
             self.mirror(fleet, &session).await;
         }
@@ -348,9 +346,12 @@ impl SessionManager {
             }
         };
         let runs_on = recorded.live.then(|| recorded.owner.clone());
-        if !recorded.live {
+        // A gateway that stopped running the number while it was active left an account that is
+        // no longer true; one that stopped because it was logged out (or failed) left the truth.
+        if !recorded.live && (state.status == Status::Connected || state.status.is_starting()) {
             state.status = Status::Disconnected;
-            state.reason = Some(format!("gateway {} stopped running this number; another takes it over", recorded.owner));
+            state.reason =
+                Some(format!("gateway {} stopped running this number; another takes it over", recorded.owner));
             state.qr = None;
             state.pairing_code = None;
         }
@@ -366,13 +367,8 @@ impl SessionManager {
         }
         let entries = self.inner.registry.load().await?;
         let listed: std::collections::HashSet<SessionId> = entries.iter().map(|e| e.session_id.clone()).collect();
-        let gone: Vec<Arc<SessionShared>> = self
-            .inner
-            .sessions
-            .iter()
-            .filter(|s| !listed.contains(s.key()))
-            .map(|s| s.value().clone())
-            .collect();
+        let gone: Vec<Arc<SessionShared>> =
+            self.inner.sessions.iter().filter(|s| !listed.contains(s.key())).map(|s| s.value().clone()).collect();
         for shared in gone {
             let (reply, done) = oneshot::channel();
             let _ = ask(&shared, Command::Forget(reply), done).await;
@@ -407,20 +403,65 @@ impl SessionManager {
 
     /// Keeps an unlinked session linking for `window` (QR over HTTP) and returns its state.
     pub fn link_for(&self, id: &SessionId, window: Duration) -> Result<watch::Receiver<SessionState>, SessionError> {
+        let state = self.link_for_here(id, window)?;
+        if let Some(gateway) = self.runs_on_another(id) {
+            // That gateway links it: keep its window open too (its QR is shown here).
+            let (manager, id) = (self.clone(), id.clone());
+            let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            self.track(async move {
+                if let Err(e) = manager.forward(&gateway, &id, Forwarded::Link { window_ms }).await {
+                    tracing::debug!(session = %id, error = %e, "cannot extend the linking window on its gateway");
+                }
+            });
+        }
+        Ok(state)
+    }
+
+    pub(super) fn link_for_here(
+        &self,
+        id: &SessionId,
+        window: Duration,
+    ) -> Result<watch::Receiver<SessionState>, SessionError> {
         let shared = self.get_shared(id).ok_or(SessionError::NotFound)?;
         let state = shared.state.subscribe();
         shared.extend_link_window(window);
         Ok(state)
     }
 
-    /// Stops the session's client and starts a new one.
+    /// In a fleet: the gateway that runs `id` when it is another one.
+    fn runs_on_another(&self, id: &SessionId) -> Option<crate::domain::GatewayId> {
+        let fleet = self.inner.fleet.as_ref()?;
+        let shared = self.get_shared(id)?;
+        shared.runs_on().filter(|gateway| runs_elsewhere(&shared) && gateway != fleet.gateway())
+    }
+
+    /// Runs `task` until it ends or the gateway stops waiting for its tasks.
+    pub(super) fn track(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.tasks.spawn(task);
+    }
+
+    /// Stops the session's client and starts a new one (on the gateway that runs it).
     pub async fn restart(&self, id: &SessionId) -> Result<(), SessionError> {
+        match self.runs_on_another(id) {
+            Some(gateway) => self.forward(&gateway, id, Forwarded::Restart).await?.into_result(),
+            None => self.restart_here(id).await,
+        }
+    }
+
+    pub(super) async fn restart_here(&self, id: &SessionId) -> Result<(), SessionError> {
         let shared = self.get_shared(id).ok_or(SessionError::NotFound)?;
         if shared.send(Command::Restart).await { Ok(()) } else { Err(SessionError::ShuttingDown) }
     }
 
     /// Unlinks the session from the phone and deletes its credentials; the session stays.
     pub async fn logout(&self, id: &SessionId) -> Result<(), SessionError> {
+        match self.runs_on_another(id) {
+            Some(gateway) => self.forward(&gateway, id, Forwarded::Logout).await?.into_result(),
+            None => self.logout_here(id).await,
+        }
+    }
+
+    pub(super) async fn logout_here(&self, id: &SessionId) -> Result<(), SessionError> {
         let shared = self.get_shared(id).ok_or(SessionError::NotFound)?;
         let (reply, done) = oneshot::channel();
         ask(&shared, Command::Logout(reply), done).await
@@ -429,6 +470,21 @@ impl SessionManager {
     /// A pairing code to link the session by typing it on the phone (`phone` is the number
     /// being linked). Starts a client if none runs, and keeps linking going for `window`.
     pub async fn pairing_code(
+        &self,
+        id: &SessionId,
+        phone: crate::domain::PhoneNumber,
+        window: Duration,
+    ) -> Result<Result<String, super::PairingError>, SessionError> {
+        let Some(gateway) = self.runs_on_another(id) else { return self.pairing_code_here(id, phone, window).await };
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        match self.forward(&gateway, id, Forwarded::PairingCode { phone: phone.to_string(), window_ms }).await? {
+            Answer::Code { code } => Ok(Ok(code)),
+            Answer::NoCode { error } => Ok(Err(error)),
+            other => other.into_result().and(Err(SessionError::Unresponsive)),
+        }
+    }
+
+    pub(super) async fn pairing_code_here(
         &self,
         id: &SessionId,
         phone: crate::domain::PhoneNumber,
@@ -453,8 +509,15 @@ impl SessionManager {
     }
 
     /// Logs the session out if linked, stops it, deletes its credentials (on SQLite its folder)
-    /// and removes it from `sessions.config.json`.
+    /// and removes it from `sessions.config.json` (on the gateway that runs it).
     pub async fn delete(&self, id: &SessionId) -> Result<(), SessionError> {
+        let Some(gateway) = self.runs_on_another(id) else { return self.delete_here(id).await };
+        self.forward(&gateway, id, Forwarded::Delete).await?.into_result()?;
+        // Gone from the registry: this gateway forgets it now rather than on the notice.
+        self.sync_registry().await
+    }
+
+    pub(super) async fn delete_here(&self, id: &SessionId) -> Result<(), SessionError> {
         let _guard = self.inner.file_lock.lock().await;
         let shared = self.get_shared(id).ok_or(SessionError::NotFound)?;
         let (reply, done) = oneshot::channel();

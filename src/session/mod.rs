@@ -13,6 +13,7 @@
 mod actor;
 mod client;
 pub mod contacts;
+mod forwarded;
 mod manager;
 mod qr;
 pub(crate) mod upstream;
@@ -166,8 +167,10 @@ impl SessionState {
     }
 }
 
-/// Why no pairing code could be had.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why no pairing code could be had. Serialized only to answer a gateway of the fleet that
+/// forwarded the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum PairingError {
     #[error("the session is already linked; log it out to link another phone")]
     AlreadyLinked,

@@ -72,6 +72,11 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug + 'static {
     /// The state last recorded for `session`.
     async fn state_of(&self, session: &SessionId) -> Result<Option<RecordedState>, StorageError>;
 
+    /// Sends `message` (JSON, under 8000 bytes) to the gateways that listen: a command for the
+    /// gateway that runs a session, or the answer to one. Not kept: a gateway whose listener is
+    /// reconnecting misses it, and its sender times out.
+    async fn send(&self, kind: MessageKind, message: &str) -> Result<(), StorageError>;
+
     /// Forwards what the gateways announce (releases, arrivals and departures, sessions added or
     /// removed, sessions' states) to
     /// `to` until `cancel` fires or `to` closes. Notices are lost while the connection is down:
@@ -90,6 +95,15 @@ pub struct RecordedState {
     pub live: bool,
 }
 
+/// What a gateway sends another through [`LeaseStore::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A command for the gateway that runs a session.
+    Command,
+    /// The answer to a command.
+    Reply,
+}
+
 /// What one gateway of a fleet tells the others through the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FleetNotice {
@@ -101,6 +115,8 @@ pub enum FleetNotice {
     SessionsChanged(SessionId),
     /// The gateway that runs a session recorded a new state of it.
     StateChanged(SessionId),
+    /// A message one gateway sent another (see [`LeaseStore::send`]), as it was sent.
+    Message(MessageKind, String),
     /// Notices may have been lost (the listener connected again): look for yourself.
     Missed,
 }

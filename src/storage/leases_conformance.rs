@@ -254,9 +254,8 @@ async fn releases_arrivals_departures_and_registry_changes_are_announced_to_list
         let (store, cancel) = (store.clone(), cancel.clone());
         async move { store.listen(tx, cancel).await }
     });
-    let mut next = async || {
-        tokio::time::timeout(PATIENCE, notices.recv()).await.expect("a notice in time").expect("listening")
-    };
+    let mut next =
+        async || tokio::time::timeout(PATIENCE, notices.recv()).await.expect("a notice in time").expect("listening");
     assert_eq!(next().await, FleetNotice::Missed, "whatever came before the listener is missed");
 
     // Other tests' schemas share the channels: look for this test's own ids.
@@ -277,12 +276,16 @@ async fn releases_arrivals_departures_and_registry_changes_are_announced_to_list
     };
     assert!(super::SessionRegistry::add(&registry, entry).await.expect("add"));
     assert!(super::SessionRegistry::remove(&registry, &s).await.expect("remove"));
+    let (command, reply) = (format!("{{\"to\":\"{tag}\"}}"), format!("{{\"answer\":\"{tag}\"}}"));
+    store.send(super::MessageKind::Command, &command).await.expect("send a command");
+    store.send(super::MessageKind::Reply, &reply).await.expect("send a reply");
     let mut seen = Vec::new();
-    while seen.len() < 6 {
+    while seen.len() < 8 {
         let notice = next().await;
         let ours = match &notice {
             FleetNotice::Released(id) | FleetNotice::SessionsChanged(id) | FleetNotice::StateChanged(id) => id == &s,
             FleetNotice::Members(id) => id == &a,
+            FleetNotice::Message(_, message) => message.contains(&tag),
             FleetNotice::Missed => false,
         };
         if ours {
@@ -298,6 +301,8 @@ async fn releases_arrivals_departures_and_registry_changes_are_announced_to_list
             FleetNotice::Members(a),
             FleetNotice::SessionsChanged(s.clone()),
             FleetNotice::SessionsChanged(s),
+            FleetNotice::Message(super::MessageKind::Command, command),
+            FleetNotice::Message(super::MessageKind::Reply, reply),
         ]
     );
     cancel.cancel();

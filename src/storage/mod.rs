@@ -47,7 +47,7 @@ pub use credentials::CredentialStore;
 pub use error::StorageError;
 pub use inbox::{InboxStore, MAX_PAGE, Page};
 pub use journal::JournalStore;
-pub use leases::{FleetNotice, LeaseStore, RecordedState};
+pub use leases::{FleetNotice, LeaseStore, MessageKind, RecordedState};
 pub use registry::SessionRegistry;
 pub use webhooks::WebhookStore;
 

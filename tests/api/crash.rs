@@ -22,6 +22,15 @@ pub(crate) struct Gateway {
     pub(crate) port: u16,
 }
 
+/// A test that fails midway leaves no gateway behind (its pool would hold Postgres connections
+/// that the rest of the suite needs).
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
 /// The real binary against `fake`, in `dir`, ready once `/health` answers.
 pub(crate) async fn start(fake: &FakeWhatsApp, dir: &Path) -> Gateway {
     start_with(fake, dir, &[]).await
@@ -99,9 +108,9 @@ pub(crate) async fn start_with(fake: &FakeWhatsApp, dir: &Path, extra: &[(&str, 
 }
 
 impl Gateway {
-    pub(crate) fn kill(mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
+    /// SIGKILL, and wait for it to be gone.
+    pub(crate) fn kill(self) {
+        drop(self);
     }
 
     fn app(&self) -> TestAppRef {

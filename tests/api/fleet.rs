@@ -23,7 +23,12 @@ async fn spawn_member(fake: &fake_whatsapp::FakeWhatsApp, url: &str, gateway: &s
     spawn_member_with_ttl(fake, url, gateway, TTL_SECS).await
 }
 
-async fn spawn_member_with_ttl(fake: &fake_whatsapp::FakeWhatsApp, url: &str, gateway: &str, ttl_secs: &str) -> TestApp {
+async fn spawn_member_with_ttl(
+    fake: &fake_whatsapp::FakeWhatsApp,
+    url: &str,
+    gateway: &str,
+    ttl_secs: &str,
+) -> TestApp {
     let settings = member_with_ttl(url, gateway, ttl_secs);
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     TestApp::spawn_with(config(fake, &temp_dir(), &settings)).await
@@ -49,7 +54,8 @@ async fn a_number_runs_on_one_gateway_only_and_moves_to_another_when_its_gateway
     // Gateway B, on the same database, finds the number held by A and does not connect it; it
     // answers with what A recorded.
     let b = spawn_member(&fake, &url, "gw-b").await;
-    let held = wait_session(&b, "flota", "shown as A runs it", |s| s["gateway"] == "gw-a" && s["status"] == "connected").await;
+    let held =
+        wait_session(&b, "flota", "shown as A runs it", |s| s["gateway"] == "gw-a" && s["status"] == "connected").await;
     assert_eq!(held["me"]["phone"], "51900000090", "{held}");
     let (_, health) = b.request("GET", "/health", None, None).await;
     assert_eq!(health["gateway"], "gw-b", "{health}");
@@ -183,7 +189,8 @@ async fn a_gateway_frozen_past_its_lease_stops_on_its_own_when_it_wakes() {
     eprintln!("A after waking: {stopped}");
     no_login_for(&mut events, &jid, Duration::from_secs(4)).await;
     assert_eq!(fake.admin().replaced_conflicts(), 1, "A never took the number back");
-    let on_b = wait_session(&b, "congelada", "still on B", |s| s["status"] == "connected" && s["gateway"] == "gw-b").await;
+    let on_b =
+        wait_session(&b, "congelada", "still on B", |s| s["status"] == "connected" && s["gateway"] == "gw-b").await;
     assert_eq!(on_b["status"], "connected");
     // Still linked: B sends through it.
     let mut events = fake.subscribe();
@@ -217,7 +224,13 @@ async fn connected_on(app: &TestApp, ids: &[String]) -> usize {
 
 /// Waits (bounded by `within`) until `counts(apps)` holds, polling every 50 ms; returns the
 /// counts of connected sessions per gateway.
-async fn until_placed(apps: &[&TestApp], ids: &[String], within: Duration, what: &str, done: impl Fn(&[usize]) -> bool) -> Vec<usize> {
+async fn until_placed(
+    apps: &[&TestApp],
+    ids: &[String],
+    within: Duration,
+    what: &str,
+    done: impl Fn(&[usize]) -> bool,
+) -> Vec<usize> {
     let mut last = Vec::new();
     let placed = tokio::time::timeout(within, async {
         loop {
@@ -236,8 +249,12 @@ async fn until_placed(apps: &[&TestApp], ids: &[String], within: Duration, what:
     if placed.is_err() {
         for app in apps {
             let (_, list) = app.request("GET", "/api/sessions", Some(TOKEN), None).await;
-            let states: Vec<String> =
-                list["sessions"].as_array().into_iter().flatten().map(|s| format!("{} {} on {} ({})", s["sessionId"], s["status"], s["gateway"], s["reason"])).collect();
+            let states: Vec<String> = list["sessions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| format!("{} {} on {} ({})", s["sessionId"], s["status"], s["gateway"], s["reason"]))
+                .collect();
             eprintln!("{states:#?}");
         }
     }
@@ -294,5 +311,167 @@ async fn gateways_that_join_take_their_share_and_a_clean_stop_hands_its_numbers_
     wait_message(&mut events, "51987000100").await;
     one.stop().await;
     two.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_sent_to_any_gateway_reach_the_one_that_runs_the_number() {
+    let fake = fake().await;
+    let schema = Schema::fresh().await;
+    let url = schema.url();
+    // Leases far longer than the test: nothing moves unless a command moves it.
+    let a = spawn_member_with_ttl(&fake, &url, "gw-a", "60").await;
+    let jid = link(&a, &fake, "mando", "51900000092").await;
+    let b = spawn_member_with_ttl(&fake, &url, "gw-b", "60").await;
+    let shown =
+        wait_session(&b, "mando", "shown as A runs it", |s| s["status"] == "connected" && s["gateway"] == "gw-a").await;
+    assert_eq!(shown["me"]["phone"], "51900000092", "{shown}");
+
+    // A pairing code asked of B is answered by A, which knows the number is linked.
+    let (status, error) = b
+        .request("POST", "/api/sessions/mando/pairing-code", Some(TOKEN), Some(r#"{"phone":"51900000093"}"#.into()))
+        .await;
+    assert_eq!((status, error["error"]["code"].as_str()), (409, Some("ALREADY_CONNECTED")), "{error}");
+
+    // A restart asked of B restarts A's client: a new login, and no second socket.
+    let mut events = fake.subscribe();
+    let (status, body) = b.request("POST", "/api/sessions/mando/restart", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(fake_whatsapp::FakeEvent::DeviceLoggedIn { jid: j }) = events.recv().await
+                && j == jid
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("A logs in again after the restart asked of B");
+    wait_session(&a, "mando", "connected again on A", |s| s["status"] == "connected" && s["gateway"] == "gw-a").await;
+    assert_eq!(fake.admin().replaced_conflicts(), 0);
+
+    // A logout asked of B logs the phone out through A; both show it.
+    let (status, body) = b.request("POST", "/api/sessions/mando/logout", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{body}");
+    wait_session(&a, "mando", "logged out on A", |s| s["status"] == "logged_out").await;
+    wait_session(&b, "mando", "logged out, as B shows it", |s| s["status"] == "logged_out").await;
+    assert!(fake.admin().devices().iter().any(|d| d.jid == jid && d.removed), "the phone no longer lists the device");
+
+    // A delete asked of B deletes it everywhere.
+    let (status, body) = b.request("DELETE", "/api/sessions/mando", Some(TOKEN), None).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = b.request("GET", "/api/sessions/mando", Some(TOKEN), None).await;
+    assert_eq!(status, 404, "gone from B at once");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if a.request("GET", "/api/sessions/mando", Some(TOKEN), None).await.0 == 404 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("gone from A");
+    a.stop().await;
+    b.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_lose_one_to_sigkill_and_every_number_pdf_and_event_survives_once() {
+    const NUMBERS: usize = 12;
+    let fake = fake().await;
+    let schema = Schema::fresh().await;
+    let url = schema.url();
+    let receiver = crate::webhooks::Receiver::start().await;
+    let mut posts = receiver.requests();
+
+    // The numbers are linked through one gateway, which then stops; a webhook endpoint takes
+    // every message's statuses.
+    let linker = spawn_member(&fake, &url, "gw-link").await;
+    crate::webhooks::create(&linker, serde_json::json!({"url": receiver.url(), "events": ["message.status"]})).await;
+    let mut ids = Vec::new();
+    for n in 0..NUMBERS {
+        let id = format!("flota{n}");
+        link(&linker, &fake, &id, &format!("519000002{n:02}")).await;
+        ids.push(id);
+    }
+    linker.stop().await;
+
+    // Three gateways, real processes, each running at most half the numbers (so that the first
+    // to start does not take them all and hand most over again).
+    let mut gateways = Vec::new();
+    let mut apps = Vec::new();
+    for n in 1..=3 {
+        let dir = temp_dir();
+        let mut settings = member(&url, &format!("gw-{n}"));
+        settings.push(("MAX_SESSIONS_PER_GATEWAY", (NUMBERS / 2).to_string()));
+        let gateway = crate::crash::start_with(&fake, &dir, &settings).await;
+        apps.push(TestApp::attach(gateway.port, dir.join("sessions")));
+        gateways.push(gateway);
+    }
+    let all: Vec<&TestApp> = apps.iter().collect();
+    until_placed(&all, &ids, Duration::from_secs(60), "4 each", |c| c == [4, 4, 4]).await;
+
+    // PDFs through every gateway, for every number, before and after gw-1 dies.
+    let mut accepted: Vec<(String, String)> = Vec::new();
+    let mut post_round = async |round: usize, through: &[&TestApp]| {
+        for (n, id) in ids.iter().enumerate() {
+            let to = format!("5198{round:02}{n:05}");
+            let app = through[(n + round) % through.len()];
+            let (status, body) = app.send_pdf(id, &to, &pdf(&format!("{id} {round}")), None).await;
+            assert_eq!(status, 202, "{body}");
+            accepted.push((body["messageId"].as_str().expect("messageId").to_owned(), to));
+        }
+    };
+    post_round(0, &all).await;
+    let killed = Instant::now();
+    gateways.remove(0).kill();
+    let survivors = [&apps[1], &apps[2]];
+    post_round(1, &survivors).await;
+    // Every number runs again, on the two left, without a scan.
+    until_placed(&survivors, &ids, Duration::from_secs(30), "all on the two left", |c| {
+        c.iter().sum::<usize>() == NUMBERS
+    })
+    .await;
+    eprintln!("SIGKILL of one of three gateways: its numbers connected elsewhere after {:?}", killed.elapsed());
+    post_round(2, &survivors).await;
+
+    // Each accepted PDF reached its phone exactly once.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let delivered: Vec<usize> = accepted
+                .iter()
+                .map(|(id, to)| fake.admin().messages(to).iter().filter(|m| &m.id == id).count())
+                .collect();
+            assert!(delivered.iter().all(|&n| n <= 1), "a PDF reached its phone twice: {delivered:?}");
+            if delivered.iter().all(|&n| n == 1) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("every accepted PDF delivered");
+    // And for each, the webhook got its `sent` (or a later status): no event lost.
+    let mut unseen: std::collections::HashSet<String> = accepted.iter().map(|(id, _)| id.clone()).collect();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !unseen.is_empty() {
+            let post = posts.recv().await.expect("the receiver runs");
+            let event: serde_json::Value = serde_json::from_slice(&post.body).expect("json");
+            if ["sent", "delivered", "read"].contains(&event["data"]["status"].as_str().unwrap_or_default())
+                && let Some(id) = event["data"]["messageId"].as_str()
+            {
+                unseen.remove(id);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `sent` event for {unseen:?}"));
+    assert_eq!(fake.admin().replaced_conflicts(), 0, "no number ran on two gateways at once");
+    for gateway in gateways {
+        gateway.kill();
+    }
     fake.shutdown().await;
 }

@@ -20,9 +20,9 @@ use crate::support::*;
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
     headers: hyper::HeaderMap,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
     status: u16,
 }
 
@@ -83,6 +83,11 @@ impl Receiver {
 
     pub(crate) fn url(&self) -> String {
         format!("http://{}/hooks", self.addr)
+    }
+
+    /// Every request from now on.
+    pub(crate) fn requests(&self) -> broadcast::Receiver<Received> {
+        self.got.subscribe()
     }
 
     pub(crate) fn answer(&self, statuses: &[u16]) {

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Epoch, GatewayId, Lease, SessionId};
-use crate::storage::leases::{FleetNotice, RecordedState};
+use crate::storage::leases::{FleetNotice, MessageKind, RecordedState};
 use crate::storage::{LeaseStore, StorageError, int};
 
 /// The channel a release notifies, with the session id as the payload.
@@ -32,6 +32,10 @@ pub const MEMBERS_CHANNEL: &str = "fleet_gateways";
 pub const SESSIONS_CHANNEL: &str = "fleet_sessions";
 /// Carries the id of every session whose state its gateway recorded.
 pub const STATES_CHANNEL: &str = "fleet_states";
+/// Carries the commands gateways forward to the one that runs a session.
+pub const COMMANDS_CHANNEL: &str = "fleet_commands";
+/// Carries the answers to those commands.
+pub const REPLIES_CHANNEL: &str = "fleet_replies";
 
 /// Cheap to clone.
 #[derive(Clone, Debug)]
@@ -122,7 +126,7 @@ impl LeaseStore for PgLeases {
                  WHERE session_id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now() \
                  RETURNING session_id \
              ) \
-             SELECT pg_notify($4, session_id) FROM released",
+             SELECT pg_notify($4, current_schema() || ':' || session_id) FROM released",
         )
         .bind(lease.session.as_str())
         .bind(lease.owner.as_str())
@@ -193,7 +197,7 @@ impl LeaseStore for PgLeases {
                      started_at = CASE WHEN g.expires_at <= now() THEN now() ELSE g.started_at END \
                  RETURNING gateway_id, started_at = now() AS joined \
              ) \
-             SELECT pg_notify($3, gateway_id) FROM beat WHERE joined",
+             SELECT pg_notify($3, current_schema() || ':' || gateway_id) FROM beat WHERE joined",
         )
         .bind(gateway.as_str())
         .bind(micros(ttl))
@@ -225,7 +229,7 @@ impl LeaseStore for PgLeases {
     async fn leave(&self, gateway: &GatewayId) -> Result<(), StorageError> {
         sqlx::query(
             "WITH left_fleet AS (DELETE FROM fleet_gateways WHERE gateway_id = $1 RETURNING gateway_id) \
-             SELECT pg_notify($2, gateway_id) FROM left_fleet",
+             SELECT pg_notify($2, current_schema() || ':' || gateway_id) FROM left_fleet",
         )
         .bind(gateway.as_str())
         .bind(MEMBERS_CHANNEL)
@@ -249,7 +253,7 @@ impl LeaseStore for PgLeases {
                  WHERE s.epoch <= EXCLUDED.epoch \
                  RETURNING session_id \
              ) \
-             SELECT pg_notify($5, session_id) FROM written",
+             SELECT pg_notify($5, current_schema() || ':' || session_id) FROM written",
         )
         .bind(lease.session.as_str())
         .bind(lease.owner.as_str())
@@ -281,11 +285,47 @@ impl LeaseStore for PgLeases {
         Ok(Some(RecordedState { owner, state, live }))
     }
 
+    async fn send(&self, kind: MessageKind, message: &str) -> Result<(), StorageError> {
+        let channel = match kind {
+            MessageKind::Command => COMMANDS_CHANNEL,
+            MessageKind::Reply => REPLIES_CHANNEL,
+        };
+        sqlx::query("SELECT pg_notify($1, current_schema() || ':' || $2)")
+            .bind(channel)
+            .bind(message)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn listen(&self, to: mpsc::Sender<FleetNotice>, cancel: CancellationToken) {
+        // Every notice is sent as `schema:payload`: fleets on other schemas of the same database
+        // share the channels, and their notices are not this fleet's.
+        let schema = loop {
+            match sqlx::query_scalar::<_, String>("SELECT current_schema()").fetch_one(&self.pool).await {
+                Ok(schema) => break format!("{schema}:"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen to the fleet's notices; trying again");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(LISTEN_RETRY) => {}
+                    }
+                }
+            }
+        };
         let mut listener = loop {
             let connected = async {
                 let mut listener = PgListener::connect_with(&self.pool).await?;
-                listener.listen_all([RELEASED_CHANNEL, MEMBERS_CHANNEL, SESSIONS_CHANNEL, STATES_CHANNEL]).await?;
+                listener
+                    .listen_all([
+                        RELEASED_CHANNEL,
+                        MEMBERS_CHANNEL,
+                        SESSIONS_CHANNEL,
+                        STATES_CHANNEL,
+                        COMMANDS_CHANNEL,
+                        REPLIES_CHANNEL,
+                    ])
+                    .await?;
                 Ok::<_, sqlx::Error>(listener)
             };
             match connected.await {
@@ -309,7 +349,11 @@ impl LeaseStore for PgLeases {
                 received = listener.try_recv() => received,
             };
             let notice = match received {
-                Ok(Some(notification)) => match notice(notification.channel(), notification.payload()) {
+                Ok(Some(notification)) => match notification
+                    .payload()
+                    .strip_prefix(schema.as_str())
+                    .and_then(|payload| notice(notification.channel(), payload))
+                {
                     Some(notice) => notice,
                     None => continue,
                 },
@@ -335,15 +379,16 @@ impl LeaseStore for PgLeases {
 /// How long to wait before listening again after a failure.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
-/// One notification as a notice; `None` for a payload that names nothing valid (another
-/// schema's fleet on the same database shares the channels, and its ids are valid too: a notice
-/// about a session this gateway does not know is ignored by the fleet).
+/// One notification of this fleet (its schema prefix taken off) as a notice; `None` for a payload
+/// that names nothing valid.
 fn notice(channel: &str, payload: &str) -> Option<FleetNotice> {
     match channel {
         RELEASED_CHANNEL => SessionId::parse(payload).ok().map(FleetNotice::Released),
         MEMBERS_CHANNEL => GatewayId::parse(payload).ok().map(FleetNotice::Members),
         SESSIONS_CHANNEL => SessionId::parse(payload).ok().map(FleetNotice::SessionsChanged),
         STATES_CHANNEL => SessionId::parse(payload).ok().map(FleetNotice::StateChanged),
+        COMMANDS_CHANNEL => Some(FleetNotice::Message(MessageKind::Command, payload.to_owned())),
+        REPLIES_CHANNEL => Some(FleetNotice::Message(MessageKind::Reply, payload.to_owned())),
         _ => None,
     }
 }
@@ -391,7 +436,8 @@ mod tests {
         })
         .await
         .expect("the release is announced within 10 s");
-        assert_eq!(first, freed.as_str());
+        // Sent as `schema:session`, so that fleets on other schemas can tell it is not theirs.
+        assert_eq!(first.rsplit_once(':').map(|(_, id)| id), Some(freed.as_str()), "{first}");
         assert_eq!(leases.holder(&refused).await.expect("holder"), Some(a), "the refused release changed nothing");
     }
 }

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::{PgPool, Row};
 
-use crate::domain::{SessionEntry, SessionId};
 use super::leases::SESSIONS_CHANNEL;
+use crate::domain::{SessionEntry, SessionId};
 use crate::storage::{SessionRegistry, StorageError};
 
 /// Cheap to clone.
@@ -54,7 +54,7 @@ impl SessionRegistry for PgRegistry {
                  INSERT INTO registry_sessions (session_id, description, metadata, extra) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (session_id) DO NOTHING RETURNING session_id \
              ) \
-             SELECT pg_notify($5, session_id) FROM added",
+             SELECT pg_notify($5, current_schema() || ':' || session_id) FROM added",
         )
         .bind(entry.session_id.as_str())
         .bind(&entry.description)
@@ -70,7 +70,7 @@ impl SessionRegistry for PgRegistry {
         let removed = sqlx::query(
             "WITH removed AS (DELETE FROM registry_sessions WHERE session_id = $1 RETURNING session_id), \
                   state AS (DELETE FROM fleet_session_states WHERE session_id IN (SELECT session_id FROM removed)) \
-             SELECT pg_notify($2, session_id) FROM removed",
+             SELECT pg_notify($2, current_schema() || ':' || session_id) FROM removed",
         )
         .bind(id.as_str())
         .bind(SESSIONS_CHANNEL)
