@@ -202,6 +202,7 @@ impl App {
             (Some(settings), Some(leases)) => {
                 let id = settings.gateway_id.clone().unwrap_or_else(|| crate::config::default_gateway_id(addr.port()));
                 tracing::info!(gateway = %id, lease_ttl_secs = settings.lease_ttl.as_secs(), "one gateway of a fleet");
+                metrics::gauge!(crate::metrics::GATEWAY_INFO, "gateway" => id.to_string()).set(1.0);
                 Some(Fleet::new(id, leases, settings.lease_ttl, settings.max_sessions))
             }
             _ => None,
@@ -307,6 +308,7 @@ impl App {
             shutdown.spawn(state.queue.clone().follow_sessions(state.sessions.events()));
         }
         if let Some(fleet) = sessions.fleet() {
+            shutdown.spawn(state.queue.clone().follow_queued(fleet.queued()));
             shutdown.spawn(fleet.clone().run(shutdown.token()));
             shutdown.spawn(sessions.clone().follow_fleet(shutdown.token()));
         }

@@ -67,6 +67,9 @@ pub const FENCING_REFUSALS: &str = "gateway_fencing_refusals_total";
 pub const FLEET_SESSIONS_OWNED: &str = "gateway_fleet_sessions_owned";
 /// The live gateways of the fleet, this one included, as this gateway last counted them.
 pub const FLEET_GATEWAYS: &str = "gateway_fleet_gateways";
+/// Always 1, labelled with this gateway's `gateway` id (with `DATABASE_URL`): joins the other
+/// series to the gateway that reported them.
+pub const GATEWAY_INFO: &str = "gateway_info";
 
 const SECONDS_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -123,6 +126,7 @@ fn describe() {
     metrics::describe_counter!(FENCING_REFUSALS, "Writes refused because their lease is no longer held");
     metrics::describe_gauge!(FLEET_SESSIONS_OWNED, "Numbers whose lease this gateway holds");
     metrics::describe_gauge!(FLEET_GATEWAYS, "Live gateways of the fleet, as counted here");
+    metrics::describe_gauge!(GATEWAY_INFO, "This gateway's id in the fleet, as a label");
     // Present from the start, so a dashboard sees 0 rather than nothing.
     metrics::counter!(RECONNECTS).absolute(0);
     metrics::gauge!(WS_OPEN).set(0.0);

@@ -130,8 +130,27 @@ impl Fleet {
         Ok(())
     }
 
+    /// Tells the gateway that runs `session` that a message for it was accepted here. Best
+    /// effort: that gateway polls the journal anyway.
+    pub async fn announce_queued(&self, session: &SessionId) {
+        if let Err(e) = self.inner.leases.send(MessageKind::Queued, session.as_str()).await {
+            tracing::debug!(session = %session, error = %e, "cannot announce a queued message");
+        }
+    }
+
+    /// The sessions another gateway accepted a message for, from now on.
+    pub fn queued(&self) -> tokio::sync::broadcast::Receiver<SessionId> {
+        self.inner.queued.subscribe()
+    }
+
     /// A command or an answer from the database: kept if it is addressed to this gateway.
     pub(super) async fn on_message(&self, kind: MessageKind, message: &str) {
+        if kind == MessageKind::Queued {
+            if let Ok(session) = SessionId::parse(message) {
+                let _ = self.inner.queued.send(session);
+            }
+            return;
+        }
         let Ok(envelope) = serde_json::from_str::<Envelope>(message) else {
             tracing::debug!("ignoring an unreadable fleet message");
             return;
@@ -145,6 +164,7 @@ impl Fleet {
                     let _ = waiting.send(envelope.body);
                 }
             }
+            MessageKind::Queued => {}
             MessageKind::Command => {
                 let Ok(session) = SessionId::parse(&envelope.session) else { return };
                 let reply =

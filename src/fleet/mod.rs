@@ -94,6 +94,8 @@ struct Inner {
     /// Commands other gateways forwarded here, for the session manager.
     incoming: tokio::sync::mpsc::Sender<Incoming>,
     incoming_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Incoming>>>,
+    /// The sessions another gateway accepted a message for.
+    queued: tokio::sync::broadcast::Sender<SessionId>,
 }
 
 /// One claim's outcome.
@@ -147,6 +149,7 @@ impl Fleet {
                 awaiting: DashMap::new(),
                 incoming,
                 incoming_rx: std::sync::Mutex::new(Some(incoming_rx)),
+                queued: tokio::sync::broadcast::channel(STATE_NOTICES).0,
             }),
         }
     }

@@ -307,6 +307,9 @@ impl Queue {
             Ok(Accepted::New) => {
                 let kind = job.kind;
                 self.push(&lane, Job { accepted_at_ms: crate::domain::now_ms(), ..job });
+                if self.inner.settings.shared {
+                    self.inner.sessions.announce_queued(session);
+                }
                 tracing::info!(session = %session, message_id = %id, %kind, "message queued");
                 Ok(Enqueued::New(id))
             }
@@ -469,6 +472,28 @@ impl Queue {
                 }
                 Ok(_) => {}
                 // Missed events: the workers' own polls catch up.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// In a fleet: when another gateway accepted a message for a session this one runs, its lane
+    /// picks it up now (the journal poll is the fallback for a notice lost). Until shutdown.
+    pub async fn follow_queued(self, mut queued: tokio::sync::broadcast::Receiver<SessionId>) {
+        let cancel = self.inner.shutdown.token();
+        loop {
+            let session = tokio::select! {
+                _ = cancel.cancelled() => return,
+                session = queued.recv() => session,
+            };
+            match session {
+                Ok(session) => {
+                    if self.inner.sessions.connected_client(&session).is_some() {
+                        let lane = self.lane(&session);
+                        self.resync(&session, &lane).await;
+                    }
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }

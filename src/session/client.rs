@@ -93,6 +93,11 @@ pub(crate) trait Connections: Send + Sync + 'static {
         let _ = id;
         false
     }
+
+    /// In a fleet: tells the gateway that runs `id` that a message for it was accepted here.
+    fn announce_queued(&self, id: &SessionId) {
+        let _ = id;
+    }
 }
 
 impl Connections for SessionManager {
@@ -106,5 +111,9 @@ impl Connections for SessionManager {
 
     fn runs_elsewhere(&self, id: &SessionId) -> bool {
         SessionManager::runs_elsewhere(self, id)
+    }
+
+    fn announce_queued(&self, id: &SessionId) {
+        SessionManager::announce_queued(self, id);
     }
 }

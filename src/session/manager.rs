@@ -428,6 +428,17 @@ impl SessionManager {
         Ok(state)
     }
 
+    /// In a fleet: tells the gateway that runs `id`, when it is another one, that a message for
+    /// it was accepted here (it picks it up at once rather than at its next poll of the journal).
+    pub(crate) fn announce_queued(&self, id: &SessionId) {
+        let Some(fleet) = self.inner.fleet.clone() else { return };
+        if self.runs_on_another(id).is_none() {
+            return;
+        }
+        let id = id.clone();
+        self.track(async move { fleet.announce_queued(&id).await });
+    }
+
     /// In a fleet: the gateway that runs `id` when it is another one.
     fn runs_on_another(&self, id: &SessionId) -> Option<crate::domain::GatewayId> {
         let fleet = self.inner.fleet.as_ref()?;

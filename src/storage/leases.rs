@@ -102,6 +102,9 @@ pub enum MessageKind {
     Command,
     /// The answer to a command.
     Reply,
+    /// A message for a session was accepted (its id is the whole message): the gateway that
+    /// runs the session picks it up now rather than at its next poll.
+    Queued,
 }
 
 /// What one gateway of a fleet tells the others through the database.

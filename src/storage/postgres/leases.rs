@@ -36,6 +36,8 @@ pub const STATES_CHANNEL: &str = "fleet_states";
 pub const COMMANDS_CHANNEL: &str = "fleet_commands";
 /// Carries the answers to those commands.
 pub const REPLIES_CHANNEL: &str = "fleet_replies";
+/// Carries the id of every session a gateway accepted a message for, when another runs it.
+pub const QUEUED_CHANNEL: &str = "fleet_queued";
 
 /// Cheap to clone.
 #[derive(Clone, Debug)]
@@ -289,6 +291,7 @@ impl LeaseStore for PgLeases {
         let channel = match kind {
             MessageKind::Command => COMMANDS_CHANNEL,
             MessageKind::Reply => REPLIES_CHANNEL,
+            MessageKind::Queued => QUEUED_CHANNEL,
         };
         sqlx::query("SELECT pg_notify($1, current_schema() || ':' || $2)")
             .bind(channel)
@@ -324,6 +327,7 @@ impl LeaseStore for PgLeases {
                         STATES_CHANNEL,
                         COMMANDS_CHANNEL,
                         REPLIES_CHANNEL,
+                        QUEUED_CHANNEL,
                     ])
                     .await?;
                 Ok::<_, sqlx::Error>(listener)
@@ -389,6 +393,7 @@ fn notice(channel: &str, payload: &str) -> Option<FleetNotice> {
         STATES_CHANNEL => SessionId::parse(payload).ok().map(FleetNotice::StateChanged),
         COMMANDS_CHANNEL => Some(FleetNotice::Message(MessageKind::Command, payload.to_owned())),
         REPLIES_CHANNEL => Some(FleetNotice::Message(MessageKind::Reply, payload.to_owned())),
+        QUEUED_CHANNEL => Some(FleetNotice::Message(MessageKind::Queued, payload.to_owned())),
         _ => None,
     }
 }
