@@ -101,6 +101,11 @@ impl Fleet {
             session: session.to_string(),
             body: serde_json::to_value(command)?,
         };
+        // The answer comes back through this gateway's listener: it must listen first.
+        let mut listening = self.inner.listening.subscribe();
+        if tokio::time::timeout(wait, listening.wait_for(|listening| *listening)).await.is_err() {
+            return Err(ForwardError::NoAnswer);
+        }
         let (tx, answer) = oneshot::channel();
         self.inner.awaiting.insert(id.clone(), tx);
         let sent = self.send(MessageKind::Command, &envelope).await;

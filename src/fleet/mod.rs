@@ -96,6 +96,8 @@ struct Inner {
     incoming_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Incoming>>>,
     /// The sessions another gateway accepted a message for.
     queued: tokio::sync::broadcast::Sender<SessionId>,
+    /// True once this gateway's listener listens (an answer sent before would be lost).
+    listening: tokio::sync::watch::Sender<bool>,
 }
 
 /// One claim's outcome.
@@ -150,6 +152,7 @@ impl Fleet {
                 incoming,
                 incoming_rx: std::sync::Mutex::new(Some(incoming_rx)),
                 queued: tokio::sync::broadcast::channel(STATE_NOTICES).0,
+                listening: tokio::sync::watch::channel(false).0,
             }),
         }
     }

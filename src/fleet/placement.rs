@@ -117,6 +117,8 @@ impl Fleet {
             }
             FleetNotice::Message(kind, message) => self.on_message(kind, &message).await,
             FleetNotice::Missed => {
+                // Sent once the listener listens (and again after it listens anew).
+                self.inner.listening.send_replace(true);
                 // Whatever was announced meanwhile: every waiter looks for itself.
                 self.read_members().await;
                 for released in self.inner.released.iter() {

@@ -475,3 +475,75 @@ async fn three_gateways_lose_one_to_sigkill_and_every_number_pdf_and_event_survi
     }
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_gateway_under_load_moves_each_number_cleanly_and_loses_nothing() {
+    const NUMBERS: usize = 9;
+    let fake = fake().await;
+    let schema = Schema::fresh().await;
+    let url = schema.url();
+    // A long lease: every move below is a release, never a lease running out.
+    let member = async |gateway: &str| {
+        let mut settings = member_with_ttl(&url, gateway, "60");
+        settings.push(("MAX_SESSIONS_PER_GATEWAY", (NUMBERS / 2 + 1).to_string()));
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        TestApp::spawn_with(config(&fake, &temp_dir(), &settings)).await
+    };
+    let linker = spawn_member_with_ttl(&fake, &url, "gw-link", "60").await;
+    let mut ids = Vec::new();
+    for n in 0..NUMBERS {
+        let id = format!("rodante{n}");
+        link(&linker, &fake, &id, &format!("519000003{n:02}")).await;
+        ids.push(id);
+    }
+    linker.stop().await;
+    let mut gateways = vec![member("gw-1").await, member("gw-2").await, member("gw-3").await];
+    let balanced = |c: &[usize]| c == [3, 3, 3];
+    until_placed(&gateways.iter().collect::<Vec<_>>(), &ids, Duration::from_secs(60), "3 each", balanced).await;
+
+    let mut accepted: Vec<(String, String)> = Vec::new();
+    let mut round = 0;
+    for restarting in 0..3 {
+        // Load through the gateways that stay, while this one stops.
+        let stopping = gateways.remove(restarting);
+        let stopped = tokio::spawn(stopping.stop());
+        for (n, id) in ids.iter().enumerate() {
+            let to = format!("5197{round:02}{n:05}");
+            let app = &gateways[n % gateways.len()];
+            let (status, body) = app.send_pdf(id, &to, &pdf(&format!("{id} {round}")), None).await;
+            assert_eq!(status, 202, "{body}");
+            accepted.push((body["messageId"].as_str().expect("messageId").to_owned(), to));
+        }
+        round += 1;
+        stopped.await.expect("the gateway stopped");
+        let survivors: Vec<&TestApp> = gateways.iter().collect();
+        until_placed(&survivors, &ids, Duration::from_secs(10), "all on the two left", |c| {
+            c.iter().sum::<usize>() == NUMBERS
+        })
+        .await;
+        // It comes back under the same id and takes its share again.
+        gateways.insert(restarting, member(&format!("gw-{}", restarting + 1)).await);
+        until_placed(&gateways.iter().collect::<Vec<_>>(), &ids, Duration::from_secs(60), "3 each again", balanced)
+            .await;
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let delivered: Vec<usize> = accepted
+                .iter()
+                .map(|(id, to)| fake.admin().messages(to).iter().filter(|m| &m.id == id).count())
+                .collect();
+            assert!(delivered.iter().all(|&n| n <= 1), "a PDF reached its phone twice: {delivered:?}");
+            if delivered.iter().all(|&n| n == 1) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("every accepted PDF delivered");
+    assert_eq!(fake.admin().replaced_conflicts(), 0, "no number ran on two gateways at once");
+    for gateway in gateways {
+        gateway.stop().await;
+    }
+    fake.shutdown().await;
+}
