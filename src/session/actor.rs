@@ -1003,7 +1003,12 @@ async fn wait_for_lease(
                 if !shared.elsewhere.swap(true, Ordering::AcqRel) {
                     fleet.look_at_state(&shared.id);
                 }
-                shared.show_elsewhere("waiting for a gateway of the fleet with room".into());
+                let reason = if watched {
+                    "this gateway runs MAX_SESSIONS_PER_GATEWAY numbers already: link this one through another gateway"
+                } else {
+                    "waiting for a gateway of the fleet with room"
+                };
+                shared.show_elsewhere(reason.into());
             }
             Claim::Failed(e) => {
                 tracing::warn!(session = %shared.id, error = %e, "cannot claim the lease; trying again");

@@ -502,8 +502,8 @@ async fn a_rolling_restart_of_every_gateway_under_load_moves_each_number_cleanly
     until_placed(&gateways.iter().collect::<Vec<_>>(), &ids, Duration::from_secs(60), "3 each", balanced).await;
 
     let mut accepted: Vec<(String, String)> = Vec::new();
-    let mut round = 0;
     for restarting in 0..3 {
+        let round = restarting;
         // Load through the gateways that stay, while this one stops.
         let stopping = gateways.remove(restarting);
         let stopped = tokio::spawn(stopping.stop());
@@ -514,7 +514,6 @@ async fn a_rolling_restart_of_every_gateway_under_load_moves_each_number_cleanly
             assert_eq!(status, 202, "{body}");
             accepted.push((body["messageId"].as_str().expect("messageId").to_owned(), to));
         }
-        round += 1;
         stopped.await.expect("the gateway stopped");
         let survivors: Vec<&TestApp> = gateways.iter().collect();
         until_placed(&survivors, &ids, Duration::from_secs(10), "all on the two left", |c| {
