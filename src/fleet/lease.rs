@@ -109,6 +109,13 @@ impl HeldLease {
         })
     }
 
+    /// Whether the lease is still this gateway's: not lost, and its own deadline not past (read
+    /// on the monotonic clock now, so it is right at once after a pause, before the renewal task
+    /// has run).
+    pub fn is_held(&self) -> bool {
+        !self.lost.is_cancelled() && self.deadline.is_ahead()
+    }
+
     /// Fires when the lease is lost: the client must stop now.
     pub fn lost(&self) -> &CancellationToken {
         &self.lost

@@ -490,10 +490,11 @@ pub(crate) async fn supervise(
         // A client that ended on its own after the lease was lost (WhatsApp closed it as
         // `replaced` when the new holder logged in, say) ended because another gateway runs the
         // number now: this one waits for the lease again, it does not stop for good.
+        // (A process resumed after a pause hears the `replaced` close before its renewal task
+        // has noticed the lease is gone: the deadline says so at once.)
+        let lease_gone = lease.as_ref().is_some_and(|lease| !lease.is_held());
         let exit = match exit {
-            Exit::Terminal(_) | Exit::Died | Exit::QrExhausted | Exit::NobodyWatching if lost.is_cancelled() => {
-                Exit::LeaseLost
-            }
+            Exit::Terminal(_) | Exit::Died | Exit::QrExhausted | Exit::NobodyWatching if lease_gone => Exit::LeaseLost,
             exit => exit,
         };
         shared.set_client(None);
