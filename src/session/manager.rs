@@ -292,15 +292,9 @@ impl SessionManager {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = fleet.sessions_changed() => {
-                    if let Err(e) = self.sync_registry().await {
-                        tracing::warn!(error = %e, "cannot read the shared session registry");
-                    }
-                }
+                () = fleet.sessions_changed() => self.follow_registry_once().await,
                 () = tokio::time::sleep(REGISTRY_POLL) => {
-                    if let Err(e) = self.sync_registry().await {
-                        tracing::warn!(error = %e, "cannot read the shared session registry");
-                    }
+                    self.follow_registry_once().await;
                     self.mirror_all(&fleet).await;
                 }
                 Some(command) = incoming.recv() => self.serve_forwarded(command),
@@ -310,6 +304,12 @@ impl SessionManager {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             }
+        }
+    }
+
+    async fn follow_registry_once(&self) {
+        if let Err(e) = self.sync_registry().await {
+            tracing::warn!(error = %e, "cannot read the shared session registry");
         }
     }
 

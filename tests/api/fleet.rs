@@ -378,6 +378,26 @@ async fn commands_sent_to_any_gateway_reach_the_one_that_runs_the_number() {
     fake.shutdown().await;
 }
 
+/// Waits (bounded) until each accepted (message id, phone) has reached its phone, failing as soon
+/// as one has reached it twice.
+async fn each_delivered_once(fake: &fake_whatsapp::FakeWhatsApp, accepted: &[(String, String)]) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let delivered: Vec<usize> = accepted
+                .iter()
+                .map(|(id, to)| fake.admin().messages(to).iter().filter(|m| &m.id == id).count())
+                .collect();
+            assert!(delivered.iter().all(|&n| n <= 1), "a PDF reached its phone twice: {delivered:?}");
+            if delivered.iter().all(|&n| n == 1) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("every accepted PDF delivered");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_gateways_lose_one_to_sigkill_and_every_number_pdf_and_event_survives_once() {
     const NUMBERS: usize = 12;
@@ -439,21 +459,7 @@ async fn three_gateways_lose_one_to_sigkill_and_every_number_pdf_and_event_survi
     post_round(2, &survivors).await;
 
     // Each accepted PDF reached its phone exactly once.
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let delivered: Vec<usize> = accepted
-                .iter()
-                .map(|(id, to)| fake.admin().messages(to).iter().filter(|m| &m.id == id).count())
-                .collect();
-            assert!(delivered.iter().all(|&n| n <= 1), "a PDF reached its phone twice: {delivered:?}");
-            if delivered.iter().all(|&n| n == 1) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("every accepted PDF delivered");
+    each_delivered_once(&fake, &accepted).await;
     // And for each, the webhook got its `sent` (or a later status): no event lost.
     let mut unseen: std::collections::HashSet<String> = accepted.iter().map(|(id, _)| id.clone()).collect();
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -525,21 +531,7 @@ async fn a_rolling_restart_of_every_gateway_under_load_moves_each_number_cleanly
         until_placed(&gateways.iter().collect::<Vec<_>>(), &ids, Duration::from_secs(60), "3 each again", balanced)
             .await;
     }
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let delivered: Vec<usize> = accepted
-                .iter()
-                .map(|(id, to)| fake.admin().messages(to).iter().filter(|m| &m.id == id).count())
-                .collect();
-            assert!(delivered.iter().all(|&n| n <= 1), "a PDF reached its phone twice: {delivered:?}");
-            if delivered.iter().all(|&n| n == 1) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("every accepted PDF delivered");
+    each_delivered_once(&fake, &accepted).await;
     assert_eq!(fake.admin().replaced_conflicts(), 0, "no number ran on two gateways at once");
     for gateway in gateways {
         gateway.stop().await;
