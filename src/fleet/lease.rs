@@ -95,18 +95,13 @@ impl HeldLease {
         &self.handoff
     }
 
-    /// What the number's credential store asks before every call: the lease is neither lost
-    /// nor past this gateway's own deadline. It reads the monotonic clock itself, so a gateway
-    /// resumed after a long pause refuses at once, before its renewal task has even run.
+    /// What the number's writes are fenced by (its credential store's, its messages' statuses):
+    /// this lease, checked by the database, and this gateway's own view of it, asked before
+    /// every call. That view reads the monotonic clock itself, so a gateway resumed after a long
+    /// pause refuses at once, before its renewal task has even run.
     pub fn fence(&self) -> WriteFence {
         let (lost, deadline) = (self.lost.clone(), self.deadline.clone());
-        Arc::new(move || {
-            let holds = !lost.is_cancelled() && deadline.is_ahead();
-            if !holds {
-                metrics::counter!(crate::metrics::FENCING_REFUSALS, "store" => "credentials").increment(1);
-            }
-            holds
-        })
+        WriteFence::new(self.lease(), Arc::new(move || !lost.is_cancelled() && deadline.is_ahead()))
     }
 
     /// Whether the lease is still this gateway's: not lost, and its own deadline not past (read

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{GatewayId, Lease, SessionId};
 use crate::storage::LeaseStore;
+use crate::storage::credentials::WriteFence;
 
 pub use forward::{ForwardError, Incoming, ReplyTo};
 pub use lease::HeldLease;
@@ -79,8 +80,8 @@ struct Inner {
     owned: AtomicUsize,
     /// The claims in flight (counted in `owned` until they fail).
     claiming: AtomicUsize,
-    /// The held leases' hand-over tokens: the rebalancer fires one to move its number.
-    held: DashMap<SessionId, CancellationToken>,
+    /// The leases this gateway holds.
+    held: DashMap<SessionId, Held>,
     /// Per session: woken when the database announces that its lease was released.
     released: DashMap<SessionId, Arc<Notify>>,
     /// Woken when a session was added to or removed from the shared registry.
@@ -98,6 +99,15 @@ struct Inner {
     queued: tokio::sync::broadcast::Sender<SessionId>,
     /// True once this gateway's listener listens (an answer sent before would be lost).
     listening: tokio::sync::watch::Sender<bool>,
+}
+
+/// A lease this gateway holds, as the rest of the gateway sees it.
+#[derive(Debug)]
+struct Held {
+    /// Fired by the rebalancer to move the number.
+    handoff: CancellationToken,
+    /// What writes for the number are fenced by.
+    fence: WriteFence,
 }
 
 /// One claim's outcome.
@@ -184,6 +194,12 @@ impl Fleet {
         self.inner.sessions.store(count, Ordering::Release);
     }
 
+    /// What the writes for `session` are fenced by while this gateway holds its lease; `None`
+    /// when it does not.
+    pub fn fence_of(&self, session: &SessionId) -> Option<WriteFence> {
+        self.inner.held.get(session).map(|held| held.fence.clone())
+    }
+
     /// What a waiting supervisor of `session` waits on besides its timer: the database's news
     /// that the session's lease was released.
     pub fn released_signal(&self, session: &SessionId) -> Arc<Notify> {
@@ -244,8 +260,9 @@ impl Fleet {
                 tracing::info!(session = %session, epoch = %lease.epoch, "lease claimed");
                 metrics::counter!(crate::metrics::LEASE_CLAIMS, "outcome" => "claimed").increment(1);
                 let handoff = CancellationToken::new();
-                self.inner.held.insert(session.clone(), handoff.clone());
-                Claim::Held(HeldLease::keep(self.clone(), lease, sent, slot, handoff))
+                let held = HeldLease::keep(self.clone(), lease, sent, slot, handoff.clone());
+                self.inner.held.insert(session.clone(), Held { handoff, fence: held.fence() });
+                Claim::Held(held)
             }
             Ok(None) => {
                 metrics::counter!(crate::metrics::LEASE_CLAIMS, "outcome" => "held_elsewhere").increment(1);

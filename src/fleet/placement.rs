@@ -138,15 +138,15 @@ impl Fleet {
             return;
         }
         let share = self.share();
-        let moving = self.inner.held.iter().filter(|held| held.value().is_cancelled()).count();
+        let moving = self.inner.held.iter().filter(|held| held.value().handoff.is_cancelled()).count();
         if self.owned().saturating_sub(moving) <= share {
             return;
         }
         if !self.someone_has_room(share).await {
             return;
         }
-        let Some(session) = self.inner.held.iter().find(|held| !held.value().is_cancelled()).map(|held| {
-            held.value().cancel();
+        let Some(session) = self.inner.held.iter().find(|held| !held.value().handoff.is_cancelled()).map(|held| {
+            held.value().handoff.cancel();
             held.key().clone()
         }) else {
             return;

@@ -24,8 +24,9 @@ pub use retry::RetryPolicy;
 use crate::config::QueueLimits;
 use crate::domain::{ContentKind, FileName, MessageId, MimeType, OutgoingContent, PhoneNumber, SessionId};
 use crate::journal::{Accepted, DeliveryStatus, IdempotencyKey, Journal, JournalError, MessageRecord, NewMessage};
-use crate::session::{Connections, DeliveryEvent, SessionManager};
+use crate::session::{Connections, DeliveryEvent, SessionManager, Writes};
 use crate::shutdown::Shutdown;
+use crate::storage::credentials::WriteFence;
 
 /// A message waiting to be delivered: its metadata only. The bytes stay in the journal's
 /// segments until the attempt that sends them ([`Journal::read_payload`]), so a backlog costs
@@ -508,7 +509,7 @@ impl Queue {
                 event = events.recv() => match event { Some(e) => e, None => return },
             };
             match event {
-                DeliveryEvent::Ack { message_id, error } => {
+                DeliveryEvent::Ack { session, message_id, error } => {
                     if error.is_none() {
                         self.note_sent(&message_id);
                     }
@@ -516,16 +517,17 @@ impl Queue {
                         let _ = waiter.send(error);
                     } else if error.is_none() {
                         // A late ack for a send we stopped waiting for: it did arrive.
-                        self.set_status(&MessageId::from_stored(message_id), DeliveryStatus::Sent, None).await;
+                        let id = MessageId::from_stored(message_id);
+                        self.record_status(&session, &id, DeliveryStatus::Sent, None).await;
                     }
                 }
-                DeliveryEvent::Receipt { message_ids, read } => {
+                DeliveryEvent::Receipt { session, message_ids, read } => {
                     let status = if read { DeliveryStatus::Read } else { DeliveryStatus::Delivered };
                     for id in message_ids {
                         if let Some((_, sent)) = self.inner.sent_at.remove(&id) {
                             metrics::histogram!(crate::metrics::SENT_TO_DELIVERED).record(sent.elapsed().as_secs_f64());
                         }
-                        self.set_status(&MessageId::from_stored(id), status, None).await;
+                        self.record_status(&session, &MessageId::from_stored(id), status, None).await;
                     }
                 }
             }
@@ -534,25 +536,72 @@ impl Queue {
 
     /// Best-effort status update: unknown ids (not ours) are ignored by the journal.
     pub(crate) async fn set_status(&self, id: &MessageId, status: DeliveryStatus, error: Option<String>) {
+        self.write_status(id, status, error, None).await;
+    }
+
+    /// A status the gateway that runs `session` learned: the claim of a message to send
+    /// (`sending`), its outcome, a receipt. In a fleet it is written under this gateway's lease
+    /// of the session, so a gateway that lost the number changes nothing; `false` when it was
+    /// refused so (this gateway no longer runs the session).
+    pub(crate) async fn record_status(
+        &self,
+        session: &SessionId,
+        id: &MessageId,
+        status: DeliveryStatus,
+        error: Option<String>,
+    ) -> bool {
+        match self.inner.sessions.writes(session) {
+            Writes::Alone => self.write_status(id, status, error, None).await,
+            Writes::Fenced(fence) => self.write_status(id, status, error, Some(&fence)).await,
+            Writes::NotHeld => {
+                metrics::counter!(crate::metrics::FENCING_REFUSALS, "store" => "journal").increment(1);
+                tracing::info!(session = %session, message_id = %id, status = status.as_str(), "not recorded: another gateway runs the session now");
+                false
+            }
+        }
+    }
+
+    /// Writes a status, under `fence` when given; `false` when the fence refused it.
+    async fn write_status(
+        &self,
+        id: &MessageId,
+        status: DeliveryStatus,
+        error: Option<String>,
+        fence: Option<&WriteFence>,
+    ) -> bool {
         // The journal records the `message.status` event in the same transaction
         // (`app::relay::drain_status_events` hands it on). While the shared database cannot be
         // reached, the lane waits here rather than running ahead of what is recorded: a status
         // lost now would send the message again after a restart.
         let mut pause = Duration::from_millis(200);
         loop {
-            match self.inner.journal.set_status(id, status, error.clone()).await {
-                Ok(_) => return,
+            let written = match fence {
+                None => self.inner.journal.set_status(id, status, error.clone()).await,
+                // This gateway's own view first: a gateway past its deadline does not ask. (A
+                // refusal by Postgres is counted by the journal.)
+                Some(fence) if !fence.holds() => {
+                    metrics::counter!(crate::metrics::FENCING_REFUSALS, "store" => "journal").increment(1);
+                    Err(JournalError::Fenced)
+                }
+                Some(fence) => self.inner.journal.set_status_under(id, status, error.clone(), fence.lease()).await,
+            };
+            match written {
+                Ok(_) => return true,
+                Err(JournalError::Fenced) => {
+                    tracing::warn!(message_id = %id, status = status.as_str(), "not recorded: this gateway's lease of the session is gone");
+                    return false;
+                }
                 Err(e) if e.is_unavailable() && !self.inner.shutdown.is_cancelled() => {
                     tracing::warn!(message_id = %id, error = %e, ?pause, "cannot record a delivery status yet; retrying");
                     tokio::select! {
-                        () = self.inner.shutdown.cancelled() => return,
+                        () = self.inner.shutdown.cancelled() => return true,
                         () = tokio::time::sleep(pause) => {}
                     }
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
                     tracing::error!(message_id = %id, error = %e, "cannot record a delivery status");
-                    return;
+                    return true;
                 }
             }
         }

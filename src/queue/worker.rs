@@ -97,7 +97,12 @@ impl Worker {
             if !self.pace(&cancel).await {
                 return;
             }
-            self.queue.set_status(&job.id, DeliveryStatus::Sending, None).await;
+            // The claim of the message: in a fleet, under this gateway's lease of the session.
+            // Refused, this gateway no longer runs the session: its new holder sends the message.
+            if !self.queue.record_status(&self.session, &job.id, DeliveryStatus::Sending, None).await {
+                self.wait_for_change(&cancel).await;
+                continue;
+            }
             // After the move to `sending` (which a final status refuses, under a row lock), so
             // that a message failed or sent elsewhere in the meantime is not sent here.
             if shared && self.finished_elsewhere(&job).await {
@@ -115,7 +120,7 @@ impl Worker {
             self.last_send = Some(Instant::now());
             match outcome {
                 Outcome::Sent => {
-                    self.queue.set_status(&job.id, DeliveryStatus::Sent, None).await;
+                    self.queue.record_status(&self.session, &job.id, DeliveryStatus::Sent, None).await;
                     metrics::counter!(crate::metrics::SENDS, "outcome" => "sent", "session" => self.session.as_str().to_owned()).increment(1);
                     let waited = crate::domain::now_ms().saturating_sub(job.accepted_at_ms);
                     metrics::histogram!(crate::metrics::ACCEPTED_TO_SENT).record(waited as f64 / 1000.0);
@@ -124,7 +129,7 @@ impl Worker {
                     attempts = 0;
                 }
                 Outcome::Failed(reason) => {
-                    self.fail(&job, reason).await;
+                    self.give_up(&job, reason).await;
                     attempts = 0;
                 }
                 Outcome::PdfMissing => {
@@ -142,7 +147,7 @@ impl Worker {
                     };
                     let policy = self.queue.settings().retry;
                     if policy.exhausted(attempts) {
-                        self.fail(&job, format!("gave up after {attempts} attempts: {reason}")).await;
+                        self.give_up(&job, format!("gave up after {attempts} attempts: {reason}")).await;
                         attempts = 0;
                         continue;
                     }
@@ -198,12 +203,38 @@ impl Worker {
         (age > max_age).then(|| format!("expired: not delivered within {} s", max_age.as_secs()))
     }
 
+    /// Fails a job that no gateway is sending: expired while nobody ran its session, its session
+    /// deleted, its PDF lost.
     async fn fail(&self, job: &Job, reason: String) {
+        self.count_failure(job, &reason);
+        self.queue.set_status(&job.id, DeliveryStatus::Failed, Some(reason)).await;
+        self.queue.finish_front(&self.lane);
+    }
+
+    /// Fails a job this gateway tried to send: in a fleet, under its lease of the session (a
+    /// gateway that lost the number leaves the message to its new holder).
+    async fn give_up(&self, job: &Job, reason: String) {
+        self.count_failure(job, &reason);
+        self.queue.record_status(&self.session, &job.id, DeliveryStatus::Failed, Some(reason)).await;
+        self.queue.finish_front(&self.lane);
+    }
+
+    fn count_failure(&self, job: &Job, reason: &str) {
         metrics::counter!(crate::metrics::SENDS, "outcome" => "failed", "session" => self.session.as_str().to_owned())
             .increment(1);
         tracing::error!(session = %self.session, message_id = %job.id, %reason, "PDF failed");
-        self.queue.set_status(&job.id, DeliveryStatus::Failed, Some(reason)).await;
-        self.queue.finish_front(&self.lane);
+    }
+
+    /// After a claim was refused: until the session's state changes (its client is being
+    /// stopped) or a fleet poll's time has passed.
+    async fn wait_for_change(&self, cancel: &CancellationToken) {
+        let Some(mut state) = self.queue.sessions().state(&self.session) else { return };
+        state.borrow_and_update();
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = state.changed() => {}
+            _ = tokio::time::sleep(FLEET_POLL) => {}
+        }
     }
 
     /// The job's PDF is gone. A server ack that came late (after its wait timed out) finishes

@@ -538,7 +538,7 @@ pub(crate) async fn supervise(
                 let reason = if reply.is_some() { "logged out through the API" } else { "logged out from the phone" };
                 // In a fleet, only the lease's holder may wipe: a gateway that lost the number
                 // (and with it, this logout's news) must not erase the new holder's keys.
-                if lease.as_ref().is_none_or(|lease| (lease.fence())()) {
+                if lease.as_ref().is_none_or(HeldLease::is_held) {
                     tracing::warn!(session = %shared.id, reason, "logged out: deleting its credentials");
                     delete_credentials(&shared, &upstream, lease.as_ref()).await;
                 } else {

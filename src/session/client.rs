@@ -12,6 +12,7 @@ use super::contacts::ContactCheck;
 use super::upstream::{MediaRef, UpstreamError};
 use super::{SessionManager, SessionState};
 use crate::domain::{MessageId, OutgoingContent, PhoneNumber, SessionId};
+use crate::storage::credentials::WriteFence;
 
 /// The operations a connected session offers to the rest of the gateway.
 #[async_trait]
@@ -81,6 +82,16 @@ impl SessionClient {
     }
 }
 
+/// Under what the gateway that runs a session writes its messages' statuses.
+pub(crate) enum Writes {
+    /// No fleet: this gateway alone runs every session.
+    Alone,
+    /// In a fleet, under this gateway's lease of the session: refused once it is lost.
+    Fenced(WriteFence),
+    /// In a fleet, and this gateway does not hold the session's lease.
+    NotHeld,
+}
+
 /// What the queue's workers need of the sessions: each one's state, to wait for a connection
 /// and notice its loss, and its client while connected. [`SessionManager`] in the gateway; a
 /// fake in the queue's tests.
@@ -92,6 +103,12 @@ pub(crate) trait Connections: Send + Sync + 'static {
     fn runs_elsewhere(&self, id: &SessionId) -> bool {
         let _ = id;
         false
+    }
+
+    /// Under what the statuses of `id`'s messages are written here.
+    fn writes(&self, id: &SessionId) -> Writes {
+        let _ = id;
+        Writes::Alone
     }
 
     /// In a fleet: tells the gateway that runs `id` that a message for it was accepted here.
@@ -115,5 +132,12 @@ impl Connections for SessionManager {
 
     fn announce_queued(&self, id: &SessionId) {
         SessionManager::announce_queued(self, id);
+    }
+
+    fn writes(&self, id: &SessionId) -> Writes {
+        match self.fleet() {
+            None => Writes::Alone,
+            Some(fleet) => fleet.fence_of(id).map_or(Writes::NotHeld, Writes::Fenced),
+        }
     }
 }

@@ -22,7 +22,7 @@ use crate::domain::SessionId;
 
 pub use crate::domain::SessionEntry;
 pub use crate::storage::sqlite::{SessionsFile, StoreError};
-pub(crate) use client::{Connections, SessionClient, SessionOps};
+pub(crate) use client::{Connections, SessionClient, SessionOps, Writes};
 pub use manager::{SessionError, SessionManager, SessionSummary, Watcher};
 pub(crate) use qr::{png_data_url, qr_data_url, qr_png};
 
@@ -30,8 +30,8 @@ pub(crate) use qr::{png_data_url, qr_data_url, qr_png};
 /// the recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryEvent {
-    Ack { message_id: String, error: Option<String> },
-    Receipt { message_ids: Vec<String>, read: bool },
+    Ack { session: SessionId, message_id: String, error: Option<String> },
+    Receipt { session: SessionId, message_ids: Vec<String>, read: bool },
 }
 
 /// A session's status, in the vocabulary of seeds 000 and 002.

@@ -294,6 +294,35 @@ async fn journal_on_postgres() {
     journal_suite(Arc::new(test.db.journal())).await;
 }
 
+/// In a fleet, a message's claim (`sending`) and statuses are written under its session's lease:
+/// a gateway whose lease was taken over changes nothing, and the holder moves it on.
+#[tokio::test]
+async fn a_journal_status_under_a_stale_lease_is_refused_and_changes_nothing() {
+    use super::LeaseStore;
+    use crate::domain::GatewayId;
+    let test = super::postgres::testing::fresh(4).await;
+    let (journal, leases) = (test.db.journal(), test.db.leases());
+    let shop = SessionId::parse("tienda").expect("session id");
+    let (a, b) = (GatewayId::parse("gw-a").expect("id"), GatewayId::parse("gw-b").expect("id"));
+    let ttl = Duration::from_secs(60);
+    assert_eq!(journal.accept(document("m1", 1)).await.expect("accept"), Accepted::New);
+
+    let old = leases.claim(&shop, &a, ttl).await.expect("claim").expect("free");
+    assert!(journal.set_status_under(&id("m1"), DeliveryStatus::Sending, None, &old).await.expect("A claims it"));
+    assert!(leases.release(&old).await.expect("release"));
+    let current = leases.claim(&shop, &b, ttl).await.expect("claim").expect("released");
+
+    let stale = journal.set_status_under(&id("m1"), DeliveryStatus::Sent, None, &old).await;
+    assert!(matches!(stale, Err(JournalError::Fenced)), "a stale epoch is refused: {stale:?}");
+    let failed = journal.set_status_under(&id("m1"), DeliveryStatus::Failed, Some("x".into()), &old).await;
+    assert!(matches!(failed, Err(JournalError::Fenced)), "so is its failure: {failed:?}");
+    let record = journal.get(&id("m1")).await.expect("get").expect("kept");
+    assert_eq!((record.status, record.last_error), (DeliveryStatus::Sending, None), "nothing changed");
+
+    assert!(journal.set_status_under(&id("m1"), DeliveryStatus::Sent, None, &current).await.expect("B sends it"));
+    assert_eq!(journal.get(&id("m1")).await.expect("get").expect("kept").status, DeliveryStatus::Sent);
+}
+
 fn entry(id: &str, description: Option<&str>) -> SessionEntry {
     SessionEntry {
         session_id: SessionId::parse(id).expect("id"),

@@ -19,11 +19,43 @@ use crate::domain::{Lease, SessionId};
 /// whatsapp-rust's store for one number, as the client is built on it.
 pub type CredentialBackend = Arc<dyn Backend>;
 
-/// Asked before every call a fleet's store makes for a number: whether this gateway still holds
-/// the number's lease (not lost, and renewed within its own deadline). A store refuses the call
-/// when it says no, so a gateway that lost a number (paused by the OS, cut off) cannot write its
-/// keys back over the new holder's.
-pub type WriteFence = Arc<dyn Fn() -> bool + Send + Sync>;
+/// What a fleet's writes for a number are fenced by: the lease they are made under, and this
+/// gateway's own view of it.
+///
+/// * [`WriteFence::holds`] is asked before every call: the lease is not lost, and was renewed
+///   within this gateway's own deadline. It costs nothing and refuses at once after a pause.
+/// * [`WriteFence::lease`] goes into the write's own transaction, which reads the lease row
+///   `FOR SHARE` and refuses unless it still names this owner at this epoch, unexpired by the
+///   database's clock. A claim by another gateway waits until that write is committed, so a
+///   gateway that lost the number (paused by the OS, cut off, its clock wrong) cannot write its
+///   keys, or a message's status, over the new holder's.
+#[derive(Clone)]
+pub struct WriteFence {
+    lease: Lease,
+    holds: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl WriteFence {
+    pub fn new(lease: Lease, holds: Arc<dyn Fn() -> bool + Send + Sync>) -> WriteFence {
+        WriteFence { lease, holds }
+    }
+
+    /// This gateway's own view: the lease is neither lost nor past its deadline.
+    pub fn holds(&self) -> bool {
+        (self.holds)()
+    }
+
+    /// The lease the writes are made under (owner and epoch), for the database's check.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+}
+
+impl std::fmt::Debug for WriteFence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteFence").field("lease", &self.lease).finish_non_exhaustive()
+    }
+}
 
 /// Where the numbers' credentials live.
 #[async_trait]
@@ -32,8 +64,9 @@ pub trait CredentialStore: Send + Sync + 'static {
     /// empty one: the client creates its device there and fills it in when it is linked.
     async fn backend(&self, session: &SessionId) -> Result<CredentialBackend, StorageError>;
 
-    /// [`CredentialStore::backend`] whose every call first asks `fence` (a fleet's lease). The
-    /// embedded store has no fleet and ignores it.
+    /// [`CredentialStore::backend`] whose every call first asks `fence` (a fleet's lease), and
+    /// whose every write is refused by the database unless the fence's lease is the number's
+    /// live lease. The embedded store has no fleet and ignores it.
     async fn fenced_backend(&self, session: &SessionId, fence: WriteFence) -> Result<CredentialBackend, StorageError> {
         let _ = fence;
         self.backend(session).await

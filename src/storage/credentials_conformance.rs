@@ -570,11 +570,13 @@ async fn a_number_copied_by_migrate_reads_back_the_same_on_postgres() {
 }
 
 /// A fleet's fences on a number's credentials: a wipe only under the live lease (checked by the
-/// database), and no store call once the gateway's fence says the lease is gone.
+/// database), no store call once the gateway's own view says the lease is gone, and no write
+/// once the database says so, whatever that view still says (a gateway whose clock ran slow).
 #[tokio::test]
 async fn a_fleets_credentials_are_wiped_only_under_the_live_lease_and_fenced_calls_are_refused() {
     use crate::domain::GatewayId;
     use crate::storage::LeaseStore;
+    use crate::storage::credentials::WriteFence;
     use std::sync::atomic::{AtomicBool, Ordering};
     let test = super::postgres::testing::fresh(4).await;
     let (credentials, leases) = (test.db.credentials(), test.db.leases());
@@ -582,22 +584,38 @@ async fn a_fleets_credentials_are_wiped_only_under_the_live_lease_and_fenced_cal
     let (a, b) = (GatewayId::parse("gw-a").expect("id"), GatewayId::parse("gw-b").expect("id"));
     let ttl = std::time::Duration::from_secs(60);
 
+    // A holds the lease at epoch 1 and writes under it.
+    let old = leases.claim(&shop, &a, ttl).await.expect("claim").expect("free");
     let holds = Arc::new(AtomicBool::new(true));
-    let fence: super::credentials::WriteFence = {
+    let fence = {
         let holds = holds.clone();
-        Arc::new(move || holds.load(Ordering::SeqCst))
+        WriteFence::new(old.clone(), Arc::new(move || holds.load(Ordering::SeqCst)))
     };
     let store = credentials.fenced_backend(&shop, fence).await.expect("backend");
     store.create().await.expect("create under the lease");
     store.put_identity("a@lid", [1; 32]).await.expect("identity under the lease");
+    store.put_session("a@lid", b"a's").await.expect("session under the lease");
+
+    // A's own view says the lease is gone: every call is refused before it reaches the database.
     holds.store(false, Ordering::SeqCst);
     assert!(store.put_identity("a@lid", [2; 32]).await.is_err(), "a fenced write is refused");
-    assert!(store.put_session("a@lid", b"s").await.is_err(), "every call is");
+    assert!(store.get_session("a@lid").await.is_err(), "every call is");
+    holds.store(true, Ordering::SeqCst);
 
-    // A's lease at epoch 1 is released; B claims (epoch 2): A's old lease cannot wipe.
-    let old = leases.claim(&shop, &a, ttl).await.expect("claim").expect("free");
+    // A's lease is released and B claims it (epoch 2). A still believes it holds the number: the
+    // database refuses its writes, and B's keys stay as B wrote them.
     assert!(leases.release(&old).await.expect("release"));
     let current = leases.claim(&shop, &b, ttl).await.expect("claim").expect("released");
+    let b_store =
+        credentials.fenced_backend(&shop, WriteFence::new(current.clone(), Arc::new(|| true))).await.expect("backend");
+    b_store.put_session("a@lid", b"b's").await.expect("the holder writes");
+    assert!(store.put_session("a@lid", b"stale").await.is_err(), "a stale epoch's write is refused");
+    assert!(store.put_identity("a@lid", [3; 32]).await.is_err(), "a stale epoch's identity is refused");
+    assert!(store.remove_prekey(1).await.is_err(), "a stale epoch's delete is refused");
+    assert_eq!(b_store.get_session("a@lid").await.expect("read").as_deref(), Some(&b"b's"[..]), "B's session stands");
+    assert_eq!(b_store.load_identity("a@lid").await.expect("read"), Some([1; 32]), "the identity is A's last good one");
+    assert!(store.get_session("a@lid").await.is_ok(), "reads are not fenced by the database");
+
     assert!(!credentials.wipe_under_lease(&shop, &old).await.expect("wipe"), "a stale lease wipes nothing");
     assert!(credentials.has_credentials(&shop).await.expect("has"), "still linked for B");
     assert!(credentials.wipe_under_lease(&shop, &current).await.expect("wipe"), "the holder wipes");

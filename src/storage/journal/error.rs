@@ -51,6 +51,10 @@ pub enum JournalError {
     /// connection busy): nothing was changed, and the same call may succeed later.
     #[error("journal database unavailable: {0}")]
     Unavailable(String),
+    /// In a fleet: the write was made under a lease that is no longer the session's live lease
+    /// (another gateway runs it now). Nothing was changed.
+    #[error("this gateway no longer holds the session's lease")]
+    Fenced,
     /// The shared database failed otherwise.
     #[error("journal database failed: {0}")]
     Database(String),

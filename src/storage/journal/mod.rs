@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::domain::{MessageId, SessionId};
+use crate::domain::{Lease, MessageId, SessionId};
 pub use error::JournalError;
 pub use model::{
     Accepted, DeliveryStatus, IdempotencyKey, JournalStats, MessageRecord, NewMessage, Pruned, StatusEvent,
@@ -59,6 +59,21 @@ pub trait JournalStore: Send + Sync + std::fmt::Debug + 'static {
         status: DeliveryStatus,
         last_error: Option<String>,
     ) -> Result<bool, JournalError>;
+
+    /// [`JournalStore::set_status`] by the gateway that runs the message's session in a fleet:
+    /// only while `lease` is the session's live lease, checked in the move's own transaction (a
+    /// claim by another gateway waits for it). [`JournalError::Fenced`], and nothing changed,
+    /// when it is not. The embedded journal has no fleet and just moves it.
+    async fn set_status_under(
+        &self,
+        message_id: &MessageId,
+        status: DeliveryStatus,
+        last_error: Option<String>,
+        lease: &Lease,
+    ) -> Result<bool, JournalError> {
+        let _ = lease;
+        self.set_status(message_id, status, last_error).await
+    }
 
     /// Counts one more send attempt (and its error, if given) and returns the new count;
     /// [`JournalError::NotFound`] for an unknown id.

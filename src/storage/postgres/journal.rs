@@ -13,7 +13,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
-use crate::domain::{ContentKind, MessageId, SessionId, new_event_id};
+use crate::domain::{ContentKind, Lease, MessageId, SessionId, new_event_id};
 use crate::storage::journal::{
     Accepted, DeliveryStatus, IDEMPOTENCY_RETENTION, JournalError, JournalStore, MessageRecord, NewMessage,
     PDF_MISSING, Pruned, StatusEvent, StatusEventsGuard, is_valid_message_id,
@@ -118,8 +118,15 @@ impl PgJournal {
         message_id: &str,
         next: DeliveryStatus,
         last_error: Option<&str>,
+        lease: Option<&Lease>,
     ) -> Result<bool, JournalError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
+        if let Some(lease) = lease
+            && !super::leases::hold_for_write(&mut tx, lease).await.map_err(db)?
+        {
+            metrics::counter!(crate::metrics::FENCING_REFUSALS, "store" => "journal").increment(1);
+            return Err(JournalError::Fenced);
+        }
         let current: Option<String> =
             sqlx::query_scalar("SELECT status FROM journal_messages WHERE message_id = $1 FOR UPDATE")
                 .bind(message_id)
@@ -242,7 +249,21 @@ impl JournalStore for PgJournal {
         status: DeliveryStatus,
         last_error: Option<String>,
     ) -> Result<bool, JournalError> {
-        let moved = self.set_status_in(message_id.as_str(), status, last_error.as_deref()).await?;
+        let moved = self.set_status_in(message_id.as_str(), status, last_error.as_deref(), None).await?;
+        if moved {
+            self.wrote();
+        }
+        Ok(moved)
+    }
+
+    async fn set_status_under(
+        &self,
+        message_id: &MessageId,
+        status: DeliveryStatus,
+        last_error: Option<String>,
+        lease: &Lease,
+    ) -> Result<bool, JournalError> {
+        let moved = self.set_status_in(message_id.as_str(), status, last_error.as_deref(), Some(lease)).await?;
         if moved {
             self.wrote();
         }

@@ -59,6 +59,23 @@ fn micros(ttl: Duration) -> i64 {
 /// The columns a lease is read from, in this order.
 const LEASE_COLUMNS: &str = "session_id, owner, epoch, floor(extract(epoch FROM expires_at) * 1000)::BIGINT";
 
+/// The fence of a write made under `lease`, in that write's own transaction: whether the lease
+/// row still names this owner at this epoch, unexpired by the database's clock. The row is read
+/// `FOR SHARE`, so a claim by another gateway (an `UPDATE` of it) waits until the write commits:
+/// every write under a lease lands before the next holder's claim, or is refused.
+pub(super) async fn hold_for_write(conn: &mut sqlx::PgConnection, lease: &Lease) -> Result<bool, sqlx::Error> {
+    let held: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM fleet_leases WHERE session_id = $1 AND owner = $2 AND epoch = $3 \
+         AND expires_at > now() FOR SHARE",
+    )
+    .bind(lease.session.as_str())
+    .bind(lease.owner.as_str())
+    .bind(int(lease.epoch.0))
+    .fetch_optional(conn)
+    .await?;
+    Ok(held.is_some())
+}
+
 fn lease_from_row(row: &PgRow) -> Result<Lease, StorageError> {
     let session: String = row.try_get(0)?;
     let owner: String = row.try_get(1)?;
@@ -444,5 +461,57 @@ mod tests {
         // Sent as `schema:session`, so that fleets on other schemas can tell it is not theirs.
         assert_eq!(first.rsplit_once(':').map(|(_, id)| id), Some(freed.as_str()), "{first}");
         assert_eq!(leases.holder(&refused).await.expect("holder"), Some(a), "the refused release changed nothing");
+    }
+
+    /// A write under the live lease holds the lease row until it commits: a claim by another
+    /// gateway after the lease ran out waits for it, so the write lands before the claim, or is
+    /// refused after it.
+    #[tokio::test]
+    async fn a_claim_waits_for_a_write_in_flight_under_the_lease_it_takes() {
+        let test = testing::fresh(4).await;
+        let leases = test.db.leases();
+        let shop = SessionId::parse("tienda").expect("a session id");
+        let held = leases.claim(&shop, &gateway("gw-a"), Duration::from_secs(1)).await.expect("claim").expect("free");
+        let mut write = test.db.pool.begin().await.expect("begin");
+        assert!(hold_for_write(&mut write, &held).await.expect("hold"), "A holds the lease");
+        // Once the lease has run out, B claims; the claim waits while A's write is open.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let claim = tokio::spawn({
+            let (leases, shop) = (leases.clone(), shop.clone());
+            async move { leases.claim(&shop, &gateway("gw-b"), Duration::from_secs(60)).await }
+        });
+        let writer: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *write).await.expect("pid");
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let blocked: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))",
+                )
+                .bind(writer)
+                .fetch_one(&test.db.pool)
+                .await
+                .expect("pg_stat_activity");
+                if blocked {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("B's claim waits on A's write within 10 s");
+        assert!(!claim.is_finished(), "the claim waits for the write in flight");
+        write.commit().await.expect("commit");
+        let claimed = tokio::time::timeout(Duration::from_secs(10), claim)
+            .await
+            .expect("the claim goes on once the write is committed")
+            .expect("the claim's task")
+            .expect("claim");
+        let claimed = claimed.expect("the lease had run out");
+        assert_eq!((claimed.owner.as_str(), claimed.epoch.0), ("gw-b", held.epoch.0 + 1));
+        // A's lease is stale now: a write under it is refused.
+        let mut late = test.db.pool.begin().await.expect("begin");
+        assert!(!hold_for_write(&mut late, &held).await.expect("hold"), "a stale epoch holds nothing");
+        assert!(hold_for_write(&mut late, &claimed).await.expect("hold"), "B holds it");
+        // Ended here: the schema's drop would wait for its row lock.
+        late.rollback().await.expect("rollback");
     }
 }

@@ -33,7 +33,7 @@ impl AppSyncStore for PgBackend {
     }
 
     async fn set_sync_key(&self, key_id: &[u8], key: AppStateSyncKey) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_app_state_keys (session_id, key_id, key_data) VALUES ($1, $2, $3) \
              ON CONFLICT (session_id, key_id) DO UPDATE SET key_data = excluded.key_data",
@@ -41,9 +41,10 @@ impl AppSyncStore for PgBackend {
         .bind(self.session())
         .bind(key_id)
         .bind(wire::encode_sync_key(&key))
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -66,7 +67,7 @@ impl AppSyncStore for PgBackend {
     }
 
     async fn set_version(&self, name: &str, state: HashState) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_app_state_versions (session_id, name, state_data) VALUES ($1, $2, $3) \
              ON CONFLICT (session_id, name) DO UPDATE SET state_data = excluded.state_data",
@@ -74,9 +75,10 @@ impl AppSyncStore for PgBackend {
         .bind(self.session())
         .bind(name)
         .bind(wire::encode_hash_state(&state))
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -86,7 +88,7 @@ impl AppSyncStore for PgBackend {
         }
         let rows = last_wins(mutations.iter().map(|m| (&m.index_mac[..], &m.value_mac[..])));
         let (index_macs, value_macs): (Vec<&[u8]>, Vec<&[u8]>) = rows.into_iter().unzip();
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_app_state_mutation_macs (session_id, name, index_mac, version, value_mac) \
              SELECT $1, $2, i, $3, v FROM UNNEST($4::BYTEA[], $5::BYTEA[]) AS t(i, v) \
@@ -99,9 +101,10 @@ impl AppSyncStore for PgBackend {
         .bind(version as i64)
         .bind(index_macs)
         .bind(value_macs)
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -141,27 +144,29 @@ impl AppSyncStore for PgBackend {
         if index_macs.is_empty() {
             return Ok(());
         }
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "DELETE FROM wa_app_state_mutation_macs WHERE session_id = $1 AND name = $2 AND index_mac = ANY($3)",
         )
         .bind(self.session())
         .bind(name)
         .bind(index_macs)
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
     async fn clear_mutation_macs(&self, name: &str) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_app_state_mutation_macs WHERE session_id = $1 AND name = $2")
             .bind(self.session())
             .bind(name)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 

@@ -66,7 +66,7 @@ const UPSERT: &str = "INSERT INTO wa_device (session_id, lid, pn, registration_i
 impl PgBackend {
     /// Writes `device` as the session's device row, whole.
     async fn write_device(&self, device: &Device) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         let jid = |j: &Option<whatsapp_rust::Jid>| j.as_ref().map(|j| j.to_string()).unwrap_or_default();
         sqlx::query(UPSERT)
             .bind(self.session())
@@ -96,9 +96,10 @@ impl PgBackend {
             .bind(device.lid_migrated)
             .bind(device.last_signed_pre_key_rotation_ms)
             .bind(device.read_receipts_disabled)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 }
@@ -231,7 +232,7 @@ impl MsgSecretStore for PgBackend {
         let secrets: Vec<&[u8]> = merged.iter().map(|e| &e.secret[..]).collect();
         let expires: Vec<i64> = merged.iter().map(|e| e.expires_at).collect();
         let parents: Vec<i64> = merged.iter().map(|e| e.message_ts).collect();
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_msg_secrets (session_id, chat, sender, msg_id, secret, created_at, expires_at, message_ts) \
              SELECT $1, c, s, i, x, $8, e, m \
@@ -251,10 +252,11 @@ impl MsgSecretStore for PgBackend {
         .bind(expires)
         .bind(parents)
         .bind(now())
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
         // Every entry was stored or merged, as SQLite counts them.
+        write.done().await?;
         Ok(stored)
     }
 
@@ -278,15 +280,16 @@ impl MsgSecretStore for PgBackend {
     }
 
     async fn delete_expired_msg_secrets(&self, cutoff_timestamp: i64) -> Result<u32> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         // 0 is "never".
         let deleted =
             sqlx::query("DELETE FROM wa_msg_secrets WHERE session_id = $1 AND expires_at <> 0 AND expires_at <= $2")
                 .bind(self.session())
                 .bind(cutoff_timestamp)
-                .execute(&self.pool)
+                .execute(write.conn())
                 .await
                 .map_err(db)?;
+        write.done().await?;
         Ok(u32::try_from(deleted.rows_affected()).unwrap_or(u32::MAX))
     }
 }

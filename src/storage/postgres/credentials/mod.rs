@@ -134,17 +134,8 @@ impl CredentialStore for PgCredentials {
 
     async fn wipe_under_lease(&self, session: &SessionId, lease: &Lease) -> Result<bool, StorageError> {
         let mut tx = self.pool.begin().await?;
-        // FOR SHARE: a claim of the lease by another gateway waits until this wipe is done.
-        let held: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM fleet_leases WHERE session_id = $1 AND owner = $2 AND epoch = $3 \
-             AND expires_at > now() FOR SHARE",
-        )
-        .bind(session.as_str())
-        .bind(lease.owner.as_str())
-        .bind(crate::storage::int(lease.epoch.0))
-        .fetch_optional(&mut *tx)
-        .await?;
-        if held.is_none() {
+        if !super::leases::hold_for_write(&mut tx, lease).await? {
+            metrics::counter!(crate::metrics::FENCING_REFUSALS, "store" => "credentials").increment(1);
             return Ok(false);
         }
         self.close_gate(session).await;
@@ -170,7 +161,7 @@ pub(super) struct PgBackend {
     pool: PgPool,
     session: Arc<str>,
     gate: Arc<Gate>,
-    /// In a fleet: whether this gateway still holds the number's lease.
+    /// In a fleet: the number's lease, which every write must still hold.
     fence: Option<WriteFence>,
 }
 
@@ -191,14 +182,69 @@ impl PgBackend {
         if self.gate.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Database(Box::new(Wiped)));
         }
-        if self.fence.as_ref().is_some_and(|holds| !holds()) {
-            return Err(StoreError::Database(Box::new(Fenced)));
+        if self.fence.as_ref().is_some_and(|fence| !fence.holds()) {
+            return Err(fenced());
         }
         Ok(guard)
     }
 
+    /// Lets a write through the gate, on a connection of its own. In a fleet that is a
+    /// transaction that first holds the lease row (`FOR SHARE`): the write is refused unless the
+    /// fence's lease is still the number's live lease, and no claim by another gateway commits
+    /// before it does. [`Writer::done`] commits.
+    async fn write(&self) -> Result<Writer<'_>, StoreError> {
+        let gate = self.open().await?;
+        let conn = match &self.fence {
+            None => Conn::Plain(self.pool.acquire().await.map_err(db)?),
+            Some(fence) => {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                if !super::leases::hold_for_write(&mut tx, fence.lease()).await.map_err(db)? {
+                    return Err(fenced());
+                }
+                Conn::Fenced(tx)
+            }
+        };
+        Ok(Writer { _gate: gate, conn })
+    }
+
     fn session(&self) -> &str {
         &self.session
+    }
+}
+
+/// Counts a refused call and says why.
+fn fenced() -> StoreError {
+    metrics::counter!(crate::metrics::FENCING_REFUSALS, "store" => "credentials").increment(1);
+    StoreError::Database(Box::new(Fenced))
+}
+
+/// One write's connection, through the gate until it is done.
+pub(super) struct Writer<'a> {
+    _gate: tokio::sync::RwLockReadGuard<'a, ()>,
+    conn: Conn,
+}
+
+enum Conn {
+    /// No fleet: a connection of the pool, each statement committed on its own.
+    Plain(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    /// In a fleet: a transaction holding the lease row.
+    Fenced(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Writer<'_> {
+    pub(super) fn conn(&mut self) -> &mut sqlx::PgConnection {
+        match &mut self.conn {
+            Conn::Plain(conn) => conn,
+            Conn::Fenced(tx) => tx,
+        }
+    }
+
+    /// Commits what was written (in a fleet: with the lease still held, as checked at the start).
+    pub(super) async fn done(self) -> Result<(), StoreError> {
+        if let Conn::Fenced(tx) = self.conn {
+            tx.commit().await.map_err(db)?;
+        }
+        Ok(())
     }
 }
 

@@ -42,7 +42,7 @@ impl ProtocolStore for PgBackend {
             return Ok(());
         }
         let (devices, has_key): (Vec<&str>, Vec<bool>) = last_wins(entries.iter().copied()).into_iter().unzip();
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_sender_key_devices (session_id, group_jid, device_jid, has_key, updated_at) \
              SELECT $1, $2, d, h, $5 FROM UNNEST($3::TEXT[], $4::BOOLEAN[]) AS t(d, h) \
@@ -54,20 +54,22 @@ impl ProtocolStore for PgBackend {
         .bind(devices)
         .bind(has_key)
         .bind(now())
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
     async fn clear_sender_key_devices(&self, group_jid: &str) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_sender_key_devices WHERE session_id = $1 AND group_jid = $2")
             .bind(self.session())
             .bind(group_jid)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -75,23 +77,25 @@ impl ProtocolStore for PgBackend {
         if device_jids.is_empty() {
             return Ok(());
         }
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_sender_key_devices WHERE session_id = $1 AND device_jid = ANY($2)")
             .bind(self.session())
             .bind(device_jids)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
     async fn clear_all_sender_key_devices(&self) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_sender_key_devices WHERE session_id = $1")
             .bind(self.session())
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -137,7 +141,7 @@ impl ProtocolStore for PgBackend {
         let created: Vec<i64> = rows.iter().map(|(_, e)| e.created_at).collect();
         let sources: Vec<&str> = rows.iter().map(|(_, e)| e.learning_source.as_str()).collect();
         let updated: Vec<i64> = rows.iter().map(|(_, e)| e.updated_at).collect();
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         // A mapping learned again keeps when it was first learned.
         sqlx::query(
             "INSERT INTO wa_lid_pn_mapping (session_id, lid, phone_number, created_at, learning_source, updated_at) \
@@ -152,9 +156,10 @@ impl ProtocolStore for PgBackend {
         .bind(created)
         .bind(sources)
         .bind(updated)
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -172,7 +177,7 @@ impl ProtocolStore for PgBackend {
     }
 
     async fn save_base_key(&self, address: &str, message_id: &str, base_key: &[u8]) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_base_keys (session_id, address, message_id, base_key, created_at) \
              VALUES ($1, $2, $3, $4, $5) \
@@ -183,9 +188,10 @@ impl ProtocolStore for PgBackend {
         .bind(message_id)
         .bind(base_key)
         .bind(now())
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -204,14 +210,15 @@ impl ProtocolStore for PgBackend {
     }
 
     async fn delete_base_key(&self, address: &str, message_id: &str) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_base_keys WHERE session_id = $1 AND address = $2 AND message_id = $3")
             .bind(self.session())
             .bind(address)
             .bind(message_id)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -237,7 +244,7 @@ impl ProtocolStore for PgBackend {
             phashes.push(record.phash);
             raw_ids.push(record.raw_id.map(big));
         }
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_device_registry (session_id, user_id, devices_json, timestamp, phash, raw_id, updated_at) \
              SELECT $1, u, d, t, p, r, $7 \
@@ -253,9 +260,10 @@ impl ProtocolStore for PgBackend {
         .bind(phashes)
         .bind(raw_ids)
         .bind(now())
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -277,13 +285,14 @@ impl ProtocolStore for PgBackend {
     }
 
     async fn delete_devices(&self, user: &str) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_device_registry WHERE session_id = $1 AND user_id = $2")
             .bind(self.session())
             .bind(user)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -298,7 +307,7 @@ impl ProtocolStore for PgBackend {
     }
 
     async fn put_group_metadata(&self, group_jid: &str, blob: &[u8]) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_group_metadata (session_id, group_jid, info, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (session_id, group_jid) DO UPDATE SET info = excluded.info, updated_at = excluded.updated_at",
@@ -307,20 +316,22 @@ impl ProtocolStore for PgBackend {
         .bind(group_jid)
         .bind(blob)
         .bind(now())
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
     async fn delete_group_metadata(&self, group_jid: &str) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_group_metadata WHERE session_id = $1 AND group_jid = $2")
             .bind(self.session())
             .bind(group_jid)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -342,7 +353,7 @@ impl ProtocolStore for PgBackend {
     }
 
     async fn put_tc_token(&self, jid: &str, entry: &TcTokenEntry) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_tc_tokens (session_id, jid, token, token_timestamp, sender_timestamp, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
@@ -356,20 +367,22 @@ impl ProtocolStore for PgBackend {
         .bind(entry.token_timestamp)
         .bind(entry.sender_timestamp)
         .bind(now())
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
     async fn delete_tc_token(&self, jid: &str) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_tc_tokens WHERE session_id = $1 AND jid = $2")
             .bind(self.session())
             .bind(jid)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -383,7 +396,7 @@ impl ProtocolStore for PgBackend {
     }
 
     async fn delete_expired_tc_tokens(&self, token_cutoff: i64, sender_cutoff: i64) -> Result<u32> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         // Only rows with nothing live left: the received token expired or absent, and the sender
         // bucket expired or absent.
         let deleted = sqlx::query(
@@ -394,14 +407,15 @@ impl ProtocolStore for PgBackend {
         .bind(self.session())
         .bind(token_cutoff)
         .bind(sender_cutoff)
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(count(deleted.rows_affected()))
     }
 
     async fn store_received_tc_token(&self, jid: &str, token: &[u8], token_timestamp: i64) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         // Newer wins, in one atomic statement: a stale token never replaces a fresher real one,
         // a placeholder never blocks the first real one, and the sender bucket is left alone.
         sqlx::query(
@@ -416,14 +430,15 @@ impl ProtocolStore for PgBackend {
         .bind(token)
         .bind(token_timestamp)
         .bind(now())
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
     async fn touch_tc_token_sender_timestamp(&self, jid: &str, sender_timestamp: i64) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         // Advance-only, and the token bytes untouched.
         sqlx::query(
             "INSERT INTO wa_tc_tokens (session_id, jid, token, token_timestamp, sender_timestamp, updated_at) \
@@ -436,14 +451,15 @@ impl ProtocolStore for PgBackend {
         .bind(jid)
         .bind(sender_timestamp)
         .bind(now())
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
     async fn store_sent_message(&self, chat_jid: &str, message_id: &str, payload: &[u8]) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_sent_messages (session_id, chat_jid, message_id, payload, created_at) \
              VALUES ($1, $2, $3, $4, $5) \
@@ -455,35 +471,39 @@ impl ProtocolStore for PgBackend {
         .bind(message_id)
         .bind(payload)
         .bind(now())
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
     async fn take_sent_message(&self, chat_jid: &str, message_id: &str) -> Result<Option<Vec<u8>>> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         // Taken once: two retry receipts at once cannot both get it.
-        sqlx::query_scalar(
+        let taken = sqlx::query_scalar(
             "DELETE FROM wa_sent_messages WHERE session_id = $1 AND chat_jid = $2 AND message_id = $3 \
              RETURNING payload",
         )
         .bind(self.session())
         .bind(chat_jid)
         .bind(message_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(write.conn())
         .await
-        .map_err(db)
+        .map_err(db)?;
+        write.done().await?;
+        Ok(taken)
     }
 
     async fn delete_expired_sent_messages(&self, cutoff_timestamp: i64) -> Result<u32> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         let deleted = sqlx::query("DELETE FROM wa_sent_messages WHERE session_id = $1 AND created_at < $2")
             .bind(self.session())
             .bind(cutoff_timestamp)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(count(deleted.rows_affected()))
     }
 
@@ -510,13 +530,14 @@ impl ProtocolStore for PgBackend {
     }
 
     async fn delete_expired_pending_inbound(&self, cutoff_timestamp: i64) -> Result<u32> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         let deleted = sqlx::query("DELETE FROM wa_pending_inbound WHERE session_id = $1 AND inserted_at < $2")
             .bind(self.session())
             .bind(cutoff_timestamp)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(count(deleted.rows_affected()))
     }
 
@@ -529,7 +550,7 @@ impl ProtocolStore for PgBackend {
         let senders: Vec<&str> = rows.iter().map(|((_, sender, _), _)| *sender).collect();
         let ids: Vec<&str> = rows.iter().map(|((_, _, id), _)| *id).collect();
         let messages: Vec<&[u8]> = rows.iter().map(|(_, message)| *message).collect();
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         // A message buffered again replaces the first, and is as new as the last time.
         sqlx::query(
             "INSERT INTO wa_pending_inbound (session_id, chat, sender, id, message, inserted_at) \
@@ -543,9 +564,10 @@ impl ProtocolStore for PgBackend {
         .bind(ids)
         .bind(messages)
         .bind(now())
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -556,7 +578,7 @@ impl ProtocolStore for PgBackend {
         let chats: Vec<&str> = keys.iter().map(|k| k.chat).collect();
         let senders: Vec<&str> = keys.iter().map(|k| k.sender).collect();
         let ids: Vec<&str> = keys.iter().map(|k| k.id).collect();
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "DELETE FROM wa_pending_inbound p USING UNNEST($2::TEXT[], $3::TEXT[], $4::TEXT[]) AS k(c, s, i) \
              WHERE p.session_id = $1 AND p.chat = k.c AND p.sender = k.s AND p.id = k.i",
@@ -565,9 +587,10 @@ impl ProtocolStore for PgBackend {
         .bind(chats)
         .bind(senders)
         .bind(ids)
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ impl SignalStore for PgBackend {
         }
         let rows = last_wins(identities.iter().map(|(address, key)| (&**address, &key[..])));
         let (addresses, keys): (Vec<&str>, Vec<&[u8]>) = rows.into_iter().unzip();
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_identities (session_id, address, key) \
              SELECT $1, a, k FROM UNNEST($2::TEXT[], $3::BYTEA[]) AS t(a, k) \
@@ -31,9 +31,10 @@ impl SignalStore for PgBackend {
         .bind(self.session())
         .bind(addresses)
         .bind(keys)
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -56,13 +57,14 @@ impl SignalStore for PgBackend {
     }
 
     async fn delete_identity(&self, address: &str) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_identities WHERE session_id = $1 AND address = $2")
             .bind(self.session())
             .bind(address)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -88,7 +90,7 @@ impl SignalStore for PgBackend {
         }
         let rows = last_wins(sessions.iter().map(|(address, record)| (&**address, &record[..])));
         let (addresses, records): (Vec<&str>, Vec<&[u8]>) = rows.into_iter().unzip();
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_sessions (session_id, address, record) \
              SELECT $1, a, r FROM UNNEST($2::TEXT[], $3::BYTEA[]) AS t(a, r) \
@@ -97,20 +99,22 @@ impl SignalStore for PgBackend {
         .bind(self.session())
         .bind(addresses)
         .bind(records)
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
     async fn delete_session(&self, address: &str) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_sessions WHERE session_id = $1 AND address = $2")
             .bind(self.session())
             .bind(address)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -152,7 +156,7 @@ impl SignalStore for PgBackend {
         }
         let rows = last_wins(keys.iter().map(|(id, record)| (big(*id), &record[..])));
         let (ids, records): (Vec<i64>, Vec<&[u8]>) = rows.into_iter().unzip();
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_prekeys (session_id, id, key, uploaded) \
              SELECT $1, i, k, $4 FROM UNNEST($2::BIGINT[], $3::BYTEA[]) AS t(i, k) \
@@ -162,9 +166,10 @@ impl SignalStore for PgBackend {
         .bind(ids)
         .bind(records)
         .bind(uploaded)
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -200,25 +205,27 @@ impl SignalStore for PgBackend {
             return Ok(());
         }
         let ids: Vec<i64> = ids.iter().copied().map(big).collect();
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         // UPDATE, never an upsert: a key consumed since the upload stays consumed.
         sqlx::query("UPDATE wa_prekeys SET uploaded = TRUE WHERE session_id = $1 AND id = ANY($2)")
             .bind(self.session())
             .bind(ids)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
     async fn remove_prekey(&self, id: u32) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_prekeys WHERE session_id = $1 AND id = $2")
             .bind(self.session())
             .bind(big(id))
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -233,7 +240,7 @@ impl SignalStore for PgBackend {
     }
 
     async fn store_signed_prekey(&self, id: u32, record: &[u8]) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_signed_prekeys (session_id, id, record) VALUES ($1, $2, $3) \
              ON CONFLICT (session_id, id) DO UPDATE SET record = excluded.record",
@@ -241,9 +248,10 @@ impl SignalStore for PgBackend {
         .bind(self.session())
         .bind(big(id))
         .bind(record)
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -269,13 +277,14 @@ impl SignalStore for PgBackend {
     }
 
     async fn remove_signed_prekey(&self, id: u32) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_signed_prekeys WHERE session_id = $1 AND id = $2")
             .bind(self.session())
             .bind(big(id))
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -289,7 +298,7 @@ impl SignalStore for PgBackend {
         }
         let rows = last_wins(sender_keys.iter().map(|(address, record)| (&**address, &record[..])));
         let (addresses, records): (Vec<&str>, Vec<&[u8]>) = rows.into_iter().unzip();
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query(
             "INSERT INTO wa_sender_keys (session_id, address, record) \
              SELECT $1, a, r FROM UNNEST($2::TEXT[], $3::BYTEA[]) AS t(a, r) \
@@ -298,9 +307,10 @@ impl SignalStore for PgBackend {
         .bind(self.session())
         .bind(addresses)
         .bind(records)
-        .execute(&self.pool)
+        .execute(write.conn())
         .await
         .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 
@@ -315,13 +325,14 @@ impl SignalStore for PgBackend {
     }
 
     async fn delete_sender_key(&self, address: &str) -> Result<()> {
-        let _open = self.open().await?;
+        let mut write = self.write().await?;
         sqlx::query("DELETE FROM wa_sender_keys WHERE session_id = $1 AND address = $2")
             .bind(self.session())
             .bind(address)
-            .execute(&self.pool)
+            .execute(write.conn())
             .await
             .map_err(db)?;
+        write.done().await?;
         Ok(())
     }
 }
