@@ -40,6 +40,10 @@ pub(crate) async fn start(fake: &FakeWhatsApp, dir: &Path) -> Gateway {
 ///
 /// The child binds port 0 itself and the test reads the address it logs: a port found free
 /// beforehand could be taken by anyone before the child binds it.
+fn child_log() -> Option<String> {
+    std::env::var("TEST_CHILD_LOG").ok().filter(|filter| !filter.is_empty())
+}
+
 pub(crate) async fn start_with(fake: &FakeWhatsApp, dir: &Path, extra: &[(&str, String)]) -> Gateway {
     let mut command = Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"));
     command.env_clear();
@@ -65,20 +69,27 @@ pub(crate) async fn start_with(fake: &FakeWhatsApp, dir: &Path, extra: &[(&str, 
         .env("SEND_MIN_INTERVAL_MS", "0")
         .env("RETRY_BASE_DELAY_MS", "100")
         .env("RETRY_MAX_DELAY_MS", "1000")
-        // Warnings, and the line that names the bound address.
-        .env("LOG_LEVEL", "warn,whatsapp_gateway::app=info")
+        // Warnings, and the line that names the bound address; `TEST_CHILD_LOG` (a log filter)
+        // prints each child's log to the test's output, to see what a failed run did.
+        .env("LOG_LEVEL", child_log().unwrap_or_else(|| "warn,whatsapp_gateway::app=info".to_owned()))
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("the gateway binary starts");
     let stdout = child.stdout.take().expect("the child's stdout");
+    let name = extra.iter().find(|(key, _)| *key == "GATEWAY_ID").map_or("gateway".to_owned(), |(_, id)| id.clone());
     let (tx, rx) = tokio::sync::oneshot::channel();
     // Reads the log until the child exits, so a full pipe never blocks it.
     std::thread::spawn(move || {
         use std::io::BufRead as _;
         let mut tx = Some(tx);
+        let echo = child_log().is_some();
+        let name = name.clone();
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("[{name}] {line}");
+            }
             if let Some(port) = listening_addr(&line).map(|addr| addr.port())
                 && let Some(tx) = tx.take()
             {

@@ -19,7 +19,7 @@ fn member_with_ttl(url: &str, gateway: &str, ttl_secs: &str) -> Vec<(&'static st
 }
 
 /// An in-process gateway of the fleet on `url`.
-async fn spawn_member(fake: &fake_whatsapp::FakeWhatsApp, url: &str, gateway: &str) -> TestApp {
+pub(crate) async fn spawn_member(fake: &fake_whatsapp::FakeWhatsApp, url: &str, gateway: &str) -> TestApp {
     spawn_member_with_ttl(fake, url, gateway, TTL_SECS).await
 }
 
@@ -155,7 +155,7 @@ async fn no_login_for(
     }
 }
 
-fn signal(pid: u32, signal: &str) {
+pub(crate) fn signal(pid: u32, signal: &str) {
     let sent = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill");
     assert!(sent.success(), "kill {signal} {pid}");
 }
@@ -202,8 +202,88 @@ async fn a_gateway_frozen_past_its_lease_stops_on_its_own_when_it_wakes() {
     fake.shutdown().await;
 }
 
+/// A gateway cut off from Postgres (a proxy that stops forwarding) cannot renew: it closes its
+/// number's socket by its own deadline, before the lease runs out, and the other gateway takes
+/// the number over. Back in reach, it takes its share again in a clean handoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_cut_off_from_postgres_closes_its_numbers_before_another_takes_them() {
+    let fake = fake().await;
+    let schema = Schema::fresh().await;
+    let url = schema.url();
+    let linker = spawn_member(&fake, &url, "gw-link").await;
+    let ids: Vec<String> = (0..2).map(|n| format!("aislada{n}")).collect();
+    let mut jids = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        jids.push(link(&linker, &fake, id, &format!("5190000018{n}")).await);
+    }
+    linker.stop().await;
+
+    // A reaches Postgres through a proxy that can be cut; B directly. One number each.
+    let proxy = crate::support::postgres::Cuttable::start(Schema::server_addr()).await;
+    let a = spawn_member(&fake, &schema.url_via(proxy.addr), "gw-a").await;
+    let b = spawn_member(&fake, &url, "gw-b").await;
+    until_placed(&[&a, &b], &ids, Duration::from_secs(30), "one number on each gateway", |c| c == [1, 1]).await;
+    let (mut on_a, mut on_b) = (Vec::new(), Vec::new());
+    for (id, jid) in ids.iter().zip(&jids) {
+        let (_, session) = b.request("GET", &format!("/api/sessions/{id}"), Some(TOKEN), None).await;
+        if session["gateway"] == "gw-a" { &mut on_a } else { &mut on_b }.push((id.clone(), jid.clone()));
+    }
+    let ([(id_a, jid_a)], [(_, jid_b)]) = (&on_a[..], &on_b[..]) else {
+        panic!("one number on each gateway: A {on_a:?}, B {on_b:?}")
+    };
+
+    // A is cut off: it cannot renew, so it closes its number's socket by its own deadline, which
+    // comes before the database lets B claim: the socket is closed before B's login of it.
+    let mut events = fake.subscribe();
+    let cut = Instant::now();
+    proxy.cut();
+    let (closed, moved) = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut closed = None;
+        loop {
+            match events.recv().await {
+                Ok(fake_whatsapp::FakeEvent::DeviceDisconnected { jid }) if jid == *jid_a => {
+                    closed = Some(cut.elapsed());
+                }
+                Ok(fake_whatsapp::FakeEvent::DeviceLoggedIn { jid }) if jid == *jid_a => {
+                    let closed = closed.unwrap_or_else(|| panic!("{jid} logged in on B while A still held it"));
+                    return (closed, cut.elapsed());
+                }
+                Ok(
+                    fake_whatsapp::FakeEvent::DeviceDisconnected { jid }
+                    | fake_whatsapp::FakeEvent::DeviceLoggedIn { jid },
+                ) if jid == *jid_b => {
+                    panic!("B's own number {jid} was disturbed by A's cut")
+                }
+                Ok(fake_whatsapp::FakeEvent::Replaced { jid }) => panic!("{jid} ran on two gateways at once"),
+                Ok(_) => {}
+                Err(e) => panic!("the fake's events: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("A's number moves to B within 30 s");
+    eprintln!(
+        "cut off from Postgres (lease 2 s): A closed its number after {closed:?}, B logged it in after {moved:?}"
+    );
+    wait_session(&b, id_a, "connected on B", |s| s["status"] == "connected" && s["gateway"] == "gw-b").await;
+    assert_eq!(fake.admin().replaced_conflicts(), 0, "no number ran on two gateways at once");
+    let (status, body) = b.send_pdf(id_a, "51987000180", &pdf("tras el corte"), None).await;
+    assert_eq!(status, 202, "{body}");
+    let sent = body["messageId"].as_str().expect("messageId").to_owned();
+    each_delivered_once(&fake, &[(sent, "51987000180".to_owned())]).await;
+
+    // Postgres is back for A: it joins the fleet again and takes its share back, in a clean
+    // handoff (B closes, then A logs in), never a second socket.
+    proxy.restore();
+    until_placed(&[&a, &b], &ids, Duration::from_secs(30), "one number on each gateway again", |c| c == [1, 1]).await;
+    assert_eq!(fake.admin().replaced_conflicts(), 0, "no number ran on two gateways at once");
+    a.stop().await;
+    b.stop().await;
+    fake.shutdown().await;
+}
+
 /// How many of `ids` are connected on `app` (the gateway that runs them).
-async fn connected_on(app: &TestApp, ids: &[String]) -> usize {
+pub(crate) async fn connected_on(app: &TestApp, ids: &[String]) -> usize {
     let (_, health) = app.request("GET", "/health", None, None).await;
     let gateway = health["gateway"].clone();
     let (_, list) = app.request("GET", "/api/sessions", Some(TOKEN), None).await;
@@ -224,7 +304,7 @@ async fn connected_on(app: &TestApp, ids: &[String]) -> usize {
 
 /// Waits (bounded by `within`) until `counts(apps)` holds, polling every 50 ms; returns the
 /// counts of connected sessions per gateway.
-async fn until_placed(
+pub(crate) async fn until_placed(
     apps: &[&TestApp],
     ids: &[String],
     within: Duration,
@@ -380,7 +460,7 @@ async fn commands_sent_to_any_gateway_reach_the_one_that_runs_the_number() {
 
 /// Waits (bounded) until each accepted (message id, phone) has reached its phone, failing as soon
 /// as one has reached it twice.
-async fn each_delivered_once(fake: &fake_whatsapp::FakeWhatsApp, accepted: &[(String, String)]) {
+pub(crate) async fn each_delivered_once(fake: &fake_whatsapp::FakeWhatsApp, accepted: &[(String, String)]) {
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let delivered: Vec<usize> = accepted
@@ -396,6 +476,31 @@ async fn each_delivered_once(fake: &fake_whatsapp::FakeWhatsApp, accepted: &[(St
     })
     .await
     .expect("every accepted PDF delivered");
+}
+
+/// Waits (bounded) until the webhook has posted a `sent` (or later) `message.status` for each
+/// accepted message; returns how many posts it read.
+pub(crate) async fn each_reported_sent(
+    posts: &mut tokio::sync::broadcast::Receiver<crate::webhooks::Received>,
+    accepted: &[(String, String)],
+) -> usize {
+    let mut unseen: std::collections::HashSet<String> = accepted.iter().map(|(id, _)| id.clone()).collect();
+    let mut read = 0;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !unseen.is_empty() {
+            let post = posts.recv().await.expect("the receiver runs");
+            read += 1;
+            let event: serde_json::Value = serde_json::from_slice(&post.body).expect("json");
+            if ["sent", "delivered", "read"].contains(&event["data"]["status"].as_str().unwrap_or_default())
+                && let Some(id) = event["data"]["messageId"].as_str()
+            {
+                unseen.remove(id);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `sent` event for {unseen:?}"));
+    read
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,20 +566,7 @@ async fn three_gateways_lose_one_to_sigkill_and_every_number_pdf_and_event_survi
     // Each accepted PDF reached its phone exactly once.
     each_delivered_once(&fake, &accepted).await;
     // And for each, the webhook got its `sent` (or a later status): no event lost.
-    let mut unseen: std::collections::HashSet<String> = accepted.iter().map(|(id, _)| id.clone()).collect();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while !unseen.is_empty() {
-            let post = posts.recv().await.expect("the receiver runs");
-            let event: serde_json::Value = serde_json::from_slice(&post.body).expect("json");
-            if ["sent", "delivered", "read"].contains(&event["data"]["status"].as_str().unwrap_or_default())
-                && let Some(id) = event["data"]["messageId"].as_str()
-            {
-                unseen.remove(id);
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no `sent` event for {unseen:?}"));
+    each_reported_sent(&mut posts, &accepted).await;
     assert_eq!(fake.admin().replaced_conflicts(), 0, "no number ran on two gateways at once");
     for gateway in gateways {
         gateway.kill();

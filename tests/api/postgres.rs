@@ -3,14 +3,10 @@
 //! database finds everything; and Postgres going away under load answers 503 with `Retry-After`,
 //! makes `/health/ready` say why, loses nothing accepted, and everything resumes by itself.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
-
-use crate::support::postgres::Schema;
+use crate::support::postgres::{Cuttable, Schema};
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,60 +67,6 @@ async fn on_postgres_nothing_is_on_disk_and_a_restart_finds_everything() {
     assert!(page.to_string().contains(text_id.as_str()), "the inbox survived: {page}");
     app.stop().await;
     fake.shutdown().await;
-}
-
-/// A TCP proxy in front of Postgres that can cut every connection and refuse new ones, as a
-/// restarting server or a broken network does.
-struct Cuttable {
-    addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: AbortHandle,
-}
-
-impl Cuttable {
-    async fn start(target: SocketAddr) -> Cuttable {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        let cut = Arc::new(AtomicBool::new(false));
-        let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let accept = tokio::spawn({
-            let (cut, links) = (Arc::clone(&cut), Arc::clone(&links));
-            async move {
-                while let Ok((mut client, _)) = listener.accept().await {
-                    if cut.load(Ordering::SeqCst) {
-                        continue; // dropped: the client sees its connection closed at once
-                    }
-                    let link = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                    });
-                    links.lock().unwrap().push(link.abort_handle());
-                }
-            }
-        })
-        .abort_handle();
-        Cuttable { addr, cut, links, accept }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Cuttable {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

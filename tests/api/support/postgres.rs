@@ -2,7 +2,12 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), dropped when the handle goes. A test that cannot
 //! reach Postgres fails and says why; it never skips.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
 
 use whatsapp_gateway::storage::postgres::Database;
 
@@ -83,5 +88,59 @@ impl Drop for Schema {
             });
         })
         .join();
+    }
+}
+
+/// A TCP proxy in front of Postgres that can cut every connection and refuse new ones, as a
+/// restarting server or a broken network does.
+pub struct Cuttable {
+    pub addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+impl Cuttable {
+    pub async fn start(target: SocketAddr) -> Cuttable {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let cut = Arc::new(AtomicBool::new(false));
+        let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let accept = tokio::spawn({
+            let (cut, links) = (Arc::clone(&cut), Arc::clone(&links));
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue; // dropped: the client sees its connection closed at once
+                    }
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut server) = TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    links.lock().unwrap().push(link.abort_handle());
+                }
+            }
+        })
+        .abort_handle();
+        Cuttable { addr, cut, links, accept }
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
     }
 }
