@@ -13,6 +13,7 @@ mod crash;
 mod credentials;
 mod durability;
 mod fleet;
+mod fleet_events;
 mod gateway;
 mod inbound;
 mod jwt;
