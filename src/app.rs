@@ -1,6 +1,7 @@
 //! Start-up and shutdown: bind the listeners, load the sessions, serve until told to stop, then
 //! stop in order (HTTP, WebSockets with 1001, sessions, queue workers).
 
+mod fanout;
 mod relay;
 
 use std::future::Future;
@@ -311,6 +312,8 @@ impl App {
             shutdown.spawn(state.queue.clone().follow_queued(fleet.queued()));
             shutdown.spawn(fleet.clone().run(shutdown.token()));
             shutdown.spawn(sessions.clone().follow_fleet(shutdown.token()));
+            // Message events reach /ws/events on every gateway: before any session starts.
+            fanout::spawn(&state.events, fleet, state.journal.clone(), &shutdown);
         }
         shutdown.spawn(state.queue.clone().prune_periodically());
         shutdown.spawn(crate::webhooks::run_outbox(state.webhooks.clone(), webhook_rx, shutdown.clone()));

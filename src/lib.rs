@@ -1,7 +1,8 @@
 //! whatsapp-gateway: links WhatsApp numbers by QR code and sends PDFs through them.
 //!
-//! * [`app`]: start-up and shutdown ([`App::build`], [`App::run`]), and the relays that feed the
-//!   event bus from the sessions and the journal.
+//! * [`app`]: start-up and shutdown ([`App::build`], [`App::run`]), the relays that feed the
+//!   event bus from the sessions and the journal, and in a fleet the fan-out of message events
+//!   between the gateways' buses.
 //! * [`config`]: settings from defaults, an optional file, the environment and `.env`; plain data
 //!   that imports nothing but [`domain`].
 //! * [`api`]: the HTTP surface on axum: one file per resource, auth ([`api::auth::Caller`] with

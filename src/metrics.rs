@@ -67,6 +67,13 @@ pub const FENCING_REFUSALS: &str = "gateway_fencing_refusals_total";
 pub const FLEET_SESSIONS_OWNED: &str = "gateway_fleet_sessions_owned";
 /// The live gateways of the fleet, this one included, as this gateway last counted them.
 pub const FLEET_GATEWAYS: &str = "gateway_fleet_gateways";
+/// This gateway's own message events that did not go to the fleet's other gateways, by
+/// `reason`: `backlog` (the fan-out fell behind), `too_large` (one event over 256 KiB of JSON),
+/// `error` (the database refused the `NOTIFY`).
+pub const FLEET_EVENTS_UNSENT: &str = "gateway_fleet_events_unsent_total";
+/// Batches of other gateways' events this gateway never received whole (its listener was
+/// reconnecting, or fell behind): their events are missing from its `/ws/events`.
+pub const FLEET_EVENT_BATCHES_MISSED: &str = "gateway_fleet_event_batches_missed_total";
 /// Always 1, labelled with this gateway's `gateway` id (with `DATABASE_URL`): joins the other
 /// series to the gateway that reported them.
 pub const GATEWAY_INFO: &str = "gateway_info";
@@ -127,6 +134,8 @@ fn describe() {
     metrics::describe_gauge!(FLEET_SESSIONS_OWNED, "Numbers whose lease this gateway holds");
     metrics::describe_gauge!(FLEET_GATEWAYS, "Live gateways of the fleet, as counted here");
     metrics::describe_gauge!(GATEWAY_INFO, "This gateway's id in the fleet, as a label");
+    metrics::describe_counter!(FLEET_EVENTS_UNSENT, "Own message events not sent to the fleet, by reason");
+    metrics::describe_counter!(FLEET_EVENT_BATCHES_MISSED, "Batches of other gateways' events never received whole");
     // Present from the start, so a dashboard sees 0 rather than nothing.
     metrics::counter!(RECONNECTS).absolute(0);
     metrics::gauge!(WS_OPEN).set(0.0);

@@ -123,7 +123,7 @@ pub(crate) async fn drain_status_events(
             }
         }
         for event in events {
-            bus.publish_live(event);
+            bus.publish_recorded(event);
         }
         if let Err(e) = journal.delete_status_events(last).await {
             tracing::warn!(error = %e, "cannot delete handed-over message.status events");

@@ -1,10 +1,10 @@
 //! The names of the events the gateway publishes (`/ws/events`, webhooks, `WEBHOOK_EVENTS`),
 //! spelled once.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The events we publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EventKind {
     #[serde(rename = "session.status")]
     SessionStatus,
@@ -44,5 +44,17 @@ impl EventKind {
 
     pub fn parse(text: &str) -> Option<EventKind> {
         EventKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// Whether it tells of a session itself (its status, QR, link, logout) rather than of a
+    /// message.
+    pub fn is_session(self) -> bool {
+        match self {
+            EventKind::SessionStatus
+            | EventKind::SessionQr
+            | EventKind::SessionConnected
+            | EventKind::SessionLoggedOut => true,
+            EventKind::MessageReceived | EventKind::MessageStatus => false,
+        }
     }
 }

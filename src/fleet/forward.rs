@@ -149,14 +149,18 @@ impl Fleet {
     }
 
     /// A command or an answer from the database: kept if it is addressed to this gateway.
-    pub(super) async fn on_message(&self, kind: MessageKind, message: &str) {
+    pub(super) async fn on_message(&self, kind: MessageKind, message: String) {
+        if matches!(kind, MessageKind::Events | MessageKind::StatusesWanted) {
+            self.on_fan_out(kind, message);
+            return;
+        }
         if kind == MessageKind::Queued {
-            if let Ok(session) = SessionId::parse(message) {
+            if let Ok(session) = SessionId::parse(&message) {
                 let _ = self.inner.queued.send(session);
             }
             return;
         }
-        let Ok(envelope) = serde_json::from_str::<Envelope>(message) else {
+        let Ok(envelope) = serde_json::from_str::<Envelope>(&message) else {
             tracing::debug!("ignoring an unreadable fleet message");
             return;
         };
@@ -169,7 +173,7 @@ impl Fleet {
                     let _ = waiting.send(envelope.body);
                 }
             }
-            MessageKind::Queued => {}
+            MessageKind::Queued | MessageKind::Events | MessageKind::StatusesWanted => {}
             MessageKind::Command => {
                 let Ok(session) = SessionId::parse(&envelope.session) else { return };
                 let reply =

@@ -14,9 +14,12 @@
 //!   database announces a release. A gateway over its share (another joined) hands numbers over
 //!   one at a time, a bounded number per minute: it closes the client and releases the lease,
 //!   and a gateway under its share, woken by the release, claims it.
+//! * **Events** ([`events`]): each gateway's message events for the others' `/ws/events`, in
+//!   numbered batches through `NOTIFY`, and which gateways want `message.status` events.
 //!
 //! On the embedded files there is no fleet: every session runs here, without a lease.
 
+pub mod events;
 mod forward;
 mod lease;
 mod placement;
@@ -99,6 +102,8 @@ struct Inner {
     queued: tokio::sync::broadcast::Sender<SessionId>,
     /// True once this gateway's listener listens (an answer sent before would be lost).
     listening: tokio::sync::watch::Sender<bool>,
+    /// What the others send the event fan-out.
+    from_fleet: tokio::sync::broadcast::Sender<events::FromFleet>,
 }
 
 /// A lease this gateway holds, as the rest of the gateway sees it.
@@ -163,6 +168,7 @@ impl Fleet {
                 incoming_rx: std::sync::Mutex::new(Some(incoming_rx)),
                 queued: tokio::sync::broadcast::channel(STATE_NOTICES).0,
                 listening: tokio::sync::watch::channel(false).0,
+                from_fleet: tokio::sync::broadcast::channel(events::FROM_FLEET).0,
             }),
         }
     }

@@ -115,7 +115,7 @@ impl Fleet {
             FleetNotice::StateChanged(session) => {
                 let _ = self.inner.states.send(Some(session));
             }
-            FleetNotice::Message(kind, message) => self.on_message(kind, &message).await,
+            FleetNotice::Message(kind, message) => self.on_message(kind, message).await,
             FleetNotice::Missed => {
                 // Sent once the listener listens (and again after it listens anew).
                 self.inner.listening.send_replace(true);

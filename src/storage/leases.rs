@@ -77,6 +77,10 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug + 'static {
     /// reconnecting misses it, and its sender times out.
     async fn send(&self, kind: MessageKind, message: &str) -> Result<(), StorageError>;
 
+    /// [`LeaseStore::send`] of every one of `messages`, in order, in one statement: they reach a
+    /// listener together or not at all.
+    async fn send_all(&self, kind: MessageKind, messages: &[String]) -> Result<(), StorageError>;
+
     /// Forwards what the gateways announce (releases, arrivals and departures, sessions added or
     /// removed, sessions' states) to
     /// `to` until `cancel` fires or `to` closes. Notices are lost while the connection is down:
@@ -105,6 +109,12 @@ pub enum MessageKind {
     /// A message for a session was accepted (its id is the whole message): the gateway that
     /// runs the session picks it up now rather than at its next poll.
     Queued,
+    /// A part of a batch of one gateway's events, for the others' `/ws/events` (see
+    /// `fleet::events`).
+    Events,
+    /// A gateway has live subscribers of `message.status` events (its id is the whole message):
+    /// the others record theirs for a while.
+    StatusesWanted,
 }
 
 /// What one gateway of a fleet tells the others through the database.

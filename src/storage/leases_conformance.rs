@@ -279,8 +279,13 @@ async fn releases_arrivals_departures_and_registry_changes_are_announced_to_list
     let (command, reply) = (format!("{{\"to\":\"{tag}\"}}"), format!("{{\"answer\":\"{tag}\"}}"));
     store.send(super::MessageKind::Command, &command).await.expect("send a command");
     store.send(super::MessageKind::Reply, &reply).await.expect("send a reply");
+    // A batch's parts arrive together and in order.
+    let parts: Vec<String> = (0..3).map(|part| format!("{tag} part {part}")).collect();
+    store.send_all(super::MessageKind::Events, &parts).await.expect("send a batch");
+    let wanted = format!("gw-{tag}");
+    store.send(super::MessageKind::StatusesWanted, &wanted).await.expect("send a wish");
     let mut seen = Vec::new();
-    while seen.len() < 8 {
+    while seen.len() < 12 {
         let notice = next().await;
         let ours = match &notice {
             FleetNotice::Released(id) | FleetNotice::SessionsChanged(id) | FleetNotice::StateChanged(id) => id == &s,
@@ -303,6 +308,10 @@ async fn releases_arrivals_departures_and_registry_changes_are_announced_to_list
             FleetNotice::SessionsChanged(s),
             FleetNotice::Message(super::MessageKind::Command, command),
             FleetNotice::Message(super::MessageKind::Reply, reply),
+            FleetNotice::Message(super::MessageKind::Events, parts[0].clone()),
+            FleetNotice::Message(super::MessageKind::Events, parts[1].clone()),
+            FleetNotice::Message(super::MessageKind::Events, parts[2].clone()),
+            FleetNotice::Message(super::MessageKind::StatusesWanted, wanted),
         ]
     );
     cancel.cancel();

@@ -23,7 +23,7 @@ pub(crate) async fn spawn_member(fake: &fake_whatsapp::FakeWhatsApp, url: &str, 
     spawn_member_with_ttl(fake, url, gateway, TTL_SECS).await
 }
 
-async fn spawn_member_with_ttl(
+pub(crate) async fn spawn_member_with_ttl(
     fake: &fake_whatsapp::FakeWhatsApp,
     url: &str,
     gateway: &str,

@@ -14,6 +14,7 @@ mod credentials;
 mod durability;
 mod fleet;
 mod fleet_chaos;
+mod fleet_events;
 mod gateway;
 mod inbound;
 mod jwt;

@@ -125,6 +125,11 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 /// `GET /api/sessions/{id}/messages` lists it), `message.status` (`{"messageId","status","type",
 /// "lastError"}`). A reader that falls behind gets `{"event":"lagged","data":{"missed":N}}`. The
 /// token may come as a bearer header, `?token=`, or the subprotocol `bearer.TOKEN`.
+///
+/// In a fleet (`DATABASE_URL`), any gateway shows the events of every gateway: session events
+/// from the state the number's gateway records, message events passed on through Postgres at
+/// most once each. Those a gateway's database listener misses while it reconnects are not sent
+/// again: webhooks are the durable way to receive every event.
 #[utoipa::path(get, path = "/ws/events", tag = "messages",
     params(UpgradeHeaders,
         ("token" = Option<String>, Query, description = "The API token, for browsers (prefer the bearer.TOKEN subprotocol)"),
@@ -154,9 +159,9 @@ async fn events_socket(State(state): State<AppState>, mut req: Request) -> Resul
     let slot = caller.open_socket(state.limits.ws_max_per_token)?;
     let ping = state.limits.ws_ping;
     // Subscribed before the 101: nothing published after the answer is missed. While it is
-    // open, the journal records message.status events for it.
+    // open, the journal records message.status events for it (in a fleet, every gateway's).
     let subscription = state.events.subscribe();
-    let statuses = filter.wants_statuses().then(|| state.journal.want_status_events());
+    let statuses = filter.wants_statuses().then(|| (state.journal.want_status_events(), state.events.want_statuses()));
     spawn_upgraded(&state, &mut req, tracing::info_span!("ws_events"), move |socket, cancel| async move {
         events::serve(socket, subscription, filter, ping, cancel).await;
         drop(statuses);

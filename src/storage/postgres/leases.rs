@@ -38,6 +38,10 @@ pub const COMMANDS_CHANNEL: &str = "fleet_commands";
 pub const REPLIES_CHANNEL: &str = "fleet_replies";
 /// Carries the id of every session a gateway accepted a message for, when another runs it.
 pub const QUEUED_CHANNEL: &str = "fleet_queued";
+/// Carries the parts of the batches of events each gateway publishes for the others.
+pub const EVENTS_CHANNEL: &str = "fleet_events";
+/// Carries the id of every gateway with live subscribers of `message.status` events.
+pub const STATUSES_WANTED_CHANNEL: &str = "fleet_statuses_wanted";
 
 /// Cheap to clone.
 #[derive(Clone, Debug)]
@@ -305,14 +309,20 @@ impl LeaseStore for PgLeases {
     }
 
     async fn send(&self, kind: MessageKind, message: &str) -> Result<(), StorageError> {
-        let channel = match kind {
-            MessageKind::Command => COMMANDS_CHANNEL,
-            MessageKind::Reply => REPLIES_CHANNEL,
-            MessageKind::Queued => QUEUED_CHANNEL,
-        };
         sqlx::query("SELECT pg_notify($1, current_schema() || ':' || $2)")
-            .bind(channel)
+            .bind(channel(kind))
             .bind(message)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn send_all(&self, kind: MessageKind, messages: &[String]) -> Result<(), StorageError> {
+        // One statement, one transaction: Postgres delivers its notifications together, in the
+        // order they were made, at its commit.
+        sqlx::query("SELECT pg_notify($1, current_schema() || ':' || m) FROM unnest($2::text[]) AS m")
+            .bind(channel(kind))
+            .bind(messages)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -345,6 +355,8 @@ impl LeaseStore for PgLeases {
                         COMMANDS_CHANNEL,
                         REPLIES_CHANNEL,
                         QUEUED_CHANNEL,
+                        EVENTS_CHANNEL,
+                        STATUSES_WANTED_CHANNEL,
                     ])
                     .await?;
                 Ok::<_, sqlx::Error>(listener)
@@ -397,6 +409,17 @@ impl LeaseStore for PgLeases {
     }
 }
 
+/// The channel that carries what a gateway sends as `kind`.
+fn channel(kind: MessageKind) -> &'static str {
+    match kind {
+        MessageKind::Command => COMMANDS_CHANNEL,
+        MessageKind::Reply => REPLIES_CHANNEL,
+        MessageKind::Queued => QUEUED_CHANNEL,
+        MessageKind::Events => EVENTS_CHANNEL,
+        MessageKind::StatusesWanted => STATUSES_WANTED_CHANNEL,
+    }
+}
+
 /// How long to wait before listening again after a failure.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
@@ -411,6 +434,8 @@ fn notice(channel: &str, payload: &str) -> Option<FleetNotice> {
         COMMANDS_CHANNEL => Some(FleetNotice::Message(MessageKind::Command, payload.to_owned())),
         REPLIES_CHANNEL => Some(FleetNotice::Message(MessageKind::Reply, payload.to_owned())),
         QUEUED_CHANNEL => Some(FleetNotice::Message(MessageKind::Queued, payload.to_owned())),
+        EVENTS_CHANNEL => Some(FleetNotice::Message(MessageKind::Events, payload.to_owned())),
+        STATUSES_WANTED_CHANNEL => Some(FleetNotice::Message(MessageKind::StatusesWanted, payload.to_owned())),
         _ => None,
     }
 }
