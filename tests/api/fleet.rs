@@ -155,6 +155,14 @@ async fn no_login_for(
     }
 }
 
+/// How many numbers the three-gateway tests link: `FLEET_NUMBERS` (a multiple of 3, at most 99;
+/// the figure is 60), or `default`, which keeps the suite fast.
+fn fleet_numbers(default: usize) -> usize {
+    let numbers = std::env::var("FLEET_NUMBERS").ok().map_or(default, |n| n.parse().expect("FLEET_NUMBERS: a number"));
+    assert!(numbers % 3 == 0 && (3..=99).contains(&numbers), "FLEET_NUMBERS must be a multiple of 3 from 3 to 99");
+    numbers
+}
+
 pub(crate) fn signal(pid: u32, signal: &str) {
     let sent = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill");
     assert!(sent.success(), "kill {signal} {pid}");
@@ -505,7 +513,7 @@ pub(crate) async fn each_reported_sent(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_gateways_lose_one_to_sigkill_and_every_number_pdf_and_event_survives_once() {
-    const NUMBERS: usize = 12;
+    let numbers = fleet_numbers(12);
     let fake = fake().await;
     let schema = Schema::fresh().await;
     let url = schema.url();
@@ -517,7 +525,7 @@ async fn three_gateways_lose_one_to_sigkill_and_every_number_pdf_and_event_survi
     let linker = spawn_member(&fake, &url, "gw-link").await;
     crate::webhooks::create(&linker, serde_json::json!({"url": receiver.url(), "events": ["message.status"]})).await;
     let mut ids = Vec::new();
-    for n in 0..NUMBERS {
+    for n in 0..numbers {
         let id = format!("flota{n}");
         link(&linker, &fake, &id, &format!("519000002{n:02}")).await;
         ids.push(id);
@@ -531,13 +539,13 @@ async fn three_gateways_lose_one_to_sigkill_and_every_number_pdf_and_event_survi
     for n in 1..=3 {
         let dir = temp_dir();
         let mut settings = member(&url, &format!("gw-{n}"));
-        settings.push(("MAX_SESSIONS_PER_GATEWAY", (NUMBERS / 2).to_string()));
+        settings.push(("MAX_SESSIONS_PER_GATEWAY", (numbers / 2).to_string()));
         let gateway = crate::crash::start_with(&fake, &dir, &settings).await;
         apps.push(TestApp::attach(gateway.port, dir.join("sessions")));
         gateways.push(gateway);
     }
     let all: Vec<&TestApp> = apps.iter().collect();
-    until_placed(&all, &ids, Duration::from_secs(60), "4 each", |c| c == [4, 4, 4]).await;
+    until_placed(&all, &ids, Duration::from_secs(60), "a third each", |c| c == [numbers / 3; 3]).await;
 
     // PDFs through every gateway, for every number, before and after gw-1 dies.
     let mut accepted: Vec<(String, String)> = Vec::new();
@@ -557,7 +565,7 @@ async fn three_gateways_lose_one_to_sigkill_and_every_number_pdf_and_event_survi
     post_round(1, &survivors).await;
     // Every number runs again, on the two left, without a scan.
     until_placed(&survivors, &ids, Duration::from_secs(30), "all on the two left", |c| {
-        c.iter().sum::<usize>() == NUMBERS
+        c.iter().sum::<usize>() == numbers
     })
     .await;
     eprintln!("SIGKILL of one of three gateways: its numbers connected elsewhere after {:?}", killed.elapsed());
@@ -576,28 +584,28 @@ async fn three_gateways_lose_one_to_sigkill_and_every_number_pdf_and_event_survi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_gateway_under_load_moves_each_number_cleanly_and_loses_nothing() {
-    const NUMBERS: usize = 9;
+    let numbers = fleet_numbers(9);
     let fake = fake().await;
     let schema = Schema::fresh().await;
     let url = schema.url();
     // A long lease: every move below is a release, never a lease running out.
     let member = async |gateway: &str| {
         let mut settings = member_with_ttl(&url, gateway, "60");
-        settings.push(("MAX_SESSIONS_PER_GATEWAY", (NUMBERS / 2 + 1).to_string()));
+        settings.push(("MAX_SESSIONS_PER_GATEWAY", (numbers / 2 + 1).to_string()));
         let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
         TestApp::spawn_with(config(&fake, &temp_dir(), &settings)).await
     };
     let linker = spawn_member_with_ttl(&fake, &url, "gw-link", "60").await;
     let mut ids = Vec::new();
-    for n in 0..NUMBERS {
+    for n in 0..numbers {
         let id = format!("rodante{n}");
         link(&linker, &fake, &id, &format!("519000003{n:02}")).await;
         ids.push(id);
     }
     linker.stop().await;
     let mut gateways = vec![member("gw-1").await, member("gw-2").await, member("gw-3").await];
-    let balanced = |c: &[usize]| c == [3, 3, 3];
-    until_placed(&gateways.iter().collect::<Vec<_>>(), &ids, Duration::from_secs(60), "3 each", balanced).await;
+    let balanced = |c: &[usize]| c == [numbers / 3; 3];
+    until_placed(&gateways.iter().collect::<Vec<_>>(), &ids, Duration::from_secs(60), "a third each", balanced).await;
 
     let mut accepted: Vec<(String, String)> = Vec::new();
     for restarting in 0..3 {
@@ -615,12 +623,12 @@ async fn a_rolling_restart_of_every_gateway_under_load_moves_each_number_cleanly
         stopped.await.expect("the gateway stopped");
         let survivors: Vec<&TestApp> = gateways.iter().collect();
         until_placed(&survivors, &ids, Duration::from_secs(10), "all on the two left", |c| {
-            c.iter().sum::<usize>() == NUMBERS
+            c.iter().sum::<usize>() == numbers
         })
         .await;
         // It comes back under the same id and takes its share again.
         gateways.insert(restarting, member(&format!("gw-{}", restarting + 1)).await);
-        until_placed(&gateways.iter().collect::<Vec<_>>(), &ids, Duration::from_secs(60), "3 each again", balanced)
+        until_placed(&gateways.iter().collect::<Vec<_>>(), &ids, Duration::from_secs(60), "a third each again", balanced)
             .await;
     }
     each_delivered_once(&fake, &accepted).await;
