@@ -628,8 +628,14 @@ async fn a_rolling_restart_of_every_gateway_under_load_moves_each_number_cleanly
         .await;
         // It comes back under the same id and takes its share again.
         gateways.insert(restarting, member(&format!("gw-{}", restarting + 1)).await);
-        until_placed(&gateways.iter().collect::<Vec<_>>(), &ids, Duration::from_secs(60), "a third each again", balanced)
-            .await;
+        until_placed(
+            &gateways.iter().collect::<Vec<_>>(),
+            &ids,
+            Duration::from_secs(60),
+            "a third each again",
+            balanced,
+        )
+        .await;
     }
     each_delivered_once(&fake, &accepted).await;
     assert_eq!(fake.admin().replaced_conflicts(), 0, "no number ran on two gateways at once");

@@ -479,6 +479,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Opens a watcher, scans its QR as `phone`, and waits for `connected` + close 1000.
 pub async fn link(app: &TestApp, fake: &FakeWhatsApp, session: &str, phone: &str) -> String {
+    // Bounded as a whole: a socket that keeps sending frames (new QRs) but never `connected`
+    // fails the test instead of hanging it.
+    tokio::time::timeout(2 * WAIT, link_unbounded(app, fake, session, phone))
+        .await
+        .unwrap_or_else(|_| panic!("{session} was not linked within {:?}", 2 * WAIT))
+}
+
+async fn link_unbounded(app: &TestApp, fake: &FakeWhatsApp, session: &str, phone: &str) -> String {
     let mut ws = app.ws(session).await;
     ws.expect("status", "initializing").await;
     let qr = ws.next_qr().await;
