@@ -159,7 +159,10 @@ async fn no_login_for(
 /// the figure is 60), or `default`, which keeps the suite fast.
 fn fleet_numbers(default: usize) -> usize {
     let numbers = std::env::var("FLEET_NUMBERS").ok().map_or(default, |n| n.parse().expect("FLEET_NUMBERS: a number"));
-    assert!(numbers % 3 == 0 && (3..=99).contains(&numbers), "FLEET_NUMBERS must be a multiple of 3 from 3 to 99");
+    assert!(
+        numbers.is_multiple_of(3) && (3..=99).contains(&numbers),
+        "FLEET_NUMBERS must be a multiple of 3 from 3 to 99"
+    );
     numbers
 }
 
