@@ -71,7 +71,7 @@ impl Database {
             names.join(", "),
             places.join(", ")
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         let mut inserted = Vec::with_capacity(rows.rows.len());
         for row in &rows.rows {
             let session = session.map(|s| Cell::Text(s.to_owned()));
@@ -90,7 +90,7 @@ impl Database {
     /// last_error, at` rows) in their order, but those whose event id is there already; returns
     /// how many went in.
     pub async fn import_status_events(&self, events: &Rows) -> Result<u64, StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         let mut inserted = 0;
         for row in &events.rows {
             let [event_id, message_id, session_id, status, kind, last_error, at] = row.as_slice() else {
@@ -124,7 +124,7 @@ impl Database {
     /// Sets each chat's read mark (`session_id, chat, message_id` rows: the last message read)
     /// unless the chat has one; returns how many were set.
     pub async fn import_chat_reads(&self, reads: &Rows) -> Result<u64, StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         let mut inserted = 0;
         for row in &reads.rows {
             let [Cell::Text(session), Cell::Text(chat), last] = row.as_slice() else { continue };

@@ -125,7 +125,7 @@ impl InboxStore for PgInbox {
     }
 
     async fn mark_read(&self, session: &SessionId, chat: &str) -> Result<Option<Vec<IncomingMessage>>, StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         let latest: Option<i64> =
             sqlx::query_scalar("SELECT MAX(seq) FROM inbox_messages WHERE session_id = $1 AND chat = $2")
                 .bind(session.as_str())

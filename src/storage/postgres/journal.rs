@@ -50,7 +50,7 @@ impl PgJournal {
     }
 
     async fn accept_in(&self, message: &NewMessage) -> Result<Accepted, JournalError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await.map_err(db)?;
         if let Some(key) = &message.idempotency
             && let Some(earlier) = earlier_key(&mut tx, &key.key, &key.fingerprint).await?
         {
@@ -100,7 +100,7 @@ impl PgJournal {
             if stored.rows_affected() == 0 {
                 // Another request with this key committed first: answer as it was answered.
                 tx.rollback().await.map_err(db)?;
-                let mut tx = self.pool.begin().await.map_err(db)?;
+                let mut tx = crate::storage::postgres::begin(&self.pool).await.map_err(db)?;
                 return earlier_key(&mut tx, &key.key, &key.fingerprint)
                     .await?
                     .ok_or_else(|| JournalError::Database("an idempotency key vanished".into()));
@@ -120,7 +120,7 @@ impl PgJournal {
         last_error: Option<&str>,
         lease: Option<&Lease>,
     ) -> Result<bool, JournalError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await.map_err(db)?;
         if let Some(lease) = lease
             && !super::leases::hold_for_write(&mut tx, lease).await.map_err(db)?
         {

@@ -111,6 +111,19 @@ impl Database {
     }
 }
 
+/// Begins a transaction on `pool`, cancel-safely. sqlx 0.9's `Pool::begin` is not: cancelled
+/// after its `BEGIN` went out but before the answer came back, it returns the connection to the
+/// pool inside a transaction the server still holds open (its rollback guard checks a depth it
+/// has not raised yet), and every later statement on that connection runs, uncommitted and
+/// holding its locks, inside it. Callers here are cancelled often (a client dropped mid-write, a
+/// lane stopped, a shutdown), so the begin runs to completion in a task of its own: if the
+/// caller is gone by then, the task drops the transaction, which rolls it back. The task lasts
+/// one round trip or the pool's acquire timeout.
+pub(super) async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await }).await.map_err(|_| sqlx::Error::WorkerCrashed)?
+}
+
 /// A URL's password never reaches a log or an error body.
 fn redact(text: &str) -> String {
     match (text.find("://"), text.find('@')) {

@@ -128,7 +128,7 @@ impl WebhookStore for PgWebhooks {
             sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id).execute(&self.pool).await?;
             return Ok(());
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         let existing: Option<String> =
             sqlx::query_scalar("SELECT secret FROM webhook_endpoints WHERE id = $1 FOR UPDATE")
                 .bind(id)
@@ -205,7 +205,7 @@ impl WebhookStore for PgWebhooks {
     }
 
     async fn delete(&self, id: &str, viewer: &Viewer) -> Result<bool, StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         if !visible(&mut tx, id, viewer).await? {
             return Ok(false);
         }
@@ -219,7 +219,7 @@ impl WebhookStore for PgWebhooks {
         if deliveries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         let mut ids: Vec<&str> = Vec::new();
         for delivery in deliveries {
             if !ids.contains(&delivery.endpoint_id.as_str()) {
@@ -281,7 +281,7 @@ impl WebhookStore for PgWebhooks {
         now: u64,
         lease: Duration,
     ) -> Result<Option<Claim>, StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ENDPOINT_COLUMNS}, claimed_until FROM webhook_endpoints WHERE id = $1 FOR NO KEY UPDATE"
         )))
@@ -355,7 +355,7 @@ impl WebhookStore for PgWebhooks {
         now: u64,
     ) -> Result<u64, StorageError> {
         let now = int(now);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         if !delivered.is_empty() {
             sqlx::query(
                 "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, updated_at = $3 \
@@ -415,7 +415,7 @@ impl WebhookStore for PgWebhooks {
         status: Option<WebhookDeliveryStatus>,
         limit: usize,
     ) -> Result<Option<Vec<Delivery>>, StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         if !visible(&mut tx, endpoint_id, viewer).await? {
             return Ok(None);
         }
@@ -439,7 +439,7 @@ impl WebhookStore for PgWebhooks {
         delivery: Option<i64>,
         now: u64,
     ) -> Result<Option<u64>, StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         if !visible(&mut tx, endpoint_id, viewer).await? {
             return Ok(None);
         }

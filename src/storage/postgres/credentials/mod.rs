@@ -124,7 +124,7 @@ impl CredentialStore for PgCredentials {
 
     async fn wipe(&self, session: &SessionId) -> Result<(), StorageError> {
         self.close_gate(session).await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         for delete in TABLES {
             sqlx::query(delete).bind(session.as_str()).execute(&mut *tx).await?;
         }
@@ -133,7 +133,7 @@ impl CredentialStore for PgCredentials {
     }
 
     async fn wipe_under_lease(&self, session: &SessionId, lease: &Lease) -> Result<bool, StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::storage::postgres::begin(&self.pool).await?;
         if !super::leases::hold_for_write(&mut tx, lease).await? {
             metrics::counter!(crate::metrics::FENCING_REFUSALS, "store" => "credentials").increment(1);
             return Ok(false);
@@ -197,7 +197,7 @@ impl PgBackend {
         let conn = match &self.fence {
             None => Conn::Plain(self.pool.acquire().await.map_err(db)?),
             Some(fence) => {
-                let mut tx = self.pool.begin().await.map_err(db)?;
+                let mut tx = crate::storage::postgres::begin(&self.pool).await.map_err(db)?;
                 if !super::leases::hold_for_write(&mut tx, fence.lease()).await.map_err(db)? {
                     return Err(fenced());
                 }
