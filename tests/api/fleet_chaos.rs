@@ -63,6 +63,9 @@ struct Slot {
     /// A SIGTERM'd process still shutting down: waited for before the slot starts again (two
     /// processes under one gateway id would both count as its holder).
     stopping: Option<tokio::task::JoinHandle<()>>,
+    /// That process's id, to kill it should it not exit (its locks would hold up the schema's
+    /// drop, and the test would hang instead of failing).
+    stopping_pid: Option<u32>,
 }
 
 impl Slot {
@@ -126,7 +129,7 @@ async fn a_chaos_run_of_kills_and_restarts_under_load_loses_nothing_and_sends_no
         let mut settings = member(&url, &format!("gw-{n}"));
         settings.push(("MAX_SESSIONS_PER_GATEWAY", numbers.to_string()));
         let running = Some(start_with(&fake, &dir, &settings).await);
-        slots.push(Slot { dir, settings, running, stopping: None });
+        slots.push(Slot { dir, settings, running, stopping: None, stopping_pid: None });
     }
     let apps: Vec<TestApp> = slots.iter().filter_map(Slot::app).collect();
     until_placed(&apps.iter().collect::<Vec<_>>(), &ids, Duration::from_secs(60), "every number runs", |c| {
@@ -164,6 +167,7 @@ async fn a_chaos_run_of_kills_and_restarts_under_load_loses_nothing_and_sends_no
                 } else {
                     eprintln!("chaos: SIGTERM gw-{}", victim + 1);
                     signal(gateway.child.id(), "-TERM");
+                    slots[victim].stopping_pid = Some(gateway.child.id());
                     let mut gateway = gateway;
                     slots[victim].stopping = Some(tokio::task::spawn_blocking(move || {
                         let _ = gateway.child.wait();
@@ -229,10 +233,13 @@ async fn a_chaos_run_of_kills_and_restarts_under_load_loses_nothing_and_sends_no
 /// Starts a slot's gateway again under its id, once its previous process is gone.
 async fn restart(fake: &fake_whatsapp::FakeWhatsApp, slot: &mut Slot) {
     if let Some(stopping) = slot.stopping.take() {
-        tokio::time::timeout(Duration::from_secs(30), stopping)
-            .await
-            .expect("a SIGTERM'd gateway exits within 30 s")
-            .expect("the wait");
+        let exited = tokio::time::timeout(Duration::from_secs(30), stopping).await;
+        if exited.is_err()
+            && let Some(pid) = slot.stopping_pid
+        {
+            signal(pid, "-KILL");
+            panic!("a SIGTERM'd gateway (pid {pid}) did not exit within 30 s");
+        }
     }
     slot.running = Some(start_with(fake, &slot.dir, &slot.settings).await);
 }
