@@ -118,7 +118,8 @@ impl Database {
 /// holding its locks, inside it. Callers here are cancelled often (a client dropped mid-write, a
 /// lane stopped, a shutdown), so the begin runs to completion in a task of its own: if the
 /// caller is gone by then, the task drops the transaction, which rolls it back. The task lasts
-/// one round trip or the pool's acquire timeout.
+/// one round trip or the pool's acquire timeout. (Upstream: sqlx issue #4393, fixed after 0.9.0;
+/// no compatible release has the fix yet.)
 pub(super) async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
     let pool = pool.clone();
     tokio::spawn(async move { pool.begin().await }).await.map_err(|_| sqlx::Error::WorkerCrashed)?
