@@ -509,7 +509,10 @@ impl Queue {
                 event = events.recv() => match event { Some(e) => e, None => return },
             };
             match event {
-                DeliveryEvent::Ack { session, message_id, error } => {
+                // Acks and receipts are facts: written whoever holds the session's lease now
+                // (statuses only move up), so that no `sent` or `delivered` event is lost in a
+                // handoff.
+                DeliveryEvent::Ack { session: _, message_id, error } => {
                     if error.is_none() {
                         self.note_sent(&message_id);
                     }
@@ -517,17 +520,16 @@ impl Queue {
                         let _ = waiter.send(error);
                     } else if error.is_none() {
                         // A late ack for a send we stopped waiting for: it did arrive.
-                        let id = MessageId::from_stored(message_id);
-                        self.record_status(&session, &id, DeliveryStatus::Sent, None).await;
+                        self.set_status(&MessageId::from_stored(message_id), DeliveryStatus::Sent, None).await;
                     }
                 }
-                DeliveryEvent::Receipt { session, message_ids, read } => {
+                DeliveryEvent::Receipt { session: _, message_ids, read } => {
                     let status = if read { DeliveryStatus::Read } else { DeliveryStatus::Delivered };
                     for id in message_ids {
                         if let Some((_, sent)) = self.inner.sent_at.remove(&id) {
                             metrics::histogram!(crate::metrics::SENT_TO_DELIVERED).record(sent.elapsed().as_secs_f64());
                         }
-                        self.record_status(&session, &MessageId::from_stored(id), status, None).await;
+                        self.set_status(&MessageId::from_stored(id), status, None).await;
                     }
                 }
             }

@@ -120,7 +120,11 @@ impl Worker {
             self.last_send = Some(Instant::now());
             match outcome {
                 Outcome::Sent => {
-                    self.queue.record_status(&self.session, &job.id, DeliveryStatus::Sent, None).await;
+                    // A fact, written even if the lease went meanwhile (a graceful handoff releases
+                    // it while an ack is on its way): statuses only move up, so it can neither
+                    // undo a later status nor fail the message, and unrecorded it would leave the
+                    // message `sending`, its `sent` event never posted.
+                    self.queue.set_status(&job.id, DeliveryStatus::Sent, None).await;
                     metrics::counter!(crate::metrics::SENDS, "outcome" => "sent", "session" => self.session.as_str().to_owned()).increment(1);
                     let waited = crate::domain::now_ms().saturating_sub(job.accepted_at_ms);
                     metrics::histogram!(crate::metrics::ACCEPTED_TO_SENT).record(waited as f64 / 1000.0);
