@@ -512,7 +512,7 @@ impl Queue {
                 // Acks and receipts are facts: written whoever holds the session's lease now
                 // (statuses only move up), so that no `sent` or `delivered` event is lost in a
                 // handoff.
-                DeliveryEvent::Ack { session: _, message_id, error } => {
+                DeliveryEvent::Ack { message_id, error } => {
                     if error.is_none() {
                         self.note_sent(&message_id);
                     }
@@ -523,7 +523,7 @@ impl Queue {
                         self.set_status(&MessageId::from_stored(message_id), DeliveryStatus::Sent, None).await;
                     }
                 }
-                DeliveryEvent::Receipt { session: _, message_ids, read } => {
+                DeliveryEvent::Receipt { message_ids, read } => {
                     let status = if read { DeliveryStatus::Read } else { DeliveryStatus::Delivered };
                     for id in message_ids {
                         if let Some((_, sent)) = self.inner.sent_at.remove(&id) {
@@ -541,8 +541,8 @@ impl Queue {
         self.write_status(id, status, error, None).await;
     }
 
-    /// A status the gateway that runs `session` learned: the claim of a message to send
-    /// (`sending`), its outcome, a receipt. In a fleet it is written under this gateway's lease
+    /// A status that decides who sends: the claim of a message to send (`sending`), or its
+    /// failure by the gateway that tried. In a fleet it is written under this gateway's lease
     /// of the session, so a gateway that lost the number changes nothing; `false` when it was
     /// refused so (this gateway no longer runs the session).
     pub(crate) async fn record_status(

@@ -48,7 +48,6 @@ struct FakeClient {
     checks: AtomicUsize,
     /// Where WhatsApp's acks arrive, as `upstream`'s event handler forwards them.
     delivery: mpsc::Sender<DeliveryEvent>,
-    session: SessionId,
 }
 
 #[async_trait]
@@ -72,11 +71,7 @@ impl SessionOps for FakeClient {
         self.sends.send(message_id.clone()).await.unwrap();
         match reply {
             Reply::Ack => {
-                let ack = DeliveryEvent::Ack {
-                    session: self.session.clone(),
-                    message_id: message_id.as_str().to_owned(),
-                    error: None,
-                };
+                let ack = DeliveryEvent::Ack { message_id: message_id.as_str().to_owned(), error: None };
                 self.delivery.send(ack).await.unwrap();
                 Ok(())
             }
@@ -244,9 +239,8 @@ impl Harness {
             sends: sends_tx,
             checks: AtomicUsize::new(0),
             delivery: delivery.clone(),
-            session: SessionId::parse("s1").unwrap(),
         });
-        let session = fake.session.clone();
+        let session = SessionId::parse("s1").unwrap();
         let sessions = FakeSessions {
             id: session.clone(),
             state: watch::channel(SessionState::new(Status::Connected)).0,
@@ -361,15 +355,11 @@ async fn a_send_waits_for_the_server_ack_and_a_nack_sends_it_again() {
     assert_eq!(h.next_send().await, id);
     assert_eq!(within(h.queue.status(&id)).await.unwrap().unwrap().status, DeliveryStatus::Sending);
     // The server refuses it: the same message goes again.
-    let nack = DeliveryEvent::Ack {
-        session: h.session.clone(),
-        message_id: id.as_str().to_owned(),
-        error: Some("479".into()),
-    };
+    let nack = DeliveryEvent::Ack { message_id: id.as_str().to_owned(), error: Some("479".into()) };
     h.delivery.send(nack).await.unwrap();
     assert_eq!(h.next_send().await, id);
     // This time it is acknowledged.
-    let ack = DeliveryEvent::Ack { session: h.session.clone(), message_id: id.as_str().to_owned(), error: None };
+    let ack = DeliveryEvent::Ack { message_id: id.as_str().to_owned(), error: None };
     h.delivery.send(ack).await.unwrap();
 
     let record = h.finished(&id).await;

@@ -30,8 +30,8 @@ pub(crate) use qr::{png_data_url, qr_data_url, qr_png};
 /// the recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryEvent {
-    Ack { session: SessionId, message_id: String, error: Option<String> },
-    Receipt { session: SessionId, message_ids: Vec<String>, read: bool },
+    Ack { message_id: String, error: Option<String> },
+    Receipt { message_ids: Vec<String>, read: bool },
 }
 
 /// A session's status, in the vocabulary of seeds 000 and 002.

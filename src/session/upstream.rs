@@ -110,7 +110,7 @@ impl whatsapp_rust::types::events::EventHandler for Forward {
             }
             return;
         }
-        if let Some(delivery) = delivery_event(&self.id, &event) {
+        if let Some(delivery) = delivery_event(&event) {
             if self.delivery.try_send(delivery).is_err() {
                 tracing::warn!("delivery event channel full; an ack or receipt was dropped");
             }
@@ -276,11 +276,11 @@ fn summarize(message: &wa::Message) -> String {
         .map_or_else(|| "unknown message".to_owned(), str::to_owned)
 }
 
-fn delivery_event(session: &SessionId, event: &Event) -> Option<DeliveryEvent> {
+fn delivery_event(event: &Event) -> Option<DeliveryEvent> {
     use whatsapp_rust::types::presence::ReceiptType;
     match event {
         Event::ServerAck(ack) if ack.class.as_deref() == Some("message") => {
-            Some(DeliveryEvent::Ack { session: session.clone(), message_id: ack.id.clone(), error: ack.error.clone() })
+            Some(DeliveryEvent::Ack { message_id: ack.id.clone(), error: ack.error.clone() })
         }
         Event::Receipt(receipt) => {
             let read = match receipt.r#type {
@@ -289,7 +289,6 @@ fn delivery_event(session: &SessionId, event: &Event) -> Option<DeliveryEvent> {
                 _ => return None,
             };
             Some(DeliveryEvent::Receipt {
-                session: session.clone(),
                 message_ids: receipt.message_ids.iter().map(|id| id.to_string()).collect(),
                 read,
             })
