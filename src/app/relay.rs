@@ -85,7 +85,7 @@ pub(crate) async fn drain_status_events(
                 Vec::new()
             }
         };
-        let Some(last) = recorded.last().map(|e| e.seq) else {
+        if recorded.is_empty() {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = journal.committed() => {
@@ -97,7 +97,10 @@ pub(crate) async fn drain_status_events(
                 // A fallback should a wake-up be missed after an error.
                 () = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
             }
-        };
+        }
+        // Exactly these are deleted once handed over: on Postgres, an event with a lower seq may
+        // commit after this read (its transaction began first), and is left for the next one.
+        let handed: Vec<i64> = recorded.iter().map(|e| e.seq).collect();
         let events: Vec<Arc<GatewayEvent>> = recorded
             .into_iter()
             .map(|e| {
@@ -125,7 +128,7 @@ pub(crate) async fn drain_status_events(
         for event in events {
             bus.publish_recorded(event);
         }
-        if let Err(e) = journal.delete_status_events(last).await {
+        if let Err(e) = journal.delete_status_events(&handed).await {
             tracing::warn!(error = %e, "cannot delete handed-over message.status events");
             tokio::select! {
                 () = shutdown.cancelled() => return,

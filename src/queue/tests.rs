@@ -171,8 +171,8 @@ impl JournalStore for Watched {
         self.inner.status_events(after_seq, limit).await
     }
 
-    async fn delete_status_events(&self, up_to_seq: i64) -> Result<u64, JournalError> {
-        self.inner.delete_status_events(up_to_seq).await
+    async fn delete_status_events(&self, seqs: &[i64]) -> Result<u64, JournalError> {
+        self.inner.delete_status_events(seqs).await
     }
 
     fn want_status_events(&self) -> StatusEventsGuard {

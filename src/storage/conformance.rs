@@ -242,7 +242,7 @@ async fn journal_suite(journal: Arc<dyn JournalStore>) {
     assert_eq!(seen, [("m1", "sent"), ("m2", "queued")]);
     assert!(events.iter().all(|e| e.event_id.starts_with("evt_") && e.session_id == "tienda"));
     assert_eq!(journal.status_events(events[0].seq, 100).await.expect("after").len(), 1);
-    assert_eq!(journal.delete_status_events(events[0].seq).await.expect("delete"), 1);
+    assert_eq!(journal.delete_status_events(&[events[0].seq]).await.expect("delete"), 1);
     assert_eq!(journal.status_events(0, 100).await.expect("rest").len(), 1);
 
     // Pending: every open message in acceptance order, without the final ones.

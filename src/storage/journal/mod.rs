@@ -118,8 +118,10 @@ pub trait JournalStore: Send + Sync + std::fmt::Debug + 'static {
     /// The `message.status` events recorded after `after_seq`, oldest first (at most `limit`).
     async fn status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>, JournalError>;
 
-    /// Deletes the `message.status` events up to `up_to_seq`, once they are handed over.
-    async fn delete_status_events(&self, up_to_seq: i64) -> Result<u64, JournalError>;
+    /// Deletes the `message.status` events `seqs`, once they are handed over: exactly those,
+    /// not every one up to the last. On a shared store an event with a lower `seq` may commit
+    /// after a higher one was read, and it has not been handed over yet.
+    async fn delete_status_events(&self, seqs: &[i64]) -> Result<u64, JournalError>;
 
     /// While the guard lives, status moves record their `message.status` events (nobody
     /// listening, none are written: they would cost every accept a row).

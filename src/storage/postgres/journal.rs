@@ -392,9 +392,9 @@ impl JournalStore for PgJournal {
             .collect()
     }
 
-    async fn delete_status_events(&self, up_to_seq: i64) -> Result<u64, JournalError> {
-        let deleted = sqlx::query("DELETE FROM journal_status_events WHERE seq <= $1")
-            .bind(up_to_seq)
+    async fn delete_status_events(&self, seqs: &[i64]) -> Result<u64, JournalError> {
+        let deleted = sqlx::query("DELETE FROM journal_status_events WHERE seq = ANY($1)")
+            .bind(seqs)
             .execute(&self.pool)
             .await
             .map_err(db)?;
@@ -444,5 +444,45 @@ impl PgJournal {
             }
         }
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::storage::journal::JournalStore;
+    use crate::storage::postgres::testing;
+
+    async fn insert_event(executor: impl sqlx::PgExecutor<'_>, message: &str) -> i64 {
+        sqlx::query_scalar(
+            "INSERT INTO journal_status_events (event_id, message_id, session_id, status, kind, at) \
+             VALUES ('evt_' || $1, $1, 'tienda', 'sent', 'document', 0) RETURNING seq",
+        )
+        .bind(message)
+        .fetch_one(executor)
+        .await
+        .expect("an event")
+    }
+
+    /// Two gateways (or two lanes) record statuses at once: the one that took the lower seq may
+    /// commit after the higher one was read and handed over. Deleting what was handed over must
+    /// leave it for the next read (deleting "up to the last seq read" lost it: a webhook status
+    /// never posted).
+    #[tokio::test]
+    async fn an_event_committed_after_a_later_one_was_handed_over_is_not_deleted_with_it() {
+        let test = testing::fresh(3).await;
+        let journal = test.db.journal();
+        let mut slow = test.db.pool.begin().await.expect("begin");
+        let early = insert_event(&mut *slow, "m1").await;
+        let late = insert_event(&test.db.pool, "m2").await;
+        assert!(early < late, "the open transaction took the lower seq");
+
+        let read = journal.status_events(0, 100).await.expect("events");
+        assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), [late], "the open one is not visible yet");
+        slow.commit().await.expect("commit");
+        let handed: Vec<i64> = read.iter().map(|e| e.seq).collect();
+        assert_eq!(journal.delete_status_events(&handed).await.expect("delete"), 1);
+
+        let left = journal.status_events(0, 100).await.expect("events");
+        assert_eq!(left.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m1"], "m1's event waits");
     }
 }

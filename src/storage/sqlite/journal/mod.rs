@@ -332,9 +332,10 @@ impl SqliteJournal {
         self.read(move |conn| store::status_events(conn, after_seq, limit)).await
     }
 
-    /// Deletes the `message.status` events up to `up_to_seq`, once they are handed over.
-    pub async fn delete_status_events(&self, up_to_seq: i64) -> Result<u64, JournalError> {
-        self.request(|reply| Command::DeleteStatusEvents { up_to_seq, reply }).await
+    /// Deletes the `message.status` events `seqs`, once they are handed over.
+    pub async fn delete_status_events(&self, seqs: &[i64]) -> Result<u64, JournalError> {
+        let seqs = seqs.to_vec();
+        self.request(|reply| Command::DeleteStatusEvents { seqs, reply }).await
     }
 
     /// While the guard lives, status moves record their `message.status` events (nobody
@@ -473,8 +474,8 @@ impl JournalStore for SqliteJournal {
         SqliteJournal::status_events(self, after_seq, limit).await
     }
 
-    async fn delete_status_events(&self, up_to_seq: i64) -> Result<u64, JournalError> {
-        SqliteJournal::delete_status_events(self, up_to_seq).await
+    async fn delete_status_events(&self, seqs: &[i64]) -> Result<u64, JournalError> {
+        SqliteJournal::delete_status_events(self, seqs).await
     }
 
     fn want_status_events(&self) -> StatusEventsGuard {

@@ -395,9 +395,14 @@ pub(super) fn status_events(conn: &Connection, after_seq: i64, limit: usize) -> 
     Ok(rows)
 }
 
-/// Deletes the `message.status` events up to `seq` (handed over).
-pub(super) fn delete_status_events(conn: &Connection, up_to_seq: i64) -> Result<u64, JournalError> {
-    Ok(conn.prepare_cached("DELETE FROM status_events WHERE seq <= ?1")?.execute([up_to_seq])? as u64)
+/// Deletes the `message.status` events `seqs` (handed over).
+pub(super) fn delete_status_events(conn: &Connection, seqs: &[i64]) -> Result<u64, JournalError> {
+    let mut delete = conn.prepare_cached("DELETE FROM status_events WHERE seq = ?1")?;
+    let mut deleted = 0;
+    for seq in seqs {
+        deleted += delete.execute([seq])? as u64;
+    }
+    Ok(deleted)
 }
 
 /// Counts one more send attempt; returns the new count.

@@ -881,7 +881,7 @@ async fn every_status_is_recorded_with_its_event_in_the_same_write() {
     assert!(events.iter().all(|e| e.message_id == "m" && e.session_id == "tienda_lima" && e.kind == "document"));
     let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids.len(), 3, "unique event ids");
-    assert_eq!(within(journal.delete_status_events(events[1].seq)).await.expect("delete"), 2);
+    assert_eq!(within(journal.delete_status_events(&[events[0].seq, events[1].seq])).await.expect("delete"), 2);
     let left = within(journal.status_events(0, 10)).await.expect("events");
     assert_eq!(left.iter().map(|e| e.status.as_str()).collect::<Vec<_>>(), ["failed"]);
 }

@@ -44,7 +44,7 @@ pub(super) enum Command {
     /// Count one more send attempt.
     RecordAttempt { message_id: String, error: Option<String>, reply: Reply<u32> },
     /// Delete the `message.status` events up to this sequence number (handed over).
-    DeleteStatusEvents { up_to_seq: i64, reply: Reply<u64> },
+    DeleteStatusEvents { seqs: Vec<i64>, reply: Reply<u64> },
     /// Delete old idempotency keys and finished messages (cut-offs in unix ms).
     Prune { keys_before: u64, finished_before: u64, reply: Reply<Pruned> },
     /// Run arbitrary SQL on the write connection (tests only: e.g. shrink `max_page_count`).
@@ -243,8 +243,8 @@ fn apply(batch: &mut Batch<'_>, sync_error: Option<&JournalError>, events: bool,
             let result = batch.run(None, |c, now| store::record_attempt(c, &message_id, error.as_deref(), now));
             answer_after_commit(result, reply)
         }
-        Command::DeleteStatusEvents { up_to_seq, reply } => {
-            let result = batch.run(None, |c, _| store::delete_status_events(c, up_to_seq));
+        Command::DeleteStatusEvents { seqs, reply } => {
+            let result = batch.run(None, |c, _| store::delete_status_events(c, &seqs));
             answer_after_commit(result, reply)
         }
         Command::Prune { keys_before, finished_before, reply } => {
