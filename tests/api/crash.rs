@@ -69,9 +69,10 @@ pub(crate) async fn start_with(fake: &FakeWhatsApp, dir: &Path, extra: &[(&str, 
         .env("SEND_MIN_INTERVAL_MS", "0")
         .env("RETRY_BASE_DELAY_MS", "100")
         .env("RETRY_MAX_DELAY_MS", "1000")
-        // Warnings, and the line that names the bound address; `TEST_CHILD_LOG` (a log filter)
-        // prints each child's log to the test's output, to see what a failed run did.
-        .env("LOG_LEVEL", child_log().unwrap_or_else(|| "warn,whatsapp_gateway::app=info".to_owned()))
+        // Warnings, and the line that names the bound address (kept under any filter: the test
+        // reads the port from it); `TEST_CHILD_LOG` (a log filter) prints each child's log to the
+        // test's output, to see what a failed run did.
+        .env("LOG_LEVEL", format!("{},whatsapp_gateway::app=info", child_log().as_deref().unwrap_or("warn")))
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
