@@ -141,7 +141,7 @@ pub enum StartError {
 /// A gateway that is bound and loaded, ready to run.
 pub struct App {
     delivery_rx: mpsc::Receiver<DeliveryEvent>,
-    webhook_rx: mpsc::UnboundedReceiver<Arc<crate::events::GatewayEvent>>,
+    webhook_rx: mpsc::UnboundedReceiver<crate::events::ToOutbox>,
     inbound_retention: Option<std::time::Duration>,
     inbound_rx: mpsc::Receiver<crate::session::upstream::Inbound>,
     listener: TcpListener,

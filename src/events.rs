@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use crate::domain::EventKind;
 
@@ -40,12 +40,22 @@ pub struct GatewayEvent {
     pub data: Value,
 }
 
+/// An event on its way to the webhook outbox, and who waits for it to be written there: a
+/// received message is acknowledged to WhatsApp only then (until then WhatsApp keeps it, and
+/// delivers it again after a crash).
+#[derive(Debug)]
+pub struct ToOutbox {
+    pub event: Arc<GatewayEvent>,
+    /// Told whether the outbox has it.
+    pub written: Option<oneshot::Sender<bool>>,
+}
+
 /// Cheap to clone; every clone publishes to the same subscribers.
 #[derive(Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<Arc<GatewayEvent>>,
     /// Where every event also goes, losslessly: the webhook outbox.
-    sink: Arc<OnceLock<mpsc::UnboundedSender<Arc<GatewayEvent>>>>,
+    sink: Arc<OnceLock<mpsc::UnboundedSender<ToOutbox>>>,
     /// In a fleet: what the fan-out needs (see [`EventBus::own_events`]).
     fleet: Arc<OnceLock<Fleetwide>>,
     /// How many live subscribers here want `message.status` events.
@@ -84,10 +94,34 @@ impl EventBus {
             timestamp: crate::domain::now_ms(),
             data,
         });
-        if let Some(sink) = self.sink.get() {
-            let _ = sink.send(Arc::clone(&event));
-        }
+        self.to_outbox(Arc::clone(&event), None);
         self.show(event, true);
+    }
+
+    /// Publishes an event whose id its producer chose, and tells `written` (if any) once the
+    /// webhook outbox has it (at once when there is none).
+    pub fn publish_written(&self, event: Arc<GatewayEvent>, written: Option<oneshot::Sender<bool>>) {
+        self.to_outbox(Arc::clone(&event), written);
+        self.show(event, true);
+    }
+
+    /// Hands an event to the webhook outbox only (it was shown here already), and tells
+    /// `written` once the outbox has it. The outbox keeps one delivery per event id.
+    pub fn to_outbox(&self, event: Arc<GatewayEvent>, written: Option<oneshot::Sender<bool>>) {
+        match self.sink.get() {
+            Some(sink) => {
+                if let Err(mpsc::error::SendError(unsent)) = sink.send(ToOutbox { event, written })
+                    && let Some(written) = unsent.written
+                {
+                    let _ = written.send(false);
+                }
+            }
+            None => {
+                if let Some(written) = written {
+                    let _ = written.send(true);
+                }
+            }
+        }
     }
 
     /// Publishes an event already written to the webhook outbox by its producer (the journal's
@@ -143,7 +177,7 @@ impl EventBus {
 
     /// Sends every event from now on to `sink` as well, without loss (not bounded: its reader
     /// only writes them to disk).
-    pub fn attach_sink(&self, sink: mpsc::UnboundedSender<Arc<GatewayEvent>>) {
+    pub fn attach_sink(&self, sink: mpsc::UnboundedSender<ToOutbox>) {
         let _ = self.sink.set(sink);
     }
 

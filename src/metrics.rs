@@ -37,6 +37,9 @@ pub const JOURNAL_BATCH_SIZE: &str = "gateway_journal_commit_batch_size";
 pub const INBOUND_STORED: &str = "gateway_inbound_messages_total";
 /// Received messages lost because the inbox could not keep up.
 pub const INBOUND_DROPPED: &str = "gateway_inbound_dropped_total";
+/// Received messages the inbox could not store: left unacknowledged, so that WhatsApp delivers
+/// them again on the next login.
+pub const INBOUND_NOT_KEPT: &str = "gateway_inbound_not_kept_total";
 /// Webhook deliveries by outcome (`delivered`, `retry`, `dead`, `gone`, `outbox_full`).
 pub const WEBHOOK_DELIVERIES: &str = "gateway_webhook_deliveries_total";
 /// Time to post one webhook delivery.

@@ -152,6 +152,16 @@ pub fn new_event_id() -> String {
     format!("evt_{hex}")
 }
 
+/// The id of the `message.received` event of `session`'s received message `message_id`, in the
+/// shape of [`new_event_id`]: the same every time the message is handed over (WhatsApp
+/// redelivers what it has no ack for), so that the webhook outbox keeps one delivery of it.
+pub fn received_event_id(session: &str, message_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("message.received\0{session}\0{message_id}"));
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("evt_{hex}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ pub use content::{
 };
 pub use event_kind::EventKind;
 pub use fleet::{Epoch, GatewayId, InvalidGatewayId, Lease, MAX_GATEWAY_ID_LEN};
-pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId, new_event_id};
+pub use ids::{InvalidSessionId, MAX_LEN as MAX_SESSION_ID_LEN, MessageId, SessionId, new_event_id, received_event_id};
 pub use incoming::{
     ChatSummary, IncomingContact, IncomingKind, IncomingLocation, IncomingMedia, IncomingMessage, IncomingReaction,
 };

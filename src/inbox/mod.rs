@@ -13,11 +13,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use crate::domain::ChatSummary;
 use crate::domain::{IncomingMessage, SessionId, now_ms};
-use crate::events::{EventBus, EventKind};
+use crate::events::{EventBus, EventKind, GatewayEvent};
 use crate::session::SessionManager;
 use crate::session::upstream::Inbound;
 use crate::shutdown::Shutdown;
@@ -163,36 +163,99 @@ pub(crate) async fn run(
             () = shutdown.cancelled() => return,
             item = inbound.recv() => item,
         };
-        let Some(item) = item else { return };
-        let started = Instant::now();
-        let mut message = item.message.clone();
-        // A sender known only by its LID: the client's LID↔phone mapping may know its number.
-        if message.from.is_none()
-            && let Some(lid) = message.from_lid.clone()
-            && let Some(client) = sessions.connected_client(&item.session)
+        let Some(mut item) = item else { return };
+        let stored = item.stored.take();
+        let kept = keep(&inbox, &item, &sessions, &bus, stored).await;
+        if let Some(stored) = kept {
+            let _ = stored.send(false);
+        }
+    }
+}
+
+/// Stores one received message and publishes its `message.received` event (under an id of its
+/// own: see [`crate::domain::received_event_id`]). `stored`, when the client waits to ack the
+/// message, goes with the event to the webhook outbox, which answers it once written; it is
+/// handed back when the message could not be kept (then answered `false`: WhatsApp delivers
+/// it again on the next login).
+async fn keep(
+    inbox: &Inbox,
+    item: &Inbound,
+    sessions: &SessionManager,
+    bus: &EventBus,
+    stored: Option<oneshot::Sender<bool>>,
+) -> Option<oneshot::Sender<bool>> {
+    let started = Instant::now();
+    let mut message = item.message.clone();
+    // A sender known only by its LID: the client's LID↔phone mapping may know its number.
+    if message.from.is_none()
+        && let Some(lid) = message.from_lid.clone()
+        && let Some(client) = sessions.connected_client(&item.session)
+    {
+        message.from = client.phone_for_lid(&lid).await;
+    }
+    match inbox.insert(&message).await {
+        Ok(true) => {}
+        // A redelivery: stored once already, but perhaps not its event (a crash in between).
+        Ok(false) => return again(inbox, &message, bus, stored).await,
+        Err(e) => {
+            metrics::counter!(crate::metrics::INBOUND_NOT_KEPT).increment(1);
+            tracing::error!(session = %item.session, error = %e, "cannot store a received message; WhatsApp delivers it again on the next login");
+            return stored;
+        }
+    }
+    if message.kind.has_media() {
+        inbox.fetch_media(sessions, item, &mut message).await;
+        if message.media.as_ref().is_some_and(|m| m.error.is_some())
+            && let Err(e) = inbox.store.update(&message, None).await
         {
-            message.from = client.phone_for_lid(&lid).await;
+            tracing::error!(error = %e, "cannot record why a file was not kept");
         }
-        match inbox.insert(&message).await {
-            Ok(true) => {}
-            Ok(false) => continue, // a redelivery: stored once already
-            Err(e) => {
-                tracing::error!(session = %item.session, error = %e, "cannot store a received message");
-                continue;
-            }
+    }
+    metrics::counter!(crate::metrics::INBOUND_STORED, "type" => message.kind.as_str()).increment(1);
+    tracing::info!(session = %item.session, message_id = %message.message_id, kind = message.kind.as_str(), "message received");
+    bus.publish_written(received_event(&message), stored);
+    metrics::histogram!(crate::metrics::INBOUND_LATENCY).record(started.elapsed().as_secs_f64());
+    None
+}
+
+/// The `message.received` event of a stored message.
+fn received_event(message: &IncomingMessage) -> Arc<GatewayEvent> {
+    Arc::new(GatewayEvent {
+        id: crate::domain::received_event_id(&message.session_id, &message.message_id),
+        event: EventKind::MessageReceived,
+        session_id: message.session_id.clone(),
+        timestamp: now_ms(),
+        data: serde_json::to_value(message).unwrap_or_default(),
+    })
+}
+
+/// A message stored before: its event goes to the webhook outbox again (kept once there, by its
+/// id), not to live subscribers, who were shown it.
+async fn again(
+    inbox: &Inbox,
+    redelivered: &IncomingMessage,
+    bus: &EventBus,
+    stored: Option<oneshot::Sender<bool>>,
+) -> Option<oneshot::Sender<bool>> {
+    let Some(stored) = stored else { return None };
+    match inbox.get(&redelivered.message_id).await {
+        Ok(Some(message)) if message.session_id == redelivered.session_id => {
+            bus.to_outbox(received_event(&message), Some(stored));
+            None
         }
-        if message.kind.has_media() {
-            inbox.fetch_media(&sessions, &item, &mut message).await;
-            if message.media.as_ref().is_some_and(|m| m.error.is_some())
-                && let Err(e) = inbox.store.update(&message, None).await
-            {
-                tracing::error!(error = %e, "cannot record why a file was not kept");
-            }
+        // Another session's message under the same id: the newest is shown; this one is stored.
+        Ok(Some(_)) => {
+            bus.to_outbox(received_event(redelivered), Some(stored));
+            None
         }
-        metrics::counter!(crate::metrics::INBOUND_STORED, "type" => message.kind.as_str()).increment(1);
-        tracing::info!(session = %item.session, message_id = %message.message_id, kind = message.kind.as_str(), "message received");
-        let data = serde_json::to_value(&message).unwrap_or_default();
-        bus.publish(EventKind::MessageReceived, &message.session_id, data);
-        metrics::histogram!(crate::metrics::INBOUND_LATENCY).record(started.elapsed().as_secs_f64());
+        Ok(None) => {
+            let _ = stored.send(true);
+            None
+        }
+        Err(e) => {
+            metrics::counter!(crate::metrics::INBOUND_NOT_KEPT).increment(1);
+            tracing::error!(session = %redelivered.session_id, error = %e, "cannot read a redelivered message");
+            Some(stored)
+        }
     }
 }

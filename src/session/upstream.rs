@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::download::MediaType;
@@ -99,6 +99,11 @@ struct Forward {
 impl whatsapp_rust::types::events::EventHandler for Forward {
     fn handle_event(&self, event: Arc<Event>) {
         if let Event::Messages(batch) = &*event {
+            // Handed over by [`Keep`] before their acks already.
+            if batch.hook_committed {
+                return;
+            }
+            // What the hook does not see (acked on their own path by the client): at most once.
             for item in batch.messages.iter() {
                 let Some(inbound) = inbound_message(&self.id, item) else { continue };
                 // Bounded: a burst beyond it waits for nobody; the message is counted lost
@@ -124,11 +129,49 @@ impl whatsapp_rust::types::events::EventHandler for Forward {
     }
 }
 
+/// The client's inbound durability hook: a received message is acknowledged to WhatsApp only
+/// once the inbox has stored it and the webhook outbox has its `message.received` event. Until
+/// then WhatsApp keeps it and delivers it again on the next login (after a crash, a failover,
+/// a store that could not be written), and the client replays it from its buffered copy; the
+/// inbox stores it once and the outbox keeps one delivery of its event (same id).
+struct Keep {
+    id: SessionId,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+#[async_trait::async_trait]
+impl whatsapp_rust::types::durability_hook::InboundDurabilityHook for Keep {
+    async fn on_messages(
+        &self,
+        _client: Arc<Client>,
+        batch: &[whatsapp_rust::types::events::InboundMessage],
+    ) -> anyhow::Result<()> {
+        let mut kept = Vec::with_capacity(batch.len());
+        for item in batch {
+            let Some(mut inbound) = inbound_message(&self.id, item) else { continue };
+            let (stored, answer) = oneshot::channel();
+            inbound.stored = Some(stored);
+            // Waits for room: a burst slows the client down instead of being dropped.
+            self.inbound.send(inbound).await.map_err(|_| anyhow::anyhow!("the inbox has stopped"))?;
+            kept.push(answer);
+        }
+        for answer in kept {
+            if answer.await != Ok(true) {
+                anyhow::bail!("a received message was not kept; WhatsApp delivers it again on the next login");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A received message, and what is needed to fetch its file later.
 pub(crate) struct Inbound {
     pub(crate) session: SessionId,
     pub(crate) message: IncomingMessage,
     pub(crate) media: Option<MediaRef>,
+    /// Told whether the message is kept (stored, its event in the webhook outbox) when the
+    /// client waits to acknowledge it.
+    pub(crate) stored: Option<oneshot::Sender<bool>>,
 }
 
 /// The message a file can be downloaded from (with [`SessionClient::download`](super::client::SessionClient::download)).
@@ -263,7 +306,7 @@ fn inbound_message(session: &SessionId, item: &whatsapp_rust::types::events::Inb
     }
     record.quoted_id = quoted.and_then(|c| c.stanza_id.clone());
     let media = record.kind.has_media().then(|| MediaRef(Arc::clone(&item.message)));
-    Some(Inbound { session: session.clone(), message: record, media })
+    Some(Inbound { session: session.clone(), message: record, media, stored: None })
 }
 
 /// The name of the first field a message carries (`pollCreationMessage`), for kinds we do not
@@ -419,6 +462,7 @@ impl Upstream {
                     .with_platform_type(whatsapp_rust::waproto::whatsapp::device_props::PlatformType::DESKTOP),
             )
             .skip_history_sync()
+            .with_inbound_durability_hook(Keep { id: session.clone(), inbound: self.inbound.clone() })
             .with_event_handler(Forward {
                 id: session.clone(),
                 session: tx,

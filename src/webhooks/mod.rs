@@ -411,7 +411,7 @@ fn render(
 /// until shutdown (then what is already buffered is written too).
 pub async fn run_outbox(
     webhooks: Webhooks,
-    mut events: mpsc::UnboundedReceiver<Arc<GatewayEvent>>,
+    mut events: mpsc::UnboundedReceiver<crate::events::ToOutbox>,
     shutdown: Shutdown,
 ) {
     loop {
@@ -432,8 +432,16 @@ pub async fn run_outbox(
                 break;
             }
         }
-        if let Err(e) = webhooks.enqueue(batch).await {
-            tracing::error!(error = %e, "webhook outbox write failed; events not queued");
+        let (events_of, waiting): (Vec<_>, Vec<_>) = batch.into_iter().map(|t| (t.event, t.written)).unzip();
+        let written = match webhooks.enqueue(events_of).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "webhook outbox write failed; events not queued");
+                false
+            }
+        };
+        for waiter in waiting.into_iter().flatten() {
+            let _ = waiter.send(written);
         }
     }
 }

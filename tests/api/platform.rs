@@ -441,7 +441,7 @@ fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 /// `/metrics` with the admin token.
-async fn scrape(app: &TestApp) -> String {
+pub(crate) async fn scrape(app: &TestApp) -> String {
     let url = app.url("/metrics");
     tokio::task::spawn_blocking(move || {
         ureq::get(&url)

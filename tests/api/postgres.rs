@@ -163,3 +163,84 @@ where
     .await
     .expect("the condition in time")
 }
+
+/// A received message is acknowledged to WhatsApp only once the inbox has it and its event is in
+/// the webhook outbox. While the database refuses it (here a trigger, as a full disk or a
+/// constraint would), WhatsApp keeps it; the next login gets it again, and it is stored once and
+/// posted once. Before, the client acknowledged it as soon as it was decrypted: it was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_received_message_the_database_refuses_is_delivered_again_and_kept_once() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let schema = Schema::fresh().await;
+    let url = schema.url();
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("DATABASE_URL", url.as_str())])).await;
+    let gateway_phone = "51900000096";
+    link(&app, &fake, "terca", gateway_phone).await;
+    let receiver = crate::webhooks::Receiver::start().await;
+    let mut posts = receiver.requests();
+    let endpoint =
+        crate::webhooks::create(&app, serde_json::json!({"url": receiver.url(), "events": ["message.received"]})).await;
+
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("connect");
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_inbox() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'no space left on device'; END $$; \
+         CREATE TRIGGER refuse_inbox BEFORE INSERT ON inbox_messages FOR EACH ROW EXECUTE FUNCTION refuse_inbox();",
+    )
+    .execute(&mut db)
+    .await
+    .expect("the trigger");
+    let not_kept = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("gateway_inbound_not_kept_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = not_kept(&crate::platform::scrape(&app).await);
+    let customer = "51987000096";
+    let id = fake.admin().send_text(customer, gateway_phone, "¿Tienen stock?").await.expect("sent");
+    tokio::time::timeout(WAIT, async {
+        while not_kept(&crate::platform::scrape(&app).await) <= before {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the inbox refuses the message");
+
+    // The database takes it again; the next login gets the message again.
+    sqlx::raw_sql("DROP TRIGGER refuse_inbox ON inbox_messages").execute(&mut db).await.expect("drop the trigger");
+    let mut fake_events = fake.subscribe();
+    let (status, body) = app.request("POST", "/api/sessions/terca/restart", Some(TOKEN), None).await;
+    assert!(status < 300, "{status} {body}");
+    wait_event(&mut fake_events, |e| {
+        matches!(e, fake_whatsapp::FakeEvent::MessageRedelivered { id: again, .. } if *again == id).then_some(())
+    })
+    .await;
+    let post = tokio::time::timeout(WAIT, async {
+        loop {
+            let post = posts.recv().await.expect("a webhook post");
+            let event: serde_json::Value = serde_json::from_slice(&post.body).expect("json");
+            if event["data"]["messageId"] == id.as_str() {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("its message.received is posted");
+    assert_eq!(post["data"]["text"], "¿Tienen stock?");
+
+    let (_, page) = app.request("GET", "/api/sessions/terca/messages?direction=in", Some(TOKEN), None).await;
+    let ids: Vec<&str> =
+        page["items"].as_array().expect("items").iter().filter_map(|m| m["messageId"].as_str()).collect();
+    assert_eq!(ids, [id.as_str()], "stored once");
+    let path = format!("/api/webhooks/{}/deliveries", endpoint["id"].as_str().expect("endpoint id"));
+    let (_, deliveries) = app.request("GET", &path, Some(TOKEN), None).await;
+    let items = deliveries["items"].as_array().expect("deliveries");
+    let of_it = items.iter().filter(|d| d["eventId"] == post["id"]).count();
+    assert_eq!((of_it, items.len()), (1, 1), "one delivery, of its event: {deliveries}");
+    app.stop().await;
+    fake.shutdown().await;
+}
