@@ -1,14 +1,15 @@
 //! A chaos run of the fleet: three real gateway processes on one Postgres, killed (SIGKILL),
 //! stopped (SIGTERM) and started again at random while PDFs are posted through whichever are up.
-//! At the end every number runs again without a scan, every accepted PDF reached its phone
-//! exactly once, and the webhook posted a `sent` (or later) status for each. The totals are
-//! printed.
+//! Customers write to the numbers meanwhile. At the end every number runs again without a scan,
+//! every accepted PDF reached its phone exactly once, the webhook posted a `sent` (or later)
+//! status for each, and a `message.received` for every text the customers sent, each under one
+//! event id (a redelivery after a failover is kept once). The totals are printed.
 //!
 //! `CHAOS_SECS` (default 20) sets how long the chaos lasts, `CHAOS_NUMBERS` (default 6) how many
 //! numbers, and `CHAOS_SEED` replays a run (each run prints its seed):
 //! `CHAOS_SECS=300 TEST_BACKEND=postgres cargo test --workspace --locked chaos -- --nocapture`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,6 +52,7 @@ struct Totals {
     restarts: usize,
     accepted: usize,
     delivered_once: usize,
+    received: usize,
     webhook_posts: usize,
     replaced_conflicts: u64,
 }
@@ -88,15 +90,24 @@ async fn a_chaos_run_of_kills_and_restarts_under_load_loses_nothing_and_sends_no
     // Every message's statuses go to a webhook, collected as they come.
     let receiver = crate::webhooks::Receiver::start().await;
     let reported: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Each received text's message id, and the event ids it was posted under.
+    let received: Arc<Mutex<HashMap<String, HashSet<String>>>> = Arc::default();
     let posts_read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let collector = tokio::spawn({
-        let (mut posts, reported, posts_read) = (receiver.requests(), reported.clone(), posts_read.clone());
+        let (mut posts, reported, received, posts_read) =
+            (receiver.requests(), reported.clone(), received.clone(), posts_read.clone());
         async move {
             loop {
                 match posts.recv().await {
                     Ok(post) => {
                         posts_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let event: serde_json::Value = serde_json::from_slice(&post.body).unwrap_or_default();
+                        if event["event"] == "message.received"
+                            && let (Some(id), Some(event_id)) =
+                                (event["data"]["messageId"].as_str(), event["id"].as_str())
+                        {
+                            received.lock().unwrap().entry(id.to_owned()).or_default().insert(event_id.to_owned());
+                        }
                         if ["sent", "delivered", "read"].contains(&event["data"]["status"].as_str().unwrap_or_default())
                             && let Some(id) = event["data"]["messageId"].as_str()
                         {
@@ -113,7 +124,11 @@ async fn a_chaos_run_of_kills_and_restarts_under_load_loses_nothing_and_sends_no
     });
 
     let linker = crate::fleet::spawn_member(&fake, &url, "gw-link").await;
-    crate::webhooks::create(&linker, serde_json::json!({"url": receiver.url(), "events": ["message.status"]})).await;
+    crate::webhooks::create(
+        &linker,
+        serde_json::json!({"url": receiver.url(), "events": ["message.status", "message.received"]}),
+    )
+    .await;
     let mut ids = Vec::new();
     for n in 0..numbers {
         let id = format!("caos{n}");
@@ -141,6 +156,7 @@ async fn a_chaos_run_of_kills_and_restarts_under_load_loses_nothing_and_sends_no
     // graceful stop or a restart.
     let mut totals = Totals::default();
     let mut accepted: Vec<(String, String)> = Vec::new();
+    let mut written: Vec<String> = Vec::new();
     let end = Instant::now() + Duration::from_secs(secs);
     let mut next_blow = Instant::now() + dice.millis(1500, 4000);
     while Instant::now() < end {
@@ -152,6 +168,13 @@ async fn a_chaos_run_of_kills_and_restarts_under_load_loses_nothing_and_sends_no
         let (status, body) = app.send_pdf(id, &to, &pdf(&format!("caos {n}")), None).await;
         assert_eq!(status, 202, "gw-{} refused a PDF: {body}", through + 1);
         accepted.push((body["messageId"].as_str().expect("messageId").to_owned(), to));
+        // A customer writes to the number every fourth PDF (kept by WhatsApp while no gateway
+        // runs it).
+        if n % 4 == 0 {
+            let phone = format!("519000004{:02}", n % numbers);
+            let text = fake.admin().send_text(&format!("5197{n:07}"), &phone, &format!("hola {n}")).await;
+            written.push(text.expect("the fake takes a customer's text"));
+        }
 
         if Instant::now() >= next_blow {
             next_blow = Instant::now() + dice.millis(1500, 4000);
@@ -209,17 +232,34 @@ async fn a_chaos_run_of_kills_and_restarts_under_load_loses_nothing_and_sends_no
         let missing: Vec<&String> = accepted.iter().map(|(id, _)| id).filter(|id| !reported.contains(*id)).collect();
         panic!("the webhook never reported {missing:?} as sent")
     });
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while written.iter().any(|id| !received.lock().unwrap().contains_key(id)) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let received = received.lock().unwrap();
+        let missing: Vec<&String> = written.iter().filter(|id| !received.contains_key(*id)).collect();
+        panic!("the webhook never posted {missing:?} as received")
+    });
+    for (id, event_ids) in received.lock().unwrap().iter() {
+        assert_eq!(event_ids.len(), 1, "{id} was posted under one event id: {event_ids:?}");
+    }
+    totals.received = written.len();
     totals.webhook_posts = posts_read.load(std::sync::atomic::Ordering::Relaxed);
     totals.replaced_conflicts = fake.admin().replaced_conflicts();
     eprintln!(
         "chaos totals after {secs} s: {} SIGKILLs, {} SIGTERMs, {} restarts; {} PDFs accepted, {} delivered exactly \
-         once, 0 lost, 0 twice; every one reported sent by the webhook ({} posts); {} numbers connected again with \
-         no scan; {} replaced conflicts",
+         once, 0 lost, 0 twice; every one reported sent by the webhook; {} customer texts, every one posted as \
+         received under one event id ({} posts in all); {} numbers connected again with no scan; {} replaced \
+         conflicts",
         totals.kills,
         totals.graceful_stops,
         totals.restarts,
         totals.accepted,
         totals.delivered_once,
+        totals.received,
         totals.webhook_posts,
         numbers,
         totals.replaced_conflicts,
