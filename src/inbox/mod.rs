@@ -237,7 +237,7 @@ async fn again(
     bus: &EventBus,
     stored: Option<oneshot::Sender<bool>>,
 ) -> Option<oneshot::Sender<bool>> {
-    let Some(stored) = stored else { return None };
+    let stored = stored?;
     match inbox.get(&redelivered.message_id).await {
         Ok(Some(message)) if message.session_id == redelivered.session_id => {
             bus.to_outbox(received_event(&message), Some(stored));

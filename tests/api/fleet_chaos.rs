@@ -170,7 +170,7 @@ async fn a_chaos_run_of_kills_and_restarts_under_load_loses_nothing_and_sends_no
         accepted.push((body["messageId"].as_str().expect("messageId").to_owned(), to));
         // A customer writes to the number every fourth PDF (kept by WhatsApp while no gateway
         // runs it).
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             let phone = format!("519000004{:02}", n % numbers);
             let text = fake.admin().send_text(&format!("5197{n:07}"), &phone, &format!("hola {n}")).await;
             written.push(text.expect("the fake takes a customer's text"));
