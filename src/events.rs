@@ -106,15 +106,12 @@ impl EventBus {
     }
 
     /// Hands an event to the webhook outbox only (it was shown here already), and tells
-    /// `written` once the outbox has it. The outbox keeps one delivery per event id.
+    /// `written` once the outbox has it (dropped unanswered if it cannot). The outbox keeps one
+    /// delivery per event id.
     pub fn to_outbox(&self, event: Arc<GatewayEvent>, written: Option<oneshot::Sender<bool>>) {
         match self.sink.get() {
             Some(sink) => {
-                if let Err(mpsc::error::SendError(unsent)) = sink.send(ToOutbox { event, written })
-                    && let Some(written) = unsent.written
-                {
-                    let _ = written.send(false);
-                }
+                let _ = sink.send(ToOutbox { event, written });
             }
             None => {
                 if let Some(written) = written {

@@ -165,25 +165,22 @@ pub(crate) async fn run(
         };
         let Some(mut item) = item else { return };
         let stored = item.stored.take();
-        let kept = keep(&inbox, &item, &sessions, &bus, stored).await;
-        if let Some(stored) = kept {
-            let _ = stored.send(false);
-        }
+        keep(&inbox, &item, &sessions, &bus, stored).await;
     }
 }
 
 /// Stores one received message and publishes its `message.received` event (under an id of its
 /// own: see [`crate::domain::received_event_id`]). `stored`, when the client waits to ack the
-/// message, goes with the event to the webhook outbox, which answers it once written; it is
-/// handed back when the message could not be kept (then answered `false`: WhatsApp delivers
-/// it again on the next login).
+/// message, goes with the event to the webhook outbox, which answers it once written; dropped
+/// unanswered when the message could not be kept (the client does not ack it, and WhatsApp
+/// delivers it again on the next login).
 async fn keep(
     inbox: &Inbox,
     item: &Inbound,
     sessions: &SessionManager,
     bus: &EventBus,
     stored: Option<oneshot::Sender<bool>>,
-) -> Option<oneshot::Sender<bool>> {
+) {
     let started = Instant::now();
     let mut message = item.message.clone();
     // A sender known only by its LID: the client's LID↔phone mapping may know its number.
@@ -200,7 +197,7 @@ async fn keep(
         Err(e) => {
             metrics::counter!(crate::metrics::INBOUND_NOT_KEPT).increment(1);
             tracing::error!(session = %item.session, error = %e, "cannot store a received message; WhatsApp delivers it again on the next login");
-            return stored;
+            return;
         }
     }
     if message.kind.has_media() {
@@ -215,7 +212,6 @@ async fn keep(
     tracing::info!(session = %item.session, message_id = %message.message_id, kind = message.kind.as_str(), "message received");
     bus.publish_written(received_event(&message), stored);
     metrics::histogram!(crate::metrics::INBOUND_LATENCY).record(started.elapsed().as_secs_f64());
-    None
 }
 
 /// The `message.received` event of a stored message.
@@ -231,31 +227,20 @@ fn received_event(message: &IncomingMessage) -> Arc<GatewayEvent> {
 
 /// A message stored before: its event goes to the webhook outbox again (kept once there, by its
 /// id), not to live subscribers, who were shown it.
-async fn again(
-    inbox: &Inbox,
-    redelivered: &IncomingMessage,
-    bus: &EventBus,
-    stored: Option<oneshot::Sender<bool>>,
-) -> Option<oneshot::Sender<bool>> {
-    let stored = stored?;
+async fn again(inbox: &Inbox, redelivered: &IncomingMessage, bus: &EventBus, stored: Option<oneshot::Sender<bool>>) {
+    let Some(stored) = stored else { return };
     match inbox.get(&redelivered.message_id).await {
         Ok(Some(message)) if message.session_id == redelivered.session_id => {
             bus.to_outbox(received_event(&message), Some(stored));
-            None
         }
         // Another session's message under the same id: the newest is shown; this one is stored.
-        Ok(Some(_)) => {
-            bus.to_outbox(received_event(redelivered), Some(stored));
-            None
-        }
+        Ok(Some(_)) => bus.to_outbox(received_event(redelivered), Some(stored)),
         Ok(None) => {
             let _ = stored.send(true);
-            None
         }
         Err(e) => {
             metrics::counter!(crate::metrics::INBOUND_NOT_KEPT).increment(1);
             tracing::error!(session = %redelivered.session_id, error = %e, "cannot read a redelivered message");
-            Some(stored)
         }
     }
 }

@@ -170,7 +170,7 @@ pub(crate) struct Inbound {
     pub(crate) message: IncomingMessage,
     pub(crate) media: Option<MediaRef>,
     /// Told whether the message is kept (stored, its event in the webhook outbox) when the
-    /// client waits to acknowledge it.
+    /// client waits to acknowledge it; dropped unanswered means not kept.
     pub(crate) stored: Option<oneshot::Sender<bool>>,
 }
 
