@@ -984,7 +984,8 @@ async fn wait_for_lease(
                     // Show what the gateway that runs it recorded.
                     fleet.look_at_state(&shared.id);
                 }
-                free_rounds = 0;
+                // Someone takes it: what earlier rounds saw is no evidence any more.
+                (free_rounds, over_share) = (0, false);
                 let reason = match holder {
                     Some((lease, _)) => {
                         let reason = format!("running on gateway {}", lease.owner);
@@ -1020,7 +1021,10 @@ async fn wait_for_lease(
         tokio::select! {
             _ = cancel.cancelled() => return LeaseWait::Cancelled,
             _ = tokio::time::sleep(retry_in) => {}
-            _ = released.notified() => {}
+            // A holder just gave it up (perhaps this gateway, handing it over): the number was
+            // taken until now, and the others are woken too; it is free only if it stays so
+            // over rounds from here, not counting those before.
+            _ = released.notified() => (free_rounds, over_share) = (0, false),
             command = inbox.recv() => match command {
                 None => return LeaseWait::Cancelled,
                 Some(Command::Stop(reply) | Command::Forget(reply)) => {
