@@ -113,6 +113,11 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Option<Vec<Delivery>>, StorageError>;
 
+    /// Deletes at most `limit` settled deliveries (delivered, or failed for good) last changed
+    /// before `before` (unix ms); pending ones are never touched. Returns how many.
+    /// The caller repeats while it gets `limit`, so that no one statement holds the table long.
+    async fn prune(&self, before: u64, limit: usize) -> Result<u64, StorageError>;
+
     /// Makes failed deliveries of `endpoint_id` (one, or all when `delivery` is `None`) pending
     /// again, due at `now` and counted from `now` for their retry age, and enables the endpoint;
     /// returns how many, `None` if `viewer` does not see it.

@@ -366,6 +366,49 @@ async fn deletes_cascade(store: &dyn WebhookStore) {
     assert_eq!(left.iter().find(|(e, _)| e.id == other.id).map(|(_, n)| *n), Some(2));
 }
 
+/// Last in the suite: a prune deletes every endpoint's settled deliveries, so those of the
+/// checks before (all settled before `T1`) go first.
+async fn prunes_only_what_is_settled_and_old(store: &dyn WebhookStore) {
+    const T1: u64 = T0 + 1_000_000_000;
+    store.prune(T1, usize::MAX).await.expect("the suite's earlier deliveries");
+    let target = endpoint(Owner::admin(), 1);
+    store.create(&target).await.expect("create");
+    let batch: Vec<NewDelivery> = ["e1", "e2", "e3", "e4"].iter().map(|id| delivery(&target, id, "a")).collect();
+    store.enqueue(&batch, 10, T1).await.expect("enqueue");
+    // e1 and e2 delivered at T1 + 10; e3 a dead letter at T1 + 20; e4 claimed and left pending.
+    let claimed = claim(store, &target, 10, T1).await;
+    let ids: Vec<i64> = claimed.deliveries.iter().map(|d| d.id).collect();
+    let dead = Some((ids[2], DeliveryOutcome::Dead("the endpoint answered 500".into())));
+    store.settle(&target.id, claimed.until.expect("lease"), &ids[..2], None, T1 + 10).await.expect("settle");
+    let again = claim(store, &target, 10, T1 + 20).await;
+    assert_eq!(events(&again), ["e3", "e4"]);
+    store.settle(&target.id, again.until.expect("lease"), &[], dead, T1 + 20).await.expect("settle");
+    let left = async || {
+        let all = store.deliveries(&target.id, &Viewer::Admin, None, 10).await.expect("list").expect("visible");
+        all.into_iter().map(|d| d.event_id).collect::<Vec<_>>()
+    };
+
+    assert_eq!(store.prune(T1 + 10, 10).await.expect("prune"), 0, "changed at the cut-off: kept");
+    assert_eq!(store.prune(T1 + 11, 10).await.expect("prune"), 2, "the delivered ones");
+    assert_eq!(left().await, ["e4", "e3"]);
+    assert_eq!(store.prune(u64::MAX / 2, 10).await.expect("prune"), 1, "the dead letter");
+    assert_eq!(left().await, ["e4"], "a pending delivery is never pruned, however old");
+
+    // At most `limit` a round.
+    let more: Vec<NewDelivery> = (5..10).map(|n| delivery(&target, &format!("e{n}"), "a")).collect();
+    store.enqueue(&more, 10, T1 + 30).await.expect("enqueue");
+    let claimed = claim(store, &target, 10, T1 + 30).await;
+    let ids: Vec<i64> = claimed.deliveries.iter().map(|d| d.id).collect();
+    assert_eq!(ids.len(), 6);
+    store.settle(&target.id, claimed.until.expect("lease"), &ids, None, T1 + 40).await.expect("settle");
+    let mut rounds = Vec::new();
+    for _ in 0..4 {
+        rounds.push(store.prune(T1 + 41, 2).await.expect("prune"));
+    }
+    assert_eq!(rounds, [2, 2, 2, 0]);
+    assert!(left().await.is_empty());
+}
+
 /// Several claimers at once, as several gateways would: the endpoint's deliveries go to exactly
 /// one of them.
 async fn claimers_never_share(store: Arc<dyn WebhookStore>) {
@@ -408,7 +451,8 @@ async fn suite(store: Arc<dyn WebhookStore>) {
     dead_letters_and_replay(store.as_ref()).await;
     gone_disables_until_replayed(store.as_ref()).await;
     deletes_cascade(store.as_ref()).await;
-    claimers_never_share(store).await;
+    claimers_never_share(Arc::clone(&store)).await;
+    prunes_only_what_is_settled_and_old(store.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -432,6 +432,18 @@ impl WebhookStore for PgWebhooks {
         rows.iter().map(delivery_from_row).collect::<Result<Vec<_>, _>>().map(Some)
     }
 
+    async fn prune(&self, before: u64, limit: usize) -> Result<u64, StorageError> {
+        let deleted = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+             WHERE status <> 'pending' AND updated_at < $1 LIMIT $2)",
+        )
+        .bind(int(before))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+
     async fn retry(
         &self,
         endpoint_id: &str,

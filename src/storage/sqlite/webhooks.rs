@@ -408,6 +408,19 @@ impl WebhookStore for SqliteWebhooks {
         .await
     }
 
+    async fn prune(&self, before: u64, limit: usize) -> Result<u64, StorageError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |state| {
+            let deleted = state.conn.execute(
+                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+                 WHERE status <> 'pending' AND updated_at < ?1 LIMIT ?2)",
+                params![int(before), limit],
+            )?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
     async fn retry(
         &self,
         endpoint_id: &str,
