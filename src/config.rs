@@ -76,6 +76,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("WEBHOOK_OUTBOX_MAX", "100000"),
     ("WEBHOOK_TIMEOUT_MS", "10000"),
     ("WEBHOOK_ALLOW_PRIVATE", "false"),
+    ("WEBHOOK_RETENTION_DAYS", "30"),
     ("CONTACT_CHECKS_PER_MINUTE", "60"),
     ("QR_LINK_WINDOW_SECS", "120"),
     ("JWT_SESSION_CLAIM", "sub"),
@@ -331,7 +332,7 @@ pub struct Config {
     pub inbound_retention: Option<Duration>,
     /// `WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_EVENTS`, `WEBHOOK_MAX_RETRY_SECS`,
     /// `WEBHOOK_RETRY_BASE_MS`, `WEBHOOK_OUTBOX_MAX`, `WEBHOOK_TIMEOUT_MS`, `WEBHOOK_ALLOW_PRIVATE`,
-    /// and the seeds' callback endpoints `BACKEND_URL` and `BACKEND_BASE_URL`.
+    /// `WEBHOOK_RETENTION_DAYS`, and the seeds' callback endpoints `BACKEND_URL` and `BACKEND_BASE_URL`.
     pub webhooks: crate::domain::WebhookSettings,
     /// `CONTACT_CHECKS_PER_MINUTE` (60; 0 = no limit): numbers each session may ask WhatsApp about.
     pub contact_checks_per_minute: u32,
@@ -536,6 +537,7 @@ struct Raw {
     webhook_outbox_max: String,
     webhook_timeout_ms: String,
     webhook_allow_private: String,
+    webhook_retention_days: String,
     contact_checks_per_minute: String,
     qr_link_window_secs: String,
     jwt_session_claim: String,
@@ -699,15 +701,12 @@ impl Config {
             .transpose()?;
         let api_tokens_file = non_empty(raw.api_tokens_file).map(PathBuf::from);
 
-        let retention_days: u64 = raw.inbound_retention_days.trim().parse().map_err(|_| {
-            invalid("INBOUND_RETENTION_DAYS", &raw.inbound_retention_days, "is not a whole number of days")
-        })?;
         Ok(Config {
             compat_api,
             webhooks,
             jwt,
             database,
-            inbound_retention: (retention_days > 0).then(|| Duration::from_secs(retention_days.saturating_mul(86_400))),
+            inbound_retention: days("INBOUND_RETENTION_DAYS", &raw.inbound_retention_days)?,
             contact_checks_per_minute: raw.contact_checks_per_minute.trim().parse().map_err(|_| {
                 invalid("CONTACT_CHECKS_PER_MINUTE", &raw.contact_checks_per_minute, "is not a whole number")
             })?,
@@ -1017,7 +1016,14 @@ fn webhook_settings(raw: &Raw, compat: CompatDialects) -> Result<crate::domain::
         outbox_max: number("WEBHOOK_OUTBOX_MAX", &raw.webhook_outbox_max)?.max(1),
         timeout: Duration::from_millis(number("WEBHOOK_TIMEOUT_MS", &raw.webhook_timeout_ms)?.max(1)),
         allow_private: parse_bool("WEBHOOK_ALLOW_PRIVATE", &raw.webhook_allow_private)?,
+        retention: days("WEBHOOK_RETENTION_DAYS", &raw.webhook_retention_days)?,
     })
+}
+
+/// A retention in whole days; `None` for 0 (keep forever).
+fn days(name: &'static str, value: &str) -> Result<Option<Duration>, ConfigError> {
+    let days: u64 = value.trim().parse().map_err(|_| invalid(name, value, "is not a whole number of days"))?;
+    Ok((days > 0).then(|| Duration::from_secs(days.saturating_mul(86_400))))
 }
 
 /// A comma list, trimmed, without empty entries.
@@ -1272,6 +1278,11 @@ mod tests {
         assert_eq!(config.retry_max_delay, Duration::from_secs(300));
         assert!(!config.qr_terminal);
         assert!(!config.webhooks.allow_private, "only the admin's webhooks reach private addresses by default");
+        assert_eq!(
+            config.webhooks.retention,
+            Some(Duration::from_secs(30 * 86_400)),
+            "settled deliveries kept 30 days"
+        );
         assert_eq!(config.api_token_file, PathBuf::from("./.api-token"));
         assert_eq!(config.token_origin, TokenOrigin::Configured);
         assert_eq!(config.api_token.expose(), "0123456789abcdef0123");
@@ -1454,6 +1465,10 @@ mod tests {
             error_of(with_token(&[("WEBHOOK_ALLOW_PRIVATE", "maybe")])).starts_with("invalid WEBHOOK_ALLOW_PRIVATE:")
         );
         assert!(error_of(with_token(&[("LOG_LEVEL", "[[[")])).starts_with("invalid LOG_LEVEL:"));
+        assert_eq!(
+            error_of(with_token(&[("WEBHOOK_RETENTION_DAYS", "a week")])),
+            "invalid WEBHOOK_RETENTION_DAYS: 'a week' is not a whole number of days"
+        );
         assert_eq!(
             error_of(with_token(&[("RETRY_BASE_DELAY_MS", "5000"), ("RETRY_MAX_DELAY_MS", "1000")])),
             "invalid RETRY_BASE_DELAY_MS: '5000' must not exceed RETRY_MAX_DELAY_MS (1000)"

@@ -69,6 +69,9 @@ pub struct WebhookSettings {
     /// `WEBHOOK_ALLOW_PRIVATE` (false): endpoints of tokens other than the admin may post to
     /// private addresses too.
     pub allow_private: bool,
+    /// `WEBHOOK_RETENTION_DAYS` (30; `None` for 0 = keep forever): settled deliveries (delivered,
+    /// or failed for good) are deleted this long after they settled.
+    pub retention: Option<Duration>,
 }
 
 /// How an endpoint's events are posted.

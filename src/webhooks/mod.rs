@@ -17,6 +17,8 @@
 //!   the API lists and replays. A `410 Gone` disables the endpoint.
 //! * An endpoint holds at most `WEBHOOK_OUTBOX_MAX` pending deliveries; events beyond are
 //!   recorded as failed at once (`outbox full`), so they can still be replayed.
+//! * Settled deliveries (delivered, or dead letters) are deleted `WEBHOOK_RETENTION_DAYS` (30)
+//!   after they settled, at start-up and every hour, a few thousand per statement.
 //! * An endpoint belongs to the token that registered it. The admin's post anywhere; other
 //!   tokens' post only to public addresses, checked at registration and at every connection
 //!   (`destination.rs`).
@@ -105,6 +107,14 @@ const LEASE: Duration = Duration::from_secs(15);
 /// endpoints): another gateway may have written deliveries for the endpoint and died before
 /// posting them, or ended its claim, and neither wakes this gateway.
 pub const FLEET_POLL: Duration = Duration::from_secs(2);
+
+/// Settled deliveries deleted per statement when pruning: each round is short, so the outbox's
+/// writers never wait long for it.
+const PRUNE_BATCH: usize = 5_000;
+
+/// How often settled deliveries past `WEBHOOK_RETENTION_DAYS` are deleted (the first round at
+/// start-up).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The webhooks: cheap to clone.
 #[derive(Clone)]
@@ -208,7 +218,24 @@ impl Webhooks {
         if matches!(self.inner.sharing, Sharing::Fleet { .. }) {
             shutdown.spawn(watch_endpoints(self.clone(), shutdown.token()));
         }
+        if let Some(retention) = self.inner.settings.retention {
+            shutdown.spawn(prune_periodically(self.clone(), retention, shutdown.token()));
+        }
         Ok(())
+    }
+
+    /// Deletes the deliveries settled more than `retention` ago, [`PRUNE_BATCH`] at a time;
+    /// returns how many.
+    async fn prune(&self, retention: Duration) -> Result<u64, StoreError> {
+        let before = crate::domain::now_ms().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+        let mut deleted = 0;
+        loop {
+            let round = self.inner.store.prune(before, PRUNE_BATCH).await?;
+            deleted += round;
+            if round < PRUNE_BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// Runs a worker for each enabled endpoint of `endpoints` (listed at `listed_at`) and stops
@@ -405,6 +432,24 @@ fn render(
         }
     }
     out
+}
+
+/// Deletes settled deliveries older than `retention` every [`PRUNE_EVERY`], until `cancel`. In a
+/// fleet every gateway does: the deletes are idempotent, and whichever comes first finds them.
+async fn prune_periodically(webhooks: Webhooks, retention: Duration, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match webhooks.prune(retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "settled webhook deliveries past their retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "webhook delivery prune failed"),
+        }
+    }
 }
 
 /// Writes a delivery per matching endpoint for every event of the bus, many per transaction,

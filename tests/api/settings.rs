@@ -411,6 +411,78 @@ async fn webhook_outbox_max_sends_the_overflow_to_dead_letters_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_retention_days_prunes_settled_deliveries_at_start() {
+    let fake = fake().await;
+    let dir = temp_dir();
+    let (hooks, _posts) = Hooks::start(200).await;
+    let app = TestApp::spawn(&fake, &dir).await;
+    let (status, created) =
+        app.request("POST", "/api/webhooks", Some(TOKEN), Some(json!({"url": hooks.url()}).to_string())).await;
+    assert_eq!(status, 201, "{created}");
+    let endpoint = created["id"].as_str().expect("id").to_owned();
+    let delivered = async |app: &TestApp| -> Vec<i64> {
+        let path = format!("/api/webhooks/{endpoint}/deliveries?status=delivered");
+        let (code, page) = app.request("GET", &path, Some(TOKEN), None).await;
+        assert_eq!(code, 200, "{page}");
+        page["items"].as_array().expect("items").iter().filter_map(|d| d["id"].as_i64()).collect()
+    };
+    // A watcher makes events (the session's statuses, its QR): two of them delivered.
+    let watch = app.ws("poda").await;
+    let ids = tokio::time::timeout(WAIT, async {
+        loop {
+            let ids = delivered(&app).await;
+            if ids.len() >= 2 {
+                return ids;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("two deliveries delivered");
+    drop(watch);
+    app.stop().await;
+
+    // Through a side connection: one settled two days ago, another half a day ago.
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let day_ms = 86_400_000_i64;
+    let (old, recent) = (ids[ids.len() - 1], ids[ids.len() - 2]);
+    let aged = [(old, now_ms - 2 * day_ms), (recent, now_ms - day_ms / 2)];
+    match backend_url(&dir) {
+        None => {
+            let db = rusqlite::Connection::open(dir.join("data").join("webhooks.db")).expect("webhooks.db");
+            for (id, settled_at) in aged {
+                let changed = db
+                    .execute("UPDATE deliveries SET updated_at = ?1 WHERE id = ?2", rusqlite::params![settled_at, id])
+                    .expect("age a row");
+                assert_eq!(changed, 1, "{id}");
+            }
+        }
+        Some(url) => {
+            use sqlx::Connection as _;
+            let mut db = sqlx::PgConnection::connect(&url).await.expect("Postgres");
+            for (id, settled_at) in aged {
+                let changed = sqlx::query("UPDATE webhook_deliveries SET updated_at = $1 WHERE id = $2")
+                    .bind(settled_at)
+                    .bind(id)
+                    .execute(&mut db)
+                    .await
+                    .expect("age a row");
+                assert_eq!(changed.rows_affected(), 1, "{id}");
+            }
+        }
+    }
+
+    // A one-day retention prunes at start-up (the prune's first round is immediate).
+    let app = TestApp::spawn_with(config(&fake, &dir, &[("WEBHOOK_RETENTION_DAYS", "1")])).await;
+    until(SOON, "the delivery settled two days ago pruned", || async { !delivered(&app).await.contains(&old) }).await;
+    let left = delivered(&app).await;
+    assert!(left.contains(&recent), "the one settled half a day ago is kept: {left:?}");
+    assert!(ids.iter().filter(|id| **id != old).all(|id| left.contains(id)), "only the old one went: {left:?}");
+    app.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qr_link_window_secs_stops_linking_that_long_after_the_last_qr() {
     let fake = fake().await;
     let dir = temp_dir();
