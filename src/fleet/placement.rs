@@ -154,6 +154,17 @@ impl Fleet {
         tracing::info!(session = %session, owned = self.owned(), share, "over this gateway's share: handing the number over");
     }
 
+    /// The live gateway other than this one that holds the fewest leases: where a number this
+    /// gateway has no room for is linked instead.
+    pub async fn least_loaded_other(&self) -> Option<crate::domain::GatewayId> {
+        let (Ok(live), Ok(leases)) = (self.inner.leases.live_gateways().await, self.inner.leases.live().await) else {
+            return None;
+        };
+        live.into_iter()
+            .filter(|gateway| *gateway != self.inner.gateway)
+            .min_by_key(|gateway| leases.iter().filter(|lease| &lease.owner == gateway).count())
+    }
+
     /// Whether a live gateway other than this one holds fewer than `share` leases.
     async fn someone_has_room(&self, share: usize) -> bool {
         let (Ok(live), Ok(leases)) = (self.inner.leases.live_gateways().await, self.inner.leases.live().await) else {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use whatsapp_rust::Client;
 use whatsapp_rust::bot::BotHandle;
 
+use super::forwarded::{Answer, Forwarded};
 use super::upstream::{self, Upstream, UpstreamEvent};
 use super::{Account, PairingError, Qr, SessionEvent, SessionEventKind, SessionState, Status};
 use crate::domain::{GatewayId, PhoneNumber, SessionId};
@@ -988,6 +989,10 @@ async fn wait_for_lease(
                 (free_rounds, over_share) = (0, false);
                 let reason = match holder {
                     Some((lease, _)) => {
+                        // Watched here while that gateway links it: it keeps linking as long.
+                        if watched && !has_credentials(upstream, &shared.id).await {
+                            keep_linking_on(fleet, &shared.id, &lease.owner, cancel).await;
+                        }
                         let reason = format!("running on gateway {}", lease.owner);
                         shared.set_runs_on(Some(lease.owner));
                         reason
@@ -1006,11 +1011,22 @@ async fn wait_for_lease(
                     fleet.look_at_state(&shared.id);
                 }
                 let reason = if watched {
-                    "this gateway runs MAX_SESSIONS_PER_GATEWAY numbers already: link this one through another gateway"
+                    // No room here for a number someone wants to link: the gateway with the most
+                    // room links it, and its QR and status are shown here.
+                    match fleet.least_loaded_other().await {
+                        Some(gateway) if keep_linking_on(fleet, &shared.id, &gateway, cancel).await => {
+                            format!(
+                                "this gateway runs MAX_SESSIONS_PER_GATEWAY numbers already: gateway {gateway} links it"
+                            )
+                        }
+                        _ => "this gateway runs MAX_SESSIONS_PER_GATEWAY numbers already, and no other gateway \
+                              can link it now"
+                            .into(),
+                    }
                 } else {
-                    "waiting for a gateway of the fleet with room"
+                    "waiting for a gateway of the fleet with room".into()
                 };
-                shared.show_elsewhere(reason.into());
+                shared.show_elsewhere(reason);
             }
             Claim::Failed(e) => {
                 tracing::warn!(session = %shared.id, error = %e, "cannot claim the lease; trying again");
@@ -1038,6 +1054,36 @@ async fn wait_for_lease(
                 Some(Command::Restart) => {}
                 Some(Command::PairCode(phone, reply)) => *pending_pair = Some((phone, reply)),
             },
+        }
+    }
+}
+
+/// How long another gateway keeps linking a number watched here, from each ask; asked again
+/// every round while the watcher stays.
+const LINK_ELSEWHERE_FOR: Duration = Duration::from_secs(30);
+
+/// How long a round waits for that gateway's answer.
+const LINK_ELSEWHERE_WAIT: Duration = Duration::from_secs(2);
+
+/// Asks `gateway` to link `session` (keep its linking window open) for [`LINK_ELSEWHERE_FOR`];
+/// `true` once it said it does.
+async fn keep_linking_on(fleet: &Fleet, session: &SessionId, gateway: &GatewayId, cancel: &CancellationToken) -> bool {
+    let window_ms = u64::try_from(LINK_ELSEWHERE_FOR.as_millis()).unwrap_or(u64::MAX);
+    let link = Forwarded::Link { window_ms };
+    let asked = fleet.forward::<Answer>(gateway, session, &link, LINK_ELSEWHERE_WAIT);
+    let answer = tokio::select! {
+        () = cancel.cancelled() => return false,
+        answer = asked => answer,
+    };
+    match answer {
+        Ok(Answer::Done) => true,
+        Ok(other) => {
+            tracing::debug!(session = %session, %gateway, answer = ?other, "the other gateway does not link the number");
+            false
+        }
+        Err(e) => {
+            tracing::debug!(session = %session, %gateway, error = %e, "cannot ask another gateway to link the number");
+            false
         }
     }
 }

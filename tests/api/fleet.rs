@@ -515,6 +515,40 @@ pub(crate) async fn each_reported_sent(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_linked_through_a_full_gateway_is_linked_by_one_with_room() {
+    let fake = fake().await;
+    let schema = Schema::fresh().await;
+    let url = schema.url();
+    let mut full = member(&url, "gw-full");
+    full.push(("MAX_SESSIONS_PER_GATEWAY", "1".into()));
+    let full: Vec<(&str, &str)> = full.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = TestApp::spawn_with(config(&fake, &temp_dir(), &full)).await;
+    link(&a, &fake, "primero", "51900000094").await;
+    let b = spawn_member(&fake, &url, "gw-room").await;
+    wait_session(&b, "primero", "shown on B as A runs it", |s| s["status"] == "connected" && s["gateway"] == "gw-full")
+        .await;
+
+    // A runs its one number already: the page that links a second through A gets B's QR, and
+    // the scan links it on B.
+    link(&a, &fake, "segundo", "51900000095").await;
+    wait_session(&a, "segundo", "runs on B, as A shows it", |s| {
+        s["status"] == "connected" && s["gateway"] == "gw-room"
+    })
+    .await;
+    wait_session(&a, "primero", "the first still on A", |s| s["status"] == "connected" && s["gateway"] == "gw-full")
+        .await;
+    assert_eq!(fake.admin().replaced_conflicts(), 0);
+    // Linked for good: B sends through it.
+    let mut events = fake.subscribe();
+    let (status, body) = a.send_pdf("segundo", "51987000095", &pdf("por B"), None).await;
+    assert_eq!(status, 202, "{body}");
+    wait_message(&mut events, "51987000095").await;
+    a.stop().await;
+    b.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_gateways_lose_one_to_sigkill_and_every_number_pdf_and_event_survives_once() {
     let numbers = fleet_numbers(12);
     let fake = fake().await;
