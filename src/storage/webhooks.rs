@@ -130,6 +130,10 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Option<u64>, StorageError>;
 }
 
+/// Settled deliveries deleted per [`WebhookStore::prune`] statement: each round is short, so
+/// the outbox's writers never wait long behind it.
+pub(crate) const PRUNE_BATCH: usize = 1_000;
+
 /// A lease's end as stored: `now + lease` in unix ms.
 pub(crate) fn lease_end(now: u64, lease: Duration) -> u64 {
     now.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))

@@ -18,7 +18,7 @@
 //! * An endpoint holds at most `WEBHOOK_OUTBOX_MAX` pending deliveries; events beyond are
 //!   recorded as failed at once (`outbox full`), so they can still be replayed.
 //! * Settled deliveries (delivered, or dead letters) are deleted `WEBHOOK_RETENTION_DAYS` (30)
-//!   after they settled, at start-up and every hour, a few thousand per statement.
+//!   after they settled, at start-up and every hour, a thousand per statement.
 //! * An endpoint belongs to the token that registered it. The admin's post anywhere; other
 //!   tokens' post only to public addresses, checked at registration and at every connection
 //!   (`destination.rs`).
@@ -50,7 +50,7 @@ use crate::domain::{DeliveryOutcome, NewDelivery};
 use crate::events::{EventKind, GatewayEvent};
 use crate::shutdown::Shutdown;
 use crate::storage::WebhookStore;
-use crate::storage::webhooks::{BACKEND_BASE_URL_ENDPOINT, BACKEND_URL_ENDPOINT, ENV_ENDPOINT};
+use crate::storage::webhooks::{BACKEND_BASE_URL_ENDPOINT, BACKEND_URL_ENDPOINT, ENV_ENDPOINT, PRUNE_BATCH};
 
 /// What `POST /api/webhooks` registers.
 #[derive(Debug, Clone)]
@@ -107,10 +107,6 @@ const LEASE: Duration = Duration::from_secs(15);
 /// endpoints): another gateway may have written deliveries for the endpoint and died before
 /// posting them, or ended its claim, and neither wakes this gateway.
 pub const FLEET_POLL: Duration = Duration::from_secs(2);
-
-/// Settled deliveries deleted per statement when pruning: each round is short, so the outbox's
-/// writers never wait long for it.
-const PRUNE_BATCH: usize = 5_000;
 
 /// How often settled deliveries past `WEBHOOK_RETENTION_DAYS` are deleted (the first round at
 /// start-up).
