@@ -220,18 +220,19 @@ impl Webhooks {
         Ok(())
     }
 
-    /// Deletes the deliveries settled more than `retention` ago, [`PRUNE_BATCH`] at a time;
-    /// returns how many.
-    async fn prune(&self, retention: Duration) -> Result<u64, StoreError> {
+    /// Deletes the deliveries settled more than `retention` ago, [`PRUNE_BATCH`] at a time,
+    /// until none is left or `cancel` fires; returns how many.
+    async fn prune(&self, retention: Duration, cancel: &CancellationToken) -> Result<u64, StoreError> {
         let before = crate::domain::now_ms().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
         let mut deleted = 0;
-        loop {
+        while !cancel.is_cancelled() {
             let round = self.inner.store.prune(before, PRUNE_BATCH).await?;
             deleted += round;
             if round < PRUNE_BATCH as u64 {
-                return Ok(deleted);
+                break;
             }
         }
+        Ok(deleted)
     }
 
     /// Runs a worker for each enabled endpoint of `endpoints` (listed at `listed_at`) and stops
@@ -440,7 +441,7 @@ async fn prune_periodically(webhooks: Webhooks, retention: Duration, cancel: Can
             () = cancel.cancelled() => return,
             _ = every.tick() => {}
         }
-        match webhooks.prune(retention).await {
+        match webhooks.prune(retention, &cancel).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "settled webhook deliveries past their retention deleted"),
             Err(e) => tracing::warn!(error = %e, "webhook delivery prune failed"),
