@@ -94,8 +94,7 @@ impl EventBus {
             timestamp: crate::domain::now_ms(),
             data,
         });
-        self.to_outbox(Arc::clone(&event), None);
-        self.show(event, true);
+        self.publish_written(event, None);
     }
 
     /// Publishes an event whose id its producer chose, and tells `written` (if any) once the

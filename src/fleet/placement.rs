@@ -157,21 +157,28 @@ impl Fleet {
     /// The live gateway other than this one that holds the fewest leases: where a number this
     /// gateway has no room for is linked instead.
     pub async fn least_loaded_other(&self) -> Option<crate::domain::GatewayId> {
-        let (Ok(live), Ok(leases)) = (self.inner.leases.live_gateways().await, self.inner.leases.live().await) else {
-            return None;
-        };
-        live.into_iter()
-            .filter(|gateway| *gateway != self.inner.gateway)
-            .min_by_key(|gateway| leases.iter().filter(|lease| &lease.owner == gateway).count())
+        self.others_loads().await?.into_iter().min_by_key(|(_, held)| *held).map(|(gateway, _)| gateway)
     }
 
     /// Whether a live gateway other than this one holds fewer than `share` leases.
     async fn someone_has_room(&self, share: usize) -> bool {
+        self.others_loads().await.is_some_and(|loads| loads.iter().any(|(_, held)| *held < share))
+    }
+
+    /// Each live gateway other than this one, with how many leases it holds; `None` when the
+    /// database cannot say.
+    async fn others_loads(&self) -> Option<Vec<(crate::domain::GatewayId, usize)>> {
         let (Ok(live), Ok(leases)) = (self.inner.leases.live_gateways().await, self.inner.leases.live().await) else {
-            return false;
+            return None;
         };
-        live.iter()
-            .filter(|gateway| **gateway != self.inner.gateway)
-            .any(|gateway| leases.iter().filter(|lease| &lease.owner == gateway).count() < share)
+        let loads = live
+            .into_iter()
+            .filter(|gateway| *gateway != self.inner.gateway)
+            .map(|gateway| {
+                let held = leases.iter().filter(|lease| lease.owner == gateway).count();
+                (gateway, held)
+            })
+            .collect();
+        Some(loads)
     }
 }

@@ -130,18 +130,7 @@ fn write_until(
 /// Deletes [`SETTLED`] delivered deliveries in rounds of the webhooks' own batch while another
 /// endpoint's outbox is written every 10 ms (and those writes alone for two seconds before).
 async fn prune(store: Arc<dyn super::WebhookStore>) -> Pruned {
-    use crate::domain::{Endpoint, Owner, WebhookFormat, WebhookSecret};
-    let endpoint = |n: u64| Endpoint {
-        id: Endpoint::new_id(),
-        url: format!("http://receiver.test/{n}"),
-        secret: WebhookSecret::generate(),
-        events: None,
-        sessions: None,
-        created_at: n,
-        disabled: None,
-        owner: Owner::admin(),
-        format: WebhookFormat::Standard,
-    };
+    let endpoint = |n| super::webhooks_conformance::endpoint(crate::domain::Owner::admin(), n);
     let (old, busy) = (endpoint(1), endpoint(2));
     store.create(&old).await.expect("create");
     store.create(&busy).await.expect("create");

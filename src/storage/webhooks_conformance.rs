@@ -15,7 +15,7 @@ use crate::domain::{
 const T0: u64 = 1_000_000;
 const LEASE: Duration = Duration::from_secs(60);
 
-fn endpoint(owner: Owner, created_at: u64) -> Endpoint {
+pub(super) fn endpoint(owner: Owner, created_at: u64) -> Endpoint {
     Endpoint {
         id: Endpoint::new_id(),
         url: format!("http://receiver.test/{created_at}"),

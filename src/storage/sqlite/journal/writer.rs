@@ -43,7 +43,7 @@ pub(super) enum Command {
     SetStatus { message_id: String, status: DeliveryStatus, last_error: Option<String>, reply: Reply<bool> },
     /// Count one more send attempt.
     RecordAttempt { message_id: String, error: Option<String>, reply: Reply<u32> },
-    /// Delete the `message.status` events up to this sequence number (handed over).
+    /// Delete these `message.status` events (handed over).
     DeleteStatusEvents { seqs: Vec<i64>, reply: Reply<u64> },
     /// Delete old idempotency keys and finished messages (cut-offs in unix ms).
     Prune { keys_before: u64, finished_before: u64, reply: Reply<Pruned> },
