@@ -4,7 +4,7 @@
 //! makes `/health/ready` say why, loses nothing accepted, and everything resumes by itself.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::support::postgres::{Cuttable, Schema};
 use crate::support::*;
@@ -84,8 +84,10 @@ async fn postgres_going_away_under_load_is_503_then_everything_resumes_and_nothi
 
     // Load: PDFs one after another until told to stop; every 202 is remembered.
     let stop = Arc::new(AtomicBool::new(false));
+    // How many of its requests were refused so far: the outage lasts until one is.
+    let refusals = Arc::new(AtomicUsize::new(0));
     let load = tokio::spawn({
-        let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
+        let (app, stop, refusals) = (Arc::clone(&app), Arc::clone(&stop), Arc::clone(&refusals));
         async move {
             let (mut accepted, mut refused) = (Vec::new(), Vec::new());
             let mut n = 0;
@@ -100,6 +102,7 @@ async fn postgres_going_away_under_load_is_503_then_everything_resumes_and_nothi
                         assert_eq!(answer["error"]["code"], "STORAGE_UNAVAILABLE", "{answer}");
                         assert!(headers.iter().any(|(k, _)| k == "retry-after"), "503 says when to retry");
                         refused.push(n);
+                        refusals.fetch_add(1, Ordering::SeqCst);
                     }
                     other => panic!("send-pdf answered {other}: {answer}"),
                 }
@@ -126,6 +129,9 @@ async fn postgres_going_away_under_load_is_503_then_everything_resumes_and_nothi
     let (status, headers, answer) = app.request_with("POST", "/api/send-pdf", Some(TOKEN), Some(body), &[]).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("STORAGE_UNAVAILABLE")), "{answer}");
     assert!(headers.iter().any(|(k, v)| k == "retry-after" && v == "2"), "{headers:?}");
+
+    // The load meets the outage too (its request in flight at the cut may take a while to fail).
+    wait_for(|| async { refusals.load(Ordering::SeqCst) > 0 }).await;
 
     // Back: ready again by itself, intake accepted again, every accepted PDF delivered once.
     proxy.restore();
